@@ -1,0 +1,484 @@
+/**
+ * Runs a training script as a child process and feeds it tasks over a Unix
+ * socket (docs/client-protocol.md). Whatever the child does (crash, hang
+ * before connecting, exit mid-task, speak garbage), a pending runTask
+ * settles with the reason: exit code or signal plus the tail of its stderr.
+ */
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { FLModel, FLModelInfo } from '../core/fl-model.ts';
+import type { TensorDict } from '../core/tensor.ts';
+import type { TaskInput, TrainerContext, TrainerHost } from './api.ts';
+import { FrameReader, FrameWriter, InvalidMessageError, PROTOCOL_VERSION, type TrainerMessage, TrainerMessageSchema } from './framing.ts';
+
+export interface ExProcessOptions {
+  command: string;
+  args: string[];
+  /** working directory of the child (default: this process's) */
+  cwd?: string;
+  /** added to this process's environment; undefined removes a variable */
+  env?: Record<string, string | undefined>;
+  /** how long to wait for the child to connect and say hello (default 60 s) */
+  helloTimeoutMs?: number;
+  /** how long stop() waits for the child to exit before SIGKILL (default 10 s) */
+  stopTimeoutMs?: number;
+  /** receives every line the child prints */
+  logger?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** where the socket's private temp dir goes (default os.tmpdir(); socket paths are limited to ~107 bytes) */
+  socketDir?: string;
+}
+
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** The trainer process died, hung or broke the protocol. */
+export class TrainerProcessError extends Error {
+  override readonly name = 'TrainerProcessError';
+  constructor(message: string, readonly exit: ExitStatus | undefined, readonly stderrTail: string) {
+    super(message);
+  }
+}
+
+/** The trainer reported a failed task (`failed` frame); the process lives on. */
+export class TrainerTaskError extends Error {
+  override readonly name = 'TrainerTaskError';
+  constructor(message: string, readonly traceback: string | undefined) {
+    super(message);
+  }
+}
+
+const TAIL_LINES = 50;
+const TAIL_BYTES = 8 * 1024;
+/** after 'exit', how long to wait for the child's stdio to drain ('close') */
+const CLOSE_AFTER_EXIT_MS = 1000;
+/** after the socket drops, how long to wait for the exit status worth reporting */
+const EXIT_AFTER_DISCONNECT_MS = 2000;
+/** Linux sun_path is 108 bytes including the NUL */
+const MAX_SOCKET_PATH = 107;
+
+/** The last lines a stream printed, bounded in lines and bytes. */
+class LineTail {
+  private lines: string[] = [];
+  private bytes = 0;
+  push(line: string): void {
+    const l = line.length > TAIL_BYTES ? `…${line.slice(-TAIL_BYTES)}` : line;
+    this.lines.push(l);
+    this.bytes += Buffer.byteLength(l) + 1;
+    while (this.lines.length > TAIL_LINES || this.bytes > TAIL_BYTES) this.bytes -= Buffer.byteLength(this.lines.shift()!) + 1;
+  }
+  text(): string {
+    return this.lines.join('\n');
+  }
+}
+
+/** Splits a child's output into lines, for the logger and the tail. */
+function splitLines(stream: Readable, onLine: (line: string) => void): void {
+  let partial = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (s: string) => {
+    partial += s;
+    const parts = partial.split('\n');
+    partial = parts.pop() ?? '';
+    // a runaway line without newline must not grow without bound
+    if (partial.length > TAIL_BYTES) {
+      parts.push(partial);
+      partial = '';
+    }
+    for (const p of parts) onLine(p.endsWith('\r') ? p.slice(0, -1) : p);
+  });
+  stream.on('end', () => {
+    if (partial) onLine(partial);
+    partial = '';
+  });
+  stream.on('error', () => {}); // the exit status tells the story
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+/** true if p settled within ms */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const r = await Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((res) => {
+      timer = setTimeout(() => res(false), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return r;
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+function modelInfo(m: FLModel): FLModelInfo {
+  return { paramsType: m.paramsType, metrics: m.metrics, meta: m.meta, currentRound: m.currentRound, totalRounds: m.totalRounds };
+}
+
+interface Job {
+  task: TaskInput;
+  resolve: (m: FLModel) => void;
+  reject: (e: unknown) => void;
+  settled: boolean;
+  detach: () => void;
+}
+
+export class ExProcessTrainerHost implements TrainerHost {
+  private ctx: TrainerContext | undefined;
+  private child: ChildProcessByStdio<null, Readable, Readable> | undefined;
+  private server: net.Server | undefined;
+  private conn: net.Socket | undefined;
+  private writer: FrameWriter | undefined;
+  private tmpDir: string | undefined;
+  private welcomed = false;
+  private readonly queue: Job[] = [];
+  /** sent to the trainer, not yet answered (kept after an abort so its late result can be matched and dropped) */
+  private current: Job | undefined;
+  private last: TaskInput | undefined;
+  /** the trainer sent `receive` and has had no answer yet */
+  private trainerWaiting = false;
+  private stopping = false;
+  /** terminal: every later runTask rejects with it */
+  private failure: Error | undefined;
+  private readonly failed = deferred<never>();
+  private exit: ExitStatus | undefined;
+  /** the child has exited and its output is drained */
+  private readonly closed = deferred<void>();
+  private readonly stderrTail = new LineTail();
+
+  constructor(private readonly opts: ExProcessOptions) {}
+
+  /** How the child ended, once it has. */
+  get exitStatus(): ExitStatus | undefined {
+    return this.exit;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Path of the socket's private directory (removed by stop()). */
+  get socketDirectory(): string | undefined {
+    return this.tmpDir;
+  }
+
+  async start(ctx: TrainerContext): Promise<void> {
+    if (this.ctx) throw new Error('ExProcessTrainerHost.start() called twice');
+    this.ctx = ctx;
+    const deadline = Date.now() + (this.opts.helloTimeoutMs ?? 60_000);
+    let mismatch = false;
+    try {
+      // a private 0700 dir, so no other user can connect to the socket
+      this.tmpDir = await mkdtemp(path.join(this.opts.socketDir ?? tmpdir(), 'flotilla-'));
+      const sockPath = path.join(this.tmpDir, 'trainer.sock');
+      if (Buffer.byteLength(sockPath) > MAX_SOCKET_PATH) throw new Error(`socket path ${sockPath} is longer than ${MAX_SOCKET_PATH} bytes; pass a shorter socketDir`);
+      const server = net.createServer();
+      this.server = server;
+      server.maxConnections = 1; // the trainer, nobody else
+      await new Promise<void>((res, rej) => {
+        server.once('error', rej);
+        server.listen(sockPath, () => {
+          server.off('error', rej);
+          res();
+        });
+      });
+      const firstConn = new Promise<net.Socket>((res) => server.once('connection', res));
+      this.spawnChild(ctx, sockPath);
+
+      const conn = await this.beforeDeadline(firstConn, deadline, 'connect');
+      server.close(); // stop listening; the accepted connection stays open
+      conn.on('error', () => {}); // surfaces through the reader
+      this.conn = conn;
+      this.writer = new FrameWriter(conn);
+      const reader = new FrameReader<TrainerMessage>(conn, TrainerMessageSchema);
+      const hello = await this.beforeDeadline(reader.next(), deadline, 'say hello');
+      if (!hello) throw this.processError('trainer closed the connection before saying hello');
+      if (hello.msg.type !== 'hello') throw this.processError(`protocol violation: the trainer's first message must be "hello", got "${hello.msg.type}"`);
+      if (hello.msg.protocol !== PROTOCOL_VERSION) {
+        mismatch = true;
+        const message = `trainer speaks protocol ${hello.msg.protocol}, client speaks ${PROTOCOL_VERSION}`;
+        await this.writer.send({ type: 'error', message }).catch(() => {});
+        throw new TrainerProcessError(message, undefined, this.stderrTail.text());
+      }
+      await this.writer.send({ type: 'welcome', protocol: PROTOCOL_VERSION, siteName: ctx.siteName, jobId: ctx.jobId });
+      this.welcomed = true;
+      void this.readLoop(reader);
+    } catch (e) {
+      const err = asError(e);
+      this.terminate(err);
+      // after an `error` frame the trainer should exit by itself; otherwise don't wait
+      if (mismatch) await within(this.closed.promise, EXIT_AFTER_DISCONNECT_MS);
+      await this.killAndReap();
+      await this.cleanup();
+      throw err;
+    }
+  }
+
+  private spawnChild(ctx: TrainerContext, sockPath: string): void {
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries({ ...process.env, ...this.opts.env })) if (v !== undefined) env[k] = v;
+    Object.assign(env, {
+      FLOTILLA_SOCKET: sockPath,
+      FLOTILLA_PROTOCOL: String(PROTOCOL_VERSION),
+      FLOTILLA_SITE_NAME: ctx.siteName,
+      FLOTILLA_JOB_ID: ctx.jobId,
+      FLOTILLA_WORKSPACE: ctx.workspace,
+    });
+    const child = spawn(this.opts.command, this.opts.args, { cwd: this.opts.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    const log = this.opts.logger;
+    splitLines(child.stdout, (l) => log?.(l, 'stdout'));
+    splitLines(child.stderr, (l) => {
+      this.stderrTail.push(l);
+      log?.(l, 'stderr');
+    });
+    child.on('error', (e) => {
+      // spawn failed (ENOENT, EACCES): there will be no exit status
+      this.terminate(new TrainerProcessError(`could not start trainer "${this.commandLine()}": ${e.message}`, undefined, ''));
+      this.closed.resolve();
+    });
+    child.on('exit', (code, signal) => {
+      this.exit = { code, signal };
+      // a grandchild holding our pipes open must not delay the report forever
+      setTimeout(() => this.closed.resolve(), CLOSE_AFTER_EXIT_MS).unref();
+    });
+    child.on('close', (code, signal) => {
+      this.exit ??= { code, signal };
+      this.closed.resolve();
+    });
+    void this.closed.promise.then(() => this.terminate(this.exitError()));
+  }
+
+  /** Races p against the hello deadline and the child's death. */
+  private async beforeDeadline<T>(p: Promise<T>, deadline: number, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => {
+        const ms = this.opts.helloTimeoutMs ?? 60_000;
+        rej(this.processError(`trainer "${this.commandLine()}" did not ${what} within ${ms} ms (helloTimeoutMs); it must connect to FLOTILLA_SOCKET and send "hello"`));
+      }, Math.max(0, deadline - Date.now()));
+    });
+    try {
+      return await Promise.race([p, this.failed.promise, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private commandLine(): string {
+    return [this.opts.command, ...this.opts.args].join(' ');
+  }
+
+  private tailSection(): string {
+    const t = this.stderrTail.text();
+    return t ? `\n--- last lines of the trainer's stderr ---\n${t}` : "\n(the trainer's stderr was empty)";
+  }
+
+  private processError(message: string): TrainerProcessError {
+    return new TrainerProcessError(message + this.tailSection(), this.exit, this.stderrTail.text());
+  }
+
+  private exitError(): TrainerProcessError {
+    const x = this.exit;
+    const status = !x ? 'ended' : x.signal ? `was killed by signal ${x.signal}` : `exited with code ${x.code}`;
+    const t = this.current && !this.current.settled ? this.current.task : undefined;
+    const when = !this.welcomed ? ' before completing the handshake' : t ? ` while task "${t.taskId}" (${t.taskName}) was pending` : this.stopping ? ' after stop' : '';
+    return this.processError(`trainer process ${this.child?.pid ?? '?'} (${this.commandLine()}) ${status}${when}`);
+  }
+
+  /** Terminal failure: rejects everything pending and every later runTask. */
+  private terminate(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.failed.reject(err);
+    this.trainerWaiting = false;
+    const jobs = [...(this.current ? [this.current] : []), ...this.queue.splice(0)];
+    this.current = undefined;
+    for (const j of jobs) this.rejectJob(j, err);
+    this.conn?.destroy();
+  }
+
+  private async killAndReap(): Promise<void> {
+    const c = this.child;
+    if (!c || this.exit || c.pid === undefined) return;
+    c.kill('SIGKILL');
+    await within(this.closed.promise, 5000);
+  }
+
+  private async cleanup(): Promise<void> {
+    this.conn?.destroy();
+    this.server?.close();
+    if (this.tmpDir) await rm(this.tmpDir, { recursive: true, force: true });
+  }
+
+  // ---- jobs ----
+
+  private settle(job: Job): boolean {
+    if (job.settled) return false;
+    job.settled = true;
+    job.detach();
+    return true;
+  }
+
+  private rejectJob(job: Job, err: unknown): void {
+    if (this.settle(job)) job.reject(err);
+  }
+
+  runTask(task: TaskInput, signal?: AbortSignal): Promise<FLModel> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (!this.welcomed) return Promise.reject(new Error('runTask() before start() completed'));
+    if (this.stopping) return Promise.reject(new Error(`task "${task.taskId}" refused: the trainer host is stopping`));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<FLModel>((resolve, reject) => {
+      const job: Job = { task, resolve, reject, settled: false, detach: () => {} };
+      if (signal) {
+        const onAbort = (): void => {
+          const i = this.queue.indexOf(job);
+          if (i >= 0) this.queue.splice(i, 1);
+          // if already sent, the trainer's result is dropped when it comes
+          this.rejectJob(job, signal.reason);
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        job.detach = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.queue.push(job);
+      this.pump();
+    });
+  }
+
+  /** Answers a waiting trainer: the next task, or stop. */
+  private pump(): void {
+    const w = this.writer;
+    if (!this.trainerWaiting || this.failure || !w) return;
+    if (this.stopping) {
+      this.trainerWaiting = false;
+      w.send({ type: 'stop', reason: 'the job is over' }).catch((e: unknown) => void this.connectionLost(asError(e)));
+      return;
+    }
+    let job: Job | undefined;
+    while ((job = this.queue.shift()) && job.settled);
+    if (!job) return;
+    this.trainerWaiting = false;
+    this.current = job;
+    this.last = job.task;
+    const { taskId, taskName, model } = job.task;
+    const sent = job;
+    w.send({ type: 'task', taskId, taskName, model: modelInfo(model) }, model.params).catch((e: unknown) => {
+      if (e instanceof InvalidMessageError) {
+        // nothing was written: fail this task, the trainer is still waiting for one
+        if (this.current === sent) this.current = undefined;
+        this.rejectJob(sent, e);
+        this.trainerWaiting = true;
+        this.pump();
+      } else {
+        void this.connectionLost(asError(e));
+      }
+    });
+  }
+
+  private async readLoop(reader: FrameReader<TrainerMessage>): Promise<void> {
+    let cause: Error | undefined;
+    try {
+      for (;;) {
+        const f = await reader.next();
+        if (!f || this.failure) break;
+        this.handle(f.msg, f.params);
+      }
+    } catch (e) {
+      cause = asError(e);
+    }
+    await this.connectionLost(cause);
+  }
+
+  private violation(message: string): void {
+    this.terminate(this.processError(`protocol violation by the trainer: ${message}`));
+    void this.killAndReap();
+  }
+
+  private handle(msg: TrainerMessage, params: TensorDict | undefined): void {
+    switch (msg.type) {
+      case 'hello':
+        return this.violation('"hello" sent twice');
+      case 'receive': {
+        const cur = this.current;
+        if (cur) {
+          // the trainer moved on without answering: fail that task rather than wait forever
+          this.current = undefined;
+          this.rejectJob(cur, new TrainerTaskError(`task "${cur.task.taskId}" (${cur.task.taskName}) failed: the trainer asked for a new task without answering it`, undefined));
+        }
+        this.trainerWaiting = true;
+        return this.pump();
+      }
+      case 'result': {
+        const cur = this.current;
+        if (!cur) return this.violation(`"result" for task "${msg.taskId}" but no task is pending`);
+        if (cur.task.taskId !== msg.taskId) return this.violation(`"result" for task "${msg.taskId}" but task "${cur.task.taskId}" is pending`);
+        this.current = undefined;
+        if (this.settle(cur)) cur.resolve({ ...msg.model, params: params ?? new Map() });
+        return;
+      }
+      case 'failed': {
+        const cur = this.current;
+        if (!cur) return this.violation(`"failed" with no task pending: ${msg.message}`);
+        this.current = undefined;
+        const tb = msg.traceback ? `\n${msg.traceback}` : '';
+        this.rejectJob(cur, new TrainerTaskError(`task "${cur.task.taskId}" (${cur.task.taskName}) failed in the trainer: ${msg.message}${tb}`, msg.traceback));
+        return;
+      }
+      case 'log': {
+        const ctx = this.ctx!;
+        const round = (this.current?.task ?? this.last)?.model.currentRound;
+        ctx.onMetric({
+          site: ctx.siteName,
+          key: msg.key,
+          value: msg.value,
+          ...(msg.step === undefined ? {} : { step: msg.step }),
+          ...(round === undefined ? {} : { round }),
+        });
+        return;
+      }
+    }
+  }
+
+  /** The socket dropped or broke: report the exit status if the process is ending, else kill it. */
+  private async connectionLost(cause: Error | undefined): Promise<void> {
+    if (this.failure) return;
+    // the trainer usually exits right after its socket closes; its exit code is the useful part
+    if (await within(this.closed.promise, EXIT_AFTER_DISCONNECT_MS)) return; // terminate(exitError) ran
+    if (this.failure) return;
+    const why = cause ? `: ${cause.message}` : '';
+    this.terminate(this.processError(`lost the connection to trainer process ${this.child?.pid ?? '?'}${why} (the process was still running and has been killed)`));
+    await this.killAndReap();
+  }
+
+  async stop(): Promise<void> {
+    if (!this.ctx) return;
+    if (!this.stopping) {
+      this.stopping = true;
+      for (const j of this.queue.splice(0)) this.rejectJob(j, new Error(`task "${j.task.taskId}" was never started: the trainer host stopped`));
+      this.pump(); // a trainer waiting in receive() gets `stop` now, otherwise on its next receive()
+    }
+    if (this.child && !this.exit && !(await within(this.closed.promise, this.opts.stopTimeoutMs ?? 10_000))) await this.killAndReap();
+    this.terminate(new Error('the trainer host has stopped'));
+    await this.cleanup();
+  }
+}

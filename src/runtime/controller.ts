@@ -1,0 +1,291 @@
+/**
+ * Server side of the runtime: the Controller API that workflows program
+ * against, implemented over any ServerTransport. Results are delivered as they
+ * arrive (an async iterator), each with its parameters as a tensor stream, so a
+ * workflow can aggregate one result while others are still in flight.
+ */
+import { randomUUID } from 'node:crypto';
+import type { FLModelInfo } from '../core/fl-model.ts';
+import type { ModelSource } from '../core/model-source.ts';
+import { type TensorStream, decodeStream, encodeStream } from '../core/tensor-stream.ts';
+import { Channel, type ChannelOptions, type Envelope } from '../streaming/channel.ts';
+import type { Link, ServerTransport } from '../transport/link.ts';
+import { AsyncQueue } from '../util/async-queue.ts';
+import { type Logger, silentLogger } from '../util/log.ts';
+import { ClientMessageSchema, RUNTIME_PROTOCOL, describeZodError } from './messages.ts';
+
+export interface TaskRequest {
+  /** task name the executor dispatches on: 'train', 'validate', 'submit_model', ... */
+  name: string;
+  info: FLModelInfo;
+  params: ModelSource | null;
+}
+
+export type TaskResult =
+  | { ok: true; site: string; taskId: string; info: FLModelInfo; params: TensorStream | null; discard(): void }
+  | { ok: false; site: string; taskId: string; error: string };
+
+export interface BroadcastOptions {
+  /** sites to send to (default: all connected) */
+  targets?: readonly string[];
+  /** successful results needed (default: all targets) */
+  minResponses?: number;
+  /** overall limit (default: no limit) */
+  timeoutMs?: number;
+  /** once minResponses succeeded, how long to wait for the rest (default: until all answer or timeout) */
+  waitAfterMinMs?: number;
+}
+
+export interface MetricEvent {
+  site: string;
+  key: string;
+  value: number;
+  step?: number;
+  round?: number;
+}
+
+/** What workflows see of the federation. */
+export interface Controller {
+  readonly jobId: string;
+  /** sites connected now, sorted by name */
+  sites(): string[];
+  /** waits until at least `min` sites are connected */
+  waitForSites(min: number, timeoutMs: number): Promise<string[]>;
+  /** sends a task to many sites; yields each result as it arrives */
+  broadcast(task: TaskRequest, opts?: BroadcastOptions): AsyncIterable<TaskResult>;
+  /** sends a task to one site and waits for its result */
+  sendTo(site: string, task: TaskRequest, timeoutMs?: number): Promise<TaskResult>;
+}
+
+export class ControllerError extends Error {
+  override readonly name = 'ControllerError';
+}
+
+interface SiteState {
+  channel: Channel;
+  pending: Map<string, (r: TaskResult) => void>;
+}
+
+export interface ServerRuntimeOptions {
+  jobId: string;
+  channel?: ChannelOptions;
+  log?: Logger;
+  onMetric?: (m: MetricEvent) => void;
+  /** largest result a client may send, in bytes (default: unlimited) */
+  maxResultBytes?: number;
+}
+
+export class ServerRuntime implements Controller {
+  readonly jobId: string;
+  private readonly siteMap = new Map<string, SiteState>();
+  private readonly log: Logger;
+  private readonly siteWaiters = new Set<() => void>();
+  private accepting: Promise<void> | null = null;
+
+  constructor(private readonly transport: ServerTransport, private readonly opts: ServerRuntimeOptions) {
+    this.jobId = opts.jobId;
+    this.log = opts.log ?? silentLogger();
+  }
+
+  start(): void {
+    this.accepting ??= (async () => {
+      for await (const link of this.transport.accept()) void this.serve(link);
+    })();
+  }
+
+  sites(): string[] {
+    return [...this.siteMap.keys()].sort();
+  }
+
+  async waitForSites(min: number, timeoutMs: number): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.siteMap.size < min) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new ControllerError(`only ${this.siteMap.size} of the ${min} required sites connected within ${timeoutMs} ms (${this.sites().join(', ') || 'none'})`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, left);
+        const w = (): void => done();
+        function done(): void {
+          clearTimeout(t);
+          resolve();
+        }
+        this.siteWaiters.add(w);
+      });
+    }
+    return this.sites();
+  }
+
+  /** Tells every client the job is over and closes their links. */
+  async end(reason: string): Promise<void> {
+    await Promise.all(
+      [...this.siteMap.values()].map(async (s) => {
+        await s.channel.send({ type: 'end', reason }).catch(() => undefined);
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.siteMap.values()) s.channel.close('server closing');
+    await this.transport.close();
+  }
+
+  sendTo(site: string, task: TaskRequest, timeoutMs?: number): Promise<TaskResult> {
+    const s = this.siteMap.get(site);
+    const taskId = randomUUID();
+    if (!s) return Promise.resolve({ ok: false, site, taskId, error: `site ${site} is not connected` });
+    return new Promise<TaskResult>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (r: TaskResult): void => {
+        if (timer) clearTimeout(timer);
+        s.pending.delete(taskId);
+        resolve(r);
+      };
+      s.pending.set(taskId, finish);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => finish({ ok: false, site, taskId, error: `task ${task.name} timed out after ${timeoutMs} ms` }), timeoutMs);
+      }
+      const msg = { type: 'task', taskId, taskName: task.name, info: task.info, hasParams: task.params !== null };
+      const payload = task.params ? encodeStream(task.params.open()) : undefined;
+      s.channel.send(msg, payload).catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
+    });
+  }
+
+  broadcast(task: TaskRequest, opts: BroadcastOptions = {}): AsyncIterable<TaskResult> {
+    const targets = [...(opts.targets ?? this.sites())];
+    const min = opts.minResponses ?? targets.length;
+    if (min > targets.length) throw new ControllerError(`task ${task.name} needs ${min} responses but has only ${targets.length} targets`);
+    const out = new AsyncQueue<TaskResult>();
+    const promises = targets.map((site) => this.sendTo(site, task, opts.timeoutMs));
+    let ok = 0;
+    let answered = 0;
+    let closed = false;
+    let afterMin: NodeJS.Timeout | undefined;
+    const stop = (err?: Error): void => {
+      if (closed) return;
+      closed = true;
+      if (afterMin) clearTimeout(afterMin);
+      out.end(err);
+    };
+    for (const p of promises) {
+      void p.then((r) => {
+        if (closed) {
+          if (r.ok) r.discard(); // a late result: drop its payload so the sender stops
+          return;
+        }
+        answered++;
+        if (r.ok) ok++;
+        out.push(r);
+        if (answered === targets.length) {
+          stop(ok < min ? new ControllerError(`task ${task.name}: only ${ok} of ${min} required sites succeeded`) : undefined);
+        } else if (ok === min && opts.waitAfterMinMs !== undefined) {
+          afterMin = setTimeout(() => stop(), opts.waitAfterMinMs);
+        }
+      });
+    }
+    if (targets.length === 0) stop();
+    return out.drain();
+  }
+
+  private async serve(link: Link): Promise<void> {
+    const channel = new Channel(link, this.opts.channel);
+    let site: string | null = null;
+    try {
+      for await (const env of channel.messages()) {
+        if (site === null) {
+          site = await this.register(channel, env);
+          if (site === null) return;
+          continue;
+        }
+        await this.onMessage(site, env);
+      }
+    } catch (e) {
+      this.log.warn({ peer: link.peer, err: (e as Error).message }, 'client link failed');
+    } finally {
+      if (site !== null) this.dropSite(site, `site ${site} disconnected`);
+    }
+  }
+
+  private async register(channel: Channel, env: Envelope): Promise<string | null> {
+    const parsed = ClientMessageSchema.safeParse(env.msg);
+    let reason: string | null = null;
+    if (!parsed.success) reason = `malformed message: ${describeZodError(parsed.error)}`;
+    else if (parsed.data.type !== 'register') reason = `expected register, got ${parsed.data.type}`;
+    else if (parsed.data.protocol !== RUNTIME_PROTOCOL) reason = `client speaks protocol ${parsed.data.protocol}, server speaks ${RUNTIME_PROTOCOL}`;
+    else if (parsed.data.site !== channel.peer) reason = `site name ${parsed.data.site} does not match the authenticated peer ${channel.peer}`;
+    else if (this.siteMap.has(parsed.data.site)) reason = `site ${parsed.data.site} is already connected`;
+    if (reason !== null || !parsed.success || parsed.data.type !== 'register') {
+      env.payload?.cancel('not registered');
+      this.log.warn({ peer: channel.peer, reason }, 'registration refused');
+      await channel.send({ type: 'rejected', reason: reason ?? 'refused' }).catch(() => undefined);
+      channel.close(reason ?? 'refused');
+      return null;
+    }
+    const site = parsed.data.site;
+    this.siteMap.set(site, { channel, pending: new Map() });
+    await channel.send({ type: 'registered', site, jobId: this.jobId });
+    this.log.info({ site }, 'site registered');
+    for (const w of this.siteWaiters) w();
+    this.siteWaiters.clear();
+    return site;
+  }
+
+  private async onMessage(site: string, env: Envelope): Promise<void> {
+    const parsed = ClientMessageSchema.safeParse(env.msg);
+    if (!parsed.success) {
+      env.payload?.cancel('malformed message');
+      this.log.warn({ site, err: describeZodError(parsed.error) }, 'malformed message from client ignored');
+      return;
+    }
+    const m = parsed.data;
+    const state = this.siteMap.get(site);
+    if (!state) return;
+    switch (m.type) {
+      case 'heartbeat':
+      case 'register':
+        return;
+      case 'metric':
+        this.opts.onMetric?.({ site, key: m.key, value: m.value, ...(m.step !== undefined && { step: m.step }), ...(m.round !== undefined && { round: m.round }) });
+        return;
+      case 'result': {
+        const resolve = state.pending.get(m.taskId);
+        if (!resolve) {
+          env.payload?.cancel('unknown or expired task');
+          this.log.warn({ site, taskId: m.taskId }, 'result for an unknown or expired task ignored');
+          return;
+        }
+        if (m.status === 'error') {
+          resolve({ ok: false, site, taskId: m.taskId, error: m.error });
+          return;
+        }
+        let params: TensorStream | null = null;
+        if (m.hasParams) {
+          if (!env.payload) {
+            resolve({ ok: false, site, taskId: m.taskId, error: 'result announced params but carried none' });
+            return;
+          }
+          const payload = env.payload;
+          try {
+            const limit = this.opts.maxResultBytes;
+            params = await decodeStream(payload, limit === undefined ? {} : { maxBytes: limit });
+          } catch (e) {
+            payload.cancel((e as Error).message);
+            resolve({ ok: false, site, taskId: m.taskId, error: `bad result payload: ${(e as Error).message}` });
+            return;
+          }
+          resolve({ ok: true, site, taskId: m.taskId, info: m.info, params, discard: () => payload.cancel('discarded by the workflow') });
+          return;
+        }
+        resolve({ ok: true, site, taskId: m.taskId, info: m.info, params: null, discard: () => undefined });
+        return;
+      }
+    }
+  }
+
+  private dropSite(site: string, reason: string): void {
+    const s = this.siteMap.get(site);
+    if (!s) return;
+    this.siteMap.delete(site);
+    for (const [taskId, resolve] of s.pending) resolve({ ok: false, site, taskId, error: reason });
+    this.log.warn({ site }, reason);
+  }
+}

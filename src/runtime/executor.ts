@@ -1,0 +1,148 @@
+/**
+ * Client side of the runtime: registers with the server, receives tasks,
+ * dispatches each to the handler for its name and sends the result back.
+ * Tasks run one at a time, in arrival order. A handler that fails makes that
+ * task fail on the server with the handler's message; the client goes on.
+ */
+import type { FLModelInfo } from '../core/fl-model.ts';
+import { type TensorStream, decodeStream, dictToStream, encodeStream, streamToDict } from '../core/tensor-stream.ts';
+import type { MetricRecord, TrainerHost } from '../client/api.ts';
+import { Channel, type ChannelOptions } from '../streaming/channel.ts';
+import type { Link } from '../transport/link.ts';
+import { type Logger, silentLogger } from '../util/log.ts';
+import { RUNTIME_PROTOCOL, ServerMessageSchema, describeZodError } from './messages.ts';
+
+export interface IncomingTask {
+  taskId: string;
+  taskName: string;
+  info: FLModelInfo;
+  params: TensorStream | null;
+}
+
+export interface TaskOutput {
+  info: FLModelInfo;
+  params: TensorStream | null;
+}
+
+export type TaskHandler = (task: IncomingTask, signal: AbortSignal) => Promise<TaskOutput>;
+
+/** task name → handler; '*' handles any name without its own handler. */
+export type Executor = Readonly<Record<string, TaskHandler>>;
+
+/** An executor that hands every task to a Client API trainer (NVFlare's ClientAPI executor). */
+export function trainerExecutor(host: TrainerHost): Executor {
+  return {
+    '*': async (task, signal) => {
+      const params = task.params ? await streamToDict(task.params) : new Map();
+      const model = await host.runTask({ taskId: task.taskId, taskName: task.taskName, model: { ...task.info, params } }, signal);
+      const { params: out, ...info } = model;
+      return { info, params: out.size > 0 ? dictToStream(out) : null };
+    },
+  };
+}
+
+export interface ClientRunnerOptions {
+  site: string;
+  executor: Executor;
+  channel?: ChannelOptions;
+  log?: Logger;
+  heartbeatMs?: number;
+}
+
+export class ClientRunner {
+  private readonly channel: Channel;
+  private readonly log: Logger;
+  private jobIdValue = '';
+  private readonly abort = new AbortController();
+
+  constructor(link: Link, private readonly opts: ClientRunnerOptions) {
+    this.channel = new Channel(link, opts.channel);
+    this.log = opts.log ?? silentLogger();
+  }
+
+  get jobId(): string {
+    return this.jobIdValue;
+  }
+
+  /** Forwards a trainer's metric to the server. */
+  metric(m: MetricRecord): void {
+    const msg = { type: 'metric', key: m.key, value: m.value, ...(m.step !== undefined && { step: m.step }), ...(m.round !== undefined && { round: m.round }) };
+    void this.channel.send(msg).catch(() => undefined);
+  }
+
+  /** Runs until the server ends the job or the link closes. Returns the reason. */
+  async run(): Promise<string> {
+    await this.channel.send({ type: 'register', site: this.opts.site, protocol: RUNTIME_PROTOCOL });
+    const heartbeat = setInterval(() => void this.channel.send({ type: 'heartbeat' }).catch(() => undefined), this.opts.heartbeatMs ?? 10_000);
+    heartbeat.unref();
+    let queue: Promise<void> = Promise.resolve();
+    try {
+      for await (const env of this.channel.messages()) {
+        const parsed = ServerMessageSchema.safeParse(env.msg);
+        if (!parsed.success) {
+          env.payload?.cancel('malformed');
+          this.log.warn({ err: describeZodError(parsed.error) }, 'malformed message from server ignored');
+          continue;
+        }
+        const m = parsed.data;
+        switch (m.type) {
+          case 'registered':
+            this.jobIdValue = m.jobId;
+            this.log.info({ site: m.site, jobId: m.jobId }, 'registered');
+            break;
+          case 'rejected':
+            throw new Error(`server refused ${this.opts.site}: ${m.reason}`);
+          case 'end':
+            this.abort.abort(new Error(`job ended: ${m.reason}`));
+            await queue;
+            return m.reason;
+          case 'task': {
+            // one task at a time, in order; the message loop stays free to see 'end' and abort
+            const payload = env.payload;
+            queue = queue.then(async () => {
+              let params: TensorStream | null = null;
+              try {
+                params = m.hasParams && payload ? await decodeStream(payload) : null;
+              } catch (e) {
+                payload?.cancel('bad payload');
+                await this.fail(m.taskId, `bad task payload: ${(e as Error).message}`);
+                return;
+              }
+              await this.runTask({ taskId: m.taskId, taskName: m.taskName, info: m.info, params });
+              payload?.cancel('task finished');
+            });
+            break;
+          }
+        }
+      }
+      return 'connection closed';
+    } finally {
+      clearInterval(heartbeat);
+      this.abort.abort(new Error('client stopping'));
+    }
+  }
+
+  close(): void {
+    this.channel.close('client closing');
+  }
+
+  private async runTask(task: IncomingTask): Promise<void> {
+    const handler = this.opts.executor[task.taskName] ?? this.opts.executor['*'];
+    const started = Date.now();
+    try {
+      if (!handler) throw new Error(`no handler for task "${task.taskName}" on ${this.opts.site}`);
+      const out = await handler(task, this.abort.signal);
+      const msg = { type: 'result', taskId: task.taskId, status: 'ok', info: out.info, hasParams: out.params !== null };
+      await this.channel.send(msg, out.params ? encodeStream(out.params) : undefined);
+      this.log.info({ task: task.taskName, ms: Date.now() - started }, 'task done');
+    } catch (e) {
+      const error = (e as Error).message ?? String(e);
+      this.log.warn({ task: task.taskName, error }, 'task failed');
+      await this.fail(task.taskId, error);
+    }
+  }
+
+  private async fail(taskId: string, error: string): Promise<void> {
+    await this.channel.send({ type: 'result', taskId, status: 'error', error: error.slice(0, 65536) }).catch(() => undefined);
+  }
+}

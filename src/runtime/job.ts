@@ -1,0 +1,143 @@
+/**
+ * Turns a validated job folder into running parts: the initial model, the
+ * chain of server workflows, and each site's trainer host. Shared by the
+ * simulator and the real deployment so a job runs unchanged in both.
+ */
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { JsonValue } from '../core/fl-model.ts';
+import { readSafetensors } from '../core/safetensors.ts';
+import type { TensorDict } from '../core/tensor.ts';
+import type { Trainer, TrainerHost } from '../client/api.ts';
+import { ExProcessTrainerHost } from '../client/ex-process.ts';
+import { InProcessTrainerHost } from '../client/in-process.ts';
+import { CrossSiteEval } from '../workflows/cross-site-eval.ts';
+import { Cyclic } from '../workflows/cyclic.ts';
+import { FedAvg } from '../workflows/fedavg.ts';
+import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
+import { type ExecutorSpec, type JobConfig, JobConfigError, readJobConfig } from './job-config.ts';
+
+/** What a trainer factory named in `executor.trainer.factory` receives. */
+export interface TrainerFactoryContext {
+  site: string;
+  /** 0-based position of this site among the job's sites */
+  siteIndex: number;
+  numSites: number;
+  args: Record<string, JsonValue>;
+  jobDir: string;
+}
+export type TrainerFactory = (ctx: TrainerFactoryContext) => Trainer | Promise<Trainer>;
+
+export interface Job {
+  dir: string;
+  file: string;
+  config: JobConfig;
+}
+
+export function loadJob(jobDir: string): Job {
+  const { config, file } = readJobConfig(jobDir);
+  return { dir: resolve(jobDir), file, config };
+}
+
+async function importFrom(job: Job, module: string, exportName: string, what: string): Promise<unknown> {
+  const path = join(job.dir, module);
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+  } catch (e) {
+    throw new JobConfigError(`${job.file}: ${what}: cannot load ${path}: ${(e as Error).message}`);
+  }
+  if (!(exportName in mod)) throw new JobConfigError(`${job.file}: ${what}: ${module} has no export "${exportName}" (it exports ${Object.keys(mod).join(', ') || 'nothing'})`);
+  return mod[exportName];
+}
+
+export async function loadInitialModel(job: Job): Promise<TensorDict> {
+  const spec = job.config.model;
+  if ('path' in spec) return (await readSafetensors(join(job.dir, spec.path))).tensors;
+  const fn = await importFrom(job, spec.module, spec.export, 'model');
+  if (typeof fn !== 'function') throw new JobConfigError(`${job.file}: model: export "${spec.export}" of ${spec.module} must be a function returning the initial tensors`);
+  const model = (await (fn as () => unknown)()) as unknown;
+  if (!(model instanceof Map)) throw new JobConfigError(`${job.file}: model: ${spec.module}#${spec.export}() must return a Map of tensors (TensorDict)`);
+  return model as TensorDict;
+}
+
+export function executorSpecFor(job: Job, site: string): ExecutorSpec {
+  return job.config.sites[site]?.executor ?? job.config.executor;
+}
+
+/** The trainer host of one site: an in-process trainer, or a training script as a child process. */
+export async function createTrainerHost(job: Job, site: string, siteIndex: number, numSites: number, workspace: string): Promise<TrainerHost> {
+  const spec = executorSpecFor(job, site);
+  if ('script' in spec) {
+    const fill = (s: string): string => s.replaceAll('{site}', site).replaceAll('{jobDir}', job.dir).replaceAll('{workspace}', workspace).replaceAll('{siteIndex}', String(siteIndex)).replaceAll('{numSites}', String(numSites));
+    return new ExProcessTrainerHost({
+      command: spec.script.command,
+      args: spec.script.args.map(fill),
+      cwd: job.dir,
+      env: Object.fromEntries(Object.entries(spec.script.env).map(([k, v]) => [k, fill(v)])),
+      helloTimeoutMs: spec.script.startTimeoutSeconds * 1000,
+    });
+  }
+  const t = spec.trainer;
+  if ('factory' in t) {
+    const factory = await importFrom(job, t.module, t.factory, 'executor.trainer');
+    if (typeof factory !== 'function') throw new JobConfigError(`${job.file}: executor.trainer.factory "${t.factory}" must be a function`);
+    const trainer = await (factory as TrainerFactory)({ site, siteIndex, numSites, args: t.args, jobDir: job.dir });
+    return new InProcessTrainerHost(trainer);
+  }
+  const trainer = await importFrom(job, t.module, t.export, 'executor.trainer');
+  if (typeof trainer !== 'function') throw new JobConfigError(`${job.file}: executor.trainer.export "${t.export}" must be a trainer function`);
+  return new InProcessTrainerHost(trainer as Trainer);
+}
+
+export interface JobOutcome {
+  model: TensorDict;
+  rounds: RoundSummary[];
+  crossSite?: unknown;
+}
+
+/** Runs the job's workflows in order; each hands its model to the next. */
+export async function runWorkflows(job: Job, initial: TensorDict, ctx: WorkflowContext): Promise<JobOutcome> {
+  let model = initial;
+  const rounds: RoundSummary[] = [];
+  let crossSite: unknown;
+  const minClients = job.config.minClients;
+  for (const w of job.config.workflows) {
+    switch (w.type) {
+      case 'fedavg': {
+        const r = await new FedAvg({
+          rounds: w.rounds,
+          minClients,
+          initialModel: model,
+          ...(w.roundTimeoutSeconds !== undefined && { roundTimeoutMs: w.roundTimeoutSeconds * 1000 }),
+          ...(w.waitAfterMinSeconds !== undefined && { waitAfterMinMs: w.waitAfterMinSeconds * 1000 }),
+        }).run(ctx);
+        model = r.model;
+        rounds.push(...r.rounds);
+        break;
+      }
+      case 'cyclic': {
+        const r = await new Cyclic({
+          rounds: w.rounds,
+          minClients,
+          initialModel: model,
+          ...(w.order && { order: w.order }),
+          ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
+        }).run(ctx);
+        model = r.model;
+        rounds.push(...r.rounds);
+        break;
+      }
+      case 'cross_site_eval': {
+        const r = await new CrossSiteEval({
+          minClients,
+          ...(w.includeGlobal && { globalModel: model }),
+          ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
+        }).run(ctx);
+        crossSite = r.matrix;
+        break;
+      }
+    }
+  }
+  return { model, rounds, ...(crossSite !== undefined && { crossSite }) };
+}

@@ -1,0 +1,51 @@
+/**
+ * The runtime's control messages between server and clients. Every incoming
+ * message is parsed with these schemas; anything else is rejected without
+ * affecting other sites.
+ */
+import { z } from 'zod';
+import { FLModelInfoSchema } from '../core/fl-model.ts';
+
+export const RUNTIME_PROTOCOL = 1;
+
+const SiteName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'site names are 1–64 letters, digits, "_", "." or "-"');
+
+export const ClientMessageSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('register'), site: SiteName, protocol: z.number().int() }),
+  z.strictObject({ type: z.literal('heartbeat') }),
+  z.strictObject({
+    type: z.literal('result'),
+    taskId: z.string().min(1).max(128),
+    status: z.literal('ok'),
+    info: FLModelInfoSchema,
+    hasParams: z.boolean(),
+  }),
+  z.strictObject({ type: z.literal('result'), taskId: z.string().min(1).max(128), status: z.literal('error'), error: z.string().max(65536) }),
+  z.strictObject({
+    type: z.literal('metric'),
+    key: z.string().min(1).max(256),
+    value: z.number(),
+    step: z.number().int().optional(),
+    round: z.number().int().optional(),
+  }),
+]);
+export type ClientMessage = z.infer<typeof ClientMessageSchema>;
+
+export const ServerMessageSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('registered'), site: SiteName, jobId: z.string() }),
+  z.strictObject({ type: z.literal('rejected'), reason: z.string() }),
+  z.strictObject({
+    type: z.literal('task'),
+    taskId: z.string().min(1).max(128),
+    taskName: z.string().min(1).max(128),
+    info: FLModelInfoSchema,
+    hasParams: z.boolean(),
+  }),
+  z.strictObject({ type: z.literal('end'), reason: z.string() }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessageSchema>;
+
+/** Formats a zod error as "field: problem; field: problem". */
+export function describeZodError(e: z.ZodError): string {
+  return e.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('; ');
+}

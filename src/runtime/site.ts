@@ -1,0 +1,43 @@
+/**
+ * One client site: a trainer host behind a ClientRunner on a link. Used by the
+ * simulator (in the main thread or a worker) and by the real client process.
+ */
+import { mkdirSync } from 'node:fs';
+import type { TrainerHost } from '../client/api.ts';
+import type { Link } from '../transport/link.ts';
+import type { Logger } from '../util/log.ts';
+import { ClientRunner, type Executor, trainerExecutor } from './executor.ts';
+
+export interface SiteOptions {
+  site: string;
+  jobId: string;
+  workspace: string;
+  host: TrainerHost;
+  log?: Logger;
+}
+
+/** Runs a site until the server ends the job; returns the reason. The trainer is stopped in all cases. */
+export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
+  mkdirSync(opts.workspace, { recursive: true });
+  let runner: ClientRunner | null = null;
+  // Start the trainer (for a script: spawn it and wait for its hello) while registering;
+  // if it cannot start, every task fails with the reason instead of the site never showing up.
+  const started = opts.host
+    .start({ siteName: opts.site, jobId: opts.jobId, workspace: opts.workspace, onMetric: (m) => runner?.metric(m) })
+    .then(() => null, (e: Error) => e);
+  const inner = trainerExecutor(opts.host);
+  const executor: Executor = {
+    '*': async (task, signal) => {
+      const err = await started;
+      if (err) throw new Error(`trainer could not start: ${err.message}`);
+      return inner['*']!(task, signal);
+    },
+  };
+  runner = new ClientRunner(link, { site: opts.site, executor, ...(opts.log && { log: opts.log }) });
+  try {
+    return await runner.run();
+  } finally {
+    if ((await started) === null) await opts.host.stop().catch(() => undefined);
+    runner.close();
+  }
+}

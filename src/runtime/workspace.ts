@@ -1,0 +1,51 @@
+/**
+ * A job's server workspace: per-round global models (safetensors), metrics as
+ * JSON lines, the job's summary. Layout:
+ *   <dir>/server/round-<r>/global_model.safetensors
+ *   <dir>/server/global_model.safetensors      (latest)
+ *   <dir>/server/metrics.jsonl                 (one object per line)
+ *   <dir>/server/summary.json
+ */
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeSafetensors } from '../core/safetensors.ts';
+import type { TensorDict } from '../core/tensor.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+
+export class ServerWorkspace {
+  readonly serverDir: string;
+  constructor(readonly root: string) {
+    this.serverDir = join(root, 'server');
+    mkdirSync(this.serverDir, { recursive: true });
+  }
+
+  roundModelPath(round: number): string {
+    return join(this.serverDir, `round-${round}`, 'global_model.safetensors');
+  }
+
+  get globalModelPath(): string {
+    return join(this.serverDir, 'global_model.safetensors');
+  }
+
+  async saveGlobalModel(round: number, model: TensorDict, metadata: Record<string, string> = {}): Promise<void> {
+    const meta = { round: String(round), ...metadata };
+    mkdirSync(join(this.serverDir, `round-${round}`), { recursive: true });
+    await writeSafetensors(this.roundModelPath(round), model, meta);
+    await writeSafetensors(this.globalModelPath, model, meta);
+  }
+
+  /** Appends one metrics record (small; a line is written whole). */
+  appendMetrics(record: Record<string, unknown>): void {
+    appendFileSync(join(this.serverDir, 'metrics.jsonl'), `${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`);
+  }
+
+  async writeJson(name: string, value: unknown): Promise<void> {
+    await writeFileAtomic(join(this.serverDir, name), `${JSON.stringify(value, null, 2)}\n`);
+  }
+
+  siteDir(site: string): string {
+    const d = join(this.root, site);
+    mkdirSync(d, { recursive: true });
+    return d;
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The simulator: the real runtime with an in-process transport. The server
+ * workflow runs in this thread; the N client sites run here too (threads = 0)
+ * or spread over T worker threads, each site on its own link, so one job
+ * folder runs unchanged in the simulator and in a real deployment.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { ServerRuntime } from '../runtime/controller.ts';
+import { type JobOutcome, createTrainerHost, loadInitialModel, loadJob, runWorkflows } from '../runtime/job.ts';
+import { runSite } from '../runtime/site.ts';
+import { ServerWorkspace } from '../runtime/workspace.ts';
+import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
+import { fileLogger } from '../util/log.ts';
+import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
+import type { WorkerInput } from './worker.ts';
+
+export interface SimulateOptions {
+  jobDir: string;
+  /** number of client sites (named site-1 … site-N) or their names */
+  clients: number | string[];
+  /** worker threads for the clients; 0 runs them in this thread (default: min(N, 2)) */
+  threads?: number;
+  workspace: string;
+  onRound?: (s: RoundSummary) => void;
+  onProgress?: WorkflowContext['onProgress'];
+}
+
+export interface SimulationResult extends JobOutcome {
+  jobId: string;
+  workspace: string;
+  seconds: number;
+}
+
+export function siteNames(clients: number | string[]): string[] {
+  if (Array.isArray(clients)) return clients;
+  if (!Number.isInteger(clients) || clients < 1) throw new Error(`--clients must be a positive integer, got ${clients}`);
+  return Array.from({ length: clients }, (_, i) => `site-${i + 1}`);
+}
+
+/** Runs a job folder with N simulated clients. */
+export async function simulate(opts: SimulateOptions): Promise<SimulationResult> {
+  const started = Date.now();
+  const job = loadJob(opts.jobDir);
+  const sites = siteNames(opts.clients);
+  if (sites.length < job.config.minClients) throw new Error(`job ${job.config.name} needs at least ${job.config.minClients} clients, --clients gave ${sites.length}`);
+  const workspace = resolve(opts.workspace);
+  mkdirSync(workspace, { recursive: true });
+  const jobId = `${job.config.name}-${randomUUID().slice(0, 8)}`;
+  const log = fileLogger(join(workspace, 'server', 'log.jsonl'), 'server');
+  const threads = Math.min(opts.threads ?? Math.min(sites.length, 2), sites.length);
+  const initial = await loadInitialModel(job);
+
+  const hub = new InMemoryHub();
+  const sws = new ServerWorkspace(workspace);
+  const server = new ServerRuntime(hub, { jobId, log, onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }) });
+  server.start();
+
+  const clientsDone = threads === 0 ? runSitesHere(job, sites, hub, jobId, workspace) : runSitesInWorkers(job.dir, sites, threads, hub, jobId, workspace);
+  // a client side that dies early must not leave the server waiting forever
+  let clientError: Error | null = null;
+  void clientsDone.catch((e: Error) => (clientError = e));
+
+  try {
+    const outcome = await runWorkflows(job, initial, { controller: server, workspace: sws, log, ...(opts.onRound && { onRound: opts.onRound }), ...(opts.onProgress && { onProgress: opts.onProgress }) });
+    const result: SimulationResult = { ...outcome, jobId, workspace, seconds: (Date.now() - started) / 1000 };
+    await sws.writeJson('summary.json', { jobId, job: job.config.name, sites, rounds: outcome.rounds, crossSite: outcome.crossSite, seconds: result.seconds });
+    return result;
+  } catch (e) {
+    if (clientError) throw new Error(`${(e as Error).message} (clients: ${(clientError as Error).message})`);
+    throw e;
+  } finally {
+    await server.end('job finished');
+    await clientsDone.catch(() => undefined);
+    await server.close();
+  }
+}
+
+async function runSitesHere(job: ReturnType<typeof loadJob>, sites: string[], hub: InMemoryHub, jobId: string, workspace: string): Promise<void> {
+  await Promise.all(
+    sites.map(async (site, i) => {
+      const dir = join(workspace, site);
+      const host = await createTrainerHost(job, site, i, sites.length, dir);
+      await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log: fileLogger(join(dir, 'log.jsonl'), site) });
+    }),
+  );
+}
+
+async function runSitesInWorkers(jobDir: string, sites: string[], threads: number, hub: InMemoryHub, jobId: string, workspace: string): Promise<void> {
+  const groups: WorkerInput['sites'][] = Array.from({ length: threads }, () => []);
+  const transfer: MessageChannel['port2'][][] = Array.from({ length: threads }, () => []);
+  sites.forEach((name, index) => {
+    const { port1, port2 } = new MessageChannel();
+    hub.adopt(new MessagePortLink(name, port1));
+    groups[index % threads]!.push({ name, index, port: port2 });
+    transfer[index % threads]!.push(port2);
+  });
+  const entry = new URL('./worker.ts', import.meta.url).href;
+  await Promise.all(
+    groups.map(
+      (group, t) =>
+        new Promise<void>((resolvePromise, reject) => {
+          const input: WorkerInput = { entry, jobDir, jobId, workspace, numSites: sites.length, sites: group };
+          const w = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: input, transferList: transfer[t]! });
+          w.on('message', (m: { type: 'done'; errors: string[] }) => {
+            if (m.errors.length) reject(new Error(m.errors.join('; ')));
+            else resolvePromise();
+          });
+          w.on('error', reject);
+          w.on('exit', (code) => (code === 0 ? resolvePromise() : reject(new Error(`client worker ${t} exited with code ${code}`))));
+        }),
+    ),
+  );
+}

@@ -1,0 +1,259 @@
+/**
+ * Control messages and payload streams over one link (design §3).
+ *
+ * A payload is a byte stream cut into chunks of at most `chunkBytes`. The
+ * sender never has more than `windowBytes` unacknowledged bytes in flight; the
+ * receiver acknowledges bytes as its consumer takes them, so a slow consumer
+ * slows the sender instead of growing a queue. Timeouts are progress-based: a
+ * transfer that keeps moving never times out, a stalled one fails after
+ * `stallTimeoutMs`.
+ */
+import type { Frame, Link } from '../transport/link.ts';
+import { AsyncQueue } from '../util/async-queue.ts';
+
+export interface ChannelOptions {
+  chunkBytes?: number;
+  windowBytes?: number;
+  stallTimeoutMs?: number;
+  /** largest control message accepted, in bytes of JSON */
+  maxControlBytes?: number;
+}
+
+export const CHANNEL_DEFAULTS = {
+  chunkBytes: 1 << 20,
+  windowBytes: 64 << 20,
+  stallTimeoutMs: 300_000,
+  maxControlBytes: 16 << 20,
+} as const;
+
+/** A received payload: iterate it once, or cancel it. */
+export interface Payload extends AsyncIterable<Uint8Array> {
+  cancel(reason: string): void;
+}
+
+export interface Envelope {
+  /** the control message, parsed JSON (validate it with a schema before use) */
+  readonly msg: Record<string, unknown>;
+  readonly payload: Payload | null;
+}
+
+/** Field of a control message that announces the payload stream following it. */
+const STREAM_FIELD = '__stream';
+
+class OutgoingStream {
+  unacked = 0;
+  cancelled: string | null = null;
+  private waiter: (() => void) | null = null;
+  wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+  wait(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.waiter = null;
+        resolve(false);
+      }, ms);
+      this.waiter = () => {
+        clearTimeout(t);
+        resolve(true);
+      };
+    });
+  }
+}
+
+class IncomingStream implements Payload {
+  readonly queue = new AsyncQueue<Uint8Array>();
+  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number) {}
+
+  cancel(reason: string): void {
+    if (this.queue.isEnded) return;
+    this.queue.end(new Error(`payload cancelled: ${reason}`));
+    this.channel.forget(this.id);
+    void this.channel.sendFrame({ type: 'cancel', stream: this.id, reason }).catch(() => undefined);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    try {
+      for (;;) {
+        const next = await withStallTimeout(this.queue.next(), this.stallMs, `payload stream ${this.id} stalled: no data for ${this.stallMs} ms`);
+        if (next === undefined) return;
+        // acknowledge as the consumer takes each chunk: this is what paces the sender
+        void this.channel.sendFrame({ type: 'ack', stream: this.id, bytes: next.byteLength }).catch(() => undefined);
+        yield next;
+      }
+    } finally {
+      if (!this.queue.isEnded) this.cancel('consumer stopped reading');
+    }
+  }
+}
+
+function withStallTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      t = setTimeout(() => reject(new Error(message)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
+}
+
+export class Channel {
+  private readonly opts: Required<ChannelOptions>;
+  private nextStream = 1;
+  private readonly outgoing = new Map<number, OutgoingStream>();
+  private readonly incoming = new Map<number, IncomingStream>();
+  private readonly inbox = new AsyncQueue<Envelope>();
+  private closedReason: string | null = null;
+
+  constructor(readonly link: Link, opts: ChannelOptions = {}) {
+    this.opts = { ...CHANNEL_DEFAULTS, ...opts };
+    void this.pump();
+  }
+
+  get peer(): string {
+    return this.link.peer;
+  }
+
+  get isClosed(): boolean {
+    return this.closedReason !== null;
+  }
+
+  /** Sends a control message, then its payload (if any) under flow control. Resolves when all payload bytes are sent. */
+  async send(msg: Record<string, unknown>, payload?: AsyncIterable<Uint8Array>): Promise<void> {
+    if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
+    if (!payload) {
+      await this.sendFrame({ type: 'control', json: JSON.stringify(msg) });
+      return;
+    }
+    const id = this.nextStream++;
+    const out = new OutgoingStream();
+    this.outgoing.set(id, out);
+    try {
+      await this.sendFrame({ type: 'control', json: JSON.stringify({ ...msg, [STREAM_FIELD]: id }) });
+      for await (const chunk of payload) {
+        for (let o = 0; o < chunk.byteLength; o += this.opts.chunkBytes) {
+          const piece = chunk.subarray(o, Math.min(o + this.opts.chunkBytes, chunk.byteLength));
+          while (out.unacked > 0 && out.unacked + piece.byteLength > this.opts.windowBytes && !out.cancelled) {
+            if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
+            const moved = await out.wait(this.opts.stallTimeoutMs);
+            if (!moved) throw new Error(`sending to ${this.peer} stalled: no acknowledgement for ${this.opts.stallTimeoutMs} ms`);
+          }
+          if (out.cancelled) throw new Error(`${this.peer} cancelled the payload: ${out.cancelled}`);
+          if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
+          out.unacked += piece.byteLength;
+          await this.sendFrame({ type: 'data', stream: id, bytes: piece, last: false });
+        }
+      }
+      await this.sendFrame({ type: 'data', stream: id, bytes: new Uint8Array(0), last: true });
+    } catch (e) {
+      if (!out.cancelled && !this.closedReason) {
+        await this.sendFrame({ type: 'cancel', stream: id, reason: (e as Error).message }).catch(() => undefined);
+      }
+      throw e;
+    } finally {
+      this.outgoing.delete(id);
+    }
+  }
+
+  /** Incoming control messages, each with its payload. Iterate once. */
+  messages(): AsyncIterable<Envelope> {
+    return this.inbox.drain();
+  }
+
+  close(reason = 'closed'): void {
+    this.link.close(reason);
+  }
+
+  /** @internal */
+  sendFrame(f: Frame): Promise<void> {
+    return this.link.send(f);
+  }
+
+  /** @internal */
+  forget(id: number): void {
+    this.incoming.delete(id);
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for await (const f of this.link.frames()) this.onFrame(f);
+      this.shutdown(await Promise.race([this.link.closed, Promise.resolve('link ended')]));
+    } catch (e) {
+      this.shutdown((e as Error).message);
+    }
+  }
+
+  private onFrame(f: Frame): void {
+    switch (f.type) {
+      case 'control': {
+        if (f.json.length > this.opts.maxControlBytes) {
+          this.shutdown(`control message of ${f.json.length} bytes exceeds ${this.opts.maxControlBytes}`);
+          this.link.close('control message too large');
+          return;
+        }
+        let msg: unknown;
+        try {
+          msg = JSON.parse(f.json);
+        } catch {
+          msg = null;
+        }
+        if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) {
+          // a malformed message is dropped, never fatal for the receiver
+          this.inbox.push({ msg: { type: '__malformed', raw: f.json.slice(0, 200) }, payload: null });
+          return;
+        }
+        const m = msg as Record<string, unknown>;
+        const sid = m[STREAM_FIELD];
+        let payload: IncomingStream | null = null;
+        if (typeof sid === 'number') {
+          delete m[STREAM_FIELD];
+          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs);
+          this.incoming.set(sid, payload);
+        }
+        this.inbox.push({ msg: m, payload });
+        return;
+      }
+      case 'data': {
+        const s = this.incoming.get(f.stream);
+        if (!s) return; // cancelled or unknown: drop
+        if (f.bytes.byteLength > 0) s.queue.push(f.bytes);
+        if (f.last) {
+          s.queue.end();
+          this.incoming.delete(f.stream);
+        }
+        return;
+      }
+      case 'ack': {
+        const s = this.outgoing.get(f.stream);
+        if (!s) return;
+        s.unacked -= f.bytes;
+        s.wake();
+        return;
+      }
+      case 'cancel': {
+        const out = this.outgoing.get(f.stream);
+        if (out) {
+          out.cancelled = f.reason;
+          out.wake();
+        }
+        const inc = this.incoming.get(f.stream);
+        if (inc) {
+          inc.queue.end(new Error(`sender cancelled the payload: ${f.reason}`));
+          this.incoming.delete(f.stream);
+        }
+        return;
+      }
+    }
+  }
+
+  private shutdown(reason: string): void {
+    if (this.closedReason) return;
+    this.closedReason = reason;
+    for (const s of this.incoming.values()) s.queue.end(new Error(`channel to ${this.peer} closed: ${reason}`));
+    this.incoming.clear();
+    for (const s of this.outgoing.values()) s.wake();
+    this.inbox.end();
+  }
+}
