@@ -35,6 +35,7 @@ export class WeightedAverage {
   private scratch = new Float32Array(0);
   private contributions = 0;
   private total = 0;
+  private done = false;
 
   constructor(private readonly global: TensorDict) {
     for (const [name, t] of global) {
@@ -53,6 +54,7 @@ export class WeightedAverage {
 
   /** Folds one result in. Rejects (before touching the sum) tensors the global model lacks or whose shape differs. */
   async add(stream: TensorStream, weight: number, paramsType: ParamsType): Promise<void> {
+    if (this.done) throw new AggregationError('add() after result()');
     if (!(weight >= 0) || !Number.isFinite(weight)) throw new AggregationError(`weight must be a finite number ≥ 0, got ${weight}`);
     for (const t of stream.header.tensors) {
       const s = this.slots.get(t.name);
@@ -101,8 +103,14 @@ export class WeightedAverage {
     s.weight += w;
   }
 
-  /** The new global model: per tensor, the weighted mean of what arrived, else the global value. */
+  /**
+   * The new global model: per tensor, the weighted mean of what arrived, else
+   * the global value. F32 means are computed in place in the accumulator (no
+   * third copy of the model), so the aggregator can be used once.
+   */
   result(): TensorDict {
+    if (this.done) throw new AggregationError('result() was already taken from this aggregator');
+    this.done = true;
     const out: TensorDict = new Map();
     for (const [name, s] of this.slots) {
       const g = this.global.get(name)!;
@@ -110,12 +118,16 @@ export class WeightedAverage {
         out.set(name, g);
         continue;
       }
-      const data = allocate(s.dtype, s.n);
       const inv = 1 / s.weight;
       if (s.dtype === 'F32') {
-        const d = data as Float32Array;
-        for (let i = 0; i < s.n; i++) d[i] = s.acc[i]! * inv;
-      } else if (s.dtype === 'BOOL') {
+        const d = s.acc;
+        for (let i = 0; i < s.n; i++) d[i]! *= inv;
+        out.set(name, { dtype: 'F32', shape: s.shape, data: d });
+        s.acc = null;
+        continue;
+      }
+      const data = allocate(s.dtype, s.n);
+      if (s.dtype === 'BOOL') {
         const d = data as Uint8Array;
         for (let i = 0; i < s.n; i++) d[i] = s.acc[i]! * inv >= 0.5 ? 1 : 0;
       } else {

@@ -211,7 +211,11 @@ export class ExProcessTrainerHost implements TrainerHost {
       this.writer = new FrameWriter(conn);
       const reader = new FrameReader<TrainerMessage>(conn, TrainerMessageSchema);
       const hello = await this.beforeDeadline(reader.next(), deadline, 'say hello');
-      if (!hello) throw this.processError('trainer closed the connection before saying hello');
+      if (!hello) {
+        // most likely it is dying: report how
+        await within(this.closed.promise, EXIT_AFTER_DISCONNECT_MS);
+        throw this.exit ? this.exitError() : this.processError('trainer closed the connection before saying hello');
+      }
       if (hello.msg.type !== 'hello') throw this.processError(`protocol violation: the trainer's first message must be "hello", got "${hello.msg.type}"`);
       if (hello.msg.protocol !== PROTOCOL_VERSION) {
         mismatch = true;
@@ -401,7 +405,14 @@ export class ExProcessTrainerHost implements TrainerHost {
       for (;;) {
         const f = await reader.next();
         if (!f || this.failure) break;
-        this.handle(f.msg, f.params);
+        try {
+          this.handle(f.msg, f.params);
+        } catch (e) {
+          // our side failed (e.g. ctx.onMetric threw): not the connection's fault, but the job cannot go on
+          this.terminate(this.processError(`error while handling a "${f.msg.type}" message from the trainer: ${asError(e).message}`));
+          await this.killAndReap();
+          return;
+        }
       }
     } catch (e) {
       cause = asError(e);

@@ -214,6 +214,32 @@ function printable(bytes: Uint8Array): string {
 }
 
 /**
+ * Re-cuts chunks so that every boundary falls on a multiple of `align` bytes
+ * from the start. Socket reads end anywhere; a boundary inside an element
+ * makes decodeStream copy the whole piece to complete it. Here only the few
+ * bytes around each boundary are copied (into one small bridging chunk).
+ */
+export async function* aligned(src: AsyncIterable<Uint8Array>, align = 8): AsyncGenerator<Uint8Array> {
+  let carry: Uint8Array = new Uint8Array(0); // always shorter than align
+  for await (const c of src) {
+    let chunk = c;
+    if (carry.byteLength > 0) {
+      const need = align - carry.byteLength;
+      if (chunk.byteLength < need) {
+        carry = Buffer.concat([carry, chunk]);
+        continue;
+      }
+      yield Buffer.concat([carry, chunk.subarray(0, need)]);
+      chunk = chunk.subarray(need);
+    }
+    const whole = chunk.byteLength - (chunk.byteLength % align);
+    if (whole > 0) yield chunk.subarray(0, whole);
+    carry = chunk.subarray(whole);
+  }
+  if (carry.byteLength > 0) yield carry;
+}
+
+/**
  * Reads frames from a byte source (a socket is one). next() returns null on a
  * clean end between frames and throws FrameError on a malformed or truncated one.
  */
@@ -303,7 +329,7 @@ export class FrameReader<T extends ControlMessage> {
         yield c;
       }
     }.call(this);
-    const stream = await decodeStream(chunks);
+    const stream = await decodeStream(aligned(chunks));
     const declared = stream.layout.dataStart + stream.layout.dataBytes;
     // check before streamToDict allocates what the header declares
     if (declared !== total) throw new FrameError(`${what} is ${total} bytes, but its safetensors header declares ${declared}`);

@@ -18,3 +18,27 @@ export function dictSource(dict: TensorDict, metadata: Record<string, string> = 
     open: (chunkBytes?: number) => dictToStream(dict, chunkBytes === undefined ? { metadata } : { metadata, chunkBytes }),
   };
 }
+
+/** A safetensors file as a re-readable model: each open() streams it from disk again. */
+export async function fileSource(path: string): Promise<ModelSource> {
+  const { SafetensorsFile } = await import('./safetensors.ts');
+  const probe = await SafetensorsFile.open(path);
+  const header = probe.stream().header;
+  await probe.close();
+  return {
+    header,
+    open(chunkBytes?: number) {
+      return {
+        header,
+        async *pieces() {
+          const f = await SafetensorsFile.open(path);
+          try {
+            yield* f.stream(chunkBytes === undefined ? {} : { chunkBytes }).pieces();
+          } finally {
+            await f.close();
+          }
+        },
+      };
+    },
+  };
+}

@@ -13,14 +13,16 @@ const SiteName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'site nam
 export const ClientMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('register'), site: SiteName, protocol: z.number().int() }),
   z.strictObject({ type: z.literal('heartbeat') }),
-  z.strictObject({
-    type: z.literal('result'),
-    taskId: z.string().min(1).max(128),
-    status: z.literal('ok'),
-    info: FLModelInfoSchema,
-    hasParams: z.boolean(),
-  }),
-  z.strictObject({ type: z.literal('result'), taskId: z.string().min(1).max(128), status: z.literal('error'), error: z.string().max(65536) }),
+  z.discriminatedUnion('status', [
+    z.strictObject({
+      type: z.literal('result'),
+      taskId: z.string().min(1).max(128),
+      status: z.literal('ok'),
+      info: FLModelInfoSchema,
+      hasParams: z.boolean(),
+    }),
+    z.strictObject({ type: z.literal('result'), taskId: z.string().min(1).max(128), status: z.literal('error'), error: z.string().max(65536) }),
+  ]),
   z.strictObject({
     type: z.literal('metric'),
     key: z.string().min(1).max(256),

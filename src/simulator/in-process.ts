@@ -42,6 +42,7 @@ export async function simulateInProcess<R extends object>(opts: {
     ),
   );
   try {
+    await server.waitForSites(opts.sites.length, 60_000);
     const r = await opts.workflow.run({ controller: server, workspace: sws, log, ...(opts.onRound && { onRound: opts.onRound }) });
     return { ...r, jobId };
   } finally {

@@ -64,6 +64,8 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   void clientsDone.catch((e: Error) => (clientError = e));
 
   try {
+    // like NVFlare's simulator: start once every simulated site is up, so round 1 sees all of them
+    await server.waitForSites(sites.length, 120_000);
     const outcome = await runWorkflows(job, initial, { controller: server, workspace: sws, log, ...(opts.onRound && { onRound: opts.onRound }), ...(opts.onProgress && { onProgress: opts.onProgress }) });
     const result: SimulationResult = { ...outcome, jobId, workspace, seconds: (Date.now() - started) / 1000 };
     await sws.writeJson('summary.json', { jobId, job: job.config.name, sites, rounds: outcome.rounds, crossSite: outcome.crossSite, seconds: result.seconds });

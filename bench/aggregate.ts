@@ -1,0 +1,122 @@
+/**
+ * bench/aggregate: FedAvg of N client updates of a large model.
+ *
+ *   streaming  WeightedAverage folds each update into one running sum as its
+ *              pieces arrive (what the server does)
+ *   naive      collect all N updates in memory, then average (what a simple
+ *              server does)
+ *
+ * Each variant runs in its own child process so peak RSS (VmHWM) is its own.
+ * Client updates are generated piece by piece from a seed (as if they came off
+ * the network), so generating them costs the same in both variants.
+ * Prints one JSON object. Usage: node --import tsx bench/aggregate.ts [--clients 8] [--mb 256]
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { WeightedAverage } from '../src/aggregators/weighted-average.ts';
+import type { TensorInfo } from '../src/core/safetensors-header.ts';
+import { type TensorPiece, type TensorStream, streamToDict } from '../src/core/tensor-stream.ts';
+import type { TensorDict } from '../src/core/tensor.ts';
+
+const args = process.argv.slice(2);
+const arg = (name: string, def: number): number => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+};
+const CLIENTS = arg('clients', 8);
+const MB = arg('mb', 256);
+const TENSOR_MB = 4;
+const CHUNK = 1 << 20;
+
+function layout(): TensorInfo[] {
+  const n = Math.max(1, Math.round(MB / TENSOR_MB));
+  return Array.from({ length: n }, (_, i) => ({ name: `layer.${i}.weight`, dtype: 'F32' as const, shape: [(TENSOR_MB << 20) / 4 / 1024, 1024] }));
+}
+
+/** A client's update, generated chunk by chunk: value = client + 1e-3·(i mod 1000). */
+function clientUpdate(client: number, tensors: TensorInfo[]): TensorStream {
+  return {
+    header: { tensors, metadata: {} },
+    async *pieces(): AsyncGenerator<TensorPiece> {
+      const buf = new Float32Array(CHUNK / 4);
+      for (let t = 0; t < tensors.length; t++) {
+        const info = tensors[t]!;
+        const total = info.shape[0]! * info.shape[1]! * 4;
+        for (let off = 0; off < total; off += CHUNK) {
+          const chunk = new Float32Array(buf.length);
+          for (let i = 0; i < chunk.length; i++) chunk[i] = client + 1e-3 * ((off / 4 + i) % 1000);
+          yield { index: t, name: info.name, dtype: 'F32', shape: info.shape, offset: off, bytes: new Uint8Array(chunk.buffer), tensorBytes: total };
+        }
+      }
+    },
+  };
+}
+
+function globalModel(tensors: TensorInfo[]): TensorDict {
+  return new Map(tensors.map((t) => [t.name, { dtype: 'F32', shape: t.shape, data: new Float32Array(t.shape[0]! * t.shape[1]!) }]));
+}
+
+function vmHwmMB(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
+}
+
+async function runVariant(variant: string): Promise<void> {
+  const tensors = layout();
+  const global = globalModel(tensors);
+  const weights = Array.from({ length: CLIENTS }, (_, c) => c + 1);
+  const t0 = performance.now();
+  let result: TensorDict;
+  if (variant === 'streaming') {
+    const agg = new WeightedAverage(global);
+    for (let c = 0; c < CLIENTS; c++) await agg.add(clientUpdate(c, tensors), weights[c]!, 'FULL');
+    result = agg.result();
+  } else {
+    const all: TensorDict[] = [];
+    for (let c = 0; c < CLIENTS; c++) all.push(await streamToDict(clientUpdate(c, tensors)));
+    result = new Map();
+    const W = weights.reduce((a, b) => a + b, 0);
+    for (const t of tensors) {
+      const out = new Float32Array(t.shape[0]! * t.shape[1]!);
+      for (let c = 0; c < CLIENTS; c++) {
+        const d = all[c]!.get(t.name)!.data as Float32Array;
+        const w = weights[c]! / W;
+        for (let i = 0; i < out.length; i++) out[i]! += w * d[i]!;
+      }
+      result.set(t.name, { dtype: 'F32', shape: t.shape, data: out });
+    }
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  // check: mean of client values weighted by c+1, at element 0 of the first tensor
+  const W = weights.reduce((a, b) => a + b, 0);
+  const expect = weights.reduce((a, w, c) => a + w * c, 0) / W;
+  const got = (result.get(tensors[0]!.name)!.data as Float32Array)[0]!;
+  process.stdout.write(JSON.stringify({ variant, seconds, peakRssMB: vmHwmMB(), check: Math.abs(got - expect) < 1e-4 }) + '\n');
+}
+
+async function main(): Promise<void> {
+  const v = args.indexOf('--variant');
+  if (v >= 0) return runVariant(args[v + 1]!);
+  const run = (variant: string): { variant: string; seconds: number; peakRssMB: number; check: boolean } => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--max-old-space-size=8192', new URL(import.meta.url).pathname, '--variant', variant, '--clients', String(CLIENTS), '--mb', String(MB)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    if (r.status !== 0) throw new Error(`${variant} failed: ${r.stderr}`);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as { variant: string; seconds: number; peakRssMB: number; check: boolean };
+  };
+  const streaming = run('streaming');
+  const naive = run('naive');
+  const updateGB = (CLIENTS * MB) / 1024;
+  process.stdout.write(
+    JSON.stringify({
+      bench: 'aggregate',
+      clients: CLIENTS,
+      modelMB: MB,
+      streaming: { ...streaming, gbPerSecond: updateGB / streaming.seconds, peakRssInModels: streaming.peakRssMB / MB },
+      naive: { ...naive, gbPerSecond: updateGB / naive.seconds, peakRssInModels: naive.peakRssMB / MB },
+      memoryRatio: naive.peakRssMB / streaming.peakRssMB,
+      machine: { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30) },
+    }) + '\n',
+  );
+}
+
+await main();

@@ -1,0 +1,16 @@
+import { prepareData } from '../src/data.ts';
+import { CompositionFeaturizer } from '../src/featurizer.ts';
+import { heldOutSplit } from '../src/deeploc.ts';
+import { Mlp, initBackend, initialWeights, subset } from '../src/model.ts';
+import { accuracy } from '../src/metrics.ts';
+await initBackend();
+const prep = await prepareData({ embedder: new CompositionFeaturizer(), seed: 1, cacheDir: 'examples/protein/.cache' });
+const { train, test: val } = heldOutSplit([...prep.train.y], 0.15, 99);
+const tr = subset(prep.train, train), va = subset(prep.train, val);
+const [hidden, dropout, lr, wd, epochs, bs] = process.argv.slice(2).map(Number) as [number, number, number, number, number, number];
+const cfg = { inputDim: prep.dim, hidden: [hidden], classes: 10, dropout };
+const mlp = new Mlp(cfg, initialWeights(cfg, 5));
+const t0 = performance.now();
+const accs: string[] = [];
+await mlp.train(tr, { epochs, batchSize: bs, lr, weightDecay: wd, seed: 3, onEpoch: (e, l) => { if ((e + 1) % 5 === 0) accs.push(`${e + 1}:${accuracy(va.y, mlp.evaluate(va).pred).toFixed(3)}/${l.toFixed(2)}`); } });
+console.log(process.argv.slice(2).join(' '), 'val', accs.join(' '), 's/epoch', ((performance.now() - t0) / 1000 / epochs).toFixed(2));

@@ -1,0 +1,93 @@
+"""train_local.py turned into a Flotilla client: the Flotilla client that starts this script sends the
+global model each round; the script trains it on local data and sends it back (see python/README.md)."""
+import argparse
+
+import torch
+from torch import nn
+
+import flotilla
+from data import CLASSES, FEATURES, site_data
+
+
+class Dense(nn.Module):
+    """x @ kernel + bias, kernel stored [in, out]: the layout of the TypeScript examples, so both can share a model."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.kernel = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_in, n_out)))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x):
+        return x @ self.kernel + self.bias
+
+
+class Net(nn.Module):
+    def __init__(self, hidden=32):
+        super().__init__()
+        self.dense1 = Dense(FEATURES, hidden)
+        self.dense2 = Dense(hidden, CLASSES)
+
+    def forward(self, x):
+        return self.dense2(torch.relu(self.dense1(x)))
+
+
+def train(net, x, y, epochs, batch_size, lr):
+    """SGD over the data in order; returns (steps, last batch loss)."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    steps = 0
+    for _ in range(epochs):
+        for b in range(0, len(x), batch_size):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(net(x[b : b + batch_size]), y[b : b + batch_size])
+            loss.backward()
+            opt.step()
+            steps += 1
+    return steps, loss.item()
+
+
+def evaluate(net, x, y):
+    with torch.no_grad():
+        out = net(x)
+        return nn.functional.cross_entropy(out, y).item(), (out.argmax(1) == y).float().mean().item()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--site-index", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--samples", type=int, default=600)
+    p.add_argument("--out", default="model.pt", help="where to save the final local model")
+    args = p.parse_args()
+    torch.manual_seed(args.site_index)
+    x, y = (torch.from_numpy(a) for a in site_data(args.site_index, args.samples, "train"))
+    vx, vy = (torch.from_numpy(a) for a in site_data(args.site_index, 200, "val"))
+    net = Net()
+
+    flotilla.init()
+    while flotilla.is_running():
+        model = flotilla.receive(as_torch=True)
+        if flotilla.is_submit_model():  # cross-site evaluation asks for this site's own model
+            flotilla.send(flotilla.FLModel(params=net.state_dict()))
+            continue
+        if flotilla.is_evaluate():  # score a received model on local data, keep ours
+            other = Net()
+            other.load_state_dict(model.params)
+            val_loss, val_acc = evaluate(other, vx, vy)
+            flotilla.send(flotilla.FLModel(metrics={"val_loss": val_loss, "val_accuracy": val_acc}))
+            continue
+        net.load_state_dict(model.params)
+        rnd = model.current_round
+        steps, train_loss = train(net, x, y, args.epochs, args.batch_size, args.lr)
+        val_loss, val_acc = evaluate(net, vx, vy)
+        print(f"round {rnd}: {steps} steps, train_loss {train_loss:.4f} val_loss {val_loss:.4f} val_accuracy {val_acc:.3f}")
+        flotilla.log("train_loss", train_loss, step=rnd)
+        metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc}
+        flotilla.send(flotilla.FLModel(params=net.state_dict(), metrics=metrics, meta={"NUM_STEPS_CURRENT_ROUND": steps}))
+
+    torch.save(net.state_dict(), args.out)
+
+
+if __name__ == "__main__":
+    main()

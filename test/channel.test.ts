@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Channel } from '../src/streaming/channel.ts';
+import { linkPair } from '../src/transport/in-memory.ts';
+import type { Frame, Link } from '../src/transport/link.ts';
+
+function bytes(n: number, seed = 1): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+}
+
+async function* chunks(b: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
+  for (let o = 0; o < b.byteLength; o += size) yield b.subarray(o, o + size);
+}
+
+async function collect(p: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const c of p) parts.push(c.slice());
+  return Buffer.concat(parts);
+}
+
+/** Wraps a link to count the payload bytes the sender has put on it. */
+function counting(link: Link): Link & { dataBytes: number } {
+  const w = {
+    dataBytes: 0,
+    peer: link.peer,
+    closed: link.closed,
+    send: (f: Frame) => {
+      if (f.type === 'data') w.dataBytes += f.bytes.byteLength;
+      return link.send(f);
+    },
+    frames: () => link.frames(),
+    close: (r?: string) => link.close(r),
+  };
+  return w;
+}
+
+test('a payload crosses the channel bit-identical, in chunks no larger than chunkBytes', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const sender = new Channel(a, { chunkBytes: 1000, windowBytes: 8000 });
+  const receiver = new Channel(b, { chunkBytes: 1000, windowBytes: 8000 });
+  const data = bytes(123_457);
+  const sent = sender.send({ type: 'x', n: 1 }, chunks(data, 4096));
+  const it = receiver.messages()[Symbol.asyncIterator]();
+  const env = (await it.next()).value!;
+  assert.deepEqual(env.msg, { type: 'x', n: 1 });
+  let maxChunk = 0;
+  const parts: Uint8Array[] = [];
+  for await (const c of env.payload!) {
+    maxChunk = Math.max(maxChunk, c.byteLength);
+    parts.push(c.slice());
+  }
+  await sent;
+  assert.ok(maxChunk <= 1000, `chunk of ${maxChunk} bytes`);
+  assert.deepEqual(Buffer.concat(parts), Buffer.from(data));
+});
+
+test('a receiver that stops reading makes the sender wait at the window, not buffer', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const counted = counting(a);
+  const sender = new Channel(counted, { chunkBytes: 4096, windowBytes: 32_768 });
+  const receiver = new Channel(b);
+  const data = bytes(1 << 20);
+  let finished = false;
+  const sent = sender.send({ type: 'big' }, chunks(data, 65536)).then(() => (finished = true));
+  const it = receiver.messages()[Symbol.asyncIterator]();
+  const env = (await it.next()).value!;
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(finished, false);
+  assert.ok(counted.dataBytes <= 32_768, `sender put ${counted.dataBytes} bytes in flight with a 32 KiB window`);
+  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
+  await sent;
+  assert.equal(finished, true);
+});
+
+test('a stalled transfer fails after the stall timeout; a cancelled one fails at once', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const sender = new Channel(a, { chunkBytes: 1024, windowBytes: 4096, stallTimeoutMs: 150 });
+  const receiver = new Channel(b);
+  const it = receiver.messages()[Symbol.asyncIterator]();
+  const started = Date.now();
+  const p1 = sender.send({ type: 'never read' }, chunks(bytes(100_000), 1024));
+  await it.next();
+  await assert.rejects(p1, /stalled/);
+  assert.ok(Date.now() - started < 2000);
+
+  const p2 = sender.send({ type: 'cancel me' }, chunks(bytes(100_000), 1024));
+  const env = (await it.next()).value!;
+  env.payload!.cancel('not wanted');
+  await assert.rejects(p2, /cancelled the payload: not wanted/);
+});
+
+test('malformed control frames are reported, and the channel keeps working', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const receiver = new Channel(b);
+  await a.send({ type: 'control', json: '{not json' });
+  await a.send({ type: 'control', json: '[1,2]' });
+  const sender = new Channel(a);
+  await sender.send({ type: 'fine' });
+  const got: unknown[] = [];
+  for await (const env of receiver.messages()) {
+    got.push(env.msg.type);
+    if (got.length === 3) break;
+  }
+  assert.deepEqual(got, ['__malformed', '__malformed', 'fine']);
+});
+
+test('closing the link fails an unfinished payload on the receiving side', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const sender = new Channel(a, { chunkBytes: 1024, windowBytes: 2048 });
+  const receiver = new Channel(b);
+  async function* slow(): AsyncGenerator<Uint8Array> {
+    for (let i = 0; i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+      yield bytes(1024);
+    }
+  }
+  void sender.send({ type: 'x' }, slow()).catch(() => undefined);
+  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
+  const reading = collect(env.payload!);
+  setTimeout(() => a.close('network down'), 20);
+  await assert.rejects(reading, /closed|network down/);
+});

@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { readSafetensors } from '../src/core/safetensors.ts';
+import { simulate } from '../src/simulator/simulator.ts';
+
+const run = promisify(execFile);
+const root = new URL('..', import.meta.url).pathname;
+const tiny = join(root, 'test/fixtures/jobs/tiny');
+
+for (const threads of [0, 2]) {
+  test(`simulator: 8 clients, ${threads === 0 ? 'all in the main thread' : `${threads} worker threads`}, FedAvg math and workspace`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-sim-'));
+    const r = await simulate({ jobDir: tiny, clients: 8, threads, workspace: dir });
+    assert.equal(r.rounds.length, 3);
+    assert.equal(r.rounds[0]!.sites.length, 8);
+    // each site moves w halfway to its target (index+1); equal weights → mean target 4.5
+    let w = 0;
+    for (let round = 0; round < 3; round++) w = w + 0.5 * (4.5 - w);
+    const saved = await readSafetensors(join(dir, 'server', 'global_model.safetensors'));
+    for (const v of saved.tensors.get('w')!.data as Float32Array) assert.ok(Math.abs(v - w) < 1e-5, `${v} vs ${w}`);
+    const lines = readFileSync(join(dir, 'server', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; site?: string });
+    assert.equal(lines.filter((l) => l.type === 'round').length, 3);
+    assert.equal(new Set(lines.filter((l) => l.type === 'metric').map((l) => l.site)).size, 8, 'every site logged metrics');
+  });
+}
+
+test('flotilla simulate on the hello-fedavg example: per-round table, loss falls, cross-site matrix', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-hello-'));
+  const { stdout } = await run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', join(root, 'examples/hello-fedavg'), '--clients', '3', '--workspace', dir], { env: { ...process.env, CI: 'true' }, timeout: 240_000 });
+  assert.match(stdout, /round\s+sites\s+train_loss\s+val_loss\s+val_accuracy/);
+  const summary = JSON.parse(readFileSync(join(dir, 'server', 'summary.json'), 'utf8')) as { rounds: { metrics: { val_loss: number; val_accuracy: number } }[]; crossSite: Record<string, unknown> };
+  const losses = summary.rounds.map((r) => r.metrics.val_loss);
+  assert.equal(losses.length, 5);
+  assert.ok(losses[4]! < losses[0]!, `val loss should fall: ${losses.join(', ')}`);
+  assert.ok(summary.rounds[4]!.metrics.val_accuracy > 0.6, `accuracy ${summary.rounds[4]!.metrics.val_accuracy}`);
+  assert.deepEqual(Object.keys(summary.crossSite).sort(), ['server', 'site-1', 'site-2', 'site-3']);
+  assert.match(stdout, /Cross-site evaluation/);
+});
+
+test('flotilla simulate: a bad job folder fails with the file and field, exit code 1', async () => {
+  await assert.rejects(run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', join(root, 'test/fixtures'), '--clients', '2']), (e: { code: number; stderr: string }) => e.code === 1 && /has no config file/.test(e.stderr));
+  await assert.rejects(run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', tiny, '--clients', 'x']), (e: { stderr: string }) => /--clients must be an integer/.test(e.stderr));
+});

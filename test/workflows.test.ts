@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { ClientAPI, Trainer } from '../src/client/api.ts';
+import { readSafetensors } from '../src/core/safetensors.ts';
+import { type TensorDict, f32 } from '../src/core/tensor.ts';
+import { simulateInProcess } from '../src/simulator/in-process.ts';
+import { CrossSiteEval } from '../src/workflows/cross-site-eval.ts';
+import { Cyclic } from '../src/workflows/cyclic.ts';
+import { FedAvg } from '../src/workflows/fedavg.ts';
+
+const ws = (): string => mkdtempSync(join(tmpdir(), 'flotilla-wf-'));
+const vals = (d: TensorDict, n = 'w'): number[] => [...(d.get(n)!.data as Float32Array)];
+
+/** A trainer whose update is deterministic: FULL = global·scale + shift, weighted by `steps`. */
+function affineTrainer(scale: number, shift: number, steps: number, type: 'FULL' | 'DIFF' = 'FULL'): Trainer {
+  return async (flare: ClientAPI) => {
+    await flare.init();
+    while (flare.isRunning()) {
+      const m = await flare.receive();
+      if (!m) break;
+      if (flare.isSubmitModel()) {
+        await flare.send({ ...m, params: new Map([['w', f32([3], [shift, shift, shift])]]) });
+        continue;
+      }
+      if (flare.isEvaluate()) {
+        const w = m.params.get('w')!.data as Float32Array;
+        await flare.send({ ...m, params: new Map(), metrics: { score: w[0]! + shift / 100 } });
+        continue;
+      }
+      const w = m.params.get('w')!.data as Float32Array;
+      const out = type === 'FULL' ? w.map((x) => x * scale + shift) : w.map((x) => x * scale + shift - x);
+      flare.log('seen', w[0]!);
+      await flare.send({ params: new Map([['w', f32([3], out)]]), paramsType: type, metrics: { loss: shift }, meta: { NUM_STEPS_CURRENT_ROUND: steps }, currentRound: m.currentRound, totalRounds: m.totalRounds });
+    }
+  };
+}
+
+test('FedAvg: every round equals the weighted mean computed directly; models saved per round', async () => {
+  const dir = ws();
+  const sites = [
+    { name: 'site-1', trainer: affineTrainer(1, 1, 1) },
+    { name: 'site-2', trainer: affineTrainer(2, 0, 3, 'DIFF') },
+    { name: 'site-3', trainer: affineTrainer(0.5, -2, 6) },
+  ];
+  const init = new Map([['w', f32([3], [1, 2, 3])]]);
+  const r = await simulateInProcess({ workflow: new FedAvg({ rounds: 3, minClients: 3, initialModel: init }), sites, workspace: dir });
+  let expected = [1, 2, 3];
+  for (let round = 0; round < 3; round++) {
+    expected = expected.map((x) => (1 * (x + 1) + 3 * (2 * x) + 6 * (0.5 * x - 2)) / 10);
+    const saved = await readSafetensors(join(dir, 'server', `round-${round}`, 'global_model.safetensors'));
+    vals(saved.tensors).forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-4, `round ${round}: ${v} vs ${expected[i]}`));
+    assert.equal(saved.metadata.round, String(round));
+  }
+  vals(r.model).forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-4));
+  assert.equal(r.rounds.length, 3);
+  assert.deepEqual(r.rounds[0]!.sites, ['site-1', 'site-2', 'site-3']);
+  assert.ok(Math.abs(r.rounds[0]!.metrics.loss! - (1 * 1 + 3 * 0 + 6 * -2) / 10) < 1e-9);
+});
+
+test('FedAvg: a failing site is tolerated down to minClients, and fails the round below it', async () => {
+  const failing: Trainer = async (flare) => {
+    await flare.init();
+    await flare.receive();
+    throw new Error('GPU on fire');
+  };
+  const init = new Map([['w', f32([3], [0, 0, 0])]]);
+  const ok = await simulateInProcess({
+    workflow: new FedAvg({ rounds: 1, minClients: 2, initialModel: init }),
+    sites: [{ name: 'a', trainer: affineTrainer(1, 2, 1) }, { name: 'b', trainer: affineTrainer(1, 4, 1) }, { name: 'c', trainer: failing }],
+    workspace: ws(),
+  });
+  assert.deepEqual(vals(ok.model), [3, 3, 3]);
+  assert.match(ok.rounds[0]!.failures.c!, /GPU on fire/);
+
+  await assert.rejects(
+    simulateInProcess({
+      workflow: new FedAvg({ rounds: 1, minClients: 3, initialModel: init }),
+      sites: [{ name: 'a', trainer: affineTrainer(1, 2, 1) }, { name: 'b', trainer: affineTrainer(1, 4, 1) }, { name: 'c', trainer: failing }],
+      workspace: ws(),
+    }),
+    /only 2 of 3 required sites succeeded.*GPU on fire/s,
+  );
+});
+
+test('Cyclic: the model passes through every site in order, each round', async () => {
+  const r = await simulateInProcess({
+    workflow: new Cyclic({ rounds: 2, minClients: 3, initialModel: new Map([['w', f32([3], [1, 1, 1])]]) }),
+    sites: [
+      { name: 's1', trainer: affineTrainer(2, 0, 1) },
+      { name: 's2', trainer: affineTrainer(1, 3, 1, 'DIFF') },
+      { name: 's3', trainer: affineTrainer(1, -1, 1) },
+    ],
+    workspace: ws(),
+  });
+  // one pass: x → 2x → 2x+3 → 2x+2 ; twice from 1: 4 → 10
+  assert.deepEqual(vals(r.model), [10, 10, 10]);
+  assert.deepEqual(r.rounds[1]!.sites, ['s1', 's2', 's3']);
+});
+
+test('Cross-site evaluation: every model (sites + server) on every site → full matrix', async () => {
+  const dir = ws();
+  const r = await simulateInProcess({
+    workflow: new CrossSiteEval({ minClients: 2, globalModel: new Map([['w', f32([3], [7, 7, 7])]]) }),
+    sites: [{ name: 'x', trainer: affineTrainer(1, 10, 1) }, { name: 'y', trainer: affineTrainer(1, 20, 1) }],
+    workspace: dir,
+  });
+  // score = first weight of the evaluated model + evaluator's shift / 100
+  assert.deepEqual(r.matrix, {
+    server: { x: { score: 7.1 }, y: { score: 7.2 } },
+    x: { x: { score: 10.1 }, y: { score: 10.2 } },
+    y: { x: { score: 20.1 }, y: { score: 20.2 } },
+  });
+  const saved = await readSafetensors(join(dir, 'server', 'cross_site', 'models', 'y.safetensors'));
+  assert.deepEqual(vals(saved.tensors), [20, 20, 20]);
+});
