@@ -102,16 +102,30 @@ class ByteReader {
   constructor(src: AsyncIterable<Uint8Array>) {
     this.it = src[Symbol.asyncIterator]();
   }
-  /** Exactly n bytes (copied only when they span source chunks). */
+  /** Exactly n bytes; copies only when they span source chunks, and then only those n bytes. */
   async take(n: number): Promise<Uint8Array> {
-    while (this.buf.byteLength < n) {
-      const r = await this.it.next();
-      if (r.done) throw new SafetensorsError(`stream ended early: needed ${n} bytes, had ${this.buf.byteLength}`);
-      this.buf = this.buf.byteLength === 0 ? r.value : concat(this.buf, r.value);
+    if (this.buf.byteLength >= n) {
+      const out = this.buf.subarray(0, n);
+      this.buf = this.buf.subarray(n);
+      return out;
     }
-    const out = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
+    const out = new Uint8Array(n);
+    let have = this.buf.byteLength;
+    out.set(this.buf, 0);
+    this.buf = new Uint8Array(0);
+    while (have < n) {
+      const r = await this.it.next();
+      if (r.done) throw new SafetensorsError(`stream ended early: needed ${n} bytes, had ${have}`);
+      const part = r.value.subarray(0, n - have);
+      out.set(part, have);
+      have += part.byteLength;
+      this.buf = r.value.subarray(part.byteLength);
+    }
     return out;
+  }
+  /** Puts bytes back in front (they were read too far). */
+  unshift(bytes: Uint8Array): void {
+    this.buf = this.buf.byteLength === 0 ? bytes : concat(bytes, this.buf);
   }
   /** Up to max bytes, at least one (whatever the source chunk holds). */
   async takeSome(max: number): Promise<Uint8Array> {
@@ -174,10 +188,11 @@ export async function decodeStream(src: AsyncIterable<Uint8Array>, limits: Decod
         let off = 0;
         while (off < total) {
           let piece = await reader.takeSome(Math.min(step, total - off));
-          if (piece.byteLength % size !== 0) {
-            // an element straddles two source chunks: complete it
-            const rest = await reader.take(size - (piece.byteLength % size));
-            piece = concat(piece, rest);
+          const rem = piece.byteLength % size;
+          if (rem !== 0) {
+            // an element straddles two source chunks: yield the whole elements, re-read the split one
+            reader.unshift(piece.subarray(piece.byteLength - rem));
+            piece = piece.byteLength > rem ? piece.subarray(0, piece.byteLength - rem) : await reader.take(size);
           }
           yield { index: i, name: t.name, dtype: t.dtype, shape: t.shape, offset: off, bytes: piece, tensorBytes: total };
           off += piece.byteLength;

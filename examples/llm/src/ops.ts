@@ -8,6 +8,9 @@
  */
 import { tf } from './backend.ts';
 
+/** tfjs does not export the type customGrad takes; our functions have fixed arity, hence the casts. */
+type CustomGradFn = Parameters<typeof tf.customGrad>[0];
+
 /** Swaps the last two axes. */
 export function swapLast(x: tf.Tensor): tf.Tensor {
   const perm = [...Array(x.rank).keys()];
@@ -42,7 +45,7 @@ const mmBoth = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc
       return [product(dy, swapLast(sb)), product(swapLast(sa), dy)];
     },
   };
-}) as unknown as tf.CustomGradientFunc<tf.Tensor>);
+}) as unknown as CustomGradFn);
 
 /** a @ b (same batch dims, no broadcasting) with gradients for both operands. */
 export function mm(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
@@ -61,7 +64,7 @@ export function mmConst(a: tf.Tensor, w: tf.Tensor): tf.Tensor {
       value: product(x, w),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => product(dy, swapLast(saved[0]!)),
     };
-  }) as unknown as tf.CustomGradientFunc<tf.Tensor>);
+  }) as unknown as CustomGradFn);
   return f(a);
 }
 
@@ -78,7 +81,7 @@ export function embedding(table: tf.Tensor2D, ids: tf.Tensor): tf.Tensor {
       value: tf.gather(t, flat),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.scatterND(tf.reshape(saved[0]!, [-1, 1]), tf.reshape(dy, [-1, d]), [v, d]),
     };
-  }) as unknown as tf.CustomGradientFunc<tf.Tensor>);
+  }) as unknown as CustomGradFn);
   return tf.reshape(f(table), [...ids.shape, d]);
 }
 
