@@ -46,3 +46,26 @@ test('flotilla simulate: a bad job folder fails with the file and field, exit co
   await assert.rejects(run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', join(root, 'test/fixtures'), '--clients', '2']), (e: { code: number; stderr: string }) => e.code === 1 && /has no config file/.test(e.stderr));
   await assert.rejects(run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', tiny, '--clients', 'x']), (e: { stderr: string }) => /--clients must be an integer/.test(e.stderr));
 });
+
+const tinyScript = join(root, 'test/fixtures/jobs/tiny-script');
+
+test('simulator: ex-process trainers (child processes over the socket protocol) give the exact FedAvg result', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-sim-'));
+  const r = await simulate({ jobDir: tinyScript, clients: 3, threads: 0, workspace: dir });
+  // targets 0, 1, 2 → mean 1; w ← w + 0.5 (1 − w) three times from 0
+  const w = (r.model.get('w')!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(w - 0.875) < 1e-6, String(w));
+});
+
+test('simulator: a trainer process that dies fails its task with the exit code and stderr tail; the round fails fast below minClients', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-sim-'));
+  process.env.CRASH_ROUND = '1';
+  const started = Date.now();
+  try {
+    // 2 clients, minClients 2: site-2 dies in round 1 → the round cannot complete
+    await assert.rejects(simulate({ jobDir: tinyScript, clients: 2, threads: 0, workspace: dir }), (e: Error) => /round 1/.test(e.message) && /137/.test(e.message) && /simulated out-of-memory in site-2/.test(e.message));
+  } finally {
+    delete process.env.CRASH_ROUND;
+  }
+  assert.ok(Date.now() - started < 60_000);
+});

@@ -1,0 +1,73 @@
+/**
+ * project.yml: who takes part in a federation. Validated strictly; errors name
+ * the file and the field (e.g. `participants.2.role`).
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const Name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1–64 letters, digits, "_", "." or "-"');
+const Org = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_. -]{0,63}$/, 'must be 1–64 letters, digits, spaces, "_", "." or "-"');
+const Email = z.string().regex(/^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}$/, 'must be an email address');
+
+export const ADMIN_ROLES = ['project_admin', 'org_admin', 'lead', 'member'] as const;
+export type AdminRole = (typeof ADMIN_ROLES)[number];
+
+export const ServerParticipant = z.strictObject({
+  type: z.literal('server'),
+  name: Name,
+  org: Org,
+  /** the name clients dial; also put into the certificate's subjectAltName */
+  host: z.string().min(1).max(253),
+  port: z.number().int().min(1).max(65535),
+});
+export const ClientParticipant = z.strictObject({ type: z.literal('client'), name: Name, org: Org });
+export const AdminParticipant = z.strictObject({ type: z.literal('admin'), name: Email, org: Org, role: z.enum(ADMIN_ROLES) });
+
+export const ProjectSchema = z
+  .strictObject({
+    name: Name,
+    description: z.string().max(1000).optional(),
+    /** certificate lifetime in days */
+    validityDays: z.number().int().min(1).max(3650).default(360),
+    participants: z.array(z.discriminatedUnion('type', [ServerParticipant, ClientParticipant, AdminParticipant])).min(1),
+  })
+  .superRefine((p, ctx) => {
+    const servers = p.participants.filter((x) => x.type === 'server');
+    if (servers.length !== 1) ctx.addIssue({ code: 'custom', path: ['participants'], message: `exactly one participant of type server is required, found ${servers.length}` });
+    const seen = new Map<string, number>();
+    p.participants.forEach((x, i) => {
+      const prev = seen.get(x.name);
+      if (prev !== undefined) ctx.addIssue({ code: 'custom', path: ['participants', i, 'name'], message: `duplicate participant name "${x.name}" (also participants.${prev})` });
+      seen.set(x.name, i);
+    });
+  });
+export type Project = z.infer<typeof ProjectSchema>;
+export type Participant = Project['participants'][number];
+
+export class ProjectError extends Error {
+  override readonly name = 'ProjectError';
+}
+
+export function parseProject(raw: unknown, file = '<project>'): Project {
+  const r = ProjectSchema.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      const field = i.path.length ? i.path.join('.') : '(top level)';
+      const msg = i.code === 'unrecognized_keys' ? `unknown key(s) ${i.keys.map((k) => `"${k}"`).join(', ')}` : i.message;
+      return `  ${field}: ${msg}`;
+    });
+    throw new ProjectError(`${file}: invalid project\n${lines.join('\n')}`);
+  }
+  return r.data;
+}
+
+export function readProject(file: string): Project {
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ProjectError(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : `not valid YAML: ${(e as Error).message}`}`);
+  }
+  return parseProject(raw, file);
+}
