@@ -34,18 +34,22 @@ function layout(): TensorInfo[] {
   return Array.from({ length: n }, (_, i) => ({ name: `layer.${i}.weight`, dtype: 'F32' as const, shape: [(TENSOR_MB << 20) / 4 / 1024, 1024] }));
 }
 
-/** A client's update, generated chunk by chunk: value = client + 1e-3·(i mod 1000). */
+/**
+ * A client's update, produced chunk by chunk as if read off the network: each
+ * chunk is a fresh 1 MiB buffer (copied from a per-client template, so making it
+ * costs a memcpy, not a per-element loop). Value = client + 1e-3·(i mod 1000).
+ */
 function clientUpdate(client: number, tensors: TensorInfo[]): TensorStream {
+  const template = new Float32Array(CHUNK / 4);
+  for (let i = 0; i < template.length; i++) template[i] = client + 1e-3 * (i % 1000);
   return {
     header: { tensors, metadata: {} },
     async *pieces(): AsyncGenerator<TensorPiece> {
-      const buf = new Float32Array(CHUNK / 4);
       for (let t = 0; t < tensors.length; t++) {
         const info = tensors[t]!;
         const total = info.shape[0]! * info.shape[1]! * 4;
         for (let off = 0; off < total; off += CHUNK) {
-          const chunk = new Float32Array(buf.length);
-          for (let i = 0; i < chunk.length; i++) chunk[i] = client + 1e-3 * ((off / 4 + i) % 1000);
+          const chunk = template.slice();
           yield { index: t, name: info.name, dtype: 'F32', shape: info.shape, offset: off, bytes: new Uint8Array(chunk.buffer), tensorBytes: total };
         }
       }

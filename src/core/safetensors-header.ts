@@ -42,8 +42,9 @@ export function buildHeader(
   tensors: readonly TensorInfo[],
   metadata: Readonly<Record<string, string>> = {},
 ): { bytes: Uint8Array; header: SafetensorsHeader } {
-  const json: Record<string, unknown> = {};
-  if (Object.keys(metadata).length > 0) json.__metadata__ = { ...metadata };
+  // null prototypes: a tensor or metadata key named "__proto__" must stay an ordinary key
+  const json: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+  if (Object.keys(metadata).length > 0) json.__metadata__ = Object.assign(Object.create(null) as Record<string, string>, metadata);
   const entries: TensorEntry[] = [];
   let offset = 0;
   for (const t of tensors) {
@@ -103,7 +104,7 @@ export function parseHeader(json: Uint8Array, totalBytes?: number): SafetensorsH
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new SafetensorsError('__metadata__ must be an object of strings');
       for (const [k, s] of Object.entries(v)) {
         if (typeof s !== 'string') throw new SafetensorsError(`__metadata__.${k} must be a string, got ${typeof s}`);
-        metadata[k] = s;
+        Object.defineProperty(metadata, k, { value: s, enumerable: true, writable: true, configurable: true });
       }
       continue;
     }

@@ -6,6 +6,7 @@
  */
 import { webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
+import './reflect-shim.ts';
 import * as x509 from '@peculiar/x509';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);

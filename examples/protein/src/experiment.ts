@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { z } from 'zod';
-import { type Embedder } from './embedder.ts';
+import type { Embedder } from './embedder.ts';
 import { EsmEmbedder } from './esm.ts';
 import { CompositionFeaturizer } from './featurizer.ts';
 import { writeReport } from './report.ts';
@@ -96,7 +96,7 @@ async function main(): Promise<void> {
   const parsed = OptionsSchema.safeParse(raw);
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
-    program.error(`option ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`option ${i.path.join('.')}: ${i.message}`);
   }
   const o = parsed.data;
   const explicit = (name: string): boolean => program.getOptionValueSource(name) === 'cli';
@@ -111,8 +111,8 @@ async function main(): Promise<void> {
 
   let embedder: Embedder;
   if (o.embedder === 'esm') {
-    if (!o.esmDir) program.error('--embedder esm needs --esm-dir <local ESM-2 model directory>');
-    embedder = await EsmEmbedder.load({ modelDir: o.esmDir!, runtime: o.esmRuntime });
+    if (!o.esmDir) throw new Error('--embedder esm needs --esm-dir <local ESM-2 model directory>');
+    embedder = await EsmEmbedder.load({ modelDir: o.esmDir, runtime: o.esmRuntime });
   } else embedder = new CompositionFeaturizer();
 
   const cfg: ExperimentConfig = {
