@@ -60,9 +60,10 @@ function dictEqual(a: TensorDict, b: TensorDict): boolean {
 
 test('custom matmul and embedding gradients equal tfjs reference gradients (duplicate ids summed)', () => {
   const rng = new Rng(3);
-  for (const [sa, sb] of [[[5, 7], [7, 3]], [[2, 3, 5, 4], [2, 3, 4, 6]]] as const) {
-    const a = tf.tensor(rng.normalArray(sa.reduce((x, y) => x * y), 1), [...sa]);
-    const b = tf.tensor(rng.normalArray(sb.reduce((x, y) => x * y), 1), [...sb]);
+  const shapes: [number[], number[]][] = [[[5, 7], [7, 3]], [[2, 3, 5, 4], [2, 3, 4, 6]]];
+  for (const [sa, sb] of shapes) {
+    const a = tf.tensor(rng.normalArray(sa.reduce((x, y) => x * y, 1), 1), sa);
+    const b = tf.tensor(rng.normalArray(sb.reduce((x, y) => x * y, 1), 1), sb);
     const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.sin(mm(x, y))))([a, b]);
     const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.sin(tf.matMul(x, y))))([a, b]);
     for (let i = 0; i < 2; i++) assert.ok(maxDiff(ours[i]!.dataSync(), ref[i]!.dataSync()) < 1e-4);

@@ -14,11 +14,13 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import type { MetricRecord, TaskInput, TrainerContext } from '../src/client/api.ts';
 import { ExProcessTrainerHost, TrainerProcessError, TrainerTaskError } from '../src/client/ex-process.ts';
+import { InProcessTrainerHost } from '../src/client/in-process.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/core/dtypes.ts';
 import { type FLModel, flModel } from '../src/core/fl-model.ts';
 import { type Tensor, type TensorDict, f32, tensor } from '../src/core/tensor.ts';
 import { siteData } from '../examples/hello-fedavg/data.ts';
 import { initialModel } from '../examples/hello-fedavg/model.ts';
+import { createTrainer } from '../examples/hello-fedavg/trainer.ts';
 
 const PYTHON = '/usr/bin/python3';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -142,7 +144,7 @@ for i, s in [(0, "train"), (1, "val"), (2, "train")]:
     assert.deepEqual(r.stdout.trim().split('\n'), want);
   });
 
-  it('PyTorch trainer (examples/pytorch-fedavg/train_fl.py): loss falls over rounds; evaluate and submit_model tasks', async () => {
+  it('PyTorch trainer (examples/pytorch-fedavg/train_fl.py): loss falls; evaluate and submit_model tasks; matches the tfjs trainer', async () => {
     requirePython(['numpy', 'torch']);
     const metrics: MetricRecord[] = [];
     const h = host(path.join(example, 'train_fl.py'), ['--site-index', '0', '--out', path.join(workspace, 'model.pt')]);
@@ -181,6 +183,26 @@ for i, s in [(0, "train"), (1, "val"), (2, "train")]:
       metrics.map((m) => [m.key, m.step]),
       [0, 1, 2, 3].map((i) => ['train_loss', i]),
     );
+
+    // the tfjs trainer of hello-fedavg on the same tasks: same data, init and SGD, so the same model
+    const ts = new InProcessTrainerHost(await createTrainer({ site: 'site-1', siteIndex: 0, numSites: 1, args: {}, jobDir: path.join(repoRoot, 'examples/hello-fedavg') }));
+    await ts.start(context());
+    let tsParams = init;
+    const tsRounds: FLModel[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await ts.runTask(task(i, tsParams, 'train', 4));
+      tsRounds.push(r);
+      tsParams = r.params;
+    }
+    await ts.stop();
+    let maxDiff = 0;
+    for (const [k, t] of tsParams) {
+      const a = t.data as Float32Array;
+      const b = params.get(k)!.data as Float32Array;
+      for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+    }
+    assert.ok(maxDiff < 1e-4, `PyTorch and tfjs models differ by ${maxDiff} after 4 rounds`);
+    tsRounds.forEach((r, i) => assert.ok(Math.abs(r.metrics.val_loss! - valLoss[i]!) < 1e-4, `round ${i}: val_loss ${r.metrics.val_loss} vs ${valLoss[i]}`));
   });
 
   it('a raising trainer fails its task with the Python traceback, then exits 1', async () => {

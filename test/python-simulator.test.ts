@@ -1,11 +1,13 @@
 /**
- * Python trainers in whole simulated jobs: examples/pytorch-fedavg (PyTorch at
- * every site), its mixed/ variant (tfjs at site-1 and site-3, PyTorch at
- * site-2, aggregated together), and a job whose Python trainer raises.
+ * Python trainers in whole simulated jobs: examples/pytorch-fedavg/mixed
+ * (tfjs at site-1 and site-3, the PyTorch script at site-2, aggregated
+ * together) and a job whose Python trainer raises. The all-PyTorch job
+ * (examples/pytorch-fedavg) runs the same script at every site; it is left
+ * out here to keep this file fast (three torch imports on 2 cores).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,18 +35,6 @@ async function globalModel(r: SimulationResult): Promise<TensorDict> {
   return (await readSafetensors(path.join(r.workspace, 'server', 'global_model.safetensors'))).tensors;
 }
 
-function maxAbsDiff(a: TensorDict, b: TensorDict): number {
-  assert.deepEqual([...a.keys()], [...b.keys()]);
-  let m = 0;
-  for (const [k, t] of a) {
-    const x = t.data as Float32Array;
-    const y = b.get(k)!.data as Float32Array;
-    assert.equal(x.length, y.length, k);
-    for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-  }
-  return m;
-}
-
 function assertLearned(r: SimulationResult): void {
   assert.equal(r.rounds.length, 5);
   for (const round of r.rounds) {
@@ -61,17 +51,6 @@ function assertLearned(r: SimulationResult): void {
 }
 
 describe('Python trainers in the simulator', () => {
-  let pytorchOnly: TensorDict | undefined;
-
-  it('examples/pytorch-fedavg: 3 PyTorch sites, FedAvg 5 rounds + cross-site evaluation', async () => {
-    requireTorch();
-    const r = await simulate({ jobDir: example, clients: 3, workspace: path.join(tmp, 'pytorch') });
-    assertLearned(r);
-    pytorchOnly = await globalModel(r);
-    assert.deepEqual([...pytorchOnly.keys()], ['dense1.kernel', 'dense1.bias', 'dense2.kernel', 'dense2.bias']);
-    for (const s of ['site-1', 'site-2', 'site-3']) assert.equal(r.rounds[0]!.siteMetrics[s]!.global_val_loss, undefined);
-  });
-
   it('examples/pytorch-fedavg/mixed: tfjs and PyTorch sites aggregate into the same model', async () => {
     requireTorch();
     const r = await simulate({ jobDir: path.join(example, 'mixed'), clients: 3, workspace: path.join(tmp, 'mixed') });
@@ -81,17 +60,14 @@ describe('Python trainers in the simulator', () => {
     assert.equal(typeof m['site-1']!.global_val_loss, 'number');
     assert.equal(typeof m['site-3']!.global_val_loss, 'number');
     assert.equal(m['site-2']!.global_val_loss, undefined);
-    // same data, same initial model, same SGD: the two implementations agree to float32 rounding
-    if (pytorchOnly) {
-      const d = maxAbsDiff(await globalModel(r), pytorchOnly);
-      assert.ok(d < 1e-4, `mixed vs PyTorch-only global models differ by ${d}`);
-    }
+    const model = await globalModel(r);
+    assert.deepEqual([...model.keys()], ['dense1.kernel', 'dense1.bias', 'dense2.kernel', 'dense2.bias']);
+    for (const t of model.values()) assert.ok((t.data as Float32Array).every(Number.isFinite));
   });
 
   it('a raising Python trainer fails the round with its traceback', async () => {
     const job = path.join(tmp, 'raising-job');
     rmSync(job, { recursive: true, force: true });
-    const { mkdirSync } = await import('node:fs');
     mkdirSync(job);
     writeFileSync(path.join(job, 'model.ts'), `export { initialModel } from ${JSON.stringify(path.join(repoRoot, 'examples/hello-fedavg/model.ts'))};\n`);
     writeFileSync(

@@ -1,5 +1,8 @@
-"""train_local.py turned into a Flotilla client: the Flotilla client that starts this script sends the
-global model each round; the script trains it on local data and sends it back (see python/README.md)."""
+"""A small MLP trained with plain PyTorch on this site's generated data (data.py).
+
+train_local.py trains alone; train_fl.py is the same script plus the few lines that make it a
+Flotilla client (diff in python/README.md): each round it receives the global model, trains it
+and sends it back."""
 import argparse
 
 import torch

@@ -1,5 +1,8 @@
-"""Plain PyTorch: a small MLP trained on this site's generated data. No federation here;
-train_fl.py is this script plus the few lines that make it a Flotilla client."""
+"""A small MLP trained with plain PyTorch on this site's generated data (data.py).
+
+train_local.py trains alone; train_fl.py is the same script plus the few lines that make it a
+Flotilla client (diff in python/README.md): each round it receives the global model, trains it
+and sends it back."""
 import argparse
 
 import torch

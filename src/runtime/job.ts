@@ -15,6 +15,7 @@ import { CrossSiteEval } from '../workflows/cross-site-eval.ts';
 import { Cyclic } from '../workflows/cyclic.ts';
 import { FedAvg } from '../workflows/fedavg.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
+import type { Logger } from '../util/log.ts';
 import { type ExecutorSpec, type JobConfig, JobConfigError, readJobConfig } from './job-config.ts';
 
 /** What a trainer factory named in `executor.trainer.factory` receives. */
@@ -66,7 +67,7 @@ export function executorSpecFor(job: Job, site: string): ExecutorSpec {
 }
 
 /** The trainer host of one site: an in-process trainer, or a training script as a child process. */
-export async function createTrainerHost(job: Job, site: string, siteIndex: number, numSites: number, workspace: string): Promise<TrainerHost> {
+export async function createTrainerHost(job: Job, site: string, siteIndex: number, numSites: number, workspace: string, log?: Logger): Promise<TrainerHost> {
   const spec = executorSpecFor(job, site);
   if ('script' in spec) {
     const fill = (s: string): string => s.replaceAll('{site}', site).replaceAll('{jobDir}', job.dir).replaceAll('{workspace}', workspace).replaceAll('{siteIndex}', String(siteIndex)).replaceAll('{numSites}', String(numSites));
@@ -76,6 +77,8 @@ export async function createTrainerHost(job: Job, site: string, siteIndex: numbe
       cwd: job.dir,
       env: Object.fromEntries(Object.entries(spec.script.env).map(([k, v]) => [k, fill(v)])),
       helloTimeoutMs: spec.script.startTimeoutSeconds * 1000,
+      // the script's own prints go to the site's log
+      ...(log && { logger: (line: string, stream: 'stdout' | 'stderr') => log.info({ stream }, line) }),
     });
   }
   const t = spec.trainer;

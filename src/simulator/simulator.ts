@@ -84,8 +84,9 @@ async function runSitesHere(job: ReturnType<typeof loadJob>, sites: string[], hu
   await Promise.all(
     sites.map(async (site, i) => {
       const dir = join(workspace, site);
-      const host = await createTrainerHost(job, site, i, sites.length, dir);
-      await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log: fileLogger(join(dir, 'log.jsonl'), site) });
+      const log = fileLogger(join(dir, 'log.jsonl'), site);
+      const host = await createTrainerHost(job, site, i, sites.length, dir, log);
+      await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log });
     }),
   );
 }

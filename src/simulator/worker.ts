@@ -21,8 +21,9 @@ const job = loadJob(input.jobDir);
 const results = await Promise.allSettled(
   input.sites.map(async (s) => {
     const dir = join(input.workspace, s.name);
-    const host = await createTrainerHost(job, s.name, s.index, input.numSites, dir);
-    return runSite(new MessagePortLink('server', s.port), { site: s.name, jobId: input.jobId, workspace: dir, host, log: fileLogger(join(dir, 'log.jsonl'), s.name) });
+    const log = fileLogger(join(dir, 'log.jsonl'), s.name);
+    const host = await createTrainerHost(job, s.name, s.index, input.numSites, dir, log);
+    return runSite(new MessagePortLink('server', s.port), { site: s.name, jobId: input.jobId, workspace: dir, host, log });
   }),
 );
 const errors = results.flatMap((r, i) => (r.status === 'rejected' ? [`${input.sites[i]!.name}: ${(r.reason as Error).message}`] : []));

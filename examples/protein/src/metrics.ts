@@ -8,6 +8,7 @@ export function confusionMatrix(yTrue: ArrayLike<number>, yPred: ArrayLike<numbe
 }
 
 export function accuracy(yTrue: ArrayLike<number>, yPred: ArrayLike<number>): number {
+  if (yTrue.length !== yPred.length) throw new Error(`${yTrue.length} labels but ${yPred.length} predictions`);
   if (yTrue.length === 0) return NaN;
   let ok = 0;
   for (let i = 0; i < yTrue.length; i++) if (yTrue[i] === yPred[i]) ok++;

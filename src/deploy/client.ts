@@ -1,0 +1,163 @@
+/**
+ * The client (site) process: dials the server, keeps a session with
+ * heartbeats (reconnecting with backoff when it drops), and runs every job the
+ * server deploys: the job folder arrives over the session, the site's trainer
+ * is built from it exactly as in the simulator, and the job runs over its own
+ * gRPC call through runSite().
+ */
+import { join, resolve } from 'node:path';
+import type { ClientConfig, Kit } from '../provision/kit.ts';
+import { createTrainerHost, loadJob } from '../runtime/job.ts';
+import { describeZodError } from '../runtime/messages.ts';
+import { runSite } from '../runtime/site.ts';
+import { Channel, type Payload } from '../streaming/channel.ts';
+import { GrpcClient } from '../transport/grpc/client.ts';
+import { type Logger, fileLogger, silentLogger } from '../util/log.ts';
+import { unpackJob } from './job-bundle.ts';
+import { allowJobImports } from './job-imports.ts';
+import { SESSION_PROTOCOL, ServerToSite } from './session.ts';
+
+export interface FederationClientOptions {
+  kit: Kit<ClientConfig>;
+  workspace: string;
+  /** overrides the kit's server address (tests, benchmarks) */
+  host?: string;
+  port?: number;
+  log?: Logger;
+  onConnected?: () => void;
+  /** largest job folder accepted from the server */
+  maxJobBytes?: number;
+}
+
+export class FederationClient {
+  readonly site: string;
+  private readonly grpc: GrpcClient;
+  private readonly log: Logger;
+  private readonly jobsDir: string;
+  private readonly jobs = new Map<string, Promise<void>>();
+  private session: Channel | null = null;
+  private stopping = false;
+  private wake: (() => void) | null = null;
+  /** why the last session ended (diagnostics) */
+  lastError: string | null = null;
+
+  constructor(private readonly opts: FederationClientOptions) {
+    const { kit } = opts;
+    this.site = kit.config.name;
+    this.log = opts.log ?? silentLogger();
+    this.jobsDir = join(resolve(opts.workspace), 'jobs');
+    allowJobImports(this.jobsDir);
+    this.grpc = new GrpcClient({
+      host: opts.host ?? kit.config.server.host,
+      port: opts.port ?? kit.config.server.port,
+      serverName: kit.config.serverName,
+      caPem: kit.caPem,
+      certPem: kit.certPem,
+      keyPem: kit.keyPem,
+    });
+  }
+
+  /** Runs until stop() or the server asks this site to shut down; returns the reason. */
+  async run(): Promise<string> {
+    let backoff = 500;
+    while (!this.stopping) {
+      const t0 = Date.now();
+      try {
+        await this.sessionOnce();
+      } catch (e) {
+        this.lastError = (e as Error).message;
+        this.log.warn({ err: this.lastError }, 'session ended');
+      }
+      if (this.stopping) break;
+      if (Date.now() - t0 > 30_000) backoff = 500;
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, backoff);
+        this.wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      backoff = Math.min(backoff * 2, 10_000);
+    }
+    await Promise.allSettled(this.jobs.values());
+    this.grpc.close();
+    return this.lastError ?? 'stopped';
+  }
+
+  stop(reason = 'stopped'): void {
+    this.stopping = true;
+    this.lastError = reason;
+    this.session?.close(reason);
+    this.wake?.();
+  }
+
+  private async sessionOnce(): Promise<void> {
+    const link = this.grpc.connect({ 'x-flotilla-purpose': 'session' });
+    const channel = new Channel(link);
+    this.session = channel;
+    let heartbeat: NodeJS.Timeout | null = null;
+    try {
+      await channel.send({ type: 'hello', site: this.site, protocol: SESSION_PROTOCOL });
+      for await (const env of channel.messages()) {
+        const parsed = ServerToSite.safeParse(env.msg);
+        if (!parsed.success) {
+          env.payload?.cancel('malformed');
+          this.log.warn({ err: describeZodError(parsed.error) }, 'malformed session message from server ignored');
+          continue;
+        }
+        const m = parsed.data;
+        switch (m.type) {
+          case 'welcome':
+            this.lastError = null;
+            heartbeat = setInterval(() => void channel.send({ type: 'heartbeat', runningJobs: [...this.jobs.keys()] }).catch(() => undefined), m.heartbeatSeconds * 1000);
+            this.log.info({ site: m.site }, 'connected to the server');
+            this.opts.onConnected?.();
+            break;
+          case 'refused':
+            throw new Error(`server refused the session: ${m.reason}`);
+          case 'shutdown':
+            this.log.warn({ reason: m.reason }, 'server asked this site to shut down');
+            this.stop(`shut down by the server: ${m.reason}`);
+            return;
+          case 'deploy':
+            if (!env.payload) {
+              await channel.send({ type: 'job_failed', jobId: m.jobId, error: 'deploy message without the job folder' }).catch(() => undefined);
+              break;
+            }
+            this.startJob(channel, m, env.payload);
+            break;
+        }
+      }
+      throw new Error(`session closed: ${await link.closed}`);
+    } finally {
+      if (heartbeat) clearInterval(heartbeat);
+      channel.close('session over');
+      if (this.session === channel) this.session = null;
+    }
+  }
+
+  private startJob(channel: Channel, m: Extract<ServerToSite, { type: 'deploy' }>, payload: Payload): void {
+    const dir = join(this.jobsDir, m.jobId);
+    const run = (async () => {
+      try {
+        const chunks: Uint8Array[] = [];
+        for await (const c of payload) chunks.push(c);
+        unpackJob(Buffer.concat(chunks), join(dir, 'app'), this.opts.maxJobBytes);
+        const job = loadJob(join(dir, 'app'));
+        const siteDir = join(dir, this.site);
+        const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir);
+        const link = this.grpc.connect({ 'x-flotilla-purpose': 'job', 'x-flotilla-job': m.jobId });
+        this.log.info({ job: m.jobId }, 'job started');
+        const reason = await runSite(link, { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: fileLogger(join(siteDir, 'log.jsonl'), this.site) });
+        this.log.info({ job: m.jobId, reason }, 'job ended');
+      } catch (e) {
+        const error = (e as Error).message;
+        this.log.warn({ job: m.jobId, error }, 'job failed on this site');
+        await channel.send({ type: 'job_failed', jobId: m.jobId, error }).catch(() => undefined);
+      } finally {
+        this.jobs.delete(m.jobId);
+      }
+    })();
+    this.jobs.set(m.jobId, run);
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * The gRPC client end: dials out to the server (sites accept no inbound
+ * connections) with the participant's certificate, and opens Connect calls
+ * (each one a Link) or sends admin commands.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { GrpcLink } from './link.ts';
+import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, FEDERATION_CONNECT, type WireFrame, loadProto } from './wire.ts';
+
+export interface GrpcClientOptions {
+  host: string;
+  port: number;
+  /** name the server certificate must carry (subjectAltName) */
+  serverName: string;
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
+type AdminStub = grpc.Client & {
+  Command(req: AdminRequestWire, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, r?: AdminReplyWire) => void): grpc.ClientUnaryCall;
+};
+
+export class GrpcClient {
+  private readonly federation: grpc.Client;
+  private readonly adminStub: AdminStub;
+
+  constructor(opts: GrpcClientOptions) {
+    const creds = grpc.credentials.createSsl(Buffer.from(opts.caPem), Buffer.from(opts.keyPem), Buffer.from(opts.certPem));
+    const options: grpc.ChannelOptions = { ...CHANNEL_OPTIONS };
+    if (opts.serverName !== opts.host) options['grpc.ssl_target_name_override'] = opts.serverName;
+    const address = `${opts.host}:${opts.port}`;
+    const pkg = loadProto();
+    this.federation = new pkg.Federation(address, creds, options);
+    // share the HTTP/2 connection with the federation calls
+    this.adminStub = new pkg.Admin(address, creds, { ...options, channelOverride: this.federation.getChannel() }) as unknown as AdminStub;
+  }
+
+  /** Waits until the TLS connection is up; rejects with gRPC's reason otherwise. */
+  ready(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.federation.waitForReady(Date.now() + timeoutMs, (e) => (e ? reject(new Error(`cannot connect to the server: ${e.message}`)) : resolve()));
+    });
+  }
+
+  /** Opens one Federation.Connect call. */
+  connect(metadata: Record<string, string>, peer = 'server'): GrpcLink {
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(metadata)) md.set(k, v);
+    const pkg = loadProto();
+    const def = pkg.Federation.service.Connect!;
+    const call = this.federation.makeBidiStreamRequest<WireFrame, WireFrame>(FEDERATION_CONNECT, def.requestSerialize as (v: WireFrame) => Buffer, def.responseDeserialize as (b: Buffer) => WireFrame, md);
+    return new GrpcLink(peer, call, {
+      end: (s) => {
+        s.end();
+        // if the server does not close its side soon, drop the call
+        setTimeout(() => (s as grpc.ClientDuplexStream<WireFrame, WireFrame>).cancel(), 2000).unref();
+      },
+    });
+  }
+
+  /** One admin command. */
+  command(req: AdminRequestWire, timeoutMs = 120_000): Promise<AdminReplyWire> {
+    return new Promise((resolve, reject) => {
+      this.adminStub.Command(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, r) => (err || !r ? reject(new Error(err?.details || err?.message || 'no reply')) : resolve(r)));
+    });
+  }
+
+  /** The raw channel, for tests that speak malformed protocol. */
+  get rawClient(): grpc.Client {
+    return this.federation;
+  }
+
+  close(): void {
+    this.federation.close();
+    this.adminStub.close();
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * The gRPC server end: one port, mutual TLS always (client certificates must
+ * be signed by the project CA), the Federation.Connect bidi call for sites
+ * and the Admin.Command call for admins. The caller's identity is read from
+ * its verified certificate (CN, O, OU), never from a message.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { PeerCertificate } from 'node:tls';
+import { type Logger, silentLogger } from '../../util/log.ts';
+import { GrpcLink } from './link.ts';
+import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type WireFrame, loadProto } from './wire.ts';
+
+export interface PeerIdentity {
+  /** certificate CN: site name, admin email, server name */
+  name: string;
+  org: string;
+  /** certificate OU: `client`, `server` or an admin role */
+  kind: string;
+}
+
+export interface ConnectInfo {
+  purpose: 'session' | 'job';
+  jobId: string | null;
+}
+
+export interface GrpcServerHandlers {
+  /** A site opened a Connect call. Return a reason to refuse it, or null to keep the link. */
+  onConnect(link: GrpcLink, peer: PeerIdentity, info: ConnectInfo): string | null;
+  onAdmin(peer: PeerIdentity, req: AdminRequestWire): Promise<AdminReplyWire>;
+}
+
+export interface GrpcServerOptions {
+  host: string;
+  port: number;
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+  handlers: GrpcServerHandlers;
+  log?: Logger;
+}
+
+function field(v: string | string[] | undefined): string | null {
+  return typeof v === 'string' && v.length > 0 ? v : null;
+}
+
+/** Identity from the verified client certificate, or why there is none. */
+export function identityOf(call: { getAuthContext(): { transportSecurityType?: string; sslPeerCertificate?: PeerCertificate } | null }): PeerIdentity | string {
+  const ctx = call.getAuthContext();
+  const cert = ctx?.sslPeerCertificate;
+  if (ctx?.transportSecurityType !== 'ssl' || !cert) return 'no verified client certificate';
+  const name = field(cert.subject?.CN);
+  const org = field(cert.subject?.O);
+  const kind = field(cert.subject?.OU);
+  if (!name || !org || !kind) return 'client certificate lacks a single CN, O and OU';
+  return { name, org, kind };
+}
+
+function metaString(md: grpc.Metadata, key: string): string | null {
+  const v = md.get(key)[0];
+  return typeof v === 'string' ? v : null;
+}
+
+export class GrpcServer {
+  private readonly server: grpc.Server;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: GrpcServerOptions) {
+    this.log = opts.log ?? silentLogger();
+    this.server = new grpc.Server(CHANNEL_OPTIONS);
+    const pkg = loadProto();
+    this.server.addService(pkg.Federation.service, { Connect: (call: grpc.ServerDuplexStream<WireFrame, WireFrame>) => this.connect(call) });
+    this.server.addService(pkg.Admin.service, {
+      Command: (call: grpc.ServerUnaryCall<AdminRequestWire, AdminReplyWire>, cb: grpc.sendUnaryData<AdminReplyWire>) => void this.admin(call, cb),
+    });
+  }
+
+  /** Binds and starts serving; resolves to the bound port. */
+  start(): Promise<number> {
+    const creds = grpc.ServerCredentials.createSsl(Buffer.from(this.opts.caPem), [{ private_key: Buffer.from(this.opts.keyPem), cert_chain: Buffer.from(this.opts.certPem) }], true);
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(`${this.opts.host}:${this.opts.port}`, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${this.opts.host}:${this.opts.port}: ${err.message}`)) : resolve(port)));
+    });
+  }
+
+  close(graceMs = 2000): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private connect(call: grpc.ServerDuplexStream<WireFrame, WireFrame>): void {
+    const refuse = (code: grpc.status, details: string): void => {
+      this.log.warn({ peer: call.getPeer(), details }, 'connection refused');
+      call.emit('error', { code, details });
+    };
+    const id = identityOf(call);
+    if (typeof id === 'string') return refuse(grpc.status.UNAUTHENTICATED, id);
+    if (id.kind !== 'client') return refuse(grpc.status.PERMISSION_DENIED, `certificate of ${id.name} is a ${id.kind} certificate, not a client site's`);
+    const purpose = metaString(call.metadata, 'x-flotilla-purpose');
+    if (purpose !== 'session' && purpose !== 'job') return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-purpose must be "session" or "job"');
+    const jobId = metaString(call.metadata, 'x-flotilla-job');
+    if (purpose === 'job' && !jobId) return refuse(grpc.status.INVALID_ARGUMENT, 'a job call needs metadata x-flotilla-job');
+    const link = new GrpcLink(id.name, call, {
+      end: (s, reason, error) => {
+        if (error) s.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: error });
+        else s.end();
+        void reason;
+      },
+    });
+    const refused = this.opts.handlers.onConnect(link, id, { purpose, jobId: purpose === 'job' ? jobId : null });
+    if (refused !== null) {
+      link.close(refused, refused);
+      this.log.warn({ site: id.name, refused }, 'connection refused');
+    }
+  }
+
+  private async admin(call: grpc.ServerUnaryCall<AdminRequestWire, AdminReplyWire>, cb: grpc.sendUnaryData<AdminReplyWire>): Promise<void> {
+    const id = identityOf(call);
+    if (typeof id === 'string') return cb({ code: grpc.status.UNAUTHENTICATED, details: id });
+    try {
+      cb(null, await this.opts.handlers.onAdmin(id, call.request));
+    } catch (e) {
+      cb({ code: grpc.status.INTERNAL, details: (e as Error).message });
+    }
+  }
+}

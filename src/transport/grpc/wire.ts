@@ -1,0 +1,103 @@
+/**
+ * proto/flotilla.proto loaded at run time (proto-loader), and the mapping
+ * between its Frame message and the transport's Frame. Every incoming frame is
+ * checked; one that fits no case is a protocol error for that call only.
+ */
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { Frame } from '../link.ts';
+
+export const PROTO_PATH = fileURLToPath(new URL('../../../proto/flotilla.proto', import.meta.url));
+
+/** Largest gRPC message: the channel's largest control message (16 MiB) plus framing overhead; data chunks are 1 MiB. */
+export const MAX_MESSAGE_BYTES = (16 << 20) + (64 << 10);
+
+export const FEDERATION_CONNECT = '/flotilla.v1.Federation/Connect';
+
+/** Frame as proto-loader decodes/encodes it (keepCase, longs as numbers, oneofs named in `kind`). */
+export interface WireFrame {
+  kind?: 'control' | 'data' | 'ack' | 'cancel';
+  control?: { json?: string } | null;
+  data?: { stream?: number; bytes?: Uint8Array; last?: boolean } | null;
+  ack?: { stream?: number; bytes?: number } | null;
+  cancel?: { stream?: number; reason?: string } | null;
+}
+
+export interface AdminRequestWire {
+  command: string;
+  args_json: string;
+  blob: Uint8Array;
+}
+export interface AdminReplyWire {
+  ok: boolean;
+  json: string;
+  blob: Uint8Array;
+}
+
+export interface FlotillaPackage {
+  Federation: grpc.ServiceClientConstructor;
+  Admin: grpc.ServiceClientConstructor;
+}
+
+let loaded: FlotillaPackage | null = null;
+
+export function loadProto(): FlotillaPackage {
+  if (loaded) return loaded;
+  const def = protoLoader.loadSync(PROTO_PATH, { keepCase: true, longs: Number, enums: String, bytes: Buffer, defaults: true, oneofs: true });
+  const root = grpc.loadPackageDefinition(def) as unknown as { flotilla: { v1: FlotillaPackage } };
+  loaded = root.flotilla.v1;
+  return loaded;
+}
+
+export function toWire(f: Frame): WireFrame {
+  switch (f.type) {
+    case 'control':
+      return { control: { json: f.json } };
+    case 'data':
+      return { data: { stream: f.stream, bytes: f.bytes, last: f.last } };
+    case 'ack':
+      return { ack: { stream: f.stream, bytes: f.bytes } };
+    case 'cancel':
+      return { cancel: { stream: f.stream, reason: f.reason } };
+  }
+}
+
+const isStream = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 0xffffffff;
+
+/** Returns the frame, or a string saying what is wrong with it. */
+export function fromWire(w: WireFrame): Frame | string {
+  switch (w.kind) {
+    case 'control':
+      if (typeof w.control?.json !== 'string') return 'control frame without json';
+      return { type: 'control', json: w.control.json };
+    case 'data': {
+      const d = w.data;
+      if (!d || !isStream(d.stream)) return 'data frame with an invalid stream id';
+      if (!(d.bytes instanceof Uint8Array)) return 'data frame without bytes';
+      return { type: 'data', stream: d.stream, bytes: d.bytes, last: d.last === true };
+    }
+    case 'ack': {
+      const a = w.ack;
+      if (!a || !isStream(a.stream) || typeof a.bytes !== 'number' || !Number.isSafeInteger(a.bytes) || a.bytes < 0) return 'ack frame with an invalid stream id or byte count';
+      return { type: 'ack', stream: a.stream, bytes: a.bytes };
+    }
+    case 'cancel': {
+      const c = w.cancel;
+      if (!c || !isStream(c.stream)) return 'cancel frame with an invalid stream id';
+      return { type: 'cancel', stream: c.stream, reason: String(c.reason ?? '').slice(0, 4096) };
+    }
+    default:
+      return 'frame with no kind set';
+  }
+}
+
+/** Keepalive and size options shared by both ends. */
+export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  // detect a dead peer on an idle connection within ~15 s
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
+};
