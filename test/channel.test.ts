@@ -122,3 +122,43 @@ test('closing the link fails an unfinished payload on the receiving side', async
   setTimeout(() => a.close('network down'), 20);
   await assert.rejects(reading, /closed|network down/);
 });
+
+/** Flips a bit in the n-th data frame's bytes (on a copy), like a faulty network or disk would. */
+function corrupting(link: Link, which: (f: Extract<Frame, { type: 'data' }>, i: number) => boolean, digest = false): Link {
+  let i = 0;
+  return {
+    peer: link.peer,
+    closed: link.closed,
+    send: (f: Frame) => {
+      if (f.type === 'data' && f.bytes.byteLength > 0 && which(f, i++)) {
+        const bad = f.bytes.slice();
+        bad[bad.length >> 1]! ^= 0x10;
+        return link.send({ ...f, bytes: bad });
+      }
+      if (digest && f.type === 'data' && f.last && f.digest) return link.send({ ...f, digest: '0'.repeat(16) });
+      return link.send(f);
+    },
+    frames: () => link.frames(),
+    close: (r?: string) => link.close(r),
+  };
+}
+
+test('a corrupted chunk is detected by its CRC and sent again: the payload arrives bit-identical', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const sender = new Channel(corrupting(a, (_f, i) => i === 3 || i === 7), { chunkBytes: 1000, windowBytes: 5000 });
+  const receiver = new Channel(b);
+  const data = bytes(50_000, 9);
+  const sent = sender.send({ type: 'x' }, chunks(data, 3000));
+  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
+  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
+  await sent;
+});
+
+test('a stream whose whole-object hash does not match fails instead of passing bad data on', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const sender = new Channel(corrupting(a, () => false, true));
+  const receiver = new Channel(b);
+  void sender.send({ type: 'x' }, chunks(bytes(10_000), 1000)).catch(() => undefined);
+  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
+  await assert.rejects(collect(env.payload!), /is corrupt: xxhash64/);
+});

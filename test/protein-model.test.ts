@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
 import type { TensorDict } from '../src/core/tensor.ts';
 import { Mlp, type MlpConfig, classWeights, initBackend, initialWeights, makeDataset } from '../examples/protein/src/model.ts';
 import { Rng } from '../examples/protein/src/prng.ts';
@@ -76,6 +77,21 @@ describe('MLP on the tfjs wasm backend', () => {
     const m = new Mlp(cfg, anchor);
     await assert.rejects(m.train(data, { ...opts, proxMu: 0.1 }), /needs proxAnchor/);
     m.dispose();
+  });
+
+  it('leaves no tensors behind (many rounds in one process)', async () => {
+    const base = tf.memory().numTensors;
+    const anchor = initialWeights(cfg, 4);
+    const m = new Mlp(cfg, anchor);
+    for (let round = 0; round < 3; round++) {
+      m.setWeights(anchor);
+      await m.train(data, { ...opts, epochs: 1, proxMu: 0.1, proxAnchor: anchor, classWeights: classWeights(data.y, 3) });
+      m.evaluate(data);
+      m.getWeights();
+    }
+    assert.throws(() => m.setWeights(new Map()), /no tensor/);
+    m.dispose();
+    assert.equal(tf.memory().numTensors, base);
   });
 
   it('balanced class weights, capped, zero for absent classes', () => {

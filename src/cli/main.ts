@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
 import { JobConfigError, readJobConfig } from '../runtime/job-config.ts';
+import { registerDeploymentCommands } from '../deploy/commands.ts';
 import { simulate } from '../simulator/simulator.ts';
 import { RoundTable } from './round-table.ts';
 
@@ -51,6 +52,8 @@ program
     const { config, file } = readJobConfig(jobDir);
     process.stdout.write(`${file}: ok (job "${config.name}", ${config.workflows.map((w) => w.type).join(' → ')}, min ${config.minClients} clients)\n`);
   });
+
+registerDeploymentCommands(program);
 
 function printMatrix(m: Record<string, Record<string, Record<string, number> | { error: string }>>): void {
   const evaluators = [...new Set(Object.values(m).flatMap((r) => Object.keys(r)))].sort();

@@ -5,17 +5,23 @@
  * offset, so neither ever needs the whole model in memory.
  */
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { viewAs } from './dtypes.ts';
 import { SafetensorsError, type SafetensorsHeader, type TensorEntry, type TensorInfo, buildHeader, parseHeader, readHeaderLength } from './safetensors-header.ts';
 import { DEFAULT_CHUNK_BYTES, type TensorPiece, type TensorStream, splitTensor } from './tensor-stream.ts';
-import { type TensorDict, tensorBytes } from './tensor.ts';
+import { type Tensor, type TensorDict, tensorBytes } from './tensor.ts';
 
 export { SafetensorsError };
 
-type Sink = { write(b: Uint8Array): Promise<void>; finish(): Promise<void>; abort(): Promise<void> };
+/** Where the writer's bytes go. write() resolves once the sink can take more (backpressure). */
+interface Sink {
+  write(b: Uint8Array): Promise<void>;
+  finish(): Promise<void>;
+  abort(): Promise<void>;
+}
 
 function fileSink(fh: FileHandle, tmp: string, path: string): Sink {
   return {
@@ -27,9 +33,17 @@ function fileSink(fh: FileHandle, tmp: string, path: string): Sink {
       }
     },
     async finish() {
-      await fh.sync();
-      await fh.close();
-      await rename(tmp, path);
+      try {
+        // data must be on disk before the rename makes the file visible under its name
+        await fh.sync();
+        await fh.close();
+        await rename(tmp, path);
+      } catch (e) {
+        await fh.close().catch(() => undefined);
+        await rm(tmp, { force: true });
+        throw e;
+      }
+      await syncDir(dirname(path));
     },
     async abort() {
       await fh.close().catch(() => undefined);
@@ -38,48 +52,110 @@ function fileSink(fh: FileHandle, tmp: string, path: string): Sink {
   };
 }
 
+/** Makes a rename durable; best effort (some file systems refuse fsync on directories). */
+async function syncDir(dir: string): Promise<void> {
+  try {
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  } catch {
+    // durability of the directory entry is an optimisation, not a correctness requirement
+  }
+}
+
 function streamSink(w: Writable): Sink {
+  let failure: Error | undefined;
+  // Without a listener an 'error' on the caller's stream would crash the process; we report it from write/finish instead.
+  const onError = (e: Error): void => {
+    failure ??= e;
+  };
+  w.on('error', onError);
+  const gone = (): Error => failure ?? new SafetensorsError('destination stream was closed before the safetensors data was complete');
   return {
     write: (b) =>
       new Promise<void>((resolve, reject) => {
-        const ok = w.write(b, (err) => (err ? reject(err) : undefined));
-        if (ok) resolve();
-        else w.once('drain', resolve);
+        if (failure || w.destroyed || w.writableEnded) return reject(gone());
+        const done = (e?: Error): void => {
+          w.off('drain', onDrain);
+          w.off('close', onClose);
+          w.off('error', onFail);
+          if (e) reject(e);
+          else resolve();
+        };
+        const onDrain = (): void => done();
+        const onClose = (): void => done(gone());
+        const onFail = (e: Error): void => done(e);
+        const ok = w.write(b, (err) => {
+          if (err) {
+            failure ??= err;
+            done(err);
+          }
+        });
+        if (ok) return done();
+        w.on('drain', onDrain);
+        w.on('close', onClose);
+        w.on('error', onFail);
       }),
-    finish: () => new Promise<void>((resolve) => w.end(resolve)),
-    abort: async () => {
-      w.destroy(new Error('safetensors write aborted'));
+    async finish() {
+      if (failure) throw failure;
+      w.end();
+      await finished(w, { readable: false });
+      w.off('error', onError);
+    },
+    async abort() {
+      // no error argument: an 'error' event nobody listens to would crash; the reader sees a premature close instead
+      w.destroy();
     },
   };
 }
 
-/** Writes tensors in header order, piece by piece. */
+type WriterState = 'open' | 'closed' | 'aborted';
+
+/**
+ * Writes tensors in header order, piece by piece. Each write() must be awaited
+ * before the next (that is how backpressure reaches the producer). Bytes passed
+ * to write() must not be modified afterwards: a Writable may still hold them in
+ * its queue (up to its highWaterMark) after write() resolves.
+ */
 export class SafetensorsWriter {
   private index = 0;
   private written = 0;
-  private closed = false;
+  private state: WriterState = 'open';
+  private busy = false;
+  /** header + data bytes handed to the destination so far */
+  bytesWritten = 0;
 
-  private constructor(private readonly sink: Sink, readonly header: SafetensorsHeader) {}
+  private constructor(
+    private readonly sink: Sink,
+    readonly header: SafetensorsHeader,
+  ) {}
 
   /**
-   * Opens a file (written to a temp name and renamed at close, so a crash never
-   * leaves a half file) or a Writable.
+   * Opens a file (written to `path.tmp-<random>`, fsynced and renamed at close,
+   * so a crash never leaves a half file under `path`) or a Writable (ended at close).
    */
-  static async open(target: string | Writable, tensors: readonly TensorInfo[], metadata: Record<string, string> = {}): Promise<SafetensorsWriter> {
+  static async open(target: string | Writable, tensors: readonly TensorInfo[], metadata: Readonly<Record<string, string>> = {}): Promise<SafetensorsWriter> {
+    // validate before creating anything, so a bad tensor list leaves no temp file
     const { bytes, header } = buildHeader(tensors, metadata);
     let sink: Sink;
     if (typeof target === 'string') {
       await mkdir(dirname(target), { recursive: true });
       const tmp = `${target}.tmp-${randomBytes(6).toString('hex')}`;
-      sink = fileSink(await open(tmp, 'w'), tmp, target);
+      sink = fileSink(await open(tmp, 'wx'), tmp, target);
     } else {
       sink = streamSink(target);
     }
     const w = new SafetensorsWriter(sink, header);
-    await sink.write(bytes).catch(async (e: Error) => {
-      await sink.abort();
+    try {
+      await sink.write(bytes);
+    } catch (e) {
+      await w.abort();
       throw e;
-    });
+    }
+    w.bytesWritten = bytes.byteLength;
     return w;
   }
 
@@ -87,18 +163,49 @@ export class SafetensorsWriter {
     return this.header.tensors[this.index];
   }
 
+  /** Name of the tensor the next bytes belong to and how many of its bytes are written (undefined when all are). */
+  get position(): { name: string; offset: number } | undefined {
+    let i = this.index;
+    const ts = this.header.tensors;
+    if (this.written === 0) while (ts[i] && ts[i]!.end === ts[i]!.begin) i++;
+    const t = ts[i];
+    return t && { name: t.name, offset: i === this.index ? this.written : 0 };
+  }
+
+  /** Zero-byte tensors need no write call; step over them when the caller moves on. */
+  private skipEmpty(except?: string): void {
+    while (this.current && this.current.end === this.current.begin && this.current.name !== except) this.advance();
+  }
+
   /** Writes the next bytes of tensor `name`, which must be the tensor being written now. */
   async write(name: string, bytes: Uint8Array): Promise<void> {
-    if (this.closed) throw new SafetensorsError('write after close');
-    // skip over zero-byte tensors declared before this one
-    while (this.current && this.current.end - this.current.begin === this.written && this.current.name !== name) this.advance();
+    if (this.state !== 'open') throw new SafetensorsError(`write of "${name}" after the writer was ${this.state}`);
+    if (this.busy) throw new SafetensorsError(`write of "${name}" while a previous write is still pending (await each write)`);
+    this.skipEmpty(name);
     const t = this.current;
     if (!t) throw new SafetensorsError(`tensor "${name}" written after all declared tensors`);
-    if (t.name !== name) throw new SafetensorsError(`tensor "${name}" written out of order: expected "${t.name}" next`);
+    if (t.name !== name) {
+      const known = this.header.tensors.some((x) => x.name === name);
+      throw new SafetensorsError(known ? `tensor "${name}" written out of order: expected "${t.name}" next` : `tensor "${name}" is not in the header (expected "${t.name}" next)`);
+    }
     const size = t.end - t.begin;
-    if (this.written + bytes.byteLength > size) throw new SafetensorsError(`tensor "${name}": ${this.written + bytes.byteLength} bytes written, header declares ${size}`);
-    if (bytes.byteLength > 0) await this.sink.write(bytes);
+    if (this.written + bytes.byteLength > size) {
+      throw new SafetensorsError(`tensor "${name}": ${this.written + bytes.byteLength} bytes written, header declares ${size}`);
+    }
+    if (bytes.byteLength > 0) {
+      this.busy = true;
+      try {
+        await this.sink.write(bytes);
+      } catch (e) {
+        // the destination now holds an unknown prefix: nothing sensible can follow
+        await this.abort();
+        throw e;
+      } finally {
+        this.busy = false;
+      }
+    }
     this.written += bytes.byteLength;
+    this.bytesWritten += bytes.byteLength;
     if (this.written === size) this.advance();
   }
 
@@ -109,62 +216,87 @@ export class SafetensorsWriter {
 
   /** Finishes the file; fails (and removes the temp file) if any declared tensor is incomplete. */
   async close(): Promise<void> {
-    if (this.closed) return;
-    while (this.current && this.current.end - this.current.begin === 0) this.advance();
+    if (this.state === 'closed') return;
+    if (this.state === 'aborted') throw new SafetensorsError('close after abort: nothing was written');
+    if (this.busy) throw new SafetensorsError('close while a write is still pending');
+    this.skipEmpty();
     const t = this.current;
     if (t) {
+      const msg = `tensor "${t.name}" incomplete at close: ${this.written} of ${t.end - t.begin} bytes written`;
       await this.abort();
-      throw new SafetensorsError(`tensor "${t.name}" incomplete at close: ${this.written} of ${t.end - t.begin} bytes written`);
+      throw new SafetensorsError(msg);
     }
-    this.closed = true;
-    await this.sink.finish();
+    this.state = 'closed';
+    try {
+      await this.sink.finish();
+    } catch (e) {
+      // fsync/rename or the stream's end failed: the destination holds nothing usable
+      this.state = 'aborted';
+      await this.sink.abort().catch(() => undefined);
+      throw e;
+    }
   }
 
+  /** Drops everything written: removes the temp file, or destroys the Writable. */
   async abort(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.state !== 'open') return;
+    this.state = 'aborted';
     await this.sink.abort();
   }
 }
 
+/** Writes a tensor stream as it arrives (one piece in memory at a time). */
 export async function writeStreamToFile(target: string | Writable, stream: TensorStream): Promise<void> {
-  const w = await SafetensorsWriter.open(target, stream.header.tensors, { ...stream.header.metadata });
+  const w = await SafetensorsWriter.open(target, stream.header.tensors, stream.header.metadata);
   try {
-    for await (const p of stream.pieces()) await w.write(p.name, p.bytes);
+    for await (const p of stream.pieces()) {
+      // the writer only sees bytes; a piece at the wrong offset would silently corrupt the tensor
+      const at = p.bytes.byteLength > 0 ? w.position : undefined;
+      if (at && at.name === p.name && at.offset !== p.offset) {
+        throw new SafetensorsError(`tensor "${p.name}": piece at offset ${p.offset} arrived when ${at.offset} bytes were written`);
+      }
+      await w.write(p.name, p.bytes);
+    }
+    await w.close();
   } catch (e) {
     await w.abort();
     throw e;
   }
-  await w.close();
 }
 
-export async function writeSafetensors(target: string | Writable, dict: TensorDict, metadata: Record<string, string> = {}): Promise<void> {
+export async function writeSafetensors(target: string | Writable, dict: TensorDict, metadata: Readonly<Record<string, string>> = {}): Promise<void> {
   const w = await SafetensorsWriter.open(target, [...dict].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })), metadata);
   try {
     for (const [name, t] of dict) await w.write(name, tensorBytes(t));
+    await w.close();
   } catch (e) {
     await w.abort();
     throw e;
   }
-  await w.close();
 }
 
 /** An open safetensors file: header parsed and validated, tensors read on demand. */
 export class SafetensorsFile {
-  /** bytes read from disk so far (header included) */
+  /** bytes read from disk so far, header included (lets tests and benchmarks see what a read cost) */
   bytesRead = 0;
-  private constructor(private readonly fh: FileHandle, readonly path: string, readonly header: SafetensorsHeader) {}
+  private readonly byName: ReadonlyMap<string, TensorEntry>;
 
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly path: string,
+    readonly header: SafetensorsHeader,
+  ) {
+    this.byName = new Map(header.tensors.map((t) => [t.name, t]));
+  }
+
+  /** Reads the 8-byte prefix and the header only; every malformed header or size mismatch fails here. */
   static async open(path: string): Promise<SafetensorsFile> {
-    const size = (await stat(path)).size;
     const fh = await open(path, 'r');
     try {
-      const prefix = new Uint8Array(8);
-      const { bytesRead } = await fh.read(prefix, 0, 8, 0);
-      const len = readHeaderLength(prefix.subarray(0, bytesRead), size);
-      const json = new Uint8Array(len);
-      await fh.read(json, 0, len, 8);
-      const header = parseHeader(json, size);
+      const size = (await fh.stat()).size;
+      const prefix = await readFully(fh, 0, Math.min(8, size));
+      const len = readHeaderLength(prefix, size);
+      const header = parseHeader(await readFully(fh, 8, len), size);
       const f = new SafetensorsFile(fh, path, header);
       f.bytesRead = 8 + len;
       return f;
@@ -179,40 +311,37 @@ export class SafetensorsFile {
     return this.header.metadata;
   }
 
+  /** Tensor names in file (data offset) order. */
   names(): string[] {
     return this.header.tensors.map((t) => t.name);
   }
 
   private entry(name: string): TensorEntry {
-    const t = this.header.tensors.find((x) => x.name === name);
+    const t = this.byName.get(name);
     if (!t) throw new SafetensorsError(`${this.path}: no tensor named "${name}"`);
     return t;
   }
 
   private async readAt(position: number, length: number): Promise<Uint8Array> {
-    const buf = new Uint8Array(length);
-    let off = 0;
-    while (off < length) {
-      const { bytesRead } = await this.fh.read(buf, off, length - off, position + off);
-      if (bytesRead === 0) throw new SafetensorsError(`${this.path}: file ended early at byte ${position + off}`);
-      off += bytesRead;
-    }
+    const buf = await readFully(this.fh, position, length).catch((e: unknown) => {
+      throw e instanceof SafetensorsError ? new SafetensorsError(`${this.path}: ${e.message}`) : e;
+    });
     this.bytesRead += length;
     return buf;
   }
 
   /** Reads one tensor, and only its bytes. */
-  async readTensor(name: string): Promise<import('./tensor.ts').Tensor> {
+  async readTensor(name: string): Promise<Tensor> {
     const t = this.entry(name);
     const bytes = await this.readAt(this.header.dataStart + t.begin, t.end - t.begin);
     return { dtype: t.dtype, shape: [...t.shape], data: viewAs(t.dtype, bytes) };
   }
 
-  /** The file as a tensor stream, read from disk one piece at a time. */
+  /** The file as a tensor stream, read from disk one piece (at most chunkBytes, element-aligned) at a time. */
   stream(opts: { chunkBytes?: number } = {}): TensorStream {
     const chunk = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     const tensors = this.header.tensors;
-    const self = this;
+    const readAt = (pos: number, n: number): Promise<Uint8Array> => this.readAt(this.header.dataStart + pos, n);
     return {
       header: { tensors: tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })), metadata: this.header.metadata },
       async *pieces(): AsyncGenerator<TensorPiece> {
@@ -223,11 +352,11 @@ export class SafetensorsFile {
             yield* splitTensor(i, t.name, t, new Uint8Array(0), chunk);
             continue;
           }
-          // reads are a multiple of 8 bytes, so every piece stays element-aligned
+          // reads are a multiple of 8 bytes (every element size divides 8), so pieces stay element-aligned
           const step = Math.max(8, chunk - (chunk % 8));
           for (let off = 0; off < total; ) {
             const n = Math.min(step, total - off);
-            const bytes = await self.readAt(self.header.dataStart + t.begin + off, n);
+            const bytes = await readAt(t.begin + off, n);
             yield* splitTensor(i, t.name, t, bytes, chunk, off, total);
             off += n;
           }
@@ -245,6 +374,18 @@ export class SafetensorsFile {
   async close(): Promise<void> {
     await this.fh.close();
   }
+}
+
+/** Positioned read of exactly `length` bytes (a single read may return fewer). */
+async function readFully(fh: FileHandle, position: number, length: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(length);
+  let off = 0;
+  while (off < length) {
+    const { bytesRead } = await fh.read(buf, off, length - off, position + off);
+    if (bytesRead === 0) throw new SafetensorsError(`file ended early at byte ${position + off} (changed while open?)`);
+    off += bytesRead;
+  }
+  return buf;
 }
 
 export async function readSafetensors(path: string): Promise<{ tensors: TensorDict; metadata: Record<string, string> }> {

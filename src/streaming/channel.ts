@@ -7,7 +7,15 @@
  * slows the sender instead of growing a queue. Timeouts are progress-based: a
  * transfer that keeps moving never times out, a stalled one fails after
  * `stallTimeoutMs`.
+ *
+ * Integrity: every piece carries its offset and CRC-32, the last one an
+ * xxhash64 of the whole stream. A corrupted piece is dropped and asked for
+ * again (the sender keeps unacknowledged pieces, at most a window of them);
+ * a stream whose digest does not match fails, never delivering bad data
+ * silently. send() resolves once the receiver has consumed every byte.
  */
+import { crc32 } from 'node:zlib';
+import { createXXHash64, type IHasher } from 'hash-wasm';
 import type { Frame, Link } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 
@@ -40,9 +48,35 @@ export interface Envelope {
 /** Field of a control message that announces the payload stream following it. */
 const STREAM_FIELD = '__stream';
 
+interface RetainedPiece {
+  offset: number;
+  bytes: Uint8Array;
+  crc: number;
+}
+
 class OutgoingStream {
   unacked = 0;
   cancelled: string | null = null;
+  /** pieces sent but not yet acknowledged, oldest first (for resends) */
+  readonly retained: RetainedPiece[] = [];
+  resends = 0;
+  /** the closing frame, once sent (resent too if pieces before it were lost) */
+  final: { offset: number; digest: string } | null = null;
+  acked(bytes: number): void {
+    this.unacked -= bytes;
+    let left = bytes;
+    while (left > 0 && this.retained.length > 0) {
+      const head = this.retained[0]!;
+      if (head.bytes.byteLength > left) {
+        // partial acknowledgement (a transport that re-cut the piece): keep the rest
+        this.retained[0] = { offset: head.offset + left, bytes: head.bytes.subarray(left), crc: crc32(head.bytes.subarray(left)) };
+        left = 0;
+      } else {
+        left -= head.bytes.byteLength;
+        this.retained.shift();
+      }
+    }
+  }
   private waiter: (() => void) | null = null;
   wake(): void {
     const w = this.waiter;
@@ -65,7 +99,37 @@ class OutgoingStream {
 
 class IncomingStream implements Payload {
   readonly queue = new AsyncQueue<Uint8Array>();
+  /** next byte offset expected */
+  expected = 0;
+  /** set while waiting for a resend after a corrupted piece */
+  awaitingResend = false;
+  digest: string | undefined;
+  corrupted = 0;
   constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number) {}
+
+  /** Accepts a data frame if it is intact and in order; asks for a resend otherwise. Returns whether the stream ended. */
+  accept(f: Extract<Frame, { type: 'data' }>): boolean {
+    if (f.offset !== undefined) {
+      if (f.offset !== this.expected) return false; // a piece after a dropped one: the resend brings it again
+      if (f.crc !== undefined && f.bytes.byteLength > 0 && crc32(f.bytes) !== f.crc) {
+        this.corrupted++;
+        if (!this.awaitingResend) {
+          this.awaitingResend = true;
+          void this.channel.sendFrame({ type: 'resend', stream: this.id, offset: this.expected }).catch(() => undefined);
+        }
+        return false;
+      }
+      this.awaitingResend = false;
+    }
+    this.expected += f.bytes.byteLength;
+    if (f.bytes.byteLength > 0) this.queue.push(f.bytes);
+    if (f.last) {
+      this.digest = f.digest;
+      this.queue.end();
+      return true;
+    }
+    return false;
+  }
 
   cancel(reason: string): void {
     if (this.queue.isEnded) return;
@@ -75,13 +139,19 @@ class IncomingStream implements Payload {
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    const hasher = await createXXHash64();
+    hasher.init();
     try {
       for (;;) {
         const next = await withStallTimeout(this.queue.next(), this.stallMs, `payload stream ${this.id} stalled: no data for ${this.stallMs} ms`);
-        if (next === undefined) return;
+        if (next === undefined) break;
+        hasher.update(next);
         // acknowledge as the consumer takes each chunk: this is what paces the sender
         void this.channel.sendFrame({ type: 'ack', stream: this.id, bytes: next.byteLength }).catch(() => undefined);
         yield next;
+      }
+      if (this.digest !== undefined && hasher.digest('hex') !== this.digest) {
+        throw new Error(`payload stream ${this.id} is corrupt: xxhash64 of the ${this.expected} bytes received does not match the sender's`);
       }
     } finally {
       if (!this.queue.isEnded) this.cancel('consumer stopped reading');
@@ -130,23 +200,38 @@ export class Channel {
     const id = this.nextStream++;
     const out = new OutgoingStream();
     this.outgoing.set(id, out);
+    const hasher: IHasher = await createXXHash64();
+    hasher.init();
+    const check = (): void => {
+      if (out.cancelled) throw new Error(`${this.peer} cancelled the payload: ${out.cancelled}`);
+      if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
+    };
+    const waitUntil = async (done: () => boolean, what: string): Promise<void> => {
+      while (!done() && !out.cancelled && !this.closedReason) {
+        const moved = await out.wait(this.opts.stallTimeoutMs);
+        if (!moved) throw new Error(`sending to ${this.peer} stalled: ${what} for ${this.opts.stallTimeoutMs} ms`);
+      }
+      check();
+    };
+    let offset = 0;
     try {
       await this.sendFrame({ type: 'control', json: JSON.stringify({ ...msg, [STREAM_FIELD]: id }) });
       for await (const chunk of payload) {
         for (let o = 0; o < chunk.byteLength; o += this.opts.chunkBytes) {
           const piece = chunk.subarray(o, Math.min(o + this.opts.chunkBytes, chunk.byteLength));
-          while (out.unacked > 0 && out.unacked + piece.byteLength > this.opts.windowBytes && !out.cancelled) {
-            if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
-            const moved = await out.wait(this.opts.stallTimeoutMs);
-            if (!moved) throw new Error(`sending to ${this.peer} stalled: no acknowledgement for ${this.opts.stallTimeoutMs} ms`);
-          }
-          if (out.cancelled) throw new Error(`${this.peer} cancelled the payload: ${out.cancelled}`);
-          if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
+          await waitUntil(() => out.unacked === 0 || out.unacked + piece.byteLength <= this.opts.windowBytes, 'no acknowledgement');
+          const crc = crc32(piece);
+          hasher.update(piece);
           out.unacked += piece.byteLength;
-          await this.sendFrame({ type: 'data', stream: id, bytes: piece, last: false });
+          out.retained.push({ offset, bytes: piece, crc });
+          await this.sendFrame({ type: 'data', stream: id, offset, bytes: piece, crc, last: false });
+          offset += piece.byteLength;
         }
       }
-      await this.sendFrame({ type: 'data', stream: id, bytes: new Uint8Array(0), last: true });
+      out.final = { offset, digest: hasher.digest('hex') };
+      await this.sendFrame({ type: 'data', stream: id, offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest });
+      // keep the pieces until the receiver has them all: a corrupted one may be asked for again
+      await waitUntil(() => out.unacked <= 0, 'waiting for the receiver to consume the payload');
     } catch (e) {
       if (!out.cancelled && !this.closedReason) {
         await this.sendFrame({ type: 'cancel', stream: id, reason: (e as Error).message }).catch(() => undefined);
@@ -155,6 +240,18 @@ export class Channel {
     } finally {
       this.outgoing.delete(id);
     }
+  }
+
+  /** Resends pieces of an outgoing stream from `offset` (the receiver found one corrupted). */
+  private resend(id: number, offset: number): void {
+    const out = this.outgoing.get(id);
+    if (!out) return;
+    out.resends++;
+    for (const p of out.retained) {
+      if (p.offset + p.bytes.byteLength <= offset) continue;
+      void this.sendFrame({ type: 'data', stream: id, offset: p.offset, bytes: p.bytes, crc: p.crc, last: false }).catch(() => undefined);
+    }
+    if (out.final) void this.sendFrame({ type: 'data', stream: id, offset: out.final.offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest }).catch(() => undefined);
   }
 
   /** Incoming control messages, each with its payload. Iterate once. */
@@ -218,20 +315,19 @@ export class Channel {
       case 'data': {
         const s = this.incoming.get(f.stream);
         if (!s) return; // cancelled or unknown: drop
-        if (f.bytes.byteLength > 0) s.queue.push(f.bytes);
-        if (f.last) {
-          s.queue.end();
-          this.incoming.delete(f.stream);
-        }
+        if (s.accept(f)) this.incoming.delete(f.stream);
         return;
       }
       case 'ack': {
         const s = this.outgoing.get(f.stream);
         if (!s) return;
-        s.unacked -= f.bytes;
+        s.acked(f.bytes);
         s.wake();
         return;
       }
+      case 'resend':
+        this.resend(f.stream, f.offset);
+        return;
       case 'cancel': {
         const out = this.outgoing.get(f.stream);
         if (out) {

@@ -8,10 +8,24 @@
 /** What crosses a link. Control bodies are opaque JSON text to the transport. */
 export type Frame =
   | { readonly type: 'control'; readonly json: string }
-  /** a piece of payload stream `stream`; `last` closes it */
-  | { readonly type: 'data'; readonly stream: number; readonly bytes: Uint8Array; readonly last: boolean }
+  /**
+   * a piece of payload stream `stream`, starting at byte `offset` of the stream; `last` closes it.
+   * `crc` (CRC-32 of `bytes`) and, on the last piece, `digest` (xxhash64 of the whole stream)
+   * let the receiver check integrity; transports that cannot carry them leave them out.
+   */
+  | {
+      readonly type: 'data';
+      readonly stream: number;
+      readonly bytes: Uint8Array;
+      readonly last: boolean;
+      readonly offset?: number;
+      readonly crc?: number;
+      readonly digest?: string;
+    }
   /** the receiver consumed `bytes` more of stream `stream` (flow control) */
   | { readonly type: 'ack'; readonly stream: number; readonly bytes: number }
+  /** the receiver got a corrupted piece: send stream `stream` again from byte `offset` */
+  | { readonly type: 'resend'; readonly stream: number; readonly offset: number }
   /** either side gives up on a stream */
   | { readonly type: 'cancel'; readonly stream: number; readonly reason: string };
 

@@ -36,11 +36,12 @@ const o = new Command()
   .option('--rounds <n>', 'FedAvg rounds', '4')
   .option('--local-steps <n>', 'steps per client per round', '8')
   .option('--batch <n>', 'examples per step', '8')
-  .option('--lr-peft <x>', 'LoRA learning rate', '3e-3')
-  .option('--lr-sft <x>', 'full fine-tuning learning rate', '5e-4')
+  .option('--lr-peft <x>', 'LoRA learning rate', '1e-2')
+  .option('--lr-sft <x>', 'full fine-tuning learning rate', '1.5e-3')
   .option('--val <n>', 'validation examples per client', '32')
   .option('--max-train <n>', 'training examples per client', '900')
   .option('--seed <n>', 'seed', '42')
+  .option('--base <dir>', 'base model folder (config.json, model.safetensors, tokenizer.json)', baseDir)
   .option('--out <dir>', 'results and plots', path.join(repoRoot, 'docs/examples/llm'))
   .option('--doc <file>', 'report', path.join(repoRoot, 'docs/examples/llm.md'))
   .parse()
@@ -68,7 +69,7 @@ function evalAll(model: LlamaModel, clients: readonly ClientData[]): Eval {
 /** Trains on `train` for rounds × stepsPerRound steps, evaluating after each round. */
 async function trainAlone(mode: TuneMode, train: readonly Example[], clients: readonly ClientData[], rounds: number, stepsPerRound: number, lr: number, seed: number, start: number): Promise<RunResult> {
   const t0 = performance.now();
-  const model = await prepareModel(mode, baseDir, DEFAULT_LORA, seed);
+  const model = await prepareModel(mode, String(o.base), DEFAULT_LORA, seed);
   const ft = new Finetuner(model, { lr });
   const sampler = new BatchSampler(train, n('batch'), new Rng(seed + 17));
   const curve: [number, number][] = [[0, start]];
@@ -98,26 +99,27 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
   const rounds = n('rounds');
   const steps = n('localSteps');
   const lr = mode === 'peft' ? n('lrPeft') : n('lrSft');
-  const tok = BpeTokenizer.load(path.join(baseDir, 'tokenizer.json'));
-  const probe = await prepareModel(mode, baseDir, DEFAULT_LORA, seed);
+  const base = String(o.base);
+  const tok = BpeTokenizer.load(path.join(base, 'tokenizer.json'));
+  const probe = await prepareModel(mode, base, DEFAULT_LORA, seed);
   const clients = loadClients(tok, { ctx: probe.config.maxSeqLen, seed, valCount: n('val'), maxTrain: n('maxTrain') });
   const log = (s: string) => console.log(`[${mode}] ${s}`);
 
-  const base = evalAll(probe, clients);
-  log(`base: ${JSON.stringify(base)}`);
+  const start = evalAll(probe, clients);
+  log(`base: ${JSON.stringify(start)}`);
   const prompts = clients.map((c) => promptOf(tok, c.val[0]!));
   const baseGen = prompts.map((p) => generate(probe, tok, p));
 
   const local: Record<string, RunResult> = {};
   for (const [i, c] of clients.entries()) {
     log(`local-only ${c.name}`);
-    local[c.name] = await trainAlone(mode, c.train, clients, rounds, steps, lr, seed + i, base.pooled);
+    local[c.name] = await trainAlone(mode, c.train, clients, rounds, steps, lr, seed + i, start.pooled);
   }
   log('centralized');
-  const centralized = await trainAlone(mode, clients.flatMap((c) => c.train), clients, rounds, steps * clients.length, lr, seed + 100, base.pooled);
+  const centralized = await trainAlone(mode, clients.flatMap((c) => c.train), clients, rounds, steps * clients.length, lr, seed + 100, start.pooled);
 
   log('fedavg');
-  const initialModel = await initialGlobalModel(mode, baseDir, DEFAULT_LORA, seed);
+  const initialModel = await initialGlobalModel(mode, base, DEFAULT_LORA, seed);
   const workspace = mkdtempSync(path.join(tmpdir(), `llm-${mode}-`));
   const t0 = performance.now();
   const summaries: RoundSummary[] = [];
@@ -125,7 +127,7 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
   try {
     result = await simulateInProcess({
       workflow: new FedAvg({ rounds, minClients: clients.length, initialModel }),
-      sites: clients.map((c, i) => ({ name: c.name, trainer: llmTrainer({ mode, data: c, localSteps: steps, batch: n('batch'), lr, seed: seed + i, lora: DEFAULT_LORA }) })),
+      sites: clients.map((c, i) => ({ name: c.name, trainer: llmTrainer({ mode, baseDir: base, data: c, localSteps: steps, batch: n('batch'), lr, seed: seed + i, lora: DEFAULT_LORA }) })),
       workspace,
       onRound: (r) => {
         summaries.push(r);
@@ -153,7 +155,7 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
     mode,
     settings: { rounds, localSteps: steps, batch: n('batch'), lr, seed, valPerClient: n('val'), maxTrainPerClient: n('maxTrain'), ctx: probe.config.maxSeqLen, ...(mode === 'peft' && { loraRank: DEFAULT_LORA.rank, loraAlpha: DEFAULT_LORA.alpha, loraDropout: DEFAULT_LORA.dropout, loraTargets: DEFAULT_LORA.targets.join(',') }) },
     clients: clients.map((c) => ({ name: c.name, train: c.train.length, val: c.val.length, dropped: c.dropped })),
-    base,
+    base: start,
     local,
     centralized,
     fedavg: { curve, final, seconds, bytesPerClientPerDirection: perDir, bytesPerRound: 2 * clients.length * perDir, fullModelBytes, rounds: summaries },

@@ -33,7 +33,7 @@ export function trainerFor(mode: TuneMode, ctx: TrainerFactoryContext): Trainer 
     data,
     localSteps: num(a, 'localSteps', 8),
     batch: num(a, 'batch', 8),
-    lr: num(a, 'lr', mode === 'peft' ? 3e-3 : 5e-4),
+    lr: num(a, 'lr', mode === 'peft' ? 1e-2 : 1.5e-3),
     seed: num(a, 'seed', 0) + ctx.siteIndex,
     lora: loraFromArgs(a),
     split: { valCount: num(a, 'valCount', 32), maxTrain: num(a, 'maxTrain', 900) },

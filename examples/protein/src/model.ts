@@ -122,7 +122,13 @@ export class Mlp {
   ) {
     const shapes = paramShapes(cfg);
     this.names = shapes.map(([n]) => n);
-    this.vars = shapes.map(([name, shape]) => tf.variable(tf.tensor(this.checked(weights, name, shape), shape, 'float32'), true));
+    const values = shapes.map(([name, shape]) => this.checked(weights, name, shape));
+    this.vars = shapes.map(([, shape], i) => {
+      const t = tf.tensor(values[i]!, shape, 'float32');
+      const v = tf.variable(t, true);
+      t.dispose();
+      return v;
+    });
   }
 
   private checked(weights: TensorDict, name: string, shape: number[]): Float32Array {
@@ -138,7 +144,9 @@ export class Mlp {
   /** Replaces the weights in place (e.g. with a new global model). */
   setWeights(weights: TensorDict): void {
     const shapes = paramShapes(this.cfg);
-    shapes.forEach(([name, shape], i) => this.vars[i]!.assign(tf.tensor(this.checked(weights, name, shape), shape, 'float32')));
+    // validate everything first so a bad dict leaves the model unchanged
+    const values = shapes.map(([name, shape]) => this.checked(weights, name, shape));
+    tf.tidy(() => shapes.forEach(([, shape], i) => this.vars[i]!.assign(tf.tensor(values[i]!, shape, 'float32'))));
   }
 
   /** Copies the weights out as F32 tensors (what the trainer sends). */
@@ -167,14 +175,17 @@ export class Mlp {
   /** Minibatch Adam on `data`; returns the mean loss of the last epoch and the number of steps. */
   async train(data: Dataset, opts: TrainOptions): Promise<{ loss: number; steps: number }> {
     this.assertLive();
+    const mu = opts.proxMu ?? 0;
+    if (mu > 0 && !opts.proxAnchor) throw new Error('FedProx (proxMu > 0) needs proxAnchor, the global weights');
+    if (opts.classWeights && opts.classWeights.length !== this.cfg.classes) throw new Error(`classWeights has ${opts.classWeights.length} entries, model has ${this.cfg.classes} classes`);
+    const shapes = paramShapes(this.cfg);
+    const anchorValues = mu > 0 ? shapes.map(([name, shape]) => this.checked(opts.proxAnchor!, name, shape)) : undefined;
     const rng = new Rng(opts.seed);
     const optimizer = tf.train.adam(opts.lr);
     const x = tf.tensor2d(data.x, [data.n, data.dim]);
-    const yOneHot = tf.oneHot(tf.tensor1d(data.y, 'int32'), this.cfg.classes);
+    const yOneHot = tf.tidy(() => tf.oneHot(tf.tensor1d(data.y, 'int32'), this.cfg.classes));
     const cw = opts.classWeights ? tf.tensor1d(opts.classWeights) : undefined;
-    const mu = opts.proxMu ?? 0;
-    const anchors = mu > 0 && opts.proxAnchor ? paramShapes(this.cfg).map(([name, shape]) => tf.tensor(this.checked(opts.proxAnchor!, name, shape), shape, 'float32')) : undefined;
-    if (mu > 0 && !anchors) throw new Error('FedProx (proxMu > 0) needs proxAnchor, the global weights');
+    const anchors = anchorValues?.map((v, k) => tf.tensor(v, shapes[k]![1], 'float32'));
     let steps = 0;
     let lastLoss = NaN;
     try {

@@ -95,7 +95,7 @@ export interface ConfusionPanel {
 /** Side-by-side confusion matrices; cell color = row-normalized rate (recall per true class), text = count. */
 export function confusionPanels(panels: readonly ConfusionPanel[], labels: readonly string[], title: string): string {
   const k = labels.length;
-  const cell = 26;
+  const cell = 32;
   const left = 48;
   const top = 58;
   const gap = 30;
@@ -111,7 +111,7 @@ export function confusionPanels(panels: readonly ConfusionPanel[], labels: reado
     out.push(`<g transform="translate(${ox} 0)">`);
     out.push(`<text x="${left + (k * cell) / 2}" y="34" text-anchor="middle" font-size="12" font-weight="bold">${esc(p.title)}</text>`);
     labels.forEach((l, j) => {
-      out.push(`<text x="${left + j * cell + cell / 2}" y="${top - 6}" text-anchor="middle">${esc(l)}</text>`);
+      out.push(`<text x="${left + j * cell + cell / 2}" y="${top - 6}" text-anchor="middle" font-size="9">${esc(l)}</text>`);
       out.push(`<text x="${left - 4}" y="${top + j * cell + cell / 2 + 3}" text-anchor="end">${esc(l)}</text>`);
     });
     for (let i = 0; i < k; i++) {

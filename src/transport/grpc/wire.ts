@@ -17,9 +17,10 @@ export const FEDERATION_CONNECT = '/flotilla.v1.Federation/Connect';
 
 /** Frame as proto-loader decodes/encodes it (keepCase, longs as numbers, oneofs named in `kind`). */
 export interface WireFrame {
-  kind?: 'control' | 'data' | 'ack' | 'cancel';
+  kind?: 'control' | 'data' | 'ack' | 'cancel' | 'resend';
   control?: { json?: string } | null;
-  data?: { stream?: number; bytes?: Uint8Array; last?: boolean } | null;
+  data?: { stream?: number; bytes?: Uint8Array; last?: boolean; offset?: number | null; crc?: number | null; digest?: string | null } | null;
+  resend?: { stream?: number; offset?: number } | null;
   ack?: { stream?: number; bytes?: number } | null;
   cancel?: { stream?: number; reason?: string } | null;
 }
@@ -55,7 +56,18 @@ export function toWire(f: Frame): WireFrame {
     case 'control':
       return { control: { json: f.json } };
     case 'data':
-      return { data: { stream: f.stream, bytes: f.bytes, last: f.last } };
+      return {
+        data: {
+          stream: f.stream,
+          bytes: f.bytes,
+          last: f.last,
+          ...(f.offset !== undefined && { offset: f.offset }),
+          ...(f.crc !== undefined && { crc: f.crc }),
+          ...(f.digest !== undefined && { digest: f.digest }),
+        },
+      };
+    case 'resend':
+      return { resend: { stream: f.stream, offset: f.offset } };
     case 'ack':
       return { ack: { stream: f.stream, bytes: f.bytes } };
     case 'cancel':
@@ -75,7 +87,25 @@ export function fromWire(w: WireFrame): Frame | string {
       const d = w.data;
       if (!d || !isStream(d.stream)) return 'data frame with an invalid stream id';
       if (!(d.bytes instanceof Uint8Array)) return 'data frame without bytes';
-      return { type: 'data', stream: d.stream, bytes: d.bytes, last: d.last === true };
+      // protobuf decoding hands out views into a shared buffer at any offset; typed-array
+      // consumers above need aligned bytes, so unaligned pieces are copied
+      const bytes = d.bytes.byteOffset % 8 === 0 ? d.bytes : new Uint8Array(d.bytes);
+      if (d.offset != null && (!Number.isSafeInteger(d.offset) || d.offset < 0)) return 'data frame with an invalid offset';
+      if (d.digest != null && (typeof d.digest !== 'string' || d.digest.length > 128)) return 'data frame with an invalid digest';
+      return {
+        type: 'data',
+        stream: d.stream,
+        bytes,
+        last: d.last === true,
+        ...(d.offset != null && { offset: d.offset }),
+        ...(d.crc != null && { crc: d.crc }),
+        ...(d.digest != null && { digest: d.digest }),
+      };
+    }
+    case 'resend': {
+      const r = w.resend;
+      if (!r || !isStream(r.stream) || typeof r.offset !== 'number' || !Number.isSafeInteger(r.offset) || r.offset < 0) return 'resend frame with an invalid stream id or offset';
+      return { type: 'resend', stream: r.stream, offset: r.offset };
     }
     case 'ack': {
       const a = w.ack;

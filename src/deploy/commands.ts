@@ -1,0 +1,169 @@
+/** The deployment subcommands of `flotilla`: provision, server, client, admin, poc. */
+import { type Command, InvalidArgumentError } from 'commander';
+import { join, resolve } from 'node:path';
+import { AdminClient } from '../admin/client.ts';
+import { loadKit } from '../provision/kit.ts';
+import { readProject } from '../provision/project.ts';
+import { provision } from '../provision/provision.ts';
+import { fileLogger } from '../util/log.ts';
+import { FederationClient } from './client.ts';
+import { POC_ADMIN, pocPrepare, pocStart, pocStop } from './poc.ts';
+import { FederationServer } from './server.ts';
+
+const out = (s: string): void => void process.stdout.write(`${s}\n`);
+
+function port(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`--port must be 0–65535, got "${v}"`);
+  return n;
+}
+
+function onSignals(stop: () => Promise<void> | void): void {
+  let stopping = false;
+  const handler = (): void => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    void Promise.resolve(stop()).finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+}
+
+export function registerDeploymentCommands(program: Command): void {
+  program
+    .command('provision')
+    .description('create startup kits (certificates, configs, signed) for every participant of project.yml')
+    .argument('<project.yml>')
+    .option('-o, --out <dir>', 'output folder', 'workspace')
+    .action(async (file: string, o: { out: string }) => {
+      const r = await provision(readProject(file), { outDir: o.out });
+      out(`Provisioned ${Object.keys(r.kits).length} startup kits in ${r.prodDir}`);
+      for (const [name, dir] of Object.entries(r.kits)) out(`  ${name.padEnd(28)} ${dir}`);
+      out(`The CA key stays in ${join(r.projectDir, 'state')}: keep it safe, it is in no kit.`);
+    });
+
+  const server = program.command('server').description('the federation server');
+  server
+    .command('start')
+    .description('start the server from its startup kit (checks the kit signature first)')
+    .argument('<kit>', 'the server kit folder (or its startup/ folder)')
+    .option('-w, --workspace <dir>', 'job store and job workspaces (default: <kit>/workspace)')
+    .option('-p, --port <port>', 'override the kit\'s port', port)
+    .action(async (kitDir: string, o: { workspace?: string; port?: number }) => {
+      const kit = loadKit(kitDir, 'server');
+      const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
+      const log = fileLogger(join(workspace, 'log.jsonl'), 'server');
+      const s = new FederationServer({ kit, workspace, log, ...(o.port !== undefined && { port: o.port }) });
+      const p = await s.start();
+      out(`Server ${kit.config.name} of project ${kit.config.project} listening on port ${p} (workspace ${workspace})`);
+      onSignals(() => s.stop());
+    });
+
+  const client = program.command('client').description('a client site');
+  client
+    .command('start')
+    .description('connect this site to the server and run the jobs it deploys')
+    .argument('<kit>', 'the client kit folder (or its startup/ folder)')
+    .option('-w, --workspace <dir>', 'where deployed jobs run (default: <kit>/workspace)')
+    .action(async (kitDir: string, o: { workspace?: string }) => {
+      const kit = loadKit(kitDir, 'client');
+      const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
+      const log = fileLogger(join(workspace, 'log.jsonl'), kit.config.name);
+      let announced = false;
+      const c = new FederationClient({
+        kit,
+        workspace,
+        log,
+        onConnected: () => {
+          if (!announced) out(`Site ${kit.config.name} connected to ${kit.config.server.host}:${kit.config.server.port}`);
+          announced = true;
+        },
+      });
+      onSignals(() => c.stop('signal'));
+      const reason = await c.run();
+      out(`Site ${kit.config.name} stopped: ${reason}`);
+    });
+
+  program
+    .command('admin')
+    .description('administer the federation with an admin kit: submit <job-dir> | list | status <job> | abort <job> | download <job> | sites | requeue <job> | shutdown-site <site> | audit')
+    .argument('<kit>', 'the admin kit folder')
+    .argument('<command>')
+    .argument('[arg]')
+    .option('-o, --out <dir>', 'for download: where results go', 'downloads')
+    .option('--json', 'print the raw JSON result')
+    .action(async (kitDir: string, command: string, arg: string | undefined, o: { out: string; json?: boolean }) => {
+      const admin = new AdminClient(kitDir);
+      const need = (what: string): string => {
+        if (!arg) throw new Error(`admin ${command} needs a ${what}`);
+        return arg;
+      };
+      try {
+        let result: unknown;
+        switch (command) {
+          case 'submit':
+            result = { jobId: await admin.submit(need('job folder')) };
+            if (!o.json) out(`Submitted job ${(result as { jobId: string }).jobId}`);
+            break;
+          case 'download': {
+            const dir = await admin.download(need('job id'), o.out);
+            result = { dir };
+            if (!o.json) out(`Downloaded job ${arg} to ${dir}`);
+            break;
+          }
+          case 'status':
+          case 'abort':
+          case 'requeue':
+            result = (await admin.call(command, { job: need('job id') })).json;
+            break;
+          case 'shutdown-site':
+            result = (await admin.call(command, { site: need('site name') })).json;
+            break;
+          default:
+            result = (await admin.call(command)).json;
+        }
+        if (o.json || !['submit', 'download'].includes(command)) out(o.json ? JSON.stringify(result) : format(command, result));
+      } finally {
+        admin.close();
+      }
+    });
+
+  const poc = program.command('poc').description('proof-of-concept mode: a server and N clients on this machine');
+  poc
+    .command('prepare')
+    .option('-n, --clients <n>', 'number of client sites', (v) => Number(v), 2)
+    .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
+    .option('-p, --port <port>', 'server port', port, 8002)
+    .action(async (o: { clients: number; workspace: string; port: number }) => {
+      if (!Number.isInteger(o.clients) || o.clients < 1) throw new InvalidArgumentError('--clients must be a positive integer');
+      const l = await pocPrepare(o);
+      out(`POC prepared in ${l.workspace}: server, ${l.clients.length} clients, admin ${POC_ADMIN}\nNext: flotilla poc start -w ${o.workspace}; then flotilla admin ${l.admin} submit <job-dir>`);
+    });
+  poc
+    .command('start')
+    .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
+    .action((o: { workspace: string }) => {
+      const { pids } = pocStart(o.workspace);
+      out(`Started ${Object.keys(pids).join(', ')} (logs in ${join(resolve(o.workspace), 'logs')})`);
+    });
+  poc
+    .command('stop')
+    .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
+    .action((o: { workspace: string }) => {
+      out(`Stopped ${pocStop(o.workspace).join(', ') || 'nothing (processes were gone)'}`);
+    });
+}
+
+function format(command: string, r: unknown): string {
+  if (command === 'list' && Array.isArray(r)) {
+    const rows = r as { id: string; state: string; submitter: string; submittedAt: string }[];
+    if (!rows.length) return 'no jobs';
+    return [`${'JOB'.padEnd(32)} ${'STATE'.padEnd(20)} ${'SUBMITTER'.padEnd(28)} SUBMITTED`, ...rows.map((j) => `${j.id.padEnd(32)} ${j.state.padEnd(20)} ${j.submitter.padEnd(28)} ${j.submittedAt}`)].join('\n');
+  }
+  if (command === 'sites' && Array.isArray(r)) {
+    const rows = r as { site: string; org: string; lastSeenMsAgo: number; runningJobs: string[] }[];
+    if (!rows.length) return 'no sites connected';
+    return [`${'SITE'.padEnd(20)} ${'ORG'.padEnd(16)} ${'LAST SEEN'.padEnd(10)} JOBS`, ...rows.map((s) => `${s.site.padEnd(20)} ${s.org.padEnd(16)} ${`${(s.lastSeenMsAgo / 1000).toFixed(1)}s`.padEnd(10)} ${s.runningJobs.join(',')}`)].join('\n');
+  }
+  return JSON.stringify(r, null, 2);
+}

@@ -1,0 +1,121 @@
+// Provisioning, kit signatures, job bundles, roles and the job store, without processes.
+import assert from 'node:assert/strict';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { authorize } from '../src/admin/authz.ts';
+import { describeCert } from '../src/provision/ca.ts';
+import { KitError, loadKit } from '../src/provision/kit.ts';
+import { ProjectError, parseProject } from '../src/provision/project.ts';
+import { provision } from '../src/provision/provision.ts';
+import { BundleError, packJob, unpackJob } from '../src/deploy/job-bundle.ts';
+import { JobStore } from '../src/deploy/job-store.ts';
+
+const repo = fileURLToPath(new URL('..', import.meta.url));
+const tmp = mkdtempSync(join(tmpdir(), 'flotilla-prov-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const project = {
+  name: 'proj',
+  participants: [
+    { type: 'server', name: 'server', org: 'hub', host: 'fl.example.org', port: 8002 },
+    { type: 'client', name: 'site-1', org: 'a' },
+    { type: 'admin', name: 'ann@a.org', org: 'a', role: 'org_admin' },
+  ],
+};
+
+test('project.yml errors name the field', () => {
+  const bad = structuredClone(project) as { participants: Record<string, unknown>[] };
+  bad.participants[2]!.role = 'king';
+  assert.throws(() => parseProject(bad, 'project.yml'), (e: Error) => e instanceof ProjectError && /project\.yml: invalid project/.test(e.message) && /participants\.2\.role/.test(e.message));
+  assert.throws(() => parseProject({ ...project, participants: project.participants.slice(1) }), /exactly one participant of type server/);
+  assert.throws(() => parseProject({ ...project, participants: [...project.participants, { type: 'client', name: 'site-1', org: 'b' }] }), /participants\.3\.name: duplicate participant name "site-1"/);
+  assert.throws(() => parseProject({ ...project, colour: 'red' }), /unknown key\(s\) "colour"/);
+  assert.throws(() => parseProject({ ...project, participants: [{ type: 'server', name: 'server', org: 'hub', host: 'h', port: 70000 }] }), /participants\.0\.port/);
+});
+
+test('provisioning writes signed kits with identities in the certificates and keeps the CA key out of them', async () => {
+  const r = await provision(parseProject(project), { outDir: tmp });
+  assert.equal(r.prodDir, join(tmp, 'proj', 'prod_01'));
+  const server = loadKit(r.kits.server!, 'server');
+  const site = loadKit(join(r.kits['site-1']!, 'startup'), 'client');
+  const adm = loadKit(r.kits['ann@a.org']!, 'admin');
+  assert.equal(site.config.server.host, 'fl.example.org');
+  assert.equal(adm.config.role, 'org_admin');
+  assert.match(describeCert(server.certPem).subject, /CN=server.*OU=server/);
+  assert.match(describeCert(site.certPem).subject, /CN=site-1, O=a, OU=client/);
+  assert.match(describeCert(adm.certPem).subject, /CN=ann@a\.org, O=a, OU=org_admin/);
+  const caKey = readFileSync(join(tmp, 'proj', 'state', 'rootCA.key'), 'utf8');
+  const walk = (d: string): string[] => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
+  for (const f of walk(r.prodDir)) assert.ok(!readFileSync(f, 'utf8').includes(caKey.trim()), `${f} holds the CA key`);
+  // a second run reuses the CA
+  const r2 = await provision(parseProject(project), { outDir: tmp });
+  assert.equal(r2.prodDir, join(tmp, 'proj', 'prod_02'));
+  assert.equal(loadKit(r2.kits['site-1']!, 'client').caPem, site.caPem);
+});
+
+test('a tampered kit is refused, naming the file', async () => {
+  const kit = join(tmp, 'proj', 'prod_01', 'site-1', 'startup');
+  const cfg = join(kit, 'fed_client.json');
+  const original = readFileSync(cfg);
+  appendFileSync(cfg, ' ');
+  assert.throws(() => loadKit(kit, 'client'), (e: Error) => e instanceof KitError && /fed_client\.json does not match its signature/.test(e.message));
+  writeFileSync(cfg, original);
+  loadKit(kit, 'client');
+  writeFileSync(join(kit, 'extra.pem'), 'x');
+  assert.throws(() => loadKit(kit, 'client'), /extra\.pem is not part of the signed kit/);
+  unlinkSync(join(kit, 'extra.pem'));
+  const key = readFileSync(join(kit, 'site-1.key'));
+  unlinkSync(join(kit, 'site-1.key'));
+  assert.throws(() => loadKit(kit, 'client'), /signed file site-1\.key is missing/);
+  writeFileSync(join(kit, 'site-1.key'), key);
+  assert.throws(() => loadKit(kit, 'server'), /not a server kit: fed_server\.json is missing/);
+});
+
+test('job bundles round-trip and refuse unsafe paths, oversize folders and bad configs', () => {
+  const bytes = packJob(join(repo, 'test/fixtures/jobs/tiny'));
+  const dest = join(tmp, 'unpacked', 'app');
+  const cfg = unpackJob(bytes, dest);
+  assert.equal(cfg.name, 'tiny');
+  assert.equal(readFileSync(join(dest, 'trainer.ts'), 'utf8'), readFileSync(join(repo, 'test/fixtures/jobs/tiny/trainer.ts'), 'utf8'));
+  const mk = (files: { path: string; text: string }[]): Uint8Array => Buffer.from(JSON.stringify({ files: files.map((f) => ({ path: f.path, base64: Buffer.from(f.text).toString('base64') })) }));
+  assert.throws(() => unpackJob(mk([{ path: 'a/../../x', text: '' }]), join(tmp, 'u2')), BundleError);
+  assert.throws(() => unpackJob(mk([{ path: '/etc/passwd', text: '' }]), join(tmp, 'u2')), /files\.0\.path/);
+  assert.throws(() => unpackJob(mk([{ path: 'job.yaml', text: 'x'.repeat(2000) }]), join(tmp, 'u2'), 1000), /exceeds the limit/);
+  assert.throws(() => unpackJob(mk([{ path: 'job.yaml', text: 'name: t\nminClients: 0\n' }]), join(tmp, 'u2')), /<job folder>\/job\.yaml: invalid job config[\s\S]*minClients/);
+  assert.ok(!existsSync(join(tmp, 'u2')), 'a refused bundle leaves nothing behind');
+});
+
+test('roles follow the NVFlare-like policy', () => {
+  const job = { job: { submitter: 'lee@b.org', submitterOrg: 'b' } };
+  const u = (role: 'project_admin' | 'org_admin' | 'lead' | 'member', org = 'b', name = 'x@b.org') => ({ name, org, role });
+  assert.equal(authorize(u('project_admin', 'z'), 'abort', job), null);
+  assert.match(authorize(u('member'), 'submit') ?? '', /may not submit/);
+  assert.equal(authorize(u('member'), 'list'), null);
+  assert.equal(authorize(u('lead'), 'submit'), null);
+  assert.match(authorize(u('org_admin'), 'submit') ?? '', /only project_admin and lead/);
+  assert.equal(authorize(u('org_admin', 'b'), 'abort', job), null);
+  assert.match(authorize(u('org_admin', 'c'), 'download', job) ?? '', /organisation b/);
+  assert.equal(authorize(u('lead', 'b', 'lee@b.org'), 'abort', job), null);
+  assert.match(authorize(u('lead', 'b', 'other@b.org'), 'abort', job) ?? '', /submitted by lee@b\.org/);
+  assert.equal(authorize(u('org_admin', 'b'), 'shutdown-site', { site: { org: 'b' } }), null);
+  assert.match(authorize(u('org_admin', 'b'), 'shutdown-site', { site: { org: 'a' } }) ?? '', /belongs to organisation a/);
+});
+
+test('a job that was running when the server stopped is marked ABORTED_BY_RESTART, never lost', () => {
+  const path = join(tmp, 'store', 'jobs.sqlite');
+  const s1 = new JobStore(path);
+  s1.create({ id: 'j1', name: 'tiny', submitter: 'a', submitterOrg: 'o' });
+  s1.create({ id: 'j2', name: 'tiny', submitter: 'a', submitterOrg: 'o' });
+  s1.transition('j1', 'RUNNING', 'deployed', { sites: ['site-1'] });
+  s1.close(); // the process dies here
+  const s2 = new JobStore(path);
+  assert.deepEqual(s2.recoverAfterRestart(), ['j1']);
+  assert.equal(s2.get('j1')!.state, 'ABORTED_BY_RESTART');
+  assert.deepEqual(s2.get('j1')!.sites, ['site-1']);
+  assert.deepEqual(s2.events('j1').map((e) => e.state), ['SUBMITTED', 'RUNNING', 'ABORTED_BY_RESTART']);
+  assert.deepEqual(s2.queued().map((j) => j.id), ['j2'], 'queued jobs stay queued');
+  s2.close();
+});
