@@ -6,7 +6,8 @@
  */
 import { webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
-import './reflect-shim.ts';
+// @peculiar/x509 resolves its services through tsyringe, which needs the Reflect metadata API
+import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
