@@ -92,9 +92,10 @@ export function readHeaderLength(prefix: Uint8Array, totalBytes?: number): numbe
 export function parseHeader(json: Uint8Array, totalBytes?: number): SafetensorsHeader {
   let obj: unknown;
   try {
-    obj = JSON.parse(Buffer.from(json.buffer, json.byteOffset, json.byteLength).toString('utf8'));
+    // fatal: invalid UTF-8 is an error, as in the reference implementation, not silently replaced
+    obj = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
   } catch (e) {
-    throw new SafetensorsError(`header is not valid JSON: ${(e as Error).message}`);
+    throw new SafetensorsError(`header is not valid JSON (UTF-8): ${(e as Error).message}`);
   }
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new SafetensorsError('header must be a JSON object');
   const metadata: Record<string, string> = {};

@@ -4,7 +4,7 @@
  * simulator and the real deployment so a job runs unchanged in both.
  */
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { JsonValue } from '../core/fl-model.ts';
 import { readSafetensors } from '../core/safetensors.ts';
 import type { TensorDict } from '../core/tensor.ts';
@@ -17,6 +17,9 @@ import { FedAvg } from '../workflows/fedavg.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
 import type { Logger } from '../util/log.ts';
 import { type ExecutorSpec, type JobConfig, JobConfigError, readJobConfig } from './job-config.ts';
+
+/** The installed Flotilla (repo root): `{flotillaRoot}` in script args/env, e.g. for PYTHONPATH={flotillaRoot}/python. */
+export const FLOTILLA_ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 
 /** What a trainer factory named in `executor.trainer.factory` receives. */
 export interface TrainerFactoryContext {
@@ -70,7 +73,7 @@ export function executorSpecFor(job: Job, site: string): ExecutorSpec {
 export async function createTrainerHost(job: Job, site: string, siteIndex: number, numSites: number, workspace: string, log?: Logger): Promise<TrainerHost> {
   const spec = executorSpecFor(job, site);
   if ('script' in spec) {
-    const fill = (s: string): string => s.replaceAll('{site}', site).replaceAll('{jobDir}', job.dir).replaceAll('{workspace}', workspace).replaceAll('{siteIndex}', String(siteIndex)).replaceAll('{numSites}', String(numSites));
+    const fill = (s: string): string => s.replaceAll('{flotillaRoot}', FLOTILLA_ROOT).replaceAll('{site}', site).replaceAll('{jobDir}', job.dir).replaceAll('{workspace}', workspace).replaceAll('{siteIndex}', String(siteIndex)).replaceAll('{numSites}', String(numSites));
     return new ExProcessTrainerHost({
       command: spec.script.command,
       args: spec.script.args.map(fill),

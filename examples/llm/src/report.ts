@@ -35,6 +35,7 @@ export interface ModeResult {
 }
 
 interface PretrainSummary {
+  samples?: string[];
   parameters: number;
   seed: number;
   steps: number;
@@ -130,6 +131,25 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
   out.push('');
   if (pre) {
     out.push(`- **Base model** (\`examples/llm/base/\`): Llama architecture (RMSNorm, rotary embeddings, grouped-query attention, SwiGLU, tied head), ${pre.parameters} parameters, pre-trained by \`examples/llm/src/pretrain.ts\` (seed ${pre.seed}) for ${pre.steps} steps / ${pre.tokensSeen} tokens of tinyshakespeare + TinyStories at ${Math.round(pre.tokensPerSec)} tokens/s (wasm, one core); held-out loss ${f3(pre.finalValLoss)}. Byte-level BPE tokenizer with 1024 ids trained on the same text.`);
+  }
+  const logFile = path.join(baseDir, 'pretrain-log.jsonl');
+  if (existsSync(logFile)) {
+    const recs = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { step: number; loss: number; valLoss?: number });
+    const svg = path.join(outDir, 'pretrain-loss.svg');
+    writeFileSync(svg, lineChart({
+      title: 'Base model pre-training',
+      xLabel: 'step (1,024 tokens each)',
+      yLabel: 'loss (nats/token)',
+      series: [
+        { name: 'train (10-step mean)', points: recs.map((r) => [r.step, r.loss] as [number, number]) },
+        { name: 'held-out', points: recs.filter((r) => r.valLoss !== undefined).map((r) => [r.step, r.valLoss!] as [number, number]) },
+      ],
+    }));
+    out.push('');
+    out.push(`![pre-training loss](${rel(svg)})`);
+    out.push('');
+    if (pre?.samples) out.push(`Samples from the base model (temperature 0.8, top-40): ${pre.samples.map((x) => `${JSON.stringify(x)}`).join(' · ')}`);
+    out.push('');
   }
   const s0 = results[0]!;
   out.push(`- **Clients**: ${s0.clients.map((c) => `${c.name} (${c.train} train / ${c.val} val examples)`).join(', ')}, from \`../shared/data/instruct/\` (Alpaca 1k, GPTeacher role-play, GPTeacher Toolformer). Alpaca-style prompt template; the loss counts response tokens only; sequences cut to ${s0.settings.ctx} tokens. The pooled validation set is the union of the three validation splits (token-weighted).`);

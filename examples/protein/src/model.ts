@@ -30,7 +30,7 @@ export interface TrainOptions {
   epochs: number;
   batchSize: number;
   lr: number;
-  /** Adam's L2-free weight decay is not in tfjs; this adds λ/2·||W||² on kernels */
+  /** L2 penalty λ/2·||W||² on kernels (biases are not penalized) */
   weightDecay: number;
   /** per-class loss weights (length = classes), e.g. from classWeights(); none = uniform */
   classWeights?: Float32Array;

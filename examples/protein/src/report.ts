@@ -40,7 +40,9 @@ function curveSvg(s: SettingResult, r: ExperimentResult): string {
   const central = s.methods.find((m) => m.kind === 'central');
   fl.forEach((m, i) => series.push({ name: m.name, points: m.curve, color: PALETTE[i]!, width: 2.5 }));
   if (central) series.push({ name: 'centralized', points: central.curve, color: PALETTE[6]!, width: 2 });
-  s.methods.filter((m) => m.kind === 'local').forEach((m, i) => series.push({ name: m.name, points: m.curve, color: PALETTE[2 + (i % 4)]!, dashed: true, width: 1.5 }));
+  // local sites: dashed, in colours distinct from the FL and centralized lines
+  const localColors = [PALETTE[2]!, PALETTE[3]!, PALETTE[5]!, PALETTE[4]!];
+  s.methods.filter((m) => m.kind === 'local').forEach((m, i) => series.push({ name: m.name, points: m.curve, color: localColors[i % localColors.length]!, dashed: true, width: 1.5 }));
   return lineChart({
     title: `${s.title}: shared-test accuracy`,
     xLabel: `round (local-only and centralized: every ${r.config.localEpochs} epochs)`,

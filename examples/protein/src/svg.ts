@@ -71,7 +71,7 @@ export function lineChart(o: LineChartOptions): string {
   out.push(`<text transform="translate(14 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
   for (const r of o.refLines ?? []) {
     out.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${fmt(Y(r.y))}" y2="${fmt(Y(r.y))}" stroke="#888" stroke-dasharray="2 3"/>`);
-    out.push(`<text x="${m.l + 4}" y="${fmt(Y(r.y) - 4)}" fill="#666" font-size="11">${esc(r.label)}</text>`);
+    out.push(`<text x="${m.l + pw - 4}" y="${fmt(Y(r.y) + 14)}" text-anchor="end" fill="#666" font-size="11">${esc(r.label)}</text>`);
   }
   o.series.forEach((s, i) => {
     const d = s.points.map((p, k) => `${k === 0 ? 'M' : 'L'}${fmt(X(p[0]))},${fmt(Y(p[1]))}`).join(' ');
