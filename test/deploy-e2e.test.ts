@@ -120,7 +120,7 @@ test('a job submitted with the admin CLI runs on two client processes and matche
 
   const sim = await simulate({ jobDir: tinyJob, clients: 2, threads: 0, workspace: join(tmp, 'sim') });
   const a = deployed.tensors.get('w')!;
-  const b = sim.model.get('w')!;
+  const b = sim.model!.get('w')!;
   assert.deepEqual(a.shape, b.shape);
   assert.deepEqual(Array.from(a.data as Float32Array), Array.from(b.data as Float32Array));
   const summary = JSON.parse(readFileSync(join(tmp, 'downloads', jobId, 'summary.json'), 'utf8')) as { rounds: unknown[]; sites: string[] };

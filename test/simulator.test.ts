@@ -47,13 +47,22 @@ test('flotilla simulate: a bad job folder fails with the file and field, exit co
   await assert.rejects(run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', tiny, '--clients', 'x']), (e: { stderr: string }) => /--clients must be an integer/.test(e.stderr));
 });
 
+test('simulator --offload: same global model, kept on disk', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-sim-'));
+  const r = await simulate({ jobDir: tiny, clients: 3, threads: 0, workspace: dir, offload: true });
+  assert.equal(r.model, null);
+  const saved = await readSafetensors(r.modelPath!);
+  // targets 1, 2, 3 → mean 2; w ← w + 0.5 (2 − w) three times from 0
+  for (const v of saved.tensors.get('w')!.data as Float32Array) assert.ok(Math.abs(v - 1.75) < 1e-6, String(v));
+});
+
 const tinyScript = join(root, 'test/fixtures/jobs/tiny-script');
 
 test('simulator: ex-process trainers (child processes over the socket protocol) give the exact FedAvg result', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'flotilla-sim-'));
   const r = await simulate({ jobDir: tinyScript, clients: 3, threads: 0, workspace: dir });
   // targets 0, 1, 2 → mean 1; w ← w + 0.5 (1 − w) three times from 0
-  const w = (r.model.get('w')!.data as Float32Array)[0]!;
+  const w = (r.model!.get('w')!.data as Float32Array)[0]!;
   assert.ok(Math.abs(w - 0.875) < 1e-6, String(w));
 });
 

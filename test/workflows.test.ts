@@ -116,3 +116,35 @@ test('Cross-site evaluation: every model (sites + server) on every site → full
   const saved = await readSafetensors(join(dir, 'server', 'cross_site', 'models', 'y.safetensors'));
   assert.deepEqual(vals(saved.tensors), [20, 20, 20]);
 });
+
+test('Offloaded FedAvg (model and running sum on disk) gives the in-memory result; partial and DIFF results too', async () => {
+  const { OffloadedFedAvg } = await import('../src/workflows/fedavg-offload.ts');
+  const partial: Trainer = async (flare) => {
+    // sends only "w" (like LoRA adapters or excluded variables): "b" keeps the others' mean
+    await flare.init();
+    while (flare.isRunning()) {
+      const m = await flare.receive();
+      if (!m) break;
+      const w = m.params.get('w')!.data as Float32Array;
+      await flare.send({ ...m, params: new Map([['w', f32([3], w.map((x) => x - 1))]]), paramsType: 'DIFF', meta: { numSamples: 2 } });
+    }
+  };
+  const sites = () => [
+    { name: 'site-1', trainer: affineTrainer(1, 1, 1) },
+    { name: 'site-2', trainer: affineTrainer(2, 0, 3, 'DIFF') },
+    { name: 'site-3', trainer: partial },
+  ];
+  const init = (): TensorDict => new Map([['w', f32([3], [1, 2, 3])], ['b', f32([2], [5, 6])]]);
+  const mem = await simulateInProcess({ workflow: new FedAvg({ rounds: 3, minClients: 3, initialModel: init() }), sites: sites(), workspace: ws() });
+  const dir = ws();
+  const off = await simulateInProcess({ workflow: new OffloadedFedAvg({ rounds: 3, minClients: 3, initialModel: init() }), sites: sites(), workspace: dir });
+  const disk = await readSafetensors(off.modelPath);
+  for (const name of ['w', 'b']) {
+    const a = vals(mem.model, name);
+    const b = vals(disk.tensors, name);
+    a.forEach((v, i) => assert.ok(Math.abs(v - b[i]!) < 1e-5, `${name}[${i}] ${v} vs ${b[i]}`));
+  }
+  assert.deepEqual(vals(disk.tensors, 'b'), [5, 6], 'a tensor nobody sent keeps the global value');
+  const latest = await readSafetensors(join(dir, 'server', 'global_model.safetensors'));
+  assert.deepEqual(vals(latest.tensors), vals(disk.tensors));
+});

@@ -27,7 +27,8 @@ program
   .option('-n, --clients <n>', 'number of clients (site-1 … site-N)', positiveInt('--clients'), 3)
   .option('-t, --threads <t>', 'worker threads for the clients (0 = all in the main thread)', positiveInt('--threads', 0))
   .option('-w, --workspace <dir>', 'where models, metrics and logs go (default: workspace/<job name>)')
-  .action(async (jobDir: string, o: { clients: number; threads?: number; workspace?: string }) => {
+  .option('--offload', 'keep the global model and the running sum on disk (server memory independent of model size)')
+  .action(async (jobDir: string, o: { clients: number; threads?: number; workspace?: string; offload?: boolean }) => {
     const { config } = readJobConfig(jobDir);
     const workspace = resolve(o.workspace ?? join('workspace', config.name));
     const table = new RoundTable();
@@ -37,6 +38,7 @@ program
       clients: o.clients,
       workspace,
       ...(o.threads !== undefined && { threads: o.threads }),
+      ...(o.offload && { offload: true }),
       onRound: (s) => table.row(s),
       onProgress: (p) => table.progress(p),
     });

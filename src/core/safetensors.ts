@@ -330,6 +330,15 @@ export class SafetensorsFile {
     return buf;
   }
 
+  /** Reads `length` bytes of tensor `name` from byte `offset` within it (models larger than memory read a slice at a time). */
+  async readRange(name: string, offset: number, length: number): Promise<Uint8Array> {
+    const t = this.entry(name);
+    if (offset < 0 || length < 0 || offset + length > t.end - t.begin) {
+      throw new SafetensorsError(`${this.path}: range [${offset}, ${offset + length}) is outside tensor "${name}" (${t.end - t.begin} bytes)`);
+    }
+    return this.readAt(this.header.dataStart + t.begin + offset, length);
+  }
+
   /** Reads one tensor, and only its bytes. */
   async readTensor(name: string): Promise<Tensor> {
     const t = this.entry(name);

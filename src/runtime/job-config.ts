@@ -38,6 +38,8 @@ export const WorkflowSpecSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('fedavg'),
     rounds: z.number().int().min(1),
+    /** keep the global model and the running sum on disk (models larger than memory) */
+    offload: z.boolean().default(false),
     roundTimeoutSeconds: Seconds.optional(),
     waitAfterMinSeconds: z.number().min(0).optional(),
   }),

@@ -14,6 +14,7 @@ import { InProcessTrainerHost } from '../client/in-process.ts';
 import { CrossSiteEval } from '../workflows/cross-site-eval.ts';
 import { Cyclic } from '../workflows/cyclic.ts';
 import { FedAvg } from '../workflows/fedavg.ts';
+import { OffloadedFedAvg } from '../workflows/fedavg-offload.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
 import type { Logger } from '../util/log.ts';
 import { type ExecutorSpec, type JobConfig, JobConfigError, readJobConfig } from './job-config.ts';
@@ -97,36 +98,51 @@ export async function createTrainerHost(job: Job, site: string, siteIndex: numbe
 }
 
 export interface JobOutcome {
-  model: TensorDict;
+  /** the final global model in memory; null when it was kept on disk (offload) */
+  model: TensorDict | null;
+  /** the final global model's file, when it was kept on disk */
+  modelPath?: string;
   rounds: RoundSummary[];
   crossSite?: unknown;
 }
 
-/** Runs the job's workflows in order; each hands its model to the next. */
-export async function runWorkflows(job: Job, initial: TensorDict, ctx: WorkflowContext): Promise<JobOutcome> {
-  let model = initial;
+/**
+ * Runs the job's workflows in order; each hands its model to the next.
+ * `offload` keeps FedAvg's global model and running sum on disk whatever the job says.
+ */
+export async function runWorkflows(job: Job, initial: TensorDict, ctx: WorkflowContext, offload = false): Promise<JobOutcome> {
+  let model: TensorDict | null = initial;
+  let modelPath: string | undefined;
   const rounds: RoundSummary[] = [];
   let crossSite: unknown;
   const minClients = job.config.minClients;
   for (const w of job.config.workflows) {
     switch (w.type) {
       case 'fedavg': {
-        const r = await new FedAvg({
+        const common = {
           rounds: w.rounds,
           minClients,
-          initialModel: model,
           ...(w.roundTimeoutSeconds !== undefined && { roundTimeoutMs: w.roundTimeoutSeconds * 1000 }),
           ...(w.waitAfterMinSeconds !== undefined && { waitAfterMinMs: w.waitAfterMinSeconds * 1000 }),
-        }).run(ctx);
-        model = r.model;
-        rounds.push(...r.rounds);
+        };
+        if (w.offload || offload) {
+          const r = await new OffloadedFedAvg({ ...common, initialModel: model ?? modelPath! }).run(ctx);
+          model = null;
+          modelPath = r.modelPath;
+          rounds.push(...r.rounds);
+        } else {
+          const r = await new FedAvg({ ...common, initialModel: model ?? (await readSafetensors(modelPath!)).tensors }).run(ctx);
+          model = r.model;
+          modelPath = undefined;
+          rounds.push(...r.rounds);
+        }
         break;
       }
       case 'cyclic': {
         const r = await new Cyclic({
           rounds: w.rounds,
           minClients,
-          initialModel: model,
+          initialModel: model ?? (await readSafetensors(modelPath!)).tensors,
           ...(w.order && { order: w.order }),
           ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
         }).run(ctx);
@@ -137,7 +153,7 @@ export async function runWorkflows(job: Job, initial: TensorDict, ctx: WorkflowC
       case 'cross_site_eval': {
         const r = await new CrossSiteEval({
           minClients,
-          ...(w.includeGlobal && { globalModel: model }),
+          ...(w.includeGlobal && { globalModel: model ?? modelPath! }),
           ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
         }).run(ctx);
         crossSite = r.matrix;
@@ -145,5 +161,5 @@ export async function runWorkflows(job: Job, initial: TensorDict, ctx: WorkflowC
       }
     }
   }
-  return { model, rounds, ...(crossSite !== undefined && { crossSite }) };
+  return { model, ...(modelPath !== undefined && { modelPath }), rounds, ...(crossSite !== undefined && { crossSite }) };
 }

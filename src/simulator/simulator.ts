@@ -24,6 +24,8 @@ export interface SimulateOptions {
   /** worker threads for the clients; 0 runs them in this thread (default: min(N, 2)) */
   threads?: number;
   workspace: string;
+  /** keep FedAvg's global model and running sum on disk */
+  offload?: boolean;
   onRound?: (s: RoundSummary) => void;
   onProgress?: WorkflowContext['onProgress'];
 }
@@ -66,7 +68,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   try {
     // like NVFlare's simulator: start once every simulated site is up, so round 1 sees all of them
     await server.waitForSites(sites.length, 120_000);
-    const outcome = await runWorkflows(job, initial, { controller: server, workspace: sws, log, ...(opts.onRound && { onRound: opts.onRound }), ...(opts.onProgress && { onProgress: opts.onProgress }) });
+    const outcome = await runWorkflows(job, initial, { controller: server, workspace: sws, log, ...(opts.onRound && { onRound: opts.onRound }), ...(opts.onProgress && { onProgress: opts.onProgress }) }, opts.offload ?? false);
     const result: SimulationResult = { ...outcome, jobId, workspace, seconds: (Date.now() - started) / 1000 };
     await sws.writeJson('summary.json', { jobId, job: job.config.name, sites, rounds: outcome.rounds, crossSite: outcome.crossSite, seconds: result.seconds });
     return result;

@@ -15,8 +15,8 @@ import type { Workflow, WorkflowContext } from './workflow.ts';
 
 export interface CrossSiteEvalOptions {
   minClients: number;
-  /** the server's model, evaluated as "server" */
-  globalModel?: TensorDict;
+  /** the server's model, evaluated as "server": tensors, or a safetensors file */
+  globalModel?: TensorDict | string;
   taskTimeoutMs?: number;
   siteWaitMs?: number;
 }
@@ -33,7 +33,8 @@ export class CrossSiteEval implements Workflow {
     const sites = await controller.waitForSites(this.opts.minClients, this.opts.siteWaitMs ?? 60_000);
     const info = (round = 0): FLModelInfo => ({ paramsType: 'FULL', metrics: {}, meta: {}, currentRound: round, totalRounds: 1 });
     const models = new Map<string, ModelSource>();
-    if (this.opts.globalModel) models.set('server', dictSource(this.opts.globalModel));
+    const g = this.opts.globalModel;
+    if (g !== undefined) models.set('server', typeof g === 'string' ? await fileSource(g) : dictSource(g));
     const timeout = this.opts.taskTimeoutMs !== undefined ? { timeoutMs: this.opts.taskTimeoutMs } : {};
     const matrix: EvalMatrix = {};
 

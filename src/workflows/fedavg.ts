@@ -5,8 +5,9 @@
  * meta.numSamples), and the mean becomes the next global model, saved to the
  * workspace.
  */
-import { type FLModelInfo, updateWeight } from '../core/fl-model.ts';
-import { dictSource } from '../core/model-source.ts';
+import { type FLModelInfo, type ParamsType, updateWeight } from '../core/fl-model.ts';
+import { type ModelSource, dictSource } from '../core/model-source.ts';
+import type { TensorStream } from '../core/tensor-stream.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import { WeightedAverage } from '../aggregators/weighted-average.ts';
 import { TaskNames } from '../client/api.ts';
@@ -32,83 +33,100 @@ export interface FedAvgResult {
   rounds: RoundSummary[];
 }
 
+/** What one round needs of an aggregator: the in-memory and the on-disk one both fit. */
+export interface RoundAggregator {
+  add(stream: TensorStream, weight: number, paramsType: ParamsType): Promise<void>;
+  readonly count: number;
+}
+
+type RoundOptions = Pick<FedAvgOptions, 'rounds' | 'minClients' | 'roundTimeoutMs' | 'waitAfterMinMs' | 'siteWaitMs' | 'taskName'>;
+
+/**
+ * One FedAvg round: broadcast the global model, fold each result into `agg`
+ * as it arrives, and return the round's summary (without timing).
+ */
+export async function fedAvgRound(ctx: WorkflowContext, o: RoundOptions, round: number, global: ModelSource, agg: RoundAggregator): Promise<Omit<RoundSummary, 'seconds'>> {
+  const { controller, log } = ctx;
+  const sites = await controller.waitForSites(o.minClients, o.siteWaitMs ?? 60_000);
+  const info: FLModelInfo = { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: round, totalRounds: o.rounds };
+  const siteMetrics: Record<string, Record<string, number>> = {};
+  const weights: Record<string, number> = {};
+  const failures: Record<string, string> = {};
+  const used: string[] = [];
+  const results = controller.broadcast(
+    { name: o.taskName ?? TaskNames.train, info, params: global },
+    {
+      targets: sites,
+      minResponses: o.minClients,
+      ...(o.roundTimeoutMs !== undefined && { timeoutMs: o.roundTimeoutMs }),
+      ...(o.waitAfterMinMs !== undefined && { waitAfterMinMs: o.waitAfterMinMs }),
+    },
+  );
+  let done = 0;
+  try {
+    for await (const r of results) {
+      done++;
+      ctx.onProgress?.({ round, done, expected: sites.length });
+      if (!r.ok) {
+        failures[r.site] = r.error;
+        log.warn({ round, site: r.site, error: r.error }, 'site failed this round');
+        continue;
+      }
+      try {
+        if (!r.params) throw new Error('result carries no params');
+        const w = updateWeight(r.info);
+        await agg.add(r.params, w, r.info.paramsType);
+        siteMetrics[r.site] = r.info.metrics;
+        weights[r.site] = w;
+        used.push(r.site);
+      } catch (e) {
+        r.discard();
+        failures[r.site] = (e as Error).message;
+        log.warn({ round, site: r.site, error: (e as Error).message }, 'result rejected');
+      }
+    }
+  } catch (e) {
+    throw new Error(`round ${round}: ${(e as Error).message}; failures: ${JSON.stringify(failures)}`);
+  }
+  if (agg.count < o.minClients) {
+    throw new Error(`round ${round}: only ${agg.count} usable results, ${o.minClients} required; failures: ${JSON.stringify(failures)}`);
+  }
+  return { round, totalRounds: o.rounds, sites: used.sort(), siteMetrics, metrics: meanMetrics(siteMetrics, weights), failures };
+}
+
+/** Records a finished round: metrics file, log, callback. */
+export function recordRound(ctx: WorkflowContext, summary: RoundSummary): void {
+  ctx.workspace.appendMetrics({ type: 'round', ...summary });
+  ctx.log.info({ round: summary.round, sites: summary.sites, metrics: summary.metrics, seconds: summary.seconds }, 'round done');
+  ctx.onRound?.(summary);
+}
+
+export function validateRounds(o: Pick<FedAvgOptions, 'rounds' | 'minClients'>): void {
+  if (!Number.isInteger(o.rounds) || o.rounds < 1) throw new Error(`rounds must be an integer ≥ 1, got ${o.rounds}`);
+  if (!Number.isInteger(o.minClients) || o.minClients < 1) throw new Error(`minClients must be an integer ≥ 1, got ${o.minClients}`);
+}
+
 export class FedAvg implements Workflow {
   readonly name = 'fedavg';
   model: TensorDict;
 
   constructor(private readonly opts: FedAvgOptions) {
-    if (!Number.isInteger(opts.rounds) || opts.rounds < 1) throw new Error(`rounds must be an integer ≥ 1, got ${opts.rounds}`);
-    if (!Number.isInteger(opts.minClients) || opts.minClients < 1) throw new Error(`minClients must be an integer ≥ 1, got ${opts.minClients}`);
+    validateRounds(opts);
     this.model = opts.initialModel;
   }
 
   async run(ctx: WorkflowContext): Promise<FedAvgResult> {
-    const { controller, workspace, log } = ctx;
     const rounds: RoundSummary[] = [];
-    const first = this.opts.startRound ?? 0;
-    for (let round = first; round < this.opts.rounds; round++) {
+    for (let round = this.opts.startRound ?? 0; round < this.opts.rounds; round++) {
       ctx.signal?.throwIfAborted();
       const started = Date.now();
-      const sites = await controller.waitForSites(this.opts.minClients, this.opts.siteWaitMs ?? 60_000);
-      const info: FLModelInfo = { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: round, totalRounds: this.opts.rounds };
       const agg = new WeightedAverage(this.model);
-      const siteMetrics: Record<string, Record<string, number>> = {};
-      const weights: Record<string, number> = {};
-      const failures: Record<string, string> = {};
-      const used: string[] = [];
-      const results = controller.broadcast(
-        { name: this.opts.taskName ?? TaskNames.train, info, params: dictSource(this.model) },
-        {
-          targets: sites,
-          minResponses: this.opts.minClients,
-          ...(this.opts.roundTimeoutMs !== undefined && { timeoutMs: this.opts.roundTimeoutMs }),
-          ...(this.opts.waitAfterMinMs !== undefined && { waitAfterMinMs: this.opts.waitAfterMinMs }),
-        },
-      );
-      let done = 0;
-      try {
-        for await (const r of results) {
-          done++;
-          ctx.onProgress?.({ round, done, expected: sites.length });
-          if (!r.ok) {
-            failures[r.site] = r.error;
-            log.warn({ round, site: r.site, error: r.error }, 'site failed this round');
-            continue;
-          }
-          try {
-            if (!r.params) throw new Error('result carries no params');
-            const w = updateWeight(r.info);
-            await agg.add(r.params, w, r.info.paramsType);
-            siteMetrics[r.site] = r.info.metrics;
-            weights[r.site] = w;
-            used.push(r.site);
-          } catch (e) {
-            r.discard();
-            failures[r.site] = (e as Error).message;
-            log.warn({ round, site: r.site, error: (e as Error).message }, 'result rejected');
-          }
-        }
-      } catch (e) {
-        throw new Error(`round ${round}: ${(e as Error).message}; failures: ${JSON.stringify(failures)}`);
-      }
-      if (agg.count < this.opts.minClients) {
-        throw new Error(`round ${round}: only ${agg.count} usable results, ${this.opts.minClients} required; failures: ${JSON.stringify(failures)}`);
-      }
+      const summary = await fedAvgRound(ctx, this.opts, round, dictSource(this.model), agg);
       this.model = agg.result();
-      await workspace.saveGlobalModel(round, this.model, { workflow: this.name });
-      const summary: RoundSummary = {
-        round,
-        totalRounds: this.opts.rounds,
-        sites: used.sort(),
-        siteMetrics,
-        metrics: meanMetrics(siteMetrics, weights),
-        failures,
-        seconds: (Date.now() - started) / 1000,
-      };
-      workspace.appendMetrics({ type: 'round', ...summary });
-      log.info({ round, sites: summary.sites, metrics: summary.metrics, seconds: summary.seconds }, 'round done');
-      rounds.push(summary);
-      ctx.onRound?.(summary);
+      await ctx.workspace.saveGlobalModel(round, this.model, { workflow: this.name });
+      const full = { ...summary, seconds: (Date.now() - started) / 1000 };
+      recordRound(ctx, full);
+      rounds.push(full);
     }
     return { model: this.model, rounds };
   }

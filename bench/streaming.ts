@@ -1,0 +1,228 @@
+/**
+ * bench/streaming: a synthetic model server → client → server over the real
+ * gRPC + mutual-TLS Link, each side a separate process wrapping its Link in a
+ * Channel, in three modes (see bench/streaming/peer.ts):
+ *
+ *   regular    whole model in one buffer on the sender, collected whole on the receiver
+ *   container  tensor stream encoded/decoded piece by piece, relayed back by the client
+ *   file       safetensors file on disk → file on the client → file on the server
+ *
+ * Baseline in the same run: a plain Node `tls` socket between two processes,
+ * same certificates, same bytes (bench/streaming/tls-peer.ts), sequential for
+ * regular/file and relayed for container. Each process reports its own peak
+ * RSS (VmHWM) and CPU time. Prints one JSON object; progress goes to stderr.
+ *
+ *   nice node --import tsx bench/streaming.ts --sizes 1,4 [--modes regular,container,file]
+ *     [--chunk-mib 1] [--window-mib 64] [--h2-window 0] [--dir /tmp/...] [--out result.json]
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { cpus, getPriority, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildHeader } from '../src/core/safetensors-header.ts';
+import { writeStreamToFile } from '../src/core/safetensors.ts';
+import { createCA, issueCert } from '../src/provision/ca.ts';
+import { flags, num } from './streaming/common.ts';
+import { GB, META, layoutBytes, modelLayout, syntheticStream } from './streaming/model.ts';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const f = flags(process.argv.slice(2), {
+  sizes: '1',
+  modes: 'regular,container,file',
+  'chunk-mib': '1',
+  'window-mib': '64',
+  'h2-window': '0',
+  seed: '1',
+  baseline: 'yes',
+  dir: join(tmpdir(), 'flotilla-bench-streaming'),
+  out: '',
+});
+const sizes = f.sizes.split(',').map((s) => num(s, '--sizes'));
+const modes = f.modes.split(',');
+for (const m of modes) if (!['regular', 'container', 'file'].includes(m)) throw new Error(`--modes: unknown mode "${m}"`);
+const seed = Number(f.seed);
+const dir = f.dir;
+mkdirSync(dir, { recursive: true });
+
+function log(msg: string): void {
+  process.stderr.write(`[bench/streaming ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+async function makeCerts(): Promise<string> {
+  const certs = join(dir, 'certs');
+  mkdirSync(certs, { recursive: true });
+  const ca = await createCA('bench-streaming', 2);
+  const notAfter = new Date(Date.now() + 86_400_000);
+  const srv = await issueCert(ca, { subject: { cn: 'server', org: 'bench', ou: 'server' }, hosts: ['localhost', '127.0.0.1'], notAfter });
+  const cli = await issueCert(ca, { subject: { cn: 'site-1', org: 'bench', ou: 'client' }, notAfter });
+  writeFileSync(join(certs, 'ca.pem'), ca.certPem);
+  writeFileSync(join(certs, 'server.crt'), srv.certPem);
+  writeFileSync(join(certs, 'server.key'), srv.keyPem, { mode: 0o600 });
+  writeFileSync(join(certs, 'client.crt'), cli.certPem);
+  writeFileSync(join(certs, 'client.key'), cli.keyPem, { mode: 0o600 });
+  return certs;
+}
+
+interface Child {
+  port: Promise<number>;
+  result: Promise<Record<string, unknown>>;
+  proc: ChildProcess;
+}
+
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) c.kill();
+});
+
+function child(script: string, args: string[]): Child {
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(here, 'streaming', script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(proc);
+  let out = '';
+  let err = '';
+  let gotPort!: (p: number) => void;
+  const port = new Promise<number>((r) => (gotPort = r));
+  proc.stdout!.on('data', (b: Buffer) => {
+    out += b.toString();
+    const m = /^PORT (\d+)$/m.exec(out);
+    if (m) gotPort(Number(m[1]));
+  });
+  proc.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  const result = new Promise<Record<string, unknown>>((resolve, reject) => {
+    proc.on('exit', (code) => {
+      live.delete(proc);
+      const m = /^RESULT (.*)$/m.exec(out);
+      if (code === 0 && m) resolve(JSON.parse(m[1]!) as Record<string, unknown>);
+      else reject(new Error(`${script} ${args.slice(0, 4).join(' ')} exited with ${code}: ${err.slice(-2000) || out.slice(-2000)}`));
+    });
+  });
+  // a child that dies before printing its port must not leave the caller waiting
+  void result.catch(() => gotPort(-1));
+  return { port, result, proc };
+}
+
+async function pair(script: string, args: string[]): Promise<{ server: Record<string, number | string>; client: Record<string, number | string> }> {
+  const s = child(script, ['--role', 'server', ...args]);
+  const port = await s.port;
+  if (port < 0) await s.result;
+  const c = child(script, ['--role', 'client', '--port', String(port), ...args]);
+  const [server, client] = await Promise.all([s.result, c.result.catch((e: unknown) => (s.proc.kill(), Promise.reject(e)))]);
+  return { server: server as Record<string, number | string>, client: client as Record<string, number | string> };
+}
+
+const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d;
+
+/** Figures of one run from the two processes' reports (same clock: same machine). */
+function figures(r: { server: Record<string, number | string>; client: Record<string, number | string> }, bytes: number): Record<string, unknown> {
+  const s = r.server as Record<string, number>;
+  const c = r.client as Record<string, number>;
+  const s2c = (c.tRecv! - s.t0!) / 1000;
+  const c2s = (s.tBack! - c.tSendStart!) / 1000;
+  const total = (s.tBack! - s.t0!) / 1000;
+  return {
+    bytes,
+    serverPeakMB: s.peakRssMB,
+    clientPeakMB: c.peakRssMB,
+    serverCpuSeconds: round(s.cpuSeconds!, 1),
+    clientCpuSeconds: round(c.cpuSeconds!, 1),
+    serverToClient: { seconds: round(s2c, 2), GBps: round(bytes / GB / s2c) },
+    clientToServer: { seconds: round(c2s, 2), GBps: round(bytes / GB / c2s) },
+    roundTripSeconds: round(total, 2),
+    endToEnd: {
+      ok: r.server.hashSent === r.client.hashReceived && r.server.hashSent === r.server.hashBack && s.bytesBack === bytes,
+      xxhash64Sent: r.server.hashSent,
+      xxhash64Received: r.client.hashReceived,
+      xxhash64Back: r.server.hashBack,
+    },
+    ...(r.server.materializeSeconds !== undefined && { materializeSeconds: round(s.materializeSeconds!, 2) }),
+  };
+}
+
+function memAvailableBytes(): number {
+  const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+async function modelFile(size: number, bytes: number): Promise<string> {
+  const path = join(dir, `model-${size}GB-seed${seed}.safetensors`);
+  if (existsSync(path)) return path;
+  log(`writing the ${size} GB model file ${path} (not timed)`);
+  await writeStreamToFile(path, syntheticStream(modelLayout(Math.round(size * GB)), seed, 16 << 20));
+  void bytes;
+  return path;
+}
+
+const certs = await makeCerts();
+const common = ['--seed', String(seed), '--certs', certs, '--dir', dir];
+const flotillaArgs = [...common, '--chunk-mib', f['chunk-mib'], '--window-mib', f['window-mib'], '--h2-window', f['h2-window']];
+const runs: Record<string, unknown>[] = [];
+const started = Date.now();
+
+for (const size of sizes) {
+  const dataBytes = Math.round(size * GB);
+  const tensors = modelLayout(dataBytes);
+  const bytes = buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors);
+  const model = { sizeGB: size, bytes, tensors: tensors.length, largestTensorBytes: Math.max(...tensors.map((t) => layoutBytes([t]))) };
+  const baseline: Record<string, Record<string, unknown>> = {};
+  if (f.baseline === 'yes') {
+    const wanted = new Set(modes.map((m) => (m === 'container' ? 'relay' : 'seq')));
+    for (const bm of wanted) {
+      log(`${size} GB: plain TLS baseline (${bm})`);
+      baseline[bm] = { mode: `tls-${bm}`, ...figures(await pair('tls-peer.ts', ['--mode', bm, '--bytes', String(bytes), ...common]), bytes) };
+      runs.push({ model, ...baseline[bm] });
+      log(JSON.stringify(runs.at(-1)));
+    }
+  }
+  for (const mode of modes) {
+    const extra: string[] = [];
+    if (mode === 'regular') {
+      // server holds the model and the returned copy, the client one copy
+      const need = 3 * bytes + (2 << 30);
+      if (bytes > 2 ** 32) {
+        runs.push({ model, mode, skipped: `one buffer of ${bytes} bytes exceeds Node's 4 GiB Buffer limit` });
+        continue;
+      }
+      if (memAvailableBytes() < need) {
+        runs.push({ model, mode, skipped: `needs ~${round(need / GB, 1)} GB of free memory, ${round(memAvailableBytes() / GB, 1)} GB available` });
+        continue;
+      }
+    }
+    if (mode === 'file') {
+      const st = statfsSync(dir);
+      const free = st.bavail * st.bsize;
+      const path = join(dir, `model-${size}GB-seed${seed}.safetensors`);
+      const need = (existsSync(path) ? 2 : 3) * bytes + (4 << 30);
+      if (free < need) {
+        runs.push({ model, mode, skipped: `needs ~${round(need / GB, 1)} GB of disk in ${dir}, ${round(free / GB, 1)} GB free` });
+        continue;
+      }
+      extra.push('--file', await modelFile(size, bytes));
+    }
+    log(`${size} GB: flotilla ${mode}`);
+    const fig = figures(await pair('peer.ts', ['--mode', mode, '--bytes', String(dataBytes), ...flotillaArgs, ...extra]), bytes);
+    const base = baseline[mode === 'container' ? 'relay' : 'seq'];
+    const vsTls = base
+      ? {
+          // sequential modes compare each direction; the relay compares the round trip
+          fractionOfTls:
+            mode === 'container'
+              ? round((base.roundTripSeconds as number) / (fig.roundTripSeconds as number), 2)
+              : round(((fig.serverToClient as { GBps: number }).GBps + (fig.clientToServer as { GBps: number }).GBps) / ((base.serverToClient as { GBps: number }).GBps + (base.clientToServer as { GBps: number }).GBps), 2),
+        }
+      : {};
+    runs.push({ model, mode, ...fig, ...vsTls });
+    log(JSON.stringify(runs.at(-1)));
+  }
+}
+rmSync(join(dir, 'certs'), { recursive: true, force: true });
+
+const result = {
+  bench: 'streaming',
+  settings: { chunkMiB: Number(f['chunk-mib']), windowMiB: Number(f['window-mib']), h2WindowBytes: Number(f['h2-window']) || 'grpc-js default (65535)', seed },
+  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGB: round(totalmem() / GB, 1), node: process.version, nice: getPriority(), loadAverageAtStart: loadavg().map((x) => round(x, 2)) },
+  seconds: round((Date.now() - started) / 1000, 1),
+  runs,
+};
+const text = JSON.stringify(result, null, 2);
+if (f.out) writeFileSync(f.out, `${text}\n`);
+console.log(text);

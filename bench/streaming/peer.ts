@@ -1,0 +1,228 @@
+/**
+ * One side of a bench/streaming run, in its own process so its peak RSS is its
+ * own: `--role server` listens (gRPC + mutual TLS), sends the model and takes
+ * it back; `--role client` connects, receives it and sends it back. Both wrap
+ * the Link in a Channel. Prints `PORT <n>` (server) and then `RESULT <json>`.
+ *
+ *   regular    the model as one buffer on the sender, collected whole by the receiver
+ *   container  encodeStream of a tensor stream; the client decodes it and relays
+ *              each piece straight back (it keeps nothing); the server decodes what
+ *              returns and hashes it
+ *   file       a safetensors file streamed from disk, written to a file on the
+ *              client, which then streams that file back to a file on the server
+ */
+import { createRequire } from 'node:module';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildHeader } from '../../src/core/safetensors-header.ts';
+import { fileSource } from '../../src/core/model-source.ts';
+import { writeStreamToFile } from '../../src/core/safetensors.ts';
+import { type TensorStream, decodeStream, encodeStream } from '../../src/core/tensor-stream.ts';
+import { Channel, type Envelope } from '../../src/streaming/channel.ts';
+import { GrpcClient } from '../../src/transport/grpc/client.ts';
+import { GrpcServer } from '../../src/transport/grpc/server.ts';
+import { CHANNEL_OPTIONS } from '../../src/transport/grpc/wire.ts';
+import type { Link } from '../../src/transport/link.ts';
+import { Tap, cpuSeconds, flags, now, num, peakRssMB } from './common.ts';
+import { META, layoutBytes, modelLayout, syntheticStream } from './model.ts';
+
+const f = flags(process.argv.slice(2), {
+  role: 'server',
+  mode: 'container',
+  bytes: String(1e9),
+  seed: '1',
+  'chunk-mib': '1',
+  'window-mib': '64',
+  certs: '',
+  port: '0',
+  file: '',
+  dir: '',
+  'h2-window': '0',
+});
+const MIB = 1 << 20;
+const chunkBytes = Math.round(num(f['chunk-mib'], '--chunk-mib') * MIB);
+const windowBytes = Math.round(num(f['window-mib'], '--window-mib') * MIB);
+const mode = f.mode;
+if (mode !== 'regular' && mode !== 'container' && mode !== 'file') throw new Error(`--mode must be regular, container or file, got "${mode}"`);
+const pem = (name: string): string => readFileSync(join(f.certs, name), 'utf8');
+
+// Experiment (bench only): a larger HTTP/2 flow-control window than grpc-js's 64 KiB default.
+// grpc-js honours grpc-node.flow_control_window on the client only; the server gets it by patching http2.
+const h2Window = Number(f['h2-window']);
+if (h2Window > 0) {
+  (CHANNEL_OPTIONS as Record<string, unknown>)['grpc-node.flow_control_window'] = h2Window;
+  const http2 = createRequire(import.meta.url)('node:http2') as typeof import('node:http2');
+  const orig = http2.createSecureServer;
+  (http2 as { createSecureServer: unknown }).createSecureServer = (opts: import('node:http2').SecureServerOptions, ...rest: unknown[]) => {
+    const s = (orig as (...a: unknown[]) => import('node:http2').Http2SecureServer)({ ...opts, settings: { ...opts.settings, initialWindowSize: h2Window } }, ...rest);
+    s.on('session', (session) => session.once('remoteSettings', () => session.setLocalWindowSize(h2Window)));
+    return s;
+  };
+}
+
+async function* once(b: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield b;
+}
+
+/** Receives a payload whole into one buffer (what "regular" transmission does). */
+async function collect(payload: AsyncIterable<Uint8Array>, total: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(total);
+  let at = 0;
+  for await (const b of payload) {
+    if (at + b.byteLength > total) throw new Error(`payload longer than the announced ${total} bytes`);
+    buf.set(b, at);
+    at += b.byteLength;
+  }
+  if (at !== total) throw new Error(`payload of ${at} bytes, ${total} announced`);
+  return buf;
+}
+
+async function drain(stream: TensorStream): Promise<number> {
+  let n = 0;
+  for await (const p of stream.pieces()) n += p.bytes.byteLength;
+  return n;
+}
+
+async function nextEnvelope(it: AsyncIterator<Envelope>, type: string): Promise<Envelope> {
+  const r = await it.next();
+  if (r.done) throw new Error(`channel closed while waiting for "${type}"`);
+  if (r.value.msg.type !== type) throw new Error(`expected "${type}", got ${JSON.stringify(r.value.msg).slice(0, 200)}`);
+  return r.value;
+}
+
+const channelOpts = { chunkBytes, windowBytes };
+
+async function server(): Promise<Record<string, unknown>> {
+  let gotLink!: (l: Link) => void;
+  const linkP = new Promise<Link>((r) => (gotLink = r));
+  const srv = new GrpcServer({
+    host: '127.0.0.1',
+    port: 0,
+    caPem: pem('ca.pem'),
+    certPem: pem('server.crt'),
+    keyPem: pem('server.key'),
+    handlers: {
+      onConnect: (link) => {
+        gotLink(link);
+        return null;
+      },
+      onAdmin: async () => ({ ok: false, json: '"no admin here"', blob: new Uint8Array(0) }),
+    },
+  });
+  console.log(`PORT ${await srv.start()}`);
+  const ch = new Channel(await linkP, channelOpts);
+  const inbox = ch.messages()[Symbol.asyncIterator]();
+  await nextEnvelope(inbox, 'hello');
+  const tensors = modelLayout(num(f.bytes, '--bytes'));
+  const seed = Number(f.seed);
+  const out = await Tap.create();
+  const back = await Tap.create();
+  const r: Record<string, unknown> = {};
+  let keep: Buffer | null = null;
+  let t0: number;
+  let tSent: number;
+  let tBack: number;
+  if (mode === 'regular') {
+    // the whole model in one buffer, as a server without streaming holds it
+    const tm = now();
+    const total = buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors);
+    keep = Buffer.allocUnsafe(total);
+    let at = 0;
+    for await (const b of encodeStream(syntheticStream(tensors, seed, 16 * MIB))) {
+      keep.set(b, at);
+      at += b.byteLength;
+    }
+    out.update(keep);
+    r.materializeSeconds = (now() - tm) / 1000;
+    t0 = now();
+    await ch.send({ type: 'model', bytes: total }, once(keep));
+    tSent = now();
+    const env = await nextEnvelope(inbox, 'back');
+    const got = await collect(env.payload!, Number(env.msg.bytes));
+    tBack = now();
+    back.update(got);
+  } else if (mode === 'container') {
+    t0 = now();
+    const sending = ch.send({ type: 'model' }, out.through(encodeStream(syntheticStream(tensors, seed, chunkBytes)))).then(() => now());
+    const env = await nextEnvelope(inbox, 'back');
+    const decoded = await decodeStream(back.through(env.payload!), { chunkBytes });
+    r.tensors = decoded.header.tensors.length;
+    r.dataBytesBack = await drain(decoded);
+    tBack = now();
+    tSent = await sending;
+  } else {
+    const src = await fileSource(f.file);
+    t0 = now();
+    await ch.send({ type: 'model' }, out.through(encodeStream(src.open(chunkBytes))));
+    tSent = now();
+    const env = await nextEnvelope(inbox, 'back');
+    const backPath = join(f.dir, 'server-back.safetensors');
+    await writeStreamToFile(backPath, await decodeStream(back.through(env.payload!), { chunkBytes }));
+    tBack = now();
+    rmSync(backPath, { force: true });
+  }
+  Object.assign(r, {
+    role: 'server',
+    t0,
+    tSent,
+    tBack,
+    bytesSent: out.bytes,
+    bytesBack: back.bytes,
+    hashSent: out.digest(),
+    hashBack: back.digest(),
+    tensors: tensors.length,
+    largestTensorBytes: Math.max(...tensors.map((t) => layoutBytes([t]))),
+  });
+  void keep;
+  ch.close('done');
+  await srv.close(500);
+  return r;
+}
+
+async function client(): Promise<Record<string, unknown>> {
+  const c = new GrpcClient({ host: '127.0.0.1', port: num(f.port, '--port'), serverName: 'localhost', caPem: pem('ca.pem'), certPem: pem('client.crt'), keyPem: pem('client.key') });
+  await c.ready(30_000);
+  const ch = new Channel(c.connect({ 'x-flotilla-purpose': 'session' }), channelOpts);
+  const inbox = ch.messages()[Symbol.asyncIterator]();
+  await ch.send({ type: 'hello' });
+  const env = await nextEnvelope(inbox, 'model');
+  const got = await Tap.create();
+  let tRecv: number;
+  let tSendStart: number;
+  if (mode === 'regular') {
+    const total = Number(env.msg.bytes);
+    const buf = await collect(got.through(env.payload!), total);
+    tRecv = now();
+    tSendStart = now();
+    await ch.send({ type: 'back', bytes: total }, once(buf));
+  } else if (mode === 'container') {
+    const decoded = await decodeStream(got.through(env.payload!), { chunkBytes });
+    tSendStart = now();
+    let recvDone = 0;
+    // relay: each decoded piece goes straight back; nothing is kept
+    const relay: TensorStream = {
+      header: decoded.header,
+      async *pieces() {
+        yield* decoded.pieces();
+        recvDone = now();
+      },
+    };
+    await ch.send({ type: 'back' }, encodeStream(relay));
+    tRecv = recvDone;
+  } else {
+    const path = join(f.dir, 'client-copy.safetensors');
+    await writeStreamToFile(path, await decodeStream(got.through(env.payload!), { chunkBytes }));
+    tRecv = now();
+    tSendStart = now();
+    await ch.send({ type: 'back' }, encodeStream((await fileSource(path)).open(chunkBytes)));
+    rmSync(path, { force: true });
+  }
+  const tSendDone = now();
+  ch.close('done');
+  c.close();
+  return { role: 'client', tRecv, tSendStart, tSendDone, bytesReceived: got.bytes, hashReceived: got.digest() };
+}
+
+const result = f.role === 'server' ? await server() : await client();
+console.log(`RESULT ${JSON.stringify({ ...result, peakRssMB: peakRssMB(), cpuSeconds: cpuSeconds() })}`);
+process.exit(0);

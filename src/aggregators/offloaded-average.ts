@@ -1,0 +1,174 @@
+/**
+ * FedAvg's running weighted sum with the global model and the accumulator on
+ * disk (`--offload`): server memory no longer depends on model size, only on
+ * the chunk size.
+ *
+ * Each result is first streamed to a temporary safetensors file (so a result
+ * that breaks off mid-stream is simply dropped, counting for nothing), then
+ * folded into the float32 accumulator file chunk by chunk. The results of a
+ * round are taken one at a time (the others wait under the channel's flow
+ * control), so at most one temporary file exists at a time.
+ */
+import { randomBytes } from 'node:crypto';
+import { type FileHandle, mkdir, open, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { dtypeSize, floatReader, floatWriter, allocate, viewAs } from '../core/dtypes.ts';
+import type { ParamsType } from '../core/fl-model.ts';
+import { SafetensorsFile, SafetensorsWriter, writeStreamToFile } from '../core/safetensors.ts';
+import type { TensorEntry } from '../core/safetensors-header.ts';
+import type { TensorStream } from '../core/tensor-stream.ts';
+import { numel } from '../core/tensor.ts';
+import { AggregationError } from './weighted-average.ts';
+
+const CHUNK_ELEMS = 1 << 18; // 1 MiB of float32 per step
+
+interface Slot {
+  entry: TensorEntry;
+  n: number;
+  /** element offset of this tensor in the accumulator file */
+  accStart: number;
+  weight: number;
+}
+
+export class OffloadedAverage {
+  private readonly slots = new Map<string, Slot>();
+  private contributions = 0;
+  private total = 0;
+  private done = false;
+
+  private constructor(private readonly global: SafetensorsFile, private readonly acc: FileHandle, private readonly dir: string, private readonly accPath: string) {
+    let start = 0;
+    for (const e of global.header.tensors) {
+      const n = numel(e.shape);
+      this.slots.set(e.name, { entry: e, n, accStart: start, weight: 0 });
+      start += n;
+    }
+  }
+
+  /** `globalPath`: the current global model (safetensors); `dir`: where the accumulator and temporary files go. */
+  static async open(globalPath: string, dir: string): Promise<OffloadedAverage> {
+    await mkdir(dir, { recursive: true });
+    const global = await SafetensorsFile.open(globalPath);
+    const accPath = join(dir, `accumulator-${randomBytes(4).toString('hex')}.f32`);
+    // a sparse file of zeros: untouched tensors cost no disk
+    const acc = await open(accPath, 'w+');
+    return new OffloadedAverage(global, acc, dir, accPath);
+  }
+
+  get count(): number {
+    return this.contributions;
+  }
+
+  get totalWeight(): number {
+    return this.total;
+  }
+
+  async add(stream: TensorStream, weight: number, paramsType: ParamsType): Promise<void> {
+    if (this.done) throw new AggregationError('add() after result()');
+    if (!(weight >= 0) || !Number.isFinite(weight)) throw new AggregationError(`weight must be a finite number ≥ 0, got ${weight}`);
+    for (const t of stream.header.tensors) {
+      const s = this.slots.get(t.name);
+      if (!s) throw new AggregationError(`result has tensor "${t.name}" that the global model does not have`);
+      if (t.shape.length !== s.entry.shape.length || t.shape.some((d, i) => d !== s.entry.shape[i])) {
+        throw new AggregationError(`tensor "${t.name}": result shape [${t.shape.join(', ')}] differs from global [${s.entry.shape.join(', ')}]`);
+      }
+    }
+    const tmp = join(this.dir, `result-${randomBytes(4).toString('hex')}.safetensors`);
+    try {
+      await writeStreamToFile(tmp, stream);
+      const result = await SafetensorsFile.open(tmp);
+      try {
+        for (const e of result.header.tensors) await this.fold(result, e, weight, paramsType === 'DIFF');
+      } finally {
+        await result.close();
+      }
+    } finally {
+      await rm(tmp, { force: true });
+    }
+    this.contributions++;
+    this.total += weight;
+  }
+
+  private async fold(result: SafetensorsFile, e: TensorEntry, w: number, diff: boolean): Promise<void> {
+    const s = this.slots.get(e.name)!;
+    const size = dtypeSize(e.dtype);
+    const gsize = dtypeSize(s.entry.dtype);
+    const acc = new Float32Array(CHUNK_ELEMS);
+    const accBytes = new Uint8Array(acc.buffer);
+    for (let i = 0; i < s.n; i += CHUNK_ELEMS) {
+      const m = Math.min(CHUNK_ELEMS, s.n - i);
+      const x = floatReader(e.dtype, viewAs(e.dtype, await result.readRange(e.name, i * size, m * size)));
+      const g = diff ? floatReader(s.entry.dtype, viewAs(s.entry.dtype, await this.global.readRange(e.name, i * gsize, m * gsize))) : null;
+      const pos = (s.accStart + i) * 4;
+      if (s.weight > 0) await readInto(this.acc, accBytes, m * 4, pos);
+      else acc.fill(0, 0, m);
+      for (let j = 0; j < m; j++) acc[j]! += w * (x(j) + (g ? g(j) : 0));
+      await writeFrom(this.acc, accBytes, m * 4, pos);
+    }
+    s.weight += w;
+  }
+
+  /** Writes the new global model to `outPath` (a safetensors file, written atomically) and releases the accumulator. */
+  async writeResult(outPath: string, metadata: Record<string, string> = {}): Promise<void> {
+    if (this.done) throw new AggregationError('result was already written');
+    this.done = true;
+    const tensors = this.global.header.tensors;
+    const w = await SafetensorsWriter.open(outPath, tensors, { ...this.global.metadata, ...metadata });
+    try {
+      const acc = new Float32Array(CHUNK_ELEMS);
+      const accBytes = new Uint8Array(acc.buffer);
+      for (const e of tensors) {
+        const s = this.slots.get(e.name)!;
+        const size = dtypeSize(e.dtype);
+        for (let i = 0; i < s.n; i += CHUNK_ELEMS) {
+          const m = Math.min(CHUNK_ELEMS, s.n - i);
+          if (s.weight === 0) {
+            await w.write(e.name, await this.global.readRange(e.name, i * size, m * size));
+            continue;
+          }
+          await readInto(this.acc, accBytes, m * 4, (s.accStart + i) * 4);
+          const out = allocate(e.dtype, m);
+          const put = floatWriter(e.dtype, out);
+          const isInt = e.dtype.startsWith('I') || e.dtype === 'U8';
+          for (let j = 0; j < m; j++) {
+            const v = acc[j]! / s.weight;
+            put(j, e.dtype === 'BOOL' ? (v >= 0.5 ? 1 : 0) : isInt ? Math.round(v) : v);
+          }
+          await w.write(e.name, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+        }
+      }
+      await w.close();
+    } catch (e) {
+      await w.abort();
+      throw e;
+    } finally {
+      await this.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.acc.close().catch(() => undefined);
+    await rm(this.accPath, { force: true });
+    await this.global.close().catch(() => undefined);
+  }
+}
+
+async function readInto(fh: FileHandle, buf: Uint8Array, length: number, position: number): Promise<void> {
+  let off = 0;
+  while (off < length) {
+    const { bytesRead } = await fh.read(buf, off, length - off, position + off);
+    if (bytesRead === 0) {
+      buf.fill(0, off, length); // past the end of the sparse file: zeros
+      return;
+    }
+    off += bytesRead;
+  }
+}
+
+async function writeFrom(fh: FileHandle, buf: Uint8Array, length: number, position: number): Promise<void> {
+  let off = 0;
+  while (off < length) {
+    const { bytesWritten } = await fh.write(buf, off, length - off, position + off);
+    off += bytesWritten;
+  }
+}
