@@ -3,6 +3,8 @@
  *
  *   streaming  WeightedAverage folds each update into one running sum as its
  *              pieces arrive (what the server does)
+ *   offload    the same with the global model and the sum in files (--offload):
+ *              each update is spooled to disk, then folded chunk by chunk
  *   naive      collect all N updates in memory, then average (what a simple
  *              server does)
  *
@@ -14,7 +16,13 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { OffloadedAverage } from '../src/aggregators/offloaded-average.ts';
 import { WeightedAverage } from '../src/aggregators/weighted-average.ts';
+import { viewAs } from '../src/core/dtypes.ts';
+import { SafetensorsFile, writeSafetensors } from '../src/core/safetensors.ts';
 import type { TensorInfo } from '../src/core/safetensors-header.ts';
 import { type TensorPiece, type TensorStream, streamToDict } from '../src/core/tensor-stream.ts';
 import type { TensorDict } from '../src/core/tensor.ts';
@@ -76,6 +84,25 @@ async function runVariant(variant: string): Promise<void> {
     const agg = new WeightedAverage(global);
     for (let c = 0; c < CLIENTS; c++) await agg.add(clientUpdate(c, tensors), weights[c]!, 'FULL');
     result = agg.result();
+  } else if (variant === 'offload') {
+    // the global model lives in a file: write it, then drop it from memory before timing starts
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-bench-'));
+    const gpath = join(dir, 'global.safetensors');
+    await writeSafetensors(gpath, global);
+    global.clear();
+    const t1 = performance.now();
+    const agg = await OffloadedAverage.open(gpath, dir);
+    for (let c = 0; c < CLIENTS; c++) await agg.add(clientUpdate(c, tensors), weights[c]!, 'FULL');
+    await agg.writeResult(join(dir, 'result.safetensors'));
+    const seconds = (performance.now() - t1) / 1000;
+    const f = await SafetensorsFile.open(join(dir, 'result.safetensors'));
+    const got = viewAs('F32', await f.readRange(tensors[0]!.name, 0, 4))[0]!;
+    await f.close();
+    rmSync(dir, { recursive: true, force: true });
+    const W = weights.reduce((a, b) => a + b, 0);
+    const expect = weights.reduce((a, w, c) => a + w * c, 0) / W;
+    process.stdout.write(JSON.stringify({ variant, seconds, peakRssMB: vmHwmMB(), check: Math.abs(got - expect) < 1e-4 }) + '\n');
+    return;
   } else {
     const all: TensorDict[] = [];
     for (let c = 0; c < CLIENTS; c++) all.push(await streamToDict(clientUpdate(c, tensors)));
@@ -108,6 +135,7 @@ async function main(): Promise<void> {
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as { variant: string; seconds: number; peakRssMB: number; check: boolean };
   };
   const streaming = run('streaming');
+  const offload = run('offload');
   const naive = run('naive');
   const updateGB = (CLIENTS * MB) / 1024;
   process.stdout.write(
@@ -116,6 +144,7 @@ async function main(): Promise<void> {
       clients: CLIENTS,
       modelMB: MB,
       streaming: { ...streaming, gbPerSecond: updateGB / streaming.seconds, peakRssInModels: streaming.peakRssMB / MB },
+      offload: { ...offload, gbPerSecond: updateGB / offload.seconds, peakRssInModels: offload.peakRssMB / MB },
       naive: { ...naive, gbPerSecond: updateGB / naive.seconds, peakRssInModels: naive.peakRssMB / MB },
       memoryRatio: naive.peakRssMB / streaming.peakRssMB,
       machine: { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30) },

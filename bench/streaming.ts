@@ -70,13 +70,15 @@ interface Child {
   proc: ChildProcess;
 }
 
+// extra node flags for the children (e.g. BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof")
+const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const live = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const c of live) c.kill();
 });
 
 function child(script: string, args: string[]): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(here, 'streaming', script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', join(here, 'streaming', script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
   let out = '';
   let err = '';

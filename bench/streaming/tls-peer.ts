@@ -15,7 +15,7 @@ import * as tls from 'node:tls';
 import { Tap, cpuSeconds, flags, now, num, peakRssMB } from './common.ts';
 import { ModelBytes } from './model.ts';
 
-const f = flags(process.argv.slice(2), { role: 'server', mode: 'seq', bytes: String(1e9), seed: '1', certs: '', port: '0', 'chunk-mib': '1' });
+const f = flags(process.argv.slice(2), { role: 'server', mode: 'seq', bytes: String(1e9), seed: '1', certs: '', port: '0', 'chunk-mib': '1', dir: '' });
 const total = num(f.bytes, '--bytes');
 const chunk = Math.round(num(f['chunk-mib'], '--chunk-mib') * (1 << 20));
 const pem = (name: string): string => readFileSync(join(f.certs, name), 'utf8');

@@ -75,7 +75,7 @@ export class OffloadedAverage {
     }
     const tmp = join(this.dir, `result-${randomBytes(4).toString('hex')}.safetensors`);
     try {
-      await writeStreamToFile(tmp, stream);
+      await writeStreamToFile(tmp, stream, { durable: false });
       const result = await SafetensorsFile.open(tmp);
       try {
         for (const e of result.header.tensors) await this.fold(result, e, weight, paramsType === 'DIFF');
@@ -97,12 +97,22 @@ export class OffloadedAverage {
     const accBytes = new Uint8Array(acc.buffer);
     for (let i = 0; i < s.n; i += CHUNK_ELEMS) {
       const m = Math.min(CHUNK_ELEMS, s.n - i);
-      const x = floatReader(e.dtype, viewAs(e.dtype, await result.readRange(e.name, i * size, m * size)));
-      const g = diff ? floatReader(s.entry.dtype, viewAs(s.entry.dtype, await this.global.readRange(e.name, i * gsize, m * gsize))) : null;
+      const xs = viewAs(e.dtype, await result.readRange(e.name, i * size, m * size));
+      const gs = diff ? viewAs(s.entry.dtype, await this.global.readRange(e.name, i * gsize, m * gsize)) : null;
       const pos = (s.accStart + i) * 4;
       if (s.weight > 0) await readInto(this.acc, accBytes, m * 4, pos);
       else acc.fill(0, 0, m);
-      for (let j = 0; j < m; j++) acc[j]! += w * (x(j) + (g ? g(j) : 0));
+      if (e.dtype === 'F32' && (!gs || s.entry.dtype === 'F32')) {
+        // the common case without a call per element
+        const x = xs as Float32Array;
+        const g = gs as Float32Array | null;
+        if (g) for (let j = 0; j < m; j++) acc[j]! += w * (x[j]! + g[j]!);
+        else for (let j = 0; j < m; j++) acc[j]! += w * x[j]!;
+      } else {
+        const x = floatReader(e.dtype, xs);
+        const g = gs ? floatReader(s.entry.dtype, gs) : null;
+        for (let j = 0; j < m; j++) acc[j]! += w * (x(j) + (g ? g(j) : 0));
+      }
       await writeFrom(this.acc, accBytes, m * 4, pos);
     }
     s.weight += w;
@@ -127,6 +137,12 @@ export class OffloadedAverage {
             continue;
           }
           await readInto(this.acc, accBytes, m * 4, (s.accStart + i) * 4);
+          if (e.dtype === 'F32') {
+            const inv = 1 / s.weight;
+            for (let j = 0; j < m; j++) acc[j]! *= inv;
+            await w.write(e.name, accBytes.subarray(0, m * 4));
+            continue;
+          }
           const out = allocate(e.dtype, m);
           const put = floatWriter(e.dtype, out);
           const isInt = e.dtype.startsWith('I') || e.dtype === 'U8';

@@ -23,7 +23,12 @@ interface Sink {
   abort(): Promise<void>;
 }
 
-function fileSink(fh: FileHandle, tmp: string, path: string): Sink {
+/** `durable: false` skips the fsyncs, for scratch files nobody must find intact after a crash. */
+export interface WriteOptions {
+  durable?: boolean;
+}
+
+function fileSink(fh: FileHandle, tmp: string, path: string, durable: boolean): Sink {
   return {
     async write(b) {
       let off = 0;
@@ -35,7 +40,7 @@ function fileSink(fh: FileHandle, tmp: string, path: string): Sink {
     async finish() {
       try {
         // data must be on disk before the rename makes the file visible under its name
-        await fh.sync();
+        if (durable) await fh.sync();
         await fh.close();
         await rename(tmp, path);
       } catch (e) {
@@ -43,7 +48,7 @@ function fileSink(fh: FileHandle, tmp: string, path: string): Sink {
         await rm(tmp, { force: true });
         throw e;
       }
-      await syncDir(dirname(path));
+      if (durable) await syncDir(dirname(path));
     },
     async abort() {
       await fh.close().catch(() => undefined);
@@ -137,14 +142,14 @@ export class SafetensorsWriter {
    * Opens a file (written to `path.tmp-<random>`, fsynced and renamed at close,
    * so a crash never leaves a half file under `path`) or a Writable (ended at close).
    */
-  static async open(target: string | Writable, tensors: readonly TensorInfo[], metadata: Readonly<Record<string, string>> = {}): Promise<SafetensorsWriter> {
+  static async open(target: string | Writable, tensors: readonly TensorInfo[], metadata: Readonly<Record<string, string>> = {}, options: WriteOptions = {}): Promise<SafetensorsWriter> {
     // validate before creating anything, so a bad tensor list leaves no temp file
     const { bytes, header } = buildHeader(tensors, metadata);
     let sink: Sink;
     if (typeof target === 'string') {
       await mkdir(dirname(target), { recursive: true });
       const tmp = `${target}.tmp-${randomBytes(6).toString('hex')}`;
-      sink = fileSink(await open(tmp, 'wx'), tmp, target);
+      sink = fileSink(await open(tmp, 'wx'), tmp, target, options.durable ?? true);
     } else {
       sink = streamSink(target);
     }
@@ -246,8 +251,8 @@ export class SafetensorsWriter {
 }
 
 /** Writes a tensor stream as it arrives (one piece in memory at a time). */
-export async function writeStreamToFile(target: string | Writable, stream: TensorStream): Promise<void> {
-  const w = await SafetensorsWriter.open(target, stream.header.tensors, stream.header.metadata);
+export async function writeStreamToFile(target: string | Writable, stream: TensorStream, options: WriteOptions = {}): Promise<void> {
+  const w = await SafetensorsWriter.open(target, stream.header.tensors, stream.header.metadata, options);
   try {
     for await (const p of stream.pieces()) {
       // the writer only sees bytes; a piece at the wrong offset would silently corrupt the tensor
