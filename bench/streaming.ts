@@ -108,8 +108,13 @@ async function pair(script: string, args: string[]): Promise<{ server: Record<st
   const port = await s.port;
   if (port < 0) await s.result;
   const c = child(script, ['--role', 'client', '--port', String(port), ...args]);
-  const [server, client] = await Promise.all([s.result, c.result.catch((e: unknown) => (s.proc.kill(), Promise.reject(e)))]);
-  return { server: server as Record<string, number | string>, client: client as Record<string, number | string> };
+  void c.result.catch(() => s.proc.kill());
+  const [server, client] = await Promise.allSettled([s.result, c.result]);
+  if (server.status === 'rejected' || client.status === 'rejected') {
+    const why = [server, client].flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+    throw new Error(why.join('\n'));
+  }
+  return { server: server.value as Record<string, number | string>, client: client.value as Record<string, number | string> };
 }
 
 const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -54,6 +54,13 @@ test('simulator --offload: same global model, kept on disk', async () => {
   const saved = await readSafetensors(r.modelPath!);
   // targets 1, 2, 3 → mean 2; w ← w + 0.5 (2 − w) three times from 0
   for (const v of saved.tensors.get('w')!.data as Float32Array) assert.ok(Math.abs(v - 1.75) < 1e-6, String(v));
+});
+
+test('executor params: file — the trainer gets and returns safetensors files, never tensors in memory; task files are removed', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-sim-'));
+  const r = await simulate({ jobDir: join(root, 'test/fixtures/jobs/tiny-file'), clients: 3, threads: 0, workspace: dir });
+  for (const v of r.model!.get('w')!.data as Float32Array) assert.ok(Math.abs(v - 1.75) < 1e-6, String(v));
+  for (const site of ['site-1', 'site-2', 'site-3']) assert.deepEqual(readdirSync(join(dir, site, 'tasks')), []);
 });
 
 const tinyScript = join(root, 'test/fixtures/jobs/tiny-script');

@@ -49,8 +49,9 @@ const pem = (name: string): string => readFileSync(join(f.certs, name), 'utf8');
 // Experiment (bench only): a larger HTTP/2 flow-control window than grpc-js's 64 KiB default.
 // grpc-js honours grpc-node.flow_control_window on the client only; the server gets it by patching http2.
 const h2Window = Number(f['h2-window']);
-if (h2Window > 0) {
-  (CHANNEL_OPTIONS as Record<string, unknown>)['grpc-node.flow_control_window'] = h2Window;
+const h2Side = process.env.BENCH_H2_SIDE ?? 'both';
+if (h2Window > 0 && h2Side !== 'server') (CHANNEL_OPTIONS as Record<string, unknown>)['grpc-node.flow_control_window'] = h2Window;
+if (h2Window > 0 && h2Side !== 'client') {
   const http2 = createRequire(import.meta.url)('node:http2') as typeof import('node:http2');
   const orig = http2.createSecureServer;
   (http2 as { createSecureServer: unknown }).createSecureServer = (opts: import('node:http2').SecureServerOptions, ...rest: unknown[]) => {

@@ -121,7 +121,7 @@ export class ExProcessClient implements ClientAPI {
     const c = this.connection('send');
     const p = this.pending;
     if (!p) throw new Error('send() called with no task pending: call receive() first');
-    const info = { paramsType: model.paramsType, metrics: model.metrics, meta: model.meta, currentRound: model.currentRound, totalRounds: model.totalRounds };
+    const info = { paramsType: model.paramsType, metrics: model.metrics, meta: model.meta, currentRound: model.currentRound, totalRounds: model.totalRounds, ...(model.paramsPath !== undefined && { paramsPath: model.paramsPath }) };
     // an invalid model (NaN metric, say) throws here with nothing sent; the task stays pending
     await c.writer.send({ type: 'result', taskId: p.taskId, model: info }, model.params);
     this.pending = undefined;

@@ -131,7 +131,7 @@ function asError(e: unknown): Error {
 }
 
 function modelInfo(m: FLModel): FLModelInfo {
-  return { paramsType: m.paramsType, metrics: m.metrics, meta: m.meta, currentRound: m.currentRound, totalRounds: m.totalRounds };
+  return { paramsType: m.paramsType, metrics: m.metrics, meta: m.meta, currentRound: m.currentRound, totalRounds: m.totalRounds, ...(m.paramsPath !== undefined && { paramsPath: m.paramsPath }) };
 }
 
 interface Job {

@@ -36,6 +36,7 @@ function copyModel(m: FLModel, copyParams: boolean): FLModel {
     meta: structuredClone(m.meta),
     currentRound: m.currentRound,
     totalRounds: m.totalRounds,
+    ...(m.paramsPath !== undefined && { paramsPath: m.paramsPath }),
   };
 }
 

@@ -20,6 +20,12 @@ export interface FLModel {
   meta: Record<string, JsonValue>;
   currentRound: number;
   totalRounds: number;
+  /**
+   * For models larger than memory: the params are in this safetensors file
+   * (read a tensor at a time with SafetensorsFile) and `params` is empty.
+   * Only meaningful between a client and its own trainer, never over the network.
+   */
+  paramsPath?: string;
 }
 
 /** Everything of an FLModel except its tensors: small, JSON, travels as a control message. */
@@ -31,6 +37,7 @@ export const FLModelInfoSchema = z.strictObject({
   meta: z.record(z.string(), JsonValueSchema),
   currentRound: z.number().int().min(0),
   totalRounds: z.number().int().min(0),
+  paramsPath: z.string().min(1).optional(),
 });
 
 export const MetaKeys = {

@@ -7,7 +7,7 @@
  */
 import { join, resolve } from 'node:path';
 import type { ClientConfig, Kit } from '../provision/kit.ts';
-import { createTrainerHost, loadJob } from '../runtime/job.ts';
+import { createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
 import { describeZodError } from '../runtime/messages.ts';
 import { runSite } from '../runtime/site.ts';
 import { Channel, type Payload } from '../streaming/channel.ts';
@@ -145,10 +145,11 @@ export class FederationClient {
         unpackJob(Buffer.concat(chunks), join(dir, 'app'), this.opts.maxJobBytes);
         const job = loadJob(join(dir, 'app'));
         const siteDir = join(dir, this.site);
-        const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir);
+        const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
+        const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog);
         const link = this.grpc.connect({ 'x-flotilla-purpose': 'job', 'x-flotilla-job': m.jobId });
         this.log.info({ job: m.jobId }, 'job started');
-        const reason = await runSite(link, { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: fileLogger(join(siteDir, 'log.jsonl'), this.site) });
+        const reason = await runSite(link, { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params });
         this.log.info({ job: m.jobId, reason }, 'job ended');
       } catch (e) {
         const error = (e as Error).message;

@@ -4,7 +4,12 @@
  * Tasks run one at a time, in arrival order. A handler that fails makes that
  * task fail on the server with the handler's message; the client goes on.
  */
-import type { FLModelInfo } from '../core/fl-model.ts';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FLModel, FLModelInfo } from '../core/fl-model.ts';
+import { fileSource } from '../core/model-source.ts';
+import { writeStreamToFile } from '../core/safetensors.ts';
 import { type TensorStream, decodeStream, dictToStream, encodeStream, streamToDict } from '../core/tensor-stream.ts';
 import type { MetricRecord, TrainerHost } from '../client/api.ts';
 import { Channel, type ChannelOptions } from '../streaming/channel.ts';
@@ -22,6 +27,8 @@ export interface IncomingTask {
 export interface TaskOutput {
   info: FLModelInfo;
   params: TensorStream | null;
+  /** called once the result has been sent (removes task files) */
+  cleanup?: () => Promise<void>;
 }
 
 export type TaskHandler = (task: IncomingTask, signal: AbortSignal) => Promise<TaskOutput>;
@@ -29,14 +36,48 @@ export type TaskHandler = (task: IncomingTask, signal: AbortSignal) => Promise<T
 /** task name → handler; '*' handles any name without its own handler. */
 export type Executor = Readonly<Record<string, TaskHandler>>;
 
+export interface TrainerExecutorOptions {
+  /**
+   * 'memory' (default): the trainer gets the tensors in `params`.
+   * 'file': the task's model is streamed to a safetensors file in `workspace` and the trainer
+   * gets its path in `paramsPath` (models larger than memory); a trainer may answer the same way.
+   */
+  params?: 'memory' | 'file';
+  workspace?: string;
+}
+
 /** An executor that hands every task to a Client API trainer (NVFlare's ClientAPI executor). */
-export function trainerExecutor(host: TrainerHost): Executor {
+export function trainerExecutor(host: TrainerHost, opts: TrainerExecutorOptions = {}): Executor {
   return {
     '*': async (task, signal) => {
-      const params = task.params ? await streamToDict(task.params) : new Map();
-      const model = await host.runTask({ taskId: task.taskId, taskName: task.taskName, model: { ...task.info, params } }, signal);
-      const { params: out, ...info } = model;
-      return { info, params: out.size > 0 ? dictToStream(out) : null };
+      // a path never comes from the network: only this client decides where files go
+      const { paramsPath: _fromNetwork, ...info } = task.info;
+      let model: FLModel;
+      let dir: string | null = null;
+      if (opts.params === 'file' && task.params) {
+        dir = join(opts.workspace ?? tmpdir(), 'tasks', task.taskId);
+        const path = join(dir, 'input.safetensors');
+        await writeStreamToFile(path, task.params, { durable: false });
+        model = { ...info, params: new Map(), paramsPath: path };
+      } else {
+        model = { ...info, params: task.params ? await streamToDict(task.params) : new Map() };
+      }
+      const taskDir = dir;
+      const cleanup = async (): Promise<void> => {
+        if (taskDir) await rm(taskDir, { recursive: true, force: true });
+      };
+      try {
+        const out = await host.runTask({ taskId: task.taskId, taskName: task.taskName, model }, signal);
+        const { params, paramsPath, ...outInfo } = out;
+        if (paramsPath !== undefined) {
+          if (params.size > 0) throw new Error('the trainer sent both params and paramsPath: send one');
+          return { info: outInfo, params: (await fileSource(paramsPath)).open(), cleanup };
+        }
+        return { info: outInfo, params: params.size > 0 ? dictToStream(params) : null, cleanup };
+      } catch (e) {
+        await cleanup();
+        throw e;
+      }
     },
   };
 }
@@ -133,7 +174,11 @@ export class ClientRunner {
       if (!handler) throw new Error(`no handler for task "${task.taskName}" on ${this.opts.site}`);
       const out = await handler(task, this.abort.signal);
       const msg = { type: 'result', taskId: task.taskId, status: 'ok', info: out.info, hasParams: out.params !== null };
-      await this.channel.send(msg, out.params ? encodeStream(out.params) : undefined);
+      try {
+        await this.channel.send(msg, out.params ? encodeStream(out.params) : undefined);
+      } finally {
+        await out.cleanup?.();
+      }
       this.log.info({ task: task.taskName, ms: Date.now() - started }, 'task done');
     } catch (e) {
       const error = (e as Error).message ?? String(e);

@@ -26,9 +26,12 @@ const ScriptSpec = z.strictObject({
   startTimeoutSeconds: z.number().positive().default(120),
 });
 
+/** 'file': the trainer gets the model as a safetensors file path (models larger than memory). */
+const ParamsMode = z.enum(['memory', 'file']).default('memory');
+
 export const ExecutorSpecSchema = z.union([
-  z.strictObject({ trainer: TrainerSpec }),
-  z.strictObject({ script: ScriptSpec }),
+  z.strictObject({ trainer: TrainerSpec, params: ParamsMode }),
+  z.strictObject({ script: ScriptSpec, params: ParamsMode }),
 ]);
 export type ExecutorSpec = z.infer<typeof ExecutorSpecSchema>;
 

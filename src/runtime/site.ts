@@ -14,6 +14,8 @@ export interface SiteOptions {
   workspace: string;
   host: TrainerHost;
   log?: Logger;
+  /** how the trainer gets models: tensors in memory (default) or a safetensors file */
+  params?: 'memory' | 'file';
 }
 
 /** Runs a site until the server ends the job; returns the reason. The trainer is stopped in all cases. */
@@ -25,7 +27,7 @@ export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
   const started = opts.host
     .start({ siteName: opts.site, jobId: opts.jobId, workspace: opts.workspace, onMetric: (m) => runner?.metric(m) })
     .then(() => null, (e: Error) => e);
-  const inner = trainerExecutor(opts.host);
+  const inner = trainerExecutor(opts.host, { params: opts.params ?? 'memory', workspace: opts.workspace });
   const executor: Executor = {
     '*': async (task, signal) => {
       const err = await started;

@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { ServerRuntime } from '../runtime/controller.ts';
-import { type JobOutcome, createTrainerHost, loadInitialModel, loadJob, runWorkflows } from '../runtime/job.ts';
+import { type JobOutcome, createTrainerHost, executorSpecFor, loadInitialModel, loadJob, runWorkflows } from '../runtime/job.ts';
 import { runSite } from '../runtime/site.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
@@ -88,7 +88,7 @@ async function runSitesHere(job: ReturnType<typeof loadJob>, sites: string[], hu
       const dir = join(workspace, site);
       const log = fileLogger(join(dir, 'log.jsonl'), site);
       const host = await createTrainerHost(job, site, i, sites.length, dir, log);
-      await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log });
+      await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log, params: executorSpecFor(job, site).params });
     }),
   );
 }

@@ -1,7 +1,7 @@
 /** A simulator worker thread: hosts some of the sites, each on its own MessagePort link to the server. */
 import { join } from 'node:path';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
-import { createTrainerHost, loadJob } from '../runtime/job.ts';
+import { createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
 import { runSite } from '../runtime/site.ts';
 import { MessagePortLink } from '../transport/in-memory.ts';
 import { fileLogger } from '../util/log.ts';
@@ -23,7 +23,7 @@ const results = await Promise.allSettled(
     const dir = join(input.workspace, s.name);
     const log = fileLogger(join(dir, 'log.jsonl'), s.name);
     const host = await createTrainerHost(job, s.name, s.index, input.numSites, dir, log);
-    return runSite(new MessagePortLink('server', s.port), { site: s.name, jobId: input.jobId, workspace: dir, host, log });
+    return runSite(new MessagePortLink('server', s.port), { site: s.name, jobId: input.jobId, workspace: dir, host, log, params: executorSpecFor(job, s.name).params });
   }),
 );
 const errors = results.flatMap((r, i) => (r.status === 'rejected' ? [`${input.sites[i]!.name}: ${(r.reason as Error).message}`] : []));
