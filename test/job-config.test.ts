@@ -23,7 +23,7 @@ test('a valid config parses, with defaults filled in', () => {
   const c = parseJobConfig(good);
   assert.equal(c.workflows[0]!.type, 'fedavg');
   assert.deepEqual(c.filters, []);
-  assert.deepEqual(c.executor, { trainer: { module: 'trainer.ts', export: 'default' } });
+  assert.deepEqual(c.executor, { trainer: { module: 'trainer.ts', export: 'default' }, params: 'memory' });
 });
 
 const bad: [string, unknown, RegExp][] = [
