@@ -41,6 +41,7 @@ program
       ...(o.offload && { offload: true }),
       onRound: (s) => table.row(s),
       onProgress: (p) => table.progress(p),
+      onTransfer: (t) => table.transfer(t),
     });
     if (r.crossSite) printMatrix(r.crossSite as Record<string, Record<string, Record<string, number>>>);
     process.stdout.write(`\nDone in ${r.seconds.toFixed(1)} s. Global model: ${join(workspace, 'server', 'global_model.safetensors')}\nMetrics: ${join(workspace, 'server', 'metrics.jsonl')}\n`);

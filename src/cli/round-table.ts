@@ -6,6 +6,9 @@ const PREFERRED = ['train_loss', 'val_loss', 'val_accuracy', 'loss', 'accuracy']
 
 export class RoundTable {
   private keys: string[] | null = null;
+  /** bytes moved per transfer (peer/stream/direction) this round, for the bar */
+  private readonly moved = new Map<string, number>();
+  private roundStarted = performance.now();
   private bar: SingleBar | null = null;
   private readonly tty = Boolean(process.stderr.isTTY) && !process.env.CI;
 
@@ -14,15 +17,30 @@ export class RoundTable {
   progress(p: { round: number; done: number; expected: number }): void {
     if (!this.tty) return;
     if (!this.bar) {
-      this.bar = new SingleBar({ format: ' round {round} [{bar}] {value}/{total} sites', clearOnComplete: true, hideCursor: true, stream: process.stderr }, Presets.shades_classic);
-      this.bar.start(p.expected, 0, { round: p.round });
+      this.bar = new SingleBar({ format: ' round {round} [{bar}] {value}/{total} sites | {moved} moved, {rate}', clearOnComplete: true, hideCursor: true, stream: process.stderr }, Presets.shades_classic);
+      this.bar.start(p.expected, 0, { round: p.round + 1, ...this.traffic() });
     }
-    this.bar.update(p.done, { round: p.round });
+    this.bar.update(p.done, { round: p.round + 1, ...this.traffic() });
+  }
+
+  /** Model bytes moving between the server and the sites (both directions). */
+  transfer(t: { peer: string; stream: number; direction: string; bytes: number }): void {
+    this.moved.set(`${t.peer}/${t.stream}/${t.direction}`, t.bytes);
+    this.bar?.update({ ...this.traffic() });
+  }
+
+  private traffic(): { moved: string; rate: string } {
+    let bytes = 0;
+    for (const b of this.moved.values()) bytes += b;
+    const s = (performance.now() - this.roundStarted) / 1000;
+    return { moved: human(bytes), rate: `${human(bytes / Math.max(s, 1e-3))}/s` };
   }
 
   row(s: RoundSummary): void {
     this.bar?.stop();
     this.bar = null;
+    this.moved.clear();
+    this.roundStarted = performance.now();
     if (!this.keys) {
       const all = Object.keys(s.metrics);
       this.keys = [...PREFERRED.filter((k) => all.includes(k)), ...all.filter((k) => !PREFERRED.includes(k)).sort()].slice(0, 6);
@@ -34,6 +52,17 @@ export class RoundTable {
     const failed = Object.entries(s.failures);
     for (const [site, err] of failed) this.out(`  ! ${site}: ${err.split('\n')[0]}`);
   }
+}
+
+function human(bytes: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
 }
 
 function fmt(v: number | undefined): string {

@@ -82,9 +82,22 @@ export class ServerRuntime implements Controller {
   private readonly siteWaiters = new Set<() => void>();
   private accepting: Promise<void> | null = null;
 
+  private readonly channelOpts: ChannelOptions;
+
   constructor(private readonly transport: ServerTransport, private readonly opts: ServerRuntimeOptions) {
     this.jobId = opts.jobId;
     this.log = opts.log ?? silentLogger();
+    const report = opts.channel?.onTransfer;
+    this.channelOpts = {
+      ...opts.channel,
+      onTransfer: (t) => {
+        report?.(t);
+        if (t.done && t.bytes > 0) {
+          const mb = t.bytes / 2 ** 20;
+          this.log.info({ site: t.peer, direction: t.direction === 'send' ? 'to site' : 'from site', MB: +mb.toFixed(2), seconds: +t.seconds.toFixed(3), MBps: +(mb / Math.max(t.seconds, 1e-6)).toFixed(1) }, 'transfer done');
+        }
+      },
+    };
   }
 
   start(): void {
@@ -187,7 +200,7 @@ export class ServerRuntime implements Controller {
   }
 
   private async serve(link: Link): Promise<void> {
-    const channel = new Channel(link, this.opts.channel);
+    const channel = new Channel(link, this.channelOpts);
     let site: string | null = null;
     try {
       for await (const env of channel.messages()) {

@@ -12,6 +12,7 @@ import { ServerRuntime } from '../runtime/controller.ts';
 import { type JobOutcome, createTrainerHost, executorSpecFor, loadInitialModel, loadJob, runWorkflows } from '../runtime/job.ts';
 import { runSite } from '../runtime/site.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
+import type { TransferProgress } from '../streaming/channel.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
 import { fileLogger } from '../util/log.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
@@ -28,6 +29,8 @@ export interface SimulateOptions {
   offload?: boolean;
   onRound?: (s: RoundSummary) => void;
   onProgress?: WorkflowContext['onProgress'];
+  /** progress of model transfers between the server and the sites */
+  onTransfer?: (t: TransferProgress) => void;
 }
 
 export interface SimulationResult extends JobOutcome {
@@ -57,7 +60,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
 
   const hub = new InMemoryHub();
   const sws = new ServerWorkspace(workspace);
-  const server = new ServerRuntime(hub, { jobId, log, onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }) });
+  const server = new ServerRuntime(hub, { jobId, log, onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }), ...(opts.onTransfer && { channel: { onTransfer: opts.onTransfer } }) });
   server.start();
 
   const clientsDone = threads === 0 ? runSitesHere(job, sites, hub, jobId, workspace) : runSitesInWorkers(job.dir, sites, threads, hub, jobId, workspace);

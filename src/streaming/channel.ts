@@ -25,6 +25,41 @@ export interface ChannelOptions {
   stallTimeoutMs?: number;
   /** largest control message accepted, in bytes of JSON */
   maxControlBytes?: number;
+  /** progress of each payload transfer, at most every 250 ms and once when it ends (for bars and logs) */
+  onTransfer?: (t: TransferProgress) => void;
+}
+
+export interface TransferProgress {
+  peer: string;
+  stream: number;
+  direction: 'send' | 'receive';
+  /** payload bytes moved so far */
+  bytes: number;
+  seconds: number;
+  done: boolean;
+}
+
+/** Reports a transfer's progress without flooding: every 250 ms, and at the end. */
+class ProgressMeter {
+  private readonly started = performance.now();
+  private last = 0;
+  bytes = 0;
+  constructor(private readonly report: ((t: TransferProgress) => void) | undefined, private readonly peer: string, private readonly stream: number, private readonly direction: 'send' | 'receive') {}
+  add(n: number): void {
+    this.bytes += n;
+    if (!this.report) return;
+    const now = performance.now();
+    if (now - this.last >= 250) {
+      this.last = now;
+      this.emit(false);
+    }
+  }
+  end(): void {
+    this.emit(true);
+  }
+  private emit(done: boolean): void {
+    this.report?.({ peer: this.peer, stream: this.stream, direction: this.direction, bytes: this.bytes, seconds: (performance.now() - this.started) / 1000, done });
+  }
 }
 
 export const CHANNEL_DEFAULTS = {
@@ -105,7 +140,10 @@ class IncomingStream implements Payload {
   awaitingResend = false;
   digest: string | undefined;
   corrupted = 0;
-  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number) {}
+  private readonly meter: ProgressMeter;
+  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, report?: (t: TransferProgress) => void) {
+    this.meter = new ProgressMeter(report, channel.peer, id, 'receive');
+  }
 
   /** Accepts a data frame if it is intact and in order; asks for a resend otherwise. Returns whether the stream ended. */
   accept(f: Extract<Frame, { type: 'data' }>): boolean {
@@ -146,10 +184,12 @@ class IncomingStream implements Payload {
         const next = await withStallTimeout(this.queue.next(), this.stallMs, `payload stream ${this.id} stalled: no data for ${this.stallMs} ms`);
         if (next === undefined) break;
         hasher.update(next);
+        this.meter.add(next.byteLength);
         // acknowledge as the consumer takes each chunk: this is what paces the sender
         void this.channel.sendFrame({ type: 'ack', stream: this.id, bytes: next.byteLength }).catch(() => undefined);
         yield next;
       }
+      this.meter.end();
       if (this.digest !== undefined && hasher.digest('hex') !== this.digest) {
         throw new Error(`payload stream ${this.id} is corrupt: xxhash64 of the ${this.expected} bytes received does not match the sender's`);
       }
@@ -170,7 +210,7 @@ function withStallTimeout<T>(p: Promise<T>, ms: number, message: string): Promis
 }
 
 export class Channel {
-  private readonly opts: Required<ChannelOptions>;
+  private readonly opts: Required<Omit<ChannelOptions, 'onTransfer'>> & Pick<ChannelOptions, 'onTransfer'>;
   private nextStream = 1;
   private readonly outgoing = new Map<number, OutgoingStream>();
   private readonly incoming = new Map<number, IncomingStream>();
@@ -214,6 +254,7 @@ export class Channel {
       check();
     };
     let offset = 0;
+    const meter = new ProgressMeter(this.opts.onTransfer, this.peer, id, 'send');
     try {
       await this.sendFrame({ type: 'control', json: JSON.stringify({ ...msg, [STREAM_FIELD]: id }) });
       for await (const chunk of payload) {
@@ -226,12 +267,14 @@ export class Channel {
           out.retained.push({ offset, bytes: piece, crc });
           await this.sendFrame({ type: 'data', stream: id, offset, bytes: piece, crc, last: false });
           offset += piece.byteLength;
+          meter.add(piece.byteLength);
         }
       }
       out.final = { offset, digest: hasher.digest('hex') };
       await this.sendFrame({ type: 'data', stream: id, offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest });
       // keep the pieces until the receiver has them all: a corrupted one may be asked for again
       await waitUntil(() => out.unacked <= 0, 'waiting for the receiver to consume the payload');
+      meter.end();
     } catch (e) {
       if (!out.cancelled && !this.closedReason) {
         await this.sendFrame({ type: 'cancel', stream: id, reason: (e as Error).message }).catch(() => undefined);
@@ -306,7 +349,7 @@ export class Channel {
         let payload: IncomingStream | null = null;
         if (typeof sid === 'number') {
           delete m[STREAM_FIELD];
-          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs);
+          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, this.opts.onTransfer);
           this.incoming.set(sid, payload);
         }
         this.inbox.push({ msg: m, payload });
