@@ -6,7 +6,7 @@
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { JsonValue } from '../core/fl-model.ts';
-import { readSafetensors } from '../core/safetensors.ts';
+import { SafetensorsFile, readSafetensors } from '../core/safetensors.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import type { Trainer, TrainerHost } from '../client/api.ts';
 import { ExProcessTrainerHost } from '../client/ex-process.ts';
@@ -56,13 +56,34 @@ async function importFrom(job: Job, module: string, exportName: string, what: st
   return mod[exportName];
 }
 
-export async function loadInitialModel(job: Job): Promise<TensorDict> {
+/**
+ * The initial global model: tensors in memory, or the path of a safetensors file that is
+ * read only by the workflows that need it in memory (offloaded FedAvg streams it from disk).
+ * `model: {path}` gives the file; a model module's export may return tensors or a path
+ * (absolute, or relative to the job folder), e.g. of a model too large for the job bundle.
+ */
+export type InitialModel = TensorDict | string;
+
+export async function loadInitialModel(job: Job): Promise<InitialModel> {
   const spec = job.config.model;
-  if ('path' in spec) return (await readSafetensors(join(job.dir, spec.path))).tensors;
+  if ('path' in spec) {
+    const path = join(job.dir, spec.path);
+    await (await SafetensorsFile.open(path)).close(); // a bad file fails the job now, not in round 1
+    return path;
+  }
   const fn = await importFrom(job, spec.module, spec.export, 'model');
   if (typeof fn !== 'function') throw new JobConfigError(`${job.file}: model: export "${spec.export}" of ${spec.module} must be a function returning the initial tensors`);
   const model = (await (fn as () => unknown)()) as unknown;
-  if (!(model instanceof Map)) throw new JobConfigError(`${job.file}: model: ${spec.module}#${spec.export}() must return a Map of tensors (TensorDict)`);
+  if (typeof model === 'string' && model.length > 0) {
+    const path = resolve(job.dir, model);
+    try {
+      await (await SafetensorsFile.open(path)).close();
+    } catch (e) {
+      throw new JobConfigError(`${job.file}: model: ${spec.module}#${spec.export}() returned ${path}, not a readable safetensors file: ${(e as Error).message}`);
+    }
+    return path;
+  }
+  if (!(model instanceof Map)) throw new JobConfigError(`${job.file}: model: ${spec.module}#${spec.export}() must return a Map of tensors (TensorDict) or the path of a safetensors file`);
   return model as TensorDict;
 }
 
@@ -110,9 +131,9 @@ export interface JobOutcome {
  * Runs the job's workflows in order; each hands its model to the next.
  * `offload` keeps FedAvg's global model and running sum on disk whatever the job says.
  */
-export async function runWorkflows(job: Job, initial: TensorDict, ctx: WorkflowContext, offload = false): Promise<JobOutcome> {
-  let model: TensorDict | null = initial;
-  let modelPath: string | undefined;
+export async function runWorkflows(job: Job, initial: InitialModel, ctx: WorkflowContext, offload = false): Promise<JobOutcome> {
+  let model: TensorDict | null = typeof initial === 'string' ? null : initial;
+  let modelPath: string | undefined = typeof initial === 'string' ? initial : undefined;
   const rounds: RoundSummary[] = [];
   let crossSite: unknown;
   const minClients = job.config.minClients;
@@ -147,6 +168,7 @@ export async function runWorkflows(job: Job, initial: TensorDict, ctx: WorkflowC
           ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
         }).run(ctx);
         model = r.model;
+        modelPath = undefined;
         rounds.push(...r.rounds);
         break;
       }
