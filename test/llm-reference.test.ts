@@ -16,7 +16,10 @@ const PYTHON = '/usr/bin/python3';
 const MODEL = path.join(dataDir, 'llm/stories260K.bin');
 const hasNumpy = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
 
-test('stories260K: tfjs logits match the numpy llama2.c reference to 1e-4', { skip: hasNumpy ? false : 'python3-numpy is not installed (apt-get install -y python3-numpy)' }, async () => {
+// Never skipped: like the other Python-backed tests, a missing numpy is a failure (.ci/run installs python3-numpy).
+test('stories260K: tfjs logits match the numpy llama2.c reference to 1e-4', async () => {
+  if (!hasNumpy) assert.fail(`${PYTHON} cannot import numpy: apt-get install -y python3-numpy`);
+  assert.ok(existsSync(MODEL), `${MODEL} is missing`);
   await initBackend();
   const { config, weights } = readLlama2c(MODEL);
   assert.deepEqual([config.dim, config.hiddenDim, config.nLayers, config.nHeads, config.nKvHeads, config.vocabSize], [64, 172, 5, 8, 4, 512]);

@@ -8,14 +8,15 @@
  * few generations. `--mode all` runs PEFT and SFT in two child processes
  * (one core each) and then writes docs/examples/llm.md (report.ts).
  *
- * usage: nice -n 10 node --import tsx examples/llm/src/experiment.ts --mode all
+ * usage: nice -n 19 node --import tsx examples/llm/src/experiment.ts --mode all
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { z } from 'zod';
 import { dictBytes } from '../../../src/core/tensor.ts';
 import { simulateInProcess } from '../../../src/simulator/in-process.ts';
 import type { RoundSummary } from '../../../src/workflows/workflow.ts';
@@ -27,7 +28,7 @@ import { BatchSampler, type ClientData, type Example, loadClients } from './inst
 import type { LlamaModel } from './model.ts';
 import { baseDir, repoRoot } from './paths.ts';
 import { hasNumpy, referenceMaxDiff } from './reference.ts';
-import { type Eval, type ModeResult, type ReportExtras, type RunResult, writeReport } from './report.ts';
+import { type Eval, type ModeResult, type ReportExtras, type RunResult, type SimulateTiming, writeReport } from './report.ts';
 import { Rng } from './rng.ts';
 import { DEFAULT_LORA, type TuneMode, incoming, initialGlobalModel, llmTrainer, prepareModel } from './trainers.ts';
 
@@ -46,6 +47,15 @@ const o = new Command()
   .option('--doc <file>', 'report', path.join(repoRoot, 'docs/examples/llm.md'))
   .parse()
   .opts<Record<string, string>>();
+
+/** How this run was started (for the report): the options as given, and `nice` when the process runs niced. */
+function commandLine(): string {
+  const inherited = process.env.LLM_EXPERIMENT_COMMAND;
+  if (inherited) return inherited;
+  const nice = os.getPriority();
+  const args = process.argv.slice(2).filter((_, i, a) => !(a[i] === '--mode' || a[i - 1] === '--mode'));
+  return `${nice ? `nice -n ${nice} ` : ''}node --import tsx examples/llm/src/experiment.ts --mode all${args.length ? ' ' + args.join(' ') : ''}`;
+}
 
 const n = (k: string): number => {
   const v = Number(o[k]);
@@ -69,6 +79,7 @@ function evalAll(model: LlamaModel, clients: readonly ClientData[]): Eval {
 /** Trains on `train` for rounds × stepsPerRound steps, evaluating after each round. */
 async function trainAlone(mode: TuneMode, train: readonly Example[], clients: readonly ClientData[], rounds: number, stepsPerRound: number, lr: number, seed: number, start: number): Promise<RunResult> {
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const model = await prepareModel(mode, String(o.base), DEFAULT_LORA, seed);
   const ft = new Finetuner(model, { lr });
   const sampler = new BatchSampler(train, n('batch'), new Rng(seed + 17));
@@ -82,7 +93,13 @@ async function trainAlone(mode: TuneMode, train: readonly Example[], clients: re
   }
   ft.dispose();
   model.dispose();
-  return { curve, final: final!, seconds: (performance.now() - t0) / 1000 };
+  return { curve, final: final!, seconds: (performance.now() - t0) / 1000, cpuSeconds: cpuSince(c0) };
+}
+
+/** User + system CPU seconds of this process since `c0`. */
+function cpuSince(c0: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(c0);
+  return (d.user + d.system) / 1e6;
 }
 
 function promptOf(tok: BpeTokenizer, e: Example): string {
@@ -94,6 +111,8 @@ function generate(model: LlamaModel, tok: BpeTokenizer, prompt: string): string 
 }
 
 async function runMode(mode: TuneMode): Promise<ModeResult> {
+  const wall0 = performance.now();
+  const cpu0 = process.cpuUsage();
   await initBackend();
   const seed = n('seed');
   const rounds = n('rounds');
@@ -122,6 +141,7 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
   const initialModel = await initialGlobalModel(mode, base, DEFAULT_LORA, seed);
   const workspace = mkdtempSync(path.join(tmpdir(), `llm-${mode}-`));
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const summaries: RoundSummary[] = [];
   let result;
   try {
@@ -138,6 +158,7 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
     rmSync(workspace, { recursive: true, force: true });
   }
   const seconds = (performance.now() - t0) / 1000;
+  const cpuSeconds = cpuSince(c0);
   // Sites score the global model they receive before training, so round r's metrics describe the model after r rounds.
   const curve: [number, number][] = summaries.map((s) => {
     const ms = Object.values(s.siteMetrics);
@@ -158,22 +179,36 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
     base: start,
     local,
     centralized,
-    fedavg: { curve, final, seconds, bytesPerClientPerDirection: perDir, bytesPerRound: 2 * clients.length * perDir, fullModelBytes, rounds: summaries },
+    fedavg: { curve, final, seconds, cpuSeconds, bytesPerClientPerDirection: perDir, bytesPerRound: 2 * clients.length * perDir, fullModelBytes, rounds: summaries },
     generations: prompts.map((prompt, i) => ({ prompt, base: baseGen[i]!, fedavg: fedGen[i]! })),
+    total: { seconds: (performance.now() - wall0) / 1000, cpuSeconds: cpuSince(cpu0), niceness: os.getPriority() },
+    command: commandLine(),
   };
 }
 
+const SimulateTimingSchema = z.object({ command: z.string(), rounds: z.number().int().positive(), wallSeconds: z.number().positive(), cpuSeconds: z.number().positive(), note: z.string().optional() }).strict();
+
+/** The separately timed `flotilla simulate examples/llm/jobs/peft` run, if recorded. */
+function simulateTiming(): SimulateTiming | undefined {
+  const f = path.join(String(o.out), 'simulate-peft.json');
+  if (!existsSync(f)) return undefined;
+  const p = SimulateTimingSchema.safeParse(JSON.parse(readFileSync(f, 'utf8')));
+  if (!p.success) throw new Error(`${f}: field "${p.error.issues[0]?.path.join('.')}": ${p.error.issues[0]?.message}`);
+  return p.data;
+}
+
 async function extras(): Promise<ReportExtras> {
-  if (!hasNumpy()) return {};
+  const simulate = simulateTiming();
+  if (!hasNumpy()) return { ...(simulate && { simulate }) };
   const ids = [1, 403, 261, 378, 7, 511, 0, 42, 42, 300, 299, 298, 13, 65, 66, 67, 1, 2, 3, 500];
-  return { reference: { maxDiff: await referenceMaxDiff(ids), positions: ids.length } };
+  return { reference: { maxDiff: await referenceMaxDiff(ids), positions: ids.length }, ...(simulate && { simulate }) };
 }
 
 function runChild(mode: TuneMode): Promise<void> {
   const self = fileURLToPath(import.meta.url);
   const args = ['--import', 'tsx', self, '--mode', mode, ...Object.entries(o).filter(([k]) => k !== 'mode').flatMap(([k, v]) => [`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`, String(v)])];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, LLM_EXPERIMENT_COMMAND: commandLine() } });
     child.on('error', reject);
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${mode} run exited with code ${code}`))));
   });

@@ -1,11 +1,17 @@
 /** Entry points of the PEFT job (see ../../src/job-entry.ts). */
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Trainer } from '../../../../src/client/api.ts';
 import type { TensorDict } from '../../../../src/core/tensor.ts';
 import type { TrainerFactoryContext } from '../../../../src/runtime/job.ts';
+import { readJobConfig } from '../../../../src/runtime/job-config.ts';
 import { initialModelFor, trainerFor } from '../../src/job-entry.ts';
 
+/** Fresh adapters shaped by this job's own `executor.trainer.args` (rank, seed), so the server and the sites agree. */
 export function initialModel(): Promise<TensorDict> {
-  return initialModelFor('peft');
+  const { config } = readJobConfig(dirname(fileURLToPath(import.meta.url)));
+  const args = 'trainer' in config.executor && 'args' in config.executor.trainer ? config.executor.trainer.args : {};
+  return initialModelFor('peft', args);
 }
 
 export function createTrainer(ctx: TrainerFactoryContext): Trainer {
