@@ -5,8 +5,18 @@
  * rest of the example works without it, and a missing library or a missing or
  * wrong model directory fails with an error that says what to provide.
  *
- * Neither onnxruntime-node nor @huggingface/transformers is installed in this
- * repository, so only the error paths are exercised by the tests.
+ * Pooling: the model sees `<cls> residues… <eos>`; the embedding is the mean of
+ * `last_hidden_state` over the residue positions only (the `<cls>` and `<eos>`
+ * positions and any padding are excluded), as in the ESM-2 and DeepLoc/Light
+ * Attention papers' per-protein embeddings.
+ *
+ * With onnxruntime-node (a pinned dependency), sequences are run in batches:
+ * sorted by length, padded with `<pad>` and masked with `attention_mask`, so a
+ * protein's embedding does not depend on what it was batched with. The whole
+ * path is tested end to end (test/protein-esm.test.ts) on a tiny ESM-2-shaped
+ * ONNX model written by tiny-esm.ts, against hidden states computed in the
+ * test from the same weights. The @huggingface/transformers path (not
+ * installed here) is kept for users who have it and is not run by the tests.
  */
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -19,9 +29,25 @@ export interface EsmOptions {
   modelDir: string;
   /** inference library (default onnxruntime-node) */
   runtime?: EsmRuntime;
-  /** residues per sequence the model sees; ESM-2 was trained on 1,022 (+2 special tokens) */
+  /**
+   * residues per sequence the model sees (default 1022, what ESM-2 was trained
+   * on, +2 special tokens; at most config.json's max_position_embeddings − 4);
+   * longer proteins keep both termini
+   */
   maxResidues?: number;
+  /** sequences per forward pass with onnxruntime-node (default 8) */
+  batchSize?: number;
+  /** onnxruntime-node intra-op threads (default: onnxruntime's choice) */
+  threads?: number;
 }
+
+const OptionsSchema = z.object({
+  modelDir: z.string().min(1),
+  runtime: z.enum(['onnxruntime-node', '@huggingface/transformers']).default('onnxruntime-node'),
+  maxResidues: z.number().int().min(1).optional(),
+  batchSize: z.number().int().min(1).max(4096).default(8),
+  threads: z.number().int().min(1).max(1024).optional(),
+});
 
 export class EsmSetupError extends Error {
   override name = 'EsmSetupError';
@@ -31,6 +57,7 @@ const ConfigSchema = z.object({
   model_type: z.literal('esm'),
   hidden_size: z.number().int().positive(),
   num_hidden_layers: z.number().int().positive().optional(),
+  max_position_embeddings: z.number().int().min(5).optional(),
 });
 
 /** Files each runtime needs; alternatives are separated by " or ". */
@@ -102,10 +129,11 @@ interface OrtTensor {
 }
 interface OrtSession {
   readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
   run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
 }
 interface OrtModule {
-  InferenceSession: { create(file: string): Promise<OrtSession> };
+  InferenceSession: { create(file: string, options: { intraOpNumThreads?: number }): Promise<OrtSession> };
   Tensor: new (type: 'int64', data: BigInt64Array, dims: number[]) => OrtTensor;
 }
 interface HfModule {
@@ -125,13 +153,34 @@ export function truncateTermini(seq: string, max: number): string {
   return seq.slice(0, head) + seq.slice(seq.length - (max - head));
 }
 
-/** Mean over positions [from, to) of a [1, T, H] hidden-state tensor. */
-function meanPool(t: OrtTensor, from: number, to: number): Float32Array {
+function checkHidden(t: OrtTensor, B: number, T: number, H: number, where: string): void {
+  const [b, tt, h] = t.dims;
+  if (t.dims.length !== 3 || b !== B || tt !== T || h !== H) {
+    throw new Error(`${where}: last_hidden_state has dims [${t.dims.join(', ')}], expected [${B}, ${T}, ${H}] (batch, tokens, config.json hidden_size)`);
+  }
+  if (!(t.data instanceof Float32Array)) throw new Error(`${where}: last_hidden_state is not float32`);
+}
+
+/** Mean over positions [from, to) of row `b` of a [B, T, H] hidden-state tensor. */
+function meanPool(t: OrtTensor, b: number, from: number, to: number): Float32Array {
   const [, T, H] = t.dims as [number, number, number];
-  if (!(t.data instanceof Float32Array) || to > T) throw new Error(`unexpected ESM output: dims [${t.dims.join(', ')}]`);
+  const data = t.data as Float32Array;
   const out = new Float32Array(H);
-  for (let p = from; p < to; p++) for (let h = 0; h < H; h++) out[h]! += t.data[p * H + h]!;
-  for (let h = 0; h < H; h++) out[h]! /= Math.max(1, to - from);
+  const acc = new Float64Array(H);
+  for (let p = from; p < to; p++) {
+    const o = (b * T + p) * H;
+    for (let h = 0; h < H; h++) acc[h]! += data[o + h]!;
+  }
+  const n = Math.max(1, to - from);
+  for (let h = 0; h < H; h++) out[h] = acc[h]! / n;
+  return out;
+}
+
+/** `<cls> residues… <eos>` token ids of one (already truncated) sequence. */
+export function esmTokens(seq: string, vocab: ReadonlyMap<string, number>, special: { cls: number; eos: number; unk: number }): number[] {
+  const out = [special.cls];
+  for (const c of seq) out.push(vocab.get(c) ?? special.unk);
+  out.push(special.eos);
   return out;
 }
 
@@ -139,41 +188,80 @@ export class EsmEmbedder implements Embedder {
   private constructor(
     readonly name: string,
     readonly dim: number,
-    private readonly embedOne: (seq: string) => Promise<Float32Array>,
-    private readonly maxResidues: number,
+    /** residues per sequence after truncation */
+    readonly maxResidues: number,
+    /** sequences per forward pass actually used */
+    readonly batchSize: number,
+    private readonly embedBatch: (seqs: readonly string[]) => Promise<Float32Array[]>,
   ) {}
 
-  static async load(opts: EsmOptions): Promise<EsmEmbedder> {
-    const runtime = opts.runtime ?? 'onnxruntime-node';
+  static async load(options: EsmOptions): Promise<EsmEmbedder> {
+    const parsed = OptionsSchema.safeParse(options);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0]!;
+      throw new EsmSetupError(`ESM-2 option ${i.path.join('.') || 'options'}: ${i.message}`);
+    }
+    const opts = parsed.data;
+    const runtime = opts.runtime;
     const dir = path.resolve(opts.modelDir);
-    const maxResidues = opts.maxResidues ?? 1022;
     const { config, files } = await checkModelDir(dir, runtime);
+    const positionCap = config.max_position_embeddings !== undefined ? config.max_position_embeddings - 4 : Infinity;
+    if (opts.maxResidues !== undefined && opts.maxResidues > positionCap) {
+      throw new EsmSetupError(`ESM-2 option maxResidues: ${opts.maxResidues} is more than ${path.join(dir, 'config.json')}'s max_position_embeddings ${config.max_position_embeddings} allows (${positionCap} residues + 2 special tokens + 2)`);
+    }
+    const maxResidues = opts.maxResidues ?? Math.min(1022, positionCap);
     const lib = await importOptional(runtime);
-    const name = `esm2-${path.basename(dir)}-${runtime}`;
+    const name = `esm2-${path.basename(dir)}-${runtime}-max${maxResidues}`;
     if (runtime === 'onnxruntime-node') {
       const ort = ((lib as { default?: unknown }).default ?? lib) as OrtModule;
       if (!hasKeys(ort, ['InferenceSession', 'Tensor'])) throw new EsmSetupError('onnxruntime-node loaded but has no InferenceSession/Tensor export');
-      const vocab = (await readFile(path.join(dir, 'vocab.txt'), 'utf8')).split(/\r?\n/).filter((l) => l.length > 0);
-      const ids = new Map(vocab.map((tok, i) => [tok, i]));
+      const vocabFile = path.join(dir, 'vocab.txt');
+      const ids = new Map<string, number>();
+      (await readFile(vocabFile, 'utf8')).split(/\r?\n/).forEach((tok, i) => {
+        if (tok.length > 0 && !ids.has(tok)) ids.set(tok, i);
+      });
       const special = (tok: string): number => {
         const id = ids.get(tok);
-        if (id === undefined) throw new EsmSetupError(`${path.join(dir, 'vocab.txt')} has no ${tok} token (not an ESM vocabulary)`);
+        if (id === undefined) throw new EsmSetupError(`${vocabFile} has no ${tok} token (not an ESM vocabulary)`);
         return id;
       };
-      const cls = special('<cls>');
-      const eos = special('<eos>');
-      const unk = special('<unk>');
-      const session = await ort.InferenceSession.create(path.join(dir, files[2]!));
-      return new EsmEmbedder(name, config.hidden_size, async (seq) => {
-        const tokens = [cls, ...[...seq].map((c) => ids.get(c) ?? unk), eos];
-        const dims = [1, tokens.length];
-        const feeds: Record<string, OrtTensor> = { input_ids: new ort.Tensor('int64', BigInt64Array.from(tokens.map(BigInt)), dims) };
-        if (session.inputNames.includes('attention_mask')) feeds['attention_mask'] = new ort.Tensor('int64', new BigInt64Array(tokens.length).fill(1n), dims);
+      const sp = { cls: special('<cls>'), eos: special('<eos>'), unk: special('<unk>') };
+      const pad = special('<pad>');
+      const modelFile = path.join(dir, files[2]!);
+      let session: OrtSession;
+      try {
+        session = await ort.InferenceSession.create(modelFile, opts.threads !== undefined ? { intraOpNumThreads: opts.threads } : {});
+      } catch (e) {
+        throw new EsmSetupError(`${modelFile}: onnxruntime-node cannot load it (${(e as Error).message})`);
+      }
+      if (!session.inputNames.includes('input_ids')) {
+        throw new EsmSetupError(`${modelFile}: the model has no input_ids input (inputs: ${session.inputNames.join(', ')}); expected an ESM-2 export with input_ids and attention_mask`);
+      }
+      const masked = session.inputNames.includes('attention_mask');
+      // without an attention mask, padding would leak into the hidden states: one sequence per pass
+      const batchSize = masked ? opts.batchSize : 1;
+      const outName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
+      const H = config.hidden_size;
+      return new EsmEmbedder(name, H, maxResidues, batchSize, async (seqs) => {
+        const rows = seqs.map((s) => esmTokens(s, ids, sp));
+        const T = Math.max(...rows.map((r) => r.length));
+        const B = rows.length;
+        const tokens = new BigInt64Array(B * T).fill(BigInt(pad));
+        const mask = new BigInt64Array(B * T);
+        rows.forEach((r, b) => {
+          for (let t = 0; t < r.length; t++) {
+            tokens[b * T + t] = BigInt(r[t]!);
+            mask[b * T + t] = 1n;
+          }
+        });
+        const feeds: Record<string, OrtTensor> = { input_ids: new ort.Tensor('int64', tokens, [B, T]) };
+        if (masked) feeds['attention_mask'] = new ort.Tensor('int64', mask, [B, T]);
         const out = await session.run(feeds);
-        const hidden = out['last_hidden_state'] ?? Object.values(out)[0];
-        if (!hidden) throw new Error('ESM ONNX model returned no output');
-        return meanPool(hidden, 1, tokens.length - 1);
-      }, maxResidues);
+        const hidden = outName !== undefined ? out[outName] : undefined;
+        if (!hidden) throw new Error(`${modelFile}: the model returned no output`);
+        checkHidden(hidden, B, T, H, modelFile);
+        return rows.map((r, b) => meanPool(hidden, b, 1, r.length - 1));
+      });
     }
     const hf = lib as HfModule;
     if (!hasKeys(hf, ['env', 'AutoTokenizer', 'AutoModel'])) throw new EsmSetupError('@huggingface/transformers loaded but has no AutoTokenizer/AutoModel export');
@@ -182,18 +270,34 @@ export class EsmEmbedder implements Embedder {
     const local = { local_files_only: true, ...(files[2]?.includes('quantized') ? { dtype: 'q8' } : { dtype: 'fp32' }) };
     const tokenizer = await hf.AutoTokenizer.from_pretrained(path.basename(dir), local);
     const model = await hf.AutoModel.from_pretrained(path.basename(dir), local);
-    return new EsmEmbedder(name, config.hidden_size, async (seq) => {
-      const inputs = await tokenizer(seq, { add_special_tokens: true });
-      const out = await model(inputs);
-      const hidden = out['last_hidden_state'];
-      if (!hidden) throw new Error('ESM model returned no last_hidden_state');
-      return meanPool(hidden, 1, (hidden.dims[1] ?? 2) - 1);
-    }, maxResidues);
+    return new EsmEmbedder(name, config.hidden_size, maxResidues, 1, async (seqs) => {
+      const out: Float32Array[] = [];
+      for (const seq of seqs) {
+        const inputs = await tokenizer(seq, { add_special_tokens: true });
+        const res = await model(inputs);
+        const hidden = res['last_hidden_state'];
+        if (!hidden) throw new Error('ESM model returned no last_hidden_state');
+        checkHidden(hidden, 1, hidden.dims[1] ?? 0, config.hidden_size, dir);
+        out.push(meanPool(hidden, 0, 1, (hidden.dims[1] ?? 2) - 1));
+      }
+      return out;
+    });
   }
 
+  /**
+   * One embedding per sequence, in input order. Sequences are truncated to
+   * maxResidues (both termini kept), sorted by length and run batchSize at a
+   * time so that each batch pads little.
+   */
   async embed(seqs: readonly string[]): Promise<Float32Array[]> {
-    const out: Float32Array[] = [];
-    for (const s of seqs) out.push(await this.embedOne(truncateTermini(s, this.maxResidues)));
+    const cut = seqs.map((s) => truncateTermini(s, this.maxResidues));
+    const order = cut.map((_, i) => i).sort((a, b) => cut[a]!.length - cut[b]!.length || a - b);
+    const out = new Array<Float32Array>(seqs.length);
+    for (let i = 0; i < order.length; i += this.batchSize) {
+      const idx = order.slice(i, i + this.batchSize);
+      const rows = await this.embedBatch(idx.map((j) => cut[j]!));
+      idx.forEach((j, k) => (out[j] = rows[k]!));
+    }
     return out;
   }
 }
