@@ -168,7 +168,7 @@ describe('ESM-2 embedder on a tiny ESM-2-shaped ONNX model (onnxruntime-node)', 
     assert.equal(first.rows[0]!.length, 8);
   });
 
-  it('fails clearly on a config.json whose hidden_size does not match the model, a vocab without <pad>, bad options', async () => {
+  it('fails clearly on a config.json whose hidden_size does not match the model, a vocab without <pad>, bad options, a fill-mask export', async () => {
     const bad = path.join(root, 'bad');
     await writeTinyEsm(bad, { hidden: 16, maxResidues: 64, seed: 7 });
     await writeFile(path.join(bad, 'config.json'), JSON.stringify({ model_type: 'esm', hidden_size: 320 }));
@@ -178,5 +178,8 @@ describe('ESM-2 embedder on a tiny ESM-2-shaped ONNX model (onnxruntime-node)', 
     await writeFile(path.join(bad, 'vocab.txt'), ESM2_VOCAB.filter((t) => t !== '<pad>').join('\n'));
     await assert.rejects(EsmEmbedder.load({ modelDir: bad }), (e: unknown) => e instanceof EsmSetupError && /vocab\.txt has no <pad> token/.test(e.message));
     await assert.rejects(EsmEmbedder.load({ modelDir: dir, batchSize: 0 }), /ESM-2 option batchSize: /);
+    const mlm = path.join(root, 'fill-mask-export');
+    await writeTinyEsm(mlm, { hidden: 8, outputName: 'logits' });
+    await assert.rejects(EsmEmbedder.load({ modelDir: mlm }), /model\.onnx: the model has no last_hidden_state output \(outputs: logits\); .*--task feature-extraction/);
   });
 });

@@ -67,7 +67,7 @@ export const EXPECTED_FILES: Record<EsmRuntime, string[][]> = {
 };
 
 const HOW_TO_GET =
-  'export one beforehand, e.g. `optimum-cli export onnx --model facebook/esm2_t6_8M_UR50D <dir>` (the ONNX export plus config.json and vocab.txt); nothing is downloaded at run time';
+  'export one beforehand where the Hugging Face hub is reachable, e.g. `optimum-cli export onnx --model facebook/esm2_t6_8M_UR50D --task feature-extraction <dir>` (model.onnx plus config.json and vocab.txt), and copy the directory here; nothing is downloaded at run time';
 
 async function isFile(p: string): Promise<boolean> {
   return stat(p).then(
@@ -240,7 +240,11 @@ export class EsmEmbedder implements Embedder {
       const masked = session.inputNames.includes('attention_mask');
       // without an attention mask, padding would leak into the hidden states: one sequence per pass
       const batchSize = masked ? opts.batchSize : 1;
-      const outName = session.outputNames.includes('last_hidden_state') ? 'last_hidden_state' : session.outputNames[0];
+      if (!session.outputNames.includes('last_hidden_state')) {
+        throw new EsmSetupError(
+          `${modelFile}: the model has no last_hidden_state output (outputs: ${session.outputNames.join(', ')}); export the base model, e.g. with \`optimum-cli export onnx --task feature-extraction\` (the default task for ESM-2 checkpoints is fill-mask, whose output is logits)`,
+        );
+      }
       const H = config.hidden_size;
       return new EsmEmbedder(name, H, maxResidues, batchSize, async (seqs) => {
         const rows = seqs.map((s) => esmTokens(s, ids, sp));
@@ -257,7 +261,7 @@ export class EsmEmbedder implements Embedder {
         const feeds: Record<string, OrtTensor> = { input_ids: new ort.Tensor('int64', tokens, [B, T]) };
         if (masked) feeds['attention_mask'] = new ort.Tensor('int64', mask, [B, T]);
         const out = await session.run(feeds);
-        const hidden = outName !== undefined ? out[outName] : undefined;
+        const hidden = out['last_hidden_state'];
         if (!hidden) throw new Error(`${modelFile}: the model returned no output`);
         checkHidden(hidden, B, T, H, modelFile);
         return rows.map((r, b) => meanPool(hidden, b, 1, r.length - 1));

@@ -163,7 +163,7 @@ function node(op: string, inputs: string[], outputs: string[], attrs: Record<str
 }
 
 /** Serialized ModelProto (IR 8, opset 17) of the graph described at the top of this file. */
-export function tinyEsmOnnx(wt: TinyEsmWeights): Uint8Array {
+export function tinyEsmOnnx(wt: TinyEsmWeights, outputName = 'last_hidden_state'): Uint8Array {
   const H = wt.hidden;
   const graph = new Pb();
   const nodes = [
@@ -182,7 +182,7 @@ export function tinyEsmOnnx(wt: TinyEsmWeights): Uint8Array {
     node('Add', ['emb', 'ctx'], ['x']),
     node('MatMul', ['x', 'dense.weight'], ['xw']),
     node('Add', ['xw', 'dense.bias'], ['pre']),
-    node('Tanh', ['pre'], ['last_hidden_state']),
+    node('Tanh', ['pre'], [outputName]),
   ];
   for (const n of nodes) graph.msg(1, n);
   graph.str(2, 'tiny_esm');
@@ -199,7 +199,7 @@ export function tinyEsmOnnx(wt: TinyEsmWeights): Uint8Array {
   for (const t of inits) graph.msg(5, t);
   graph.msg(11, valueInfo('input_ids', INT64, ['batch_size', 'sequence_length']));
   graph.msg(11, valueInfo('attention_mask', INT64, ['batch_size', 'sequence_length']));
-  graph.msg(12, valueInfo('last_hidden_state', FLOAT, ['batch_size', 'sequence_length', H]));
+  graph.msg(12, valueInfo(outputName, FLOAT, ['batch_size', 'sequence_length', H]));
   return new Pb()
     .int(1, 8) // ir_version
     .str(2, 'flotilla tiny-esm') // producer_name
@@ -211,13 +211,14 @@ export function tinyEsmOnnx(wt: TinyEsmWeights): Uint8Array {
 /**
  * Writes `model.onnx` (or `onnx/model.onnx` with `layout: 'optimum'`),
  * `config.json` and `vocab.txt` into `dir` and returns the weights.
+ * `outputName` renames the output (to test a wrongly exported model).
  */
-export async function writeTinyEsm(dir: string, options: TinyEsmOptions & { layout?: 'flat' | 'optimum' } = {}): Promise<TinyEsmWeights> {
-  const { layout = 'flat', ...rest } = options;
+export async function writeTinyEsm(dir: string, options: TinyEsmOptions & { layout?: 'flat' | 'optimum'; outputName?: string } = {}): Promise<TinyEsmWeights> {
+  const { layout = 'flat', outputName, ...rest } = options;
   const wt = tinyEsmWeights(rest);
   const modelFile = layout === 'optimum' ? path.join(dir, 'onnx', 'model.onnx') : path.join(dir, 'model.onnx');
   await mkdir(path.dirname(modelFile), { recursive: true });
-  await writeFile(modelFile, tinyEsmOnnx(wt));
+  await writeFile(modelFile, tinyEsmOnnx(wt, outputName));
   const config = {
     architectures: ['EsmModel'],
     model_type: 'esm',
