@@ -13,11 +13,38 @@
  * again (the sender keeps unacknowledged pieces, at most a window of them);
  * a stream whose digest does not match fails, never delivering bad data
  * silently. send() resolves once the receiver has consumed every byte.
+ *
+ * Resume (option `resume`): when the link drops, the channel waits for a new
+ * link to the same peer (dialled by `resume.redial`, or handed to attach());
+ * both ends then exchange a `resume` message saying, per open stream, how many
+ * bytes they received and consumed, and how many control messages they got.
+ * Each sender re-sends the control messages the peer missed and every payload
+ * stream from the peer's next expected offset, out of the pieces it kept
+ * anyway for CRC resends: at most one window per stream is sent twice. Only a
+ * channel that gets no new link within `resume.timeoutMs` (default: the stall
+ * timeout) fails. See docs/architecture.md, "Resume after a dropped link".
  */
 import { crc32 } from 'node:zlib';
 import { createXXHash64, type IHasher } from 'hash-wasm';
+import { z } from 'zod';
 import type { Frame, Link } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
+
+export interface ResumeOptions {
+  /** how long a channel without a link waits for a new one before failing (default: stallTimeoutMs) */
+  timeoutMs?: number;
+  /**
+   * dials a new link to the same peer (the side that connects); tried at once when a link drops,
+   * then with backoff from minDelayMs to maxDelayMs. Without it the channel waits for attach().
+   */
+  redial?: () => Link | Promise<Link>;
+  minDelayMs?: number;
+  maxDelayMs?: number;
+  /** the link dropped; the channel is waiting for a new one */
+  onLinkLost?: (reason: string) => void;
+  /** a new link took over; `resentBytes` payload bytes are being sent again */
+  onResumed?: (info: { resentBytes: number; seconds: number }) => void;
+}
 
 export interface ChannelOptions {
   chunkBytes?: number;
@@ -27,6 +54,11 @@ export interface ChannelOptions {
   maxControlBytes?: number;
   /** progress of each payload transfer, at most every 250 ms and once when it ends (for bars and logs) */
   onTransfer?: (t: TransferProgress) => void;
+  /**
+   * survive a dropped link: keep the channel's streams open and continue them over a new link
+   * (both ends must enable it). Off by default: a dropped link then fails the channel at once.
+   */
+  resume?: boolean | ResumeOptions;
 }
 
 export interface TransferProgress {
@@ -82,6 +114,34 @@ export interface Envelope {
 
 /** Field of a control message that announces the payload stream following it. */
 const STREAM_FIELD = '__stream';
+/** Field of the channel's own control messages (resume handshake, control acks, goodbye); never delivered to the application. */
+const CHANNEL_FIELD = '__channel';
+/** Streams whose end a resumable receiver remembers, so a sender that missed the news learns it on resume. */
+const ENDED_MEMORY = 1024;
+
+const StreamState = z.strictObject({
+  id: z.number().int().min(1).max(0xffffffff),
+  /** next byte offset expected (bytes received in order) */
+  received: z.number().int().nonnegative(),
+  /** bytes the consumer has taken */
+  consumed: z.number().int().nonnegative(),
+  /** open: more bytes expected; complete: last piece received; done: consumed to the end; cancelled: the receiver gave up */
+  state: z.enum(['open', 'complete', 'done', 'cancelled']),
+  reason: z.string().max(4096).optional(),
+});
+type StreamState = z.infer<typeof StreamState>;
+
+/** The channel's own messages, validated like any input from a peer. */
+const ChannelMessage = z.discriminatedUnion(CHANNEL_FIELD, [
+  z.strictObject({ [CHANNEL_FIELD]: z.literal('resume'), control: z.number().int().nonnegative(), streams: z.array(StreamState).max(100_000) }),
+  z.strictObject({ [CHANNEL_FIELD]: z.literal('cack'), control: z.number().int().nonnegative() }),
+  z.strictObject({ [CHANNEL_FIELD]: z.literal('close'), reason: z.string().max(4096) }),
+]);
+type ResumeMessage = Extract<z.infer<typeof ChannelMessage>, { __channel: 'resume' }>;
+
+function describeIssues(e: z.ZodError): string {
+  return e.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('; ');
+}
 
 interface RetainedPiece {
   offset: number;
@@ -91,6 +151,12 @@ interface RetainedPiece {
 
 class OutgoingStream {
   unacked = 0;
+  /** bytes acknowledged so far (a resuming receiver reports its total; the difference was lost with the old link) */
+  ackedTotal = 0;
+  /** bytes handed to the link so far (the next offset to send) */
+  sent = 0;
+  /** sequence number of the control message that announced the stream (resumable channels) */
+  announceSeq = 0;
   cancelled: string | null = null;
   /** pieces sent but not yet acknowledged, oldest first (for resends) */
   readonly retained: RetainedPiece[] = [];
@@ -99,6 +165,7 @@ class OutgoingStream {
   final: { offset: number; digest: string } | null = null;
   acked(bytes: number): void {
     this.unacked -= bytes;
+    this.ackedTotal += bytes;
     let left = bytes;
     while (left > 0 && this.retained.length > 0) {
       const head = this.retained[0]!;
@@ -136,10 +203,16 @@ class IncomingStream implements Payload {
   readonly queue = new AsyncQueue<Uint8Array>();
   /** next byte offset expected */
   expected = 0;
+  /** bytes the consumer has taken (and acknowledged) */
+  consumed = 0;
+  /** the last piece arrived */
+  complete = false;
   /** set while waiting for a resend after a corrupted piece */
   awaitingResend = false;
   digest: string | undefined;
   corrupted = 0;
+  /** the consumer finished or cancelled */
+  private over = false;
   private readonly meter: ProgressMeter;
   constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, report?: (t: TransferProgress) => void) {
     this.meter = new ProgressMeter(report, channel.peer, id, 'receive');
@@ -148,7 +221,7 @@ class IncomingStream implements Payload {
   /** Accepts a data frame if it is intact and in order; asks for a resend otherwise. Returns whether the stream ended. */
   accept(f: Extract<Frame, { type: 'data' }>): boolean {
     if (f.offset !== undefined) {
-      if (f.offset !== this.expected) return false; // a piece after a dropped one: the resend brings it again
+      if (f.offset !== this.expected) return false; // a piece after a dropped one (or a duplicate): the resend brings it again
       if (f.crc !== undefined && f.bytes.byteLength > 0 && crc32(f.bytes) !== f.crc) {
         this.corrupted++;
         if (!this.awaitingResend) {
@@ -163,6 +236,7 @@ class IncomingStream implements Payload {
     if (f.bytes.byteLength > 0) this.queue.push(f.bytes);
     if (f.last) {
       this.digest = f.digest;
+      this.complete = true;
       this.queue.end();
       return true;
     }
@@ -170,10 +244,31 @@ class IncomingStream implements Payload {
   }
 
   cancel(reason: string): void {
-    if (this.queue.isEnded) return;
+    if (this.over) return;
+    this.over = true;
+    const wasEnded = this.queue.isEnded && !this.complete;
     this.queue.end(new Error(`payload cancelled: ${reason}`));
-    this.channel.forget(this.id);
-    void this.channel.sendFrame({ type: 'cancel', stream: this.id, reason }).catch(() => undefined);
+    this.channel.streamEnded(this.id, this.consumed, reason);
+    // a queue that ended with an error: the sender cancelled or the channel closed, nobody to tell
+    if (!wasEnded) void this.channel.sendFrame({ type: 'cancel', stream: this.id, reason }).catch(() => undefined);
+  }
+
+  private finish(): void {
+    if (this.over) return;
+    this.over = true;
+    this.channel.streamEnded(this.id, this.consumed, null);
+  }
+
+  /** The next chunk; waits at most the stall timeout for it, longer only while the channel is between links. */
+  private async next(): Promise<Uint8Array | undefined> {
+    if (this.queue.size > 0 || this.queue.isEnded) return this.queue.next();
+    const p = this.queue.next();
+    for (;;) {
+      let t: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([p.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), this.stallMs)))]).finally(() => clearTimeout(t));
+      if (!timedOut) return p;
+      if (!this.channel.interrupted()) throw new Error(`payload stream ${this.id} stalled: no data for ${this.stallMs} ms`);
+    }
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
@@ -181,60 +276,104 @@ class IncomingStream implements Payload {
     hasher.init();
     try {
       for (;;) {
-        const next = await withStallTimeout(this.queue.next(), this.stallMs, `payload stream ${this.id} stalled: no data for ${this.stallMs} ms`);
+        const next = await this.next();
         if (next === undefined) break;
         hasher.update(next);
+        this.consumed += next.byteLength;
         this.meter.add(next.byteLength);
         // acknowledge as the consumer takes each chunk: this is what paces the sender
         void this.channel.sendFrame({ type: 'ack', stream: this.id, bytes: next.byteLength }).catch(() => undefined);
         yield next;
       }
       this.meter.end();
+      this.finish();
       if (this.digest !== undefined && hasher.digest('hex') !== this.digest) {
         throw new Error(`payload stream ${this.id} is corrupt: xxhash64 of the ${this.expected} bytes received does not match the sender's`);
       }
     } finally {
-      if (!this.queue.isEnded) this.cancel('consumer stopped reading');
+      if (!this.over) {
+        // stopping right after the last chunk is finishing, not cancelling
+        if (this.complete && this.queue.size === 0) this.finish();
+        else this.cancel('consumer stopped reading');
+      }
     }
   }
 }
 
-function withStallTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let t: NodeJS.Timeout;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(message)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
+type Phase = 'attached' | 'detached' | 'resuming';
+
+interface ResumeConfig extends ResumeOptions {
+  timeoutMs: number;
+  minDelayMs: number;
+  maxDelayMs: number;
 }
 
 export class Channel {
-  private readonly opts: Required<Omit<ChannelOptions, 'onTransfer'>> & Pick<ChannelOptions, 'onTransfer'>;
+  private readonly opts: Required<Omit<ChannelOptions, 'onTransfer' | 'resume'>> & Pick<ChannelOptions, 'onTransfer'>;
   private nextStream = 1;
   private readonly outgoing = new Map<number, OutgoingStream>();
   private readonly incoming = new Map<number, IncomingStream>();
   private readonly inbox = new AsyncQueue<Envelope>();
   private closedReason: string | null = null;
+  private current: Link;
+  // ---- resume (null when the channel is not resumable) ----
+  private readonly resume: ResumeConfig | null;
+  private phase: Phase = 'attached';
+  /** when the last resume completed (performance.now()), to restart stall timers */
+  private lastResumeAt = -Infinity;
+  private detachedAt = 0;
+  private lostReason = '';
+  private resumeTimer: NodeJS.Timeout | null = null;
+  private pendingLink: Link | null = null;
+  private linkWaiter: (() => void) | null = null;
+  private dialDelay = 0;
+  private nextDialAt = 0;
+  private closing = false;
+  private peerClosed: string | null = null;
+  /** control messages sent / received (application messages only; the channel's own are not counted) */
+  private controlOut = 0;
+  private controlIn = 0;
+  /** control messages the peer has not confirmed, for resending after a resume */
+  private readonly unconfirmed: { seq: number; json: string }[] = [];
+  private cackScheduled = false;
+  /** streams this side received and finished (resumable channels), by id */
+  private readonly endedIncoming = new Map<number, { consumed: number; reason: string | null }>();
+  /** resumes completed and payload bytes sent again because of them */
+  readonly stats = { resumes: 0, resentBytes: 0 };
 
-  constructor(readonly link: Link, opts: ChannelOptions = {}) {
-    this.opts = { ...CHANNEL_DEFAULTS, ...opts };
+  constructor(link: Link, opts: ChannelOptions = {}) {
+    const { resume, ...rest } = opts;
+    this.opts = { ...CHANNEL_DEFAULTS, ...rest };
+    const r: ResumeOptions | null = resume === true ? {} : resume || null;
+    this.resume = r && { ...r, timeoutMs: r.timeoutMs ?? this.opts.stallTimeoutMs, minDelayMs: r.minDelayMs ?? 100, maxDelayMs: r.maxDelayMs ?? 5_000 };
+    this.dialDelay = this.resume?.minDelayMs ?? 0;
+    this.current = link;
     void this.pump();
   }
 
+  /** The link the channel runs over now (a resumable channel's link changes after a reconnection). */
+  get link(): Link {
+    return this.current;
+  }
+
   get peer(): string {
-    return this.link.peer;
+    return this.current.peer;
   }
 
   get isClosed(): boolean {
     return this.closedReason !== null;
   }
 
+  /** Whether the channel is between links (resumable channels only). */
+  get isDetached(): boolean {
+    return this.phase !== 'attached';
+  }
+
   /** Sends a control message, then its payload (if any) under flow control. Resolves when all payload bytes are sent. */
   async send(msg: Record<string, unknown>, payload?: AsyncIterable<Uint8Array>): Promise<void> {
     if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
     if (!payload) {
-      await this.sendFrame({ type: 'control', json: JSON.stringify(msg) });
+      await this.sendControl(JSON.stringify(msg))[1];
       return;
     }
     const id = this.nextStream++;
@@ -249,29 +388,43 @@ export class Channel {
     const waitUntil = async (done: () => boolean, what: string): Promise<void> => {
       while (!done() && !out.cancelled && !this.closedReason) {
         const moved = await out.wait(this.opts.stallTimeoutMs);
-        if (!moved) throw new Error(`sending to ${this.peer} stalled: ${what} for ${this.opts.stallTimeoutMs} ms`);
+        if (!moved && !this.interrupted()) throw new Error(`sending to ${this.peer} stalled: ${what} for ${this.opts.stallTimeoutMs} ms`);
       }
       check();
     };
+    const resumable = this.resume !== null;
     let offset = 0;
     const meter = new ProgressMeter(this.opts.onTransfer, this.peer, id, 'send');
     try {
-      await this.sendFrame({ type: 'control', json: JSON.stringify({ ...msg, [STREAM_FIELD]: id }) });
+      const [seq, announced] = this.sendControl(JSON.stringify({ ...msg, [STREAM_FIELD]: id }));
+      out.announceSeq = seq;
+      await announced;
       for await (const chunk of payload) {
         for (let o = 0; o < chunk.byteLength; o += this.opts.chunkBytes) {
           const piece = chunk.subarray(o, Math.min(o + this.opts.chunkBytes, chunk.byteLength));
-          await waitUntil(() => out.unacked === 0 || out.unacked + piece.byteLength <= this.opts.windowBytes, 'no acknowledgement');
+          await waitUntil(() => this.phase === 'attached' && (out.unacked === 0 || out.unacked + piece.byteLength <= this.opts.windowBytes), 'no acknowledgement');
           const crc = crc32(piece);
           hasher.update(piece);
           out.unacked += piece.byteLength;
           out.retained.push({ offset, bytes: piece, crc });
-          await this.sendFrame({ type: 'data', stream: id, offset, bytes: piece, crc, last: false });
+          out.sent = offset + piece.byteLength;
+          try {
+            await this.current.send({ type: 'data', stream: id, offset, bytes: piece, crc, last: false });
+          } catch (e) {
+            // a resumable channel sends the piece again over the next link
+            if (!resumable || this.closedReason) throw e;
+          }
           offset += piece.byteLength;
           meter.add(piece.byteLength);
         }
       }
+      await waitUntil(() => this.phase === 'attached', 'no link');
       out.final = { offset, digest: hasher.digest('hex') };
-      await this.sendFrame({ type: 'data', stream: id, offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest });
+      try {
+        await this.current.send({ type: 'data', stream: id, offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest });
+      } catch (e) {
+        if (!resumable || this.closedReason) throw e;
+      }
       // keep the pieces until the receiver has them all: a corrupted one may be asked for again
       await waitUntil(() => out.unacked <= 0, 'waiting for the receiver to consume the payload');
       meter.end();
@@ -285,16 +438,44 @@ export class Channel {
     }
   }
 
+  /**
+   * Sends an application control message; returns its sequence number (resumable channels) and
+   * when the link took it. A resumable channel keeps it until the peer confirms it, and only
+   * queues it while between links: the resume sends it, in order.
+   */
+  private sendControl(json: string): [number, Promise<void>] {
+    const frame: Frame = { type: 'control', json };
+    if (!this.resume) return [0, this.current.send(frame)];
+    const seq = ++this.controlOut;
+    this.unconfirmed.push({ seq, json });
+    if (this.phase !== 'attached') return [seq, Promise.resolve()];
+    return [seq, this.current.send(frame).catch(() => undefined)];
+  }
+
+  /** Sends pieces of an outgoing stream again from `offset` (and its closing frame, if sent); returns the payload bytes re-sent. */
+  private resendFrom(id: number, out: OutgoingStream, offset: number): number {
+    let bytes = 0;
+    for (const p of out.retained) {
+      const end = p.offset + p.bytes.byteLength;
+      if (end <= offset) continue;
+      let piece = p;
+      if (p.offset < offset) {
+        const rest = p.bytes.subarray(offset - p.offset);
+        piece = { offset, bytes: rest, crc: crc32(rest) };
+      }
+      bytes += piece.bytes.byteLength;
+      void this.current.send({ type: 'data', stream: id, offset: piece.offset, bytes: piece.bytes, crc: piece.crc, last: false }).catch(() => undefined);
+    }
+    if (out.final) void this.current.send({ type: 'data', stream: id, offset: out.final.offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest }).catch(() => undefined);
+    return bytes;
+  }
+
   /** Resends pieces of an outgoing stream from `offset` (the receiver found one corrupted). */
   private resend(id: number, offset: number): void {
     const out = this.outgoing.get(id);
     if (!out) return;
     out.resends++;
-    for (const p of out.retained) {
-      if (p.offset + p.bytes.byteLength <= offset) continue;
-      void this.sendFrame({ type: 'data', stream: id, offset: p.offset, bytes: p.bytes, crc: p.crc, last: false }).catch(() => undefined);
-    }
-    if (out.final) void this.sendFrame({ type: 'data', stream: id, offset: out.final.offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest }).catch(() => undefined);
+    this.resendFrom(id, out, offset);
   }
 
   /** Incoming control messages, each with its payload. Iterate once. */
@@ -302,13 +483,44 @@ export class Channel {
     return this.inbox.drain();
   }
 
+  /**
+   * Hands a resumable channel a new link to the same peer (the side that accepts connections
+   * calls this; the dialling side uses `resume.redial`). The old link, if still open, is closed;
+   * the streams continue over the new one.
+   */
+  attach(link: Link): void {
+    if (!this.resume) throw new Error(`channel to ${this.peer} is not resumable`);
+    if (this.closedReason) {
+      link.close(`channel closed: ${this.closedReason}`);
+      throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
+    }
+    if (link.peer !== this.peer) throw new Error(`cannot attach a link to ${link.peer} to the channel to ${this.peer}`);
+    const older = this.pendingLink;
+    this.pendingLink = link;
+    older?.close('replaced by a newer link');
+    // a link still up (or one still resuming) makes way: the pump then picks up the new one
+    if (this.phase !== 'detached') this.current.close('replaced by a new link');
+    this.wakeLinkWaiter();
+  }
+
   close(reason = 'closed'): void {
-    this.link.close(reason);
+    if (this.closedReason === null) {
+      this.closing = true;
+      if (this.resume) {
+        if (this.phase === 'attached') {
+          // tell the peer this is the end, not a dropped connection to wait out
+          void this.current.send({ type: 'control', json: JSON.stringify({ [CHANNEL_FIELD]: 'close', reason: reason.slice(0, 4096) }) }).catch(() => undefined);
+        } else {
+          this.shutdown(reason);
+        }
+      }
+    }
+    this.current.close(reason);
   }
 
   /** @internal */
   sendFrame(f: Frame): Promise<void> {
-    return this.link.send(f);
+    return this.current.send(f);
   }
 
   /** @internal */
@@ -316,12 +528,218 @@ export class Channel {
     this.incoming.delete(id);
   }
 
+  /** @internal a received stream is over (consumed to the end, or cancelled with `reason`) */
+  streamEnded(id: number, consumed: number, reason: string | null): void {
+    this.incoming.delete(id);
+    if (!this.resume) return;
+    this.endedIncoming.set(id, { consumed, reason });
+    if (this.endedIncoming.size > ENDED_MEMORY) this.endedIncoming.delete(this.endedIncoming.keys().next().value!);
+  }
+
+  /** @internal whether stall timers should keep waiting: between links, or within a stall timeout of a resume */
+  interrupted(): boolean {
+    return this.phase !== 'attached' || performance.now() - this.lastResumeAt < this.opts.stallTimeoutMs;
+  }
+
   private async pump(): Promise<void> {
+    for (;;) {
+      const link = this.current;
+      let reason: string;
+      try {
+        for await (const f of link.frames()) this.onFrame(f);
+        reason = await Promise.race([link.closed, Promise.resolve('link ended')]);
+      } catch (e) {
+        reason = (e as Error).message;
+      }
+      if (this.closedReason) return;
+      if (!this.resume || this.closing || this.peerClosed !== null) {
+        this.shutdown(this.peerClosed ?? reason);
+        return;
+      }
+      const next = await this.nextLink(reason);
+      if (next === null) return;
+      this.beginResume(next);
+    }
+  }
+
+  /** Waits for a new link (attach() or redial); null if the channel closed meanwhile. */
+  private async nextLink(reason: string): Promise<Link | null> {
+    const r = this.resume!;
+    if (this.phase === 'attached') {
+      this.detachedAt = performance.now();
+      this.lostReason = reason;
+      this.resumeTimer = setTimeout(() => {
+        if (this.phase === 'attached') return;
+        this.shutdown(`link to ${this.peer} lost (${this.lostReason}) and no new link within ${r.timeoutMs} ms`);
+        this.current.close('resume timed out');
+      }, r.timeoutMs);
+      try {
+        r.onLinkLost?.(reason);
+      } catch {
+        /* a listener's failure is not the channel's */
+      }
+    }
+    this.phase = 'detached';
+    for (;;) {
+      if (this.closedReason) return null;
+      if (this.pendingLink) {
+        const l = this.pendingLink;
+        this.pendingLink = null;
+        return l;
+      }
+      const now = performance.now();
+      if (r.redial && now >= this.nextDialAt) {
+        this.nextDialAt = now + this.dialDelay;
+        this.dialDelay = Math.min(this.dialDelay * 2, r.maxDelayMs);
+        try {
+          const l = await r.redial();
+          if (this.closedReason) {
+            l.close(`channel closed: ${this.closedReason}`);
+            return null;
+          }
+          if (l.peer !== this.peer) {
+            l.close('wrong peer');
+            continue;
+          }
+          if (!this.pendingLink) return l;
+          l.close('replaced by a newer link');
+        } catch {
+          /* could not dial: try again after the backoff */
+        }
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const t = r.redial ? setTimeout(done, Math.max(0, this.nextDialAt - performance.now())) : null;
+        const self = this;
+        function done(): void {
+          if (t) clearTimeout(t);
+          self.linkWaiter = null;
+          resolve();
+        }
+        this.linkWaiter = done;
+      });
+    }
+  }
+
+  private wakeLinkWaiter(): void {
+    this.linkWaiter?.();
+  }
+
+  /** Starts over a new link: tells the peer what this side has of each stream, then waits for the peer's word. */
+  private beginResume(link: Link): void {
+    this.current = link;
+    this.phase = 'resuming';
+    const streams: StreamState[] = [];
+    for (const [id, s] of this.incoming) streams.push({ id, received: s.expected, consumed: s.consumed, state: s.complete ? 'complete' : 'open' });
+    for (const [id, e] of this.endedIncoming) {
+      streams.push(e.reason === null ? { id, received: e.consumed, consumed: e.consumed, state: 'done' } : { id, received: e.consumed, consumed: e.consumed, state: 'cancelled', reason: e.reason.slice(0, 4096) });
+    }
+    void link.send({ type: 'control', json: JSON.stringify({ [CHANNEL_FIELD]: 'resume', control: this.controlIn, streams }) }).catch(() => undefined);
+  }
+
+  /** The peer's half of the handshake: resend what it lacks, then carry on. */
+  private onPeerResume(m: ResumeMessage): void {
+    // 1. control messages it missed, in order (stream announcements among them come before their data)
+    this.confirmControl(m.control);
+    for (const c of this.unconfirmed) void this.current.send({ type: 'control', json: c.json }).catch(() => undefined);
+    // 2. each payload stream from the offset it expects next
+    const told = new Map<number, StreamState>();
+    for (const s of m.streams) told.set(s.id, s);
+    let resent = 0;
+    for (const [id, out] of this.outgoing) {
+      const st = told.get(id);
+      told.delete(id);
+      if (!st) {
+        if (out.announceSeq <= m.control) {
+          out.cancelled = 'the receiver lost track of the stream across a reconnection';
+          out.wake();
+        } else {
+          resent += this.resendFrom(id, out, 0); // its announcement is being sent again just above
+        }
+        continue;
+      }
+      if (st.state === 'cancelled') {
+        out.cancelled = st.reason ?? 'cancelled by the receiver';
+        out.wake();
+        continue;
+      }
+      if (st.consumed > st.received || st.received > out.sent || st.consumed < out.ackedTotal) {
+        const reason = `resume state of stream ${id} is inconsistent (received ${st.received}, consumed ${st.consumed}, sent ${out.sent}, acknowledged ${out.ackedTotal})`;
+        out.cancelled = reason;
+        void this.current.send({ type: 'cancel', stream: id, reason }).catch(() => undefined);
+        out.wake();
+        continue;
+      }
+      if (st.consumed > out.ackedTotal) out.acked(st.consumed - out.ackedTotal); // acknowledgements lost with the old link
+      if (st.state === 'open') resent += this.resendFrom(id, out, st.received);
+    }
+    // streams the receiver still waits on that this side no longer sends (their cancel was lost)
+    for (const st of told.values()) {
+      if (st.state === 'open') void this.current.send({ type: 'cancel', stream: st.id, reason: 'the sender no longer has this stream' }).catch(() => undefined);
+    }
+    const seconds = (performance.now() - this.detachedAt) / 1000;
+    this.stats.resumes++;
+    this.stats.resentBytes += resent;
+    this.phase = 'attached';
+    this.lastResumeAt = performance.now();
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
+    this.resumeTimer = null;
+    this.dialDelay = this.resume!.minDelayMs;
+    this.nextDialAt = 0;
+    for (const out of this.outgoing.values()) out.wake();
     try {
-      for await (const f of this.link.frames()) this.onFrame(f);
-      this.shutdown(await Promise.race([this.link.closed, Promise.resolve('link ended')]));
-    } catch (e) {
-      this.shutdown((e as Error).message);
+      this.resume!.onResumed?.({ resentBytes: resent, seconds });
+    } catch {
+      /* a listener's failure is not the channel's */
+    }
+  }
+
+  private confirmControl(n: number): void {
+    while (this.unconfirmed.length > 0 && this.unconfirmed[0]!.seq <= n) this.unconfirmed.shift();
+  }
+
+  /** Confirms received control messages to the peer, at most once per turn of the event loop. */
+  private scheduleCack(): void {
+    if (this.cackScheduled) return;
+    this.cackScheduled = true;
+    setImmediate(() => {
+      this.cackScheduled = false;
+      if (this.phase !== 'attached' || this.closedReason) return;
+      void this.current.send({ type: 'control', json: JSON.stringify({ [CHANNEL_FIELD]: 'cack', control: this.controlIn }) }).catch(() => undefined);
+    });
+  }
+
+  /** A protocol violation by the peer ends the channel (never the process). */
+  private fail(reason: string): void {
+    this.shutdown(reason);
+    this.current.close(reason);
+  }
+
+  private onChannelMessage(raw: Record<string, unknown>): void {
+    const parsed = ChannelMessage.safeParse(raw);
+    if (!parsed.success) {
+      this.fail(`malformed channel message from ${this.peer}: ${describeIssues(parsed.error)}`);
+      return;
+    }
+    const m = parsed.data;
+    switch (m.__channel) {
+      case 'close':
+        this.peerClosed = m.reason;
+        return;
+      case 'cack':
+        this.confirmControl(m.control);
+        return;
+      case 'resume': {
+        if (!this.resume || this.phase !== 'resuming') {
+          // the peer reconnected to a channel this side does not have (expired, or never resumable)
+          const reason = 'cannot resume: no such channel on this side';
+          void this.current.send({ type: 'control', json: JSON.stringify({ [CHANNEL_FIELD]: 'close', reason }) }).catch(() => undefined);
+          this.fail(reason);
+          return;
+        }
+        this.onPeerResume(m);
+        return;
+      }
     }
   }
 
@@ -330,7 +748,7 @@ export class Channel {
       case 'control': {
         if (f.json.length > this.opts.maxControlBytes) {
           this.shutdown(`control message of ${f.json.length} bytes exceeds ${this.opts.maxControlBytes}`);
-          this.link.close('control message too large');
+          this.current.close('control message too large');
           return;
         }
         let msg: unknown;
@@ -339,7 +757,16 @@ export class Channel {
         } catch {
           msg = null;
         }
-        if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) {
+        const isObject = typeof msg === 'object' && msg !== null && !Array.isArray(msg);
+        if (isObject && typeof (msg as Record<string, unknown>)[CHANNEL_FIELD] === 'string') {
+          this.onChannelMessage(msg as Record<string, unknown>);
+          return;
+        }
+        if (this.resume) {
+          this.controlIn++;
+          this.scheduleCack();
+        }
+        if (!isObject) {
           // a malformed message is dropped, never fatal for the receiver
           this.inbox.push({ msg: { type: '__malformed', raw: f.json.slice(0, 200) }, payload: null });
           return;
@@ -357,8 +784,9 @@ export class Channel {
       }
       case 'data': {
         const s = this.incoming.get(f.stream);
-        if (!s) return; // cancelled or unknown: drop
-        if (s.accept(f)) this.incoming.delete(f.stream);
+        if (!s || s.complete) return; // cancelled, finished or unknown: drop
+        // a resumable channel remembers a complete stream until its consumer is done with it
+        if (s.accept(f) && !this.resume) this.incoming.delete(f.stream);
         return;
       }
       case 'ack': {
@@ -390,6 +818,11 @@ export class Channel {
   private shutdown(reason: string): void {
     if (this.closedReason) return;
     this.closedReason = reason;
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
+    this.resumeTimer = null;
+    this.pendingLink?.close(reason);
+    this.pendingLink = null;
+    this.wakeLinkWaiter();
     for (const s of this.incoming.values()) s.queue.end(new Error(`channel to ${this.peer} closed: ${reason}`));
     this.incoming.clear();
     for (const s of this.outgoing.values()) s.wake();

@@ -21,7 +21,14 @@ export interface PeerIdentity {
 export interface ConnectInfo {
   purpose: 'session' | 'job';
   jobId: string | null;
+  /**
+   * metadata x-flotilla-channel: the dialling side's name for the channel this call carries,
+   * the same on every reconnection, so a resumable channel can be handed its new link
+   */
+  channelId: string | null;
 }
+
+const CHANNEL_ID = /^[A-Za-z0-9_-]{8,64}$/;
 
 export interface GrpcServerHandlers {
   /** A site opened a Connect call. Return a reason to refuse it, or null to keep the link. */
@@ -114,7 +121,9 @@ export class GrpcServer {
         void reason;
       },
     });
-    const refused = this.opts.handlers.onConnect(link, id, { purpose, jobId: purpose === 'job' ? jobId : null });
+    const channelId = metaString(call.metadata, 'x-flotilla-channel');
+    if (channelId !== null && !CHANNEL_ID.test(channelId)) return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-channel must be 8 to 64 letters, digits, "_" or "-"');
+    const refused = this.opts.handlers.onConnect(link, id, { purpose, jobId: purpose === 'job' ? jobId : null, channelId });
     if (refused !== null) {
       link.close(refused, refused);
       this.log.warn({ site: id.name, refused }, 'connection refused');
