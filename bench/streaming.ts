@@ -7,13 +7,16 @@
  *   container  tensor stream encoded/decoded piece by piece, relayed back by the client
  *   file       safetensors file on disk → file on the client → file on the server
  *
- * Baseline in the same run: a plain Node `tls` socket between two processes,
- * same certificates, same bytes (bench/streaming/tls-peer.ts), sequential for
- * regular/file and relayed for container. Each process reports its own peak
+ * Baselines in the same run: a plain Node `tls` socket between two processes,
+ * same certificates, same bytes (bench/streaming/tls-peer.ts), and the bare gRPC
+ * Link without the Channel (bench/streaming/link-peer.ts); sequential for
+ * regular/file, relayed for container. Each process reports its own peak
  * RSS (VmHWM) and CPU time. Prints one JSON object; progress goes to stderr.
  *
  *   nice node --import tsx bench/streaming.ts --sizes 1,4 [--modes regular,container,file]
- *     [--chunk-mib 1] [--window-mib 64] [--h2-window 0] [--dir /tmp/...] [--out result.json]
+ *     [--chunk-mib 1] [--window-mib 64] [--h2-window 4194304 (both ends; 0 = wire.ts defaults)] [--baseline tls,link|none] [--dir /tmp/...] [--out result.json]
+ *     [--back no]        container mode one way (server → client, hashed on arrival), for the 128 GB run
+ *     [--progress FILE]  each process appends a progress line every 15 s (bytes, GB/s, peak RSS)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -32,9 +35,11 @@ const f = flags(process.argv.slice(2), {
   modes: 'regular,container,file',
   'chunk-mib': '1',
   'window-mib': '64',
-  'h2-window': '0',
+  'h2-window': String(4 << 20),
   seed: '1',
-  baseline: 'yes',
+  baseline: 'tls,link',
+  back: 'yes',
+  progress: '',
   dir: join(tmpdir(), 'flotilla-bench-streaming'),
   out: '',
 });
@@ -42,6 +47,8 @@ const sizes = f.sizes.split(',').map((s) => num(s, '--sizes'));
 const modes = f.modes.split(',');
 for (const m of modes) if (!['regular', 'container', 'file'].includes(m)) throw new Error(`--modes: unknown mode "${m}"`);
 const seed = Number(f.seed);
+const baselines = f.baseline === 'none' ? [] : f.baseline.split(',');
+for (const b of baselines) if (b !== 'tls' && b !== 'link') throw new Error(`--baseline: unknown baseline "${b}" (tls, link or none)`);
 const dir = f.dir;
 mkdirSync(dir, { recursive: true });
 
@@ -126,6 +133,19 @@ function figures(r: { server: Record<string, number | string>; client: Record<st
   const s2c = (c.tRecv! - s.t0!) / 1000;
   const c2s = (s.tBack! - c.tSendStart!) / 1000;
   const total = (s.tBack! - s.t0!) / 1000;
+  if (s.bytesBack === 0) {
+    // one way (--back no): server → client only
+    return {
+      bytes,
+      direction: 'server → client only',
+      serverPeakMB: s.peakRssMB,
+      clientPeakMB: c.peakRssMB,
+      serverCpuSeconds: round(s.cpuSeconds!, 1),
+      clientCpuSeconds: round(c.cpuSeconds!, 1),
+      serverToClient: { seconds: round(s2c, 2), GBps: round(bytes / GB / s2c) },
+      endToEnd: { ok: r.server.hashSent === r.client.hashReceived && c.bytesReceived === bytes, xxhash64Sent: r.server.hashSent, xxhash64Received: r.client.hashReceived },
+    };
+  }
   return {
     bytes,
     serverPeakMB: s.peakRssMB,
@@ -161,7 +181,8 @@ async function modelFile(size: number, bytes: number): Promise<string> {
 
 const certs = await makeCerts();
 const common = ['--seed', String(seed), '--certs', certs, '--dir', dir];
-const flotillaArgs = [...common, '--chunk-mib', f['chunk-mib'], '--window-mib', f['window-mib'], '--h2-window', f['h2-window']];
+const flotillaArgs = [...common, '--chunk-mib', f['chunk-mib'], '--window-mib', f['window-mib'], '--h2-window', f['h2-window'], '--back', f.back, ...(f.progress ? ['--progress', f.progress] : [])];
+if (f.back === 'no' && (modes.join() !== 'container' || baselines.length > 0)) throw new Error('--back no runs container mode only, without baselines (--modes container --baseline none)');
 const runs: Record<string, unknown>[] = [];
 const started = Date.now();
 
@@ -171,12 +192,14 @@ for (const size of sizes) {
   const bytes = buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors);
   const model = { sizeGB: size, bytes, tensors: tensors.length, largestTensorBytes: Math.max(...tensors.map((t) => layoutBytes([t]))) };
   const baseline: Record<string, Record<string, unknown>> = {};
-  if (f.baseline === 'yes') {
-    const wanted = new Set(modes.map((m) => (m === 'container' ? 'relay' : 'seq')));
+  const wanted = new Set(modes.map((m) => (m === 'container' ? 'relay' : 'seq')));
+  for (const kind of baselines) {
     for (const bm of wanted) {
-      log(`${size} GB: plain TLS baseline (${bm})`);
-      baseline[bm] = { mode: `tls-${bm}`, ...figures(await pair('tls-peer.ts', ['--mode', bm, '--bytes', String(bytes), ...common]), bytes) };
-      runs.push({ model, ...baseline[bm] });
+      log(`${size} GB: ${kind} baseline (${bm})`);
+      const script = kind === 'tls' ? 'tls-peer.ts' : 'link-peer.ts';
+      const args = ['--mode', bm, '--bytes', String(bytes), ...common, ...(kind === 'link' ? ['--chunk-mib', f['chunk-mib'], '--h2-window', f['h2-window']] : [])];
+      baseline[`${kind}-${bm}`] = { mode: `${kind}-${bm}`, ...figures(await pair(script, args), bytes) };
+      runs.push({ model, ...baseline[`${kind}-${bm}`] });
       log(JSON.stringify(runs.at(-1)));
     }
   }
@@ -207,16 +230,15 @@ for (const size of sizes) {
     }
     log(`${size} GB: flotilla ${mode}`);
     const fig = figures(await pair('peer.ts', ['--mode', mode, '--bytes', String(dataBytes), ...flotillaArgs, ...extra]), bytes);
-    const base = baseline[mode === 'container' ? 'relay' : 'seq'];
-    const vsTls = base
-      ? {
-          // sequential modes compare each direction; the relay compares the round trip
-          fractionOfTls:
-            mode === 'container'
-              ? round((base.roundTripSeconds as number) / (fig.roundTripSeconds as number), 2)
-              : round(((fig.serverToClient as { GBps: number }).GBps + (fig.clientToServer as { GBps: number }).GBps) / ((base.serverToClient as { GBps: number }).GBps + (base.clientToServer as { GBps: number }).GBps), 2),
-        }
-      : {};
+    const kind = mode === 'container' ? 'relay' : 'seq';
+    // sequential modes compare the mean of the two directions' GB/s; the relay compares the round trip
+    const fraction = (base: Record<string, unknown> | undefined): number | undefined => {
+      if (!base) return undefined;
+      if (mode === 'container') return round((base.roundTripSeconds as number) / (fig.roundTripSeconds as number), 2);
+      const rate = (x: Record<string, unknown>): number => (x.serverToClient as { GBps: number }).GBps + (x.clientToServer as { GBps: number }).GBps;
+      return round(rate(fig) / rate(base), 2);
+    };
+    const vsTls = { fractionOfTls: fraction(baseline[`tls-${kind}`]), fractionOfLink: fraction(baseline[`link-${kind}`]) };
     runs.push({ model, mode, ...fig, ...vsTls });
     log(JSON.stringify(runs.at(-1)));
   }
@@ -225,7 +247,7 @@ rmSync(join(dir, 'certs'), { recursive: true, force: true });
 
 const result = {
   bench: 'streaming',
-  settings: { chunkMiB: Number(f['chunk-mib']), windowMiB: Number(f['window-mib']), h2WindowBytes: Number(f['h2-window']) || 'grpc-js default (65535)', seed },
+  settings: { chunkMiB: Number(f['chunk-mib']), windowMiB: Number(f['window-mib']), h2WindowBytes: Number(f['h2-window']) || 'wire.ts default (client 4 MiB, server 65535)', seed },
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGB: round(totalmem() / GB, 1), node: process.version, nice: getPriority(), loadAverageAtStart: loadavg().map((x) => round(x, 2)) },
   seconds: round((Date.now() - started) / 1000, 1),
   runs,

@@ -1,5 +1,8 @@
 /** Small helpers shared by the bench/streaming processes. */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type * as Http2 from 'node:http2';
+import { CHANNEL_OPTIONS } from '../../src/transport/grpc/wire.ts';
 import { createXXHash64, type IHasher } from 'hash-wasm';
 
 /** Peak resident set of this process so far, in MB (VmHWM from /proc). */
@@ -63,4 +66,24 @@ export function num(v: string, what: string): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new Error(`${what} must be a positive number, got "${v}"`);
   return n;
+}
+
+/**
+ * Experiment (bench only): an HTTP/2 flow-control window of `bytes` (stream and
+ * connection) instead of grpc-js's 64 KiB default. grpc-js honours
+ * grpc-node.flow_control_window on the client only; the server gets it by
+ * wrapping http2.createSecureServer. BENCH_H2_SIDE=client|server limits it to one end.
+ */
+export function applyH2Window(bytes: number): void {
+  if (!(bytes > 0)) return;
+  const side = process.env.BENCH_H2_SIDE ?? 'both';
+  if (side !== 'server') (CHANNEL_OPTIONS as Record<string, unknown>)['grpc-node.flow_control_window'] = bytes;
+  if (side === 'client') return;
+  const http2 = createRequire(import.meta.url)('node:http2') as typeof Http2;
+  const orig = http2.createSecureServer;
+  (http2 as { createSecureServer: unknown }).createSecureServer = (opts: Http2.SecureServerOptions, ...rest: unknown[]) => {
+    const s = (orig as (...a: unknown[]) => Http2.Http2SecureServer)({ ...opts, settings: { ...opts.settings, initialWindowSize: bytes } }, ...rest);
+    s.on('session', (session) => session.once('remoteSettings', () => session.setLocalWindowSize(bytes)));
+    return s;
+  };
 }

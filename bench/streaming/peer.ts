@@ -11,19 +11,17 @@
  *   file       a safetensors file streamed from disk, written to a file on the
  *              client, which then streams that file back to a file on the server
  */
-import { createRequire } from 'node:module';
-import { readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildHeader } from '../../src/core/safetensors-header.ts';
 import { fileSource } from '../../src/core/model-source.ts';
 import { writeStreamToFile } from '../../src/core/safetensors.ts';
 import { type TensorStream, decodeStream, encodeStream } from '../../src/core/tensor-stream.ts';
-import { Channel, type Envelope } from '../../src/streaming/channel.ts';
+import { Channel, type Envelope, type TransferProgress } from '../../src/streaming/channel.ts';
 import { GrpcClient } from '../../src/transport/grpc/client.ts';
 import { GrpcServer } from '../../src/transport/grpc/server.ts';
-import { CHANNEL_OPTIONS } from '../../src/transport/grpc/wire.ts';
 import type { Link } from '../../src/transport/link.ts';
-import { Tap, cpuSeconds, flags, now, num, peakRssMB } from './common.ts';
+import { Tap, applyH2Window, cpuSeconds, flags, now, num, peakRssMB } from './common.ts';
 import { META, layoutBytes, modelLayout, syntheticStream } from './model.ts';
 
 const f = flags(process.argv.slice(2), {
@@ -38,28 +36,19 @@ const f = flags(process.argv.slice(2), {
   file: '',
   dir: '',
   'h2-window': '0',
+  back: 'yes',
+  progress: '',
 });
+if (f.back !== 'yes' && f.back !== 'no') throw new Error(`--back must be yes or no, got "${f.back}"`);
 const MIB = 1 << 20;
 const chunkBytes = Math.round(num(f['chunk-mib'], '--chunk-mib') * MIB);
 const windowBytes = Math.round(num(f['window-mib'], '--window-mib') * MIB);
 const mode = f.mode;
 if (mode !== 'regular' && mode !== 'container' && mode !== 'file') throw new Error(`--mode must be regular, container or file, got "${mode}"`);
+if (f.back === 'no' && mode !== 'container') throw new Error('--back no is for container mode only');
 const pem = (name: string): string => readFileSync(join(f.certs, name), 'utf8');
 
-// Experiment (bench only): a larger HTTP/2 flow-control window than grpc-js's 64 KiB default.
-// grpc-js honours grpc-node.flow_control_window on the client only; the server gets it by patching http2.
-const h2Window = Number(f['h2-window']);
-const h2Side = process.env.BENCH_H2_SIDE ?? 'both';
-if (h2Window > 0 && h2Side !== 'server') (CHANNEL_OPTIONS as Record<string, unknown>)['grpc-node.flow_control_window'] = h2Window;
-if (h2Window > 0 && h2Side !== 'client') {
-  const http2 = createRequire(import.meta.url)('node:http2') as typeof import('node:http2');
-  const orig = http2.createSecureServer;
-  (http2 as { createSecureServer: unknown }).createSecureServer = (opts: import('node:http2').SecureServerOptions, ...rest: unknown[]) => {
-    const s = (orig as (...a: unknown[]) => import('node:http2').Http2SecureServer)({ ...opts, settings: { ...opts.settings, initialWindowSize: h2Window } }, ...rest);
-    s.on('session', (session) => session.once('remoteSettings', () => session.setLocalWindowSize(h2Window)));
-    return s;
-  };
-}
+applyH2Window(Number(f['h2-window']));
 
 async function* once(b: Uint8Array): AsyncGenerator<Uint8Array> {
   yield b;
@@ -91,7 +80,16 @@ async function nextEnvelope(it: AsyncIterator<Envelope>, type: string): Promise<
   return r.value;
 }
 
-const channelOpts = { chunkBytes, windowBytes };
+/** With --progress FILE: one line per transfer every 15 s and at its end (bytes, rate, peak RSS). */
+let lastProgress = 0;
+const onTransfer = (t: TransferProgress): void => {
+  const at = performance.now();
+  if (!t.done && at - lastProgress < 15_000) return;
+  lastProgress = at;
+  const line = `${new Date().toISOString()} ${f.role} ${t.direction} ${(t.bytes / 1e9).toFixed(2)} GB in ${t.seconds.toFixed(0)} s (${(t.bytes / 1e9 / Math.max(t.seconds, 1e-3)).toFixed(3)} GB/s) peak RSS ${peakRssMB()} MB${t.done ? ' done' : ''}\n`;
+  appendFileSync(f.progress, line);
+};
+const channelOpts = { chunkBytes, windowBytes, ...(f.progress && { onTransfer }) };
 
 async function server(): Promise<Record<string, unknown>> {
   let gotLink!: (l: Link) => void;
@@ -145,12 +143,19 @@ async function server(): Promise<Record<string, unknown>> {
   } else if (mode === 'container') {
     t0 = now();
     const sending = ch.send({ type: 'model' }, out.through(encodeStream(syntheticStream(tensors, seed, chunkBytes)))).then(() => now());
+    if (f.back === 'no') {
+      // one way: the client only hashes what it decodes and says when it is done
+      tSent = await sending;
+      await nextEnvelope(inbox, 'received');
+      tBack = now();
+    } else {
     const env = await nextEnvelope(inbox, 'back');
     const decoded = await decodeStream(back.through(env.payload!), { chunkBytes });
     r.tensors = decoded.header.tensors.length;
     r.dataBytesBack = await drain(decoded);
     tBack = now();
     tSent = await sending;
+    }
   } else {
     const src = await fileSource(f.file);
     t0 = now();
@@ -196,6 +201,14 @@ async function client(): Promise<Record<string, unknown>> {
     tRecv = now();
     tSendStart = now();
     await ch.send({ type: 'back', bytes: total }, once(buf));
+  } else if (mode === 'container' && f.back === 'no') {
+    const decoded = await decodeStream(got.through(env.payload!), { chunkBytes });
+    await drain(decoded);
+    tRecv = now();
+    tSendStart = tRecv;
+    await ch.send({ type: 'received', bytes: got.bytes });
+    // the server closes the channel once it has this message
+    await inbox.next();
   } else if (mode === 'container') {
     const decoded = await decodeStream(got.through(env.payload!), { chunkBytes });
     tSendStart = now();

@@ -27,7 +27,8 @@ async function pour(sock: tls.TLSSocket, tap: Tap): Promise<void> {
     const b = new Uint8Array(Math.min(chunk, total - at));
     gen.fill(b, at);
     tap.update(b);
-    if (!sock.write(b)) await new Promise<void>((r) => sock.once('drain', r));
+    // the peer may close as soon as it has every byte, before this side sees 'drain'
+    if (!sock.write(b)) await new Promise<void>((r) => (sock.once('drain', r), sock.once('close', r)));
   }
 }
 

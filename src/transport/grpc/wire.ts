@@ -130,4 +130,10 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,
+  // HTTP/2 receive window (stream and connection) of 4 MiB instead of 64 KiB: a 1 MiB
+  // chunk no longer waits for 16 WINDOW_UPDATE round trips (bench/streaming: ~40% less
+  // CPU for the same bytes). grpc-js applies it on the client end only (downloads); the
+  // server keeps 64 KiB. Not larger: with 8 MiB windows on both ends a full-duplex call
+  // over loopback deadlocked (both ends' socket buffers full, neither reading).
+  'grpc-node.flow_control_window': 4 << 20,
 };

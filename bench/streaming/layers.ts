@@ -1,0 +1,16 @@
+import { crc32 } from 'node:zlib';
+import { createXXHash64 } from 'hash-wasm';
+import { loadProto, toWire, fromWire } from '../../src/transport/grpc/wire.ts';
+const MB = 1 << 20; const N = 256;
+const buf = new Uint8Array(MB); for (let i = 0; i < MB; i++) buf[i] = i * 7;
+const t = (name: string, fn: () => void) => { const c0 = process.cpuUsage(); const s = performance.now(); for (let i = 0; i < N; i++) fn(); const ms = performance.now() - s; const c = process.cpuUsage(c0); console.log(`${name}: ${(N / 1024 / (ms / 1000)).toFixed(2)} GB/s wall, cpu ${((c.user + c.system) / 1e3 / N).toFixed(3)} ms/MiB`); };
+t('crc32', () => crc32(buf));
+const h = await createXXHash64(); h.init();
+t('xxhash64', () => h.update(buf));
+t('alloc+copy', () => { const b = new Uint8Array(MB); b.set(buf); });
+const pkg = loadProto(); const def = (pkg.Federation.service as any).Connect;
+const frame = { type: 'data' as const, stream: 1, bytes: buf, last: false, offset: 123456789, crc: 1234 };
+let ser: Buffer = Buffer.alloc(0);
+t('protobuf serialize', () => { ser = def.requestSerialize(toWire(frame)); });
+t('protobuf deserialize+fromWire', () => { const w = def.requestDeserialize(ser); fromWire(w); });
+const w = def.requestDeserialize(ser); console.log('byteOffset of decoded bytes', (w.data.bytes as Buffer).byteOffset, (w.data.bytes as Buffer).buffer === ser.buffer);
