@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomFillSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { type Server, type Socket, createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -21,6 +20,7 @@ import type { GrpcLink } from '../src/transport/grpc/link.ts';
 import { GrpcServer } from '../src/transport/grpc/server.ts';
 import { linkPair } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';
+import { CuttableProxy } from './helpers/cuttable-proxy.ts';
 
 const MIB = 1 << 20;
 const CHUNK = 64 << 10;
@@ -336,38 +336,6 @@ describe('resume after a dropped link (in-memory link)', () => {
 });
 
 // ---- over gRPC with mutual TLS on loopback -------------------------------------------------
-
-/** A TCP forwarder between the client and the server, whose connections can be cut. */
-class CuttableProxy {
-  private readonly sockets = new Set<Socket>();
-  private server!: Server;
-  port = 0;
-  cuts = 0;
-  async start(target: number): Promise<void> {
-    this.server = createServer((c) => {
-      const u = netConnect(target, '127.0.0.1');
-      for (const s of [c, u]) {
-        s.setNoDelay(true); // as grpc-js does on its own sockets: no Nagle delays on small frames
-        this.sockets.add(s);
-        s.on('close', () => this.sockets.delete(s));
-        s.on('error', () => undefined);
-      }
-      c.pipe(u);
-      u.pipe(c);
-    });
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.port = (this.server.address() as { port: number }).port;
-  }
-  /** Kills every connection through the proxy (both directions lose what is in flight). */
-  cut(): void {
-    this.cuts++;
-    for (const s of this.sockets) s.destroy();
-  }
-  close(): Promise<void> {
-    this.cut();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
 
 describe('over gRPC with mutual TLS on loopback (8 MiB model, 64 KiB chunks)', () => {
   let server: GrpcServer;

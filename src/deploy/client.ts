@@ -5,6 +5,7 @@
  * is built from it exactly as in the simulator, and the job runs over its own
  * gRPC call through runSite().
  */
+import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { ClientConfig, Kit } from '../provision/kit.ts';
 import { createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
@@ -27,6 +28,8 @@ export interface FederationClientOptions {
   onConnected?: () => void;
   /** largest job folder accepted from the server */
   maxJobBytes?: number;
+  /** how long a dropped session tries to resume (same channel, new call) before starting over (default 30 s) */
+  sessionResumeMs?: number;
 }
 
 export class FederationClient {
@@ -92,8 +95,17 @@ export class FederationClient {
   }
 
   private async sessionOnce(): Promise<void> {
-    const link = this.grpc.connect({ 'x-flotilla-purpose': 'session' });
-    const channel = new Channel(link);
+    // A dropped connection resumes the same session over a new call (the channel id tells the
+    // server which session it is); only if that fails within sessionResumeMs does run() start over.
+    const md = { 'x-flotilla-purpose': 'session', 'x-flotilla-channel': randomBytes(12).toString('base64url') };
+    const channel = new Channel(this.grpc.connect(md), {
+      resume: {
+        timeoutMs: this.opts.sessionResumeMs ?? 30_000,
+        redial: () => this.grpc.connect(md),
+        onLinkLost: (reason) => this.log.warn({ reason }, 'session connection lost; resuming'),
+        onResumed: (r) => this.log.info({ seconds: +r.seconds.toFixed(3) }, 'session resumed'),
+      },
+    });
     this.session = channel;
     let heartbeat: NodeJS.Timeout | null = null;
     try {
@@ -128,7 +140,7 @@ export class FederationClient {
             break;
         }
       }
-      throw new Error(`session closed: ${await link.closed}`);
+      throw new Error(`session closed: ${channel.closeReason ?? (await channel.link.closed)}`);
     } finally {
       if (heartbeat) clearInterval(heartbeat);
       channel.close('session over');

@@ -49,6 +49,8 @@ interface Session {
   site: string;
   org: string;
   channel: Channel;
+  /** the site's name for the session's channel (x-flotilla-channel): a reconnection naming it resumes the session */
+  channelId: string | null;
   connectedAt: string;
   lastSeen: number;
   runningJobs: string[];
@@ -147,9 +149,14 @@ export class FederationServer {
     this.store.close();
   }
 
+  /** Sites whose session has a connection now (one that dropped and is resuming does not count). */
+  private liveSites(): string[] {
+    return naturalSort([...this.sessions.values()].filter((s) => !s.channel.isDetached).map((s) => s.site));
+  }
+
   /** Connected sites, in natural order. */
   siteList(): { site: string; org: string; connectedAt: string; lastSeenMsAgo: number; runningJobs: string[] }[] {
-    return naturalSort(this.sessions.keys()).map((k) => {
+    return this.liveSites().map((k) => {
       const s = this.sessions.get(k)!;
       return { site: s.site, org: s.org, connectedAt: s.connectedAt, lastSeenMsAgo: Date.now() - s.lastSeen, runningJobs: s.runningJobs };
     });
@@ -159,7 +166,16 @@ export class FederationServer {
 
   private onConnect(link: GrpcLink, peer: PeerIdentity, info: ConnectInfo): string | null {
     if (info.purpose === 'session') {
-      void this.serveSession(new Channel(link), peer);
+      const live = this.sessions.get(peer.name);
+      if (info.channelId !== null && live?.channelId === info.channelId && !live.channel.isClosed) {
+        // the same site's session over a new call: it continues where it stopped
+        live.channel.attach(link);
+        this.log.info({ site: peer.name }, 'session resumed over a new connection');
+        return null;
+      }
+      // a site that names its channel can resume it; waiting longer than the heartbeat timeout is pointless
+      const resume = info.channelId !== null ? { timeoutMs: this.opts.kit.config.heartbeatTimeoutSeconds * 1000, onResumed: () => void this.schedule() } : undefined;
+      void this.serveSession(new Channel(link, resume ? { resume } : {}), peer, info.channelId);
       return null;
     }
     const job = this.running.get(info.jobId ?? '');
@@ -169,7 +185,7 @@ export class FederationServer {
     return null;
   }
 
-  private async serveSession(channel: Channel, peer: PeerIdentity): Promise<void> {
+  private async serveSession(channel: Channel, peer: PeerIdentity, channelId: string | null): Promise<void> {
     let session: Session | null = null;
     const send = (m: ServerToSite): Promise<void> => channel.send(m);
     try {
@@ -201,7 +217,7 @@ export class FederationServer {
             old.channel.close('replaced by a new session of the same site');
             this.dropSession(old);
           }
-          session = { site: peer.name, org: peer.org, channel, connectedAt: new Date().toISOString(), lastSeen: Date.now(), runningJobs: [] };
+          session = { site: peer.name, org: peer.org, channel, channelId, connectedAt: new Date().toISOString(), lastSeen: Date.now(), runningJobs: [] };
           this.sessions.set(peer.name, session);
           await send({ type: 'welcome', site: peer.name, heartbeatSeconds: Math.max(1, this.opts.kit.config.heartbeatTimeoutSeconds / 4) });
           this.log.info({ site: peer.name, org: peer.org }, 'site connected');
@@ -249,7 +265,7 @@ export class FederationServer {
         setImmediate(() => void this.schedule());
         return;
       }
-      if (this.sessions.size < minClients) return; // a site connecting calls schedule() again
+      if (this.liveSites().length < minClients) return; // a site connecting (or resuming) calls schedule() again
       void this.runJob(next);
     } finally {
       this.scheduling = false;
@@ -259,7 +275,7 @@ export class FederationServer {
   private async runJob(rec: JobRecord): Promise<void> {
     const dir = this.jobDir(rec.id);
     const app = join(dir, 'app');
-    const sites = naturalSort(this.sessions.keys());
+    const sites = this.liveSites();
     const sws = new ServerWorkspace(join(dir, 'workspace'));
     const log = fileLogger(join(sws.serverDir, 'log.jsonl'), 'server');
     const hub = new JobHub();

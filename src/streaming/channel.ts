@@ -364,6 +364,11 @@ export class Channel {
     return this.closedReason !== null;
   }
 
+  /** Why the channel closed, once it has. */
+  get closeReason(): string | null {
+    return this.closedReason;
+  }
+
   /** Whether the channel is between links (resumable channels only). */
   get isDetached(): boolean {
     return this.phase !== 'attached';
