@@ -3,21 +3,24 @@
  * disk (`--offload`): server memory no longer depends on model size, only on
  * the chunk size.
  *
- * Each result is first streamed to a temporary safetensors file (so a result
- * that breaks off mid-stream is simply dropped, counting for nothing), then
- * folded into the float32 accumulator file chunk by chunk. The results of a
- * round are taken one at a time (the others wait under the channel's flow
- * control), so at most one temporary file exists at a time.
+ * Each result's tensors are staged one at a time in a scratch file of that
+ * result, and a tensor is folded into the float32 accumulator file (chunk by
+ * chunk) once it is complete, so a result that breaks off mid-stream leaves
+ * every tensor either fully counted or not at all (weights are kept per
+ * tensor), as in WeightedAverage. Results of a round are read concurrently as
+ * they arrive; only the folds take turns. Disk: the accumulator plus, per
+ * result in flight, one staged tensor.
  */
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { dtypeSize, floatReader, floatWriter, allocate, viewAs } from '../core/dtypes.ts';
+import { type DType, dtypeSize, floatReader, floatWriter, allocate, viewAs } from '../core/dtypes.ts';
 import type { ParamsType } from '../core/fl-model.ts';
-import { SafetensorsFile, SafetensorsWriter, writeStreamToFile } from '../core/safetensors.ts';
+import { SafetensorsFile, SafetensorsWriter } from '../core/safetensors.ts';
 import type { TensorEntry } from '../core/safetensors-header.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
 import { numel } from '../core/tensor.ts';
+import { FifoLock } from './fifo-lock.ts';
 import { AggregationError } from './weighted-average.ts';
 
 const CHUNK_ELEMS = 1 << 18; // 1 MiB of float32 per step
@@ -35,6 +38,7 @@ export class OffloadedAverage {
   private contributions = 0;
   private total = 0;
   private done = false;
+  private readonly lock = new FifoLock();
 
   private constructor(private readonly global: SafetensorsFile, private readonly acc: FileHandle, private readonly dir: string, private readonly accPath: string) {
     let start = 0;
@@ -73,31 +77,51 @@ export class OffloadedAverage {
         throw new AggregationError(`tensor "${t.name}": result shape [${t.shape.join(', ')}] differs from global [${s.entry.shape.join(', ')}]`);
       }
     }
-    const tmp = join(this.dir, `result-${randomBytes(4).toString('hex')}.safetensors`);
+    // Each result stages one tensor at a time in its own scratch file (disk: the largest tensor
+    // per result in flight) and folds it into the accumulator under a lock, so concurrent
+    // results are read as they arrive and take turns only for the fold itself.
+    const stagePath = join(this.dir, `stage-${randomBytes(4).toString('hex')}.bin`);
+    const stage = await open(stagePath, 'w+');
+    const diff = paramsType === 'DIFF';
     try {
-      await writeStreamToFile(tmp, stream, { durable: false });
-      const result = await SafetensorsFile.open(tmp);
-      try {
-        for (const e of result.header.tensors) await this.fold(result, e, weight, paramsType === 'DIFF');
-      } finally {
-        await result.close();
+      let current = -1;
+      let filled = 0;
+      for await (const p of stream.pieces()) {
+        const info = stream.header.tensors[p.index]!;
+        if (p.index !== current) {
+          current = p.index;
+          filled = 0;
+        }
+        await writeFrom(stage, p.bytes, p.bytes.byteLength, p.offset);
+        filled += p.bytes.byteLength;
+        if (filled === numel(info.shape) * dtypeSize(info.dtype)) {
+          const read = async (offset: number, length: number): Promise<Uint8Array> => {
+            const buf = new Uint8Array(length);
+            await readInto(stage, buf, length, offset);
+            return buf;
+          };
+          await this.lock.run(() => this.fold(read, info.name, info.dtype, weight, diff));
+        }
       }
     } finally {
-      await rm(tmp, { force: true });
+      await stage.close().catch(() => undefined);
+      await rm(stagePath, { force: true });
     }
     this.contributions++;
     this.total += weight;
   }
 
-  private async fold(result: SafetensorsFile, e: TensorEntry, w: number, diff: boolean): Promise<void> {
-    const s = this.slots.get(e.name)!;
-    const size = dtypeSize(e.dtype);
+  /** Folds one complete tensor of a result, read through `read(byteOffset, length)`, into the accumulator. */
+  private async fold(read: (offset: number, length: number) => Promise<Uint8Array>, name: string, dtype: DType, w: number, diff: boolean): Promise<void> {
+    const e = { name, dtype };
+    const s = this.slots.get(name)!;
+    const size = dtypeSize(dtype);
     const gsize = dtypeSize(s.entry.dtype);
     const acc = new Float32Array(CHUNK_ELEMS);
     const accBytes = new Uint8Array(acc.buffer);
     for (let i = 0; i < s.n; i += CHUNK_ELEMS) {
       const m = Math.min(CHUNK_ELEMS, s.n - i);
-      const xs = viewAs(e.dtype, await result.readRange(e.name, i * size, m * size));
+      const xs = viewAs(e.dtype, await read(i * size, m * size));
       const gs = diff ? viewAs(s.entry.dtype, await this.global.readRange(e.name, i * gsize, m * gsize)) : null;
       const pos = (s.accStart + i) * 4;
       if (s.weight > 0) await readInto(this.acc, accBytes, m * 4, pos);

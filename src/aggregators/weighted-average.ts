@@ -5,7 +5,8 @@
  * in one scratch buffer and folded when the tensor is complete, so a result
  * that breaks off mid-stream leaves every tensor either fully counted or not
  * at all (weights are kept per tensor). Memory: the global model, one float32
- * accumulator, and one scratch buffer the size of the largest tensor.
+ * accumulator, and one scratch buffer the size of the largest tensor. Several
+ * results may be added concurrently: they take turns tensor by tensor.
  *
  * FULL results are averaged as they are; a DIFF result d counts as global + d,
  * so FULL and DIFF results can be mixed in one round. Tensors a client leaves
@@ -15,6 +16,7 @@
 import { type DType, dtypeSize, floatReader, floatWriter, viewAs, allocate } from '../core/dtypes.ts';
 import type { ParamsType } from '../core/fl-model.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
+import { FifoLock } from './fifo-lock.ts';
 import { type TensorDict, numel } from '../core/tensor.ts';
 
 export class AggregationError extends Error {
@@ -33,6 +35,7 @@ interface Slot {
 export class WeightedAverage {
   private readonly slots = new Map<string, Slot>();
   private scratch = new Float32Array(0);
+  private readonly lock = new FifoLock();
   private contributions = 0;
   private total = 0;
   private done = false;
@@ -67,25 +70,38 @@ export class WeightedAverage {
     const diff = paramsType === 'DIFF';
     let current = -1;
     let filled = 0;
-    for await (const p of stream.pieces()) {
-      const info = stream.header.tensors[p.index]!;
-      const s = this.slots.get(info.name)!;
-      if (p.index !== current) {
-        current = p.index;
-        filled = 0;
-        if (this.scratch.length < s.n) this.scratch = new Float32Array(s.n);
+    // Concurrent results take turns one tensor at a time: the scratch buffer is held from a
+    // tensor's first piece until it is folded, so the other results wait at most one tensor each.
+    let release: (() => void) | null = null;
+    try {
+      for await (const p of stream.pieces()) {
+        const info = stream.header.tensors[p.index]!;
+        const s = this.slots.get(info.name)!;
+        if (p.index !== current) {
+          release?.();
+          release = await this.lock.acquire();
+          current = p.index;
+          filled = 0;
+          if (this.scratch.length < s.n) this.scratch = new Float32Array(s.n);
+        }
+        const start = p.offset / dtypeSize(p.dtype);
+        const view = viewAs(p.dtype, p.bytes);
+        const scratch = this.scratch;
+        if (p.dtype === 'F32') {
+          scratch.set(view as Float32Array, start);
+        } else {
+          const read = floatReader(p.dtype, view);
+          for (let j = 0; j < view.length; j++) scratch[start + j] = read(j);
+        }
+        filled += view.length;
+        if (filled === s.n) {
+          this.fold(s, weight, diff);
+          release!();
+          release = null;
+        }
       }
-      const start = p.offset / dtypeSize(p.dtype);
-      const view = viewAs(p.dtype, p.bytes);
-      const scratch = this.scratch;
-      if (p.dtype === 'F32') {
-        scratch.set(view as Float32Array, start);
-      } else {
-        const read = floatReader(p.dtype, view);
-        for (let j = 0; j < view.length; j++) scratch[start + j] = read(j);
-      }
-      filled += view.length;
-      if (filled === s.n) this.fold(s, weight, diff);
+    } finally {
+      (release as (() => void) | null)?.();
     }
     this.contributions++;
     this.total += weight;

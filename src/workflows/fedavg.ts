@@ -33,7 +33,7 @@ export interface FedAvgResult {
   rounds: RoundSummary[];
 }
 
-/** What one round needs of an aggregator: the in-memory and the on-disk one both fit. */
+/** What one round needs of an aggregator: the in-memory and the on-disk one both fit. `add` may be called concurrently. */
 export interface RoundAggregator {
   add(stream: TensorStream, weight: number, paramsType: ParamsType): Promise<void>;
   readonly count: number;
@@ -63,6 +63,9 @@ export async function fedAvgRound(ctx: WorkflowContext, o: RoundOptions, round: 
     },
   );
   let done = 0;
+  // Results are folded concurrently as they arrive (the aggregator has them take turns tensor by
+  // tensor): a result left unread while others are folded whole would stall its sender.
+  const folding: { discard(): void; done: Promise<void> }[] = [];
   try {
     for await (const r of results) {
       done++;
@@ -72,22 +75,28 @@ export async function fedAvgRound(ctx: WorkflowContext, o: RoundOptions, round: 
         log.warn({ round, site: r.site, error: r.error }, 'site failed this round');
         continue;
       }
-      try {
-        if (!r.params) throw new Error('result carries no params');
-        const w = updateWeight(r.info);
-        await agg.add(r.params, w, r.info.paramsType);
-        siteMetrics[r.site] = r.info.metrics;
-        weights[r.site] = w;
-        used.push(r.site);
-      } catch (e) {
-        r.discard();
-        failures[r.site] = (e as Error).message;
-        log.warn({ round, site: r.site, error: (e as Error).message }, 'result rejected');
-      }
+      const fold = async (): Promise<void> => {
+        try {
+          if (!r.params) throw new Error('result carries no params');
+          const w = updateWeight(r.info);
+          await agg.add(r.params, w, r.info.paramsType);
+          siteMetrics[r.site] = r.info.metrics;
+          weights[r.site] = w;
+          used.push(r.site);
+        } catch (e) {
+          r.discard();
+          failures[r.site] = (e as Error).message;
+          log.warn({ round, site: r.site, error: (e as Error).message }, 'result rejected');
+        }
+      };
+      folding.push({ discard: () => r.discard(), done: fold() });
     }
   } catch (e) {
+    for (const f of folding) f.discard();
+    await Promise.allSettled(folding.map((f) => f.done));
     throw new Error(`round ${round}: ${(e as Error).message}; failures: ${JSON.stringify(failures)}`);
   }
+  await Promise.all(folding.map((f) => f.done));
   if (agg.count < o.minClients) {
     throw new Error(`round ${round}: only ${agg.count} usable results, ${o.minClients} required; failures: ${JSON.stringify(failures)}`);
   }
