@@ -271,6 +271,31 @@ describe('resume after a dropped link (in-memory link)', () => {
     assert.ok(waited >= 250 && waited < 3000, `failed after ${waited} ms`);
   });
 
+  test('a reconnection to a peer that no longer has the channel is refused at once, not waited out', async () => {
+    const p = cuttablePair('b', 'a');
+    let fresh: Channel | null = null;
+    const a = new Channel(p.tx, {
+      resume: {
+        timeoutMs: 10_000,
+        // the peer restarted: the new link reaches a new channel, which knows nothing of this one
+        redial: () => {
+          const [x, y] = linkPair('b', 'a');
+          fresh = new Channel(y, { resume: true });
+          return x;
+        },
+      },
+    });
+    const b = new Channel(p.rx, { resume: true });
+    const t0 = Date.now();
+    const inbox = a.messages()[Symbol.asyncIterator]();
+    p.cut(0);
+    assert.equal((await inbox.next()).done, true);
+    assert.ok(Date.now() - t0 < 2000, `gave up after ${Date.now() - t0} ms`);
+    assert.match(a.closeReason ?? '', /cannot resume/);
+    assert.equal(fresh!.isClosed, true);
+    b.close('test over'); // it was waiting for a link of its own
+  });
+
   test('while the link is down the sender waits: nothing is queued, and the window still bounds what is in flight after the resume', async () => {
     const p = cuttablePair('rx', 'tx');
     const tx = new Channel(p.tx, { chunkBytes: 4096, windowBytes: 32_768, resume: { timeoutMs: 5000 } });
@@ -342,6 +367,7 @@ describe('over gRPC with mutual TLS on loopback (8 MiB model, 64 KiB chunks)', (
   let client: GrpcClient;
   let proxy: CuttableProxy;
   const serverChannels = new Map<string, Channel>();
+  const serverSent = new Map<string, number>();
   const fresh: ((c: Channel) => void)[] = [];
 
   before(async () => {
@@ -357,9 +383,20 @@ describe('over gRPC with mutual TLS on loopback (8 MiB model, 64 KiB chunks)', (
       keyPem: srv.keyPem,
       handlers: {
         // what a server does with resumable channels: a reconnection names its channel, which gets the new link
-        onConnect: (link: GrpcLink, peer, info) => {
+        onConnect: (grpcLink: GrpcLink, peer, info) => {
           assert.equal(peer.name, 'site-1');
           const id = info.channelId ?? 'none';
+          // count the payload bytes the server's channel hands to its links, per channel
+          const link: Link = {
+            peer: grpcLink.peer,
+            closed: grpcLink.closed,
+            send: (f: Frame) => {
+              if (f.type === 'data') serverSent.set(id, (serverSent.get(id) ?? 0) + f.bytes.byteLength);
+              return grpcLink.send(f);
+            },
+            frames: () => grpcLink.frames(),
+            close: (r?: string) => grpcLink.close(r),
+          };
           const known = serverChannels.get(id);
           if (known && !known.isClosed) {
             known.attach(link);
@@ -389,7 +426,7 @@ describe('over gRPC with mutual TLS on loopback (8 MiB model, 64 KiB chunks)', (
 
   /** A resumable client channel and the server's channel for it. */
   const resumes: { resentBytes: number; seconds: number }[] = [];
-  async function pair(): Promise<{ clientCh: Channel; serverCh: Channel; atServer: AsyncIterator<Envelope> }> {
+  async function pair(): Promise<{ clientCh: Channel; serverCh: Channel; atServer: AsyncIterator<Envelope>; sentByServer: () => number }> {
     const channelId = randomBytes(12).toString('hex');
     const md = { 'x-flotilla-purpose': 'session', 'x-flotilla-channel': channelId };
     const serverCh = new Promise<Channel>((r) => fresh.push(r));
@@ -399,7 +436,7 @@ describe('over gRPC with mutual TLS on loopback (8 MiB model, 64 KiB chunks)', (
     const atServer = s.messages()[Symbol.asyncIterator]();
     const env = (await atServer.next()).value!;
     assert.equal(env.msg.type, 'hello');
-    return { clientCh, serverCh: s, atServer };
+    return { clientCh, serverCh: s, atServer, sentByServer: () => serverSent.get(channelId) ?? 0 };
   }
 
   test('object, container and file modes arrive bit-identical in both directions', async () => {
@@ -408,6 +445,19 @@ describe('over gRPC with mutual TLS on loopback (8 MiB model, 64 KiB chunks)', (
     await transfer(small, 'object', serverCh, clientCh, atClient);
     await transfer(small, 'container', clientCh, serverCh, atServer);
     await transfer(small, 'file', serverCh, clientCh, atClient);
+    clientCh.close('done');
+  });
+
+  test('a client that stops reading makes the server wait at the window, not buffer', async () => {
+    const { clientCh, serverCh, sentByServer } = await pair();
+    let done = false;
+    const sending = serverCh.send({ type: 'model' }, once(small.bytes)).then(() => (done = true));
+    const env = (await clientCh.messages()[Symbol.asyncIterator]().next()).value!;
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(done, false);
+    assert.ok(sentByServer() <= WINDOW, `the server handed ${sentByServer()} bytes to gRPC with a ${WINDOW}-byte window and nothing read`);
+    assert.ok((await collect(env.payload!)).equals(small.bytes));
+    await sending;
     clientCh.close('done');
   });
 

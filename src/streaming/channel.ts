@@ -118,6 +118,8 @@ const STREAM_FIELD = '__stream';
 const CHANNEL_FIELD = '__channel';
 /** Streams whose end a resumable receiver remembers, so a sender that missed the news learns it on resume. */
 const ENDED_MEMORY = 1024;
+/** Unconfirmed control messages a resumable channel keeps at most (and at most 4 × maxControlBytes of them). */
+const MAX_UNCONFIRMED = 100_000;
 
 const StreamState = z.strictObject({
   id: z.number().int().min(1).max(0xffffffff),
@@ -335,6 +337,9 @@ export class Channel {
   private controlIn = 0;
   /** control messages the peer has not confirmed, for resending after a resume */
   private readonly unconfirmed: { seq: number; json: string }[] = [];
+  private unconfirmedChars = 0;
+  /** control messages up to this number were dropped unconfirmed (over the cap): a resume that needs them fails */
+  private forgottenUpTo = 0;
   private cackScheduled = false;
   /** streams this side received and finished (resumable channels), by id */
   private readonly endedIncoming = new Map<number, { consumed: number; reason: string | null }>();
@@ -453,6 +458,13 @@ export class Channel {
     if (!this.resume) return [0, this.current.send(frame)];
     const seq = ++this.controlOut;
     this.unconfirmed.push({ seq, json });
+    this.unconfirmedChars += json.length;
+    // a peer that never confirms (it is not resumable) must not make this list grow without bound
+    while (this.unconfirmed.length > 1 && (this.unconfirmed.length > MAX_UNCONFIRMED || this.unconfirmedChars > this.opts.maxControlBytes * 4)) {
+      const dropped = this.unconfirmed.shift()!;
+      this.unconfirmedChars -= dropped.json.length;
+      this.forgottenUpTo = dropped.seq;
+    }
     if (this.phase !== 'attached') return [seq, Promise.resolve()];
     return [seq, this.current.send(frame).catch(() => undefined)];
   }
@@ -645,6 +657,10 @@ export class Channel {
   /** The peer's half of the handshake: resend what it lacks, then carry on. */
   private onPeerResume(m: ResumeMessage): void {
     // 1. control messages it missed, in order (stream announcements among them come before their data)
+    if (m.control < this.forgottenUpTo) {
+      this.fail(`cannot resume the channel to ${this.peer}: it missed control messages this side no longer keeps`);
+      return;
+    }
     this.confirmControl(m.control);
     for (const c of this.unconfirmed) void this.current.send({ type: 'control', json: c.json }).catch(() => undefined);
     // 2. each payload stream from the offset it expects next
@@ -700,7 +716,7 @@ export class Channel {
   }
 
   private confirmControl(n: number): void {
-    while (this.unconfirmed.length > 0 && this.unconfirmed[0]!.seq <= n) this.unconfirmed.shift();
+    while (this.unconfirmed.length > 0 && this.unconfirmed[0]!.seq <= n) this.unconfirmedChars -= this.unconfirmed.shift()!.json.length;
   }
 
   /** Confirms received control messages to the peer, at most once per turn of the event loop. */
