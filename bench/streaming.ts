@@ -4,13 +4,15 @@
  * Channel, in three modes (see bench/streaming/peer.ts):
  *
  *   regular    whole model in one buffer on the sender, collected whole on the receiver
- *   container  tensor stream encoded/decoded piece by piece, relayed back by the client
+ *   container  tensor stream encoded/decoded piece by piece, hashed by the client, then an
+ *              update of the same size streamed back the same way (sequential)
+ *   relay      container streaming relayed back by the client as it arrives (both ways at once)
  *   file       safetensors file on disk → file on the client → file on the server
  *
  * Baselines in the same run: a plain Node `tls` socket between two processes,
  * same certificates, same bytes (bench/streaming/tls-peer.ts), and the bare gRPC
  * Link without the Channel (bench/streaming/link-peer.ts); sequential for
- * regular/file, relayed for container. Each process reports its own peak
+ * regular/container/file, relayed for relay. Each process reports its own peak
  * RSS (VmHWM) and CPU time. Prints one JSON object; progress goes to stderr.
  *
  *   nice node --import tsx bench/streaming.ts --sizes 1,4 [--modes regular,container,file]
@@ -45,7 +47,7 @@ const f = flags(process.argv.slice(2), {
 });
 const sizes = f.sizes.split(',').map((s) => num(s, '--sizes'));
 const modes = f.modes.split(',');
-for (const m of modes) if (!['regular', 'container', 'file'].includes(m)) throw new Error(`--modes: unknown mode "${m}"`);
+for (const m of modes) if (!['regular', 'container', 'relay', 'file'].includes(m)) throw new Error(`--modes: unknown mode "${m}"`);
 const seed = Number(f.seed);
 const baselines = f.baseline === 'none' ? [] : f.baseline.split(',');
 for (const b of baselines) if (b !== 'tls' && b !== 'link') throw new Error(`--baseline: unknown baseline "${b}" (tls, link or none)`);
@@ -192,7 +194,7 @@ for (const size of sizes) {
   const bytes = buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors);
   const model = { sizeGB: size, bytes, tensors: tensors.length, largestTensorBytes: Math.max(...tensors.map((t) => layoutBytes([t]))) };
   const baseline: Record<string, Record<string, unknown>> = {};
-  const wanted = new Set(modes.map((m) => (m === 'container' ? 'relay' : 'seq')));
+  const wanted = new Set(modes.map((m) => (m === 'relay' ? 'relay' : 'seq')));
   for (const kind of baselines) {
     for (const bm of wanted) {
       log(`${size} GB: ${kind} baseline (${bm})`);
@@ -230,11 +232,11 @@ for (const size of sizes) {
     }
     log(`${size} GB: flotilla ${mode}`);
     const fig = figures(await pair('peer.ts', ['--mode', mode, '--bytes', String(dataBytes), ...flotillaArgs, ...extra]), bytes);
-    const kind = mode === 'container' ? 'relay' : 'seq';
+    const kind = mode === 'relay' ? 'relay' : 'seq';
     // sequential modes compare the mean of the two directions' GB/s; the relay compares the round trip
     const fraction = (base: Record<string, unknown> | undefined): number | undefined => {
       if (!base) return undefined;
-      if (mode === 'container') return round((base.roundTripSeconds as number) / (fig.roundTripSeconds as number), 2);
+      if (mode === 'relay') return round((base.roundTripSeconds as number) / (fig.roundTripSeconds as number), 2);
       const rate = (x: Record<string, unknown>): number => (x.serverToClient as { GBps: number }).GBps + (x.clientToServer as { GBps: number }).GBps;
       return round(rate(fig) / rate(base), 2);
     };

@@ -5,7 +5,11 @@
  * the Link in a Channel. Prints `PORT <n>` (server) and then `RESULT <json>`.
  *
  *   regular    the model as one buffer on the sender, collected whole by the receiver
- *   container  encodeStream of a tensor stream; the client decodes it and relays
+ *   container  encodeStream of a tensor stream; the client decodes it and hashes it
+ *              (keeping nothing), then sends a model update of the same layout back the
+ *              same way (generated from the same seed: the same bytes), which the server
+ *              decodes and hashes. Sequential, as a task and its result are.
+ *   relay      container streaming both ways at once: the client decodes and relays
  *              each piece straight back (it keeps nothing); the server decodes what
  *              returns and hashes it
  *   file       a safetensors file streamed from disk, written to a file on the
@@ -44,7 +48,7 @@ const MIB = 1 << 20;
 const chunkBytes = Math.round(num(f['chunk-mib'], '--chunk-mib') * MIB);
 const windowBytes = Math.round(num(f['window-mib'], '--window-mib') * MIB);
 const mode = f.mode;
-if (mode !== 'regular' && mode !== 'container' && mode !== 'file') throw new Error(`--mode must be regular, container or file, got "${mode}"`);
+if (mode !== 'regular' && mode !== 'container' && mode !== 'relay' && mode !== 'file') throw new Error(`--mode must be regular, container, relay or file, got "${mode}"`);
 if (f.back === 'no' && mode !== 'container') throw new Error('--back no is for container mode only');
 const pem = (name: string): string => readFileSync(join(f.certs, name), 'utf8');
 
@@ -140,7 +144,7 @@ async function server(): Promise<Record<string, unknown>> {
     const got = await collect(env.payload!, Number(env.msg.bytes));
     tBack = now();
     back.update(got);
-  } else if (mode === 'container') {
+  } else if (mode === 'container' || mode === 'relay') {
     t0 = now();
     const sending = ch.send({ type: 'model' }, out.through(encodeStream(syntheticStream(tensors, seed, chunkBytes)))).then(() => now());
     if (f.back === 'no') {
@@ -210,6 +214,13 @@ async function client(): Promise<Record<string, unknown>> {
     // the server closes the channel once it has this message
     await inbox.next();
   } else if (mode === 'container') {
+    const decoded = await decodeStream(got.through(env.payload!), { chunkBytes });
+    await drain(decoded);
+    tRecv = now();
+    tSendStart = now();
+    // the update goes back as a tensor stream generated piece by piece: nothing is held
+    await ch.send({ type: 'back' }, encodeStream(syntheticStream(decoded.header.tensors, Number(f.seed), chunkBytes)));
+  } else if (mode === 'relay') {
     const decoded = await decodeStream(got.through(env.payload!), { chunkBytes });
     tSendStart = now();
     let recvDone = 0;
