@@ -45,6 +45,7 @@ const o = new Command()
   .option('--base <dir>', 'base model folder (config.json, model.safetensors, tokenizer.json)', baseDir)
   .option('--out <dir>', 'results and plots', path.join(repoRoot, 'docs/examples/llm'))
   .option('--doc <file>', 'report', path.join(repoRoot, 'docs/examples/llm.md'))
+  .option('--also <dirs>', 'report: comma-separated folders with results of other runs, summarised at the end', '')
   .parse()
   .opts<Record<string, string>>();
 
@@ -199,9 +200,11 @@ function simulateTiming(): SimulateTiming | undefined {
 
 async function extras(): Promise<ReportExtras> {
   const simulate = simulateTiming();
-  if (!hasNumpy()) return { ...(simulate && { simulate }) };
+  const otherRuns = String(o.also).split(',').filter((d) => d.trim()).map((d) => path.resolve(d.trim()));
+  const common: ReportExtras = { ...(simulate && { simulate }), ...(otherRuns.length && { otherRuns }) };
+  if (!hasNumpy()) return common;
   const ids = [1, 403, 261, 378, 7, 511, 0, 42, 42, 300, 299, 298, 13, 65, 66, 67, 1, 2, 3, 500];
-  return { reference: { maxDiff: await referenceMaxDiff(ids), positions: ids.length }, ...(simulate && { simulate }) };
+  return { reference: { maxDiff: await referenceMaxDiff(ids), positions: ids.length }, ...common };
 }
 
 function runChild(mode: TuneMode): Promise<void> {
