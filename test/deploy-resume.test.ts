@@ -10,6 +10,7 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { AdminClient } from '../src/admin/client.ts';
+import { readSafetensors } from '../src/core/safetensors.ts';
 import { FederationClient } from '../src/deploy/client.ts';
 import { FederationServer } from '../src/deploy/server.ts';
 import { loadKit } from '../src/provision/kit.ts';
@@ -35,7 +36,7 @@ async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void
   }
 }
 
-test('a session whose connection is cut resumes over a new call; a job deployed afterwards runs', async () => {
+async function federation(): Promise<{ server: FederationServer; proxy: CuttableProxy; client: FederationClient; running: Promise<string>; admin: AdminClient; srvLog: ReturnType<typeof capture>; cliLog: ReturnType<typeof capture>; hellos: () => number; close: () => Promise<void> }> {
   const project = parseProject({
     name: 'resume',
     participants: [
@@ -55,6 +56,18 @@ test('a session whose connection is cut resumes over a new call; a job deployed 
   const client = new FederationClient({ kit: loadKit(kits['site-1']!, 'client'), workspace: join(tmp, 'site-1'), host: '127.0.0.1', port: proxy.port, log: cliLog.log, onConnected: () => hellos++ });
   const running = client.run();
   const admin = new AdminClient(kits['boss@hub.org']!, { host: '127.0.0.1', port });
+  const close = async (): Promise<void> => {
+    admin.close();
+    client.stop('test over');
+    await running;
+    await server.stop();
+    await proxy.close();
+  };
+  return { server, proxy, client, running, admin, srvLog, cliLog, hellos: () => hellos, close };
+}
+
+test('a session whose connection is cut resumes over a new call; a job deployed afterwards runs', async () => {
+  const { server, proxy, admin, srvLog, cliLog, hellos, close } = await federation();
   try {
     await until('the site to connect', () => server.siteList().length === 1);
     const connectedAt = server.siteList()[0]!.connectedAt;
@@ -62,7 +75,7 @@ test('a session whose connection is cut resumes over a new call; a job deployed 
     proxy.cut();
     await until('the session to resume', () => cliLog.lines.some((l) => l.includes('session resumed')) && server.siteList().length === 1);
     assert.ok(cliLog.lines.some((l) => l.includes('session connection lost')), 'the cut was seen');
-    assert.equal(hellos, 1, 'no new session: the old one resumed');
+    assert.equal(hellos(), 1, 'no new session: the old one resumed');
     assert.equal(server.siteList()[0]!.connectedAt, connectedAt);
     assert.ok(srvLog.lines.some((l) => l.includes('session resumed over a new connection')));
 
@@ -78,12 +91,57 @@ test('a session whose connection is cut resumes over a new call; a job deployed 
       return state === 'FINISHED' || state === 'FAILED';
     }, 30_000);
     assert.equal(state, 'FINISHED', JSON.stringify(server.store.get(id)));
-    assert.equal(hellos, 1);
+    assert.equal(hellos(), 1);
   } finally {
-    admin.close();
-    client.stop('test over');
-    await running;
-    await server.stop();
-    await proxy.close();
+    await close();
+  }
+});
+
+test('a job whose connection is cut mid-transfer resumes: every round completes and the global model is exact', async () => {
+  const { server, proxy, admin, close } = await federation();
+  try {
+    await until('the site to connect', () => server.siteList().length === 1);
+    // a 16 MiB model and a trainer that takes a moment, so cuts land in transfers and between them
+    const dir = join(tmp, 'big');
+    cpSync(join(repo, 'test/fixtures/jobs/tiny'), dir, { recursive: true });
+    writeFileSync(join(dir, 'job.yaml'), readFileSync(join(dir, 'job.yaml'), 'utf8').replace('minClients: 2', 'minClients: 1'));
+    writeFileSync(
+      join(dir, 'trainer.ts'),
+      readFileSync(join(dir, 'trainer.ts'), 'utf8')
+        .replaceAll('../../../../src/', `${repo}src/`)
+        .replace('const w = m.params', 'await new Promise((r) => setTimeout(r, 150));\n      const w = m.params')
+        .replace('f32([4], [0, 0, 0, 0])', 'f32([1 << 22], new Float32Array(1 << 22))'),
+    );
+    const id = await admin.submit(dir);
+    const jobLog = join(tmp, 'site-1', 'jobs', id, 'site-1', 'log.jsonl');
+    const siteLog = (): string => {
+      try {
+        return readFileSync(jobLog, 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    let state = '';
+    const finished = (): boolean => {
+      state = server.store.get(id)?.state ?? '';
+      return state === 'FINISHED' || state === 'FAILED';
+    };
+    await until('the job to start on the site', () => siteLog().includes('registered') || finished(), 30_000);
+    // cut the connections several times while the rounds run
+    for (let i = 0; i < 3 && !finished(); i++) {
+      await new Promise((r) => setTimeout(r, 120));
+      proxy.cut();
+    }
+    await until('the job to finish', finished, 60_000);
+    assert.equal(state, 'FINISHED', JSON.stringify(server.store.get(id)));
+    assert.ok(proxy.cuts >= 1);
+    assert.match(siteLog(), /job connection resumed/, 'the job channel resumed instead of starting over');
+    // 3 rounds of w += 0.5 (1 − w) from 0: 0.875 everywhere
+    const model = await readSafetensors(join(tmp, 'server', 'jobs', id, 'workspace', 'server', 'global_model.safetensors'));
+    const w = model.tensors.get('w')!.data as Float32Array;
+    assert.equal(w.length, 1 << 22);
+    assert.ok(w.every((x) => x === 0.875), `global model: ${w.slice(0, 4).join(', ')} …`);
+  } finally {
+    await close();
   }
 });

@@ -159,9 +159,18 @@ export class FederationClient {
         const siteDir = join(dir, this.site);
         const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
         const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog);
-        const link = this.grpc.connect({ 'x-flotilla-purpose': 'job', 'x-flotilla-job': m.jobId });
+        // the job's call names its channel, so a dropped connection resumes mid-transfer instead of failing the task
+        const md = { 'x-flotilla-purpose': 'job', 'x-flotilla-job': m.jobId, 'x-flotilla-channel': randomBytes(12).toString('base64url') };
+        const channel = {
+          resume: {
+            timeoutMs: this.opts.sessionResumeMs ?? 30_000,
+            redial: () => this.grpc.connect(md),
+            onLinkLost: (reason: string) => siteLog.warn({ reason }, 'job connection lost; resuming'),
+            onResumed: (r: { seconds: number }) => siteLog.info({ seconds: +r.seconds.toFixed(3) }, 'job connection resumed'),
+          },
+        };
         this.log.info({ job: m.jobId }, 'job started');
-        const reason = await runSite(link, { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params });
+        const reason = await runSite(this.grpc.connect(md), { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params, channel });
         this.log.info({ job: m.jobId, reason }, 'job ended');
       } catch (e) {
         const error = (e as Error).message;

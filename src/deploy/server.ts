@@ -181,6 +181,7 @@ export class FederationServer {
     const job = this.running.get(info.jobId ?? '');
     if (!job) return `no running job ${info.jobId}`;
     if (!job.sites.has(peer.name)) return `job ${info.jobId} was not deployed to ${peer.name}`;
+    link.resumeId = info.channelId;
     job.hub.push(link);
     return null;
   }

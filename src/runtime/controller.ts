@@ -81,6 +81,8 @@ export class ServerRuntime implements Controller {
   private readonly log: Logger;
   private readonly siteWaiters = new Set<() => void>();
   private accepting: Promise<void> | null = null;
+  /** resumable channels by the id their client gave them: a new link naming one continues it */
+  private readonly resumable = new Map<string, Channel>();
 
   private readonly channelOpts: ChannelOptions;
 
@@ -200,7 +202,19 @@ export class ServerRuntime implements Controller {
   }
 
   private async serve(link: Link): Promise<void> {
-    const channel = new Channel(link, this.channelOpts);
+    const id = link.resumeId ?? null;
+    const live = id === null ? undefined : this.resumable.get(id);
+    if (live) {
+      // the same client's channel over a new connection: transfers continue from the last acknowledged byte
+      if (live.peer !== link.peer || live.isClosed) link.close(`channel ${id} does not belong to ${link.peer}`);
+      else {
+        live.attach(link);
+        this.log.info({ site: link.peer }, 'job connection resumed');
+      }
+      return;
+    }
+    const channel = new Channel(link, id === null ? this.channelOpts : { ...this.channelOpts, resume: this.channelOpts.resume ?? true });
+    if (id !== null) this.resumable.set(id, channel);
     let site: string | null = null;
     try {
       for await (const env of channel.messages()) {
@@ -214,6 +228,7 @@ export class ServerRuntime implements Controller {
     } catch (e) {
       this.log.warn({ peer: link.peer, err: (e as Error).message }, 'client link failed');
     } finally {
+      if (id !== null) this.resumable.delete(id);
       if (site !== null) this.dropSite(site, `site ${site} disconnected`);
     }
   }

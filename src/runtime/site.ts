@@ -4,6 +4,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import type { TrainerHost } from '../client/api.ts';
+import type { ChannelOptions } from '../streaming/channel.ts';
 import type { Link } from '../transport/link.ts';
 import type { Logger } from '../util/log.ts';
 import { ClientRunner, type Executor, trainerExecutor } from './executor.ts';
@@ -16,6 +17,8 @@ export interface SiteOptions {
   log?: Logger;
   /** how the trainer gets models: tensors in memory (default) or a safetensors file */
   params?: 'memory' | 'file';
+  /** options of the site's channel to the server (e.g. resume with a redial) */
+  channel?: ChannelOptions;
 }
 
 /** Runs a site until the server ends the job; returns the reason. The trainer is stopped in all cases. */
@@ -35,7 +38,7 @@ export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
       return inner['*']!(task, signal);
     },
   };
-  runner = new ClientRunner(link, { site: opts.site, executor, ...(opts.log && { log: opts.log }) });
+  runner = new ClientRunner(link, { site: opts.site, executor, ...(opts.log && { log: opts.log }), ...(opts.channel && { channel: opts.channel }) });
   try {
     return await runner.run();
   } finally {

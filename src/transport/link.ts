@@ -38,6 +38,11 @@ export interface Link {
   frames(): AsyncIterable<Frame>;
   close(reason?: string): void;
   readonly closed: Promise<string>;
+  /**
+   * Set on an accepted link when the dialling side named a resumable channel:
+   * a later link with the same id continues that channel (Channel.attach) instead of starting a new one.
+   */
+  readonly resumeId?: string | null;
 }
 
 /** Server side: links from clients as they connect. */

@@ -21,6 +21,8 @@ export class GrpcLink implements Link {
   readonly closed = new Promise<string>((r) => (this.resolveClosed = r));
   private isClosed = false;
   private drainWaiters: (() => void)[] = [];
+  /** the channel id the dialling side sent (x-flotilla-channel), on the server side */
+  resumeId: string | null = null;
 
   constructor(readonly peer: string, private readonly stream: Duplex, private readonly hooks: GrpcLinkHooks) {
     stream.on('data', (w: WireFrame) => {
