@@ -75,6 +75,7 @@ export function num(v: string, what: string): number {
  * wrapping http2.createSecureServer. BENCH_H2_SIDE=client|server limits it to one end.
  */
 export function applyH2Window(bytes: number): void {
+  applyH2FrameSize(Number(process.env.BENCH_H2_FRAME ?? 0));
   if (!(bytes > 0)) return;
   const side = process.env.BENCH_H2_SIDE ?? 'both';
   if (side !== 'server') (CHANNEL_OPTIONS as Record<string, unknown>)['grpc-node.flow_control_window'] = bytes;
@@ -86,4 +87,20 @@ export function applyH2Window(bytes: number): void {
     s.on('session', (session) => session.once('remoteSettings', () => session.setLocalWindowSize(bytes)));
     return s;
   };
+}
+
+/**
+ * Experiment (bench only, BENCH_H2_FRAME=<bytes>): the largest HTTP/2 frame each
+ * end accepts (SETTINGS_MAX_FRAME_SIZE, default 16 KiB, at most 16 MiB - 1), so
+ * a 1 MiB message crosses in fewer DATA frames.
+ */
+function applyH2FrameSize(bytes: number): void {
+  if (!(bytes > 0)) return;
+  const http2 = createRequire(import.meta.url)('node:http2') as typeof Http2;
+  const connect = http2.connect;
+  (http2 as { connect: unknown }).connect = (authority: string, opts: Http2.SecureClientSessionOptions, ...rest: unknown[]) =>
+    (connect as (...a: unknown[]) => Http2.ClientHttp2Session)(authority, { ...opts, settings: { ...opts?.settings, maxFrameSize: bytes } }, ...rest);
+  const create = http2.createSecureServer;
+  (http2 as { createSecureServer: unknown }).createSecureServer = (opts: Http2.SecureServerOptions, ...rest: unknown[]) =>
+    (create as (...a: unknown[]) => Http2.Http2SecureServer)({ ...opts, settings: { ...opts.settings, maxFrameSize: bytes } }, ...rest);
 }

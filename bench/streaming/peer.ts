@@ -112,24 +112,16 @@ async function server(): Promise<Record<string, unknown>> {
       onAdmin: async () => ({ ok: false, json: '"no admin here"', blob: new Uint8Array(0) }),
     },
   });
-  console.log(`PORT ${await srv.start()}`);
-  const ch = new Channel(await linkP, channelOpts);
-  const inbox = ch.messages()[Symbol.asyncIterator]();
-  await nextEnvelope(inbox, 'hello');
   const tensors = modelLayout(num(f.bytes, '--bytes'));
   const seed = Number(f.seed);
-  const out = await Tap.create();
-  const back = await Tap.create();
   const r: Record<string, unknown> = {};
+  const out = await Tap.create();
   let keep: Buffer | null = null;
-  let t0: number;
-  let tSent: number;
-  let tBack: number;
   if (mode === 'regular') {
-    // the whole model in one buffer, as a server without streaming holds it
+    // the whole model in one buffer, as a server without streaming holds it; built before
+    // the client connects (building it keeps the event loop busy past gRPC's keepalive timeout)
     const tm = now();
-    const total = buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors);
-    keep = Buffer.allocUnsafe(total);
+    keep = Buffer.allocUnsafe(buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors));
     let at = 0;
     for await (const b of encodeStream(syntheticStream(tensors, seed, 16 * MIB))) {
       keep.set(b, at);
@@ -137,8 +129,19 @@ async function server(): Promise<Record<string, unknown>> {
     }
     out.update(keep);
     r.materializeSeconds = (now() - tm) / 1000;
+  }
+  console.log(`PORT ${await srv.start()}`);
+  const ch = new Channel(await linkP, channelOpts);
+  const inbox = ch.messages()[Symbol.asyncIterator]();
+  await nextEnvelope(inbox, 'hello');
+  const back = await Tap.create();
+  let t0: number;
+  let tSent: number;
+  let tBack: number;
+  if (mode === 'regular') {
+    const total = keep!.byteLength;
     t0 = now();
-    await ch.send({ type: 'model', bytes: total }, once(keep));
+    await ch.send({ type: 'model', bytes: total }, once(keep!));
     tSent = now();
     const env = await nextEnvelope(inbox, 'back');
     const got = await collect(env.payload!, Number(env.msg.bytes));
