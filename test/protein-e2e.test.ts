@@ -43,6 +43,7 @@ describe('protein experiment, quick mode', () => {
     const s = r.settings[0]!;
     assert.deepEqual(s.methods.map((m) => m.kind), ['local', 'local', 'local', 'central', 'fedavg', 'fedprox']);
     assert.equal(s.methods.filter((m) => m.kind === 'local').reduce((n, m) => n + m.samples, 0), r.data.train);
+    for (const m of s.methods.filter((x) => x.kind === 'local')) assert.deepEqual(m.curve.map((p) => p[0]), [0, 1, 2, 3], `${m.name} curve`);
     for (const m of s.methods.filter((x) => x.kind !== 'local')) {
       assert.ok(m.test.accuracy > r.majority.test + 0.05, `${m.name}: ${m.test.accuracy} vs majority ${r.majority.test}`);
       assert.ok(m.hard.accuracy > r.majority.hard, `${m.name} on setHARD: ${m.hard.accuracy} vs majority ${r.majority.hard}`);
@@ -54,8 +55,9 @@ describe('protein experiment, quick mode', () => {
     assert.ok(fedavg.test.accuracy > meanLocal(s), `FedAvg ${fedavg.test.accuracy} vs mean local ${meanLocal(s)}`);
     // the curve's last point is the final global model
     assert.equal(fedavg.curve.at(-1)![1], fedavg.test.accuracy);
-    // the simulator kept one workspace per federated run
-    assert.deepEqual((await readdir(path.join(tmp, 'ws'))).sort(), ['alpha-1-fedavg', 'alpha-1-fedprox']);
+    // every method ran through the Client API trainer in the simulator (local-only
+    // and centralized as one-site federations), one workspace per run
+    assert.deepEqual((await readdir(path.join(tmp, 'ws'))).sort(), ['alpha-1-fedavg', 'alpha-1-fedprox', 'alpha-1-local-site-1', 'alpha-1-local-site-2', 'alpha-1-local-site-3', 'centralized']);
   });
 
   it('writes the results block, SVG plots and JSON; keeps hand-written text', async () => {

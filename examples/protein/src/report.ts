@@ -45,7 +45,7 @@ function curveSvg(s: SettingResult, r: ExperimentResult): string {
   s.methods.filter((m) => m.kind === 'local').forEach((m, i) => series.push({ name: m.name, points: m.curve, color: localColors[i % localColors.length]!, dashed: true, width: 1.5 }));
   return lineChart({
     title: `${s.title}: shared-test accuracy`,
-    xLabel: `round (local-only and centralized: every ${r.config.localEpochs} epochs)`,
+    xLabel: `round (${r.config.localEpochs} epochs each; local-only and centralized: one-site rounds)`,
     yLabel: 'accuracy on held-out test',
     series,
     yMin: 0,
@@ -91,7 +91,7 @@ export async function writeReport(r: ExperimentResult, ctx: ReportContext): Prom
   out.push(
     `Machine: ${ctx.machine}. Total wall time ${(r.seconds / 60).toFixed(1)} min (features ${r.data.cacheHit ? 'read from the safetensors cache' : `computed in ${r.data.embedSeconds.toFixed(1)} s`}).`,
     '',
-    `Settings: ${c.sites} sites, ${c.rounds} rounds × ${c.localEpochs} local epochs (local-only and centralized: ${c.rounds * c.localEpochs} epochs), ` +
+    `Settings: ${c.sites} sites, ${c.rounds} rounds × ${c.localEpochs} local epochs (local-only and centralized: the same trainer as one site, ${c.rounds} × ${c.localEpochs} = ${c.rounds * c.localEpochs} epochs), ` +
       `MLP ${r.data.dim} → ${c.hidden.join(' → ')} → 10 (ReLU, dropout ${c.dropout}), Adam lr ${c.lr}, batch ${c.batchSize}, L2 ${c.weightDecay}, ` +
       `${c.classWeighted ? 'class-weighted' : 'unweighted'} cross-entropy, FedProx mu ${c.proxMu}, seed ${c.seed}, embedder \`${c.embedder}\`.`,
     '',

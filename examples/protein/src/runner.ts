@@ -3,6 +3,8 @@
  * skew) split the training pool over n sites and compare each site alone,
  * centralized training on the pooled data, FedAvg and FedProx, all from the
  * same initial weights and with the same number of epochs over each site's data.
+ * Every method runs the same Client API trainer (src/trainer.ts) in the
+ * in-process simulator: local-only and centralized are one-site federations.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -15,7 +17,7 @@ import { type PreparedData, prepareData } from './data.ts';
 import type { Embedder } from './embedder.ts';
 import { CompositionFeaturizer } from './featurizer.ts';
 import { type Scores, majorityRate, score } from './metrics.ts';
-import { type Dataset, Mlp, type MlpConfig, classWeights, initBackend, initialWeights, subset, trainSeed } from './model.ts';
+import { type Dataset, Mlp, type MlpConfig, initBackend, initialWeights, subset } from './model.ts';
 import { hashSeed } from './prng.ts';
 import { dirichletSplit, formatHistogram, histogram, labelSkew, lengthSplit } from './split.ts';
 import { type LocalTrainConfig, proteinTrainer } from './trainer.ts';
@@ -54,7 +56,7 @@ export interface MethodResult {
   samples: number;
   test: Scores;
   hard: Scores;
-  /** shared-test accuracy after each round (local/central: after every localEpochs epochs) */
+  /** shared-test accuracy of the model each round started from, then of the final model (local/central: one-site rounds of localEpochs epochs) */
   curve: Array<[number, number]>;
   seconds: number;
 }
@@ -106,32 +108,17 @@ function trainConfig(cfg: ExperimentConfig, proxMu: number): LocalTrainConfig {
   };
 }
 
-/** Trains one model on one dataset for rounds × localEpochs epochs (local-only or centralized). */
-async function trainAlone(name: string, kind: MethodKind, data: Dataset, init: TensorDict, model: MlpConfig, cfg: ExperimentConfig, prep: PreparedData): Promise<MethodResult> {
-  const started = performance.now();
-  const mlp = new Mlp(model, init);
-  try {
-    const curve: Array<[number, number]> = [[0, evaluate(mlp, prep.test).accuracy]];
-    await mlp.train(data, {
-      epochs: cfg.rounds * cfg.localEpochs,
-      batchSize: cfg.batchSize,
-      lr: cfg.lr,
-      weightDecay: cfg.weightDecay,
-      ...(cfg.classWeighted && { classWeights: classWeights(data.y, NUM_CLASSES) }),
-      seed: trainSeed(cfg.seed, name, 0),
-      onEpoch: (epoch) => {
-        if ((epoch + 1) % cfg.localEpochs === 0) curve.push([(epoch + 1) / cfg.localEpochs, evaluate(mlp, prep.test).accuracy]);
-      },
-    });
-    return { name, kind, samples: data.n, test: evaluate(mlp, prep.test), hard: evaluate(mlp, prep.hard), curve, seconds: (performance.now() - started) / 1000 };
-  } finally {
-    mlp.dispose();
-  }
-}
-
-async function trainFederated(
+/**
+ * Runs one method through the Client API: the protein trainer at every site of
+ * an in-process simulation, FedAvg over `rounds` rounds of `localEpochs`
+ * epochs. Local-only and centralized training are the one-site case (one site
+ * holding that site's data, or all training data), so every method shares this
+ * code path, the same epochs and steps, and the same Adam reset each round.
+ * FedProx adds the proximal term on the clients.
+ */
+async function trainSites(
   name: string,
-  kind: 'fedavg' | 'fedprox',
+  kind: MethodKind,
   parts: Dataset[],
   siteNames: string[],
   init: TensorDict,
@@ -186,7 +173,7 @@ export async function runExperiment(cfg: ExperimentConfig): Promise<ExperimentRe
   const ownWorkspace = cfg.workspace === undefined;
   const wsRoot = cfg.workspace ?? (await mkdtemp(path.join(os.tmpdir(), 'flotilla-protein-')));
   try {
-    const central = await trainAlone('centralized', 'central', prep.train, init, model, cfg, prep);
+    const central = await trainSites('centralized', 'central', [prep.train], ['centralized'], init, model, cfg, prep, path.join(wsRoot, 'centralized'));
     log(`centralized: test acc ${central.test.accuracy.toFixed(3)}, macro-F1 ${central.test.macroF1.toFixed(3)} (${central.seconds.toFixed(1)} s)`);
 
     const settings: Array<{ key: string; title: string; alpha?: number; parts: number[][] }> = [];
@@ -206,14 +193,14 @@ export async function runExperiment(cfg: ExperimentConfig): Promise<ExperimentRe
       const parts = s.parts.map((idx) => subset(prep.train, idx));
       const methods: MethodResult[] = [];
       for (let i = 0; i < parts.length; i++) {
-        const r = await trainAlone(`${s.key}/${siteNames[i]}`, 'local', parts[i]!, init, model, cfg, prep);
-        methods.push({ ...r, name: `local ${siteNames[i]}` });
+        const r = await trainSites(`local ${siteNames[i]}`, 'local', [parts[i]!], [siteNames[i]!], init, model, cfg, prep, path.join(wsRoot, `${s.key}-local-${siteNames[i]}`));
+        methods.push(r);
         log(`  local ${siteNames[i]} (${parts[i]!.n} samples): test acc ${r.test.accuracy.toFixed(3)}, F1 ${r.test.macroF1.toFixed(3)} (${r.seconds.toFixed(1)} s)`);
       }
       methods.push(central);
       for (const kind of ['fedavg', 'fedprox'] as const) {
         const name = kind === 'fedavg' ? 'FedAvg' : `FedProx (mu=${cfg.proxMu})`;
-        const r = await trainFederated(name, kind, parts, siteNames, init, model, cfg, prep, path.join(wsRoot, `${s.key}-${kind}`));
+        const r = await trainSites(name, kind, parts, siteNames, init, model, cfg, prep, path.join(wsRoot, `${s.key}-${kind}`));
         methods.push(r);
         log(`  ${name}: test acc ${r.test.accuracy.toFixed(3)}, F1 ${r.test.macroF1.toFixed(3)} (${r.seconds.toFixed(1)} s)`);
       }
