@@ -187,7 +187,18 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
   };
 }
 
-const SimulateTimingSchema = z.object({ command: z.string(), rounds: z.number().int().positive(), wallSeconds: z.number().positive(), cpuSeconds: z.number().positive(), note: z.string().optional() }).strict();
+const SimulateTimingSchema = z.object({
+  command: z.string(),
+  rounds: z.number().int().positive(),
+  wallSeconds: z.number().positive(),
+  cpuSeconds: z.number().positive(),
+  userSeconds: z.number().nonnegative().optional(),
+  systemSeconds: z.number().nonnegative().optional(),
+  peakRssMB: z.number().positive().optional(),
+  jobSettings: z.record(z.string(), z.unknown()).optional(),
+  perRound: z.array(z.object({ round: z.number().int().positive(), trainLoss: z.number(), valLossOfGlobalBefore: z.number(), seconds: z.number() }).strict()).optional(),
+  note: z.string().optional(),
+}).strict();
 
 /** The separately timed `flotilla simulate examples/llm/jobs/peft` run, if recorded. */
 function simulateTiming(): SimulateTiming | undefined {

@@ -138,6 +138,13 @@ export interface SimulateTiming {
   rounds: number;
   wallSeconds: number;
   cpuSeconds: number;
+  userSeconds?: number;
+  systemSeconds?: number;
+  peakRssMB?: number;
+  /** the job's executor.trainer.args */
+  jobSettings?: Record<string, unknown>;
+  /** token-weighted over the sites: mean training loss of the round, and validation loss of the global model each site received (after round − 1 rounds) */
+  perRound?: { round: number; trainLoss: number; valLossOfGlobalBefore: number; seconds: number }[];
   note?: string;
 }
 
