@@ -29,14 +29,18 @@ for (const threads of [0, 2]) {
   });
 }
 
-test('flotilla simulate on the hello-fedavg example: per-round table, loss falls, cross-site matrix', async () => {
+test('flotilla simulate on the hello-fedavg example: per-round table, loss falls every round, cross-site matrix', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'flotilla-hello-'));
   const { stdout } = await run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', join(root, 'examples/hello-fedavg'), '--clients', '3', '--workspace', dir], { env: { ...process.env, CI: 'true' }, timeout: 240_000 });
   assert.match(stdout, /round\s+sites\s+train_loss\s+val_loss\s+val_accuracy/);
-  const summary = JSON.parse(readFileSync(join(dir, 'server', 'summary.json'), 'utf8')) as { rounds: { metrics: { val_loss: number; val_accuracy: number } }[]; crossSite: Record<string, unknown> };
-  const losses = summary.rounds.map((r) => r.metrics.val_loss);
-  assert.equal(losses.length, 5);
-  assert.ok(losses[4]! < losses[0]!, `val loss should fall: ${losses.join(', ')}`);
+  type Metrics = { train_loss: number; val_loss: number; val_accuracy: number; global_val_loss: number };
+  const summary = JSON.parse(readFileSync(join(dir, 'server', 'summary.json'), 'utf8')) as { rounds: { metrics: Metrics }[]; crossSite: Record<string, unknown> };
+  assert.equal(summary.rounds.length, 5);
+  // the README promises a loss that falls round by round (seeded data and model; measured val_loss 0.647 → 0.578 → 0.534 → 0.503 → 0.480)
+  for (const key of ['train_loss', 'val_loss', 'global_val_loss'] as const) {
+    const losses = summary.rounds.map((r) => r.metrics[key]);
+    for (let k = 1; k < losses.length; k++) assert.ok(losses[k]! < losses[k - 1]!, `${key} should fall every round: ${losses.join(', ')}`);
+  }
   assert.ok(summary.rounds[4]!.metrics.val_accuracy > 0.6, `accuracy ${summary.rounds[4]!.metrics.val_accuracy}`);
   assert.deepEqual(Object.keys(summary.crossSite).sort(), ['server', 'site-1', 'site-2', 'site-3']);
   assert.match(stdout, /Cross-site evaluation/);

@@ -7,12 +7,18 @@
 import { randomUUID } from 'node:crypto';
 import type { FLModelInfo } from '../core/fl-model.ts';
 import type { ModelSource } from '../core/model-source.ts';
+import type { TensorDict } from '../core/tensor.ts';
 import { type TensorStream, decodeStream, encodeStream } from '../core/tensor-stream.ts';
 import { Channel, type ChannelOptions, type Envelope } from '../streaming/channel.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { ControllerError } from './errors.ts';
 import { ClientMessageSchema, RUNTIME_PROTOCOL, describeZodError } from './messages.ts';
+import { type RelayHop, type RelayOptions, type RelayTask, relayOver } from './relay.ts';
+
+export type { RelayFailurePolicy, RelayHop, RelayHopFailed, RelayHopOk, RelayOptions, RelayTask } from './relay.ts';
+export { RelayAbortedError } from './relay.ts';
 
 export interface TaskRequest {
   /** task name the executor dispatches on: 'train', 'validate', 'submit_model', ... */
@@ -55,11 +61,17 @@ export interface Controller {
   broadcast(task: TaskRequest, opts?: BroadcastOptions): AsyncIterable<TaskResult>;
   /** sends a task to one site and waits for its result */
   sendTo(site: string, task: TaskRequest, timeoutMs?: number): Promise<TaskResult>;
+  /**
+   * passes a model from site to site in `opts.order`, each site's result being
+   * the next site's input; yields each hop as it completes and returns the
+   * final model. A failed hop (site error, timeout, no params) throws a
+   * RelayAbortedError (`onFailure: 'abort'`, the default) or is yielded with
+   * `ok: false` and the next site gets the unchanged input (`'skip'`).
+   */
+  relay(task: RelayTask, opts: RelayOptions): AsyncGenerator<RelayHop, TensorDict, undefined>;
 }
 
-export class ControllerError extends Error {
-  override readonly name = 'ControllerError';
-}
+export { ControllerError };
 
 interface SiteState {
   channel: Channel;
@@ -163,6 +175,10 @@ export class ServerRuntime implements Controller {
       const payload = task.params ? encodeStream(task.params.open()) : undefined;
       s.channel.send(msg, payload).catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
     });
+  }
+
+  relay(task: RelayTask, opts: RelayOptions): AsyncGenerator<RelayHop, TensorDict, undefined> {
+    return relayOver((site, t, timeoutMs) => this.sendTo(site, t, timeoutMs), task, opts);
   }
 
   broadcast(task: TaskRequest, opts: BroadcastOptions = {}): AsyncIterable<TaskResult> {

@@ -51,6 +51,8 @@ export const WorkflowSpecSchema = z.discriminatedUnion('type', [
     rounds: z.number().int().min(1),
     order: z.array(z.string()).optional(),
     taskTimeoutSeconds: Seconds.optional(),
+    /** a site that fails or times out: skip it (the model passes on unchanged) or abort the job */
+    onSiteFailure: z.enum(['skip', 'abort']).default('skip'),
   }),
   z.strictObject({
     type: z.literal('cross_site_eval'),

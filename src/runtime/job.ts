@@ -165,6 +165,7 @@ export async function runWorkflows(job: Job, initial: InitialModel, ctx: Workflo
           minClients,
           initialModel: model ?? (await readSafetensors(modelPath!)).tensors,
           ...(w.order && { order: w.order }),
+          onSiteFailure: w.onSiteFailure,
           ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
         }).run(ctx);
         model = r.model;

@@ -1,13 +1,12 @@
 /**
  * Cyclic weight transfer: the model visits the sites one after another, each
- * training it further; one round = one pass over all sites.
+ * training it further; one round = one pass over all sites, run with the
+ * Controller's relay primitive.
  */
 import type { FLModelInfo } from '../core/fl-model.ts';
-import { dictSource } from '../core/model-source.ts';
-import { streamToDict } from '../core/tensor-stream.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import { TaskNames } from '../client/api.ts';
-import { applyResult } from './apply-result.ts';
+import { type RelayFailurePolicy, RelayAbortedError } from '../runtime/controller.ts';
 import { type RoundSummary, type Workflow, type WorkflowContext } from './workflow.ts';
 
 export interface CyclicOptions {
@@ -16,8 +15,15 @@ export interface CyclicOptions {
   initialModel: TensorDict;
   /** site order; default: sorted connected sites */
   order?: string[];
+  /** limit for each site's task */
   taskTimeoutMs?: number;
   siteWaitMs?: number;
+  /**
+   * a site that fails or times out: 'skip' (default) passes the model on
+   * unchanged, and the round still needs minClients sites that trained;
+   * 'abort' fails the round, naming the site
+   */
+  onSiteFailure?: RelayFailurePolicy;
 }
 
 export class Cyclic implements Workflow {
@@ -37,19 +43,26 @@ export class Cyclic implements Workflow {
       const siteMetrics: Record<string, Record<string, number>> = {};
       const failures: Record<string, string> = {};
       const used: string[] = [];
-      for (const site of order) {
-        ctx.signal?.throwIfAborted();
-        const info: FLModelInfo = { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: round, totalRounds: this.opts.rounds };
-        const r = await ctx.controller.sendTo(site, { name: TaskNames.train, info, params: dictSource(this.model) }, this.opts.taskTimeoutMs);
-        if (!r.ok || !r.params) {
-          // a failed site is skipped: the model goes on to the next one unchanged
-          failures[site] = r.ok ? 'result carries no params' : r.error;
-          ctx.log.warn({ round, site, error: failures[site] }, 'site skipped');
-          continue;
+      const info: FLModelInfo = { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: round, totalRounds: this.opts.rounds };
+      const hops = ctx.controller.relay(
+        { name: TaskNames.train, info, model: this.model },
+        { order, onFailure: this.opts.onSiteFailure ?? 'skip', ...(this.opts.taskTimeoutMs !== undefined && { timeoutMs: this.opts.taskTimeoutMs }), ...(ctx.signal && { signal: ctx.signal }) },
+      );
+      try {
+        for await (const hop of hops) {
+          if (!hop.ok) {
+            // 'skip': the model goes on to the next site unchanged
+            failures[hop.site] = hop.error;
+            ctx.log.warn({ round, site: hop.site, error: hop.error }, 'site skipped');
+            continue;
+          }
+          this.model = hop.model;
+          siteMetrics[hop.site] = hop.info.metrics;
+          used.push(hop.site);
         }
-        this.model = applyResult(this.model, await streamToDict(r.params), r.info.paramsType);
-        siteMetrics[site] = r.info.metrics;
-        used.push(site);
+      } catch (e) {
+        if (e instanceof RelayAbortedError) throw new Error(`cyclic round ${round}: ${e.message}`, { cause: e });
+        throw e;
       }
       if (used.length < this.opts.minClients) throw new Error(`round ${round}: only ${used.length} sites trained, ${this.opts.minClients} required; failures: ${JSON.stringify(failures)}`);
       await ctx.workspace.saveGlobalModel(round, this.model, { workflow: this.name });
