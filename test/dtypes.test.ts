@@ -140,6 +140,12 @@ test('dtype table, typed-array views and float readers/writers', () => {
   assert.equal(new Float32Array(buf.buffer, 4, 1)[0], 1);
   const mis = viewAs('I16', buf.subarray(1, 5));
   assert.equal(mis.length, 2);
+  // a Node Buffer at an odd offset (as protobuf decodes a gRPC data frame): Buffer#slice is a view, the copy must not be
+  const wire = Buffer.alloc(13);
+  wire.writeFloatLE(2.5, 1);
+  const fromWire = viewAs('F32', wire.subarray(1, 13));
+  assert.equal(fromWire[0], 2.5);
+  assert.equal(fromWire.byteOffset % 4, 0);
   assert.throws(() => viewAs('F64', new Uint8Array(12)), /byte length 12 is not a multiple of F64 element size 8/);
   for (const d of ['F16', 'BF16', 'F32', 'F64', 'I64'] as const) {
     const data = allocate(d, 3);

@@ -52,7 +52,8 @@ export function viewAs<D extends DType>(dtype: D, bytes: Uint8Array): DTypeArray
   if (bytes.byteLength % size !== 0) {
     throw new Error(`byte length ${bytes.byteLength} is not a multiple of ${dtype} element size ${size}`);
   }
-  const src = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
+  // new Uint8Array(bytes) copies; bytes.slice() would not when bytes is a Node Buffer (Buffer#slice is a view)
+  const src = bytes.byteOffset % size === 0 ? bytes : new Uint8Array(bytes);
   const n = src.byteLength / size;
   const b = src.buffer;
   const o = src.byteOffset;
