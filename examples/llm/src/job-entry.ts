@@ -36,6 +36,7 @@ export function trainerFor(mode: TuneMode, ctx: TrainerFactoryContext): Trainer 
     lr: num(a, 'lr', mode === 'peft' ? 1e-2 : 1.5e-3),
     seed: num(a, 'seed', 0) + ctx.siteIndex,
     lora: loraFromArgs(a),
-    split: { valCount: num(a, 'valCount', 32), maxTrain: num(a, 'maxTrain', 900) },
+    // ctx: sequence length (default: the base model's context)
+    split: { valCount: num(a, 'valCount', 32), maxTrain: num(a, 'maxTrain', 900), ...(a.ctx !== undefined && { ctx: num(a, 'ctx', 0) }) },
   });
 }
