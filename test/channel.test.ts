@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Channel } from '../src/streaming/channel.ts';
+import { Channel, type TransferProgress, etaSeconds } from '../src/streaming/channel.ts';
 import { linkPair } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';
 
@@ -54,6 +54,28 @@ test('a payload crosses the channel bit-identical, in chunks no larger than chun
   await sent;
   assert.ok(maxChunk <= 1000, `chunk of ${maxChunk} bytes`);
   assert.deepEqual(Buffer.concat(parts), Buffer.from(data));
+});
+
+test('an announced size reaches both ends: progress reports carry it, the ETA follows from it, the message stays clean', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const seen: TransferProgress[] = [];
+  const sender = new Channel(a, { chunkBytes: 1000, onTransfer: (t) => seen.push(t) });
+  const receiver = new Channel(b, { chunkBytes: 1000, onTransfer: (t) => seen.push(t) });
+  const data = bytes(20_000);
+  const sent = sender.send({ type: 'model' }, chunks(data, 4096), { totalBytes: data.byteLength });
+  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
+  assert.deepEqual(env.msg, { type: 'model' }, 'the size field is the channel\'s, not the application\'s');
+  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
+  await sent;
+  for (const dir of ['send', 'receive'] as const) {
+    const end = seen.find((t) => t.direction === dir && t.done);
+    assert.ok(end, `a final ${dir} report`);
+    assert.equal(end.total, data.byteLength);
+    assert.equal(end.bytes, data.byteLength);
+    assert.equal(etaSeconds(end), 0);
+  }
+  assert.equal(etaSeconds({ bytes: 250, total: 1000, seconds: 1 }), 3, 'a quarter done in 1 s: 3 s to go');
+  assert.equal(etaSeconds({ bytes: 250, seconds: 1 }), undefined, 'no size, no ETA');
 });
 
 test('a receiver that stops reading makes the sender wait at the window, not buffer', async () => {

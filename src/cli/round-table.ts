@@ -6,8 +6,8 @@ const PREFERRED = ['train_loss', 'val_loss', 'val_accuracy', 'loss', 'accuracy']
 
 export class RoundTable {
   private keys: string[] | null = null;
-  /** bytes moved per transfer (peer/stream/direction) this round, for the bar */
-  private readonly moved = new Map<string, number>();
+  /** bytes moved and announced size per transfer (peer/stream/direction) this round, for the bar */
+  private readonly moved = new Map<string, { bytes: number; total?: number }>();
   private roundStarted = performance.now();
   private bar: SingleBar | null = null;
   private readonly tty = Boolean(process.stderr.isTTY) && !process.env.CI;
@@ -17,23 +17,29 @@ export class RoundTable {
   progress(p: { round: number; done: number; expected: number }): void {
     if (!this.tty) return;
     if (!this.bar) {
-      this.bar = new SingleBar({ format: ' round {round} [{bar}] {value}/{total} sites | {moved} moved, {rate}', clearOnComplete: true, hideCursor: true, stream: process.stderr }, Presets.shades_classic);
+      this.bar = new SingleBar({ format: ' round {round} [{bar}] {value}/{total} sites | {moved} moved, {rate}, ETA {eta}', clearOnComplete: true, hideCursor: true, stream: process.stderr }, Presets.shades_classic);
       this.bar.start(p.expected, 0, { round: p.round + 1, ...this.traffic() });
     }
     this.bar.update(p.done, { round: p.round + 1, ...this.traffic() });
   }
 
   /** Model bytes moving between the server and the sites (both directions). */
-  transfer(t: { peer: string; stream: number; direction: string; bytes: number }): void {
-    this.moved.set(`${t.peer}/${t.stream}/${t.direction}`, t.bytes);
+  transfer(t: { peer: string; stream: number; direction: string; bytes: number; total?: number }): void {
+    this.moved.set(`${t.peer}/${t.stream}/${t.direction}`, { bytes: t.bytes, ...(t.total !== undefined && { total: t.total }) });
     this.bar?.update({ ...this.traffic() });
   }
 
-  private traffic(): { moved: string; rate: string } {
+  /** Bytes moved this round, the rate, and the time left for the transfers under way (those that announced a size). */
+  private traffic(): { moved: string; rate: string; eta: string } {
     let bytes = 0;
-    for (const b of this.moved.values()) bytes += b;
+    let left = 0;
+    for (const m of this.moved.values()) {
+      bytes += m.bytes;
+      if (m.total !== undefined) left += Math.max(0, m.total - m.bytes);
+    }
     const s = (performance.now() - this.roundStarted) / 1000;
-    return { moved: human(bytes), rate: `${human(bytes / Math.max(s, 1e-3))}/s` };
+    const rate = bytes / Math.max(s, 1e-3);
+    return { moved: human(bytes), rate: `${human(rate)}/s`, eta: left > 0 && rate > 0 ? `${Math.ceil(left / rate)} s` : '-' };
   }
 
   row(s: RoundSummary): void {

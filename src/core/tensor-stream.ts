@@ -89,6 +89,12 @@ export async function streamToDict(stream: TensorStream): Promise<TensorDict> {
 }
 
 /** A stream's bytes in safetensors format: header first, then tensor data in order. */
+/** Size of a stream encoded by encodeStream (header and data), known before any byte is read: for progress and ETA. */
+export function encodedBytes(header: StreamHeader): number {
+  const built = buildHeader(header.tensors, header.metadata);
+  return built.bytes.byteLength + built.header.dataBytes;
+}
+
 export async function* encodeStream(stream: TensorStream): AsyncGenerator<Uint8Array> {
   const { bytes } = buildHeader(stream.header.tensors, stream.header.metadata);
   yield bytes;

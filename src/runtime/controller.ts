@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { FLModelInfo } from '../core/fl-model.ts';
 import type { ModelSource } from '../core/model-source.ts';
 import type { TensorDict } from '../core/tensor.ts';
-import { type TensorStream, decodeStream, encodeStream } from '../core/tensor-stream.ts';
+import { type TensorStream, decodeStream, encodeStream, encodedBytes } from '../core/tensor-stream.ts';
 import { Channel, type ChannelOptions, type Envelope } from '../streaming/channel.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
@@ -16,6 +16,7 @@ import { type Logger, silentLogger } from '../util/log.ts';
 import { ControllerError } from './errors.ts';
 import { ClientMessageSchema, RUNTIME_PROTOCOL, describeZodError } from './messages.ts';
 import { type RelayHop, type RelayOptions, type RelayTask, relayOver } from './relay.ts';
+import { transferLogger } from './transfer-log.ts';
 
 export type { RelayFailurePolicy, RelayHop, RelayHopFailed, RelayHopOk, RelayOptions, RelayTask } from './relay.ts';
 export { RelayAbortedError } from './relay.ts';
@@ -101,17 +102,7 @@ export class ServerRuntime implements Controller {
   constructor(private readonly transport: ServerTransport, private readonly opts: ServerRuntimeOptions) {
     this.jobId = opts.jobId;
     this.log = opts.log ?? silentLogger();
-    const report = opts.channel?.onTransfer;
-    this.channelOpts = {
-      ...opts.channel,
-      onTransfer: (t) => {
-        report?.(t);
-        if (t.done && t.bytes > 0) {
-          const mb = t.bytes / 2 ** 20;
-          this.log.info({ site: t.peer, direction: t.direction === 'send' ? 'to site' : 'from site', MB: +mb.toFixed(2), seconds: +t.seconds.toFixed(3), MBps: +(mb / Math.max(t.seconds, 1e-6)).toFixed(1) }, 'transfer done');
-        }
-      },
-    };
+    this.channelOpts = { ...opts.channel, onTransfer: transferLogger(this.log, opts.channel?.onTransfer) };
   }
 
   start(): void {
@@ -173,7 +164,7 @@ export class ServerRuntime implements Controller {
       }
       const msg = { type: 'task', taskId, taskName: task.name, info: task.info, hasParams: task.params !== null };
       const payload = task.params ? encodeStream(task.params.open()) : undefined;
-      s.channel.send(msg, payload).catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
+      s.channel.send(msg, payload, task.params ? { totalBytes: encodedBytes(task.params.header) } : {}).catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
     });
   }
 

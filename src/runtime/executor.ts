@@ -10,12 +10,13 @@ import { join } from 'node:path';
 import type { FLModel, FLModelInfo } from '../core/fl-model.ts';
 import { fileSource } from '../core/model-source.ts';
 import { writeStreamToFile } from '../core/safetensors.ts';
-import { type TensorStream, decodeStream, dictToStream, encodeStream, streamToDict } from '../core/tensor-stream.ts';
+import { type TensorStream, decodeStream, dictToStream, encodeStream, encodedBytes, streamToDict } from '../core/tensor-stream.ts';
 import type { MetricRecord, TrainerHost } from '../client/api.ts';
 import { Channel, type ChannelOptions } from '../streaming/channel.ts';
 import type { Link } from '../transport/link.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { RUNTIME_PROTOCOL, ServerMessageSchema, describeZodError } from './messages.ts';
+import { transferLogger } from './transfer-log.ts';
 
 export interface IncomingTask {
   taskId: string;
@@ -97,8 +98,8 @@ export class ClientRunner {
   private readonly abort = new AbortController();
 
   constructor(link: Link, private readonly opts: ClientRunnerOptions) {
-    this.channel = new Channel(link, opts.channel);
     this.log = opts.log ?? silentLogger();
+    this.channel = new Channel(link, { ...opts.channel, onTransfer: transferLogger(this.log, opts.channel?.onTransfer) });
   }
 
   get jobId(): string {
@@ -175,7 +176,7 @@ export class ClientRunner {
       const out = await handler(task, this.abort.signal);
       const msg = { type: 'result', taskId: task.taskId, status: 'ok', info: out.info, hasParams: out.params !== null };
       try {
-        await this.channel.send(msg, out.params ? encodeStream(out.params) : undefined);
+        await this.channel.send(msg, out.params ? encodeStream(out.params) : undefined, out.params ? { totalBytes: encodedBytes(out.params.header) } : {});
       } finally {
         await out.cleanup?.();
       }

@@ -67,8 +67,16 @@ export interface TransferProgress {
   direction: 'send' | 'receive';
   /** payload bytes moved so far */
   bytes: number;
+  /** the payload's size, when the sender announced it (send(..., { totalBytes })) */
+  total?: number;
   seconds: number;
   done: boolean;
+}
+
+/** Seconds left at the transfer's average rate so far, or undefined without a known total. */
+export function etaSeconds(t: Pick<TransferProgress, 'bytes' | 'total' | 'seconds'>): number | undefined {
+  if (t.total === undefined || t.bytes <= 0) return undefined;
+  return Math.max(0, ((t.total - t.bytes) * t.seconds) / t.bytes);
 }
 
 /** Reports a transfer's progress without flooding: every 250 ms, and at the end. */
@@ -76,7 +84,13 @@ class ProgressMeter {
   private readonly started = performance.now();
   private last = 0;
   bytes = 0;
-  constructor(private readonly report: ((t: TransferProgress) => void) | undefined, private readonly peer: string, private readonly stream: number, private readonly direction: 'send' | 'receive') {}
+  constructor(
+    private readonly report: ((t: TransferProgress) => void) | undefined,
+    private readonly peer: string,
+    private readonly stream: number,
+    private readonly direction: 'send' | 'receive',
+    private readonly total?: number,
+  ) {}
   add(n: number): void {
     this.bytes += n;
     if (!this.report) return;
@@ -90,7 +104,7 @@ class ProgressMeter {
     this.emit(true);
   }
   private emit(done: boolean): void {
-    this.report?.({ peer: this.peer, stream: this.stream, direction: this.direction, bytes: this.bytes, seconds: (performance.now() - this.started) / 1000, done });
+    this.report?.({ peer: this.peer, stream: this.stream, direction: this.direction, bytes: this.bytes, ...(this.total !== undefined && { total: this.total }), seconds: (performance.now() - this.started) / 1000, done });
   }
 }
 
@@ -114,6 +128,8 @@ export interface Envelope {
 
 /** Field of a control message that announces the payload stream following it. */
 const STREAM_FIELD = '__stream';
+/** Field of the same message with the payload's size, when the sender knows it (progress and ETA on both ends). */
+const SIZE_FIELD = '__bytes';
 /** Field of the channel's own control messages (resume handshake, control acks, goodbye); never delivered to the application. */
 const CHANNEL_FIELD = '__channel';
 /** Streams whose end a resumable receiver remembers, so a sender that missed the news learns it on resume. */
@@ -216,8 +232,8 @@ class IncomingStream implements Payload {
   /** the consumer finished or cancelled */
   private over = false;
   private readonly meter: ProgressMeter;
-  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, report?: (t: TransferProgress) => void) {
-    this.meter = new ProgressMeter(report, channel.peer, id, 'receive');
+  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, report?: (t: TransferProgress) => void, total?: number) {
+    this.meter = new ProgressMeter(report, channel.peer, id, 'receive', total);
   }
 
   /** Accepts a data frame if it is intact and in order; asks for a resend otherwise. Returns whether the stream ended. */
@@ -379,8 +395,12 @@ export class Channel {
     return this.phase !== 'attached';
   }
 
-  /** Sends a control message, then its payload (if any) under flow control. Resolves when all payload bytes are sent. */
-  async send(msg: Record<string, unknown>, payload?: AsyncIterable<Uint8Array>): Promise<void> {
+  /**
+   * Sends a control message, then its payload (if any) under flow control. Resolves when all
+   * payload bytes are sent. `totalBytes`, when known, travels with the announcement so both
+   * ends can report progress against it (an ETA); it is not enforced.
+   */
+  async send(msg: Record<string, unknown>, payload?: AsyncIterable<Uint8Array>, opts: { totalBytes?: number } = {}): Promise<void> {
     if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
     if (!payload) {
       await this.sendControl(JSON.stringify(msg))[1];
@@ -404,9 +424,10 @@ export class Channel {
     };
     const resumable = this.resume !== null;
     let offset = 0;
-    const meter = new ProgressMeter(this.opts.onTransfer, this.peer, id, 'send');
+    const total = opts.totalBytes;
+    const meter = new ProgressMeter(this.opts.onTransfer, this.peer, id, 'send', total);
     try {
-      const [seq, announced] = this.sendControl(JSON.stringify({ ...msg, [STREAM_FIELD]: id }));
+      const [seq, announced] = this.sendControl(JSON.stringify({ ...msg, [STREAM_FIELD]: id, ...(total !== undefined && { [SIZE_FIELD]: total }) }));
       out.announceSeq = seq;
       await announced;
       for await (const chunk of payload) {
@@ -796,8 +817,11 @@ export class Channel {
         const sid = m[STREAM_FIELD];
         let payload: IncomingStream | null = null;
         if (typeof sid === 'number') {
+          const size = m[SIZE_FIELD];
           delete m[STREAM_FIELD];
-          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, this.opts.onTransfer);
+          delete m[SIZE_FIELD];
+          const total = typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined;
+          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, this.opts.onTransfer, total);
           this.incoming.set(sid, payload);
         }
         this.inbox.push({ msg: m, payload });
