@@ -212,7 +212,9 @@ function simulateTiming(): SimulateTiming | undefined {
 async function extras(): Promise<ReportExtras> {
   const simulate = simulateTiming();
   const otherRuns = String(o.also).split(',').filter((d) => d.trim()).map((d) => path.resolve(d.trim()));
-  const common: ReportExtras = { ...(simulate && { simulate }), ...(otherRuns.length && { otherRuns }) };
+  const notesFile = path.join(String(o.out), 'notes.md');
+  const notes = existsSync(notesFile) ? readFileSync(notesFile, 'utf8') : undefined;
+  const common: ReportExtras = { ...(simulate && { simulate }), ...(otherRuns.length && { otherRuns }), ...(notes && { notes }) };
   if (!hasNumpy()) return common;
   const ids = [1, 403, 261, 378, 7, 511, 0, 42, 42, 300, 299, 298, 13, 65, 66, 67, 1, 2, 3, 500];
   return { reference: { maxDiff: await referenceMaxDiff(ids), positions: ids.length }, ...common };

@@ -129,6 +129,8 @@ export interface ReportExtras {
   reference?: { maxDiff: number; positions: number };
   /** folders with the results of other runs, summarised at the end */
   otherRuns?: string[];
+  /** hand-written markdown placed before the acceptance criteria (docs/examples/llm/notes.md) */
+  notes?: string;
   /** the CLI run of jobs/peft, timed separately (docs/examples/llm/simulate-peft.json) */
   simulate?: SimulateTiming;
 }
@@ -193,8 +195,10 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
   out.push('nohup nice -n 19 node --import tsx examples/llm/src/pretrain.ts --steps 900 --ctx 256 --batch 4 --resume &  # base model (~20 min)');
   out.push('nice -n 19 node --import tsx examples/llm/src/experiment.ts --mode all  # this page (--mode peft|sft runs one half, --mode report rewrites the page from the saved results)');
   out.push('flotilla simulate examples/llm/jobs/peft --clients 3              # the PEFT job through the CLI (jobs/sft likewise)');
-  out.push('node --import tsx --test test/llm-*.test.ts                        # reference check, tokenizer, LoRA, short federated PEFT');
+  out.push('node --import tsx --test test/llm-*.test.ts                        # reference check, tokenizer, LoRA, short federated PEFT, both job folders through the simulator');
   out.push('```');
+  out.push('');
+  out.push('The CLI timing below was taken with `/usr/bin/time -v node bin/flotilla.js simulate examples/llm/jobs/peft --clients 3 --workspace /tmp/llm-peft 2> /tmp/sim.time` and recorded by `node --import tsx examples/llm/src/record-simulate.ts --time /tmp/sim.time --workspace /tmp/llm-peft` (→ `docs/examples/llm/simulate-peft.json`).');
   out.push('');
   out.push('## Model');
   out.push('');
@@ -261,6 +265,29 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
     out.push(`PEFT sends ${kb(peft.fedavg.bytesPerRound)} per round, SFT ${kb(sft.fedavg.bytesPerRound)}: **${((100 * peft.fedavg.bytesPerRound) / sft.fedavg.bytesPerRound).toFixed(1)}%** (float32 payload; the safetensors header adds a few hundred bytes per message).`);
     out.push('');
   }
+  if (extras.simulate) {
+    const sim = extras.simulate;
+    out.push('## The PEFT job through the CLI');
+    out.push('');
+    out.push(`\`${sim.command}\`: ${sim.rounds} rounds in ${sim.wallSeconds.toFixed(0)} s wall (${(sim.wallSeconds / 60).toFixed(1)} min), CPU ${sim.cpuSeconds.toFixed(0)} s${sim.userSeconds !== undefined && sim.systemSeconds !== undefined ? ` (user ${sim.userSeconds.toFixed(0)} s, system ${sim.systemSeconds.toFixed(0)} s)` : ''}${sim.peakRssMB ? `, peak resident memory ${(sim.peakRssMB / 1024).toFixed(1)} GiB` : ''}${sim.note ? `; ${sim.note}` : ''}.`);
+    if (sim.jobSettings) {
+      out.push('');
+      out.push(`Job settings (\`examples/llm/jobs/peft/job.yaml\`, \`executor.trainer.args\`): ${Object.entries(sim.jobSettings).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(', ')}; validation ${String(sim.jobSettings.valCount ?? 32)} examples per site${sim.jobSettings.valCount === undefined ? ' (the job\'s default `valCount`)' : ''}, up to 900 training examples per site. Per round each site trains ${String(sim.jobSettings.localSteps)} steps of ${String(sim.jobSettings.batch)} examples, heavier than the experiment's ${String(results[0]!.settings.localSteps)} × ${String(results[0]!.settings.batch)}; the experiment above does not use the job folder (it drives the same trainers through \`simulateInProcess\`).`);
+    }
+    if (sim.perRound?.length) {
+      out.push('');
+      out.push('| round | train loss (mean over the round\'s local steps) | validation loss of the global model the sites received (after round − 1) | seconds |');
+      out.push('|---:|---:|---:|---:|');
+      for (const p of sim.perRound) out.push(`| ${p.round} | ${f3(p.trainLoss)} | ${f3(p.valLossOfGlobalBefore)} | ${p.seconds.toFixed(1)} |`);
+      out.push('');
+      out.push('Losses are token-weighted over the three sites (site-1 alpaca, site-2 roleplay, site-3 toolformer, 32 validation examples each, seeded by the site index, so not the experiment\'s split).');
+    }
+    out.push('');
+  }
+  if (extras.notes) {
+    out.push(extras.notes.trim());
+    out.push('');
+  }
   out.push('## Acceptance criteria (issue 5)');
   out.push('');
   out.push('| criterion | ' + results.map((r) => r.mode.toUpperCase()).join(' | ') + ' |');
@@ -274,7 +301,7 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
   }
   if (extras.simulate) {
     const sim = extras.simulate;
-    out.push(`| PEFT simulation, 3 clients, ${sim.rounds} rounds, under 10 min | \`${sim.command}\`: ${(sim.wallSeconds / 60).toFixed(1)} min wall, ${(sim.cpuSeconds / 60).toFixed(1)} min CPU${sim.note ? ` (${sim.note})` : ''}: ${yes(sim.wallSeconds < 600)}${sim.wallSeconds >= 600 && sim.cpuSeconds < 600 ? ' on wall time on a shared machine; its CPU time is under 10 min' : ''} | |`);
+    out.push(`| PEFT simulation, 3 clients, ${sim.rounds} rounds, under 10 min | \`${sim.command}\`: ${(sim.wallSeconds / 60).toFixed(1)} min wall, ${(sim.cpuSeconds / 60).toFixed(1)} min CPU, ${sim.peakRssMB ? `${(sim.peakRssMB / 1024).toFixed(1)} GiB peak resident (conditions: section above)` : sim.note ? ` (${sim.note})` : ''}: ${yes(sim.wallSeconds < 600)}${sim.wallSeconds >= 600 && sim.cpuSeconds < 600 ? ' on wall time on a shared machine; its CPU time is under 10 min' : ''} | |`);
   }
   if (extras.reference) out.push(`| stories260K logits match the numpy reference to 1e-4 | max abs diff ${extras.reference.maxDiff.toExponential(2)}: ${yes(extras.reference.maxDiff < 1e-4)} (\`test/llm-reference.test.ts\`, run by \`npm test\` in CI) | |`);
   out.push('');
