@@ -101,6 +101,18 @@ after(() => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
+/** Waits for the server process's log (its kit's workspace/log.jsonl) to have a line matching re. */
+async function serverLogged(re: RegExp, ms = 5_000): Promise<string> {
+  const file = join(kits.server!, 'workspace', 'log.jsonl');
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const line = readFileSync(file, 'utf8').split('\n').find((l) => re.test(l));
+    if (line) return line;
+    if (Date.now() > deadline) throw new Error(`server log has no line matching ${re}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 async function serverStillServes(): Promise<void> {
   const sites = (await admin.call('sites')).json as { site: string }[];
   assert.deepEqual(sites.map((s) => s.site), ['site-1', 'site-2']);
@@ -146,7 +158,7 @@ async function trySession(c: GrpcClient, site: string): Promise<Record<string, u
   return link.closed;
 }
 
-test('a client certificate from another CA is refused at the TLS handshake', async () => {
+test('a client certificate from another CA is refused at the TLS handshake, and the server logs why', async () => {
   const rogue = await createCA('rogue', 10);
   const cert = await issueCert(rogue, { subject: { cn: 'site-1', org: 'a', ou: 'client' }, notAfter: new Date(Date.now() + 86_400_000) });
   const real = loadKit(kits['site-1']!, 'client');
@@ -155,6 +167,9 @@ test('a client certificate from another CA is refused at the TLS handshake', asy
   c.close();
   assert.equal(typeof r, "string", `expected refusal, got ${JSON.stringify(r)}`);
   assert.match(r as string, /No connection established|Failed to connect/);
+  const line = JSON.parse(await serverLogged(/TLS handshake refused: unable to verify the first certificate/)) as { remote: string; level: number };
+  assert.equal(line.remote, '127.0.0.1');
+  assert.equal(line.level, 40, 'logged as a warning');
   await serverStillServes();
 });
 
@@ -169,15 +184,21 @@ test('a site certificate claiming another site name is refused', async () => {
   await serverStillServes();
 });
 
-test('an expired certificate signed by the project CA is refused', async () => {
-  const state = join(tmp, 'e2e', 'state');
-  const ca = { certPem: readFileSync(join(state, 'rootCA.pem'), 'utf8'), keyPem: readFileSync(join(state, 'rootCA.key'), 'utf8') };
-  const expired = await issueCert(ca, { subject: { cn: 'site-3', org: 'a', ou: 'client' }, notBefore: new Date(Date.now() - 10 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000) });
-  const c = clientWith(expired.certPem, expired.keyPem, ca.certPem);
+test('an expired certificate signed by the project CA is refused: its kit does not start, the handshake fails and the server logs why', async () => {
+  // the kit: provisioned by the same CA with a validity that is over; `client start` names the file and the fix
+  const project = parseProject({ name: 'e2e', participants: [{ type: 'server', name: 'server', org: 'hub', host: 'localhost', port }, { type: 'client', name: 'site-3', org: 'a' }] });
+  const old = await provision(project, { outDir: tmp, notBefore: new Date('2019-01-01T00:00:00Z'), notAfter: new Date('2020-01-01T00:00:00Z') });
+  const p = cli(['client', 'start', old.kits['site-3']!]);
+  assert.equal(await p.exited, 1);
+  assert.match(p.out(), /site-3\.crt expired on 2020-01-01T00:00:00Z: re-provision this site's startup kit \(flotilla provision project\.yml\)/);
+  // the same certificate used directly, past the kit check: the server refuses the handshake
+  const k = join(old.kits['site-3']!, 'startup');
+  const c = clientWith(readFileSync(join(k, 'site-3.crt'), 'utf8'), readFileSync(join(k, 'site-3.key'), 'utf8'), readFileSync(join(k, 'rootCA.pem'), 'utf8'));
   const r = await trySession(c, 'site-3');
   c.close();
   assert.equal(typeof r, "string", `expected refusal, got ${JSON.stringify(r)}`);
   assert.match(r as string, /No connection established|Failed to connect/);
+  await serverLogged(/TLS handshake refused: certificate has expired \(CERT_HAS_EXPIRED\)/);
   await serverStillServes();
 });
 

@@ -1,13 +1,13 @@
 // Provisioning, kit signatures, job bundles, roles and the job store, without processes.
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { authorize } from '../src/admin/authz.ts';
-import { describeCert } from '../src/provision/ca.ts';
-import { KitError, loadKit } from '../src/provision/kit.ts';
+import { createCA, describeCert, issueCert } from '../src/provision/ca.ts';
+import { KitError, loadKit, signKit } from '../src/provision/kit.ts';
 import { ProjectError, parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
 import { BundleError, packJob, unpackJob } from '../src/deploy/job-bundle.ts';
@@ -72,6 +72,37 @@ test('a tampered kit is refused, naming the file', async () => {
   assert.throws(() => loadKit(kit, 'client'), /signed file site-1\.key is missing/);
   writeFileSync(join(kit, 'site-1.key'), key);
   assert.throws(() => loadKit(kit, 'server'), /not a server kit: fed_server\.json is missing/);
+});
+
+test('a kit whose certificate expired, is not yet valid or was not issued by its rootCA.pem refuses to load, saying what to do', async () => {
+  const day = 86_400_000;
+  const expired = await provision(parseProject(project), { outDir: join(tmp, 'expired'), notBefore: new Date('2019-01-01T00:00:00Z'), notAfter: new Date('2020-01-01T00:00:00Z') });
+  const refused = (re: RegExp) => (e: Error) => e instanceof KitError && re.test(e.message);
+  assert.throws(() => loadKit(expired.kits['site-1']!, 'client'), refused(/^site-1\.crt expired on 2020-01-01T00:00:00Z: re-provision this site's startup kit \(flotilla provision project\.yml\)$/));
+  assert.throws(() => loadKit(expired.kits.server!, 'server'), refused(/^server\.crt expired on 2020-01-01T00:00:00Z: re-provision the server's startup kit/));
+  assert.throws(() => loadKit(expired.kits['ann@a.org']!, 'admin'), refused(/^ann@a\.org\.crt expired on .*this admin's startup kit/));
+  const early = await provision(parseProject(project), { outDir: join(tmp, 'early'), notBefore: new Date(Date.now() + 10 * day), notAfter: new Date(Date.now() + 20 * day) });
+  assert.throws(() => loadKit(early.kits['site-1']!, 'client'), refused(/^site-1\.crt is not valid until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: check this machine's clock/));
+
+  // a correctly signed kit whose certificate comes from another CA (files mixed from two projects)
+  const caKey = readFileSync(join(tmp, 'proj', 'state', 'rootCA.key'), 'utf8');
+  const mixed = join(tmp, 'mixed-site-1');
+  cpSync(join(tmp, 'proj', 'prod_01', 'site-1'), mixed, { recursive: true });
+  const startup = join(mixed, 'startup');
+  const rogue = await issueCert(await createCA('rogue', 10), { subject: { cn: 'site-1', org: 'a', ou: 'client' }, notAfter: new Date(Date.now() + day) });
+  const ownKey = readFileSync(join(startup, 'site-1.key'));
+  writeFileSync(join(startup, 'site-1.crt'), rogue.certPem);
+  writeFileSync(join(startup, 'site-1.key'), rogue.keyPem);
+  signKit(startup, caKey);
+  assert.throws(() => loadKit(mixed, 'client'), refused(/^site-1\.crt was not issued by this kit's rootCA\.pem \(certificate issuer: CN=rogue root CA, O=rogue; kit CA: CN=proj root CA, O=proj\): .*re-provision this site's startup kit/));
+  // the right certificate with another key
+  writeFileSync(join(startup, 'site-1.crt'), readFileSync(join(tmp, 'proj', 'prod_01', 'site-1', 'startup', 'site-1.crt')));
+  writeFileSync(join(startup, 'site-1.key'), rogue.keyPem);
+  signKit(startup, caKey);
+  assert.throws(() => loadKit(mixed, 'client'), refused(/^site-1\.key does not belong to site-1\.crt/));
+  writeFileSync(join(startup, 'site-1.key'), ownKey);
+  signKit(startup, caKey);
+  loadKit(mixed, 'client');
 });
 
 test('job bundles round-trip and refuse unsafe paths, oversize folders and bad configs', () => {

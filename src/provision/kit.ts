@@ -5,12 +5,15 @@
  *                         start.sh, signature.json
  * signature.json holds an ECDSA signature, made with the project CA's key,
  * over every other file of startup/. loadKit() refuses a kit in which any file
- * was changed, added or removed, naming the file.
+ * was changed, added or removed, naming the file, and a kit whose certificate
+ * is outside its validity period or was not issued by the kit's rootCA.pem
+ * (so the problem shows at start, not as an anonymous TLS handshake failure).
  */
-import { X509Certificate, createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
+import { X509Certificate, createPrivateKey, sign, verify } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { z } from 'zod';
+import { describeCert } from './ca.ts';
 import { ADMIN_ROLES } from './project.ts';
 
 export const SIGNATURE_FILE = 'signature.json';
@@ -107,6 +110,40 @@ export function verifyKit(startupDir: string): void {
   }
 }
 
+/** Whose kit it is, for the "what to do next" part of a message. */
+const OWNER = { server: "the server's", client: "this site's", admin: "this admin's" } as const;
+
+function isoSeconds(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/**
+ * Checks that the participant certificate `certFile` is valid at `now` and was
+ * issued (subject/issuer match and signature) by the kit's root CA. The signature
+ * is checked with node:crypto because it is synchronous, like the rest of
+ * loadKit; the dates come from @peculiar/x509 (describeCert).
+ */
+export function checkKitCertificate(kind: keyof typeof CONFIG_FILES, certFile: string, certPem: string, caPem: string, now = new Date()): void {
+  const redo = `re-provision ${OWNER[kind]} startup kit (flotilla provision project.yml)`;
+  const validity = (file: string, pem: string, what: string): void => {
+    let d: ReturnType<typeof describeCert>;
+    try {
+      d = describeCert(pem);
+    } catch (e) {
+      throw new KitError(`${file} is not a readable certificate (${(e as Error).message}): ${redo}`);
+    }
+    if (now < d.notBefore) throw new KitError(`${file} is not valid until ${isoSeconds(d.notBefore)}: check this machine's clock, or ${redo}`);
+    if (now > d.notAfter) throw new KitError(`${file} expired on ${isoSeconds(d.notAfter)}: ${what}`);
+  };
+  validity('rootCA.pem', caPem, `the project CA has expired; create a new CA (move <workspace>/<project>/state away) and re-provision every kit (flotilla provision project.yml)`);
+  validity(certFile, certPem, redo);
+  const ca = new X509Certificate(caPem);
+  const cert = new X509Certificate(certPem);
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) {
+    throw new KitError(`${certFile} was not issued by this kit's rootCA.pem (certificate issuer: ${cert.issuer.replaceAll('\n', ', ')}; kit CA: ${ca.subject.replaceAll('\n', ', ')}): the kit mixes files from different provisioning runs or projects; ${redo}`);
+  }
+}
+
 export interface Kit<C extends KitConfig = KitConfig> {
   /** the participant folder (parent of startup/) */
   root: string;
@@ -149,6 +186,14 @@ export function loadKit(dir: string, kind: keyof typeof CONFIG_FILES): Kit {
     return readFileSync(p, 'utf8');
   };
   const kit = { root: resolve(startup, '..'), startup, config, caPem: read('rootCA.pem'), certPem: read(`${config.name}.crt`), keyPem: read(`${config.name}.key`) };
-  createPublicKey(kit.keyPem); // a key that does not parse fails here, not in the TLS handshake
+  checkKitCertificate(kind, `${config.name}.crt`, kit.certPem, kit.caPem);
+  let key: ReturnType<typeof createPrivateKey>;
+  try {
+    key = createPrivateKey(kit.keyPem);
+  } catch (e) {
+    throw new KitError(`${config.name}.key is not a readable private key (${(e as Error).message}): re-provision ${OWNER[kind]} startup kit (flotilla provision project.yml)`);
+  }
+  // a key that does not parse or does not belong to the certificate fails here, not in the TLS handshake
+  if (!new X509Certificate(kit.certPem).checkPrivateKey(key)) throw new KitError(`${config.name}.key does not belong to ${config.name}.crt: re-provision ${OWNER[kind]} startup kit (flotilla provision project.yml)`);
   return kit;
 }

@@ -5,7 +5,8 @@
  * its verified certificate (CN, O, OU), never from a message.
  */
 import * as grpc from '@grpc/grpc-js';
-import type { PeerCertificate } from 'node:tls';
+import { Socket } from 'node:net';
+import { type PeerCertificate, Server as TlsServer, type TLSSocket } from 'node:tls';
 import { type Logger, silentLogger } from '../../util/log.ts';
 import { GrpcLink } from './link.ts';
 import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type WireFrame, loadProto } from './wire.ts';
@@ -62,6 +63,28 @@ export function identityOf(call: { getAuthContext(): { transportSecurityType?: s
   return { name, org, kind };
 }
 
+/** OpenSSL's wording for the verify errors a refused client certificate usually has (Node keeps only the code). */
+const VERIFY_ERRORS: Record<string, string> = {
+  CERT_HAS_EXPIRED: 'certificate has expired',
+  CERT_NOT_YET_VALID: 'certificate is not yet valid',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'unable to verify the first certificate',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'unable to get local issuer certificate',
+  SELF_SIGNED_CERT_IN_CHAIN: 'self-signed certificate in certificate chain',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'self-signed certificate',
+  CERT_SIGNATURE_FAILURE: 'certificate signature failure',
+  CERT_REVOKED: 'certificate revoked',
+};
+
+/** Why a TLS handshake was refused: the client certificate's verify error if it had one, else the TLS error. */
+export function tlsRefusalReason(err: Error, socket: Pick<TLSSocket, 'authorizationError'> | undefined): string {
+  const code = socket?.authorizationError;
+  if (code !== undefined && code !== null) {
+    const c = String(code);
+    return VERIFY_ERRORS[c] ? `${VERIFY_ERRORS[c]} (${c})` : c;
+  }
+  return err.message;
+}
+
 function metaString(md: grpc.Metadata, key: string): string | null {
   const v = md.get(key)[0];
   return typeof v === 'string' ? v : null;
@@ -70,6 +93,8 @@ function metaString(md: grpc.Metadata, key: string): string | null {
 export class GrpcServer {
   private readonly server: grpc.Server;
   private readonly log: Logger;
+  /** grpc-js's http2 servers whose refused handshakes we already log */
+  private readonly watched = new WeakSet<TlsServer>();
 
   constructor(private readonly opts: GrpcServerOptions) {
     this.log = opts.log ?? silentLogger();
@@ -82,11 +107,41 @@ export class GrpcServer {
   }
 
   /** Binds and starts serving; resolves to the bound port. */
-  start(): Promise<number> {
+  async start(): Promise<number> {
     const creds = grpc.ServerCredentials.createSsl(Buffer.from(this.opts.caPem), [{ private_key: Buffer.from(this.opts.keyPem), cert_chain: Buffer.from(this.opts.certPem) }], true);
-    return new Promise((resolve, reject) => {
-      this.server.bindAsync(`${this.opts.host}:${this.opts.port}`, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${this.opts.host}:${this.opts.port}: ${err.message}`)) : resolve(port)));
+    const port = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(`${this.opts.host}:${this.opts.port}`, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${this.opts.host}:${this.opts.port}: ${err.message}`)) : resolve(p)));
     });
+    this.logTlsRefusals();
+    return port;
+  }
+
+  /**
+   * A refused client certificate never reaches a handler: Node's TLS server drops the socket
+   * and emits `tlsClientError` on the http2 server, which grpc-js keeps private (`http2Servers`,
+   * grpc-js ≥ 1.10). We listen there, so the server log says why (expired, unknown CA); with a
+   * grpc-js that no longer has the field, handshakes are still refused, only without a log line.
+   */
+  private logTlsRefusals(): void {
+    const servers: unknown = Reflect.get(this.server, 'http2Servers');
+    if (!(servers instanceof Map)) {
+      this.log.warn('this grpc-js does not expose its listeners: refused TLS handshakes will not be logged');
+      return;
+    }
+    for (const s of servers.keys()) {
+      if (!(s instanceof TlsServer) || this.watched.has(s)) continue;
+      this.watched.add(s);
+      // the TLS socket is closed by the time of the event: read the address (node caches it) while it is open
+      s.on('connection', (raw: Socket) => void raw.remoteAddress);
+      s.on('tlsClientError', (err: Error, socket: TLSSocket | undefined) => {
+        const reason = tlsRefusalReason(err, socket);
+        const parent: unknown = socket ? Reflect.get(socket, '_parent') : undefined;
+        const remote = socket?.remoteAddress ?? (parent instanceof Socket ? parent.remoteAddress : undefined) ?? null;
+        // a certificate that failed verification is worth a warning; a peer hanging up mid-handshake is routine
+        const level = socket?.authorizationError ? 'warn' : 'info';
+        this.log[level]({ remote, reason }, `TLS handshake refused: ${reason}`);
+      });
+    }
   }
 
   close(graceMs = 2000): Promise<void> {
