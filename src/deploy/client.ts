@@ -150,7 +150,8 @@ export class FederationClient {
 
   private startJob(channel: Channel, m: Extract<ServerToSite, { type: 'deploy' }>, payload: Payload): void {
     const dir = join(this.jobsDir, m.jobId);
-    const run = (async () => {
+    let run: Promise<void> | undefined;
+    run = (async () => {
       try {
         const chunks: Uint8Array[] = [];
         for await (const c of payload) chunks.push(c);
@@ -177,7 +178,8 @@ export class FederationClient {
         this.log.warn({ job: m.jobId, error }, 'job failed on this site');
         await channel.send({ type: 'job_failed', jobId: m.jobId, error }).catch(() => undefined);
       } finally {
-        this.jobs.delete(m.jobId);
+        // a job requeued after a server restart comes back under the same id: leave its new run's entry alone
+        if (this.jobs.get(m.jobId) === run) this.jobs.delete(m.jobId);
       }
     })();
     this.jobs.set(m.jobId, run);

@@ -1,0 +1,38 @@
+/** Small helpers for tests that run a FederationServer and its sites in the test process. */
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import type { Logger } from '../../src/util/log.ts';
+
+export const repo = fileURLToPath(new URL('../..', import.meta.url));
+
+/** A logger whose JSON lines the test can read. */
+export function capture(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { log: pino<never>({ level: 'info' }, { write: (s: string) => void lines.push(s) }), lines };
+}
+
+export async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A copy of test/fixtures/jobs/tiny at `dest` with its imports pointed at Flotilla's sources (as shipped
+ * jobs are), `minClients`/`rounds` changed and, with sleepMs, a trainer that takes that long per round.
+ */
+export function tinyJob(dest: string, o: { minClients?: number; rounds?: number; sleepMs?: number } = {}): string {
+  cpSync(join(repo, 'test/fixtures/jobs/tiny'), dest, { recursive: true });
+  const yaml = readFileSync(join(dest, 'job.yaml'), 'utf8')
+    .replace('minClients: 2', `minClients: ${o.minClients ?? 2}`)
+    .replace('rounds: 3', `rounds: ${o.rounds ?? 3}`);
+  writeFileSync(join(dest, 'job.yaml'), yaml);
+  let trainer = readFileSync(join(dest, 'trainer.ts'), 'utf8').replaceAll('../../../../src/', `${repo}src/`);
+  if (o.sleepMs) trainer = trainer.replace('const w = m.params', `await new Promise((r) => setTimeout(r, ${o.sleepMs}));\n      const w = m.params`);
+  writeFileSync(join(dest, 'trainer.ts'), trainer);
+  return dest;
+}
