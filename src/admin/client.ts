@@ -2,18 +2,15 @@
  * The admin side: sends one command over mutual TLS with the admin's kit.
  * The server decides what the caller may do from the certificate.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { z } from 'zod';
+import { resolve } from 'node:path';
 import { type AdminConfig, type Kit, loadKit } from '../provision/kit.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
+import { type DownloadProgress, receiveResults } from '../deploy/download.ts';
 import { packJob } from '../deploy/job-bundle.ts';
 
 export class AdminError extends Error {
   override readonly name = 'AdminError';
 }
-
-const FilesSchema = z.strictObject({ files: z.array(z.strictObject({ path: z.string(), base64: z.string() })) });
 
 export class AdminClient {
   private readonly grpc: GrpcClient;
@@ -38,16 +35,16 @@ export class AdminClient {
     return (r.json as { jobId: string }).jobId;
   }
 
-  /** Downloads a job's server results into <outDir>/<job>/; returns that folder. */
-  async download(job: string, outDir: string): Promise<string> {
-    const r = await this.call('download', { job });
-    const parsed = FilesSchema.parse(JSON.parse(Buffer.from(r.blob).toString('utf8')));
+  /**
+   * Downloads a job's server results into <outDir>/<job>/ (streamed: global models of any size
+   * in bounded memory, each file checked against its xxhash64); returns that folder.
+   */
+  async download(job: string, outDir: string, onProgress?: (p: DownloadProgress) => void): Promise<string> {
     const dest = resolve(outDir, job);
-    for (const f of parsed.files) {
-      if (f.path.split('/').some((s) => s === '..' || s === '') || f.path.startsWith('/')) throw new AdminError(`server sent an unsafe path ${f.path}`);
-      const p = join(dest, f.path);
-      mkdirSync(dirname(p), { recursive: true });
-      writeFileSync(p, Buffer.from(f.base64, 'base64'));
+    try {
+      await receiveResults(this.grpc.download({ command: 'download', args_json: JSON.stringify({ job }), blob: new Uint8Array(0) }), dest, onProgress);
+    } catch (e) {
+      throw new AdminError((e as Error).message);
     }
     return dest;
   }

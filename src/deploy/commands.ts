@@ -1,4 +1,5 @@
 /** The deployment subcommands of `flotilla`: provision, server, client, admin, poc. */
+import { Presets, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
 import { AdminClient } from '../admin/client.ts';
@@ -7,6 +8,7 @@ import { readProject } from '../provision/project.ts';
 import { provision } from '../provision/provision.ts';
 import { fileLogger } from '../util/log.ts';
 import { FederationClient } from './client.ts';
+import type { DownloadProgress } from './download.ts';
 import { POC_ADMIN, pocPrepare, pocStart, pocStop } from './poc.ts';
 import { FederationServer } from './server.ts';
 
@@ -106,7 +108,7 @@ export function registerDeploymentCommands(program: Command): void {
             if (!o.json) out(`Submitted job ${(result as { jobId: string }).jobId}`);
             break;
           case 'download': {
-            const dir = await admin.download(need('job id'), o.out);
+            const dir = await withDownloadBar((onProgress) => admin.download(need('job id'), o.out, onProgress));
             result = { dir };
             if (!o.json) out(`Downloaded job ${arg} to ${dir}`);
             break;
@@ -166,4 +168,30 @@ function format(command: string, r: unknown): string {
     return [`${'SITE'.padEnd(20)} ${'ORG'.padEnd(16)} ${'LAST SEEN'.padEnd(10)} JOBS`, ...rows.map((s) => `${s.site.padEnd(20)} ${s.org.padEnd(16)} ${`${(s.lastSeenMsAgo / 1000).toFixed(1)}s`.padEnd(10)} ${s.runningJobs.join(',')}`)].join('\n');
   }
   return JSON.stringify(r, null, 2);
+}
+
+/**
+ * A progress bar (bytes, rate, ETA) on stderr while a download runs, when stderr is a terminal;
+ * nothing otherwise (CI logs and pipes get the final line only).
+ */
+async function withDownloadBar<T>(run: (onProgress?: (p: DownloadProgress) => void) => Promise<T>): Promise<T> {
+  if (!process.stderr.isTTY || process.env.CI) return run();
+  const bar = new SingleBar(
+    { format: ' download [{bar}] {percentage}% | {done} of {all} | {rate}/s | ETA {eta_formatted} | {file}', hideCursor: true, clearOnComplete: true, stream: process.stderr, etaBuffer: 50 },
+    Presets.shades_classic,
+  );
+  const mb = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MB`;
+  const started = performance.now();
+  let begun = false;
+  try {
+    return await run((p) => {
+      const payload = { done: mb(p.bytes), all: mb(p.total), rate: mb(p.bytes / Math.max((performance.now() - started) / 1000, 1e-3)), file: p.file };
+      if (!begun) {
+        bar.start(Math.max(p.total, 1), p.bytes, payload);
+        begun = true;
+      } else bar.update(p.bytes, payload);
+    });
+  } finally {
+    if (begun) bar.stop();
+  }
 }

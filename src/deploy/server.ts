@@ -9,7 +9,7 @@
  * connected.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { type AdminUser, ADMIN_COMMANDS, type AdminCommand, type Target, authorize, isRole } from '../admin/authz.ts';
@@ -20,11 +20,12 @@ import { ServerWorkspace } from '../runtime/workspace.ts';
 import { Channel } from '../streaming/channel.ts';
 import type { GrpcLink } from '../transport/grpc/link.ts';
 import { type ConnectInfo, GrpcServer, type PeerIdentity } from '../transport/grpc/server.ts';
-import type { AdminReplyWire, AdminRequestWire } from '../transport/grpc/wire.ts';
+import type { AdminReplyWire, AdminRequestWire, DownloadPieceWire } from '../transport/grpc/wire.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, fileLogger, silentLogger } from '../util/log.ts';
 import { describeZodError } from '../runtime/messages.ts';
+import { listResults, sendResults } from './download.ts';
 import { BundleError, packJob, unpackJob } from './job-bundle.ts';
 import { allowJobImports } from './job-imports.ts';
 import { type JobRecord, JobStore } from './job-store.ts';
@@ -109,7 +110,7 @@ export class FederationServer {
       certPem: kit.certPem,
       keyPem: kit.keyPem,
       log: this.log,
-      handlers: { onConnect: (link, peer, info) => this.onConnect(link, peer, info), onAdmin: (peer, req) => this.onAdmin(peer, req) },
+      handlers: { onConnect: (link, peer, info) => this.onConnect(link, peer, info), onAdmin: (peer, req) => this.onAdmin(peer, req), onDownload: (peer, req, write) => this.onDownload(peer, req, write) },
     });
   }
 
@@ -328,7 +329,14 @@ export class FederationServer {
 
   // ---- admin ----------------------------------------------------------------
 
-  private async onAdmin(peer: PeerIdentity, req: AdminRequestWire): Promise<AdminReplyWire> {
+  /** Admin.Download: the download command, authorized and audited like any other, with its files streamed. */
+  private async onDownload(peer: PeerIdentity, req: AdminRequestWire, write: (p: DownloadPieceWire) => Promise<void>): Promise<void> {
+    if (req.command !== 'download') throw new Error(`Admin.Download serves the download command, not "${req.command}"`);
+    const reply = await this.onAdmin(peer, req, write);
+    if (!reply.ok) throw new Error(JSON.parse(reply.json) as string);
+  }
+
+  private async onAdmin(peer: PeerIdentity, req: AdminRequestWire, write?: (p: DownloadPieceWire) => Promise<void>): Promise<AdminReplyWire> {
     const command = req.command;
     const argsText = req.args_json || '{}';
     const auditArgs = argsText.slice(0, 2000);
@@ -354,7 +362,7 @@ export class FederationServer {
           throw new AdminFailure(`permission denied: ${denied}`);
         }
       };
-      const reply = await this.runCommand(command as AdminCommand, args, req.blob, user, check);
+      const reply = await this.runCommand(command as AdminCommand, args, req.blob, user, check, write);
       this.store.audit({ user: user.name, org: user.org, role: user.role, command, args: auditArgs, allowed: true, outcome: 'ok' });
       return { ok: true, json: JSON.stringify(reply.json), blob: reply.blob ?? new Uint8Array(0) };
     } catch (e) {
@@ -376,7 +384,7 @@ export class FederationServer {
     return j;
   }
 
-  private async runCommand(cmd: AdminCommand, args: unknown, blob: Uint8Array, user: AdminUser, check: (t: Target) => void): Promise<{ json: unknown; blob?: Uint8Array }> {
+  private async runCommand(cmd: AdminCommand, args: unknown, blob: Uint8Array, user: AdminUser, check: (t: Target) => void, write?: (p: DownloadPieceWire) => Promise<void>): Promise<{ json: unknown; blob?: Uint8Array }> {
     switch (cmd) {
       case 'submit': {
         this.parse(NoArgs, args, cmd);
@@ -443,18 +451,9 @@ export class FederationServer {
         check({ job: j });
         const root = join(this.jobDir(job), 'workspace', 'server');
         if (!existsSync(root)) throw new AdminFailure(`job ${job} (${j.state}) has no results yet`);
-        const files: { path: string; base64: string }[] = [];
-        const walk = (rel: string): void => {
-          for (const n of readdirSync(join(root, rel)).sort()) {
-            const r = rel ? `${rel}/${n}` : n;
-            if (statSync(join(root, r)).isDirectory()) walk(r);
-            else files.push({ path: r, base64: readFileSync(join(root, r)).toString('base64') });
-          }
-        };
-        walk('');
-        const bytes = Buffer.from(JSON.stringify({ files }));
-        if (bytes.byteLength > 15 << 20) throw new AdminFailure(`job ${job}'s results are ${bytes.byteLength} bytes, more than one admin reply carries (15 MiB); copy them from the server workspace`);
-        return { json: { jobId: job, state: j.state, files: files.map((f) => f.path) }, blob: bytes };
+        // over Admin.Download the files stream (any size); a plain command gets the list only
+        const files = write ? await sendResults(root, write) : await listResults(root);
+        return { json: { jobId: job, state: j.state, files } };
       }
       case 'shutdown-site': {
         const { site } = this.parse(SiteArg, args, cmd);

@@ -5,7 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { GrpcLink } from './link.ts';
-import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, FEDERATION_CONNECT, type WireFrame, loadProto } from './wire.ts';
+import { ADMIN_DOWNLOAD, type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, FEDERATION_CONNECT, type WireFrame, loadProto } from './wire.ts';
 
 export interface GrpcClientOptions {
   host: string;
@@ -64,6 +64,27 @@ export class GrpcClient {
     return new Promise((resolve, reject) => {
       this.adminStub.Command(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, r) => (err || !r ? reject(new Error(err?.details || err?.message || 'no reply')) : resolve(r)));
     });
+  }
+
+  /**
+   * Admin.Download: the pieces of a streamed download as they arrive. The server waits while
+   * the caller is slow to iterate (gRPC flow control), so memory stays at a few pieces.
+   */
+  download(req: AdminRequestWire): AsyncIterable<DownloadPieceWire> {
+    const def = loadProto().Admin.service.Download!;
+    const call = this.adminStub.makeServerStreamRequest<AdminRequestWire, DownloadPieceWire>(ADMIN_DOWNLOAD, def.requestSerialize as (v: AdminRequestWire) => Buffer, def.responseDeserialize as (b: Buffer) => DownloadPieceWire, req, new grpc.Metadata());
+    return {
+      async *[Symbol.asyncIterator]() {
+        try {
+          for await (const p of call as AsyncIterable<DownloadPieceWire>) yield p;
+        } catch (e) {
+          const err = e as grpc.ServiceError;
+          throw new Error(err.details || err.message);
+        } finally {
+          call.cancel();
+        }
+      },
+    };
   }
 
   /** The raw channel, for tests that speak malformed protocol. */

@@ -9,7 +9,7 @@ import { Socket } from 'node:net';
 import { type PeerCertificate, Server as TlsServer, type TLSSocket } from 'node:tls';
 import { type Logger, silentLogger } from '../../util/log.ts';
 import { GrpcLink } from './link.ts';
-import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type WireFrame, loadProto } from './wire.ts';
+import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, type WireFrame, loadProto } from './wire.ts';
 
 export interface PeerIdentity {
   /** certificate CN: site name, admin email, server name */
@@ -35,6 +35,12 @@ export interface GrpcServerHandlers {
   /** A site opened a Connect call. Return a reason to refuse it, or null to keep the link. */
   onConnect(link: GrpcLink, peer: PeerIdentity, info: ConnectInfo): string | null;
   onAdmin(peer: PeerIdentity, req: AdminRequestWire): Promise<AdminReplyWire>;
+  /**
+   * An admin asked for a streamed download: `write` resolves when the call can take the next
+   * piece (gRPC backpressure). Throw to end the call with that message. Optional: without it
+   * the call is refused as unimplemented.
+   */
+  onDownload?(peer: PeerIdentity, req: AdminRequestWire, write: (p: DownloadPieceWire) => Promise<void>): Promise<void>;
 }
 
 export interface GrpcServerOptions {
@@ -103,6 +109,7 @@ export class GrpcServer {
     this.server.addService(pkg.Federation.service, { Connect: (call: grpc.ServerDuplexStream<WireFrame, WireFrame>) => this.connect(call) });
     this.server.addService(pkg.Admin.service, {
       Command: (call: grpc.ServerUnaryCall<AdminRequestWire, AdminReplyWire>, cb: grpc.sendUnaryData<AdminReplyWire>) => void this.admin(call, cb),
+      Download: (call: grpc.ServerWritableStream<AdminRequestWire, DownloadPieceWire>) => void this.download(call),
     });
   }
 
@@ -192,6 +199,26 @@ export class GrpcServer {
       cb(null, await this.opts.handlers.onAdmin(id, call.request));
     } catch (e) {
       cb({ code: grpc.status.INTERNAL, details: (e as Error).message });
+    }
+  }
+
+  private async download(call: grpc.ServerWritableStream<AdminRequestWire, DownloadPieceWire>): Promise<void> {
+    const id = identityOf(call);
+    const fail = (code: grpc.status, details: string): void => void call.emit('error', { code, details });
+    if (typeof id === 'string') return fail(grpc.status.UNAUTHENTICATED, id);
+    const handler = this.opts.handlers.onDownload;
+    if (!handler) return fail(grpc.status.UNIMPLEMENTED, 'this server does not serve downloads');
+    let gone: string | null = null;
+    call.on('cancelled', () => (gone = 'the admin cancelled the download'));
+    const write = async (p: DownloadPieceWire): Promise<void> => {
+      if (gone) throw new Error(gone);
+      if (!call.write(p)) await new Promise<void>((r) => { call.once('drain', r); call.once('cancelled', r); });
+    };
+    try {
+      await handler(id, call.request, write);
+      call.end();
+    } catch (e) {
+      if (!gone) fail(grpc.status.FAILED_PRECONDITION, (e as Error).message);
     }
   }
 }

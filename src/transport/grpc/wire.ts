@@ -36,6 +36,17 @@ export interface AdminReplyWire {
   blob: Uint8Array;
 }
 
+/** Admin.Download's stream element as proto-loader decodes it (oneof named in `kind`). */
+export interface DownloadPieceWire {
+  kind?: 'manifest' | 'start' | 'data' | 'end';
+  manifest?: { files?: { path?: string; size?: number }[] } | null;
+  start?: { path?: string; size?: number } | null;
+  data?: Uint8Array | null;
+  end?: { xxhash64?: string } | null;
+}
+
+export const ADMIN_DOWNLOAD = '/flotilla.v1.Admin/Download';
+
 export interface FlotillaPackage {
   Federation: grpc.ServiceClientConstructor;
   Admin: grpc.ServiceClientConstructor;
