@@ -1,12 +1,17 @@
 /**
  * FedAvg's aggregator: one running weighted sum, never N models.
  *
- * Each result is folded in as its stream arrives. A tensor's pieces are staged
- * in one scratch buffer and folded when the tensor is complete, so a result
- * that breaks off mid-stream leaves every tensor either fully counted or not
- * at all (weights are kept per tensor). Memory: the global model, one float32
- * accumulator, and one scratch buffer the size of the largest tensor. Several
- * results may be added concurrently: they take turns tensor by tensor.
+ * Each result is folded in chunk by chunk as its stream arrives: a piece is
+ * added to the float32 accumulator and dropped, so memory is the global model,
+ * one accumulator and the pieces in flight, whatever the size of the largest
+ * tensor or the number of results. Results are added concurrently, each at the
+ * pace of its own stream (no result waits for another, so no sender stalls).
+ *
+ * Weights are kept per element range: a tensor a result delivered whole counts
+ * with the result's weight; a result that breaks off inside a tensor counts
+ * only for the elements it delivered (its weight is recorded up to that
+ * offset), so every element is the exact weighted mean of the values that
+ * reached it. An element nobody delivered keeps the global value.
  *
  * FULL results are averaged as they are; a DIFF result d counts as global + d,
  * so FULL and DIFF results can be mixed in one round. Tensors a client leaves
@@ -16,7 +21,6 @@
 import { type DType, dtypeSize, floatReader, floatWriter, viewAs, allocate } from '../core/dtypes.ts';
 import type { ParamsType } from '../core/fl-model.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
-import { FifoLock } from './fifo-lock.ts';
 import { type TensorDict, numel } from '../core/tensor.ts';
 
 export class AggregationError extends Error {
@@ -24,25 +28,27 @@ export class AggregationError extends Error {
 }
 
 interface Slot {
+  name: string;
   dtype: DType;
   shape: readonly number[];
   n: number;
   acc: Float32Array | null;
+  /** total weight of the results that delivered this tensor whole */
   weight: number;
+  /** results that broke off inside this tensor: `weight` counts for elements [0, upTo) */
+  partial: { upTo: number; weight: number }[];
   global: (i: number) => number;
 }
 
 export class WeightedAverage {
   private readonly slots = new Map<string, Slot>();
-  private scratch = new Float32Array(0);
-  private readonly lock = new FifoLock();
   private contributions = 0;
   private total = 0;
   private done = false;
 
   constructor(private readonly global: TensorDict) {
     for (const [name, t] of global) {
-      this.slots.set(name, { dtype: t.dtype, shape: t.shape, n: numel(t.shape), acc: null, weight: 0, global: floatReader(t.dtype, t.data) });
+      this.slots.set(name, { name, dtype: t.dtype, shape: t.shape, n: numel(t.shape), acc: null, weight: 0, partial: [], global: floatReader(t.dtype, t.data) });
     }
   }
 
@@ -68,61 +74,65 @@ export class WeightedAverage {
       if (t.dtype === 'BOOL' && s.dtype !== 'BOOL') throw new AggregationError(`tensor "${t.name}": BOOL result for a ${s.dtype} tensor`);
     }
     const diff = paramsType === 'DIFF';
-    let current = -1;
-    let filled = 0;
-    // Concurrent results take turns one tensor at a time: the scratch buffer is held from a
-    // tensor's first piece until it is folded, so the other results wait at most one tensor each.
-    let release: (() => void) | null = null;
+    // the tensor being folded and how many of its elements arrived (null between tensors)
+    let open: { s: Slot; filled: number } | null = null;
     try {
       for await (const p of stream.pieces()) {
-        const info = stream.header.tensors[p.index]!;
-        const s = this.slots.get(info.name)!;
-        if (p.index !== current) {
-          release?.();
-          release = await this.lock.acquire();
-          current = p.index;
-          filled = 0;
-          if (this.scratch.length < s.n) this.scratch = new Float32Array(s.n);
-        }
+        const s = this.slots.get(stream.header.tensors[p.index]!.name)!;
+        if (open && open.s !== s) throw new AggregationError(`tensor "${open.s.name}" ended after ${open.filled} of ${open.s.n} elements`);
+        open ??= { s, filled: 0 };
         const start = p.offset / dtypeSize(p.dtype);
+        if (start !== open.filled) throw new AggregationError(`tensor "${s.name}": piece at element ${start}, expected ${open.filled}`);
         const view = viewAs(p.dtype, p.bytes);
-        const scratch = this.scratch;
-        if (p.dtype === 'F32') {
-          scratch.set(view as Float32Array, start);
-        } else {
-          const read = floatReader(p.dtype, view);
-          for (let j = 0; j < view.length; j++) scratch[start + j] = read(j);
-        }
-        filled += view.length;
-        if (filled === s.n) {
-          this.fold(s, weight, diff);
-          release!();
-          release = null;
+        this.fold(s, start, view, p.dtype, weight, diff);
+        open.filled += view.length;
+        if (open.filled === s.n) {
+          s.weight += weight;
+          open = null;
         }
       }
+      if (open) throw new AggregationError(`result ended inside tensor "${open.s.name}" (${open.filled} of ${open.s.n} elements)`);
     } finally {
-      (release as (() => void) | null)?.();
+      // a result that broke off mid-tensor counts for the elements it delivered
+      if (open && open.filled > 0) open.s.partial.push({ upTo: open.filled, weight });
     }
     this.contributions++;
     this.total += weight;
   }
 
-  private fold(s: Slot, w: number, diff: boolean): void {
+  /** acc[start + j] += w · x[j] (DIFF: w · (x[j] + global)), converting from the piece's dtype. */
+  private fold(s: Slot, start: number, view: ReturnType<typeof viewAs>, dtype: DType, w: number, diff: boolean): void {
     s.acc ??= new Float32Array(s.n);
     const acc = s.acc;
-    const x = this.scratch;
-    if (diff) {
-      for (let i = 0; i < s.n; i++) acc[i]! += w * (x[i]! + s.global(i));
-    } else {
-      for (let i = 0; i < s.n; i++) acc[i]! += w * x[i]!;
+    const m = view.length;
+    if (dtype === 'F32' && !diff) {
+      const x = view as Float32Array;
+      for (let j = 0; j < m; j++) acc[start + j]! += w * x[j]!;
+      return;
     }
-    s.weight += w;
+    const read = floatReader(dtype, view);
+    const g = s.global;
+    if (diff) for (let j = 0; j < m; j++) acc[start + j]! += w * (read(j) + g(start + j));
+    else for (let j = 0; j < m; j++) acc[start + j]! += w * read(j);
+  }
+
+  /** Calls `each(from, to, weight)` over [0, n) in ranges of equal total weight (whole results plus partial ones). */
+  private static ranges(s: Slot, each: (from: number, to: number, weight: number) => void): void {
+    const cuts = [...s.partial].sort((a, b) => a.upTo - b.upTo);
+    let extra = cuts.reduce((sum, c) => sum + c.weight, 0);
+    let from = 0;
+    for (const c of cuts) {
+      if (c.upTo > from) each(from, c.upTo, s.weight + extra);
+      from = Math.max(from, c.upTo);
+      extra -= c.weight;
+    }
+    if (from < s.n) each(from, s.n, s.weight);
   }
 
   /**
-   * The new global model: per tensor, the weighted mean of what arrived, else
-   * the global value. F32 means are computed in place in the accumulator (no
-   * third copy of the model), so the aggregator can be used once.
+   * The new global model: per element, the weighted mean of what arrived, else the global
+   * value. F32 means are computed in place in the accumulator (no third copy of the model),
+   * so the aggregator can be used once.
    */
   result(): TensorDict {
     if (this.done) throw new AggregationError('result() was already taken from this aggregator');
@@ -130,27 +140,33 @@ export class WeightedAverage {
     const out: TensorDict = new Map();
     for (const [name, s] of this.slots) {
       const g = this.global.get(name)!;
-      if (!s.acc || s.weight === 0) {
+      const acc = s.acc;
+      if (!acc || (s.weight === 0 && s.partial.every((p) => p.weight === 0))) {
         out.set(name, g);
         continue;
       }
-      const inv = 1 / s.weight;
       if (s.dtype === 'F32') {
-        const d = s.acc;
-        for (let i = 0; i < s.n; i++) d[i]! *= inv;
-        out.set(name, { dtype: 'F32', shape: s.shape, data: d });
+        WeightedAverage.ranges(s, (from, to, w) => {
+          if (w > 0) {
+            const inv = 1 / w;
+            for (let i = from; i < to; i++) acc[i]! *= inv;
+          } else for (let i = from; i < to; i++) acc[i] = s.global(i);
+        });
+        out.set(name, { dtype: 'F32', shape: s.shape, data: acc });
         s.acc = null;
         continue;
       }
       const data = allocate(s.dtype, s.n);
-      if (s.dtype === 'BOOL') {
-        const d = data as Uint8Array;
-        for (let i = 0; i < s.n; i++) d[i] = s.acc[i]! * inv >= 0.5 ? 1 : 0;
-      } else {
-        const write = floatWriter(s.dtype, data);
-        const isInt = s.dtype.startsWith('I') || s.dtype === 'U8';
-        for (let i = 0; i < s.n; i++) write(i, isInt ? Math.round(s.acc[i]! * inv) : s.acc[i]! * inv);
-      }
+      const isBool = s.dtype === 'BOOL';
+      const isInt = s.dtype.startsWith('I') || s.dtype === 'U8';
+      const write = isBool ? null : floatWriter(s.dtype, data);
+      WeightedAverage.ranges(s, (from, to, w) => {
+        for (let i = from; i < to; i++) {
+          const v = w > 0 ? acc[i]! / w : s.global(i);
+          if (isBool) (data as Uint8Array)[i] = v >= 0.5 ? 1 : 0;
+          else write!(i, isInt ? Math.round(v) : v);
+        }
+      });
       out.set(name, { dtype: s.dtype, shape: s.shape, data });
     }
     return out;
