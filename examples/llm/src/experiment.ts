@@ -55,7 +55,7 @@ function commandLine(): string {
   if (inherited) return inherited;
   const nice = os.getPriority();
   const args = process.argv.slice(2).filter((_, i, a) => !(a[i] === '--mode' || a[i - 1] === '--mode'));
-  return `${nice ? `nice -n ${nice} ` : ''}node --import tsx examples/llm/src/experiment.ts --mode all${args.length ? ' ' + args.join(' ') : ''}`;
+  return `${nice ? `nice -n ${nice} ` : ''}node --import tsx examples/llm/src/experiment.ts --mode ${o.mode === 'peft' || o.mode === 'sft' ? o.mode : 'all'}${args.length ? ' ' + args.join(' ') : ''}`;
 }
 
 const n = (k: string): number => {
