@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { type AdminUser, ADMIN_COMMANDS, type AdminCommand, type Target, authorize, isRole } from '../admin/authz.ts';
 import type { Kit, ServerConfig } from '../provision/kit.ts';
 import { ServerRuntime } from '../runtime/controller.ts';
-import { loadInitialModel, loadJob, runWorkflows } from '../runtime/job.ts';
+import { handOver, loadInitialModel, loadJob, runWorkflows } from '../runtime/job.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import { Channel } from '../streaming/channel.ts';
 import type { GrpcLink } from '../transport/grpc/link.ts';
@@ -293,7 +293,8 @@ export class FederationServer {
     runtime.start();
     try {
       const job = loadJob(app);
-      const initial = await loadInitialModel(job);
+      // loaded before anything is deployed (a bad model fails the job at once), then handed over
+      const initial = handOver(await loadInitialModel(job));
       const bundle = packJob(app);
       await Promise.race([
         Promise.all(

@@ -128,12 +128,29 @@ export interface JobOutcome {
 }
 
 /**
+ * Hands `value` over once and forgets it: the caller's reference goes with it, so a model
+ * handed to runWorkflows is not kept alive by the caller's frame for the whole job.
+ */
+export function handOver<T>(value: T): () => Promise<T> {
+  let held: { value: T } | null = { value };
+  return async () => {
+    if (!held) throw new Error('the initial model was already handed over');
+    const v = held.value;
+    held = null;
+    return v;
+  };
+}
+
+/**
  * Runs the job's workflows in order; each hands its model to the next.
  * `offload` keeps FedAvg's global model and running sum on disk whatever the job says.
  */
-export async function runWorkflows(job: Job, initial: InitialModel, ctx: WorkflowContext, offload = false): Promise<JobOutcome> {
-  let model: TensorDict | null = typeof initial === 'string' ? null : initial;
-  let modelPath: string | undefined = typeof initial === 'string' ? initial : undefined;
+export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, ctx: WorkflowContext, offload = false): Promise<JobOutcome> {
+  // the initial model is loaded here and referenced only by `model`, which each workflow takes
+  // over (model = null before it runs): a caller's variable holding it would keep a whole model
+  // alive for the job's duration
+  let modelPath: string | undefined;
+  let model: TensorDict | null = await load().then((m) => (typeof m === 'string' ? ((modelPath = m), null) : m));
   const rounds: RoundSummary[] = [];
   let crossSite: unknown;
   const minClients = job.config.minClients;
@@ -152,7 +169,9 @@ export async function runWorkflows(job: Job, initial: InitialModel, ctx: Workflo
           modelPath = r.modelPath;
           rounds.push(...r.rounds);
         } else {
-          const r = await new FedAvg({ ...common, initialModel: model ?? (await readSafetensors(modelPath!)).tensors }).run(ctx);
+          const fedavg = new FedAvg({ ...common, initialModel: model ?? (await readSafetensors(modelPath!)).tensors });
+          model = null;
+          const r = await fedavg.run(ctx);
           model = r.model;
           modelPath = undefined;
           rounds.push(...r.rounds);
@@ -160,14 +179,16 @@ export async function runWorkflows(job: Job, initial: InitialModel, ctx: Workflo
         break;
       }
       case 'cyclic': {
-        const r = await new Cyclic({
+        const cyclic = new Cyclic({
           rounds: w.rounds,
           minClients,
           initialModel: model ?? (await readSafetensors(modelPath!)).tensors,
           ...(w.order && { order: w.order }),
           onSiteFailure: w.onSiteFailure,
           ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
-        }).run(ctx);
+        });
+        model = null;
+        const r = await cyclic.run(ctx);
         model = r.model;
         modelPath = undefined;
         rounds.push(...r.rounds);

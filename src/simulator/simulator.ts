@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { ServerRuntime } from '../runtime/controller.ts';
-import { type JobOutcome, createTrainerHost, executorSpecFor, loadInitialModel, loadJob, runWorkflows } from '../runtime/job.ts';
+import { type JobOutcome, createTrainerHost, executorSpecFor, handOver, loadInitialModel, loadJob, runWorkflows } from '../runtime/job.ts';
 import { runSite } from '../runtime/site.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import type { TransferProgress } from '../streaming/channel.ts';
@@ -56,7 +56,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const jobId = `${job.config.name}-${randomUUID().slice(0, 8)}`;
   const log = fileLogger(join(workspace, 'server', 'log.jsonl'), 'server');
   const threads = Math.min(opts.threads ?? Math.min(sites.length, 2), sites.length);
-  const initial = await loadInitialModel(job);
+  const initial = handOver(await loadInitialModel(job));
 
   const hub = new InMemoryHub();
   const sws = new ServerWorkspace(workspace);

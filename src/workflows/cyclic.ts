@@ -30,8 +30,13 @@ export class Cyclic implements Workflow {
   readonly name = 'cyclic';
   model: TensorDict;
 
-  constructor(private readonly opts: CyclicOptions) {
-    this.model = opts.initialModel;
+  private readonly opts: Omit<CyclicOptions, 'initialModel'>;
+
+  constructor(opts: CyclicOptions) {
+    // as in FedAvg: the initial model lives on as `model` only, never pinned by opts
+    const { initialModel, ...rest } = opts;
+    this.opts = rest;
+    this.model = initialModel;
   }
 
   async run(ctx: WorkflowContext): Promise<{ model: TensorDict; rounds: RoundSummary[] }> {

@@ -119,9 +119,15 @@ export class FedAvg implements Workflow {
   readonly name = 'fedavg';
   model: TensorDict;
 
-  constructor(private readonly opts: FedAvgOptions) {
+  private readonly opts: Omit<FedAvgOptions, 'initialModel'>;
+
+  constructor(opts: FedAvgOptions) {
     validateRounds(opts);
-    this.model = opts.initialModel;
+    // keep the initial model only as `model`: a reference left in opts would keep it alive (a whole
+    // extra model in memory) for every later round
+    const { initialModel, ...rest } = opts;
+    this.opts = rest;
+    this.model = initialModel;
   }
 
   async run(ctx: WorkflowContext): Promise<FedAvgResult> {
