@@ -5,7 +5,7 @@ import { AggregationError, WeightedAverage } from '../src/aggregators/weighted-a
 import { f16ToF32, f32ToF16 } from '../src/core/dtypes.ts';
 import { dictToStream } from '../src/core/tensor-stream.ts';
 import { type TensorDict, f32, tensor } from '../src/core/tensor.ts';
-import { applyResult } from '../src/workflows/apply-result.ts';
+import { applyResult } from '../src/core/apply-result.ts';
 
 const SHAPES: Record<string, number[]> = { a: [3, 4], b: [7], c: [2, 2, 2] };
 

@@ -19,7 +19,7 @@ import type { FLModelInfo } from '../core/fl-model.ts';
 import { dictSource } from '../core/model-source.ts';
 import { streamToDict } from '../core/tensor-stream.ts';
 import type { TensorDict } from '../core/tensor.ts';
-import { applyResult } from '../workflows/apply-result.ts';
+import { applyResult } from '../core/apply-result.ts';
 import type { TaskRequest, TaskResult } from './controller.ts';
 import { ControllerError } from './errors.ts';
 

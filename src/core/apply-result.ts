@@ -1,6 +1,6 @@
-import { floatReader, floatWriter, allocate } from '../core/dtypes.ts';
-import type { ParamsType } from '../core/fl-model.ts';
-import { type TensorDict, numel } from '../core/tensor.ts';
+import { floatReader, floatWriter, allocate } from './dtypes.ts';
+import type { ParamsType } from './fl-model.ts';
+import { type TensorDict, numel } from './tensor.ts';
 
 /** The model a result stands for: itself if FULL, base + result if DIFF; tensors it leaves out keep the base's value. */
 export function applyResult(base: TensorDict, result: TensorDict, type: ParamsType): TensorDict {
