@@ -64,6 +64,9 @@ test('a 40 MiB model downloads over gRPC + mutual TLS bit-identical, with progre
   try {
     const dest = join(tmp, 'dl');
     const seen: DownloadProgress[] = [];
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
     const files = await receiveResults(client.download({ command: 'download', args_json: '{"job":"j1"}', blob: new Uint8Array(0) }), dest, (p) => seen.push(p));
     assert.equal(asked, 'boss@hub.org:{"job":"j1"}', 'the caller is named by its certificate');
     assert.deepEqual(files, await listResults(root));
@@ -72,6 +75,9 @@ test('a 40 MiB model downloads over gRPC + mutual TLS bit-identical, with progre
     assert.equal(seen.at(-1)?.bytes, total);
     assert.ok(seen.every((p) => p.total === total));
     assert.ok(seen.length > 20, 'progress is reported piece by piece');
+    await new Promise((r) => setImmediate(r));
+    process.off('warning', onWarning);
+    assert.deepEqual(warnings, [], 'no listener pile-up while the server waits for room');
     // a refusal from the server reaches the admin as its message
     await assert.rejects(receiveResults(client.download({ command: 'download', args_json: '{"job":"j9"}', blob: new Uint8Array(0) }), join(tmp, 'dl9')), /no job j9/);
   } finally {

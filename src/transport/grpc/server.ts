@@ -212,7 +212,18 @@ export class GrpcServer {
     call.on('cancelled', () => (gone = 'the admin cancelled the download'));
     const write = async (p: DownloadPieceWire): Promise<void> => {
       if (gone) throw new Error(gone);
-      if (!call.write(p)) await new Promise<void>((r) => { call.once('drain', r); call.once('cancelled', r); });
+      if (call.write(p)) return;
+      // wait for room (or the admin going away); drop both listeners either way, or a long
+      // download would pile up one 'cancelled' listener per full buffer
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          call.off('drain', done);
+          call.off('cancelled', done);
+          resolve();
+        };
+        call.on('drain', done);
+        call.on('cancelled', done);
+      });
     };
     try {
       await handler(id, call.request, write);
