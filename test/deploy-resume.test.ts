@@ -8,7 +8,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
 import { AdminClient } from '../src/admin/client.ts';
 import { readSafetensors } from '../src/core/safetensors.ts';
 import { FederationClient } from '../src/deploy/client.ts';
@@ -16,25 +15,12 @@ import { FederationServer } from '../src/deploy/server.ts';
 import { loadKit } from '../src/provision/kit.ts';
 import { parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
-import type { Logger } from '../src/util/log.ts';
 import { CuttableProxy } from './helpers/cuttable-proxy.ts';
+import { capture, tinyJob, until } from './helpers/federation.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-deploy-resume-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-function capture(): { log: Logger; lines: string[] } {
-  const lines: string[] = [];
-  return { log: pino<never>({ level: 'info' }, { write: (s: string) => void lines.push(s) }), lines };
-}
-
-async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function federation(): Promise<{ server: FederationServer; proxy: CuttableProxy; client: FederationClient; running: Promise<string>; admin: AdminClient; srvLog: ReturnType<typeof capture>; cliLog: ReturnType<typeof capture>; hellos: () => number; close: () => Promise<void> }> {
   const project = parseProject({
@@ -81,9 +67,7 @@ test('a session whose connection is cut resumes over a new call; a job deployed 
 
     // the resumed session carries the deploy message (and its job folder payload)
     const dir = join(tmp, 'tiny');
-    cpSync(join(repo, 'test/fixtures/jobs/tiny'), dir, { recursive: true });
-    writeFileSync(join(dir, 'job.yaml'), readFileSync(join(dir, 'job.yaml'), 'utf8').replace('minClients: 2', 'minClients: 1').replace('rounds: 3', 'rounds: 1'));
-    writeFileSync(join(dir, 'trainer.ts'), readFileSync(join(dir, 'trainer.ts'), 'utf8').replaceAll('../../../../src/', `${repo}src/`));
+    tinyJob(dir, { minClients: 1, rounds: 1 });
     const id = await admin.submit(dir);
     let state = '';
     await until('the job to finish', () => {
