@@ -1,6 +1,6 @@
 /**
- * A first-come-first-served mutex. Aggregators fold concurrent results one
- * tensor at a time under it, so results take turns tensor by tensor instead
+ * A first-come-first-served mutex. OffloadedAverage folds concurrent results
+ * one tensor at a time under it, so results take turns tensor by tensor instead
  * of result by result: no sender waits for a whole model to be folded before
  * its next piece is read (a long wait would trip its stall timeout).
  */

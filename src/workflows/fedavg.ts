@@ -63,8 +63,8 @@ export async function fedAvgRound(ctx: WorkflowContext, o: RoundOptions, round: 
     },
   );
   let done = 0;
-  // Results are folded concurrently as they arrive (the aggregator has them take turns tensor by
-  // tensor): a result left unread while others are folded whole would stall its sender.
+  // Results are folded concurrently as they arrive (WeightedAverage chunk by chunk, OffloadedAverage
+  // taking turns per tensor): a result left unread while others are folded whole would stall its sender.
   const folding: { discard(): void; done: Promise<void> }[] = [];
   try {
     for await (const r of results) {
