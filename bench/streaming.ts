@@ -42,6 +42,7 @@ const f = flags(process.argv.slice(2), {
   baseline: 'tls,link',
   back: 'yes',
   progress: '',
+  transport: 'grpc',
   dir: join(tmpdir(), 'flotilla-bench-streaming'),
   out: '',
 });
@@ -183,7 +184,7 @@ async function modelFile(size: number, bytes: number): Promise<string> {
 
 const certs = await makeCerts();
 const common = ['--seed', String(seed), '--certs', certs, '--dir', dir];
-const flotillaArgs = [...common, '--chunk-mib', f['chunk-mib'], '--window-mib', f['window-mib'], '--h2-window', f['h2-window'], '--back', f.back, ...(f.progress ? ['--progress', f.progress] : [])];
+const flotillaArgs = [...common, '--chunk-mib', f['chunk-mib'], '--window-mib', f['window-mib'], '--h2-window', f['h2-window'], '--back', f.back, '--transport', f.transport, ...(f.progress ? ['--progress', f.progress] : [])];
 if (f.back === 'no' && (modes.join() !== 'container' || baselines.length > 0)) throw new Error('--back no runs container mode only, without baselines (--modes container --baseline none)');
 const runs: Record<string, unknown>[] = [];
 const started = Date.now();

@@ -165,7 +165,7 @@ function corrupting(link: Link, which: (f: Extract<Frame, { type: 'data' }>, i: 
   };
 }
 
-test('a corrupted chunk is detected by its CRC and sent again: the payload arrives bit-identical', async () => {
+test('a corrupted chunk is detected by its hash and sent again: the payload arrives bit-identical', async () => {
   const [a, b] = linkPair('b', 'a');
   const sender = new Channel(corrupting(a, (_f, i) => i === 3 || i === 7), { chunkBytes: 1000, windowBytes: 5000 });
   const receiver = new Channel(b);

@@ -22,7 +22,13 @@ const repo = fileURLToPath(new URL('..', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-deploy-resume-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function federation(): Promise<{ server: FederationServer; proxy: CuttableProxy; client: FederationClient; running: Promise<string>; admin: AdminClient; srvLog: ReturnType<typeof capture>; cliLog: ReturnType<typeof capture>; hellos: () => number; close: () => Promise<void> }> {
+/** Both proxies of a federation: the gRPC port's and, with a data plane, the data port's. */
+interface Proxies {
+  cut(): void;
+  readonly cuts: number;
+}
+
+async function federation(dataPlane = true): Promise<{ server: FederationServer; proxy: Proxies; client: FederationClient; running: Promise<string>; admin: AdminClient; srvLog: ReturnType<typeof capture>; cliLog: ReturnType<typeof capture>; hellos: () => number; close: () => Promise<void> }> {
   const project = parseProject({
     name: 'resume',
     participants: [
@@ -33,13 +39,24 @@ async function federation(): Promise<{ server: FederationServer; proxy: Cuttable
   });
   const { kits } = await provision(project, { outDir: join(tmp, 'kits') });
   const srvLog = capture();
-  const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'server'), host: '127.0.0.1', port: 0, log: srvLog.log });
+  const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'server'), host: '127.0.0.1', port: 0, ...(!dataPlane && { dataPort: null }), log: srvLog.log });
   const port = await server.start();
-  const proxy = new CuttableProxy();
-  await proxy.start(port);
+  const grpcProxy = new CuttableProxy();
+  await grpcProxy.start(port);
+  const dataProxy = server.dataPort !== null ? new CuttableProxy() : null;
+  await dataProxy?.start(server.dataPort!);
+  const proxy: Proxies = {
+    cut: () => {
+      grpcProxy.cut();
+      dataProxy?.cut();
+    },
+    get cuts() {
+      return grpcProxy.cuts + (dataProxy?.cuts ?? 0);
+    },
+  };
   const cliLog = capture();
   let hellos = 0;
-  const client = new FederationClient({ kit: loadKit(kits['site-1']!, 'client'), workspace: join(tmp, 'site-1'), host: '127.0.0.1', port: proxy.port, log: cliLog.log, onConnected: () => hellos++ });
+  const client = new FederationClient({ kit: loadKit(kits['site-1']!, 'client'), workspace: join(tmp, 'site-1'), host: '127.0.0.1', port: grpcProxy.port, ...(dataProxy && { dataPort: dataProxy.port }), log: cliLog.log, onConnected: () => hellos++ });
   const running = client.run();
   const admin = new AdminClient(kits['boss@hub.org']!, { host: '127.0.0.1', port });
   const close = async (): Promise<void> => {
@@ -47,7 +64,8 @@ async function federation(): Promise<{ server: FederationServer; proxy: Cuttable
     client.stop('test over');
     await running;
     await server.stop();
-    await proxy.close();
+    await grpcProxy.close();
+    await dataProxy?.close();
   };
   return { server, proxy, client, running, admin, srvLog, cliLog, hellos: () => hellos, close };
 }
@@ -81,51 +99,54 @@ test('a session whose connection is cut resumes over a new call; a job deployed 
   }
 });
 
-test('a job whose connection is cut mid-transfer resumes: every round completes and the global model is exact', async () => {
-  const { server, proxy, admin, close } = await federation();
-  try {
-    await until('the site to connect', () => server.siteList().length === 1);
-    // a 16 MiB model and a trainer that takes a moment, so cuts land in transfers and between them
-    const dir = join(tmp, 'big');
-    cpSync(join(repo, 'test/fixtures/jobs/tiny'), dir, { recursive: true });
-    writeFileSync(join(dir, 'job.yaml'), readFileSync(join(dir, 'job.yaml'), 'utf8').replace('minClients: 2', 'minClients: 1'));
-    writeFileSync(
-      join(dir, 'trainer.ts'),
-      readFileSync(join(dir, 'trainer.ts'), 'utf8')
-        .replaceAll('../../../../src/', `${repo}src/`)
-        .replace('const w = m.params', 'await new Promise((r) => setTimeout(r, 150));\n      const w = m.params')
-        .replace('f32([4], [0, 0, 0, 0])', 'f32([1 << 22], new Float32Array(1 << 22))'),
-    );
-    const id = await admin.submit(dir);
-    const jobLog = join(tmp, 'site-1', 'jobs', id, 'site-1', 'log.jsonl');
-    const siteLog = (): string => {
-      try {
-        return readFileSync(jobLog, 'utf8');
-      } catch {
-        return '';
+for (const dataPlane of [true, false]) {
+  test(`a job whose connection is cut mid-transfer resumes (${dataPlane ? 'data plane' : 'gRPC'}): every round completes and the global model is exact`, async () => {
+    const { server, proxy, admin, close } = await federation(dataPlane);
+    try {
+      assert.equal(server.dataPort !== null, dataPlane);
+      await until('the site to connect', () => server.siteList().length === 1);
+      // a 16 MiB model and a trainer that takes a moment, so cuts land in transfers and between them
+      const dir = join(tmp, `big-${dataPlane}`);
+      cpSync(join(repo, 'test/fixtures/jobs/tiny'), dir, { recursive: true });
+      writeFileSync(join(dir, 'job.yaml'), readFileSync(join(dir, 'job.yaml'), 'utf8').replace('minClients: 2', 'minClients: 1'));
+      writeFileSync(
+        join(dir, 'trainer.ts'),
+        readFileSync(join(dir, 'trainer.ts'), 'utf8')
+          .replaceAll('../../../../src/', `${repo}src/`)
+          .replace('const w = m.params', 'await new Promise((r) => setTimeout(r, 150));\n      const w = m.params')
+          .replace('f32([4], [0, 0, 0, 0])', 'f32([1 << 22], new Float32Array(1 << 22))'),
+      );
+      const id = await admin.submit(dir);
+      const jobLog = join(tmp, 'site-1', 'jobs', id, 'site-1', 'log.jsonl');
+      const siteLog = (): string => {
+        try {
+          return readFileSync(jobLog, 'utf8');
+        } catch {
+          return '';
+        }
+      };
+      let state = '';
+      const finished = (): boolean => {
+        state = server.store.get(id)?.state ?? '';
+        return state === 'FINISHED' || state === 'FAILED';
+      };
+      await until('the job to start on the site', () => siteLog().includes('registered') || finished(), 30_000);
+      // cut the connections several times while the rounds run
+      for (let i = 0; i < 3 && !finished(); i++) {
+        await new Promise((r) => setTimeout(r, 120));
+        proxy.cut();
       }
-    };
-    let state = '';
-    const finished = (): boolean => {
-      state = server.store.get(id)?.state ?? '';
-      return state === 'FINISHED' || state === 'FAILED';
-    };
-    await until('the job to start on the site', () => siteLog().includes('registered') || finished(), 30_000);
-    // cut the connections several times while the rounds run
-    for (let i = 0; i < 3 && !finished(); i++) {
-      await new Promise((r) => setTimeout(r, 120));
-      proxy.cut();
+      await until('the job to finish', finished, 60_000);
+      assert.equal(state, 'FINISHED', JSON.stringify(server.store.get(id)));
+      assert.ok(proxy.cuts >= 1);
+      assert.match(siteLog(), /job connection resumed/, 'the job channel resumed instead of starting over');
+      // 3 rounds of w += 0.5 (1 − w) from 0: 0.875 everywhere
+      const model = await readSafetensors(join(tmp, 'server', 'jobs', id, 'workspace', 'server', 'global_model.safetensors'));
+      const w = model.tensors.get('w')!.data as Float32Array;
+      assert.equal(w.length, 1 << 22);
+      assert.ok(w.every((x) => x === 0.875), `global model: ${w.slice(0, 4).join(', ')} …`);
+    } finally {
+      await close();
     }
-    await until('the job to finish', finished, 60_000);
-    assert.equal(state, 'FINISHED', JSON.stringify(server.store.get(id)));
-    assert.ok(proxy.cuts >= 1);
-    assert.match(siteLog(), /job connection resumed/, 'the job channel resumed instead of starting over');
-    // 3 rounds of w += 0.5 (1 − w) from 0: 0.875 everywhere
-    const model = await readSafetensors(join(tmp, 'server', 'jobs', id, 'workspace', 'server', 'global_model.safetensors'));
-    const w = model.tensors.get('w')!.data as Float32Array;
-    assert.equal(w.length, 1 << 22);
-    assert.ok(w.every((x) => x === 0.875), `global model: ${w.slice(0, 4).join(', ')} …`);
-  } finally {
-    await close();
-  }
-});
+  });
+}

@@ -1,7 +1,8 @@
 // Issue 4 at small sizes: a 64 MiB model in 64 KiB chunks, in the three streaming modes
 // (object, container, file), bit-identical; streams that survive a dropped link and resume
 // from the last acknowledged offset, re-sending at most one window; the same over the real
-// gRPC link with mutual TLS on loopback, with the connection cut by a TCP proxy.
+// gRPC link and over the TLS data plane, both with mutual TLS on loopback, with the connection
+// cut by a TCP proxy.
 import assert from 'node:assert/strict';
 import { createHash, randomFillSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -16,8 +17,10 @@ import { type TensorDict, tensor, tensorBytes } from '../src/core/tensor.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
 import { Channel, type ChannelOptions, type Envelope } from '../src/streaming/channel.ts';
 import { GrpcClient } from '../src/transport/grpc/client.ts';
-import type { GrpcLink } from '../src/transport/grpc/link.ts';
 import { GrpcServer } from '../src/transport/grpc/server.ts';
+import type { ConnectInfo, PeerIdentity } from '../src/transport/peer.ts';
+import { dialTls } from '../src/transport/tls/client.ts';
+import { TlsDataServer } from '../src/transport/tls/server.ts';
 import { linkPair } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';
 import { CuttableProxy } from './helpers/cuttable-proxy.ts';
@@ -317,7 +320,7 @@ describe('resume after a dropped link (in-memory link)', () => {
     await sending;
   });
 
-  test('a corrupted chunk after a resume is still caught by its CRC and sent again', async () => {
+  test('a corrupted chunk after a resume is still caught by its hash and sent again', async () => {
     const p = cuttablePair('rx', 'tx');
     const tx = new Channel(p.tx, { chunkBytes: 1000, windowBytes: 8000, resume: { timeoutMs: 5000 } });
     const rx = new Channel(p.rx, { resume: { timeoutMs: 5000 } });
@@ -362,122 +365,127 @@ describe('resume after a dropped link (in-memory link)', () => {
 
 // ---- over gRPC with mutual TLS on loopback -------------------------------------------------
 
-describe('over gRPC with mutual TLS on loopback (8 MiB model, 64 KiB chunks)', () => {
-  let server: GrpcServer;
-  let client: GrpcClient;
-  let proxy: CuttableProxy;
-  const serverChannels = new Map<string, Channel>();
-  const serverSent = new Map<string, number>();
-  const fresh: ((c: Channel) => void)[] = [];
+// the same over both transports of a deployment: gRPC (control plane, and payloads when no data
+// plane is set up) and the data plane (src/transport/tls: mutual TLS with the lean framing)
+for (const kind of ['gRPC', 'the TLS data plane'] as const)
+  describe(`over ${kind} with mutual TLS on loopback (8 MiB model, 64 KiB chunks)`, () => {
+    let server: { close(graceMs?: number): Promise<void> };
+    let client: GrpcClient | null = null;
+    let dial: (channelId: string) => Promise<Link>;
+    let proxy: CuttableProxy;
+    const serverChannels = new Map<string, Channel>();
+    const serverSent = new Map<string, number>();
+    const fresh: ((c: Channel) => void)[] = [];
 
-  before(async () => {
-    const ca = await createCA('streaming-test', 1);
-    const notAfter = new Date(Date.now() + 86_400_000);
-    const srv = await issueCert(ca, { subject: { cn: 'server', org: 'test', ou: 'server' }, hosts: ['localhost', '127.0.0.1'], notAfter });
-    const cli = await issueCert(ca, { subject: { cn: 'site-1', org: 'test', ou: 'client' }, notAfter });
-    server = new GrpcServer({
-      host: '127.0.0.1',
-      port: 0,
-      caPem: ca.certPem,
-      certPem: srv.certPem,
-      keyPem: srv.keyPem,
-      handlers: {
-        // what a server does with resumable channels: a reconnection names its channel, which gets the new link
-        onConnect: (grpcLink: GrpcLink, peer, info) => {
-          assert.equal(peer.name, 'site-1');
-          const id = info.channelId ?? 'none';
-          // count the payload bytes the server's channel hands to its links, per channel
-          const link: Link = {
-            peer: grpcLink.peer,
-            closed: grpcLink.closed,
-            send: (f: Frame) => {
-              if (f.type === 'data') serverSent.set(id, (serverSent.get(id) ?? 0) + f.bytes.byteLength);
-              return grpcLink.send(f);
-            },
-            frames: () => grpcLink.frames(),
-            close: (r?: string) => grpcLink.close(r),
-          };
-          const known = serverChannels.get(id);
-          if (known && !known.isClosed) {
-            known.attach(link);
-            return null;
-          }
-          const ch = new Channel(link, { ...OPTS, resume: { timeoutMs: 15_000 } });
-          serverChannels.set(id, ch);
-          fresh.shift()?.(ch);
+    before(async () => {
+      const ca = await createCA('streaming-test', 1);
+      const notAfter = new Date(Date.now() + 86_400_000);
+      const srv = await issueCert(ca, { subject: { cn: 'server', org: 'test', ou: 'server' }, hosts: ['localhost', '127.0.0.1'], notAfter });
+      const cli = await issueCert(ca, { subject: { cn: 'site-1', org: 'test', ou: 'client' }, notAfter });
+      // what a server does with resumable channels: a reconnection names its channel, which gets the new link
+      const onConnect = (inner: Link, peer: PeerIdentity, info: ConnectInfo): string | null => {
+        assert.equal(peer.name, 'site-1');
+        const id = info.channelId ?? 'none';
+        // count the payload bytes the server's channel hands to its links, per channel
+        const link: Link = {
+          peer: inner.peer,
+          closed: inner.closed,
+          send: (f: Frame) => {
+            if (f.type === 'data') serverSent.set(id, (serverSent.get(id) ?? 0) + f.bytes.byteLength);
+            return inner.send(f);
+          },
+          frames: () => inner.frames(),
+          close: (r?: string) => inner.close(r),
+        };
+        const known = serverChannels.get(id);
+        if (known && !known.isClosed) {
+          known.attach(link);
           return null;
-        },
-        onAdmin: async () => ({ ok: false, json: '"no admin here"', blob: new Uint8Array(0) }),
-      },
-    });
-    const port = await server.start();
-    proxy = new CuttableProxy();
-    await proxy.start(port);
-    client = new GrpcClient({ host: '127.0.0.1', port: proxy.port, serverName: 'localhost', caPem: ca.certPem, certPem: cli.certPem, keyPem: cli.keyPem });
-    await client.ready(10_000);
-  });
-
-  after(async () => {
-    for (const c of serverChannels.values()) c.close('test over');
-    client?.close();
-    await proxy?.close();
-    await server?.close(500);
-  });
-
-  /** A resumable client channel and the server's channel for it. */
-  const resumes: { resentBytes: number; seconds: number }[] = [];
-  async function pair(): Promise<{ clientCh: Channel; serverCh: Channel; atServer: AsyncIterator<Envelope>; sentByServer: () => number }> {
-    const channelId = randomBytes(12).toString('hex');
-    const md = { 'x-flotilla-purpose': 'session', 'x-flotilla-channel': channelId };
-    const serverCh = new Promise<Channel>((r) => fresh.push(r));
-    const clientCh = new Channel(client.connect(md), { ...OPTS, resume: { timeoutMs: 15_000, minDelayMs: 50, maxDelayMs: 500, redial: () => client.connect(md), onResumed: (r) => resumes.push(r) } });
-    await clientCh.send({ type: 'hello' });
-    const s = await serverCh;
-    const atServer = s.messages()[Symbol.asyncIterator]();
-    const env = (await atServer.next()).value!;
-    assert.equal(env.msg.type, 'hello');
-    return { clientCh, serverCh: s, atServer, sentByServer: () => serverSent.get(channelId) ?? 0 };
-  }
-
-  test('object, container and file modes arrive bit-identical in both directions', async () => {
-    const { clientCh, serverCh, atServer } = await pair();
-    const atClient = clientCh.messages()[Symbol.asyncIterator]();
-    await transfer(small, 'object', serverCh, clientCh, atClient);
-    await transfer(small, 'container', clientCh, serverCh, atServer);
-    await transfer(small, 'file', serverCh, clientCh, atClient);
-    clientCh.close('done');
-  });
-
-  test('a client that stops reading makes the server wait at the window, not buffer', async () => {
-    const { clientCh, serverCh, sentByServer } = await pair();
-    let done = false;
-    const sending = serverCh.send({ type: 'model' }, once(small.bytes)).then(() => (done = true));
-    const env = (await clientCh.messages()[Symbol.asyncIterator]().next()).value!;
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(done, false);
-    assert.ok(sentByServer() <= WINDOW, `the server handed ${sentByServer()} bytes to gRPC with a ${WINDOW}-byte window and nothing read`);
-    assert.ok((await collect(env.payload!)).equals(small.bytes));
-    await sending;
-    clientCh.close('done');
-  });
-
-  test('a connection cut mid-transfer: the client redials, the server hands the channel the new call, the stream resumes bit-identical re-sending at most one window', async (t) => {
-    const { clientCh, serverCh, atServer } = await pair();
-    const cutsBefore = proxy.cuts;
-    let cut = false;
-    const total = small.bytes.byteLength;
-    // client → server: a result streams back, container mode
-    await transfer(small, 'container', clientCh, serverCh, atServer, (n) => {
-      if (!cut && n > total * 0.3) {
-        cut = true;
-        proxy.cut();
+        }
+        const ch = new Channel(link, { ...OPTS, resume: { timeoutMs: 15_000 } });
+        serverChannels.set(id, ch);
+        fresh.shift()?.(ch);
+        return null;
+      };
+      const keys = { caPem: ca.certPem, certPem: srv.certPem, keyPem: srv.keyPem };
+      proxy = new CuttableProxy();
+      const at = { host: '127.0.0.1', serverName: 'localhost', caPem: ca.certPem, certPem: cli.certPem, keyPem: cli.keyPem };
+      if (kind === 'gRPC') {
+        const grpc = new GrpcServer({ host: '127.0.0.1', port: 0, ...keys, handlers: { onConnect, onAdmin: async () => ({ ok: false, json: '"no admin here"', blob: new Uint8Array(0) }) } });
+        server = grpc;
+        await proxy.start(await grpc.start());
+        const c = new GrpcClient({ ...at, port: proxy.port });
+        client = c;
+        await c.ready(10_000);
+        dial = async (channelId) => c.connect({ 'x-flotilla-purpose': 'session', 'x-flotilla-channel': channelId });
+      } else {
+        const data = new TlsDataServer({ host: '127.0.0.1', port: 0, ...keys, onConnect });
+        server = data;
+        await proxy.start(await data.start());
+        dial = (channelId) => dialTls({ ...at, port: proxy.port }, { purpose: 'session', jobId: null, channelId });
       }
     });
-    assert.equal(proxy.cuts, cutsBefore + 1);
-    assert.ok(clientCh.stats.resumes >= 1, 'the client channel resumed');
-    assert.ok(serverCh.stats.resumes >= 1, 'the server channel resumed');
-    t.diagnostic(`resumes (client side): ${JSON.stringify(resumes)}; server side re-sent ${serverCh.stats.resentBytes} bytes`);
-    assert.ok(clientCh.stats.resentBytes <= WINDOW * clientCh.stats.resumes, `re-sent ${clientCh.stats.resentBytes} bytes in ${clientCh.stats.resumes} resumes with a ${WINDOW}-byte window`);
-    clientCh.close('done');
+
+    after(async () => {
+      for (const c of serverChannels.values()) c.close('test over');
+      client?.close();
+      await proxy?.close();
+      await server?.close(500);
+    });
+
+    /** A resumable client channel and the server's channel for it. */
+    const resumes: { resentBytes: number; seconds: number }[] = [];
+    async function pair(): Promise<{ clientCh: Channel; serverCh: Channel; atServer: AsyncIterator<Envelope>; sentByServer: () => number }> {
+      const channelId = randomBytes(12).toString('hex');
+      const serverCh = new Promise<Channel>((r) => fresh.push(r));
+      const clientCh = new Channel(await dial(channelId), { ...OPTS, resume: { timeoutMs: 15_000, minDelayMs: 50, maxDelayMs: 500, redial: () => dial(channelId), onResumed: (r) => resumes.push(r) } });
+      await clientCh.send({ type: 'hello' });
+      const s = await serverCh;
+      const atServer = s.messages()[Symbol.asyncIterator]();
+      const env = (await atServer.next()).value!;
+      assert.equal(env.msg.type, 'hello');
+      return { clientCh, serverCh: s, atServer, sentByServer: () => serverSent.get(channelId) ?? 0 };
+    }
+
+    test('object, container and file modes arrive bit-identical in both directions', async () => {
+      const { clientCh, serverCh, atServer } = await pair();
+      const atClient = clientCh.messages()[Symbol.asyncIterator]();
+      await transfer(small, 'object', serverCh, clientCh, atClient);
+      await transfer(small, 'container', clientCh, serverCh, atServer);
+      await transfer(small, 'file', serverCh, clientCh, atClient);
+      clientCh.close('done');
+    });
+
+    test('a client that stops reading makes the server wait at the window, not buffer', async () => {
+      const { clientCh, serverCh, sentByServer } = await pair();
+      let done = false;
+      const sending = serverCh.send({ type: 'model' }, once(small.bytes)).then(() => (done = true));
+      const env = (await clientCh.messages()[Symbol.asyncIterator]().next()).value!;
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(done, false);
+      assert.ok(sentByServer() <= WINDOW, `the server handed ${sentByServer()} bytes to gRPC with a ${WINDOW}-byte window and nothing read`);
+      assert.ok((await collect(env.payload!)).equals(small.bytes));
+      await sending;
+      clientCh.close('done');
+    });
+
+    test('a connection cut mid-transfer: the client redials, the server hands the channel the new call, the stream resumes bit-identical re-sending at most one window', async (t) => {
+      const { clientCh, serverCh, atServer } = await pair();
+      const cutsBefore = proxy.cuts;
+      let cut = false;
+      const total = small.bytes.byteLength;
+      // client → server: a result streams back, container mode
+      await transfer(small, 'container', clientCh, serverCh, atServer, (n) => {
+        if (!cut && n > total * 0.3) {
+          cut = true;
+          proxy.cut();
+        }
+      });
+      assert.equal(proxy.cuts, cutsBefore + 1);
+      assert.ok(clientCh.stats.resumes >= 1, 'the client channel resumed');
+      assert.ok(serverCh.stats.resumes >= 1, 'the server channel resumed');
+      t.diagnostic(`resumes (client side): ${JSON.stringify(resumes)}; server side re-sent ${serverCh.stats.resentBytes} bytes`);
+      assert.ok(clientCh.stats.resentBytes <= WINDOW * clientCh.stats.resumes, `re-sent ${clientCh.stats.resentBytes} bytes in ${clientCh.stats.resumes} resumes with a ${WINDOW}-byte window`);
+      clientCh.close('done');
+    });
   });
-});

@@ -24,6 +24,8 @@ import { type TensorStream, decodeStream, encodeStream } from '../../src/core/te
 import { Channel, type Envelope, type TransferProgress } from '../../src/streaming/channel.ts';
 import { GrpcClient } from '../../src/transport/grpc/client.ts';
 import { GrpcServer } from '../../src/transport/grpc/server.ts';
+import { dialTls } from '../../src/transport/tls/client.ts';
+import { TlsDataServer } from '../../src/transport/tls/server.ts';
 import type { Link } from '../../src/transport/link.ts';
 import { Tap, applyH2Window, cpuSeconds, flags, now, num, peakRssMB } from './common.ts';
 import { META, layoutBytes, modelLayout, syntheticStream } from './model.ts';
@@ -42,7 +44,9 @@ const f = flags(process.argv.slice(2), {
   'h2-window': '0',
   back: 'yes',
   progress: '',
+  transport: 'grpc',
 });
+if (f.transport !== 'grpc' && f.transport !== 'tls') throw new Error(`--transport must be grpc or tls, got "${f.transport}"`);
 if (f.back !== 'yes' && f.back !== 'no') throw new Error(`--back must be yes or no, got "${f.back}"`);
 const MIB = 1 << 20;
 const chunkBytes = Math.round(num(f['chunk-mib'], '--chunk-mib') * MIB);
@@ -98,7 +102,8 @@ const channelOpts = { chunkBytes, windowBytes, ...(f.progress && { onTransfer })
 async function server(): Promise<Record<string, unknown>> {
   let gotLink!: (l: Link) => void;
   const linkP = new Promise<Link>((r) => (gotLink = r));
-  const srv = new GrpcServer({
+  const tlsOpts = { host: '127.0.0.1', port: 0, caPem: pem('ca.pem'), certPem: pem('server.crt'), keyPem: pem('server.key') };
+  const srv = f.transport === 'tls' ? new TlsDataServer({ ...tlsOpts, onConnect: (link) => (gotLink(link), null) }) : new GrpcServer({
     host: '127.0.0.1',
     port: 0,
     caPem: pem('ca.pem'),
@@ -193,9 +198,16 @@ async function server(): Promise<Record<string, unknown>> {
 }
 
 async function client(): Promise<Record<string, unknown>> {
-  const c = new GrpcClient({ host: '127.0.0.1', port: num(f.port, '--port'), serverName: 'localhost', caPem: pem('ca.pem'), certPem: pem('client.crt'), keyPem: pem('client.key') });
-  await c.ready(30_000);
-  const ch = new Channel(c.connect({ 'x-flotilla-purpose': 'session' }), channelOpts);
+  const dial = { host: '127.0.0.1', port: num(f.port, '--port'), serverName: 'localhost', caPem: pem('ca.pem'), certPem: pem('client.crt'), keyPem: pem('client.key') };
+  let c: GrpcClient | null = null;
+  let link: Link;
+  if (f.transport === 'tls') link = await dialTls(dial, { purpose: 'session', jobId: null, channelId: null });
+  else {
+    c = new GrpcClient(dial);
+    await c.ready(30_000);
+    link = c.connect({ 'x-flotilla-purpose': 'session' });
+  }
+  const ch = new Channel(link, channelOpts);
   const inbox = ch.messages()[Symbol.asyncIterator]();
   await ch.send({ type: 'hello' });
   const env = await nextEnvelope(inbox, 'model');
@@ -247,7 +259,7 @@ async function client(): Promise<Record<string, unknown>> {
   }
   const tSendDone = now();
   ch.close('done');
-  c.close();
+  c?.close();
   return { role: 'client', tRecv, tSendStart, tSendDone, bytesReceived: got.bytes, hashReceived: got.digest() };
 }
 

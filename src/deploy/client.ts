@@ -3,7 +3,8 @@
  * heartbeats (reconnecting with backoff when it drops), and runs every job the
  * server deploys: the job folder arrives over the session, the site's trainer
  * is built from it exactly as in the simulator, and the job runs over its own
- * gRPC call through runSite().
+ * connection through runSite(): a data plane connection (mutual TLS, lean framing)
+ * when the server offers one in its welcome, else a gRPC call.
  */
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
@@ -13,6 +14,8 @@ import { describeZodError } from '../runtime/messages.ts';
 import { runSite } from '../runtime/site.ts';
 import { Channel, type Payload } from '../streaming/channel.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
+import type { Link } from '../transport/link.ts';
+import { dialTls } from '../transport/tls/client.ts';
 import { type Logger, fileLogger, silentLogger } from '../util/log.ts';
 import { unpackJob } from './job-bundle.ts';
 import { allowJobImports } from './job-imports.ts';
@@ -24,6 +27,11 @@ export interface FederationClientOptions {
   /** overrides the kit's server address (tests, benchmarks) */
   host?: string;
   port?: number;
+  /**
+   * where job connections go: a data plane port on the server's host (tests put a proxy there),
+   * or null for the gRPC port whatever the server offers. Unset: what the server's welcome says.
+   */
+  dataPort?: number | null;
   log?: Logger;
   onConnected?: () => void;
   /** largest job folder accepted from the server */
@@ -41,6 +49,8 @@ export class FederationClient {
   private session: Channel | null = null;
   private stopping = false;
   private wake: (() => void) | null = null;
+  /** the data plane port the server offered in its last welcome (null: jobs over gRPC) */
+  private offeredDataPort: number | null = null;
   /** why the last session ended (diagnostics) */
   lastError: string | null = null;
 
@@ -121,6 +131,7 @@ export class FederationClient {
         switch (m.type) {
           case 'welcome':
             this.lastError = null;
+            this.offeredDataPort = m.dataPort;
             heartbeat = setInterval(() => void channel.send({ type: 'heartbeat', runningJobs: [...this.jobs.keys()] }).catch(() => undefined), m.heartbeatSeconds * 1000);
             this.log.info({ site: m.site }, 'connected to the server');
             this.opts.onConnected?.();
@@ -148,6 +159,18 @@ export class FederationClient {
     }
   }
 
+  /** Opens a job's connection (again, on a resume): over the data plane when there is one, else a gRPC call. */
+  private jobConnector(jobId: string, channelId: string): () => Promise<Link> {
+    const dataPort = this.opts.dataPort !== undefined ? this.opts.dataPort : this.offeredDataPort;
+    const { kit } = this.opts;
+    if (dataPort === null) {
+      const md = { 'x-flotilla-purpose': 'job', 'x-flotilla-job': jobId, 'x-flotilla-channel': channelId };
+      return async () => this.grpc.connect(md);
+    }
+    const dial = { host: this.opts.host ?? kit.config.server.host, port: dataPort, serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem, timeoutMs: 10_000 };
+    return () => dialTls(dial, { purpose: 'job', jobId, channelId });
+  }
+
   private startJob(channel: Channel, m: Extract<ServerToSite, { type: 'deploy' }>, payload: Payload): void {
     const dir = join(this.jobsDir, m.jobId);
     let run: Promise<void> | undefined;
@@ -161,17 +184,17 @@ export class FederationClient {
         const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
         const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog);
         // the job's call names its channel, so a dropped connection resumes mid-transfer instead of failing the task
-        const md = { 'x-flotilla-purpose': 'job', 'x-flotilla-job': m.jobId, 'x-flotilla-channel': randomBytes(12).toString('base64url') };
+        const connect = this.jobConnector(m.jobId, randomBytes(12).toString('base64url'));
         const channel = {
           resume: {
             timeoutMs: this.opts.sessionResumeMs ?? 30_000,
-            redial: () => this.grpc.connect(md),
+            redial: connect,
             onLinkLost: (reason: string) => siteLog.warn({ reason }, 'job connection lost; resuming'),
             onResumed: (r: { seconds: number }) => siteLog.info({ seconds: +r.seconds.toFixed(3) }, 'job connection resumed'),
           },
         };
         this.log.info({ job: m.jobId }, 'job started');
-        const reason = await runSite(this.grpc.connect(md), { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params, channel });
+        const reason = await runSite(await connect(), { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params, channel });
         this.log.info({ job: m.jobId, reason }, 'job ended');
       } catch (e) {
         const error = (e as Error).message;

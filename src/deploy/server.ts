@@ -19,7 +19,10 @@ import { handOver, loadInitialModel, loadJob, runWorkflows } from '../runtime/jo
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import { Channel } from '../streaming/channel.ts';
 import type { GrpcLink } from '../transport/grpc/link.ts';
-import { type ConnectInfo, GrpcServer, type PeerIdentity } from '../transport/grpc/server.ts';
+import { GrpcServer } from '../transport/grpc/server.ts';
+import type { ConnectInfo, PeerIdentity } from '../transport/peer.ts';
+import type { TlsLink } from '../transport/tls/link.ts';
+import { TlsDataServer } from '../transport/tls/server.ts';
 import type { AdminReplyWire, AdminRequestWire, DownloadPieceWire } from '../transport/grpc/wire.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
@@ -71,6 +74,11 @@ export interface FederationServerOptions {
   /** overrides the kit's listen address (tests, benchmarks) */
   host?: string;
   port?: number;
+  /**
+   * overrides the kit's data plane port: a port (0: any free one), or null to carry job payloads
+   * over the gRPC port. Unset while `port` is overridden, a kit with a data plane gets any free port.
+   */
+  dataPort?: number | null;
   log?: Logger;
   /** how long a started job waits for every deployed site to join it */
   siteJoinTimeoutMs?: number;
@@ -88,11 +96,15 @@ export class FederationServer {
   private readonly sessions = new Map<string, Session>();
   private readonly running = new Map<string, RunningJob>();
   private readonly grpc: GrpcServer;
+  /** the data plane: jobs' connections over mutual TLS with the lean framing (null: jobs use gRPC) */
+  private readonly data: TlsDataServer | null;
   private readonly log: Logger;
   private sweeper: NodeJS.Timeout | null = null;
   private scheduling = false;
   private stopped = false;
   port = 0;
+  /** the data plane's bound port, once started (null without one) */
+  dataPort: number | null = null;
 
   constructor(private readonly opts: FederationServerOptions) {
     const ws = resolve(opts.workspace);
@@ -112,12 +124,26 @@ export class FederationServer {
       log: this.log,
       handlers: { onConnect: (link, peer, info) => this.onConnect(link, peer, info), onAdmin: (peer, req) => this.onAdmin(peer, req), onDownload: (peer, req, write) => this.onDownload(peer, req, write) },
     });
+    const dataPort = opts.dataPort !== undefined ? opts.dataPort : kit.config.dataPort !== null && opts.port !== undefined ? 0 : kit.config.dataPort;
+    this.data =
+      dataPort === null
+        ? null
+        : new TlsDataServer({
+            host: opts.host ?? kit.config.listen.host,
+            port: dataPort,
+            caPem: kit.caPem,
+            certPem: kit.certPem,
+            keyPem: kit.keyPem,
+            log: this.log,
+            onConnect: (link, peer, info) => (info.purpose === 'job' ? this.onConnect(link, peer, info) : 'sessions use the gRPC port; the data plane carries jobs only'),
+          });
   }
 
   async start(): Promise<number> {
     const recovered = this.store.recoverAfterRestart();
     if (recovered.length) this.log.warn({ jobs: recovered }, 'jobs that were running when the server stopped are marked ABORTED_BY_RESTART');
     this.port = await this.grpc.start();
+    this.dataPort = this.data ? await this.data.start() : null;
     const timeoutMs = this.opts.kit.config.heartbeatTimeoutSeconds * 1000;
     this.sweeper = setInterval(() => {
       const now = Date.now();
@@ -130,7 +156,7 @@ export class FederationServer {
       }
     }, Math.min(1000, timeoutMs / 3));
     this.sweeper.unref();
-    this.log.info({ port: this.port }, 'server listening');
+    this.log.info({ port: this.port, dataPort: this.dataPort }, 'server listening');
     void this.schedule();
     return this.port;
   }
@@ -144,7 +170,7 @@ export class FederationServer {
       this.log.warn({ job: id }, 'job stopped by server shutdown');
     }
     for (const s of this.sessions.values()) s.channel.close('server shutting down');
-    await this.grpc.close();
+    await Promise.all([this.grpc.close(), this.data?.close()]);
     // give the job runners a moment to record their final state
     await new Promise((r) => setTimeout(r, 50));
     this.store.close();
@@ -165,7 +191,7 @@ export class FederationServer {
 
   // ---- site connections -------------------------------------------------
 
-  private onConnect(link: GrpcLink, peer: PeerIdentity, info: ConnectInfo): string | null {
+  private onConnect(link: GrpcLink | TlsLink, peer: PeerIdentity, info: ConnectInfo): string | null {
     if (info.purpose === 'session') {
       const live = this.sessions.get(peer.name);
       if (info.channelId !== null && live?.channelId === info.channelId && !live.channel.isClosed) {
@@ -221,7 +247,7 @@ export class FederationServer {
           }
           session = { site: peer.name, org: peer.org, channel, channelId, connectedAt: new Date().toISOString(), lastSeen: Date.now(), runningJobs: [] };
           this.sessions.set(peer.name, session);
-          await send({ type: 'welcome', site: peer.name, heartbeatSeconds: Math.max(1, this.opts.kit.config.heartbeatTimeoutSeconds / 4) });
+          await send({ type: 'welcome', site: peer.name, heartbeatSeconds: Math.max(1, this.opts.kit.config.heartbeatTimeoutSeconds / 4), dataPort: this.dataPort });
           this.log.info({ site: peer.name, org: peer.org }, 'site connected');
           void this.schedule();
           continue;

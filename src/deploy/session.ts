@@ -18,7 +18,13 @@ export const SiteToServer = z.discriminatedUnion('type', [
 export type SiteToServer = z.infer<typeof SiteToServer>;
 
 export const ServerToSite = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('welcome'), site: z.string(), heartbeatSeconds: z.number().positive() }),
+  z.strictObject({
+    type: z.literal('welcome'),
+    site: z.string(),
+    heartbeatSeconds: z.number().positive(),
+    /** where the site opens its job connections: the data plane's port, or null for the gRPC port */
+    dataPort: z.number().int().min(1).max(65535).nullable().default(null),
+  }),
   z.strictObject({ type: z.literal('refused'), reason: z.string() }),
   z.strictObject({ type: z.literal('deploy'), jobId: JobId, siteIndex: z.number().int().min(0), numSites: z.number().int().min(1) }),
   z.strictObject({ type: z.literal('shutdown'), reason: z.string() }),

@@ -27,6 +27,8 @@ export const ServerConfigSchema = z.strictObject({
   org: z.string(),
   /** address the server listens on */
   listen: Endpoint,
+  /** port of the data plane (jobs' payloads over mutual TLS, src/transport/tls), on listen.host; null: over gRPC */
+  dataPort: z.number().int().min(1).max(65535).nullable().default(null),
   /** seconds without a heartbeat before a site counts as gone */
   heartbeatTimeoutSeconds: z.number().positive().default(30),
   /** largest job folder accepted from an admin */

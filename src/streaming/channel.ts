@@ -8,11 +8,15 @@
  * transfer that keeps moving never times out, a stalled one fails after
  * `stallTimeoutMs`.
  *
- * Integrity: every piece carries its offset and CRC-32, the last one an
- * xxhash64 of the whole stream. A corrupted piece is dropped and asked for
- * again (the sender keeps unacknowledged pieces, at most a window of them);
- * a stream whose digest does not match fails, never delivering bad data
- * silently. send() resolves once the receiver has consumed every byte.
+ * Integrity: every piece carries its offset and the xxhash64 of the stream
+ * from its first byte to the piece's end (a prefix hash: one pass over the
+ * bytes on each side checks every piece and the whole stream, where a CRC per
+ * piece plus a whole-stream hash took two), the last one the digest of the
+ * whole stream. A piece is checked as it arrives; a corrupted one is dropped
+ * and asked for again (the sender keeps unacknowledged pieces, at most a
+ * window of them); a stream whose digest does not match fails, never
+ * delivering bad data silently. send() resolves once the receiver has
+ * consumed every byte.
  *
  * Resume (option `resume`): when the link drops, the channel waits for a new
  * link to the same peer (dialled by `resume.redial`, or handed to attach());
@@ -24,8 +28,7 @@
  * channel that gets no new link within `resume.timeoutMs` (default: the stall
  * timeout) fails. See docs/architecture.md, "Resume after a dropped link".
  */
-import { crc32 } from 'node:zlib';
-import { createXXHash64, type IHasher } from 'hash-wasm';
+import { createXXHash64 } from 'hash-wasm';
 import { z } from 'zod';
 import type { Frame, Link } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
@@ -157,6 +160,39 @@ const ChannelMessage = z.discriminatedUnion(CHANNEL_FIELD, [
 ]);
 type ResumeMessage = Extract<z.infer<typeof ChannelMessage>, { __channel: 'resume' }>;
 
+/**
+ * One xxhash64 instance for every stream of the process: each stream keeps its own state
+ * (save/load, ~100 bytes) and uses the instance only between two awaits.
+ */
+const xxh = await createXXHash64();
+xxh.init();
+const EMPTY_STATE = xxh.save();
+
+/** Running xxhash64 of a stream: update with each piece, read the digest of the prefix so far. */
+class PrefixHash {
+  private state = EMPTY_STATE;
+  /** the digest the stream would have after `bytes` more, without taking them */
+  peek(bytes: Uint8Array): { state: Uint8Array; digest: string } {
+    xxh.load(this.state);
+    xxh.update(bytes);
+    const state = xxh.save();
+    return { state, digest: xxh.digest('hex') };
+  }
+  commit(state: Uint8Array): void {
+    this.state = state;
+  }
+  /** hashes `bytes` into the stream and returns the digest of the prefix so far */
+  update(bytes: Uint8Array): string {
+    const { state, digest } = this.peek(bytes);
+    this.state = state;
+    return digest;
+  }
+  digest(): string {
+    xxh.load(this.state);
+    return xxh.digest('hex');
+  }
+}
+
 function describeIssues(e: z.ZodError): string {
   return e.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('; ');
 }
@@ -164,7 +200,8 @@ function describeIssues(e: z.ZodError): string {
 interface RetainedPiece {
   offset: number;
   bytes: Uint8Array;
-  crc: number;
+  /** xxhash64 of the stream up to this piece's end (unchanged when the piece's front is cut off) */
+  hash: string;
 }
 
 class OutgoingStream {
@@ -189,7 +226,7 @@ class OutgoingStream {
       const head = this.retained[0]!;
       if (head.bytes.byteLength > left) {
         // partial acknowledgement (a transport that re-cut the piece): keep the rest
-        this.retained[0] = { offset: head.offset + left, bytes: head.bytes.subarray(left), crc: crc32(head.bytes.subarray(left)) };
+        this.retained[0] = { offset: head.offset + left, bytes: head.bytes.subarray(left), hash: head.hash };
         left = 0;
       } else {
         left -= head.bytes.byteLength;
@@ -227,8 +264,9 @@ class IncomingStream implements Payload {
   complete = false;
   /** set while waiting for a resend after a corrupted piece */
   awaitingResend = false;
-  digest: string | undefined;
   corrupted = 0;
+  /** xxhash64 of the bytes accepted so far */
+  private readonly hash = new PrefixHash();
   /** the consumer finished or cancelled */
   private over = false;
   private readonly meter: ProgressMeter;
@@ -240,7 +278,10 @@ class IncomingStream implements Payload {
   accept(f: Extract<Frame, { type: 'data' }>): boolean {
     if (f.offset !== undefined) {
       if (f.offset !== this.expected) return false; // a piece after a dropped one (or a duplicate): the resend brings it again
-      if (f.crc !== undefined && f.bytes.byteLength > 0 && crc32(f.bytes) !== f.crc) {
+    }
+    if (f.bytes.byteLength > 0) {
+      const next = this.hash.peek(f.bytes);
+      if (f.hash !== undefined && next.digest !== f.hash) {
         this.corrupted++;
         if (!this.awaitingResend) {
           this.awaitingResend = true;
@@ -248,14 +289,17 @@ class IncomingStream implements Payload {
         }
         return false;
       }
-      this.awaitingResend = false;
+      this.hash.commit(next.state);
     }
+    this.awaitingResend = false;
     this.expected += f.bytes.byteLength;
     if (f.bytes.byteLength > 0) this.queue.push(f.bytes);
     if (f.last) {
-      this.digest = f.digest;
       this.complete = true;
-      this.queue.end();
+      // every piece was checked on arrival; the digest checks that none is missing or extra
+      if (f.digest !== undefined && this.hash.digest() !== f.digest) {
+        this.queue.end(new Error(`payload stream ${this.id} is corrupt: xxhash64 of the ${this.expected} bytes received does not match the sender's`));
+      } else this.queue.end();
       return true;
     }
     return false;
@@ -290,13 +334,10 @@ class IncomingStream implements Payload {
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
-    const hasher = await createXXHash64();
-    hasher.init();
     try {
       for (;;) {
         const next = await this.next();
         if (next === undefined) break;
-        hasher.update(next);
         this.consumed += next.byteLength;
         this.meter.add(next.byteLength);
         // acknowledge as the consumer takes each chunk: this is what paces the sender
@@ -305,9 +346,6 @@ class IncomingStream implements Payload {
       }
       this.meter.end();
       this.finish();
-      if (this.digest !== undefined && hasher.digest('hex') !== this.digest) {
-        throw new Error(`payload stream ${this.id} is corrupt: xxhash64 of the ${this.expected} bytes received does not match the sender's`);
-      }
     } finally {
       if (!this.over) {
         // stopping right after the last chunk is finishing, not cancelling
@@ -409,8 +447,7 @@ export class Channel {
     const id = this.nextStream++;
     const out = new OutgoingStream();
     this.outgoing.set(id, out);
-    const hasher: IHasher = await createXXHash64();
-    hasher.init();
+    const hasher = new PrefixHash();
     const check = (): void => {
       if (out.cancelled) throw new Error(`${this.peer} cancelled the payload: ${out.cancelled}`);
       if (this.closedReason) throw new Error(`channel to ${this.peer} closed: ${this.closedReason}`);
@@ -434,13 +471,12 @@ export class Channel {
         for (let o = 0; o < chunk.byteLength; o += this.opts.chunkBytes) {
           const piece = chunk.subarray(o, Math.min(o + this.opts.chunkBytes, chunk.byteLength));
           await waitUntil(() => this.phase === 'attached' && (out.unacked === 0 || out.unacked + piece.byteLength <= this.opts.windowBytes), 'no acknowledgement');
-          const crc = crc32(piece);
-          hasher.update(piece);
+          const hash = hasher.update(piece);
           out.unacked += piece.byteLength;
-          out.retained.push({ offset, bytes: piece, crc });
+          out.retained.push({ offset, bytes: piece, hash });
           out.sent = offset + piece.byteLength;
           try {
-            await this.current.send({ type: 'data', stream: id, offset, bytes: piece, crc, last: false });
+            await this.current.send({ type: 'data', stream: id, offset, bytes: piece, hash, last: false });
           } catch (e) {
             // a resumable channel sends the piece again over the next link
             if (!resumable || this.closedReason) throw e;
@@ -450,7 +486,7 @@ export class Channel {
         }
       }
       await waitUntil(() => this.phase === 'attached', 'no link');
-      out.final = { offset, digest: hasher.digest('hex') };
+      out.final = { offset, digest: hasher.digest() };
       try {
         await this.current.send({ type: 'data', stream: id, offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest });
       } catch (e) {
@@ -499,10 +535,10 @@ export class Channel {
       let piece = p;
       if (p.offset < offset) {
         const rest = p.bytes.subarray(offset - p.offset);
-        piece = { offset, bytes: rest, crc: crc32(rest) };
+        piece = { offset, bytes: rest, hash: p.hash };
       }
       bytes += piece.bytes.byteLength;
-      void this.current.send({ type: 'data', stream: id, offset: piece.offset, bytes: piece.bytes, crc: piece.crc, last: false }).catch(() => undefined);
+      void this.current.send({ type: 'data', stream: id, offset: piece.offset, bytes: piece.bytes, hash: piece.hash, last: false }).catch(() => undefined);
     }
     if (out.final) void this.current.send({ type: 'data', stream: id, offset: out.final.offset, bytes: new Uint8Array(0), last: true, digest: out.final.digest }).catch(() => undefined);
     return bytes;

@@ -10,8 +10,9 @@ export type Frame =
   | { readonly type: 'control'; readonly json: string }
   /**
    * a piece of payload stream `stream`, starting at byte `offset` of the stream; `last` closes it.
-   * `crc` (CRC-32 of `bytes`) and, on the last piece, `digest` (xxhash64 of the whole stream)
-   * let the receiver check integrity; transports that cannot carry them leave them out.
+   * `hash` (xxhash64 of the stream from its start to the end of this piece, 16 hex digits) and,
+   * on the last piece, `digest` (xxhash64 of the whole stream) let the receiver check integrity;
+   * transports that cannot carry them leave them out.
    */
   | {
       readonly type: 'data';
@@ -19,7 +20,7 @@ export type Frame =
       readonly bytes: Uint8Array;
       readonly last: boolean;
       readonly offset?: number;
-      readonly crc?: number;
+      readonly hash?: string;
       readonly digest?: string;
     }
   /** the receiver consumed `bytes` more of stream `stream` (flow control) */

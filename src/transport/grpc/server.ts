@@ -8,28 +8,12 @@ import * as grpc from '@grpc/grpc-js';
 import { Socket } from 'node:net';
 import { type PeerCertificate, Server as TlsServer, type TLSSocket } from 'node:tls';
 import { type Logger, silentLogger } from '../../util/log.ts';
+import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate, tlsRefusalReason } from '../peer.ts';
 import { GrpcLink } from './link.ts';
 import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, type WireFrame, loadProto } from './wire.ts';
 
-export interface PeerIdentity {
-  /** certificate CN: site name, admin email, server name */
-  name: string;
-  org: string;
-  /** certificate OU: `client`, `server` or an admin role */
-  kind: string;
-}
-
-export interface ConnectInfo {
-  purpose: 'session' | 'job';
-  jobId: string | null;
-  /**
-   * metadata x-flotilla-channel: the dialling side's name for the channel this call carries,
-   * the same on every reconnection, so a resumable channel can be handed its new link
-   */
-  channelId: string | null;
-}
-
-const CHANNEL_ID = /^[A-Za-z0-9_-]{8,64}$/;
+export type { ConnectInfo, PeerIdentity } from '../peer.ts';
+export { tlsRefusalReason } from '../peer.ts';
 
 export interface GrpcServerHandlers {
   /** A site opened a Connect call. Return a reason to refuse it, or null to keep the link. */
@@ -53,42 +37,12 @@ export interface GrpcServerOptions {
   log?: Logger;
 }
 
-function field(v: string | string[] | undefined): string | null {
-  return typeof v === 'string' && v.length > 0 ? v : null;
-}
 
-/** Identity from the verified client certificate, or why there is none. */
+/** Identity from the verified client certificate of a gRPC call, or why there is none. */
 export function identityOf(call: { getAuthContext(): { transportSecurityType?: string; sslPeerCertificate?: PeerCertificate } | null }): PeerIdentity | string {
   const ctx = call.getAuthContext();
-  const cert = ctx?.sslPeerCertificate;
-  if (ctx?.transportSecurityType !== 'ssl' || !cert) return 'no verified client certificate';
-  const name = field(cert.subject?.CN);
-  const org = field(cert.subject?.O);
-  const kind = field(cert.subject?.OU);
-  if (!name || !org || !kind) return 'client certificate lacks a single CN, O and OU';
-  return { name, org, kind };
-}
-
-/** OpenSSL's wording for the verify errors a refused client certificate usually has (Node keeps only the code). */
-const VERIFY_ERRORS: Record<string, string> = {
-  CERT_HAS_EXPIRED: 'certificate has expired',
-  CERT_NOT_YET_VALID: 'certificate is not yet valid',
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'unable to verify the first certificate',
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'unable to get local issuer certificate',
-  SELF_SIGNED_CERT_IN_CHAIN: 'self-signed certificate in certificate chain',
-  DEPTH_ZERO_SELF_SIGNED_CERT: 'self-signed certificate',
-  CERT_SIGNATURE_FAILURE: 'certificate signature failure',
-  CERT_REVOKED: 'certificate revoked',
-};
-
-/** Why a TLS handshake was refused: the client certificate's verify error if it had one, else the TLS error. */
-export function tlsRefusalReason(err: Error, socket: Pick<TLSSocket, 'authorizationError'> | undefined): string {
-  const code = socket?.authorizationError;
-  if (code !== undefined && code !== null) {
-    const c = String(code);
-    return VERIFY_ERRORS[c] ? `${VERIFY_ERRORS[c]} (${c})` : c;
-  }
-  return err.message;
+  if (ctx?.transportSecurityType !== 'ssl' || !ctx.sslPeerCertificate) return 'no verified client certificate';
+  return identityOfCertificate(ctx.sslPeerCertificate);
 }
 
 function metaString(md: grpc.Metadata, key: string): string | null {

@@ -19,7 +19,7 @@ export const FEDERATION_CONNECT = '/flotilla.v1.Federation/Connect';
 export interface WireFrame {
   kind?: 'control' | 'data' | 'ack' | 'cancel' | 'resend';
   control?: { json?: string } | null;
-  data?: { stream?: number; bytes?: Uint8Array; last?: boolean; offset?: number | null; crc?: number | null; digest?: string | null } | null;
+  data?: { stream?: number; bytes?: Uint8Array; last?: boolean; offset?: number | null; hash?: string | null; digest?: string | null } | null;
   resend?: { stream?: number; offset?: number } | null;
   ack?: { stream?: number; bytes?: number } | null;
   cancel?: { stream?: number; reason?: string } | null;
@@ -73,7 +73,7 @@ export function toWire(f: Frame): WireFrame {
           bytes: f.bytes,
           last: f.last,
           ...(f.offset !== undefined && { offset: f.offset }),
-          ...(f.crc !== undefined && { crc: f.crc }),
+          ...(f.hash !== undefined && { hash: f.hash }),
           ...(f.digest !== undefined && { digest: f.digest }),
         },
       };
@@ -104,13 +104,14 @@ export function fromWire(w: WireFrame): Frame | string {
       const bytes = d.bytes;
       if (d.offset != null && (!Number.isSafeInteger(d.offset) || d.offset < 0)) return 'data frame with an invalid offset';
       if (d.digest != null && (typeof d.digest !== 'string' || d.digest.length > 128)) return 'data frame with an invalid digest';
+      if (d.hash != null && (typeof d.hash !== 'string' || !/^[0-9a-f]{16}$/.test(d.hash))) return 'data frame with an invalid hash';
       return {
         type: 'data',
         stream: d.stream,
         bytes,
         last: d.last === true,
         ...(d.offset != null && { offset: d.offset }),
-        ...(d.crc != null && { crc: d.crc }),
+        ...(d.hash != null && { hash: d.hash }),
         ...(d.digest != null && { digest: d.digest }),
       };
     }

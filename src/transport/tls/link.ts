@@ -1,0 +1,114 @@
+/**
+ * A Link over one mutual-TLS socket (the data plane), the same class on both
+ * ends. send() corks the frame's header and chunk into one write and honours
+ * the socket's backpressure (waits for 'drain'); a frame that does not parse
+ * closes this connection only.
+ */
+import type { TLSSocket } from 'node:tls';
+import { AsyncQueue } from '../../util/async-queue.ts';
+import type { Frame, Link } from '../link.ts';
+import { FrameDecoder, type WireItem, encodeFrame } from './codec.ts';
+
+export class TlsLink implements Link {
+  private readonly inbox = new AsyncQueue<Frame>();
+  private resolveClosed!: (r: string) => void;
+  readonly closed = new Promise<string>((r) => (this.resolveClosed = r));
+  private isClosed = false;
+  private drainWaiters: (() => void)[] = [];
+  private readonly onData = (b: Buffer): void => this.receive(b);
+  /** the channel id the dialling side sent in its hello, on the server side */
+  resumeId: string | null = null;
+
+  /**
+   * `decoder` continues the handshake's (it may hold bytes that came behind it); `early` are
+   * frames it already parsed past the handshake.
+   */
+  constructor(
+    readonly peer: string,
+    private readonly socket: TLSSocket,
+    private readonly decoder: FrameDecoder = new FrameDecoder(),
+    early: WireItem[] = [],
+  ) {
+    socket.setNoDelay(true);
+    for (const f of early) this.deliver(f);
+    socket.on('data', this.onData);
+    socket.on('drain', () => this.wakeDrain());
+    socket.on('end', () => this.shut('peer closed the connection'));
+    socket.on('error', (e: Error) => this.shut(e.message));
+    socket.on('close', () => this.shut('connection closed'));
+  }
+
+  get isOpen(): boolean {
+    return !this.isClosed;
+  }
+
+  async send(frame: Frame): Promise<void> {
+    if (this.isClosed) throw new Error(`link to ${this.peer} is closed`);
+    const parts = encodeFrame(frame);
+    // two plain writes, not cork() + writev: Node's TLS copies a writev's buffers into one
+    // before encrypting (a copy of every chunk); a separate header costs one small TLS record
+    let ok = true;
+    for (const p of parts) ok = this.socket.write(p);
+    if (!ok && !this.isClosed) await new Promise<void>((r) => this.drainWaiters.push(r));
+  }
+
+  frames(): AsyncIterable<Frame> {
+    return this.inbox.drain();
+  }
+
+  close(reason = 'closed'): void {
+    if (this.isClosed) return;
+    this.shut(reason);
+    this.socket.end();
+    // a peer that does not close its side soon is dropped
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  private receive(b: Buffer): void {
+    if (this.isClosed) return;
+    const got = this.decoder.push(b);
+    if (typeof got === 'string') {
+      this.shut(`protocol error from ${this.peer}: ${got}`);
+      this.socket.destroy();
+      return;
+    }
+    for (const f of got) this.deliver(f);
+  }
+
+  /** Server side: tells the peer why the connection is not wanted, then closes it. */
+  refuse(reason: string): void {
+    if (this.isClosed) return;
+    for (const b of encodeFrame({ type: 'refuse', reason })) this.socket.write(b);
+    this.close(reason);
+  }
+
+  private deliver(f: WireItem): void {
+    if (f.type === 'refuse') {
+      // the server changed its mind right after its welcome (no such job, say)
+      this.shut(`refused by ${this.peer}: ${f.reason}`);
+      this.socket.end();
+      return;
+    }
+    if (f.type === 'hello' || f.type === 'welcome') {
+      this.shut(`protocol error from ${this.peer}: unexpected ${f.type} frame`);
+      this.socket.destroy();
+      return;
+    }
+    this.inbox.push(f);
+  }
+
+  private wakeDrain(): void {
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const r of w) r();
+  }
+
+  private shut(reason: string): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.socket.off('data', this.onData);
+    this.inbox.end();
+    this.wakeDrain();
+    this.resolveClosed(reason);
+  }
+}

@@ -1,0 +1,194 @@
+// The data plane (src/transport/tls): its binary framing decodes whatever the socket's reads cut
+// it into, refuses malformed frames without throwing, and its server admits only sites of the
+// project's CA that say what they connect for; a refusal reaches the dialler with its reason.
+import assert from 'node:assert/strict';
+import { connect } from 'node:tls';
+import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
+import { createCA, issueCert } from '../src/provision/ca.ts';
+import type { Frame } from '../src/transport/link.ts';
+import type { ConnectInfo, PeerIdentity } from '../src/transport/peer.ts';
+import { dialTls } from '../src/transport/tls/client.ts';
+import { FrameDecoder, MAX_FRAME_BYTES, type WireItem, encodeFrame } from '../src/transport/tls/codec.ts';
+import type { TlsLink } from '../src/transport/tls/link.ts';
+import { TlsDataServer } from '../src/transport/tls/server.ts';
+
+const streamId = fc.integer({ min: 1, max: 0xffffffff });
+const count = fc.maxSafeInteger().filter((n) => n >= 0);
+const hex16 = fc.stringMatching(/^[0-9a-f]{16}$/);
+const frameArb: fc.Arbitrary<WireItem> = fc.oneof(
+  fc.record({ type: fc.constant('control' as const), json: fc.string({ maxLength: 300 }) }),
+  fc.record(
+    {
+      type: fc.constant('data' as const),
+      stream: streamId,
+      bytes: fc.uint8Array({ maxLength: 5000 }),
+      last: fc.boolean(),
+      offset: count,
+      hash: hex16,
+      digest: hex16,
+    },
+    { requiredKeys: ['type', 'stream', 'bytes', 'last'] },
+  ),
+  fc.record({ type: fc.constant('ack' as const), stream: streamId, bytes: count }),
+  fc.record({ type: fc.constant('resend' as const), stream: streamId, offset: count }),
+  fc.record({ type: fc.constant('cancel' as const), stream: streamId, reason: fc.string({ maxLength: 200 }) }),
+  fc.record({ type: fc.constant('hello' as const), json: fc.string({ maxLength: 200 }) }),
+  fc.constant({ type: 'welcome' as const }),
+  fc.record({ type: fc.constant('refuse' as const), reason: fc.string({ maxLength: 200 }) }),
+);
+
+/** Comparable form of a frame (bytes as plain arrays). */
+const plain = (f: WireItem): unknown => (f.type === 'data' ? { ...f, bytes: [...f.bytes] } : { ...f });
+
+test('codec: any sequence of frames, cut into reads at any points, decodes to the same frames', () => {
+  fc.assert(
+    fc.property(fc.array(frameArb, { maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 7000 }), { minLength: 1, maxLength: 20 }), (frames, cuts) => {
+      const wire = Buffer.concat(frames.flatMap((f) => encodeFrame(f)));
+      const dec = new FrameDecoder();
+      const got: WireItem[] = [];
+      let at = 0;
+      for (let i = 0; at < wire.byteLength; i++) {
+        const n = cuts[i % cuts.length]!;
+        const r = dec.push(wire.subarray(at, at + n));
+        assert.ok(typeof r !== 'string', `decoder refused a valid stream: ${r as string}`);
+        got.push(...r);
+        at += n;
+      }
+      assert.deepEqual(got.map(plain), frames.map(plain));
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('codec: a chunk that arrives in pieces is copied once into its own buffer at offset 0 (aligned for typed views)', () => {
+  const bytes = new Uint8Array(100_000).map((_, i) => i & 0xff);
+  const wire = Buffer.concat(encodeFrame({ type: 'data', stream: 3, bytes, last: false, offset: 12, hash: '0123456789abcdef' }));
+  const dec = new FrameDecoder();
+  const out: WireItem[] = [];
+  for (let at = 0; at < wire.byteLength; at += 16_384) out.push(...(dec.push(wire.subarray(at, at + 16_384)) as WireItem[]));
+  const f = out[0] as Extract<Frame, { type: 'data' }>;
+  assert.equal(out.length, 1);
+  assert.equal(f.bytes.byteOffset, 0);
+  assert.deepEqual(Buffer.from(f.bytes), Buffer.from(bytes));
+});
+
+test('codec: malformed frames are refused with a reason, never thrown', () => {
+  const frame = (type: number, body: number[]): Buffer => {
+    const b = Buffer.alloc(5 + body.length);
+    b.writeUInt32LE(1 + body.length, 0);
+    b.writeUInt8(type, 4);
+    Buffer.from(body).copy(b, 5);
+    return b;
+  };
+  const huge = Buffer.alloc(4);
+  huge.writeUInt32LE(MAX_FRAME_BYTES + 1, 0);
+  const cases: [Buffer, RegExp][] = [
+    [huge, /frame of \d+ bytes/],
+    [Buffer.from([0, 0, 0, 0]), /frame of 0 bytes/],
+    [frame(99, []), /unknown type 99/],
+    [frame(2, [0, 0, 0, 0, 0]), /invalid stream id/],
+    [frame(2, [1, 0, 0, 0, 0x80]), /unknown flags/],
+    [frame(2, [1, 0, 0, 0, 2, 1, 2]), /header truncated/],
+    [frame(3, [1, 0, 0, 0]), /ack frame of 4 bytes/],
+    [frame(5, [1, 0]), /cancel frame too short/],
+  ];
+  for (const [wire, why] of cases) {
+    const r = new FrameDecoder().push(wire);
+    assert.equal(typeof r, 'string', `accepted ${wire.toString('hex')}`);
+    assert.match(r as string, why);
+  }
+});
+
+describe('data plane server: who may connect', () => {
+  let server: TlsDataServer;
+  let port = 0;
+  let pems: { ca: string; site: { certPem: string; keyPem: string }; admin: { certPem: string; keyPem: string }; stranger: { ca: string; certPem: string; keyPem: string } };
+  const accepted: { link: TlsLink; peer: PeerIdentity; info: ConnectInfo }[] = [];
+
+  before(async () => {
+    const ca = await createCA('tls-transport-test', 1);
+    const other = await createCA('someone-else', 1);
+    const notAfter = new Date(Date.now() + 86_400_000);
+    const srv = await issueCert(ca, { subject: { cn: 'server', org: 'test', ou: 'server' }, hosts: ['localhost', '127.0.0.1'], notAfter });
+    const site = await issueCert(ca, { subject: { cn: 'site-1', org: 'a', ou: 'client' }, notAfter });
+    const admin = await issueCert(ca, { subject: { cn: 'boss@a.org', org: 'a', ou: 'project_admin' }, notAfter });
+    const stranger = await issueCert(other, { subject: { cn: 'site-1', org: 'a', ou: 'client' }, notAfter });
+    pems = { ca: ca.certPem, site, admin, stranger: { ca: other.certPem, ...stranger } };
+    server = new TlsDataServer({
+      host: '127.0.0.1',
+      port: 0,
+      caPem: ca.certPem,
+      certPem: srv.certPem,
+      keyPem: srv.keyPem,
+      helloTimeoutMs: 500,
+      onConnect: (link, peer, info) => {
+        if (info.jobId === 'no-such-job') return 'no running job no-such-job';
+        accepted.push({ link, peer, info });
+        return null;
+      },
+    });
+    port = await server.start();
+  });
+  after(() => server.close(200));
+
+  const dialAs = (who: { certPem: string; keyPem: string }, info: ConnectInfo) => dialTls({ host: '127.0.0.1', port, serverName: 'localhost', caPem: pems.ca, ...who, timeoutMs: 5000 }, info);
+
+  test('a site of the project connects; identity comes from its certificate, the purpose from its hello; frames flow both ways', async () => {
+    const link = await dialAs(pems.site, { purpose: 'job', jobId: 'job-1', channelId: 'abcdefgh1234' });
+    const mine = accepted.at(-1)!;
+    assert.deepEqual(mine.peer, { name: 'site-1', org: 'a', kind: 'client' });
+    assert.deepEqual(mine.info, { purpose: 'job', jobId: 'job-1', channelId: 'abcdefgh1234' });
+    const big = new Uint8Array(3 << 20).map((_, i) => (i * 7) & 0xff);
+    await link.send({ type: 'control', json: '{"hi":1}' });
+    await link.send({ type: 'data', stream: 1, bytes: big, last: true, offset: 0, hash: 'ffffffffffffffff' });
+    const it = mine.link.frames()[Symbol.asyncIterator]();
+    assert.deepEqual((await it.next()).value, { type: 'control', json: '{"hi":1}' });
+    const d = (await it.next()).value as Extract<Frame, { type: 'data' }>;
+    assert.ok(Buffer.from(d.bytes).equals(Buffer.from(big)));
+    assert.equal(d.hash, 'ffffffffffffffff');
+    await mine.link.send({ type: 'ack', stream: 1, bytes: big.byteLength });
+    assert.deepEqual((await link.frames()[Symbol.asyncIterator]().next()).value, { type: 'ack', stream: 1, bytes: big.byteLength });
+    link.close('done');
+    assert.match(await mine.link.closed, /closed/);
+  });
+
+  test('the server refusing a connection (no such job) closes the dialler’s link with the reason', async () => {
+    const link = await dialAs(pems.site, { purpose: 'job', jobId: 'no-such-job', channelId: null });
+    assert.match(await link.closed, /refused by server: no running job no-such-job/);
+  });
+
+  test('an admin certificate is refused: the data plane is for sites', async () => {
+    await assert.rejects(dialAs(pems.admin, { purpose: 'job', jobId: 'job-1', channelId: null }), /refused: certificate of boss@a\.org is a project_admin certificate/);
+  });
+
+  test('a certificate from another CA fails the TLS handshake', async () => {
+    await assert.rejects(dialAs({ certPem: pems.stranger.certPem, keyPem: pems.stranger.keyPem }, { purpose: 'job', jobId: 'job-1', channelId: null }), /data plane 127\.0\.0\.1:\d+: /);
+  });
+
+  test('a malformed hello is refused naming the field; silence is refused after the hello timeout', async () => {
+    const raw = (send: (s: ReturnType<typeof connect>) => void): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const s = connect({ host: '127.0.0.1', port, servername: 'localhost', ca: pems.ca, cert: pems.site.certPem, key: pems.site.keyPem });
+        const dec = new FrameDecoder();
+        s.on('secureConnect', () => send(s));
+        s.on('data', (b: Buffer) => {
+          const r = dec.push(b);
+          if (typeof r === 'string') return reject(new Error(r));
+          const f = r[0];
+          if (f?.type === 'refuse') resolve(f.reason);
+        });
+        s.on('error', reject);
+      });
+    const bad = await raw((s) => {
+      for (const b of encodeFrame({ type: 'hello', json: JSON.stringify({ protocol: 1, purpose: 'job', jobId: 'j', channelId: 'short' }) })) s.write(b);
+    });
+    assert.match(bad, /malformed hello: channelId: must be 8 to 64 letters/);
+    const wrongProtocol = await raw((s) => {
+      for (const b of encodeFrame({ type: 'hello', json: JSON.stringify({ protocol: 99, purpose: 'job', jobId: 'j', channelId: null }) })) s.write(b);
+    });
+    assert.match(wrongProtocol, /protocol 99, server speaks 1/);
+    const silent = await raw(() => undefined);
+    assert.match(silent, /no hello within 500 ms/);
+  });
+});
