@@ -1,7 +1,8 @@
 /**
- * bench/streaming: a synthetic model server → client → server over the real
- * gRPC + mutual-TLS Link, each side a separate process wrapping its Link in a
- * Channel, in three modes (see bench/streaming/peer.ts):
+ * bench/streaming: a synthetic model server → client → server over a real
+ * mutual-TLS Link (`--transport grpc`: a Federation.Connect call; `--transport tls`:
+ * the data plane, src/transport/tls), each side a separate process wrapping its
+ * Link in a Channel, in three modes (see bench/streaming/peer.ts):
  *
  *   regular    whole model in one buffer on the sender, collected whole on the receiver
  *   container  tensor stream encoded/decoded piece by piece, hashed by the client, then an
@@ -19,6 +20,8 @@
  *     [--chunk-mib 1] [--window-mib 64] [--h2-window 4194304 (both ends; 0 = wire.ts defaults)] [--baseline tls,link|none] [--dir /tmp/...] [--out result.json]
  *     [--back no]        container mode one way (server → client, hashed on arrival), for the 128 GB run
  *     [--progress FILE]  each process appends a progress line every 15 s (bytes, GB/s, peak RSS)
+ *     [--transport grpc|tls]  the Link the Channel runs over (default grpc)
+ *     [--repeat N]       run each size N times (baselines too); `summary` has the median fraction of the TLS socket
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -43,10 +46,13 @@ const f = flags(process.argv.slice(2), {
   back: 'yes',
   progress: '',
   transport: 'grpc',
+  repeat: '1',
   dir: join(tmpdir(), 'flotilla-bench-streaming'),
   out: '',
 });
 const sizes = f.sizes.split(',').map((s) => num(s, '--sizes'));
+const repeat = num(f.repeat, '--repeat');
+if (f.transport !== 'grpc' && f.transport !== 'tls') throw new Error(`--transport must be grpc or tls, got "${f.transport}"`);
 const modes = f.modes.split(',');
 for (const m of modes) if (!['regular', 'container', 'relay', 'file'].includes(m)) throw new Error(`--modes: unknown mode "${m}"`);
 const seed = Number(f.seed);
@@ -189,7 +195,7 @@ if (f.back === 'no' && (modes.join() !== 'container' || baselines.length > 0)) t
 const runs: Record<string, unknown>[] = [];
 const started = Date.now();
 
-for (const size of sizes) {
+for (const size of sizes) for (let rep = 1; rep <= repeat; rep++) {
   const dataBytes = Math.round(size * GB);
   const tensors = modelLayout(dataBytes);
   const bytes = buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors);
@@ -201,7 +207,7 @@ for (const size of sizes) {
       log(`${size} GB: ${kind} baseline (${bm})`);
       const script = kind === 'tls' ? 'tls-peer.ts' : 'link-peer.ts';
       const args = ['--mode', bm, '--bytes', String(bytes), ...common, ...(kind === 'link' ? ['--chunk-mib', f['chunk-mib'], '--h2-window', f['h2-window']] : [])];
-      baseline[`${kind}-${bm}`] = { mode: `${kind}-${bm}`, ...figures(await pair(script, args), bytes) };
+      baseline[`${kind}-${bm}`] = { mode: `${kind}-${bm}`, repeat: rep, ...figures(await pair(script, args), bytes) };
       runs.push({ model, ...baseline[`${kind}-${bm}`] });
       log(JSON.stringify(runs.at(-1)));
     }
@@ -242,15 +248,29 @@ for (const size of sizes) {
       return round(rate(fig) / rate(base), 2);
     };
     const vsTls = { fractionOfTls: fraction(baseline[`tls-${kind}`]), fractionOfLink: fraction(baseline[`link-${kind}`]) };
-    runs.push({ model, mode, ...fig, ...vsTls });
+    runs.push({ model, mode, transport: f.transport, repeat: rep, ...fig, ...vsTls });
     log(JSON.stringify(runs.at(-1)));
   }
 }
 rmSync(join(dir, 'certs'), { recursive: true, force: true });
 
+/** Per size and mode, the median fraction of the TLS socket over the repeats (each against its own baseline). */
+const median = (xs: number[]): number => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+};
+const summary: Record<string, unknown>[] = [];
+for (const size of sizes) {
+  for (const mode of modes) {
+    const mine = runs.filter((r) => r.mode === mode && (r.model as { sizeGB: number }).sizeGB === size && typeof r.fractionOfTls === 'number');
+    if (mine.length) summary.push({ sizeGB: size, mode, transport: f.transport, runs: mine.length, fractionsOfTls: mine.map((r) => r.fractionOfTls), medianFractionOfTls: round(median(mine.map((r) => r.fractionOfTls as number)), 2), maxPeakMB: Math.max(...mine.flatMap((r) => [r.serverPeakMB as number, r.clientPeakMB as number])) });
+  }
+}
+
 const result = {
   bench: 'streaming',
-  settings: { chunkMiB: Number(f['chunk-mib']), windowMiB: Number(f['window-mib']), h2WindowBytes: Number(f['h2-window']) || 'wire.ts default (client 4 MiB, server 65535)', seed },
+  summary,
+  settings: { transport: f.transport === 'tls' ? 'data plane (src/transport/tls)' : 'gRPC (Federation.Connect)', repeat, chunkMiB: Number(f['chunk-mib']), windowMiB: Number(f['window-mib']), h2WindowBytes: Number(f['h2-window']) || 'wire.ts default (client 4 MiB, server 65535)', seed },
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGB: round(totalmem() / GB, 1), node: process.version, nice: getPriority(), loadAverageAtStart: loadavg().map((x) => round(x, 2)) },
   seconds: round((Date.now() - started) / 1000, 1),
   runs,

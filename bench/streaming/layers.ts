@@ -9,6 +9,7 @@
 import { crc32 } from 'node:zlib';
 import { createCRC32, createXXHash64 } from 'hash-wasm';
 import { FEDERATION_CONNECT, fromWire, loadProto, toWire, type WireFrame } from '../../src/transport/grpc/wire.ts';
+import { FrameDecoder, encodeFrame } from '../../src/transport/tls/codec.ts';
 import { flags, num } from './common.ts';
 import { ModelBytes } from './model.ts';
 
@@ -29,22 +30,36 @@ function step(name: string, fn: () => void): void {
   steps[name] = { cpuMsPerMiB: Math.round(((c.user + c.system) / 1e3 / n) * 1000) / 1000, GBps: Math.round(((n * MIB) / 1e9 / (ms / 1000)) * 100) / 100 };
 }
 
-step('crc32 (node:zlib, Channel per chunk)', () => crc32(buf));
+step('crc32 (node:zlib, what the Channel used per chunk before the prefix hash)', () => crc32(buf));
 const wcrc = await createCRC32();
 step('crc32 (hash-wasm)', () => (wcrc.init(), wcrc.update(buf), wcrc.digest('binary')));
 const xx = await createXXHash64();
 xx.init();
-step('xxhash64 (hash-wasm, Channel per stream)', () => xx.update(buf));
+step('xxhash64 (hash-wasm, running hash)', () => xx.update(buf));
+const state = xx.save();
+step('xxhash64 prefix hash (Channel per chunk: load, update, save, digest)', () => {
+  xx.load(state);
+  xx.update(buf);
+  xx.save();
+  xx.digest('hex');
+});
 step('new 1 MiB buffer + copy', () => new Uint8Array(MIB).set(buf));
 const dst = new Uint8Array(MIB);
 step('copy into a reused buffer', () => dst.set(buf));
 const def = loadProto().Federation.service.Connect!;
 const serialize = def.requestSerialize as (w: WireFrame) => Buffer;
 const deserialize = def.requestDeserialize as (b: Buffer) => WireFrame;
-const frame = { type: 'data' as const, stream: 1, bytes: buf, last: false, offset: 123456789, crc: 1234 };
+const frame = { type: 'data' as const, stream: 1, bytes: buf, last: false, offset: 123456789, hash: '0123456789abcdef' };
 const wire = serialize(toWire(frame));
 step('protobuf serialize (toWire)', () => serialize(toWire(frame)));
 step('protobuf deserialize + fromWire', () => fromWire(deserialize(wire)));
+step('data plane encodeFrame (header only; the chunk is written as is)', () => encodeFrame(frame));
+const tlsWire = Buffer.concat(encodeFrame(frame));
+const reads = Array.from({ length: Math.ceil(tlsWire.byteLength / 16384) }, (_, i) => tlsWire.subarray(i * 16384, (i + 1) * 16384));
+step('data plane FrameDecoder (1 MiB chunk from 16 KiB TLS reads: one copy)', () => {
+  const d = new FrameDecoder();
+  for (const r of reads) d.push(r);
+});
 const decoded = deserialize(wire);
 
 console.log(

@@ -28,7 +28,17 @@ export interface WriteOptions {
   durable?: boolean;
 }
 
+/**
+ * A durable file is flushed to disk as it is written, one `fdatasync` in the background per
+ * EARLY_FLUSH_BYTES, so the disk works while bytes still arrive: otherwise the kernel holds
+ * gigabytes of dirty pages until the final fsync, which then takes as long as the whole write
+ * at the disk's speed (1 GB: 2.7 s here, on top of the transfer).
+ */
+const EARLY_FLUSH_BYTES = 64 << 20;
+
 function fileSink(fh: FileHandle, tmp: string, path: string, durable: boolean): Sink {
+  let unflushed = 0;
+  let flushing: Promise<void> | null = null;
   return {
     async write(b) {
       let off = 0;
@@ -36,10 +46,17 @@ function fileSink(fh: FileHandle, tmp: string, path: string, durable: boolean): 
         const { bytesWritten } = await fh.write(b, off, b.byteLength - off);
         off += bytesWritten;
       }
+      unflushed += b.byteLength;
+      if (durable && unflushed >= EARLY_FLUSH_BYTES && flushing === null) {
+        unflushed = 0;
+        // errors surface at the final sync, which flushes the same pages again
+        flushing = fh.datasync().catch(() => undefined).finally(() => (flushing = null));
+      }
     },
     async finish() {
       try {
         // data must be on disk before the rename makes the file visible under its name
+        await flushing;
         if (durable) await fh.sync();
         await fh.close();
         await rename(tmp, path);
@@ -51,6 +68,7 @@ function fileSink(fh: FileHandle, tmp: string, path: string, durable: boolean): 
       if (durable) await syncDir(dirname(path));
     },
     async abort() {
+      await flushing;
       await fh.close().catch(() => undefined);
       await rm(tmp, { force: true });
     },

@@ -20,6 +20,14 @@ function port(v: string): number {
   return n;
 }
 
+/** --data-port: a port, or "none" to carry job payloads over the gRPC port. */
+function dataPort(v: string): number | null {
+  if (v === 'none') return null;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`--data-port must be 0–65535 or "none", got "${v}"`);
+  return n;
+}
+
 function onSignals(stop: () => Promise<void> | void): void {
   let stopping = false;
   const handler = (): void => {
@@ -51,13 +59,15 @@ export function registerDeploymentCommands(program: Command): void {
     .argument('<kit>', 'the server kit folder (or its startup/ folder)')
     .option('-w, --workspace <dir>', 'job store and job workspaces (default: <kit>/workspace)')
     .option('-p, --port <port>', 'override the kit\'s port', port)
-    .action(async (kitDir: string, o: { workspace?: string; port?: number }) => {
+    .option('--data-port <port|none>', 'override the kit\'s data plane port (jobs\' model payloads; 0: any free port, none: over the gRPC port)', dataPort)
+    .action(async (kitDir: string, o: { workspace?: string; port?: number; dataPort?: number | null }) => {
       const kit = loadKit(kitDir, 'server');
       const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
       const log = fileLogger(join(workspace, 'log.jsonl'), 'server');
-      const s = new FederationServer({ kit, workspace, log, ...(o.port !== undefined && { port: o.port }) });
+      const s = new FederationServer({ kit, workspace, log, ...(o.port !== undefined && { port: o.port }), ...(o.dataPort !== undefined && { dataPort: o.dataPort }) });
       const p = await s.start();
-      out(`Server ${kit.config.name} of project ${kit.config.project} listening on port ${p} (workspace ${workspace})`);
+      const data = s.dataPort === null ? 'job payloads over gRPC' : `data plane on port ${s.dataPort}`;
+      out(`Server ${kit.config.name} of project ${kit.config.project} listening on port ${p}, ${data} (workspace ${workspace})`);
       onSignals(() => s.stop());
     });
 
