@@ -2,7 +2,9 @@
  * FedAvg of a large model through the real deployment, with and without
  * offload: a provisioned project, the server alone in its own process (so its
  * VmHWM is its own), N client processes (one per site), gRPC with mutual TLS
- * on loopback, a job submitted with the admin API. The initial model is a
+ * on loopback for sessions and admin, the jobs' payloads over the TLS data plane
+ * (`--transport tls`, the default) or over gRPC calls (`--transport grpc`), a job
+ * submitted with the admin API. The initial model is a
  * float32 safetensors file of many tensors (some of 256 MB) that the job's
  * model module names by path (it is far too large for the job bundle); the
  * trainer (`params: file`) adds a site-dependent constant to the received file
@@ -19,7 +21,7 @@
  * timing), job wall time. Prints one JSON object (and writes it to --out).
  *
  *   nice -n 10 node --import tsx bench/deployment-large.ts [--sizes 0.5,2] [--modes memory,offload]
- *       [--clients 8] [--rounds 2] [--dir /tmp] [--out bench/results/deployment-large.json]
+ *       [--clients 8] [--rounds 2] [--transport tls|grpc] [--dir /tmp] [--out bench/results/deployment-large.json]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -43,6 +45,8 @@ const sizesGB = opt('sizes', '0.5,2').split(',').map(Number);
 const modes = opt('modes', 'memory,offload').split(',') as ('memory' | 'offload')[];
 const nClients = Number(opt('clients', '8'));
 const rounds = Number(opt('rounds', '2'));
+const transport = opt('transport', 'tls');
+if (transport !== 'tls' && transport !== 'grpc') throw new Error(`--transport must be tls or grpc, got "${transport}"`);
 const baseDir = opt('dir', tmpdir());
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const outFile = opt('out', join(repo, 'bench/results/deployment-large.json'));
@@ -273,7 +277,7 @@ async function runOne(kits: Record<string, string>, port: number, gb: number, mo
   const procs: Proc[] = [];
   let admin: AdminClient | null = null;
   try {
-    const server = start(['server', 'start', kits.server!, '-w', join(dir, 'server'), '-p', String(port)]);
+    const server = start(['server', 'start', kits.server!, '-w', join(dir, 'server'), '-p', String(port), '--data-port', transport === 'tls' ? String(await freePort()) : 'none']);
     procs.push(server);
     await waitFor(server, /listening on port/);
     const clients = Array.from({ length: nClients }, (_, i) => start(['client', 'start', kits[`site-${i + 1}`]!, '-w', join(dir, `site-${i + 1}`)]));
@@ -361,7 +365,7 @@ async function main(): Promise<void> {
     clients: nClients,
     rounds,
     clientProcesses: nClients,
-    transport: 'gRPC + mutual TLS on loopback, server and each client in its own process',
+    transport: `${transport === 'tls' ? 'sessions over gRPC, job payloads over the TLS data plane' : 'gRPC'}, mutual TLS on loopback, server and each client in its own process`,
     trainer: 'params: file; adds siteIndex+1 to the received file in place, 4 MiB at a time',
     expectedShiftPerRound: shift,
     runs,

@@ -2,12 +2,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AdminClient } from '../src/admin/client.ts';
+import { freePortPair } from './helpers/federation.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const ws = join(mkdtempSync(join(tmpdir(), 'flotilla-poc-')), 'poc');
@@ -21,12 +21,7 @@ after(() => {
 });
 
 test('poc prepare / start / stop runs a local federation', async () => {
-  const port = await new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
+  const port = await freePortPair(); // the server listens on port and port + 1 (data plane)
   assert.match(run('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(port)), /POC prepared/);
   assert.match(run('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
   const pids = JSON.parse(readFileSync(join(ws, 'pids.json'), 'utf8')) as Record<string, number>;

@@ -10,12 +10,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../src/core/safetensors.ts';
+import { freePortPair } from './helpers/federation.ts';
 
 const PYTHON = '/usr/bin/python3';
 const repo = fileURLToPath(new URL('..', import.meta.url));
@@ -31,21 +31,13 @@ after(() => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 test('examples/pytorch-fedavg runs in POC mode and its global model downloads', { timeout: 120_000 }, async () => {
   const r = spawnSync(PYTHON, ['-c', 'import numpy, torch']);
   if (r.error || r.status !== 0) assert.fail(`${PYTHON} cannot import numpy and torch: apt-get install -y python3-numpy python3-torch`);
   const clients = /minClients: (\d+)/.exec(readFileSync(join(example, 'job.yaml'), 'utf8'))?.[1];
   assert.equal(clients, '3');
-  assert.match(run('poc', 'prepare', '--clients', clients, '-w', ws, '-p', String(await freePort())), /POC prepared/);
+  assert.match(run('poc', 'prepare', '--clients', clients, '-w', ws, '-p', String(await freePortPair())), /POC prepared/);
   assert.match(run('poc', 'start', '-w', ws), /Started server, site-1, site-2, site-3/);
   const admin = join(ws, 'poc', 'prod_01', 'admin@poc.example');
   try {

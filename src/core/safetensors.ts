@@ -386,11 +386,19 @@ export class SafetensorsFile {
           }
           // reads are a multiple of 8 bytes (every element size divides 8), so pieces stay element-aligned
           const step = Math.max(8, chunk - (chunk % 8));
-          for (let off = 0; off < total; ) {
-            const n = Math.min(step, total - off);
-            const bytes = await readAt(t.begin + off, n);
-            yield* splitTensor(i, t.name, t, bytes, chunk, off, total);
-            off += n;
+          // one read ahead: the disk works on the next piece while the consumer (a socket, say) takes this one
+          let next: Promise<Uint8Array> | null = readAt(t.begin, Math.min(step, total));
+          try {
+            for (let off = 0; off < total; ) {
+              const n = Math.min(step, total - off);
+              const bytes = await next!;
+              next = off + n < total ? readAt(t.begin + off + n, Math.min(step, total - off - n)) : null;
+              yield* splitTensor(i, t.name, t, bytes, chunk, off, total);
+              off += n;
+            }
+          } finally {
+            // a consumer that stops early leaves one read in flight: its failure (the file closed) is nobody's
+            void next?.catch(() => undefined);
           }
         }
       },
@@ -410,7 +418,10 @@ export class SafetensorsFile {
 
 /** Positioned read of exactly `length` bytes (a single read may return fewer). */
 async function readFully(fh: FileHandle, position: number, length: number): Promise<Uint8Array> {
-  const buf = new Uint8Array(length);
+  // not zero-filled: every byte is read over (or the read throws), and zeroing 1 MiB per chunk
+  // costs as much as reading it from the page cache. A plain Uint8Array (not a Buffer), so
+  // slice() copies as callers expect.
+  const buf = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
   let off = 0;
   while (off < length) {
     const { bytesRead } = await fh.read(buf, off, length - off, position + off);

@@ -1,5 +1,6 @@
 /** Small helpers for tests that run a FederationServer and its sites in the test process. */
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
@@ -35,4 +36,23 @@ export function tinyJob(dest: string, o: { minClients?: number; rounds?: number;
   if (o.sleepMs) trainer = trainer.replace('const w = m.params', `await new Promise((r) => setTimeout(r, ${o.sleepMs}));\n      const w = m.params`);
   writeFileSync(join(dest, 'trainer.ts'), trainer);
   return dest;
+}
+
+function bindable(port: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(null));
+    s.listen(port, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** A free port P whose P + 1 is free too: a provisioned server listens on both (gRPC and the data plane). */
+export async function freePortPair(): Promise<number> {
+  for (;;) {
+    const p = await bindable(0);
+    if (p !== null && p < 65535 && (await bindable(p + 1)) !== null) return p;
+  }
 }
