@@ -24,6 +24,17 @@ export interface ConnectInfo {
   channelId: string | null;
 }
 
+/** How a site (or admin) reaches the server: its address and the credentials of mutual TLS. */
+export interface DialOptions {
+  host: string;
+  port: number;
+  /** name the server certificate must carry (subjectAltName) */
+  serverName: string;
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
 export const CHANNEL_ID = /^[A-Za-z0-9_-]{8,64}$/;
 
 function field(v: string | string[] | undefined): string | null {

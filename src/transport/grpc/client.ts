@@ -4,18 +4,11 @@
  * (each one a Link) or sends admin commands.
  */
 import * as grpc from '@grpc/grpc-js';
+import type { DialOptions } from '../peer.ts';
 import { GrpcLink } from './link.ts';
 import { ADMIN_DOWNLOAD, type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, FEDERATION_CONNECT, type WireFrame, loadProto } from './wire.ts';
 
-export interface GrpcClientOptions {
-  host: string;
-  port: number;
-  /** name the server certificate must carry (subjectAltName) */
-  serverName: string;
-  caPem: string;
-  certPem: string;
-  keyPem: string;
-}
+export type GrpcClientOptions = DialOptions;
 
 type AdminStub = grpc.Client & {
   Command(req: AdminRequestWire, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, r?: AdminReplyWire) => void): grpc.ClientUnaryCall;

@@ -4,8 +4,8 @@
  * does not decode to a valid Frame closes this call only.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { AsyncQueue } from '../../util/async-queue.ts';
 import type { Frame, Link } from '../link.ts';
+import { StreamLink } from '../stream-link.ts';
 import { type WireFrame, fromWire, toWire } from './wire.ts';
 
 type Duplex = grpc.ClientDuplexStream<WireFrame, WireFrame> | grpc.ServerDuplexStream<WireFrame, WireFrame>;
@@ -15,16 +15,12 @@ export interface GrpcLinkHooks {
   end(stream: Duplex, reason: string, error?: string): void;
 }
 
-export class GrpcLink implements Link {
-  private readonly inbox = new AsyncQueue<Frame>();
-  private resolveClosed!: (r: string) => void;
-  readonly closed = new Promise<string>((r) => (this.resolveClosed = r));
-  private isClosed = false;
-  private drainWaiters: (() => void)[] = [];
+export class GrpcLink extends StreamLink implements Link {
   /** the channel id the dialling side sent (x-flotilla-channel), on the server side */
   resumeId: string | null = null;
 
   constructor(readonly peer: string, private readonly stream: Duplex, private readonly hooks: GrpcLinkHooks) {
+    super();
     stream.on('data', (w: WireFrame) => {
       if (this.isClosed) return;
       const f = fromWire(w);
@@ -42,10 +38,6 @@ export class GrpcLink implements Link {
     (stream as NodeJS.EventEmitter).on('cancelled', () => this.shut('peer cancelled the call'));
   }
 
-  get isOpen(): boolean {
-    return !this.isClosed;
-  }
-
   async send(frame: Frame): Promise<void> {
     if (this.isClosed) throw new Error(`link to ${this.peer} is closed`);
     let ok: boolean;
@@ -55,30 +47,12 @@ export class GrpcLink implements Link {
       this.shut(`write failed: ${(e as Error).message}`);
       throw new Error(`link to ${this.peer} is closed`);
     }
-    if (!ok) await new Promise<void>((r) => this.drainWaiters.push(r));
-  }
-
-  frames(): AsyncIterable<Frame> {
-    return this.inbox.drain();
+    if (!ok) await this.drained();
   }
 
   close(reason = 'closed', protocolError?: string): void {
     if (this.isClosed) return;
     this.shut(reason);
     this.hooks.end(this.stream, reason, protocolError);
-  }
-
-  private wakeDrain(): void {
-    const w = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const r of w) r();
-  }
-
-  private shut(reason: string): void {
-    if (this.isClosed) return;
-    this.isClosed = true;
-    this.inbox.end();
-    this.wakeDrain();
-    this.resolveClosed(reason);
   }
 }

@@ -4,19 +4,12 @@
  * (hello), and gets a Link once the server welcomes it.
  */
 import { connect } from 'node:tls';
-import type { ConnectInfo } from '../peer.ts';
+import type { ConnectInfo, DialOptions } from '../peer.ts';
 import { FrameDecoder, encodeFrame } from './codec.ts';
 import { TlsLink } from './link.ts';
 import { DATA_PLANE_PROTOCOL, type Hello } from './server.ts';
 
-export interface TlsDialOptions {
-  host: string;
-  port: number;
-  /** name the server certificate must carry (subjectAltName) */
-  serverName: string;
-  caPem: string;
-  certPem: string;
-  keyPem: string;
+export interface TlsDialOptions extends DialOptions {
   /** how long the TLS handshake and the server's answer may take (default 30 s) */
   timeoutMs?: number;
 }

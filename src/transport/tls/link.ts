@@ -1,20 +1,15 @@
 /**
  * A Link over one mutual-TLS socket (the data plane), the same class on both
- * ends. send() corks the frame's header and chunk into one write and honours
- * the socket's backpressure (waits for 'drain'); a frame that does not parse
- * closes this connection only.
+ * ends. send() writes a frame's small header, then its chunk as it is, and
+ * honours the socket's backpressure (waits for 'drain'); a frame that does not
+ * parse closes this connection only.
  */
 import type { TLSSocket } from 'node:tls';
-import { AsyncQueue } from '../../util/async-queue.ts';
 import type { Frame, Link } from '../link.ts';
+import { StreamLink } from '../stream-link.ts';
 import { FrameDecoder, type WireItem, encodeFrame } from './codec.ts';
 
-export class TlsLink implements Link {
-  private readonly inbox = new AsyncQueue<Frame>();
-  private resolveClosed!: (r: string) => void;
-  readonly closed = new Promise<string>((r) => (this.resolveClosed = r));
-  private isClosed = false;
-  private drainWaiters: (() => void)[] = [];
+export class TlsLink extends StreamLink implements Link {
   private readonly onData = (b: Buffer): void => this.receive(b);
   /** the channel id the dialling side sent in its hello, on the server side */
   resumeId: string | null = null;
@@ -29,6 +24,7 @@ export class TlsLink implements Link {
     private readonly decoder: FrameDecoder = new FrameDecoder(),
     early: WireItem[] = [],
   ) {
+    super();
     socket.setNoDelay(true);
     for (const f of early) this.deliver(f);
     socket.on('data', this.onData);
@@ -38,10 +34,6 @@ export class TlsLink implements Link {
     socket.on('close', () => this.shut('connection closed'));
   }
 
-  get isOpen(): boolean {
-    return !this.isClosed;
-  }
-
   async send(frame: Frame): Promise<void> {
     if (this.isClosed) throw new Error(`link to ${this.peer} is closed`);
     const parts = encodeFrame(frame);
@@ -49,11 +41,7 @@ export class TlsLink implements Link {
     // before encrypting (a copy of every chunk); a separate header costs one small TLS record
     let ok = true;
     for (const p of parts) ok = this.socket.write(p);
-    if (!ok && !this.isClosed) await new Promise<void>((r) => this.drainWaiters.push(r));
-  }
-
-  frames(): AsyncIterable<Frame> {
-    return this.inbox.drain();
+    if (!ok && !this.isClosed) await this.drained();
   }
 
   close(reason = 'closed'): void {
@@ -97,18 +85,8 @@ export class TlsLink implements Link {
     this.inbox.push(f);
   }
 
-  private wakeDrain(): void {
-    const w = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const r of w) r();
-  }
-
-  private shut(reason: string): void {
-    if (this.isClosed) return;
-    this.isClosed = true;
+  protected override shut(reason: string): void {
     this.socket.off('data', this.onData);
-    this.inbox.end();
-    this.wakeDrain();
-    this.resolveClosed(reason);
+    super.shut(reason);
   }
 }
