@@ -184,3 +184,39 @@ test('a stream whose whole-object hash does not match fails instead of passing b
   const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
   await assert.rejects(collect(env.payload!), /is corrupt: xxhash64/);
 });
+
+test('a sender that ignores flow control gets its stream cancelled, not queued without bound', async () => {
+  const [raw, b] = linkPair('b', 'a');
+  const receiver = new Channel(b, { chunkBytes: 1000, windowBytes: 4000 });
+  const inbox = receiver.messages()[Symbol.asyncIterator]();
+  // a peer speaking the frames by hand: it announces a 4,000-byte window, then never waits for an ack
+  await raw.send({ type: 'control', json: JSON.stringify({ type: 'model', __stream: 1, __window: 4000 }) });
+  const env = (await inbox.next()).value!;
+  assert.deepEqual(env.msg, { type: 'model' }, 'the channel fields are stripped');
+  const cancels: string[] = [];
+  void (async () => {
+    for await (const f of raw.frames()) if (f.type === 'cancel') cancels.push(f.reason);
+  })();
+  const piece = new Uint8Array(1 << 20);
+  // window 4,000 + one piece of up to 16 MiB: the 17th MiB unconsumed is over the line
+  for (let i = 0; i < 18; i++) await raw.send({ type: 'data', stream: 1, offset: i * piece.byteLength, bytes: piece, last: false });
+  // nothing read yet: let the receiving channel take the frames off the link
+  await new Promise((r) => setTimeout(r, 20));
+  await assert.rejects(collect(env.payload!), /sender ignored flow control: 17825792 bytes unconsumed, at most 16781216 allowed/);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(cancels.length, 1);
+  assert.match(cancels[0]!, /ignored flow control/);
+  receiver.close('done');
+});
+
+test('a sender keeping to its window is never cut off, even with pieces larger than the window', async () => {
+  const [a, b] = linkPair('b', 'a');
+  const sender = new Channel(a, { chunkBytes: 1 << 20, windowBytes: 1000 });
+  const receiver = new Channel(b, { windowBytes: 1000 });
+  const data = bytes(5 << 20, 7);
+  const sent = sender.send({ type: 'model' }, chunks(data, 1 << 20));
+  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
+  assert.ok(Buffer.from(await collect(env.payload!)).equals(data));
+  await sent;
+  sender.close('done');
+});

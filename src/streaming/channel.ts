@@ -55,6 +55,11 @@ export interface ChannelOptions {
   stallTimeoutMs?: number;
   /** largest control message accepted, in bytes of JSON */
   maxControlBytes?: number;
+  /**
+   * largest window a sender may announce for a stream to this side (default 1 GiB): a receiver
+   * holds at most that much (plus one chunk) of a stream its consumer has not taken
+   */
+  maxWindowBytes?: number;
   /** progress of each payload transfer, at most every 250 ms and once when it ends (for bars and logs) */
   onTransfer?: (t: TransferProgress) => void;
   /**
@@ -116,7 +121,11 @@ export const CHANNEL_DEFAULTS = {
   windowBytes: 64 << 20,
   stallTimeoutMs: 300_000,
   maxControlBytes: 16 << 20,
+  maxWindowBytes: 1 << 30,
 } as const;
+
+/** Largest piece a sender may put in flight beyond its window (it may always send one piece, whatever its size). */
+const MAX_PIECE_BYTES = 16 << 20;
 
 /** A received payload: iterate it once, or cancel it. */
 export interface Payload extends AsyncIterable<Uint8Array> {
@@ -133,6 +142,8 @@ export interface Envelope {
 const STREAM_FIELD = '__stream';
 /** Field of the same message with the payload's size, when the sender knows it (progress and ETA on both ends). */
 const SIZE_FIELD = '__bytes';
+/** Field of the same message with the sender's window: the receiver holds the sender to it. */
+const WINDOW_FIELD = '__window';
 /** Field of the channel's own control messages (resume handshake, control acks, goodbye); never delivered to the application. */
 const CHANNEL_FIELD = '__channel';
 /** Streams whose end a resumable receiver remembers, so a sender that missed the news learns it on resume. */
@@ -270,7 +281,11 @@ class IncomingStream implements Payload {
   /** the consumer finished or cancelled */
   private over = false;
   private readonly meter: ProgressMeter;
-  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, report?: (t: TransferProgress) => void, total?: number) {
+  /**
+   * `limit`: the most bytes received and not yet consumed that a sender keeping to its window can
+   * cause; more means the peer ignores flow control, and the stream is cancelled instead of queued.
+   */
+  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, private readonly limit: number, report?: (t: TransferProgress) => void, total?: number) {
     this.meter = new ProgressMeter(report, channel.peer, id, 'receive', total);
   }
 
@@ -293,6 +308,11 @@ class IncomingStream implements Payload {
     }
     this.awaitingResend = false;
     this.expected += f.bytes.byteLength;
+    if (this.expected - this.consumed > this.limit) {
+      // a sender keeping to its window never gets here: this one would make the queue grow without bound
+      this.cancel(`the sender ignored flow control: ${this.expected - this.consumed} bytes unconsumed, at most ${this.limit} allowed`);
+      return true;
+    }
     if (f.bytes.byteLength > 0) this.queue.push(f.bytes);
     if (f.last) {
       this.complete = true;
@@ -464,7 +484,7 @@ export class Channel {
     const total = opts.totalBytes;
     const meter = new ProgressMeter(this.opts.onTransfer, this.peer, id, 'send', total);
     try {
-      const [seq, announced] = this.sendControl(JSON.stringify({ ...msg, [STREAM_FIELD]: id, ...(total !== undefined && { [SIZE_FIELD]: total }) }));
+      const [seq, announced] = this.sendControl(JSON.stringify({ ...msg, [STREAM_FIELD]: id, [WINDOW_FIELD]: this.opts.windowBytes, ...(total !== undefined && { [SIZE_FIELD]: total }) }));
       out.announceSeq = seq;
       await announced;
       for await (const chunk of payload) {
@@ -854,10 +874,15 @@ export class Channel {
         let payload: IncomingStream | null = null;
         if (typeof sid === 'number') {
           const size = m[SIZE_FIELD];
+          const window = m[WINDOW_FIELD];
           delete m[STREAM_FIELD];
           delete m[SIZE_FIELD];
+          delete m[WINDOW_FIELD];
           const total = typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined;
-          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, this.opts.onTransfer, total);
+          // a sender that does not say its window is held to this side's
+          const announced = typeof window === 'number' && Number.isSafeInteger(window) && window > 0 ? window : this.opts.windowBytes;
+          const limit = Math.min(announced, this.opts.maxWindowBytes) + Math.max(MAX_PIECE_BYTES, this.opts.chunkBytes);
+          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, limit, this.opts.onTransfer, total);
           this.incoming.set(sid, payload);
         }
         this.inbox.push({ msg: m, payload });
