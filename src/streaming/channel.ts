@@ -124,6 +124,9 @@ export const CHANNEL_DEFAULTS = {
   maxWindowBytes: 1 << 30,
 } as const;
 
+/** A consumer slower than this between chunks has each chunk acknowledged at once. */
+const ACK_INTERVAL_MS = 1000;
+
 /** Largest piece a sender may put in flight beyond its window (it may always send one piece, whatever its size). */
 const MAX_PIECE_BYTES = 16 << 20;
 
@@ -285,7 +288,13 @@ class IncomingStream implements Payload {
    * `limit`: the most bytes received and not yet consumed that a sender keeping to its window can
    * cause; more means the peer ignores flow control, and the stream is cancelled instead of queued.
    */
-  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, private readonly limit: number, report?: (t: TransferProgress) => void, total?: number) {
+  /** bytes consumed but not yet acknowledged: acks go out per `ackEvery` bytes, not per chunk */
+  private unacked = 0;
+  private lastAckAt = performance.now();
+  private readonly ackEvery: number;
+  constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, private readonly limit: number, window: number, report?: (t: TransferProgress) => void, total?: number) {
+    // an eighth of the sender's window: the sender always has 7/8 of it free, at an eighth of the ack frames
+    this.ackEvery = Math.max(1, Math.floor(window / 8));
     this.meter = new ProgressMeter(report, channel.peer, id, 'receive', total);
   }
 
@@ -335,9 +344,18 @@ class IncomingStream implements Payload {
     if (!wasEnded) void this.channel.sendFrame({ type: 'cancel', stream: this.id, reason }).catch(() => undefined);
   }
 
+  private flushAck(): void {
+    if (this.unacked === 0) return;
+    const bytes = this.unacked;
+    this.unacked = 0;
+    this.lastAckAt = performance.now();
+    void this.channel.sendFrame({ type: 'ack', stream: this.id, bytes }).catch(() => undefined);
+  }
+
   private finish(): void {
     if (this.over) return;
     this.over = true;
+    this.flushAck();
     this.channel.streamEnded(this.id, this.consumed, null);
   }
 
@@ -360,8 +378,10 @@ class IncomingStream implements Payload {
         if (next === undefined) break;
         this.consumed += next.byteLength;
         this.meter.add(next.byteLength);
-        // acknowledge as the consumer takes each chunk: this is what paces the sender
-        void this.channel.sendFrame({ type: 'ack', stream: this.id, bytes: next.byteLength }).catch(() => undefined);
+        // acknowledge as the consumer takes chunks (this is what paces the sender): an eighth of its
+        // window at a time, or at once for a slow consumer, so the sender's stall timer sees progress
+        this.unacked += next.byteLength;
+        if (this.unacked >= this.ackEvery || performance.now() - this.lastAckAt > ACK_INTERVAL_MS) this.flushAck();
         yield next;
       }
       this.meter.end();
@@ -882,7 +902,7 @@ export class Channel {
           // a sender that does not say its window is held to this side's
           const announced = typeof window === 'number' && Number.isSafeInteger(window) && window > 0 ? window : this.opts.windowBytes;
           const limit = Math.min(announced, this.opts.maxWindowBytes) + Math.max(MAX_PIECE_BYTES, this.opts.chunkBytes);
-          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, limit, this.opts.onTransfer, total);
+          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, limit, Math.min(announced, this.opts.maxWindowBytes), this.opts.onTransfer, total);
           this.incoming.set(sid, payload);
         }
         this.inbox.push({ msg: m, payload });
