@@ -61,6 +61,30 @@ test('codec: any sequence of frames, cut into reads at any points, decodes to th
   );
 });
 
+test('codec: arbitrary bytes from a peer never throw: frames or a reason, nothing else', () => {
+  fc.assert(
+    fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }), (reads) => {
+      const dec = new FrameDecoder();
+      for (const r of reads) {
+        const got = dec.push(Buffer.from(r));
+        if (typeof got === 'string') return;
+        assert.ok(Array.isArray(got));
+      }
+    }),
+    { numRuns: 2000 },
+  );
+  // a valid data header followed by garbage flags/lengths, byte by byte
+  const head = Buffer.concat(encodeFrame({ type: 'data', stream: 1, bytes: new Uint8Array(3), last: true, offset: 5, hash: 'ffffffffffffffff', digest: 'abc' }));
+  for (let i = 4; i < head.byteLength; i++) {
+    for (const v of [0, 0x7f, 0xff]) {
+      const b = Buffer.from(head);
+      b[i] = v;
+      const got = new FrameDecoder().push(b);
+      assert.ok(typeof got === 'string' || Array.isArray(got));
+    }
+  }
+});
+
 test('codec: a chunk that arrives in pieces is copied once into its own buffer at offset 0 (aligned for typed views)', () => {
   const bytes = new Uint8Array(100_000).map((_, i) => i & 0xff);
   const wire = Buffer.concat(encodeFrame({ type: 'data', stream: 3, bytes, last: false, offset: 12, hash: '0123456789abcdef' }));

@@ -96,7 +96,10 @@ export class TlsDataServer {
     if (typeof id === 'string') return refuse(id);
     if (id.kind !== 'client') return refuse(`certificate of ${id.name} is a ${id.kind} certificate, not a client site's`);
     const decoder = new FrameDecoder();
-    const timer = setTimeout(() => refuse(`no hello within ${this.opts.helloTimeoutMs ?? 10_000} ms`, 'info'), this.opts.helloTimeoutMs ?? 10_000);
+    const timer = setTimeout(() => {
+      cleanup();
+      refuse(`no hello within ${this.opts.helloTimeoutMs ?? 10_000} ms`, 'info');
+    }, this.opts.helloTimeoutMs ?? 10_000);
     const onData = (b: Buffer): void => {
       const got = decoder.push(b);
       if (typeof got === 'string') {
@@ -122,7 +125,13 @@ export class TlsDataServer {
       // everything after the welcome as the link's; a refusal then closes the link with its reason
       write(socket, { type: 'welcome' });
       const link = new TlsLink(id.name, socket, decoder, rest); // frames right behind the hello are the link's
-      const refused = this.opts.onConnect(link, id, { purpose: h.purpose, jobId: h.purpose === 'job' ? h.jobId : null, channelId: h.channelId });
+      let refused: string | null;
+      try {
+        refused = this.opts.onConnect(link, id, { purpose: h.purpose, jobId: h.purpose === 'job' ? h.jobId : null, channelId: h.channelId });
+      } catch (e) {
+        // a handler's bug ends this connection, never the server
+        refused = `server error: ${(e as Error).message}`;
+      }
       if (refused !== null) {
         this.log.warn({ site: id.name, refused }, 'data plane: connection refused');
         link.refuse(refused);
