@@ -21,7 +21,7 @@ export const ServerParticipant = z.strictObject({
   host: z.string().min(1).max(253),
   port: z.number().int().min(1).max(65535),
   /**
-   * port of the data plane (model payloads over mutual TLS without gRPC's framing, ~1.5× the
+   * port of the data plane (model payloads over mutual TLS without gRPC's framing, 1.6–1.9× the
    * throughput); default port + 1, null to send payloads over the gRPC port
    */
   dataPort: z.number().int().min(1).max(65535).nullable().optional(),

@@ -2,7 +2,7 @@
  * The data plane's server end: a mutual-TLS listener (client certificates must be
  * signed by the project CA) whose connections carry one Link each, framed by
  * codec.ts instead of gRPC's HTTP/2 and protobuf. Model payloads are what it is
- * for: the same frames as a Federation.Connect call, at ~1.5× the throughput
+ * for: the same frames as a Federation.Connect call, at 1.6–1.9× the throughput
  * (docs/benchmarks.md). A connection starts with the dialling side's `hello`
  * (what the connection is for, validated), answered by `welcome` or `refuse`.
  */
