@@ -2,10 +2,18 @@
 // it into, refuses malformed frames without throwing, and its server admits only sites of the
 // project's CA that say what they connect for; a refusal reaches the dialler with its reason.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { FederationServer } from '../src/deploy/server.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
+import { loadKit } from '../src/provision/kit.ts';
+import { parseProject } from '../src/provision/project.ts';
+import { provision } from '../src/provision/provision.ts';
 import type { Frame } from '../src/transport/link.ts';
 import type { ConnectInfo, PeerIdentity } from '../src/transport/peer.ts';
 import { dialTls } from '../src/transport/tls/client.ts';
@@ -215,4 +223,19 @@ describe('data plane server: who may connect', () => {
     const silent = await raw(() => undefined);
     assert.match(silent, /no hello within 500 ms/);
   });
+});
+
+test('a server whose data port is taken fails to start, naming the port and the setting, and leaves nothing listening', async () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'flotilla-dataport-'));
+  const blocker = createServer();
+  const taken = await new Promise<number>((r) => blocker.listen(0, '127.0.0.1', () => r((blocker.address() as { port: number }).port)));
+  try {
+    const project = parseProject({ name: 'p', participants: [{ type: 'server', name: 'server', org: 'hub', host: 'localhost', port: 1 }, { type: 'client', name: 'site-1', org: 'a' }] });
+    const { kits } = await provision(project, { outDir: join(tmp, 'kits') });
+    const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'ws'), host: '127.0.0.1', port: 0, dataPort: taken });
+    await assert.rejects(server.start(), new RegExp(`data plane cannot listen on 127\\.0\\.0\\.1:${taken}: .*EADDRINUSE.*--data-port`));
+  } finally {
+    blocker.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }
 });

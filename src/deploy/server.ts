@@ -143,7 +143,13 @@ export class FederationServer {
     const recovered = this.store.recoverAfterRestart();
     if (recovered.length) this.log.warn({ jobs: recovered }, 'jobs that were running when the server stopped are marked ABORTED_BY_RESTART');
     this.port = await this.grpc.start();
-    this.dataPort = this.data ? await this.data.start() : null;
+    try {
+      this.dataPort = this.data ? await this.data.start() : null;
+    } catch (e) {
+      await this.grpc.close(0);
+      this.store.close();
+      throw new Error(`${(e as Error).message} (the data plane's port: dataPort in project.yml, or server start --data-port <port|none>)`);
+    }
     const timeoutMs = this.opts.kit.config.heartbeatTimeoutSeconds * 1000;
     this.sweeper = setInterval(() => {
       const now = Date.now();
