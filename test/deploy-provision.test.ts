@@ -34,6 +34,7 @@ test('project.yml errors name the field', () => {
   assert.throws(() => parseProject({ ...project, participants: [...project.participants, { type: 'client', name: 'site-1', org: 'b' }] }), /participants\.3\.name: duplicate participant name "site-1"/);
   assert.throws(() => parseProject({ ...project, colour: 'red' }), /unknown key\(s\) "colour"/);
   assert.throws(() => parseProject({ ...project, participants: [{ type: 'server', name: 'server', org: 'hub', host: 'h', port: 70000 }] }), /participants\.0\.port/);
+  assert.throws(() => parseProject({ ...project, participants: [{ type: 'server', name: 'server', org: 'hub', host: 'h', port: 8002, dataPort: 8002 }] }), /participants\.0\.dataPort: the data plane needs a port of its own/);
 });
 
 test('provisioning writes signed kits with identities in the certificates and keeps the CA key out of them', async () => {
@@ -43,6 +44,7 @@ test('provisioning writes signed kits with identities in the certificates and ke
   const site = loadKit(join(r.kits['site-1']!, 'startup'), 'client');
   const adm = loadKit(r.kits['ann@a.org']!, 'admin');
   assert.equal(site.config.server.host, 'fl.example.org');
+  assert.equal(server.config.dataPort, 8003, 'the data plane defaults to the port after the gRPC port');
   assert.equal(adm.config.role, 'org_admin');
   assert.match(describeCert(server.certPem).subject, /CN=server.*OU=server/);
   assert.match(describeCert(site.certPem).subject, /CN=site-1, O=a, OU=client/);

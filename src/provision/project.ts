@@ -40,6 +40,9 @@ export const ProjectSchema = z
   .superRefine((p, ctx) => {
     const servers = p.participants.filter((x) => x.type === 'server');
     if (servers.length !== 1) ctx.addIssue({ code: 'custom', path: ['participants'], message: `exactly one participant of type server is required, found ${servers.length}` });
+    p.participants.forEach((x, i) => {
+      if (x.type === 'server' && x.dataPort === x.port) ctx.addIssue({ code: 'custom', path: ['participants', i, 'dataPort'], message: `the data plane needs a port of its own, not the gRPC port ${x.port}` });
+    });
     const seen = new Map<string, number>();
     p.participants.forEach((x, i) => {
       const prev = seen.get(x.name);
