@@ -194,7 +194,10 @@ export class FederationClient {
           },
         };
         this.log.info({ job: m.jobId }, 'job started');
-        const reason = await runSite(await connect(), { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params, channel });
+        const link = await connect().catch((e: Error) => {
+          throw new Error(`${e.message}: cannot open the job's connection (a data plane port must be reachable from this site, or the server must run with dataPort: null)`);
+        });
+        const reason = await runSite(link, { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params, channel });
         this.log.info({ job: m.jobId, reason }, 'job ended');
       } catch (e) {
         const error = (e as Error).message;
