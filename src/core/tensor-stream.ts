@@ -25,6 +25,11 @@ export interface TensorPiece {
   readonly shape: readonly number[];
   /** byte offset of `bytes` within the tensor */
   readonly offset: number;
+  /**
+   * the piece's bytes, which stay as they are: a producer never writes again into a buffer it
+   * yielded, so consumers may hold on to it (a Channel keeps it until acknowledged, a file
+   * writer until the disk has it)
+   */
   readonly bytes: Uint8Array;
   /** total bytes of the tensor */
   readonly tensorBytes: number;
