@@ -20,7 +20,7 @@
  *     [--chunk-mib 1] [--window-mib 64] [--h2-window 4194304 (both ends; 0 = wire.ts defaults)] [--baseline tls,link|none] [--dir /tmp/...] [--out result.json]
  *     [--back no]        container mode one way (server → client, hashed on arrival), for the 128 GB run
  *     [--progress FILE]  each process appends a progress line every 15 s (bytes, GB/s, peak RSS)
- *     [--transport grpc|tls]  the Link the Channel runs over (default grpc)
+ *     [--transport tls|grpc]  the Link the Channel runs over: the data plane a deployment's jobs use (default), or a gRPC call
  *     [--repeat N]       run each size N times (baselines too); `summary` has the median fraction of the TLS socket
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -46,7 +46,7 @@ const f = flags(process.argv.slice(2), {
   baseline: 'tls,link',
   back: 'yes',
   progress: '',
-  transport: 'grpc',
+  transport: 'tls',
   repeat: '1',
   dir: join(tmpdir(), 'flotilla-bench-streaming'),
   out: '',
