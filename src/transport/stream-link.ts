@@ -12,6 +12,8 @@ export abstract class StreamLink {
   readonly closed = new Promise<string>((r) => (this.resolveClosed = r));
   protected isClosed = false;
   private drainWaiters: (() => void)[] = [];
+  /** on the server side, the dialling side's name for the channel this link carries (resume) */
+  resumeId: string | null = null;
 
   get isOpen(): boolean {
     return !this.isClosed;

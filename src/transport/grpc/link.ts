@@ -16,9 +16,6 @@ export interface GrpcLinkHooks {
 }
 
 export class GrpcLink extends StreamLink implements Link {
-  /** the channel id the dialling side sent (x-flotilla-channel), on the server side */
-  resumeId: string | null = null;
-
   constructor(readonly peer: string, private readonly stream: Duplex, private readonly hooks: GrpcLinkHooks) {
     super();
     stream.on('data', (w: WireFrame) => {

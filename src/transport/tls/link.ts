@@ -11,8 +11,6 @@ import { FrameDecoder, type WireItem, encodeFrame } from './codec.ts';
 
 export class TlsLink extends StreamLink implements Link {
   private readonly onData = (b: Buffer): void => this.receive(b);
-  /** the channel id the dialling side sent in its hello, on the server side */
-  resumeId: string | null = null;
 
   /**
    * `decoder` continues the handshake's (it may hold bytes that came behind it); `early` are
