@@ -5,7 +5,7 @@
  */
 import { connect } from 'node:tls';
 import type { ConnectInfo, DialOptions } from '../peer.ts';
-import { FrameDecoder, encodeFrame } from './codec.ts';
+import { FrameDecoder, writeFrame } from './codec.ts';
 import { TlsLink } from './link.ts';
 import { DATA_PLANE_PROTOCOL, type Hello } from './server.ts';
 
@@ -30,7 +30,7 @@ export function dialTls(opts: TlsDialOptions, info: ConnectInfo, peer = 'server'
     socket.once('close', () => fail('connection closed before the server answered'));
     socket.once('secureConnect', () => {
       const hello: Hello = { protocol: DATA_PLANE_PROTOCOL, purpose: info.purpose, jobId: info.jobId, channelId: info.channelId };
-      for (const b of encodeFrame({ type: 'hello', json: JSON.stringify(hello) })) socket.write(b);
+      writeFrame(socket, { type: 'hello', json: JSON.stringify(hello) });
     });
     const onData = (b: Buffer): void => {
       const got = decoder.push(b);

@@ -11,6 +11,7 @@
  * one read). Every frame is checked as it is parsed; a malformed one is a
  * protocol error that ends that connection only.
  */
+import type { Writable } from 'node:stream';
 import type { Frame } from '../link.ts';
 
 export const FRAME_TYPE = { control: 1, data: 2, ack: 3, resend: 4, cancel: 5, hello: 6, welcome: 7, refuse: 8 } as const;
@@ -113,6 +114,17 @@ export function encodeFrame(f: WireItem): Buffer[] {
   }
 }
 
+/**
+ * Writes a frame to a socket; returns false when the socket wants 'drain' first. Plain writes, not
+ * cork() + writev: Node's TLS copies a writev's buffers into one before encrypting (a copy of every
+ * chunk), while a separate header costs one small TLS record.
+ */
+export function writeFrame(socket: Writable, f: WireItem): boolean {
+  let ok = true;
+  for (const b of encodeFrame(f)) ok = socket.write(b);
+  return ok;
+}
+
 /** Longest header before a data frame's bytes: length, type, stream, flags, offset, hash, digest (≤ 128 chars). */
 const MAX_DATA_HEAD = 4 + 1 + 4 + 1 + 8 + 8 + 1 + 128;
 
@@ -187,13 +199,11 @@ export class FrameDecoder {
   }
 
   private parse(len: number): WireItem | string {
-    const typeAt = 4;
-    // data frames: read the header alone, then take the chunk as its own buffer
-    const head = this.take(Math.min(4 + len, typeAt + 1 + (this.peekType() === FRAME_TYPE.data ? MAX_DATA_HEAD : 0)), true);
-    const type = head.readUInt8(typeAt);
-    const bodyLen = len - 1;
+    const type = this.take(5, true).readUInt8(4);
     if (type === FRAME_TYPE.data) {
-      if (bodyLen < 5) return 'data frame too short';
+      // the header alone first (it is short), then the chunk as a buffer of its own
+      const head = this.take(Math.min(4 + len, MAX_DATA_HEAD), true);
+      if (len - 1 < 5) return 'data frame too short';
       const stream = head.readUInt32LE(5);
       const flags = head.readUInt8(9);
       if (!isStream(stream)) return 'data frame with an invalid stream id';
@@ -252,7 +262,4 @@ export class FrameDecoder {
     }
   }
 
-  private peekType(): number {
-    return this.take(5, true).readUInt8(4);
-  }
 }

@@ -7,7 +7,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { Frame, Link } from '../link.ts';
 import { StreamLink } from '../stream-link.ts';
-import { FrameDecoder, type WireItem, encodeFrame } from './codec.ts';
+import { FrameDecoder, type WireItem, writeFrame } from './codec.ts';
 
 export class TlsLink extends StreamLink implements Link {
   private readonly onData = (b: Buffer): void => this.receive(b);
@@ -34,12 +34,7 @@ export class TlsLink extends StreamLink implements Link {
 
   async send(frame: Frame): Promise<void> {
     if (this.isClosed) throw new Error(`link to ${this.peer} is closed`);
-    const parts = encodeFrame(frame);
-    // two plain writes, not cork() + writev: Node's TLS copies a writev's buffers into one
-    // before encrypting (a copy of every chunk); a separate header costs one small TLS record
-    let ok = true;
-    for (const p of parts) ok = this.socket.write(p);
-    if (!ok && !this.isClosed) await this.drained();
+    if (!writeFrame(this.socket, frame) && !this.isClosed) await this.drained();
   }
 
   close(reason = 'closed'): void {
@@ -64,7 +59,7 @@ export class TlsLink extends StreamLink implements Link {
   /** Server side: tells the peer why the connection is not wanted, then closes it. */
   refuse(reason: string): void {
     if (this.isClosed) return;
-    for (const b of encodeFrame({ type: 'refuse', reason })) this.socket.write(b);
+    writeFrame(this.socket, { type: 'refuse', reason });
     this.close(reason);
   }
 

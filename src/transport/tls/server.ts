@@ -10,7 +10,7 @@ import { type Server, type TLSSocket, createServer } from 'node:tls';
 import { z } from 'zod';
 import { type Logger, silentLogger } from '../../util/log.ts';
 import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate, tlsRefusalReason } from '../peer.ts';
-import { FrameDecoder, type WireItem, encodeFrame } from './codec.ts';
+import { FrameDecoder, writeFrame } from './codec.ts';
 import { TlsLink } from './link.ts';
 
 /** Version of the data plane's handshake; a dialler speaking another is refused with both numbers. */
@@ -36,10 +36,6 @@ export interface TlsDataServerOptions {
   /** how long a new connection may take to send its hello (default 10 s) */
   helloTimeoutMs?: number;
   log?: Logger;
-}
-
-function write(socket: TLSSocket, f: WireItem): void {
-  for (const b of encodeFrame(f)) socket.write(b);
 }
 
 export class TlsDataServer {
@@ -88,7 +84,7 @@ export class TlsDataServer {
     socket.on('error', () => undefined);
     const refuse = (reason: string, level: 'warn' | 'info' = 'warn'): void => {
       this.log[level]({ remote: socket.remoteAddress ?? null, reason }, 'data plane: connection refused');
-      write(socket, { type: 'refuse', reason });
+      writeFrame(socket, { type: 'refuse', reason });
       socket.end();
       setTimeout(() => socket.destroy(), 2000).unref();
     };
@@ -123,7 +119,7 @@ export class TlsDataServer {
       if (h.purpose === 'job' && !h.jobId) return refuse('a job connection needs a jobId');
       // welcome first: the handler may send on the link at once, and the dialler takes
       // everything after the welcome as the link's; a refusal then closes the link with its reason
-      write(socket, { type: 'welcome' });
+      writeFrame(socket, { type: 'welcome' });
       const link = new TlsLink(id.name, socket, decoder, rest); // frames right behind the hello are the link's
       let refused: string | null;
       try {
