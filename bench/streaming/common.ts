@@ -22,6 +22,11 @@ export function cpuSeconds(): number {
   return (u.user + u.system) / 1e6;
 }
 
+/** What each peer reports of itself at the end: peak RSS, CPU time, and the kernel's part of it (file I/O shows there). */
+export function processFacts(): { peakRssMB: number; cpuSeconds: number; systemCpuSeconds: number } {
+  return { peakRssMB: peakRssMB(), cpuSeconds: cpuSeconds(), systemCpuSeconds: process.cpuUsage().system / 1e6 };
+}
+
 /** End-to-end hash of a byte stream: passes the chunks through and hashes them on the way. */
 export class Tap {
   bytes = 0;

@@ -16,7 +16,7 @@ import { GrpcClient } from '../../src/transport/grpc/client.ts';
 import { GrpcServer } from '../../src/transport/grpc/server.ts';
 import { CHANNEL_OPTIONS } from '../../src/transport/grpc/wire.ts';
 import type { Frame, Link } from '../../src/transport/link.ts';
-import { Tap, applyH2Window, cpuSeconds, flags, now, num, peakRssMB } from './common.ts';
+import { Tap, applyH2Window, flags, now, num, processFacts } from './common.ts';
 import { ModelBytes } from './model.ts';
 
 const f = flags(process.argv.slice(2), { role: 'server', bytes: String(5e8), seed: '1', certs: '', port: '0', 'chunk-mib': '1', conns: '2', share: 'no', 'h2-window': String(4 << 20) });
@@ -116,5 +116,5 @@ async function client(): Promise<Record<string, unknown>> {
 }
 
 const result = f.role === 'server' ? await server() : await client();
-console.log(`RESULT ${JSON.stringify({ ...result, peakRssMB: peakRssMB(), cpuSeconds: cpuSeconds() })}`);
+console.log(`RESULT ${JSON.stringify({ ...result, ...processFacts() })}`);
 process.exit(0);

@@ -27,7 +27,7 @@ import { GrpcServer } from '../../src/transport/grpc/server.ts';
 import { dialTls } from '../../src/transport/tls/client.ts';
 import { TlsDataServer } from '../../src/transport/tls/server.ts';
 import type { Link } from '../../src/transport/link.ts';
-import { Tap, applyH2Window, cpuSeconds, flags, now, num, peakRssMB } from './common.ts';
+import { Tap, applyH2Window, flags, now, num, peakRssMB, processFacts } from './common.ts';
 import { META, layoutBytes, modelLayout, syntheticStream } from './model.ts';
 
 const f = flags(process.argv.slice(2), {
@@ -264,5 +264,5 @@ async function client(): Promise<Record<string, unknown>> {
 }
 
 const result = f.role === 'server' ? await server() : await client();
-console.log(`RESULT ${JSON.stringify({ ...result, peakRssMB: peakRssMB(), cpuSeconds: cpuSeconds() })}`);
+console.log(`RESULT ${JSON.stringify({ ...result, ...processFacts() })}`);
 process.exit(0);
