@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { authorize } from '../src/admin/authz.ts';
+import { authorize } from '../src/deploy/authz.ts';
 import { createCA, describeCert, issueCert } from '../src/provision/ca.ts';
 import { KitError, loadKit, signKit } from '../src/provision/kit.ts';
 import { ProjectError, parseProject } from '../src/provision/project.ts';

@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
 import { JobConfigError, readJobConfig } from '../runtime/job-config.ts';
-import { registerDeploymentCommands } from '../deploy/commands.ts';
+import { registerDeploymentCommands } from './deploy-commands.ts';
 import { simulate } from '../simulator/simulator.ts';
 import { RoundTable } from './round-table.ts';
 

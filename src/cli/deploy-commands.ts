@@ -7,10 +7,10 @@ import { loadKit } from '../provision/kit.ts';
 import { readProject } from '../provision/project.ts';
 import { provision } from '../provision/provision.ts';
 import { fileLogger } from '../util/log.ts';
-import { FederationClient } from './client.ts';
-import type { DownloadProgress } from './download.ts';
-import { POC_ADMIN, pocPrepare, pocStart, pocStop } from './poc.ts';
-import { FederationServer } from './server.ts';
+import { FederationClient } from '../deploy/client.ts';
+import type { DownloadProgress } from '../deploy/download.ts';
+import { POC_ADMIN, pocPrepare, pocStart, pocStop } from '../deploy/poc.ts';
+import { FederationServer } from '../deploy/server.ts';
 
 const out = (s: string): void => void process.stdout.write(`${s}\n`);
 

@@ -1,0 +1,103 @@
+/**
+ * Runs a job's chain of server workflows (job.json `workflows`) in order, each taking over the
+ * model the previous one produced. Lives with the workflows, not in the runtime, so the runtime
+ * never depends on the layer above it; shared by the simulator and the deployment's server.
+ */
+import { readSafetensors } from '../core/safetensors.ts';
+import type { TensorDict } from '../core/tensor.ts';
+import type { InitialModel, Job } from '../runtime/job.ts';
+import { CrossSiteEval } from './cross-site-eval.ts';
+import { Cyclic } from './cyclic.ts';
+import { FedAvg } from './fedavg.ts';
+import { OffloadedFedAvg } from './fedavg-offload.ts';
+import type { RoundSummary, WorkflowContext } from './workflow.ts';
+
+export interface JobOutcome {
+  /** the final global model in memory; null when it was kept on disk (offload) */
+  model: TensorDict | null;
+  /** the final global model's file, when it was kept on disk */
+  modelPath?: string;
+  rounds: RoundSummary[];
+  crossSite?: unknown;
+}
+
+/**
+ * Hands `value` over once and forgets it: the caller's reference goes with it, so a model
+ * handed to runWorkflows is not kept alive by the caller's frame for the whole job.
+ */
+export function handOver<T>(value: T): () => Promise<T> {
+  let held: { value: T } | null = { value };
+  return async () => {
+    if (!held) throw new Error('the initial model was already handed over');
+    const v = held.value;
+    held = null;
+    return v;
+  };
+}
+
+/**
+ * Runs the job's workflows in order; each hands its model to the next.
+ * `offload` keeps FedAvg's global model and running sum on disk whatever the job says.
+ */
+export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, ctx: WorkflowContext, offload = false): Promise<JobOutcome> {
+  // the initial model is loaded here and referenced only by `model`, which each workflow takes
+  // over (model = null before it runs): a caller's variable holding it would keep a whole model
+  // alive for the job's duration
+  let modelPath: string | undefined;
+  let model: TensorDict | null = await load().then((m) => (typeof m === 'string' ? ((modelPath = m), null) : m));
+  const rounds: RoundSummary[] = [];
+  let crossSite: unknown;
+  const minClients = job.config.minClients;
+  for (const w of job.config.workflows) {
+    switch (w.type) {
+      case 'fedavg': {
+        const common = {
+          rounds: w.rounds,
+          minClients,
+          ...(w.roundTimeoutSeconds !== undefined && { roundTimeoutMs: w.roundTimeoutSeconds * 1000 }),
+          ...(w.waitAfterMinSeconds !== undefined && { waitAfterMinMs: w.waitAfterMinSeconds * 1000 }),
+        };
+        if (w.offload || offload) {
+          const r = await new OffloadedFedAvg({ ...common, initialModel: model ?? modelPath! }).run(ctx);
+          model = null;
+          modelPath = r.modelPath;
+          rounds.push(...r.rounds);
+        } else {
+          const fedavg = new FedAvg({ ...common, initialModel: model ?? (await readSafetensors(modelPath!)).tensors });
+          model = null;
+          const r = await fedavg.run(ctx);
+          model = r.model;
+          modelPath = undefined;
+          rounds.push(...r.rounds);
+        }
+        break;
+      }
+      case 'cyclic': {
+        const cyclic = new Cyclic({
+          rounds: w.rounds,
+          minClients,
+          initialModel: model ?? (await readSafetensors(modelPath!)).tensors,
+          ...(w.order && { order: w.order }),
+          onSiteFailure: w.onSiteFailure,
+          ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
+        });
+        model = null;
+        const r = await cyclic.run(ctx);
+        model = r.model;
+        modelPath = undefined;
+        rounds.push(...r.rounds);
+        break;
+      }
+      case 'cross_site_eval': {
+        const r = await new CrossSiteEval({
+          minClients,
+          ...(w.includeGlobal && { globalModel: model ?? modelPath! }),
+          ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
+        }).run(ctx);
+        crossSite = r.matrix;
+        break;
+      }
+    }
+  }
+  return { model, ...(modelPath !== undefined && { modelPath }), rounds, ...(crossSite !== undefined && { crossSite }) };
+}
