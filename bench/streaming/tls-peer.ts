@@ -14,7 +14,6 @@
  * Prints `PORT <n>` (server) and `RESULT <json>`.
  */
 import { closeSync, createReadStream, fdatasync, openSync, readFileSync, rmSync, write as fsWrite } from 'node:fs';
-import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
@@ -66,6 +65,7 @@ class DurableFile {
   private filled = 0;
   private position = 0;
   private readonly pending = new Set<Promise<void>>();
+  private failure: unknown = null;
   constructor(readonly path: string, private readonly sock: tls.TLSSocket) {
     this.fd = openSync(path, 'w');
   }
@@ -82,10 +82,17 @@ class DurableFile {
     if (this.filled === 0) return;
     const w = writeAll(this.fd, this.buf.subarray(0, this.filled), this.position);
     this.pending.add(w);
-    void w.finally(() => {
-      this.pending.delete(w);
-      if (this.pending.size < INFLIGHT_WRITES) this.sock.resume();
-    }).catch(() => undefined);
+    void w.then(
+      () => {
+        this.pending.delete(w);
+        if (this.pending.size < INFLIGHT_WRITES) this.sock.resume();
+      },
+      (e: unknown) => {
+        this.pending.delete(w);
+        // reported by close(); the socket stays paused
+        this.failure ??= e;
+      },
+    );
     if (this.pending.size >= INFLIGHT_WRITES) this.sock.pause();
     this.position += this.filled;
     this.unflushed += this.filled;
@@ -99,7 +106,8 @@ class DurableFile {
   }
   async close(): Promise<void> {
     this.flush();
-    await Promise.all(this.pending);
+    await Promise.allSettled(this.pending);
+    if (this.failure) throw this.failure;
     await this.flushing;
     await datasync(this.fd);
     closeSync(this.fd);
