@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { AdminClient } from '../src/admin/client.ts';
+import { FederationClient } from '../src/deploy/client.ts';
 import { FederationServer } from '../src/deploy/server.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
 import { loadKit } from '../src/provision/kit.ts';
@@ -16,10 +18,11 @@ import { parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
 import type { Frame } from '../src/transport/link.ts';
 import type { ConnectInfo, PeerIdentity } from '../src/transport/peer.ts';
-import { dialTls } from '../src/transport/tls/client.ts';
+import { DataPlaneDialError, dialTls } from '../src/transport/tls/client.ts';
 import { FrameDecoder, MAX_FRAME_BYTES, type WireItem, encodeFrame } from '../src/transport/tls/codec.ts';
 import type { TlsLink } from '../src/transport/tls/link.ts';
 import { TlsDataServer } from '../src/transport/tls/server.ts';
+import { capture, tinyJob, until } from './helpers/federation.ts';
 
 const streamId = fc.integer({ min: 1, max: 0xffffffff });
 const count = fc.maxSafeInteger().filter((n) => n >= 0);
@@ -236,6 +239,68 @@ test('a server whose data port is taken fails to start, naming the port and the 
     await assert.rejects(server.start(), new RegExp(`data plane cannot listen on 127\\.0\\.0\\.1:${taken}: .*EADDRINUSE.*--data-port`));
   } finally {
     blocker.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('a site that cannot reach the data port runs its jobs over the gRPC port and says which port to open; a refusal does not fall back', async () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'flotilla-fallback-'));
+  const project = parseProject({
+    name: 'p',
+    participants: [
+      { type: 'server', name: 'server', org: 'hub', host: 'localhost', port: 1 },
+      { type: 'client', name: 'site-1', org: 'a' },
+      { type: 'admin', name: 'boss@hub.org', org: 'hub', role: 'project_admin' },
+    ],
+  });
+  const { kits } = await provision(project, { outDir: join(tmp, 'kits') });
+  const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'server'), host: '127.0.0.1', port: 0 });
+  const port = await server.start();
+  // a port nothing listens on: what a site behind a firewall that passes only the gRPC port sees
+  const closed = await new Promise<number>((r) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => r(p));
+    });
+  });
+  const cliLog = capture();
+  const client = new FederationClient({ kit: loadKit(kits['site-1']!, 'client'), workspace: join(tmp, 'site-1'), host: '127.0.0.1', port, dataPort: closed, log: cliLog.log });
+  const running = client.run();
+  const admin = new AdminClient(kits['boss@hub.org']!, { host: '127.0.0.1', port });
+  try {
+    assert.notEqual(server.dataPort, null, 'the server offers a data plane');
+    await until('the site to connect', () => server.siteList().length === 1);
+    const id = await admin.submit(tinyJob(join(tmp, 'tiny'), { minClients: 1, rounds: 2 }));
+    let state = '';
+    await until('the job to finish', () => ((state = server.store.get(id)?.state ?? ''), state === 'FINISHED' || state === 'FAILED'), 30_000);
+    assert.equal(state, 'FINISHED', JSON.stringify(server.store.get(id)));
+    const warning = cliLog.lines.find((l) => l.includes('is unreachable from this site'));
+    assert.ok(warning, 'the site says its job went over gRPC');
+    assert.match(warning, new RegExp(`open TCP port ${closed} to this site`));
+
+    // the port answers but refuses (here: a server of another CA): a real error, no silent fallback
+    const foreign = await createCA('other', 1);
+    const leaf = await issueCert(foreign, { subject: { cn: 'server', org: 'x', ou: 'server' }, hosts: ['localhost', '127.0.0.1'], notAfter: new Date(Date.now() + 3_600_000) });
+    const impostor = new TlsDataServer({ host: '127.0.0.1', port: 0, caPem: foreign.certPem, certPem: leaf.certPem, keyPem: leaf.keyPem, onConnect: () => null });
+    const impostorPort = await impostor.start();
+    try {
+      const kit = loadKit(kits['site-1']!, 'client');
+      const err = await dialTls({ host: '127.0.0.1', port: impostorPort, serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem, timeoutMs: 5_000 }, { purpose: 'job', jobId: 'j', channelId: 'c' }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof DataPlaneDialError, String(err));
+      assert.equal(err.reachable, true, 'a port that answered is reachable: the caller must not fall back');
+      const none = await dialTls({ host: '127.0.0.1', port: closed, serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem }, { purpose: 'job', jobId: 'j', channelId: 'c' }).catch((e: unknown) => e);
+      assert.ok(none instanceof DataPlaneDialError && !none.reachable, String(none));
+    } finally {
+      await impostor.close(100);
+    }
+  } finally {
+    admin.close();
+    client.stop('test over');
+    await running;
+    await server.stop();
     rmSync(tmp, { recursive: true, force: true });
   }
 });

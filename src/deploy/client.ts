@@ -15,7 +15,7 @@ import { runSite } from '../runtime/site.ts';
 import { Channel, type Payload } from '../streaming/channel.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
 import type { Link } from '../transport/link.ts';
-import { dialTls } from '../transport/tls/client.ts';
+import { DataPlaneDialError, dialTls } from '../transport/tls/client.ts';
 import { type Logger, fileLogger, silentLogger } from '../util/log.ts';
 import { unpackJob } from './job-bundle.ts';
 import { allowJobImports } from './job-imports.ts';
@@ -159,16 +159,34 @@ export class FederationClient {
     }
   }
 
-  /** Opens a job's connection (again, on a resume): over the data plane when there is one, else a gRPC call. */
-  private jobConnector(jobId: string, channelId: string): () => Promise<Link> {
+  /**
+   * Opens a job's connection (again, on a resume): over the data plane when there is one, else a
+   * gRPC call. When the data port cannot be reached at all (a firewall that lets only the gRPC port
+   * through), the job goes over gRPC, at about half the throughput, and the logs say which port to
+   * open; the transport chosen on the first dial is kept for the job's resumes.
+   */
+  private jobConnector(jobId: string, channelId: string, siteLog: Logger): () => Promise<Link> {
     const dataPort = this.opts.dataPort !== undefined ? this.opts.dataPort : this.offeredDataPort;
     const { kit } = this.opts;
-    if (dataPort === null) {
-      const md = { 'x-flotilla-purpose': 'job', 'x-flotilla-job': jobId, 'x-flotilla-channel': channelId };
-      return async () => this.grpc.connect(md);
-    }
+    const md = { 'x-flotilla-purpose': 'job', 'x-flotilla-job': jobId, 'x-flotilla-channel': channelId };
+    const overGrpc = async (): Promise<Link> => this.grpc.connect(md);
+    if (dataPort === null) return overGrpc;
     const dial = { host: this.opts.host ?? kit.config.server.host, port: dataPort, serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem, timeoutMs: 10_000 };
-    return () => dialTls(dial, { purpose: 'job', jobId, channelId });
+    let transport: 'undecided' | 'data plane' | 'grpc' = 'undecided';
+    return async () => {
+      if (transport === 'grpc') return overGrpc();
+      try {
+        const link = await dialTls(dial, { purpose: 'job', jobId, channelId });
+        transport = 'data plane';
+        return link;
+      } catch (e) {
+        if (transport !== 'undecided' || !(e instanceof DataPlaneDialError) || e.reachable) throw e;
+        transport = 'grpc';
+        const warning = `data plane port ${dial.host}:${dataPort} is unreachable from this site; this job's payloads go over the gRPC port instead (about half the throughput): open TCP port ${dataPort} to this site, or run the server with dataPort: null`;
+        for (const l of [this.log, siteLog]) l.warn({ job: jobId, error: e.message }, warning);
+        return overGrpc();
+      }
+    };
   }
 
   private startJob(channel: Channel, m: Extract<ServerToSite, { type: 'deploy' }>, payload: Payload): void {
@@ -184,7 +202,7 @@ export class FederationClient {
         const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
         const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog);
         // the job's call names its channel, so a dropped connection resumes mid-transfer instead of failing the task
-        const connect = this.jobConnector(m.jobId, randomBytes(12).toString('base64url'));
+        const connect = this.jobConnector(m.jobId, randomBytes(12).toString('base64url'), siteLog);
         const channel = {
           resume: {
             timeoutMs: this.opts.sessionResumeMs ?? 30_000,
@@ -195,7 +213,8 @@ export class FederationClient {
         };
         this.log.info({ job: m.jobId }, 'job started');
         const link = await connect().catch((e: Error) => {
-          throw new Error(`${e.message}: cannot open the job's connection (a data plane port must be reachable from this site, or the server must run with dataPort: null)`);
+          // an unreachable data port already fell back to gRPC: this is a refusal, a TLS failure or gRPC itself
+          throw new Error(`${e.message}: cannot open the job's connection (check this site's certificate and that the server still runs the job)`);
         });
         const reason = await runSite(link, { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params, channel });
         this.log.info({ job: m.jobId, reason }, 'job ended');

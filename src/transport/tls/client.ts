@@ -14,16 +14,31 @@ export interface TlsDialOptions extends DialOptions {
   timeoutMs?: number;
 }
 
-/** Dials the data plane and resolves to a Link for `info` (rejects with the server's reason when refused). */
+/**
+ * A dial that failed. `reachable` is false when no TCP connection to the port was ever made
+ * (refused, unroutable, timed out): a firewall that lets only the gRPC port through looks like
+ * this, and the caller may carry the job over gRPC instead. A refusal by the server, a failed
+ * TLS handshake or a protocol error is `reachable`: the port answered, and falling back would hide it.
+ */
+export class DataPlaneDialError extends Error {
+  override readonly name = 'DataPlaneDialError';
+  constructor(message: string, readonly reachable: boolean) {
+    super(message);
+  }
+}
+
+/** Dials the data plane and resolves to a Link for `info` (rejects with a DataPlaneDialError naming the server's reason when refused). */
 export function dialTls(opts: TlsDialOptions, info: ConnectInfo, peer = 'server'): Promise<TlsLink> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: opts.host, port: opts.port, servername: opts.serverName, ca: opts.caPem, cert: opts.certPem, key: opts.keyPem });
     const decoder = new FrameDecoder();
     const timeoutMs = opts.timeoutMs ?? 30_000;
+    let connected = false;
+    socket.once('connect', () => (connected = true));
     const fail = (why: string): void => {
       clearTimeout(timer);
       socket.destroy();
-      reject(new Error(`data plane ${opts.host}:${opts.port}: ${why}`));
+      reject(new DataPlaneDialError(`data plane ${opts.host}:${opts.port}: ${why}`, connected));
     };
     const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
     socket.once('error', (e) => fail(e.message));
