@@ -13,10 +13,8 @@ import { readSafetensors } from '../src/core/safetensors.ts';
 import { FederationClient } from '../src/deploy/client.ts';
 import { FederationServer } from '../src/deploy/server.ts';
 import { loadKit } from '../src/provision/kit.ts';
-import { parseProject } from '../src/provision/project.ts';
-import { provision } from '../src/provision/provision.ts';
 import { CuttableProxy } from './helpers/cuttable-proxy.ts';
-import { capture, tinyJob, until } from './helpers/federation.ts';
+import { capture, oneSiteKits, tinyJob, until } from './helpers/federation.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-deploy-resume-'));
@@ -29,15 +27,7 @@ interface Proxies {
 }
 
 async function federation(dataPlane = true): Promise<{ server: FederationServer; proxy: Proxies; client: FederationClient; running: Promise<string>; admin: AdminClient; srvLog: ReturnType<typeof capture>; cliLog: ReturnType<typeof capture>; hellos: () => number; close: () => Promise<void> }> {
-  const project = parseProject({
-    name: 'resume',
-    participants: [
-      { type: 'server', name: 'server', org: 'hub', host: 'localhost', port: 1 },
-      { type: 'client', name: 'site-1', org: 'a' },
-      { type: 'admin', name: 'boss@hub.org', org: 'hub', role: 'project_admin' },
-    ],
-  });
-  const { kits } = await provision(project, { outDir: join(tmp, 'kits') });
+  const kits = await oneSiteKits(join(tmp, 'kits'), 'resume');
   const srvLog = capture();
   const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'server'), host: '127.0.0.1', port: 0, ...(!dataPlane && { dataPort: null }), log: srvLog.log });
   const port = await server.start();

@@ -14,15 +14,13 @@ import { FederationClient } from '../src/deploy/client.ts';
 import { FederationServer } from '../src/deploy/server.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
 import { loadKit } from '../src/provision/kit.ts';
-import { parseProject } from '../src/provision/project.ts';
-import { provision } from '../src/provision/provision.ts';
 import type { Frame } from '../src/transport/link.ts';
 import type { ConnectInfo, PeerIdentity } from '../src/transport/peer.ts';
 import { DataPlaneDialError, dialTls } from '../src/transport/tls/client.ts';
 import { FrameDecoder, MAX_FRAME_BYTES, type WireItem, encodeFrame } from '../src/transport/tls/codec.ts';
 import type { TlsLink } from '../src/transport/tls/link.ts';
 import { TlsDataServer } from '../src/transport/tls/server.ts';
-import { capture, tinyJob, until } from './helpers/federation.ts';
+import { capture, freePort, oneSiteKits, tinyJob, until } from './helpers/federation.ts';
 
 const streamId = fc.integer({ min: 1, max: 0xffffffff });
 const count = fc.maxSafeInteger().filter((n) => n >= 0);
@@ -233,8 +231,7 @@ test('a server whose data port is taken fails to start, naming the port and the 
   const blocker = createServer();
   const taken = await new Promise<number>((r) => blocker.listen(0, '127.0.0.1', () => r((blocker.address() as { port: number }).port)));
   try {
-    const project = parseProject({ name: 'p', participants: [{ type: 'server', name: 'server', org: 'hub', host: 'localhost', port: 1 }, { type: 'client', name: 'site-1', org: 'a' }] });
-    const { kits } = await provision(project, { outDir: join(tmp, 'kits') });
+    const kits = await oneSiteKits(join(tmp, 'kits'), 'p');
     const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'ws'), host: '127.0.0.1', port: 0, dataPort: taken });
     await assert.rejects(server.start(), new RegExp(`data plane cannot listen on 127\\.0\\.0\\.1:${taken}: .*EADDRINUSE.*--data-port`));
   } finally {
@@ -245,24 +242,11 @@ test('a server whose data port is taken fails to start, naming the port and the 
 
 test('a site that cannot reach the data port runs its jobs over the gRPC port and says which port to open; a refusal does not fall back', async () => {
   const tmp = mkdtempSync(join(tmpdir(), 'flotilla-fallback-'));
-  const project = parseProject({
-    name: 'p',
-    participants: [
-      { type: 'server', name: 'server', org: 'hub', host: 'localhost', port: 1 },
-      { type: 'client', name: 'site-1', org: 'a' },
-      { type: 'admin', name: 'boss@hub.org', org: 'hub', role: 'project_admin' },
-    ],
-  });
-  const { kits } = await provision(project, { outDir: join(tmp, 'kits') });
+  const kits = await oneSiteKits(join(tmp, 'kits'), 'p');
   const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'server'), host: '127.0.0.1', port: 0 });
   const port = await server.start();
   // a port nothing listens on: what a site behind a firewall that passes only the gRPC port sees
-  const closed = await new Promise<number>((r) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => r(p));
-    });
-  });
+  const closed = await freePort();
   const cliLog = capture();
   const client = new FederationClient({ kit: loadKit(kits['site-1']!, 'client'), workspace: join(tmp, 'site-1'), host: '127.0.0.1', port, dataPort: closed, log: cliLog.log });
   const running = client.run();

@@ -104,11 +104,7 @@ async function server(): Promise<Record<string, unknown>> {
   const linkP = new Promise<Link>((r) => (gotLink = r));
   const tlsOpts = { host: '127.0.0.1', port: 0, caPem: pem('ca.pem'), certPem: pem('server.crt'), keyPem: pem('server.key') };
   const srv = f.transport === 'tls' ? new TlsDataServer({ ...tlsOpts, onConnect: (link) => (gotLink(link), null) }) : new GrpcServer({
-    host: '127.0.0.1',
-    port: 0,
-    caPem: pem('ca.pem'),
-    certPem: pem('server.crt'),
-    keyPem: pem('server.key'),
+    ...tlsOpts,
     handlers: {
       onConnect: (link) => {
         gotLink(link);

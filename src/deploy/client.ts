@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { ClientConfig, Kit } from '../provision/kit.ts';
 import { createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
-import { describeZodError } from '../runtime/messages.ts';
+import { describeZodError } from '../util/zod-error.ts';
 import { runSite } from '../runtime/site.ts';
 import { Channel, type Payload } from '../streaming/channel.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';

@@ -28,7 +28,7 @@ import type { AdminReplyWire, AdminRequestWire, DownloadPieceWire } from '../tra
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, fileLogger, silentLogger } from '../util/log.ts';
-import { describeZodError } from '../runtime/messages.ts';
+import { describeZodError } from '../util/zod-error.ts';
 import { listResults, sendResults } from './download.ts';
 import { BundleError, packJob, unpackJob } from './job-bundle.ts';
 import { allowJobImports } from './job-imports.ts';

@@ -14,7 +14,8 @@ import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { ControllerError } from './errors.ts';
-import { ClientMessageSchema, RUNTIME_PROTOCOL, describeZodError } from './messages.ts';
+import { ClientMessageSchema, RUNTIME_PROTOCOL } from './messages.ts';
+import { describeZodError } from '../util/zod-error.ts';
 import { type RelayHop, type RelayOptions, type RelayTask, relayOver } from './relay.ts';
 import { transferLogger } from './transfer-log.ts';
 

@@ -15,7 +15,8 @@ import type { MetricRecord, TrainerHost } from '../client/api.ts';
 import { Channel, type ChannelOptions } from '../streaming/channel.ts';
 import type { Link } from '../transport/link.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
-import { RUNTIME_PROTOCOL, ServerMessageSchema, describeZodError } from './messages.ts';
+import { RUNTIME_PROTOCOL, ServerMessageSchema } from './messages.ts';
+import { describeZodError } from '../util/zod-error.ts';
 import { transferLogger } from './transfer-log.ts';
 
 export interface IncomingTask {

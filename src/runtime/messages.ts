@@ -47,7 +47,3 @@ export const ServerMessageSchema = z.discriminatedUnion('type', [
 ]);
 export type ServerMessage = z.infer<typeof ServerMessageSchema>;
 
-/** Formats a zod error as "field: problem; field: problem". */
-export function describeZodError(e: z.ZodError): string {
-  return e.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('; ');
-}

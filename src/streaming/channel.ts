@@ -32,6 +32,7 @@ import { createXXHash64 } from 'hash-wasm';
 import { z } from 'zod';
 import type { Frame, Link } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
+import { describeZodError } from '../util/zod-error.ts';
 
 export interface ResumeOptions {
   /** how long a channel without a link waits for a new one before failing (default: stallTimeoutMs) */
@@ -207,10 +208,6 @@ class PrefixHash {
   }
 }
 
-function describeIssues(e: z.ZodError): string {
-  return e.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('; ');
-}
-
 interface RetainedPiece {
   offset: number;
   bytes: Uint8Array;
@@ -284,14 +281,15 @@ class IncomingStream implements Payload {
   /** the consumer finished or cancelled */
   private over = false;
   private readonly meter: ProgressMeter;
-  /**
-   * `limit`: the most bytes received and not yet consumed that a sender keeping to its window can
-   * cause; more means the peer ignores flow control, and the stream is cancelled instead of queued.
-   */
   /** bytes consumed but not yet acknowledged: acks go out per `ackEvery` bytes, not per chunk */
   private unacked = 0;
   private lastAckAt = performance.now();
   private readonly ackEvery: number;
+  /**
+   * `window`: the sender's window (as announced, capped by this side). `limit`: the most bytes
+   * received and not yet consumed that a sender keeping to that window can cause; more means the
+   * peer ignores flow control, and the stream is cancelled instead of queued.
+   */
   constructor(private readonly channel: Channel, private readonly id: number, private readonly stallMs: number, private readonly limit: number, window: number, report?: (t: TransferProgress) => void, total?: number) {
     // an eighth of the sender's window: the sender always has 7/8 of it free, at an eighth of the ack frames
     this.ackEvery = Math.max(1, Math.floor(window / 8));
@@ -836,7 +834,7 @@ export class Channel {
   private onChannelMessage(raw: Record<string, unknown>): void {
     const parsed = ChannelMessage.safeParse(raw);
     if (!parsed.success) {
-      this.fail(`malformed channel message from ${this.peer}: ${describeIssues(parsed.error)}`);
+      this.fail(`malformed channel message from ${this.peer}: ${describeZodError(parsed.error)}`);
       return;
     }
     const m = parsed.data;
@@ -894,15 +892,16 @@ export class Channel {
         let payload: IncomingStream | null = null;
         if (typeof sid === 'number') {
           const size = m[SIZE_FIELD];
-          const window = m[WINDOW_FIELD];
+          const said = m[WINDOW_FIELD];
           delete m[STREAM_FIELD];
           delete m[SIZE_FIELD];
           delete m[WINDOW_FIELD];
           const total = typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined;
           // a sender that does not say its window is held to this side's
-          const announced = typeof window === 'number' && Number.isSafeInteger(window) && window > 0 ? window : this.opts.windowBytes;
-          const limit = Math.min(announced, this.opts.maxWindowBytes) + Math.max(MAX_PIECE_BYTES, this.opts.chunkBytes);
-          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, limit, Math.min(announced, this.opts.maxWindowBytes), this.opts.onTransfer, total);
+          const announced = typeof said === 'number' && Number.isSafeInteger(said) && said > 0 ? said : this.opts.windowBytes;
+          const window = Math.min(announced, this.opts.maxWindowBytes);
+          const limit = window + Math.max(MAX_PIECE_BYTES, this.opts.chunkBytes);
+          payload = new IncomingStream(this, sid, this.opts.stallTimeoutMs, limit, window, this.opts.onTransfer, total);
           this.incoming.set(sid, payload);
         }
         this.inbox.push({ msg: m, payload });

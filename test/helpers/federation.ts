@@ -4,6 +4,8 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
+import { parseProject } from '../../src/provision/project.ts';
+import { provision } from '../../src/provision/provision.ts';
 import type { Logger } from '../../src/util/log.ts';
 
 export const repo = fileURLToPath(new URL('../..', import.meta.url));
@@ -47,6 +49,24 @@ function bindable(port: number): Promise<number | null> {
       s.close(() => resolve(p));
     });
   });
+}
+
+/** A port nothing listens on (free when this returns). */
+export async function freePort(): Promise<number> {
+  return (await bindable(0))!;
+}
+
+/** Startup kits of a project of one server, one site (site-1) and a project admin (boss@hub.org). */
+export async function oneSiteKits(outDir: string, name: string): Promise<Record<string, string>> {
+  const project = parseProject({
+    name,
+    participants: [
+      { type: 'server', name: 'server', org: 'hub', host: 'localhost', port: 1 },
+      { type: 'client', name: 'site-1', org: 'a' },
+      { type: 'admin', name: 'boss@hub.org', org: 'hub', role: 'project_admin' },
+    ],
+  });
+  return (await provision(project, { outDir })).kits;
 }
 
 /** A free port P whose P + 1 is free too: a provisioned server listens on both (gRPC and the data plane). */

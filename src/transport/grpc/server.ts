@@ -12,9 +12,6 @@ import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate,
 import { GrpcLink } from './link.ts';
 import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, type WireFrame, loadProto } from './wire.ts';
 
-export type { ConnectInfo, PeerIdentity } from '../peer.ts';
-export { tlsRefusalReason } from '../peer.ts';
-
 export interface GrpcServerHandlers {
   /** A site opened a Connect call. Return a reason to refuse it, or null to keep the link. */
   onConnect(link: GrpcLink, peer: PeerIdentity, info: ConnectInfo): string | null;
@@ -36,7 +33,6 @@ export interface GrpcServerOptions {
   handlers: GrpcServerHandlers;
   log?: Logger;
 }
-
 
 /** Identity from the verified client certificate of a gRPC call, or why there is none. */
 export function identityOf(call: { getAuthContext(): { transportSecurityType?: string; sslPeerCertificate?: PeerCertificate } | null }): PeerIdentity | string {

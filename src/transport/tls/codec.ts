@@ -6,7 +6,7 @@
  *
  * little-endian. Protobuf would cost an encode and a decode copy per 1 MiB chunk
  * (0.22 + 0.25 ms, bench/streaming/layers.ts); here the sender writes a small
- * header and the chunk itself (corked into one writev), and the receiver copies
+ * header and the chunk itself (two plain writes: see writeFrame), and the receiver copies
  * each chunk once out of the socket's reads (or not at all when it arrived in
  * one read). Every frame is checked as it is parsed; a malformed one is a
  * protocol error that ends that connection only.
@@ -261,5 +261,4 @@ export class FrameDecoder {
         return `frame of unknown type ${type}`;
     }
   }
-
 }

@@ -9,6 +9,7 @@
 import { type Server, type TLSSocket, createServer } from 'node:tls';
 import { z } from 'zod';
 import { type Logger, silentLogger } from '../../util/log.ts';
+import { describeZodError } from '../../util/zod-error.ts';
 import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate, tlsRefusalReason } from '../peer.ts';
 import { FrameDecoder, writeFrame } from './codec.ts';
 import { TlsLink } from './link.ts';
@@ -113,7 +114,7 @@ export class TlsDataServer {
         return refuse('hello is not JSON');
       }
       const hello = Hello.safeParse(raw);
-      if (!hello.success) return refuse(`malformed hello: ${hello.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+      if (!hello.success) return refuse(`malformed hello: ${describeZodError(hello.error)}`);
       const h = hello.data;
       if (h.protocol !== DATA_PLANE_PROTOCOL) return refuse(`site speaks data plane protocol ${h.protocol}, server speaks ${DATA_PLANE_PROTOCOL}`);
       if (h.purpose === 'job' && !h.jobId) return refuse('a job connection needs a jobId');
