@@ -14,6 +14,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { createXXHash64 } from 'hash-wasm';
 import { z } from 'zod';
 import type { DownloadPieceWire } from '../transport/grpc/wire.ts';
+import { describeZodError } from '../util/zod-error.ts';
 
 const PIECE_BYTES = 1 << 20;
 /** Most files one download lists: far above any job's results, low enough to refuse a runaway manifest. */
@@ -100,7 +101,7 @@ export async function receiveResults(pieces: AsyncIterable<DownloadPieceWire>, d
         case 'manifest': {
           if (manifest) throw new DownloadError('a second manifest in one download');
           const m = Manifest.safeParse({ files: p.manifest?.files ?? [] });
-          if (!m.success) throw new DownloadError(`malformed manifest: ${m.error.issues[0]?.path.join('.')}: ${m.error.issues[0]?.message}`);
+          if (!m.success) throw new DownloadError(`malformed manifest: ${describeZodError(m.error)}`);
           manifest = m.data.files;
           for (const f of manifest) safePath(dest, f.path);
           total = manifest.reduce((s, f) => s + f.size, 0);

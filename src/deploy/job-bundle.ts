@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, wri
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { type JobConfig, JobConfigError, readJobConfig } from '../runtime/job-config.ts';
+import { describeZodError } from '../util/zod-error.ts';
 
 export const BUNDLE_LIMITS = { maxFiles: 2000, maxBytes: 64 << 20 } as const;
 const SKIP = new Set(['node_modules', '.git', 'workspace', '__pycache__']);
@@ -63,7 +64,7 @@ export function unpackJob(bytes: Uint8Array, dest: string, maxBytes: number = BU
     throw new BundleError(`job bundle is not valid JSON: ${(e as Error).message}`);
   }
   const r = BundleSchema.safeParse(raw);
-  if (!r.success) throw new BundleError(`malformed job bundle: ${r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ')}`);
+  if (!r.success) throw new BundleError(`malformed job bundle: ${describeZodError(r.error)}`);
   const seen = new Set<string>();
   let total = 0;
   const decoded = r.data.files.map((f, i) => {

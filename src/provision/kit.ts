@@ -15,6 +15,7 @@ import { basename, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { describeCert } from './ca.ts';
 import { ADMIN_ROLES } from './project.ts';
+import { describeZodError } from '../util/zod-error.ts';
 
 export const SIGNATURE_FILE = 'signature.json';
 
@@ -177,7 +178,7 @@ export function loadKit(dir: string, kind: keyof typeof CONFIG_FILES): Kit {
   let config: KitConfig;
   try {
     const r = schema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
-    if (!r.success) throw new Error(r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; '));
+    if (!r.success) throw new Error(describeZodError(r.error));
     config = r.data;
   } catch (e) {
     throw new KitError(`${file}: ${(e as Error).message}`);

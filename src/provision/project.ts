@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { zodIssueLines } from '../util/zod-error.ts';
 
 const Name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1–64 letters, digits, "_", "." or "-"');
 const Org = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_. -]{0,63}$/, 'must be 1–64 letters, digits, spaces, "_", "." or "-"');
@@ -60,12 +61,7 @@ export class ProjectError extends Error {
 export function parseProject(raw: unknown, file = '<project>'): Project {
   const r = ProjectSchema.safeParse(raw);
   if (!r.success) {
-    const lines = r.error.issues.map((i) => {
-      const field = i.path.length ? i.path.join('.') : '(top level)';
-      const msg = i.code === 'unrecognized_keys' ? `unknown key(s) ${i.keys.map((k) => `"${k}"`).join(', ')}` : i.message;
-      return `  ${field}: ${msg}`;
-    });
-    throw new ProjectError(`${file}: invalid project\n${lines.join('\n')}`);
+    throw new ProjectError(`${file}: invalid project\n${zodIssueLines(r.error)}`);
   }
   return r.data;
 }

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { JsonValueSchema } from '../core/fl-model.ts';
+import { zodIssueLines } from '../util/zod-error.ts';
 
 const RelPath = z
   .string()
@@ -109,12 +110,7 @@ export function readJobConfig(jobDir: string): { config: JobConfig; file: string
 export function parseJobConfig(raw: unknown, file = '<job config>'): JobConfig {
   const r = JobConfigSchema.safeParse(raw);
   if (!r.success) {
-    const lines = r.error.issues.map((i) => {
-      const field = i.path.length ? i.path.join('.') : '(top level)';
-      const msg = i.code === 'unrecognized_keys' ? `unknown key(s) ${i.keys.map((k) => `"${k}"`).join(', ')}` : i.message;
-      return `  ${field}: ${msg}`;
-    });
-    throw new JobConfigError(`${file}: invalid job config\n${lines.join('\n')}`);
+    throw new JobConfigError(`${file}: invalid job config\n${zodIssueLines(r.error)}`);
   }
   return r.data;
 }
