@@ -11,8 +11,8 @@ const src = fileURLToPath(new URL('../src', import.meta.url));
 
 /** Layer of each folder under src/, bottom up (the diagram in docs/architecture.md). */
 const LAYER: Record<string, number> = {
+  util: -1,
   core: 0,
-  util: 0,
   provision: 0,
   transport: 1,
   client: 1,
