@@ -290,7 +290,7 @@ async function runOne(kits: Record<string, string>, port: number, gb: number, mo
     const id = await admin.submit(jobDir);
     let result: { rounds: RoundSummary[]; seconds: number };
     for (;;) {
-      const s = (await admin.call('status', { job: id })).json as { state: string; detail: string | null; result: { rounds: RoundSummary[]; seconds: number } | null };
+      const s = await admin.call('status', { job: id });
       if (s.state === 'FINISHED') {
         result = s.result!;
         break;

@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   const runJob = async (dir: string): Promise<{ rounds: RoundSummary[]; seconds: number }> => {
     const id = await admin.submit(dir);
     for (;;) {
-      const s = (await admin.call('status', { job: id })).json as { state: string; detail: string; result: { rounds: RoundSummary[]; seconds: number } | null };
+      const s = await admin.call('status', { job: id });
       if (s.state === 'FINISHED') return s.result!;
       if (s.state !== 'SUBMITTED' && s.state !== 'RUNNING') throw new Error(`job ${id} ${s.state}: ${s.detail}`);
       await new Promise((r) => setTimeout(r, 50));

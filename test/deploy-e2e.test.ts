@@ -65,7 +65,7 @@ async function waitFor(p: Proc, re: RegExp, ms = 30_000): Promise<void> {
 async function waitForState(job: string, states: string[], ms = 60_000): Promise<{ state: string; detail: string | null }> {
   const deadline = Date.now() + ms;
   for (;;) {
-    const s = (await admin.call('status', { job })).json as { state: string; detail: string | null };
+    const s = await admin.call('status', { job });
     if (states.includes(s.state)) return s;
     if (Date.now() > deadline) throw new Error(`job ${job} still ${s.state}`);
     await new Promise((r) => setTimeout(r, 200));
@@ -114,7 +114,7 @@ async function serverLogged(re: RegExp, ms = 5_000): Promise<string> {
 }
 
 async function serverStillServes(): Promise<void> {
-  const sites = (await admin.call('sites')).json as { site: string }[];
+  const sites = await admin.call('sites');
   assert.deepEqual(sites.map((s) => s.site), ['site-1', 'site-2']);
 }
 
@@ -138,7 +138,7 @@ test('a job submitted with the admin CLI runs on two client processes and matche
   const summary = JSON.parse(readFileSync(join(tmp, 'downloads', jobId, 'summary.json'), 'utf8')) as { rounds: unknown[]; sites: string[] };
   assert.equal(summary.rounds.length, 3);
   assert.deepEqual(summary.sites, ['site-1', 'site-2']);
-  const events = ((await admin.call('status', { job: jobId })).json as { events: { state: string }[] }).events.map((e) => e.state);
+  const events = (await admin.call('status', { job: jobId })).events.map((e) => e.state);
   assert.deepEqual(events, ['SUBMITTED', 'RUNNING', 'FINISHED']);
 });
 
@@ -220,7 +220,7 @@ test('admin commands beyond the role are refused and audited', async () => {
   assert.match(p.out(), /permission denied: member@a\.org \(member, a\) may not submit/);
   // a lead may not abort a job it did not submit
   const lead = new AdminClient(kits['lead@b.org']!);
-  const jobs = (await lead.call('list')).json as { id: string }[];
+  const jobs = await lead.call('list');
   assert.ok(jobs.length >= 1, 'a lead can view jobs');
   await assert.rejects(lead.call('abort', { job: jobs[0]!.id }), /permission denied: .*submitted by boss@hub\.org/);
   await assert.rejects(lead.call('audit'), /permission denied/);
@@ -232,7 +232,7 @@ test('admin commands beyond the role are refused and audited', async () => {
   asSite.close();
   assert.equal(r.ok, false);
   assert.match(r.json, /not an admin/);
-  const audit = (await admin.call('audit')).json as { user: string; command: string; allowed: boolean }[];
+  const audit = await admin.call('audit');
   assert.ok(audit.some((e) => e.user === 'member@a.org' && e.command === 'submit' && !e.allowed));
   assert.ok(audit.some((e) => e.user === 'lead@b.org' && e.command === 'abort' && !e.allowed));
   assert.ok(audit.some((e) => e.user === 'boss@hub.org' && e.command === 'submit' && e.allowed));
@@ -291,7 +291,7 @@ test('abort stops a queued job and the state is kept in the store', async () => 
   writeFileSync(join(dir, 'trainer.ts'), readFileSync(join(dir, 'trainer.ts'), 'utf8').replaceAll('../../../../src/', `${repo}src/`));
   const id = await admin.submit(dir);
   await new Promise((r) => setTimeout(r, 500));
-  assert.equal(((await admin.call('status', { job: id })).json as { state: string }).state, 'SUBMITTED');
+  assert.equal((await admin.call('status', { job: id })).state, 'SUBMITTED');
   await admin.call('abort', { job: id });
   const s = await waitForState(id, ['ABORTED']);
   assert.match(s.detail ?? '', /aborted by boss@hub\.org/);
@@ -304,7 +304,7 @@ test('the live site list drops a client whose process dies', async () => {
   const deadline = Date.now() + 20_000;
   let sites: string[] = [];
   while (Date.now() < deadline) {
-    sites = ((await admin.call('sites')).json as { site: string }[]).map((s) => s.site);
+    sites = (await admin.call('sites')).map((s) => s.site);
     if (sites.length === 1) break;
     await new Promise((r) => setTimeout(r, 200));
   }

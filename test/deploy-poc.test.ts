@@ -31,7 +31,7 @@ test('poc prepare / start / stop runs a local federation', async () => {
     const deadline = Date.now() + 30_000;
     let sites: string[] = [];
     while (Date.now() < deadline) {
-      sites = await admin.call('sites').then((r) => (r.json as { site: string }[]).map((s) => s.site), () => []);
+      sites = await admin.call('sites').then((r) => r.map((s) => s.site), () => []);
       if (sites.length === 2) break;
       await new Promise((r) => setTimeout(r, 250));
     }

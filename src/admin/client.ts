@@ -1,16 +1,18 @@
 /**
- * The admin side: sends one command over mutual TLS with the admin's kit.
- * The server decides what the caller may do from the certificate.
+ * The admin side: sends one command over mutual TLS with the admin's kit and returns its reply,
+ * parsed with the command's reply schema from the admin command table. The server decides what
+ * the caller may do from the certificate; a refusal or failure is thrown as an AdminError with
+ * the server's code.
  */
 import { resolve } from 'node:path';
 import { type AdminConfig, type Kit, loadKit } from '../provision/kit.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
+import { ADMIN_COMMAND_TABLE, type AdminArgs, type AdminCommand, AdminError, AdminFailureSchema, type AdminReply } from '../deploy/admin-commands.ts';
 import { type DownloadProgress, receiveResults } from '../deploy/download.ts';
 import { packJob } from '../deploy/job-bundle.ts';
+import { describeZodError } from '../util/zod-error.ts';
 
-export class AdminError extends Error {
-  override readonly name = 'AdminError';
-}
+export { AdminError, type AdminErrorCode } from '../deploy/admin-commands.ts';
 
 export class AdminClient {
   private readonly grpc: GrpcClient;
@@ -22,17 +24,26 @@ export class AdminClient {
     this.grpc = new GrpcClient({ host: override.host ?? c.server.host, port: override.port ?? c.server.port, serverName: c.serverName, caPem: this.kit.caPem, certPem: this.kit.certPem, keyPem: this.kit.keyPem });
   }
 
-  /** Sends a command; resolves to its JSON result or throws the server's message. */
-  async call(command: string, args: Record<string, unknown> = {}, blob?: Uint8Array): Promise<{ json: unknown; blob: Uint8Array }> {
-    const r = await this.grpc.command({ command, args_json: JSON.stringify(args), blob: blob ?? new Uint8Array(0) });
-    const json = JSON.parse(r.json || 'null') as unknown;
-    if (!r.ok) throw new AdminError(typeof json === 'string' ? json : `${command} failed`);
-    return { json, blob: r.blob };
+  /** Sends a command; resolves to its typed reply or throws an AdminError. `blob` is submit's job bundle. */
+  async call<C extends AdminCommand>(command: C, ...[args, blob]: {} extends AdminArgs<C> ? [args?: AdminArgs<C>, blob?: Uint8Array] : [args: AdminArgs<C>, blob?: Uint8Array]): Promise<AdminReply<C>> {
+    const r = await this.grpc.command({ command, args_json: JSON.stringify(args ?? {}), blob: blob ?? new Uint8Array(0) });
+    let json: unknown;
+    try {
+      json = JSON.parse(r.json || 'null');
+    } catch {
+      throw new AdminError('bad_reply', `${command}: the server's reply is not JSON`);
+    }
+    if (!r.ok) {
+      const f = AdminFailureSchema.safeParse(json);
+      throw f.success ? new AdminError(f.data.code, f.data.message) : new AdminError('bad_reply', `${command} failed; the server's reason is unreadable`);
+    }
+    const parsed = ADMIN_COMMAND_TABLE[command].reply.safeParse(json);
+    if (!parsed.success) throw new AdminError('bad_reply', `${command}: unexpected reply from the server: ${describeZodError(parsed.error)}`);
+    return parsed.data as AdminReply<C>;
   }
 
   async submit(jobDir: string): Promise<string> {
-    const r = await this.call('submit', {}, packJob(jobDir));
-    return (r.json as { jobId: string }).jobId;
+    return (await this.call('submit', {}, packJob(jobDir))).jobId;
   }
 
   /**
@@ -44,7 +55,7 @@ export class AdminClient {
     try {
       await receiveResults(this.grpc.download({ command: 'download', args_json: JSON.stringify({ job }), blob: new Uint8Array(0) }), dest, onProgress);
     } catch (e) {
-      throw new AdminError((e as Error).message);
+      throw new AdminError('internal', (e as Error).message);
     }
     return dest;
   }

@@ -3,6 +3,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
 import { AdminClient } from '../admin/client.ts';
+import { ADMIN_COMMANDS, ADMIN_COMMAND_TABLE, type AdminCommand, type AdminReply, isAdminCommand } from '../deploy/admin-commands.ts';
 import { loadKit } from '../provision/kit.ts';
 import { readProject } from '../provision/project.ts';
 import { provision } from '../provision/provision.ts';
@@ -98,43 +99,30 @@ export function registerDeploymentCommands(program: Command): void {
 
   program
     .command('admin')
-    .description('administer the federation with an admin kit: submit <job-dir> | list | status <job> | abort <job> | download <job> | sites | requeue <job> | shutdown-site <site> | audit')
+    .description(`administer the federation with an admin kit: ${ADMIN_COMMANDS.map((c) => { const o = ADMIN_COMMAND_TABLE[c].operand; return o ? `${c} <${o.what.replace(' ', '-')}>` : c; }).join(' | ')}`)
     .argument('<kit>', 'the admin kit folder')
-    .argument('<command>')
-    .argument('[arg]')
+    .argument('<command>', `one of ${ADMIN_COMMANDS.join(', ')}`)
+    .argument('[arg]', 'the job folder, job id or site name the command takes')
     .option('-o, --out <dir>', 'for download: where results go', 'downloads')
     .option('--json', 'print the raw JSON result')
+    .addHelpText('after', `\nCommands:\n${ADMIN_COMMANDS.map((c) => `  ${c.padEnd(14)} ${ADMIN_COMMAND_TABLE[c].summary}`).join('\n')}`)
     .action(async (kitDir: string, command: string, arg: string | undefined, o: { out: string; json?: boolean }) => {
+      if (!isAdminCommand(command)) throw new InvalidArgumentError(`unknown admin command "${command}": use one of ${ADMIN_COMMANDS.join(', ')}`);
+      const operand = ADMIN_COMMAND_TABLE[command].operand;
+      if (operand && !arg) throw new InvalidArgumentError(`admin ${command} needs a ${operand.what}`);
+      if (!operand && arg !== undefined) throw new InvalidArgumentError(`admin ${command} takes no argument, got "${arg}"`);
       const admin = new AdminClient(kitDir);
-      const need = (what: string): string => {
-        if (!arg) throw new Error(`admin ${command} needs a ${what}`);
-        return arg;
-      };
       try {
-        let result: unknown;
-        switch (command) {
-          case 'submit':
-            result = { jobId: await admin.submit(need('job folder')) };
-            if (!o.json) out(`Submitted job ${(result as { jobId: string }).jobId}`);
-            break;
-          case 'download': {
-            const dir = await withDownloadBar((onProgress) => admin.download(need('job id'), o.out, onProgress));
-            result = { dir };
-            if (!o.json) out(`Downloaded job ${arg} to ${dir}`);
-            break;
-          }
-          case 'status':
-          case 'abort':
-          case 'requeue':
-            result = (await admin.call(command, { job: need('job id') })).json;
-            break;
-          case 'shutdown-site':
-            result = (await admin.call(command, { site: need('site name') })).json;
-            break;
-          default:
-            result = (await admin.call(command)).json;
+        if (command === 'submit') {
+          const jobId = await admin.submit(arg!);
+          out(o.json ? JSON.stringify({ jobId }) : `Submitted job ${jobId}`);
+        } else if (command === 'download') {
+          const dir = await withDownloadBar((onProgress) => admin.download(arg!, o.out, onProgress));
+          out(o.json ? JSON.stringify({ dir }) : `Downloaded job ${arg} to ${dir}`);
+        } else {
+          const result = await runCommand(admin, command, arg);
+          out(o.json ? JSON.stringify(result.reply) : format(result));
         }
-        if (o.json || !['submit', 'download'].includes(command)) out(o.json ? JSON.stringify(result) : format(command, result));
       } finally {
         admin.close();
       }
@@ -166,18 +154,39 @@ export function registerDeploymentCommands(program: Command): void {
     });
 }
 
-function format(command: string, r: unknown): string {
-  if (command === 'list' && Array.isArray(r)) {
-    const rows = r as { id: string; state: string; submitter: string; submittedAt: string }[];
-    if (!rows.length) return 'no jobs';
-    return [`${'JOB'.padEnd(32)} ${'STATE'.padEnd(20)} ${'SUBMITTER'.padEnd(28)} SUBMITTED`, ...rows.map((j) => `${j.id.padEnd(32)} ${j.state.padEnd(20)} ${j.submitter.padEnd(28)} ${j.submittedAt}`)].join('\n');
+type Replied = { [C in AdminCommand]: { command: C; reply: AdminReply<C> } }[AdminCommand];
+
+/** A command other than submit and download, its operand filling its one argument. */
+async function runCommand(admin: AdminClient, command: Exclude<AdminCommand, 'submit' | 'download'>, arg: string | undefined): Promise<Replied> {
+  const job = { job: arg! };
+  switch (command) {
+    case 'status':
+      return { command, reply: await admin.call(command, job) };
+    case 'abort':
+      return { command, reply: await admin.call(command, job) };
+    case 'requeue':
+      return { command, reply: await admin.call(command, job) };
+    case 'shutdown-site':
+      return { command, reply: await admin.call(command, { site: arg! }) };
+    case 'list':
+      return { command, reply: await admin.call(command) };
+    case 'sites':
+      return { command, reply: await admin.call(command) };
+    case 'audit':
+      return { command, reply: await admin.call(command) };
   }
-  if (command === 'sites' && Array.isArray(r)) {
-    const rows = r as { site: string; org: string; lastSeenMsAgo: number; runningJobs: string[] }[];
-    if (!rows.length) return 'no sites connected';
-    return [`${'SITE'.padEnd(20)} ${'ORG'.padEnd(16)} ${'LAST SEEN'.padEnd(10)} JOBS`, ...rows.map((s) => `${s.site.padEnd(20)} ${s.org.padEnd(16)} ${`${(s.lastSeenMsAgo / 1000).toFixed(1)}s`.padEnd(10)} ${s.runningJobs.join(',')}`)].join('\n');
+}
+
+function format(r: Replied): string {
+  if (r.command === 'list') {
+    if (!r.reply.length) return 'no jobs';
+    return [`${'JOB'.padEnd(32)} ${'STATE'.padEnd(20)} ${'SUBMITTER'.padEnd(28)} SUBMITTED`, ...r.reply.map((j) => `${j.id.padEnd(32)} ${j.state.padEnd(20)} ${j.submitter.padEnd(28)} ${j.submittedAt}`)].join('\n');
   }
-  return JSON.stringify(r, null, 2);
+  if (r.command === 'sites') {
+    if (!r.reply.length) return 'no sites connected';
+    return [`${'SITE'.padEnd(20)} ${'ORG'.padEnd(16)} ${'LAST SEEN'.padEnd(10)} JOBS`, ...r.reply.map((s) => `${s.site.padEnd(20)} ${s.org.padEnd(16)} ${`${(s.lastSeenMsAgo / 1000).toFixed(1)}s`.padEnd(10)} ${s.runningJobs.join(',')}`)].join('\n');
+  }
+  return JSON.stringify(r.reply, null, 2);
 }
 
 /**

@@ -4,19 +4,20 @@
  *   org_admin      view; abort/download jobs submitted by its organisation; operate its organisation's sites
  *   lead           view; submit; abort/download its own jobs; operate its organisation's sites
  *   member         view only
- * The caller's name, org and role come from its certificate (signed by the CA).
+ * The caller's name, org and role come from its certificate (signed by the CA); each command's
+ * policy comes from the admin command table.
  */
 import type { AdminRole } from '../provision/project.ts';
 import { ADMIN_ROLES } from '../provision/project.ts';
+import { ADMIN_COMMAND_TABLE, type AdminCommand } from './admin-commands.ts';
+
+export { ADMIN_COMMANDS, type AdminCommand } from './admin-commands.ts';
 
 export interface AdminUser {
   name: string;
   org: string;
   role: AdminRole;
 }
-
-export const ADMIN_COMMANDS = ['submit', 'list', 'status', 'abort', 'download', 'sites', 'requeue', 'shutdown-site', 'audit'] as const;
-export type AdminCommand = (typeof ADMIN_COMMANDS)[number];
 
 export function isRole(s: string): s is AdminRole {
   return (ADMIN_ROLES as readonly string[]).includes(s);
@@ -28,24 +29,21 @@ export type Target = { job: { submitter: string; submitterOrg: string } } | { si
 export function authorize(u: AdminUser, cmd: AdminCommand, target: Target = {}): string | null {
   if (u.role === 'project_admin') return null;
   const deny = (why: string): string => `${u.name} (${u.role}, ${u.org}) may not ${cmd}: ${why}`;
-  switch (cmd) {
-    case 'list':
-    case 'status':
-    case 'sites':
+  const policy = ADMIN_COMMAND_TABLE[cmd].policy;
+  switch (policy) {
+    case 'view':
       return null;
-    case 'audit':
-      return deny('only a project_admin reads the audit log');
+    case 'project-admin':
+      return deny(cmd === 'audit' ? 'only a project_admin reads the audit log' : 'only a project_admin may');
     case 'submit':
       return u.role === 'lead' ? null : deny('only project_admin and lead submit jobs');
-    case 'abort':
-    case 'download':
-    case 'requeue': {
+    case 'job-owner': {
       if (!('job' in target)) return deny('no job given');
       if (u.role === 'org_admin') return target.job.submitterOrg === u.org ? null : deny(`the job was submitted by organisation ${target.job.submitterOrg}`);
       if (u.role === 'lead') return target.job.submitter === u.name ? null : deny(`the job was submitted by ${target.job.submitter}`);
       return deny('members can only view');
     }
-    case 'shutdown-site': {
+    case 'site-org': {
       if (!('site' in target)) return deny('no site given');
       if (u.role === 'org_admin' || u.role === 'lead') return target.site.org === u.org ? null : deny(`the site belongs to organisation ${target.site.org}`);
       return deny('members can only view');

@@ -1,20 +1,27 @@
 /** What a server-side workflow is given and what it reports. */
+import { z } from 'zod';
 import type { Controller } from '../runtime/controller.ts';
 import type { ServerWorkspace } from '../runtime/workspace.ts';
 import type { Logger } from '../util/log.ts';
 
-export interface RoundSummary {
-  round: number;
-  totalRounds: number;
+const Metrics = z.record(z.string(), z.number());
+
+/** One finished round, as workflows report it (metrics.jsonl, summary.json, the admin's status reply). */
+export const RoundSummarySchema = z.object({
+  round: z.number().int(),
+  totalRounds: z.number().int(),
   /** sites whose results were used */
-  sites: string[];
+  sites: z.array(z.string()),
   /** per-site metrics the trainers reported with their results */
-  siteMetrics: Record<string, Record<string, number>>;
+  siteMetrics: z.record(z.string(), Metrics),
   /** weighted mean of each metric over the sites */
-  metrics: Record<string, number>;
-  failures: Record<string, string>;
-  seconds: number;
-}
+  metrics: Metrics,
+  failures: z.record(z.string(), z.string()),
+  seconds: z.number(),
+  /** the workflow of the job's chain that ran this round, as "<index>-<type>" */
+  workflow: z.string().optional(),
+});
+export type RoundSummary = z.infer<typeof RoundSummarySchema>;
 
 export interface WorkflowContext {
   controller: Controller;

@@ -1,0 +1,185 @@
+/**
+ * The federation server's job scheduler: takes the oldest queued job once enough sites are
+ * connected, deploys it to every live site, runs its workflows on a ServerRuntime fed by the job's
+ * own connections, and records the outcome. One job at a time. A running job is cancelled through
+ * its AbortController: an admin's abort, a site that cannot run it and the server's shutdown each
+ * abort it with a typed reason, which decides the state it ends in.
+ */
+import { join } from 'node:path';
+import { ServerRuntime } from '../runtime/controller.ts';
+import { loadInitialModel, loadJob } from '../runtime/job.ts';
+import { ServerWorkspace } from '../runtime/workspace.ts';
+import type { Link, ServerTransport } from '../transport/link.ts';
+import type { ConnectInfo, PeerIdentity } from '../transport/peer.ts';
+import { unlessAborted } from '../util/abort.ts';
+import { AsyncQueue } from '../util/async-queue.ts';
+import { type Logger, fileLogger } from '../util/log.ts';
+import { handOver, runWorkflows } from '../workflows/run-job.ts';
+import type { JobSummary } from './admin-commands.ts';
+import { packJob } from './job-bundle.ts';
+import type { JobRecord, JobStore } from './job-store.ts';
+import type { ServerToSite } from './session.ts';
+import type { SessionRegistry } from './session-registry.ts';
+
+/** The links of one job's calls, handed to that job's ServerRuntime. */
+class JobHub implements ServerTransport {
+  private readonly q = new AsyncQueue<Link>();
+  push(l: Link): void {
+    if (this.q.isEnded) l.close('job is over');
+    else this.q.push(l);
+  }
+  accept(): AsyncIterable<Link> {
+    return this.q.drain();
+  }
+  async close(): Promise<void> {
+    this.q.end();
+  }
+}
+
+/** A job stopped on purpose (admin abort, server shutdown): it ends ABORTED, not FAILED. */
+export class JobAbortedError extends Error {
+  override readonly name = 'JobAbortedError';
+}
+
+/** A site reported that it could not run the job: it ends FAILED with the site's error. */
+export class SiteJobError extends Error {
+  override readonly name = 'SiteJobError';
+  constructor(
+    readonly site: string,
+    readonly error: string,
+  ) {
+    super(`site ${site} could not run the job: ${error}`);
+  }
+}
+
+interface RunningJob {
+  hub: JobHub;
+  sites: ReadonlySet<string>;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+export interface JobSchedulerOptions {
+  store: JobStore;
+  /** the job folders: <jobsDir>/<id>/app (as submitted) and <id>/workspace (results) */
+  jobsDir: string;
+  sessions: SessionRegistry;
+  log: Logger;
+  /** how long a started job waits for every deployed site to join it */
+  siteJoinTimeoutMs?: number;
+}
+
+export class JobScheduler {
+  private readonly running = new Map<string, RunningJob>();
+  private stopped = false;
+
+  constructor(private readonly opts: JobSchedulerOptions) {}
+
+  jobDir(id: string): string {
+    return join(this.opts.jobsDir, id);
+  }
+
+  /** Starts the oldest queued job once enough sites are connected. Safe to call at any time. */
+  schedule(): void {
+    if (this.stopped || this.running.size > 0) return;
+    const { store, sessions } = this.opts;
+    const next = store.queued()[0];
+    if (!next) return;
+    let minClients: number;
+    try {
+      minClients = loadJob(join(this.jobDir(next.id), 'app')).config.minClients;
+    } catch (e) {
+      store.transition(next.id, 'FAILED', `job folder unreadable: ${(e as Error).message}`);
+      setImmediate(() => this.schedule());
+      return;
+    }
+    if (sessions.liveSites().length < minClients) return; // a site connecting (or resuming) calls schedule() again
+    this.start(next);
+  }
+
+  /** A job connection (gRPC call or data plane): routed to its running job, or refused with the reason. */
+  route(link: Link & { resumeId: string | null }, peer: PeerIdentity, info: ConnectInfo): string | null {
+    const job = this.running.get(info.jobId ?? '');
+    if (!job) return `no running job ${info.jobId}`;
+    if (!job.sites.has(peer.name)) return `job ${info.jobId} was not deployed to ${peer.name}`;
+    link.resumeId = info.channelId;
+    job.hub.push(link);
+    return null;
+  }
+
+  /** Aborts a running job; false when it is not running here. */
+  abort(jobId: string, reason: string): boolean {
+    const j = this.running.get(jobId);
+    if (!j) return false;
+    j.abort.abort(new JobAbortedError(reason));
+    return true;
+  }
+
+  /** A site reported that it cannot run a job: the job fails (when the site is one of its sites). */
+  siteFailed(jobId: string, site: string, error: string): void {
+    const j = this.running.get(jobId);
+    if (j?.sites.has(site)) j.abort.abort(new SiteJobError(site, error));
+  }
+
+  /** Aborts every running job and waits until each has recorded its end. */
+  async stop(reason: string): Promise<void> {
+    this.stopped = true;
+    const runners = [...this.running.entries()].map(([id, j]) => {
+      j.abort.abort(new JobAbortedError(reason));
+      this.opts.log.warn({ job: id }, 'job stopped by server shutdown');
+      return j.done;
+    });
+    await Promise.allSettled(runners);
+  }
+
+  private start(rec: JobRecord): void {
+    const sites = this.opts.sessions.liveSites();
+    const rj: RunningJob = { hub: new JobHub(), sites: new Set(sites), abort: new AbortController(), done: Promise.resolve() };
+    this.running.set(rec.id, rj);
+    rj.done = this.run(rec, rj, sites).finally(() => {
+      this.running.delete(rec.id);
+      setImmediate(() => this.schedule());
+    });
+  }
+
+  private async run(rec: JobRecord, rj: RunningJob, sites: string[]): Promise<void> {
+    const { store, sessions } = this.opts;
+    const dir = this.jobDir(rec.id);
+    const sws = new ServerWorkspace(join(dir, 'workspace'));
+    const log = fileLogger(join(sws.serverDir, 'log.jsonl'), 'server');
+    const runtime = new ServerRuntime(rj.hub, { jobId: rec.id, log, onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }) });
+    const signal = rj.abort.signal;
+    store.transition(rec.id, 'RUNNING', `deployed to ${sites.join(', ')}`, { sites });
+    this.opts.log.info({ job: rec.id, sites }, 'job started');
+    const started = Date.now();
+    runtime.start();
+    try {
+      const job = loadJob(join(dir, 'app'));
+      // loaded before anything is deployed: a bad model fails the job at once
+      const initial = handOver(await loadInitialModel(job));
+      const bundle = packJob(join(dir, 'app'));
+      const deployments = sites.map((site, i) =>
+        sessions.send(site, { type: 'deploy', jobId: rec.id, siteIndex: i, numSites: sites.length } satisfies ServerToSite, (async function* () {
+          yield bundle;
+        })()),
+      );
+      await unlessAborted(Promise.all(deployments), signal);
+      await unlessAborted(runtime.waitForSites(sites.length, this.opts.siteJoinTimeoutMs ?? 120_000), signal);
+      const outcome = await unlessAborted(runWorkflows(job, initial, { controller: runtime, workspace: sws, log, signal }), signal);
+      const summary: JobSummary = { jobId: rec.id, job: job.config.name, sites, rounds: outcome.rounds, crossSite: outcome.crossSite, seconds: (Date.now() - started) / 1000 };
+      await sws.writeJson('summary.json', summary);
+      store.transition(rec.id, 'FINISHED', `${outcome.rounds.length} rounds on ${sites.length} sites`, { result: summary });
+      this.opts.log.info({ job: rec.id }, 'job finished');
+    } catch (e) {
+      const cause = signal.aborted ? (signal.reason as Error) : (e as Error);
+      const aborted = cause instanceof JobAbortedError;
+      // a job the server's shutdown stops stays RUNNING in the store: the next start marks it ABORTED_BY_RESTART
+      if (!this.stopped) store.transition(rec.id, aborted ? 'ABORTED' : 'FAILED', cause.message);
+      this.opts.log.warn({ job: rec.id, detail: cause.message }, aborted ? 'job aborted' : 'job failed');
+    } finally {
+      await runtime.end(signal.aborted ? (signal.reason as Error).message : 'job finished').catch(() => undefined);
+      await runtime.close().catch(() => undefined);
+      log.flush?.();
+    }
+  }
+}
