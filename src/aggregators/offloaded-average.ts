@@ -4,8 +4,8 @@
  * the chunk size.
  *
  * Each result's tensors are staged one at a time in a scratch file of that
- * result, and a tensor is folded into the float32 accumulator file (chunk by
- * chunk) once it is complete, so a result that breaks off mid-stream leaves
+ * result, and a tensor is folded into the accumulator file (float64, or
+ * double-double for F64/I64 tensors, as in exact-sum.ts; chunk by chunk) once it is complete, so a result that breaks off mid-stream leaves
  * every tensor either fully counted or not at all (weights are kept per
  * tensor), as in WeightedAverage. Results of a round are read concurrently as
  * they arrive; only the folds take turns. Disk: the accumulator plus, per
@@ -14,23 +14,27 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type DType, dtypeSize, floatReader, floatWriter, allocate, viewAs } from '../core/dtypes.ts';
+import { type DType, dtypeSize, allocate, viewAs } from '../core/dtypes.ts';
 import type { ParamsType } from '../core/fl-model.ts';
 import { SafetensorsFile, SafetensorsWriter } from '../core/safetensors.ts';
 import type { TensorEntry } from '../core/safetensors-header.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
 import { numel } from '../core/tensor.ts';
+import { accWidth, finishInto, foldInto, totalWeight } from './exact-sum.ts';
 import { FifoLock } from './fifo-lock.ts';
 import { AggregationError } from './weighted-average.ts';
 
-const CHUNK_ELEMS = 1 << 18; // 1 MiB of float32 per step
+const CHUNK_ELEMS = 1 << 18; // 2 MiB of float64 accumulator per step
 
 interface Slot {
   entry: TensorEntry;
   n: number;
-  /** element offset of this tensor in the accumulator file */
+  /** float64 per element of the accumulator (2: double-double) */
+  width: 1 | 2;
+  /** byte offset of this tensor in the accumulator file */
   accStart: number;
-  weight: number;
+  /** weights of the results folded into this tensor */
+  weights: number[];
 }
 
 export class OffloadedAverage {
@@ -44,8 +48,9 @@ export class OffloadedAverage {
     let start = 0;
     for (const e of global.header.tensors) {
       const n = numel(e.shape);
-      this.slots.set(e.name, { entry: e, n, accStart: start, weight: 0 });
-      start += n;
+      const width = accWidth(e.dtype);
+      this.slots.set(e.name, { entry: e, n, width, accStart: start, weights: [] });
+      start += n * width * 8;
     }
   }
 
@@ -53,7 +58,7 @@ export class OffloadedAverage {
   static async open(globalPath: string, dir: string): Promise<OffloadedAverage> {
     await mkdir(dir, { recursive: true });
     const global = await SafetensorsFile.open(globalPath);
-    const accPath = join(dir, `accumulator-${randomBytes(4).toString('hex')}.f32`);
+    const accPath = join(dir, `accumulator-${randomBytes(4).toString('hex')}.f64`);
     // a sparse file of zeros: untouched tensors cost no disk
     const acc = await open(accPath, 'w+');
     return new OffloadedAverage(global, acc, dir, accPath);
@@ -100,7 +105,7 @@ export class OffloadedAverage {
             await readInto(stage, buf, length, offset);
             return buf;
           };
-          await this.lock.run(() => this.fold(read, info.name, info.dtype, weight, diff));
+          if (weight > 0) await this.lock.run(() => this.fold(read, info.name, info.dtype, weight, diff));
         }
       }
     } finally {
@@ -113,33 +118,23 @@ export class OffloadedAverage {
 
   /** Folds one complete tensor of a result, read through `read(byteOffset, length)`, into the accumulator. */
   private async fold(read: (offset: number, length: number) => Promise<Uint8Array>, name: string, dtype: DType, w: number, diff: boolean): Promise<void> {
-    const e = { name, dtype };
     const s = this.slots.get(name)!;
     const size = dtypeSize(dtype);
     const gsize = dtypeSize(s.entry.dtype);
-    const acc = new Float32Array(CHUNK_ELEMS);
+    const acc = new Float64Array(CHUNK_ELEMS * s.width);
     const accBytes = new Uint8Array(acc.buffer);
     for (let i = 0; i < s.n; i += CHUNK_ELEMS) {
       const m = Math.min(CHUNK_ELEMS, s.n - i);
-      const xs = viewAs(e.dtype, await read(i * size, m * size));
-      const gs = diff ? viewAs(s.entry.dtype, await this.global.readRange(e.name, i * gsize, m * gsize)) : null;
-      const pos = (s.accStart + i) * 4;
-      if (s.weight > 0) await readInto(this.acc, accBytes, m * 4, pos);
-      else acc.fill(0, 0, m);
-      if (e.dtype === 'F32' && (!gs || s.entry.dtype === 'F32')) {
-        // the common case without a call per element
-        const x = xs as Float32Array;
-        const g = gs as Float32Array | null;
-        if (g) for (let j = 0; j < m; j++) acc[j]! += w * (x[j]! + g[j]!);
-        else for (let j = 0; j < m; j++) acc[j]! += w * x[j]!;
-      } else {
-        const x = floatReader(e.dtype, xs);
-        const g = gs ? floatReader(s.entry.dtype, gs) : null;
-        for (let j = 0; j < m; j++) acc[j]! += w * (x(j) + (g ? g(j) : 0));
-      }
-      await writeFrom(this.acc, accBytes, m * 4, pos);
+      const xs = viewAs(dtype, await read(i * size, m * size));
+      const gs = diff ? viewAs(s.entry.dtype, await this.global.readRange(name, i * gsize, m * gsize)) : null;
+      const len = m * s.width * 8;
+      const pos = s.accStart + i * s.width * 8;
+      if (s.weights.length > 0) await readInto(this.acc, accBytes, len, pos);
+      else acc.fill(-0, 0, m * s.width); // -0 + x is x, signed zeros included
+      foldInto(acc, 0, s.width, { dtype, data: xs }, w, gs && { dtype: s.entry.dtype, data: gs });
+      await writeFrom(this.acc, accBytes, len, pos);
     }
-    s.weight += w;
+    s.weights.push(w);
   }
 
   /** Writes the new global model to `outPath` (a safetensors file, written atomically) and releases the accumulator. */
@@ -149,31 +144,21 @@ export class OffloadedAverage {
     const tensors = this.global.header.tensors;
     const w = await SafetensorsWriter.open(outPath, tensors, { ...this.global.metadata, ...metadata });
     try {
-      const acc = new Float32Array(CHUNK_ELEMS);
-      const accBytes = new Uint8Array(acc.buffer);
       for (const e of tensors) {
         const s = this.slots.get(e.name)!;
         const size = dtypeSize(e.dtype);
+        const weight = totalWeight(s.weights);
+        const acc = new Float64Array(Math.min(CHUNK_ELEMS, s.n) * s.width);
+        const accBytes = new Uint8Array(acc.buffer);
         for (let i = 0; i < s.n; i += CHUNK_ELEMS) {
           const m = Math.min(CHUNK_ELEMS, s.n - i);
-          if (s.weight === 0) {
+          if (s.weights.length === 0) {
             await w.write(e.name, await this.global.readRange(e.name, i * size, m * size));
             continue;
           }
-          await readInto(this.acc, accBytes, m * 4, (s.accStart + i) * 4);
-          if (e.dtype === 'F32') {
-            const inv = 1 / s.weight;
-            for (let j = 0; j < m; j++) acc[j]! *= inv;
-            await w.write(e.name, accBytes.subarray(0, m * 4));
-            continue;
-          }
+          await readInto(this.acc, accBytes, m * s.width * 8, s.accStart + i * s.width * 8);
           const out = allocate(e.dtype, m);
-          const put = floatWriter(e.dtype, out);
-          const isInt = e.dtype.startsWith('I') || e.dtype === 'U8';
-          for (let j = 0; j < m; j++) {
-            const v = acc[j]! / s.weight;
-            put(j, e.dtype === 'BOOL' ? (v >= 0.5 ? 1 : 0) : isInt ? Math.round(v) : v);
-          }
+          finishInto(acc, 0, s.width, weight, e.dtype, out, 0, m);
           await w.write(e.name, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
         }
       }

@@ -2,8 +2,9 @@
  * FedAvg's aggregator: one running weighted sum, never N models.
  *
  * Each result is folded in chunk by chunk as its stream arrives: a piece is
- * added to the float32 accumulator and dropped, so memory is the global model,
- * one accumulator and the pieces in flight, whatever the size of the largest
+ * added to the accumulator (float64, or double-double for F64/I64 tensors:
+ * exact-sum.ts) and dropped, so memory is the global model, one accumulator
+ * and the pieces in flight, whatever the size of the largest
  * tensor or the number of results. Results are added concurrently, each at the
  * pace of its own stream (no result waits for another, so no sender stalls).
  *
@@ -18,10 +19,11 @@
  * out (excluded variables, adapters only) keep the other clients' average, or
  * the global value when nobody sent them.
  */
-import { type DType, dtypeSize, floatReader, floatWriter, viewAs, allocate } from '../core/dtypes.ts';
+import { type DType, type TypedArray, dtypeSize, viewAs, allocate } from '../core/dtypes.ts';
 import type { ParamsType } from '../core/fl-model.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
 import { type TensorDict, numel } from '../core/tensor.ts';
+import { type Weight, accWidth, finishInto, foldInto, totalWeight } from './exact-sum.ts';
 
 export class AggregationError extends Error {
   override readonly name = 'AggregationError';
@@ -32,12 +34,13 @@ interface Slot {
   dtype: DType;
   shape: readonly number[];
   n: number;
-  acc: Float32Array | null;
-  /** total weight of the results that delivered this tensor whole */
-  weight: number;
+  width: 1 | 2;
+  acc: Float64Array | null;
+  /** weights of the results that delivered this tensor whole */
+  weights: number[];
   /** results that broke off inside this tensor: `weight` counts for elements [0, upTo) */
   partial: { upTo: number; weight: number }[];
-  global: (i: number) => number;
+  global: TypedArray;
 }
 
 export class WeightedAverage {
@@ -48,7 +51,7 @@ export class WeightedAverage {
 
   constructor(private readonly global: TensorDict) {
     for (const [name, t] of global) {
-      this.slots.set(name, { name, dtype: t.dtype, shape: t.shape, n: numel(t.shape), acc: null, weight: 0, partial: [], global: floatReader(t.dtype, t.data) });
+      this.slots.set(name, { name, dtype: t.dtype, shape: t.shape, n: numel(t.shape), width: accWidth(t.dtype), acc: null, weights: [], partial: [], global: t.data });
     }
   }
 
@@ -84,10 +87,12 @@ export class WeightedAverage {
         const start = p.offset / dtypeSize(p.dtype);
         if (start !== open.filled) throw new AggregationError(`tensor "${s.name}": piece at element ${start}, expected ${open.filled}`);
         const view = viewAs(p.dtype, p.bytes);
-        this.fold(s, start, view, p.dtype, weight, diff);
+        s.acc ??= new Float64Array(s.n * s.width).fill(-0); // -0 + x is x, signed zeros included
+        // a result of weight 0 counts for nothing (not even its NaNs and infinities)
+        if (weight > 0) foldInto(s.acc, start, s.width, { dtype: p.dtype, data: view }, weight, diff ? { dtype: s.dtype, data: s.global.subarray(start, start + view.length) } : null);
         open.filled += view.length;
         if (open.filled === s.n) {
-          s.weight += weight;
+          s.weights.push(weight);
           open = null;
         }
       }
@@ -100,40 +105,19 @@ export class WeightedAverage {
     this.total += weight;
   }
 
-  /** acc[start + j] += w · x[j] (DIFF: w · (x[j] + global)), converting from the piece's dtype. */
-  private fold(s: Slot, start: number, view: ReturnType<typeof viewAs>, dtype: DType, w: number, diff: boolean): void {
-    s.acc ??= new Float32Array(s.n);
-    const acc = s.acc;
-    const m = view.length;
-    if (dtype === 'F32' && !diff) {
-      const x = view as Float32Array;
-      for (let j = 0; j < m; j++) acc[start + j]! += w * x[j]!;
-      return;
-    }
-    const read = floatReader(dtype, view);
-    const g = s.global;
-    if (diff) for (let j = 0; j < m; j++) acc[start + j]! += w * (read(j) + g(start + j));
-    else for (let j = 0; j < m; j++) acc[start + j]! += w * read(j);
-  }
-
   /** Calls `each(from, to, weight)` over [0, n) in ranges of equal total weight (whole results plus partial ones). */
-  private static ranges(s: Slot, each: (from: number, to: number, weight: number) => void): void {
+  private static ranges(s: Slot, each: (from: number, to: number, weight: Weight) => void): void {
     const cuts = [...s.partial].sort((a, b) => a.upTo - b.upTo);
-    let extra = cuts.reduce((sum, c) => sum + c.weight, 0);
     let from = 0;
-    for (const c of cuts) {
-      if (c.upTo > from) each(from, c.upTo, s.weight + extra);
+    for (const [k, c] of cuts.entries()) {
+      // the results that reached beyond `from`: whole ones and the partial ones from this cut on
+      if (c.upTo > from) each(from, c.upTo, totalWeight([...s.weights, ...cuts.slice(k).map((p) => p.weight)]));
       from = Math.max(from, c.upTo);
-      extra -= c.weight;
     }
-    if (from < s.n) each(from, s.n, s.weight);
+    if (from < s.n) each(from, s.n, totalWeight(s.weights));
   }
 
-  /**
-   * The new global model: per element, the weighted mean of what arrived, else the global
-   * value. F32 means are computed in place in the accumulator (no third copy of the model),
-   * so the aggregator can be used once.
-   */
+  /** The new global model: per element, the weighted mean of what arrived (by exact-sum.ts's rule), else the global value. */
   result(): TensorDict {
     if (this.done) throw new AggregationError('result() was already taken from this aggregator');
     this.done = true;
@@ -141,34 +125,24 @@ export class WeightedAverage {
     for (const [name, s] of this.slots) {
       const g = this.global.get(name)!;
       const acc = s.acc;
-      if (!acc || (s.weight === 0 && s.partial.every((p) => p.weight === 0))) {
+      if (!acc || [...s.weights, ...s.partial.map((p) => p.weight)].every((w) => w === 0)) {
         out.set(name, g);
         continue;
       }
-      if (s.dtype === 'F32') {
-        WeightedAverage.ranges(s, (from, to, w) => {
-          if (w > 0) {
-            const inv = 1 / w;
-            for (let i = from; i < to; i++) acc[i]! *= inv;
-          } else for (let i = from; i < to; i++) acc[i] = s.global(i);
-        });
-        out.set(name, { dtype: 'F32', shape: s.shape, data: acc });
-        s.acc = null;
-        continue;
-      }
       const data = allocate(s.dtype, s.n);
-      const isBool = s.dtype === 'BOOL';
-      const isInt = s.dtype.startsWith('I') || s.dtype === 'U8';
-      const write = isBool ? null : floatWriter(s.dtype, data);
       WeightedAverage.ranges(s, (from, to, w) => {
-        for (let i = from; i < to; i++) {
-          const v = w > 0 ? acc[i]! / w : s.global(i);
-          if (isBool) (data as Uint8Array)[i] = v >= 0.5 ? 1 : 0;
-          else write!(i, isInt ? Math.round(v) : v);
-        }
+        if (w.hi > 0) finishInto(acc, from, s.width, w, s.dtype, data, from, to - from);
+        else copyElements(s.global, data, from, to, dtypeSize(s.dtype));
       });
+      // released tensor by tensor, so the accumulator shrinks as the result grows
+      s.acc = null;
       out.set(name, { dtype: s.dtype, shape: s.shape, data });
     }
     return out;
   }
+}
+
+/** data[from, to) = src[from, to), as bytes (both of one dtype of `size` bytes). */
+function copyElements(src: TypedArray, data: TypedArray, from: number, to: number, size: number): void {
+  new Uint8Array(data.buffer, data.byteOffset, data.byteLength).set(new Uint8Array(src.buffer, src.byteOffset + from * size, (to - from) * size), from * size);
 }

@@ -41,7 +41,7 @@ export function dtypeSize(d: DType): number {
   return SIZES[d];
 }
 
-/** Floating types are the ones aggregation averages; integer tensors (counters, masks) are not averaged. */
+/** Floating types. Integer and bool tensors are aggregated by their own rule (src/aggregators/exact-sum.ts, docs/aggregation.md). */
 export function isFloatDType(d: DType): boolean {
   return d === 'F64' || d === 'F32' || d === 'F16' || d === 'BF16';
 }
@@ -132,7 +132,48 @@ export function f32ToBf16(v: number): number {
   return ((x + 0x7fff + lsb) >>> 16) & 0xffff;
 }
 
-/** Reads element i of any float tensor's storage as a number. */
+/** number → float32 with round-to-odd: rounding that to 16 bits afterwards is the same as rounding the number once. */
+function toF32Odd(v: number): number {
+  f32[0] = v;
+  if (f32[0] === v || Number.isNaN(v)) return f32[0]!;
+  const x = u32[0]!;
+  if ((x & 1) === 0) u32[0] = Math.abs(v) > Math.abs(f32[0]!) ? x + 1 : x - 1;
+  return f32[0]!;
+}
+
+/** float64 → IEEE half raw bits, rounded once to nearest (ties to even). */
+export function f64ToF16(v: number): number {
+  return f32ToF16(toF32Odd(v));
+}
+
+/** float64 → bfloat16 raw bits, rounded once to nearest (ties to even). */
+export function f64ToBf16(v: number): number {
+  return f32ToBf16(toF32Odd(v));
+}
+
+/** The range of each integer dtype held in a JavaScript number. */
+export const INT_RANGE = { I32: [-2147483648, 2147483647], I16: [-32768, 32767], I8: [-128, 127], U8: [0, 255] } as const;
+
+/** The integer nearest v (ties to even), clamped to [min, max]; NaN → 0. */
+export function roundClamp(v: number, min: number, max: number): number {
+  if (!(v > min)) return Number.isNaN(v) ? 0 : min;
+  if (v >= max) return max;
+  let r = Math.round(v);
+  if (r - v === 0.5 && r % 2 !== 0) r -= 1;
+  return r;
+}
+
+const I64_LIMIT = 2 ** 63;
+
+/** The int64 nearest v (ties to even), clamped to the int64 range; NaN → 0. */
+export function roundClampI64(v: number): bigint {
+  if (Number.isNaN(v)) return 0n;
+  if (v >= I64_LIMIT) return 2n ** 63n - 1n;
+  if (v <= -I64_LIMIT) return -(2n ** 63n);
+  return BigInt(roundClamp(v, -I64_LIMIT, I64_LIMIT));
+}
+
+/** Reads element i of any tensor's storage as a number (int64 beyond 2^53 rounded). */
 export function floatReader(dtype: DType, data: TypedArray): (i: number) => number {
   switch (dtype) {
     case 'F16': return (i) => f16ToF32((data as Uint16Array)[i]!);
@@ -142,12 +183,23 @@ export function floatReader(dtype: DType, data: TypedArray): (i: number) => numb
   }
 }
 
-/** Writes a number into element i of a tensor's storage, encoding 16-bit floats and int64. */
+/**
+ * Writes a number into element i of a tensor's storage: floats rounded to nearest, integers to
+ * the nearest integer (ties to even) clamped to the dtype's range (never wrapped), BOOL true from 0.5.
+ */
 export function floatWriter(dtype: DType, data: TypedArray): (i: number, v: number) => void {
   switch (dtype) {
-    case 'F16': return (i, v) => { (data as Uint16Array)[i] = f32ToF16(v); };
-    case 'BF16': return (i, v) => { (data as Uint16Array)[i] = f32ToBf16(v); };
-    case 'I64': return (i, v) => { (data as BigInt64Array)[i] = BigInt(Math.round(v)); };
+    case 'F16': return (i, v) => { (data as Uint16Array)[i] = f64ToF16(v); };
+    case 'BF16': return (i, v) => { (data as Uint16Array)[i] = f64ToBf16(v); };
+    case 'I64': return (i, v) => { (data as BigInt64Array)[i] = roundClampI64(v); };
+    case 'I32':
+    case 'I16':
+    case 'I8':
+    case 'U8': {
+      const [min, max] = INT_RANGE[dtype];
+      return (i, v) => { (data as Int32Array)[i] = roundClamp(v, min, max); };
+    }
+    case 'BOOL': return (i, v) => { (data as Uint8Array)[i] = v >= 0.5 ? 1 : 0; };
     default: return (i, v) => { (data as Float32Array)[i] = v; };
   }
 }
