@@ -28,7 +28,7 @@ export class ServerWorkspace {
   }
 
   async saveGlobalModel(round: number, model: TensorDict, metadata: Record<string, string> = {}): Promise<void> {
-    const meta = { round: String(round), ...metadata };
+    const meta = { ...metadata, round: String(round) };
     mkdirSync(join(this.serverDir, `round-${round}`), { recursive: true });
     await writeSafetensors(this.roundModelPath(round), model, meta);
     await writeSafetensors(this.globalModelPath, model, meta);

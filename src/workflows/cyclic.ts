@@ -13,6 +13,8 @@ export interface CyclicOptions {
   rounds: number;
   minClients: number;
   initialModel: TensorDict;
+  /** the initial model's safetensors metadata, kept in every global model saved */
+  metadata?: Readonly<Record<string, string>>;
   /** site order; default: sorted connected sites */
   order?: string[];
   /** limit for each site's task */
@@ -70,7 +72,7 @@ export class Cyclic implements Workflow {
         throw e;
       }
       if (used.length < this.opts.minClients) throw new Error(`round ${round}: only ${used.length} sites trained, ${this.opts.minClients} required; failures: ${JSON.stringify(failures)}`);
-      await ctx.workspace.saveGlobalModel(round, this.model, { workflow: this.name });
+      await ctx.workspace.saveGlobalModel(round, this.model, { ...this.opts.metadata, workflow: this.name });
       const last = used[used.length - 1]!;
       const summary: RoundSummary = { round, totalRounds: this.opts.rounds, sites: used, siteMetrics, metrics: siteMetrics[last] ?? {}, failures, seconds: (Date.now() - started) / 1000 };
       ctx.workspace.appendMetrics({ type: 'round', ...summary });

@@ -32,7 +32,7 @@ export class OffloadedFedAvg implements Workflow {
       path = this.opts.initialModel;
     } else {
       path = join(scratch, 'initial_model.safetensors');
-      await writeSafetensors(path, this.opts.initialModel);
+      await writeSafetensors(path, this.opts.initialModel, this.opts.metadata);
     }
     const rounds: RoundSummary[] = [];
     for (let round = this.opts.startRound ?? 0; round < this.opts.rounds; round++) {

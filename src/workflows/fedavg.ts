@@ -26,6 +26,8 @@ export interface FedAvgOptions {
   /** how long to wait for minClients sites to connect */
   siteWaitMs?: number;
   taskName?: string;
+  /** the initial model's safetensors metadata, kept in every global model saved */
+  metadata?: Readonly<Record<string, string>>;
 }
 
 export interface FedAvgResult {
@@ -138,7 +140,7 @@ export class FedAvg implements Workflow {
       const agg = new WeightedAverage(this.model);
       const summary = await fedAvgRound(ctx, this.opts, round, dictSource(this.model), agg);
       this.model = agg.result();
-      await ctx.workspace.saveGlobalModel(round, this.model, { workflow: this.name });
+      await ctx.workspace.saveGlobalModel(round, this.model, { ...this.opts.metadata, workflow: this.name });
       const full = { ...summary, seconds: (Date.now() - started) / 1000 };
       recordRound(ctx, full);
       rounds.push(full);

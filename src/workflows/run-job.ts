@@ -3,7 +3,7 @@
  * model the previous one produced. Lives with the workflows, not in the runtime, so the runtime
  * never depends on the layer above it; shared by the simulator and the deployment's server.
  */
-import { readSafetensors } from '../core/safetensors.ts';
+import { SafetensorsFile, readSafetensors } from '../core/safetensors.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import type { InitialModel, Job } from '../runtime/job.ts';
 import { CrossSiteEval } from './cross-site-eval.ts';
@@ -45,6 +45,8 @@ export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, 
   // alive for the job's duration
   let modelPath: string | undefined;
   let model: TensorDict | null = await load().then((m) => (typeof m === 'string' ? ((modelPath = m), null) : m));
+  // the initial file's metadata (a model card, a format tag) goes into every global model saved
+  const metadata = modelPath === undefined ? {} : await headerMetadata(modelPath);
   const rounds: RoundSummary[] = [];
   let crossSite: unknown;
   const minClients = job.config.minClients;
@@ -54,6 +56,7 @@ export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, 
         const common = {
           rounds: w.rounds,
           minClients,
+          metadata,
           ...(w.roundTimeoutSeconds !== undefined && { roundTimeoutMs: w.roundTimeoutSeconds * 1000 }),
           ...(w.waitAfterMinSeconds !== undefined && { waitAfterMinMs: w.waitAfterMinSeconds * 1000 }),
         };
@@ -76,6 +79,7 @@ export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, 
         const cyclic = new Cyclic({
           rounds: w.rounds,
           minClients,
+          metadata,
           initialModel: model ?? (await readSafetensors(modelPath!)).tensors,
           ...(w.order && { order: w.order }),
           onSiteFailure: w.onSiteFailure,
@@ -100,4 +104,15 @@ export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, 
     }
   }
   return { model, ...(modelPath !== undefined && { modelPath }), rounds, ...(crossSite !== undefined && { crossSite }) };
+}
+
+/** A safetensors file's metadata, without the keys each saved round sets itself. */
+async function headerMetadata(path: string): Promise<Record<string, string>> {
+  const f = await SafetensorsFile.open(path);
+  try {
+    const { round: _round, workflow: _workflow, ...rest } = f.metadata;
+    return rest;
+  } finally {
+    await f.close();
+  }
 }
