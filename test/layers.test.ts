@@ -19,6 +19,7 @@ const LAYER: Record<string, number> = {
   aggregators: 1,
   ml: 1,
   streaming: 2,
+  algorithms: 2,
   runtime: 3,
   workflows: 4,
   simulator: 5,
