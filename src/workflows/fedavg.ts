@@ -5,7 +5,7 @@
  * meta.numSamples), and the mean becomes the next global model, saved to the
  * workspace.
  */
-import { type FLModelInfo, type ParamsType, updateWeight } from '../core/fl-model.ts';
+import { type FLModelInfo, type JsonValue, type ParamsType, updateWeight } from '../core/fl-model.ts';
 import { type ModelSource, dictSource } from '../core/model-source.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
 import type { TensorDict } from '../core/tensor.ts';
@@ -41,7 +41,12 @@ export interface RoundAggregator {
   readonly count: number;
 }
 
-type RoundOptions = Pick<FedAvgOptions, 'rounds' | 'minClients' | 'roundTimeoutMs' | 'waitAfterMinMs' | 'siteWaitMs' | 'taskName'>;
+type RoundOptions = Pick<FedAvgOptions, 'rounds' | 'minClients' | 'roundTimeoutMs' | 'waitAfterMinMs' | 'siteWaitMs' | 'taskName'> & {
+  /** the sites of this round out of the connected ones (client sampling); default: all */
+  select?: (connected: string[], round: number) => string[];
+  /** extra task meta (e.g. FedProx's mu) */
+  meta?: Record<string, JsonValue>;
+};
 
 /**
  * One FedAvg round: broadcast the global model, fold each result into `agg`
@@ -49,8 +54,9 @@ type RoundOptions = Pick<FedAvgOptions, 'rounds' | 'minClients' | 'roundTimeoutM
  */
 export async function fedAvgRound(ctx: WorkflowContext, o: RoundOptions, round: number, global: ModelSource, agg: RoundAggregator): Promise<Omit<RoundSummary, 'seconds'>> {
   const { controller, log } = ctx;
-  const sites = await controller.waitForSites(o.minClients, o.siteWaitMs ?? 60_000);
-  const info: FLModelInfo = { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: round, totalRounds: o.rounds };
+  const connected = await controller.waitForSites(o.minClients, o.siteWaitMs ?? 60_000);
+  const sites = o.select ? o.select(connected, round) : connected;
+  const info: FLModelInfo = { paramsType: 'FULL', metrics: {}, meta: { ...o.meta }, currentRound: round, totalRounds: o.rounds };
   const siteMetrics: Record<string, Record<string, number>> = {};
   const weights: Record<string, number> = {};
   const failures: Record<string, string> = {};
@@ -59,7 +65,7 @@ export async function fedAvgRound(ctx: WorkflowContext, o: RoundOptions, round: 
     { name: o.taskName ?? TaskNames.train, info, params: global },
     {
       targets: sites,
-      minResponses: o.minClients,
+      minResponses: Math.min(o.minClients, sites.length),
       ...(o.roundTimeoutMs !== undefined && { timeoutMs: o.roundTimeoutMs }),
       ...(o.waitAfterMinMs !== undefined && { waitAfterMinMs: o.waitAfterMinMs }),
     },
