@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import type { Trainer } from '../client/api.ts';
+import type { Trainer, TrainerHost } from '../client/api.ts';
 import { InProcessTrainerHost } from '../client/in-process.ts';
 import { ServerRuntime } from '../runtime/controller.ts';
 import { runSite } from '../runtime/site.ts';
@@ -13,10 +13,8 @@ import { InMemoryHub } from '../transport/in-memory.ts';
 import { type Logger, fileLogger } from '../util/log.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
 
-export interface InProcessSite {
-  name: string;
-  trainer: Trainer;
-}
+/** A site running a trainer function in this thread, or any trainer host (e.g. an ex-process Python script). */
+export type InProcessSite = { name: string; trainer: Trainer } | { name: string; host: TrainerHost };
 
 /**
  * Programmatic simulation with trainer functions (examples and experiments):
@@ -38,7 +36,7 @@ export async function simulateInProcess<R extends object>(opts: {
   server.start();
   const clients = Promise.all(
     opts.sites.map((s) =>
-      runSite(hub.connect(s.name), { site: s.name, jobId, workspace: join(workspace, s.name), host: new InProcessTrainerHost(s.trainer), log }),
+      runSite(hub.connect(s.name), { site: s.name, jobId, workspace: join(workspace, s.name), host: 'host' in s ? s.host : new InProcessTrainerHost(s.trainer), log }),
     ),
   );
   try {

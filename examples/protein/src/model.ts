@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { type Tensor, type TensorDict, tensor } from '../../../src/core/tensor.ts';
+import { proximalTerm, scaffoldCorrect } from '../../../src/ml/fedprox.ts';
 import { Rng, hashSeed } from './prng.ts';
 
 let backendReady: Promise<void> | undefined;
@@ -37,6 +38,8 @@ export interface TrainOptions {
   /** FedProx: adds mu/2 · ||w − anchor||² (Li et al. 2020); 0 or absent = plain training */
   proxMu?: number;
   proxAnchor?: TensorDict;
+  /** SCAFFOLD: c − cᵢ per weight; after each optimizer step w ← w − lr·(c − cᵢ) */
+  scaffoldCorrection?: TensorDict;
   seed: number;
   /** called after each epoch with the mean training loss */
   onEpoch?: (epoch: number, loss: number) => void | Promise<void>;
@@ -186,6 +189,7 @@ export class Mlp {
     const yOneHot = tf.tidy(() => tf.oneHot(tf.tensor1d(data.y, 'int32'), this.cfg.classes));
     const cw = opts.classWeights ? tf.tensor1d(opts.classWeights) : undefined;
     const anchors = anchorValues?.map((v, k) => tf.tensor(v, shapes[k]![1], 'float32'));
+    const corrections = opts.scaffoldCorrection ? shapes.map(([name, shape]) => tf.tensor(this.checked(opts.scaffoldCorrection!, name, shape), shape, 'float32')) : undefined;
     let steps = 0;
     let lastLoss = NaN;
     try {
@@ -208,16 +212,13 @@ export class Mlp {
                 if (opts.weightDecay > 0) {
                   for (let k = 0; k < this.vars.length; k += 2) total = tf.add(total, tf.mul(opts.weightDecay / 2, tf.sum(tf.square(this.vars[k]!))));
                 }
-                if (anchors) {
-                  let prox: tf.Scalar = tf.scalar(0);
-                  this.vars.forEach((v, k) => (prox = tf.add(prox, tf.sum(tf.square(tf.sub(v, anchors[k]!))))));
-                  total = tf.add(total, tf.mul(mu / 2, prox));
-                }
+                if (anchors) total = tf.add(total, proximalTerm(this.vars, anchors, mu));
                 return total;
               }),
             true,
           );
           idx.dispose();
+          if (corrections) scaffoldCorrect(this.vars, corrections, opts.lr);
           if (loss) {
             lossSum += loss.dataSync()[0]!;
             loss.dispose();
@@ -235,6 +236,7 @@ export class Mlp {
       yOneHot.dispose();
       cw?.dispose();
       anchors?.forEach((a) => a.dispose());
+      corrections?.forEach((c) => c.dispose());
       optimizer.dispose();
     }
     return { loss: lastLoss, steps };

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TensorDict } from '../../../src/core/tensor.ts';
 import { simulateInProcess } from '../../../src/simulator/in-process.ts';
-import { FedAvg } from '../../../src/workflows/fedavg.ts';
+import { StrategyWorkflow, fedAvgStrategy } from '../../../src/workflows/strategy.ts';
 import { NUM_CLASSES, droppedSummary } from './deeploc.ts';
 import { type PreparedData, prepareData } from './data.ts';
 import type { Embedder } from './embedder.ts';
@@ -128,8 +128,9 @@ async function trainSites(
   workspace: string,
 ): Promise<MethodResult> {
   const started = performance.now();
-  const workflow = new FedAvg({ rounds: cfg.rounds, minClients: parts.length, initialModel: init });
-  const train = trainConfig(cfg, kind === 'fedprox' ? cfg.proxMu : 0);
+  // FedProx is a job setting: μ reaches the trainers in the task's meta
+  const workflow = new StrategyWorkflow({ rounds: cfg.rounds, minClients: parts.length, initialModel: init, ...(kind === 'fedprox' && { proxMu: cfg.proxMu }) }, fedAvgStrategy);
+  const train = trainConfig(cfg, 0);
   const result = await simulateInProcess({
     workflow,
     sites: parts.map((data, s) => ({ name: siteNames[s]!, trainer: proteinTrainer({ data, evalSet: prep.test, model, train }) })),

@@ -5,7 +5,11 @@
  * proximal term anchored at the global model), send the full weights back.
  */
 import type { ClientAPI, Trainer } from '../../../src/client/api.ts';
+import { FEDPROX_MU, proxMuOf } from '../../../src/algorithms/fedprox.ts';
+import { SCAFFOLD_PREFIX, ScaffoldMeta, clientControlUpdate, splitPrefixed, withPrefixed } from '../../../src/algorithms/scaffold.ts';
 import { MetaKeys } from '../../../src/core/fl-model.ts';
+import type { TensorDict } from '../../../src/core/tensor.ts';
+import { tensor } from '../../../src/core/tensor.ts';
 import { accuracy, score } from './metrics.ts';
 import { type Dataset, Mlp, type MlpConfig, classWeights, initBackend, trainSeed } from './model.ts';
 
@@ -15,7 +19,7 @@ export interface LocalTrainConfig {
   lr: number;
   weightDecay: number;
   classWeighted: boolean;
-  /** FedProx mu; 0 = FedAvg's plain local SGD */
+  /** FedProx mu when the job sends none in the task's meta (`fedprox_mu`, which wins); 0 = plain local training */
   proxMu: number;
   seed: number;
 }
@@ -36,10 +40,15 @@ export function proteinTrainer(opts: ProteinTrainerOptions): Trainer {
     await initBackend();
     await flare.init();
     let mlp: Mlp | undefined;
+    // SCAFFOLD: this site's control variate cᵢ, kept across rounds (zeros before the first)
+    let ci: TensorDict = new Map();
     try {
       while (flare.isRunning()) {
-        const task = await flare.receive();
-        if (!task) break;
+        const received = await flare.receive();
+        if (!received) break;
+        const scaffold = received.meta[ScaffoldMeta.enabled] === true;
+        const { model: globalParams, extra: c } = splitPrefixed(received.params, SCAFFOLD_PREFIX.control);
+        const task = { ...received, params: globalParams };
         if (mlp) mlp.setWeights(task.params);
         else mlp = new Mlp(model, task.params);
         const metrics: Record<string, number> = {};
@@ -57,19 +66,27 @@ export function proteinTrainer(opts: ProteinTrainerOptions): Trainer {
           await flare.send({ ...task, params: mlp.getWeights(), paramsType: 'FULL', metrics, meta: {} });
           continue;
         }
+        const mu = received.meta[FEDPROX_MU] !== undefined ? proxMuOf(received.meta) : train.proxMu;
         const { loss, steps } = await mlp.train(data, {
           epochs: train.localEpochs,
           batchSize: train.batchSize,
           lr: train.lr,
           weightDecay: train.weightDecay,
           ...(cw && { classWeights: cw }),
-          ...(train.proxMu > 0 && { proxMu: train.proxMu, proxAnchor: task.params }),
+          ...(mu > 0 && { proxMu: mu, proxAnchor: task.params }),
+          ...(scaffold && { scaffoldCorrection: difference(c, ci) }),
           seed: trainSeed(train.seed, flare.siteName(), task.currentRound),
         });
+        let params = mlp.getWeights();
+        if (scaffold) {
+          const u = clientControlUpdate({ ci, c, x: task.params, y: params, steps, lr: train.lr });
+          ci = u.ci;
+          params = withPrefixed(params, u.delta, SCAFFOLD_PREFIX.delta);
+        }
         metrics['train_loss'] = loss;
         flare.log('train_loss', loss, task.currentRound);
         await flare.send({
-          params: mlp.getWeights(),
+          params,
           paramsType: 'FULL',
           metrics,
           // FedAvg weights each site by its number of samples (McMahan et al.'s n_k)
@@ -82,4 +99,15 @@ export function proteinTrainer(opts: ProteinTrainerOptions): Trainer {
       mlp?.dispose();
     }
   };
+}
+
+/** c − cᵢ per tensor of c (cᵢ missing: zeros). */
+function difference(c: TensorDict, ci: TensorDict): TensorDict {
+  const out: TensorDict = new Map();
+  for (const [name, t] of c) {
+    const a = t.data as Float32Array;
+    const b = ci.get(name)?.data as Float32Array | undefined;
+    out.set(name, tensor('F32', t.shape, a.map((v, i) => v - (b ? b[i]! : 0))));
+  }
+  return out;
 }
