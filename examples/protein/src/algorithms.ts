@@ -41,7 +41,7 @@ const program = new Command('protein-algorithms')
   .option('--sites <n>', 'sites', '3')
   .option('--rounds <n>', 'rounds', '20')
   .option('--local-epochs <n>', 'local epochs per round', '2')
-  .option('--methods <list>', 'compare: methods', 'fedavg,fedprox,scaffold,fedavgm,fedadam,fedyogi')
+  .option('--methods <list>', 'compare: methods', 'fedavg,fedprox,scaffold,fedadam,fedyogi')
   .option('--attack-scale <x>', 'robust: the attacker sends x − scale·(y − x)', '10')
   .option('--out <file>', 'write all results as JSON here');
 
@@ -123,8 +123,9 @@ async function main(): Promise<void> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'flotilla-protein-alg-'));
   const labels = [...prep.train.y];
   try {
-    for (const alpha of alphas) {
-      for (const seed of seeds) {
+    // seeds outermost: a run cut short still has every setting for the first seeds
+    for (const seed of seeds) {
+      for (const alpha of alphas) {
         const parts = dirichletSplit(labels, { sites, alpha, seed: hashSeed(seed, 'split', alpha) }).map((idx) => subset(prep.train, idx));
         const init = initialWeights(model, hashSeed(seed, 'init'));
         for (const attack of robust ? [false, true] : [false]) {
