@@ -9,6 +9,9 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { JsonValueSchema } from '../core/fl-model.ts';
 import { zodIssueLines } from '../util/zod-error.ts';
+import { RobustRuleSchema } from '../algorithms/robust.ts';
+import { SamplingSchema } from '../algorithms/sampling.ts';
+import { ServerOptimizerSchema } from '../algorithms/server-optimizer.ts';
 
 const RelPath = z
   .string()
@@ -38,14 +41,41 @@ export type ExecutorSpec = z.infer<typeof ExecutorSpecSchema>;
 
 const Seconds = z.number().positive();
 
+/** What every workflow of the FedAvg family accepts: client sampling, FedProx's μ, the aggregation rule. */
+const Broadcasting = {
+  rounds: z.number().int().min(1),
+  roundTimeoutSeconds: Seconds.optional(),
+  waitAfterMinSeconds: z.number().min(0).optional(),
+  /** a seeded subset of the connected sites per round: `{fraction | count, min, seed}` */
+  sampling: SamplingSchema.optional(),
+  /** FedProx: the proximal coefficient the trainers apply (sent in the task's meta.fedprox_mu) */
+  proxMu: z.number().min(0).optional(),
+};
+const Aggregation = z.union([z.strictObject({ rule: z.literal('mean') }), RobustRuleSchema]).default({ rule: 'mean' });
+const noRobustOffload = (w: { offload: boolean; aggregation: { rule: string } }): boolean => !(w.offload && w.aggregation.rule !== 'mean');
+const noRobustOffloadMsg = { message: 'a robust aggregation rule keeps the global model in memory: set offload: false (its staged results are on disk anyway)', path: ['aggregation'] };
+
 export const WorkflowSpecSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('fedavg'),
-    rounds: z.number().int().min(1),
+    ...Broadcasting,
     /** keep the global model and the running sum on disk (models larger than memory) */
     offload: z.boolean().default(false),
-    roundTimeoutSeconds: Seconds.optional(),
-    waitAfterMinSeconds: z.number().min(0).optional(),
+    /** `mean` (FedAvg), or a robust rule: median, trimmed_mean {beta}, krum {byzantine, select} */
+    aggregation: Aggregation,
+  }).refine(noRobustOffload, noRobustOffloadMsg),
+  z.strictObject({
+    type: z.literal('fedopt'),
+    ...Broadcasting,
+    /** the server optimizer on the pseudo-gradient: {name: fedavgm | fedadam | fedyogi | fedadagrad, lr, ...} */
+    optimizer: ServerOptimizerSchema,
+    /** the global model, the running sum and the optimizer state on disk */
+    offload: z.boolean().default(false),
+    aggregation: Aggregation,
+  }).refine(noRobustOffload, noRobustOffloadMsg),
+  z.strictObject({
+    type: z.literal('scaffold'),
+    ...Broadcasting,
   }),
   z.strictObject({
     type: z.literal('cyclic'),

@@ -8,7 +8,9 @@ import type { TensorDict } from '../core/tensor.ts';
 import type { InitialModel, Job } from '../runtime/job.ts';
 import { CrossSiteEval } from './cross-site-eval.ts';
 import { Cyclic } from './cyclic.ts';
-import { FedAvg } from './fedavg.ts';
+import { FedOpt } from './fedopt.ts';
+import { Scaffold } from './scaffold.ts';
+import { StrategyWorkflow, fedAvgStrategy } from './strategy.ts';
 import { OffloadedFedAvg } from './fedavg-offload.ts';
 import type { RoundSummary, WorkflowContext } from './workflow.ts';
 
@@ -52,23 +54,32 @@ export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, 
   const minClients = job.config.minClients;
   for (const w of job.config.workflows) {
     switch (w.type) {
-      case 'fedavg': {
+      case 'fedavg':
+      case 'fedopt':
+      case 'scaffold': {
         const common = {
           rounds: w.rounds,
           minClients,
           metadata,
           ...(w.roundTimeoutSeconds !== undefined && { roundTimeoutMs: w.roundTimeoutSeconds * 1000 }),
           ...(w.waitAfterMinSeconds !== undefined && { waitAfterMinMs: w.waitAfterMinSeconds * 1000 }),
+          ...(w.sampling && { sampling: w.sampling }),
+          ...(w.proxMu !== undefined && { proxMu: w.proxMu }),
         };
-        if (w.offload || offload) {
-          const r = await new OffloadedFedAvg({ ...common, initialModel: model ?? modelPath! }).run(ctx);
+        const optimizer = w.type === 'fedopt' ? { optimizer: w.optimizer } : {};
+        const robust = w.type !== 'scaffold' && w.aggregation.rule !== 'mean';
+        if (robust && offload) throw new Error(`workflow ${w.type}: aggregation ${w.aggregation.rule} keeps the global model in memory and cannot run with --offload; drop --offload or use aggregation: {rule: mean}`);
+        if (w.type !== 'scaffold' && (w.offload || offload) && !robust) {
+          const r = await new OffloadedFedAvg({ ...common, ...optimizer, initialModel: model ?? modelPath! }).run(ctx);
           model = null;
           modelPath = r.modelPath;
           rounds.push(...r.rounds);
         } else {
-          const fedavg = new FedAvg({ ...common, initialModel: model ?? (await readSafetensors(modelPath!)).tensors });
+          const initialModel = model ?? (await readSafetensors(modelPath!)).tensors;
           model = null;
-          const r = await fedavg.run(ctx);
+          const opts = { ...common, initialModel, ...(w.type !== 'scaffold' && { aggregation: w.aggregation }) };
+          const wf = w.type === 'scaffold' ? new Scaffold(opts) : w.type === 'fedopt' ? new FedOpt({ ...opts, optimizer: w.optimizer }) : new StrategyWorkflow(opts, fedAvgStrategy);
+          const r = await wf.run(ctx);
           model = r.model;
           modelPath = undefined;
           rounds.push(...r.rounds);

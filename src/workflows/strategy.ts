@@ -54,6 +54,20 @@ export interface StrategyOptions extends FedAvgOptions {
   aggregation?: RobustRuleInput | { rule: 'mean' };
 }
 
+/** fedAvgRound's hooks for client sampling and FedProx's μ (shared by the in-memory and the offloaded loops). */
+export function roundHooks(o: Pick<StrategyOptions, 'sampling' | 'proxMu' | 'minClients'>, extraMeta: Record<string, JsonValue> = {}): { select: (sites: string[], round: number) => string[]; meta: Record<string, JsonValue>; connected: () => number } {
+  const sampling = o.sampling ? SamplingSchema.parse(o.sampling) : null;
+  let connected = 0;
+  return {
+    select: (sites, round) => {
+      connected = sites.length;
+      return sampling ? sampleSites(sites, sampling, round, o.minClients) : sites;
+    },
+    meta: { ...extraMeta, ...(o.proxMu ? { [FEDPROX_MU]: o.proxMu } : {}) },
+    connected: () => connected,
+  };
+}
+
 /** The folder of round `round`'s checkpoint files in the workspace. */
 export function roundDir(ws: ServerWorkspace, round: number): string {
   return dirname(ws.roundModelPath(round));
@@ -81,17 +95,11 @@ export class StrategyWorkflow implements Workflow {
     const o = this.opts;
     const start = o.startRound ?? 0;
     if (start > 0) await this.strategy.load?.(roundDir(ctx.workspace, start - 1), start - 1);
-    const sampling = o.sampling ? SamplingSchema.parse(o.sampling) : null;
-    const meta: Record<string, JsonValue> = { ...this.strategy.taskMeta, ...(o.proxMu ? { [FEDPROX_MU]: o.proxMu } : {}) };
+    const { select, meta, connected } = roundHooks(o, this.strategy.taskMeta);
     const rounds: RoundSummary[] = [];
     for (let round = start; round < o.rounds; round++) {
       ctx.signal?.throwIfAborted();
       const started = Date.now();
-      let connected = 0;
-      const select = (sites: string[], r: number): string[] => {
-        connected = sites.length;
-        return sampling ? sampleSites(sites, sampling, r, o.minClients) : sites;
-      };
       const template = this.strategy.resultTemplate?.(this.model) ?? this.model;
       const rule = o.aggregation ?? { rule: 'mean' };
       const task = dictSource(this.strategy.taskParams?.(this.model) ?? this.model);
@@ -110,7 +118,7 @@ export class StrategyWorkflow implements Workflow {
           await agg.close();
         }
       }
-      this.model = await this.strategy.update(this.model, aggregate, { round, used: summary.sites.length, connected });
+      this.model = await this.strategy.update(this.model, aggregate, { round, used: summary.sites.length, connected: connected() });
       await ctx.workspace.saveGlobalModel(round, this.model, { workflow: this.name });
       await this.strategy.save?.(roundDir(ctx.workspace, round), round);
       const full = { ...summary, seconds: (Date.now() - started) / 1000 };

@@ -43,6 +43,7 @@ const program = new Command('protein-algorithms')
   .option('--local-epochs <n>', 'local epochs per round', '2')
   .option('--methods <list>', 'compare: methods', 'fedavg,fedprox,scaffold,fedadam,fedyogi')
   .option('--attack-scale <x>', 'robust: the attacker sends x − scale·(y − x)', '10')
+  .option('--clean-all', 'robust: also run every rule without the attacker (default: FedAvg only)', false)
   .option('--out <file>', 'write all results as JSON here');
 
 interface Run {
@@ -107,7 +108,7 @@ function workflowFor(method: string, common: StrategyOptions): StrategyWorkflow 
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ part: string; alpha: string; seeds: string; sites: string; rounds: string; localEpochs: string; methods: string; attackScale: string; out?: string }>();
+  const o = program.opts<{ part: string; alpha: string; seeds: string; sites: string; rounds: string; localEpochs: string; methods: string; attackScale: string; cleanAll: boolean; out?: string }>();
   const alphas = list(o.alpha).map(Number);
   const seeds = list(o.seeds).map(Number);
   const sites = Number(o.sites);
@@ -130,6 +131,8 @@ async function main(): Promise<void> {
         const init = initialWeights(model, hashSeed(seed, 'init'));
         for (const attack of robust ? [false, true] : [false]) {
           for (const method of methods) {
+            // the clean (no attack) reference of the robust part: FedAvg only, unless --clean-all
+            if (robust && !attack && method !== 'fedavg' && !o.cleanAll) continue;
             const t0 = performance.now();
             const names = parts.map((_, i) => `site-${i + 1}`);
             const wf = workflowFor(method, { rounds, minClients: parts.length, initialModel: init });
