@@ -11,6 +11,7 @@
  *   nice node --import tsx examples/protein/src/algorithms.ts --part compare --alpha 0.1,1,10 --seeds 1,2
  *   nice node --import tsx examples/protein/src/algorithms.ts --part robust --alpha 1 --seeds 1,2 --sites 5
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,7 +45,8 @@ const program = new Command('protein-algorithms')
   .option('--methods <list>', 'compare: methods', 'fedavg,fedprox,scaffold,fedadam,fedyogi')
   .option('--attack-scale <x>', 'robust: the attacker sends x − scale·(y − x)', '10')
   .option('--clean-all', 'robust: also run every rule without the attacker (default: FedAvg only)', false)
-  .option('--out <file>', 'write all results as JSON here');
+  .option('--out <file>', 'write all results as JSON here')
+  .option('--from <files>', 'print the tables of earlier runs from their logs (one JSON object per line), run nothing');
 
 interface Run {
   part: string;
@@ -108,7 +110,15 @@ function workflowFor(method: string, common: StrategyOptions): StrategyWorkflow 
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ part: string; alpha: string; seeds: string; sites: string; rounds: string; localEpochs: string; methods: string; attackScale: string; cleanAll: boolean; out?: string }>();
+  const o = program.opts<{ part: string; alpha: string; seeds: string; sites: string; rounds: string; localEpochs: string; methods: string; attackScale: string; cleanAll: boolean; out?: string; from?: string }>();
+  if (o.from) {
+    const runs = list(o.from).flatMap((f) => readFileSync(f, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Run));
+    for (const part of ['compare', 'robust']) {
+      const rs = runs.filter((r) => r.part === part);
+      if (rs.length) console.log(`\n${part} (${rs.length} runs)\n${table(rs, part === 'robust')}`);
+    }
+    return;
+  }
   const alphas = list(o.alpha).map(Number);
   const seeds = list(o.seeds).map(Number);
   const sites = Number(o.sites);
@@ -164,9 +174,10 @@ async function main(): Promise<void> {
 
 /** mean ± sample standard deviation over seeds */
 function cell(xs: number[]): string {
+  if (xs.length === 0) return '–';
   const m = xs.reduce((a, b) => a + b, 0) / xs.length;
   const sd = xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1)) : 0;
-  return `${m.toFixed(3)} ± ${sd.toFixed(3)}`;
+  return xs.length > 1 ? `${m.toFixed(3)} ± ${sd.toFixed(3)} (n=${xs.length})` : `${m.toFixed(3)} (n=1)`;
 }
 
 export function table(runs: Run[], robust: boolean): string {
