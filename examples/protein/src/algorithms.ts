@@ -94,7 +94,8 @@ function flipping(inner: Trainer, scale: number): Trainer {
 
 function workflowFor(method: string, common: StrategyOptions): StrategyWorkflow {
   switch (method) {
-    case 'fedavg': return new StrategyWorkflow(common, fedAvgStrategy);
+    case 'fedavg':
+    case 'centralized': return new StrategyWorkflow(common, fedAvgStrategy);
     case 'fedprox': return new StrategyWorkflow({ ...common, proxMu: 0.1 }, fedAvgStrategy);
     case 'scaffold': return new Scaffold(common);
     case 'fedavgm': return new FedOpt({ ...common, optimizer: { name: 'fedavgm', lr: 1, momentum: 0.9 } });
@@ -137,12 +138,14 @@ async function main(): Promise<void> {
     // seeds outermost: a run cut short still has every setting for the first seeds
     for (const seed of seeds) {
       for (const alpha of alphas) {
-        const parts = dirichletSplit(labels, { sites, alpha, seed: hashSeed(seed, 'split', alpha) }).map((idx) => subset(prep.train, idx));
+        const split = dirichletSplit(labels, { sites, alpha, seed: hashSeed(seed, 'split', alpha) }).map((idx) => subset(prep.train, idx));
         const init = initialWeights(model, hashSeed(seed, 'init'));
         for (const attack of robust ? [false, true] : [false]) {
           for (const method of methods) {
             // the clean (no attack) reference of the robust part: FedAvg only, unless --clean-all
             if (robust && !attack && method !== 'fedavg' && !o.cleanAll) continue;
+            // centralized: one site holding all training data (the same trainer, rounds and epochs)
+            const parts = method === 'centralized' ? [prep.train] : split;
             const t0 = performance.now();
             const names = parts.map((_, i) => `site-${i + 1}`);
             const wf = workflowFor(method, { rounds, minClients: parts.length, initialModel: init });
