@@ -11,8 +11,8 @@ import { initBackend, tf } from '../examples/llm/src/backend.ts';
 import { readLlama2c } from '../examples/llm/src/llama2c.ts';
 import { LlamaModel } from '../examples/llm/src/model.ts';
 import { dataDir, repoRoot } from '../examples/llm/src/paths.ts';
+import { PYTHON } from './helpers/python.ts';
 
-const PYTHON = '/usr/bin/python3';
 const MODEL = path.join(dataDir, 'llm/stories260K.bin');
 const hasNumpy = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
 

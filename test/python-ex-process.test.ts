@@ -1,5 +1,5 @@
 /**
- * Real Python trainers (python/flotilla over Debian's /usr/bin/python3) run by
+ * Real Python trainers (python/flotilla over the test Python (FLOTILLA_PYTHON, else Debian's /usr/bin/python3)) run by
  * the TypeScript ExProcessTrainerHost: values round-trip in every dtype, a
  * PyTorch script learns, a raising trainer fails its task with the Python
  * traceback, and a protocol mismatch is refused at init() on both sides.
@@ -21,8 +21,8 @@ import { type Tensor, type TensorDict, f32, tensor } from '../src/core/tensor.ts
 import { siteData } from '../examples/hello-fedavg/data.ts';
 import { initialModel } from '../examples/hello-fedavg/model.ts';
 import { createTrainer } from '../examples/hello-fedavg/trainer.ts';
+import { PYTHON } from './helpers/python.ts';
 
-const PYTHON = '/usr/bin/python3';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const trainers = path.join(repoRoot, 'python/tests/trainers');
 const example = path.join(repoRoot, 'examples/pytorch-fedavg');

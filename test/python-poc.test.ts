@@ -3,7 +3,7 @@
  * (the job's minClients), `poc start` (server and three client processes,
  * gRPC with mutual TLS), `admin submit`, `admin status` until FINISHED,
  * `admin download`, `poc stop`, all through the CLI as a user types them.
- * Each site runs train_fl.py with Debian's /usr/bin/python3 and python3-torch.
+ * Each site runs train_fl.py with the test Python (FLOTILLA_PYTHON, else Debian's /usr/bin/python3) and python3-torch.
  * About 22 s on the 2-core dev machine under load, most of it starting
  * processes and importing torch.
  */
@@ -16,8 +16,8 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../src/core/safetensors.ts';
 import { freePortPair } from './helpers/federation.ts';
+import { PYTHON } from './helpers/python.ts';
 
-const PYTHON = '/usr/bin/python3';
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const example = join(repo, 'examples/pytorch-fedavg');
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-pypoc-'));

@@ -14,8 +14,8 @@ import { after, before, describe, it } from 'node:test';
 import { type TypedArray, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/core/dtypes.ts';
 import { readSafetensors, writeSafetensors } from '../src/core/safetensors.ts';
 import { type Tensor, type TensorDict, f32, tensor } from '../src/core/tensor.ts';
+import { PYTHON } from './helpers/python.ts';
 
-const PYTHON = '/usr/bin/python3';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const TOOL = path.join(repoRoot, 'python/tests/tools/st_tool.py');
 

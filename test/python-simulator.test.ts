@@ -15,8 +15,8 @@ import { after, before, describe, it } from 'node:test';
 import { readSafetensors } from '../src/core/safetensors.ts';
 import type { TensorDict } from '../src/core/tensor.ts';
 import { type SimulationResult, simulate } from '../src/simulator/simulator.ts';
+import { PYTHON } from './helpers/python.ts';
 
-const PYTHON = '/usr/bin/python3';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const example = path.join(repoRoot, 'examples/pytorch-fedavg');
 

@@ -1,15 +1,15 @@
 /**
  * Folds the Python package's own unit tests (python/tests, run with Debian's
- * /usr/bin/python3 -m unittest) into the node:test suite: one test per run,
+ * python3 -m unittest, with the test Python) into the node:test suite: one test per run,
  * failing with unittest's report when any Python test fails.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
+import { PYTHON } from './helpers/python.ts';
 
 /** Debian's python: /usr/local/bin/python3 may be a pyenv python that cannot see apt's numpy and torch. */
-const PYTHON = '/usr/bin/python3';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
 function requireNumpy(): void {
@@ -40,7 +40,7 @@ function parseSummary(stderr: string): UnittestSummary | undefined {
 }
 
 describe('python/ unit tests', () => {
-  it('pass under /usr/bin/python3 -m unittest', () => {
+  it('pass under python3 -m unittest (the test Python)', () => {
     requireNumpy();
     const r = spawnSync('nice', [PYTHON, '-m', 'unittest', 'discover', '-s', 'python/tests'], {
       cwd: repoRoot,

@@ -17,8 +17,8 @@ import { readSafetensors } from '../src/core/safetensors.ts';
 import type { TensorDict } from '../src/core/tensor.ts';
 import { simulate } from '../src/simulator/simulator.ts';
 import { type Value, assertRule, exactOf } from './helpers/exact-rule.ts';
+import { PYTHON } from './helpers/python.ts';
 
-const PYTHON = '/usr/bin/python3';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const fixture = path.join(repoRoot, 'test/fixtures/pytorch-dtypes');
 const env = { PYTHONPATH: `${path.join(repoRoot, 'python')}:${fixture}`, OMP_NUM_THREADS: '1' };

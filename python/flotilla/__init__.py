@@ -24,6 +24,10 @@ from .safetensors import SafetensorsError
 
 __version__ = "0.1.0"
 
+#: What this package supports, for `flotilla validate` to check against a job: ``params_file`` is
+#: ``executor.params: file`` (the model as a safetensors path, ``FLModel.params_path``).
+CAPABILITIES = frozenset({"params_file"})
+
 
 def init(report_exceptions: bool = True) -> None:
     """Connects to the hosting client (protocol version check included). Call once, first."""
@@ -51,6 +55,11 @@ def site_name() -> str:
 
 def job_id() -> str:
     return default_client().job_id()
+
+
+def result_path(name: str = "result.safetensors") -> str:
+    """Where to write a ``params: file`` result (then ``send(FLModel(params_path=...))``)."""
+    return default_client().result_path(name)
 
 
 def workspace() -> str:

@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import traceback
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -170,6 +171,15 @@ class Client:
             params = st.load(payload) if payload is not None else {}
         except st.SafetensorsError as e:
             raise ProtocolError(f"task {task_id}: payload is not valid safetensors: {e}") from None
+        if "paramsPath" in info:
+            if params:
+                raise ProtocolError(f"task {task_id}: the model comes as a file (paramsPath) and as params: one of them")
+            # params: file: the tensors are views of the file mapped copy-on-write, read from disk as
+            # they are touched (a script written for params in memory runs unchanged)
+            try:
+                params = st.load_file(info["paramsPath"], mmap="copy")
+            except (OSError, st.SafetensorsError) as e:
+                raise ProtocolError(f"task {task_id}: cannot map the model file {info['paramsPath']}: {e}") from None
         model = FLModel(
             params=params,
             params_type=info["paramsType"],
@@ -177,6 +187,7 @@ class Client:
             meta=dict(info["meta"]),
             current_round=info["currentRound"],
             total_rounds=info["totalRounds"],
+            params_path=info.get("paramsPath"),
         )
         self._task = _Task(task_id, task_name, model)
         self._task_name = task_name
@@ -197,7 +208,7 @@ class Client:
             from .torch import to_torch
 
             m = self._task.model
-            self._task.torch_model = FLModel(to_torch(m.params), m.params_type, m.metrics, m.meta, m.current_round, m.total_rounds)
+            self._task.torch_model = FLModel(to_torch(m.params), m.params_type, m.metrics, m.meta, m.current_round, m.total_rounds, m.params_path)
         return self._task.torch_model
 
     def send(self, model: FLModel) -> None:
@@ -208,7 +219,18 @@ class Client:
             raise TypeError(f"send() takes a flotilla.FLModel, got {type(model).__name__}; wrap params as FLModel(params=...)")
         if self._task is None:
             raise FlotillaError("send() answers a task: call receive() first (each task is answered once)")
+        if model.params_path is not None and model.params:
+            raise FlotillaError("send(): give params or params_path (a file the result was written to), not both")
+        if model.params_path is not None and not os.path.isfile(model.params_path):
+            raise FlotillaError(f"send(): params_path {model.params_path} is not a file: write the result there first")
         params = _to_numpy_params(model.params)
+        if model.params_path is None and params and self._task.model.params_path is not None:
+            # the task came as a file: so does the result, written tensor by tensor, and the
+            # Flotilla client streams it from there without holding it in memory
+            path = self.result_path()
+            st.save_file(params, path)
+            model = dataclasses.replace(model, params={}, params_path=path)
+            params = {}
         info = model_info(model, self._current_round, self._total_rounds)
         head, parts, total = st.encode(params)
         self._write({"type": "result", "taskId": self._task.task_id, "model": info}, [head, *parts], total)
@@ -228,6 +250,12 @@ class Client:
 
     def job_id(self) -> str:
         return self._job
+
+    def result_path(self, name: str = "result.safetensors") -> str:
+        """Where a ``params: file`` result goes: next to the current task's input file (removed with the
+        task's files once the result is sent), else in the workspace."""
+        task_path = self._task.model.params_path if self._task is not None else None
+        return os.path.join(os.path.dirname(task_path) if task_path else self.workspace(), name)
 
     def workspace(self) -> str:
         """This site's job workspace (a directory the client created)."""

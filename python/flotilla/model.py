@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,10 @@ class FLModel:
     #: None on a result: filled in from the task it answers
     current_round: int | None = None
     total_rounds: int | None = None
+    #: ``params: file`` jobs: the model is this safetensors file and ``params`` is empty. On a task,
+    #: read it lazily (``flotilla.torch.load_file`` maps it); on a result, the file the trainer wrote
+    #: (tensor by tensor, e.g. ``flotilla.torch.save_file`` to ``flotilla.result_path()``).
+    params_path: str | None = None
 
 
 def _plain(v: Any, where: str) -> Any:
@@ -81,14 +86,20 @@ def model_info(m: FLModel, current_round: int, total_rounds: int) -> dict[str, A
     tr = total_rounds if m.total_rounds is None else int(m.total_rounds)
     if cr < 0 or tr < 0:
         raise ProtocolError(f"FLModel rounds must be >= 0, got current_round={cr}, total_rounds={tr}")
-    return {"paramsType": pt, "metrics": metrics, "meta": meta, "currentRound": cr, "totalRounds": tr}
+    info: dict[str, Any] = {"paramsType": pt, "metrics": metrics, "meta": meta, "currentRound": cr, "totalRounds": tr}
+    if m.params_path is not None:
+        path = os.fspath(m.params_path)
+        if not path:
+            raise ProtocolError("FLModel.params_path must be a non-empty path")
+        info["paramsPath"] = os.path.abspath(path)
+    return info
 
 
 def parse_model_info(obj: Any, where: str) -> dict[str, Any]:
     """Checks the FLModel info of a task message (like FLModelInfoSchema in fl-model.ts)."""
     if not isinstance(obj, dict):
         raise ProtocolError(f"{where}: model must be an object, got {type(obj).__name__}")
-    extra = set(obj) - {"paramsType", "metrics", "meta", "currentRound", "totalRounds"}
+    extra = set(obj) - {"paramsType", "metrics", "meta", "currentRound", "totalRounds", "paramsPath"}
     if extra:
         raise ProtocolError(f"{where}: model has unknown field(s) {sorted(extra)}")
     if obj.get("paramsType") not in ("FULL", "DIFF"):
@@ -100,6 +111,8 @@ def parse_model_info(obj: Any, where: str) -> dict[str, Any]:
         v = obj.get(k)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ProtocolError(f"{where}: model.{k} must be an integer >= 0, got {v!r}")
+    if "paramsPath" in obj and (not isinstance(obj["paramsPath"], str) or not obj["paramsPath"]):
+        raise ProtocolError(f"{where}: model.paramsPath must be a non-empty string, got {obj['paramsPath']!r}")
     for k, v in obj["metrics"].items():
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ProtocolError(f"{where}: model.metrics.{k} must be a number, got {v!r}")

@@ -257,14 +257,18 @@ def load_with_metadata(buf: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]
     return view_tensors(buf, h), dict(h.metadata)
 
 
-def load_file(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, np.ndarray]:
-    """Reads a file into memory (or, with ``mmap=True``, maps it read-only: no copy at all)."""
+def load_file(path: str | os.PathLike[str], mmap: bool | str = False) -> dict[str, np.ndarray]:
+    """Reads a file into memory; ``mmap=True`` maps it read-only (no copy at all); ``mmap="copy"`` maps it
+    copy-on-write: writable arrays whose pages are read from the file when first touched and copied
+    only when written, and changes never reach the file (a model larger than memory, trained in place)."""
+    if mmap not in (False, True, "copy"):
+        raise ValueError(f"mmap must be False, True or 'copy', got {mmap!r}")
     with open(path, "rb") as f:
         if mmap:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise SafetensorsError(f"{os.fspath(path)}: file too short: 0 bytes, need at least 8 for the header size")
-            buf: Any = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+            buf: Any = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_COPY if mmap == "copy" else _mmap.ACCESS_READ)
         else:
             buf = bytearray(os.fstat(f.fileno()).st_size)
             f.readinto(buf)

@@ -55,6 +55,35 @@ def save_file(state_dict: Mapping[str, Any], path: str | os.PathLike[str], metad
     st.save_file(from_torch(state_dict), path, metadata)
 
 
-def load_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Like safetensors.torch.load_file (CPU tensors)."""
-    return to_torch(st.load_file(path))
+def load_file(path: str | os.PathLike[str], mmap: bool = True) -> dict[str, torch.Tensor]:
+    """Like safetensors.torch.load_file (CPU tensors). By default the file is mapped copy-on-write: a
+    tensor's pages are read when first touched, written ones are copied (the file never changes), so
+    loading costs no memory until used (``params: file`` tasks: ``load_file(model.params_path)``).
+    ``mmap=False`` reads the whole file into memory."""
+    return to_torch(st.load_file(path, mmap="copy" if mmap else False))
+
+
+def assign(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+    """Makes ``state_dict``'s tensors the module's parameters and buffers, without copying (what
+    ``load_state_dict(..., assign=True)`` does in PyTorch >= 2.1). With ``load_file``'s mapped tensors a
+    model is trained in place with no second copy in memory. Dtypes and shapes must match the module's."""
+    own = dict(module.named_parameters())
+    own_buffers = dict(module.named_buffers())
+    missing = [k for k in list(own) + list(own_buffers) if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own and k not in own_buffers]
+    if strict and (missing or unexpected):
+        raise KeyError(f"assign(): missing {missing}, unexpected {unexpected}")
+    for name, t in state_dict.items():
+        mine = own.get(name)
+        if mine is None:
+            mine = own_buffers.get(name)
+        if mine is None:
+            continue
+        if mine.shape != t.shape or mine.dtype != t.dtype:
+            raise ValueError(f"assign(): {name} is {tuple(t.shape)} {t.dtype}, the module has {tuple(mine.shape)} {mine.dtype}")
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        if name in own:
+            owner._parameters[leaf] = torch.nn.Parameter(t, requires_grad=mine.requires_grad)
+        else:
+            owner._buffers[leaf] = t

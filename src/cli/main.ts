@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
 import { JobConfigError, readJobConfig } from '../runtime/job-config.ts';
+import { checkJob } from '../runtime/job-check.ts';
 import { registerDeploymentCommands } from './deploy-commands.ts';
 import { simulate } from '../simulator/simulator.ts';
 import { RoundTable } from './round-table.ts';
@@ -28,8 +29,11 @@ program
   .option('-t, --threads <t>', 'worker threads for the clients (0 = all in the main thread)', positiveInt('--threads', 0))
   .option('-w, --workspace <dir>', 'where models, metrics and logs go (default: workspace/<job name>)')
   .option('--offload', 'keep the global model and the running sum on disk (server memory independent of model size)')
-  .action(async (jobDir: string, o: { clients: number; threads?: number; workspace?: string; offload?: boolean }) => {
+  .option('--python <interpreter>', 'what {python} in script executors runs: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)')
+  .action(async (jobDir: string, o: { clients: number; threads?: number; workspace?: string; offload?: boolean; python?: string }) => {
     const { config } = readJobConfig(jobDir);
+    // an explicit flag wins over the environment, like the variable itself over site settings
+    if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
     const workspace = resolve(o.workspace ?? join('workspace', config.name));
     const table = new RoundTable();
     process.stdout.write(`Simulating job "${config.name}" with ${o.clients} clients (workspace ${workspace})\n`);
@@ -49,11 +53,13 @@ program
 
 program
   .command('validate')
-  .description('check a job folder\'s config without running it')
+  .description('check a job folder without running it: its config, and every module, script and interpreter it names')
   .argument('<job-dir>')
-  .action((jobDir: string) => {
-    const { config, file } = readJobConfig(jobDir);
-    process.stdout.write(`${file}: ok (job "${config.name}", ${config.workflows.map((w) => w.type).join(' → ')}, min ${config.minClients} clients)\n`);
+  .option('--python <interpreter>', 'what {python} resolves to: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)')
+  .action(async (jobDir: string, o: { python?: string }) => {
+    if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
+    const { config, file } = await checkJob(jobDir);
+    process.stdout.write(`${file}: ok (job "${config.name}", ${config.workflows.map((w) => w.type).join(' → ')}, min ${config.minClients} clients; modules, scripts and interpreters resolved)\n`);
   });
 
 registerDeploymentCommands(program);

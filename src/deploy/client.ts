@@ -200,7 +200,7 @@ export class FederationClient {
         const job = loadJob(join(dir, 'app'));
         const siteDir = join(dir, this.site);
         const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
-        const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog);
+        const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog, { ...(this.opts.kit.config.python !== undefined && { python: this.opts.kit.config.python }) });
         // the job's call names its channel, so a dropped connection resumes mid-transfer instead of failing the task
         const connect = this.jobConnector(m.jobId, randomBytes(12).toString('base64url'), siteLog);
         const channel = {

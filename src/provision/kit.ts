@@ -44,6 +44,8 @@ export const ClientConfigSchema = z.strictObject({
   /** the name in the server certificate (its CN is not used by TLS; the SAN is) */
   serverName: z.string(),
   heartbeatSeconds: z.number().positive().default(5),
+  /** this site's Python interpreter: what `{python}` in a job's script executor runs (FLOTILLA_PYTHON overrides it) */
+  python: z.string().min(1).optional(),
 });
 export const AdminConfigSchema = z.strictObject({
   kind: z.literal('admin'),

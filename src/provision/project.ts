@@ -27,7 +27,13 @@ export const ServerParticipant = z.strictObject({
    */
   dataPort: z.number().int().min(1).max(65535).nullable().optional(),
 });
-export const ClientParticipant = z.strictObject({ type: z.literal('client'), name: Name, org: Org });
+export const ClientParticipant = z.strictObject({
+  type: z.literal('client'),
+  name: Name,
+  org: Org,
+  /** the site's Python interpreter, `{python}` in its jobs' script executors (FLOTILLA_PYTHON overrides it) */
+  python: z.string().min(1).optional(),
+});
 export const AdminParticipant = z.strictObject({ type: z.literal('admin'), name: Email, org: Org, role: z.enum(ADMIN_ROLES) });
 
 export const ProjectSchema = z

@@ -83,7 +83,7 @@ function configFor(project: Project, p: Participant, server: Extract<Participant
     case 'server':
       return { kind: 'server', project: project.name, name: p.name, org: p.org, listen: { host: '0.0.0.0', port: p.port }, dataPort: p.dataPort === undefined ? (p.port < 65535 ? p.port + 1 : null) : p.dataPort, heartbeatTimeoutSeconds: 30, maxJobBytes: 64 << 20 };
     case 'client':
-      return { kind: 'client', project: project.name, name: p.name, org: p.org, server: endpoint, serverName: server.host, heartbeatSeconds: 5 };
+      return { kind: 'client', project: project.name, name: p.name, org: p.org, server: endpoint, serverName: server.host, heartbeatSeconds: 5, ...(p.python !== undefined && { python: p.python }) };
     case 'admin':
       return { kind: 'admin', project: project.name, name: p.name, org: p.org, role: p.role, server: endpoint, serverName: server.host };
   }

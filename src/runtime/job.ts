@@ -86,13 +86,34 @@ export function executorSpecFor(job: Job, site: string): ExecutorSpec {
   return job.config.sites[site]?.executor ?? job.config.executor;
 }
 
+/** The default of `{python}`: the interpreter named `python3` on the site's PATH. */
+export const DEFAULT_PYTHON = 'python3';
+
+/**
+ * What `{python}` in a script executor stands for at a site: the FLOTILLA_PYTHON environment
+ * variable of the site's process, else the site's own setting (`python` of its startup kit,
+ * from project.yml), else `python3` on PATH. So a job names no interpreter path of its own.
+ */
+export function resolvePython(siteSetting?: string, env: NodeJS.ProcessEnv = process.env): string {
+  const fromEnv = env.FLOTILLA_PYTHON;
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  return siteSetting ?? DEFAULT_PYTHON;
+}
+
+/** A site's own settings a job may refer to. */
+export interface SiteSettings {
+  /** the site's Python interpreter (`{python}`); see resolvePython */
+  python?: string;
+}
+
 /** The trainer host of one site: an in-process trainer, or a training script as a child process. */
-export async function createTrainerHost(job: Job, site: string, siteIndex: number, numSites: number, workspace: string, log?: Logger): Promise<TrainerHost> {
+export async function createTrainerHost(job: Job, site: string, siteIndex: number, numSites: number, workspace: string, log?: Logger, settings: SiteSettings = {}): Promise<TrainerHost> {
   const spec = executorSpecFor(job, site);
   if ('script' in spec) {
-    const fill = (s: string): string => s.replaceAll('{flotillaRoot}', FLOTILLA_ROOT).replaceAll('{site}', site).replaceAll('{jobDir}', job.dir).replaceAll('{workspace}', workspace).replaceAll('{siteIndex}', String(siteIndex)).replaceAll('{numSites}', String(numSites));
+    const python = resolvePython(settings.python);
+    const fill = (s: string): string => s.replaceAll('{python}', python).replaceAll('{flotillaRoot}', FLOTILLA_ROOT).replaceAll('{site}', site).replaceAll('{jobDir}', job.dir).replaceAll('{workspace}', workspace).replaceAll('{siteIndex}', String(siteIndex)).replaceAll('{numSites}', String(numSites));
     return new ExProcessTrainerHost({
-      command: spec.script.command,
+      command: fill(spec.script.command),
       args: spec.script.args.map(fill),
       cwd: job.dir,
       env: Object.fromEntries(Object.entries(spec.script.env).map(([k, v]) => [k, fill(v)])),

@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { ServerRuntime } from '../runtime/controller.ts';
-import { createTrainerHost, executorSpecFor, loadInitialModel, loadJob } from '../runtime/job.ts';
+import { type SiteSettings, createTrainerHost, executorSpecFor, loadInitialModel, loadJob } from '../runtime/job.ts';
 import { type JobOutcome, handOver, runWorkflows } from '../workflows/run-job.ts';
 import { runSite } from '../runtime/site.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
@@ -17,7 +17,7 @@ import type { TransferProgress } from '../streaming/channel.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
 import { fileLogger } from '../util/log.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
-import type { WorkerInput } from './worker.ts';
+import type { WorkerInput, WorkerMessage } from './worker.ts';
 
 export interface SimulateOptions {
   jobDir: string;
@@ -32,6 +32,8 @@ export interface SimulateOptions {
   onProgress?: WorkflowContext['onProgress'];
   /** progress of model transfers between the server and the sites */
   onTransfer?: (t: TransferProgress) => void;
+  /** the simulated sites' Python interpreter, `{python}` in script executors (FLOTILLA_PYTHON overrides it) */
+  python?: string;
 }
 
 export interface SimulationResult extends JobOutcome {
@@ -59,25 +61,28 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const threads = Math.min(opts.threads ?? Math.min(sites.length, 2), sites.length);
   const initial = handOver(await loadInitialModel(job));
 
+  const settings: SiteSettings = opts.python !== undefined ? { python: opts.python } : {};
   const hub = new InMemoryHub();
   const sws = new ServerWorkspace(workspace);
   const server = new ServerRuntime(hub, { jobId, log, onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }), ...(opts.onTransfer && { channel: { onTransfer: opts.onTransfer } }) });
   server.start();
 
-  const clientsDone = threads === 0 ? runSitesHere(job, sites, hub, jobId, workspace) : runSitesInWorkers(job.dir, sites, threads, hub, jobId, workspace);
+  const clientsDone = threads === 0 ? runSitesHere(job, sites, hub, jobId, workspace, settings) : runSitesInWorkers(job.dir, sites, threads, hub, jobId, workspace, settings);
   // a client side that dies early must not leave the server waiting forever
-  let clientError: Error | null = null;
-  void clientsDone.catch((e: Error) => (clientError = e));
+  const clients: { error: Error | null } = { error: null };
+  void clientsDone.catch((e: Error) => (clients.error = e));
 
   try {
     // like NVFlare's simulator: start once every simulated site is up, so round 1 sees all of them
-    await server.waitForSites(sites.length, 120_000);
+    // ...but a site that cannot come up (its trainer module fails to load, say) fails the run now, with its error
+    await Promise.race([waitForAll(server, sites.length, 120_000, clients), clientsDone.then(() => new Promise<never>(() => undefined))]);
     const outcome = await runWorkflows(job, initial, { controller: server, workspace: sws, log, ...(opts.onRound && { onRound: opts.onRound }), ...(opts.onProgress && { onProgress: opts.onProgress }) }, opts.offload ?? false);
     const result: SimulationResult = { ...outcome, jobId, workspace, seconds: (Date.now() - started) / 1000 };
     await sws.writeJson('summary.json', { jobId, job: job.config.name, sites, rounds: outcome.rounds, crossSite: outcome.crossSite, seconds: result.seconds });
     return result;
   } catch (e) {
-    if (clientError) throw new Error(`${(e as Error).message} (clients: ${(clientError as Error).message})`);
+    if (clients.error && clients.error === e) throw new Error(`a simulated site failed: ${clients.error.message}`);
+    if (clients.error) throw new Error(`${(e as Error).message} (clients: ${clients.error.message})`);
     throw e;
   } finally {
     await server.end('job finished');
@@ -86,18 +91,32 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   }
 }
 
-async function runSitesHere(job: ReturnType<typeof loadJob>, sites: string[], hub: InMemoryHub, jobId: string, workspace: string): Promise<void> {
+/** waitForSites in 1 s slices, so a site that failed ends the wait (and leaves no long timer behind). */
+async function waitForAll(server: ServerRuntime, n: number, timeoutMs: number, clients: { error: Error | null }): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (clients.error) throw clients.error;
+    try {
+      await server.waitForSites(n, Math.max(1, Math.min(1000, deadline - Date.now())));
+      return;
+    } catch (e) {
+      if (Date.now() >= deadline) throw e;
+    }
+  }
+}
+
+async function runSitesHere(job: ReturnType<typeof loadJob>, sites: string[], hub: InMemoryHub, jobId: string, workspace: string, settings: SiteSettings): Promise<void> {
   await Promise.all(
     sites.map(async (site, i) => {
       const dir = join(workspace, site);
       const log = fileLogger(join(dir, 'log.jsonl'), site);
-      const host = await createTrainerHost(job, site, i, sites.length, dir, log);
+      const host = await createTrainerHost(job, site, i, sites.length, dir, log, settings);
       await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log, params: executorSpecFor(job, site).params });
     }),
   );
 }
 
-async function runSitesInWorkers(jobDir: string, sites: string[], threads: number, hub: InMemoryHub, jobId: string, workspace: string): Promise<void> {
+async function runSitesInWorkers(jobDir: string, sites: string[], threads: number, hub: InMemoryHub, jobId: string, workspace: string, settings: SiteSettings): Promise<void> {
   const groups: WorkerInput['sites'][] = Array.from({ length: threads }, () => []);
   const transfer: MessageChannel['port2'][][] = Array.from({ length: threads }, () => []);
   sites.forEach((name, index) => {
@@ -111,10 +130,13 @@ async function runSitesInWorkers(jobDir: string, sites: string[], threads: numbe
     groups.map(
       (group, t) =>
         new Promise<void>((resolvePromise, reject) => {
-          const input: WorkerInput = { entry, jobDir, jobId, workspace, numSites: sites.length, sites: group };
+          const input: WorkerInput = { entry, jobDir, jobId, workspace, numSites: sites.length, sites: group, settings };
           const w = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: input, transferList: transfer[t]! });
-          w.on('message', (m: { type: 'done'; errors: string[] }) => {
-            if (m.errors.length) reject(new Error(m.errors.join('; ')));
+          w.on('message', (m: WorkerMessage) => {
+            // a site that fails (its trainer cannot be created, say) fails the run at once: the
+            // server would otherwise wait for it to connect
+            if (m.type === 'site-failed') reject(new Error(`${m.site}: ${m.error}`));
+            else if (m.errors.length) reject(new Error(m.errors.join('; ')));
             else resolvePromise();
           });
           w.on('error', reject);

@@ -10,7 +10,8 @@ import { readLlama2c } from './llama2c.ts';
 import { LlamaModel } from './model.ts';
 import { dataDir, repoRoot } from './paths.ts';
 
-export const PYTHON = '/usr/bin/python3';
+/** An interpreter with numpy: FLOTILLA_PYTHON, else Debian's. */
+export const PYTHON = process.env.FLOTILLA_PYTHON || '/usr/bin/python3';
 export const STORIES260K = path.join(dataDir, 'llm/stories260K.bin');
 
 export function hasNumpy(): boolean {
