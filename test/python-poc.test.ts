@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -32,7 +32,7 @@ after(() => {
 });
 
 
-test('examples/pytorch-fedavg runs in POC mode and its global model downloads', { timeout: 120_000 }, async () => {
+test('examples/pytorch-fedavg runs in POC mode and its global model downloads; then again with executor.params: file', { timeout: 240_000 }, async () => {
   const r = spawnSync(PYTHON, ['-c', 'import numpy, torch']);
   if (r.error || r.status !== 0) assert.fail(`${PYTHON} cannot import numpy and torch: apt-get install -y python3-numpy python3-torch`);
   const clients = /minClients: (\d+)/.exec(readFileSync(join(example, 'job.yaml'), 'utf8'))?.[1];
@@ -82,6 +82,26 @@ test('examples/pytorch-fedavg runs in POC mode and its global model downloads', 
       assert.ok((t.data as Float32Array).every(Number.isFinite), `${k} is finite`);
       assert.notDeepEqual(t.data, init.get(k)!.data, `${k} was trained`);
     }
+
+    // the same job with executor.params: file (issue 20): each site streams the task to a file, the
+    // unchanged script gets mapped params and its state_dict goes back as a file
+    const fileJob = join(tmp, 'pytorch-fedavg-file');
+    cpSync(example, fileJob, { recursive: true, filter: (p) => !p.includes('__pycache__') && !p.endsWith('/mixed') });
+    const yaml = readFileSync(join(fileJob, 'job.yaml'), 'utf8');
+    writeFileSync(join(fileJob, 'job.yaml'), yaml.replace('rounds: 5', 'rounds: 2').replace(/^executor:\n/m, 'executor:\n  params: file\n'));
+    assert.match(readFileSync(join(fileJob, 'job.yaml'), 'utf8'), /params: file/);
+    const fileId = /Submitted job (\S+)/.exec(run('admin', admin, 'submit', fileJob))?.[1];
+    assert.ok(fileId);
+    for (const until = Date.now() + 90_000; Date.now() < until; ) {
+      status = JSON.parse(run('admin', admin, 'status', fileId, '--json')) as typeof status;
+      if (['FINISHED', 'FAILED', 'ABORTED'].includes(status.state)) break;
+      await new Promise((res) => setTimeout(res, 500));
+    }
+    assert.equal(status.state, 'FINISHED', JSON.stringify(status));
+    assert.equal(status.result!.rounds.length, 2);
+    for (const r of status.result!.rounds) assert.deepEqual(r.failures, {});
+    assert.ok(status.result!.rounds[1]!.metrics.val_accuracy! > 0.5, JSON.stringify(status.result!.rounds[1]!.metrics));
+    assert.deepEqual(Object.keys(status.result!.crossSite ?? {}).sort(), ['server', 'site-1', 'site-2', 'site-3']);
   } finally {
     assert.match(run('poc', 'stop', '-w', ws), /Stopped/);
   }
