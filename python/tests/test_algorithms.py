@@ -3,6 +3,7 @@ import unittest
 
 import numpy as np
 
+import support  # noqa: F401  (puts python/ on sys.path, as the other test modules do)
 from flotilla import FLModel
 from flotilla.algorithms import DELTA_PREFIX, Scaffold, fedprox_mu
 
