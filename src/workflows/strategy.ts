@@ -119,7 +119,7 @@ export class StrategyWorkflow implements Workflow {
         }
       }
       this.model = await this.strategy.update(this.model, aggregate, { round, used: summary.sites.length, connected: connected() });
-      await ctx.workspace.saveGlobalModel(round, this.model, { workflow: this.name });
+      await ctx.workspace.saveGlobalModel(round, this.model, { ...this.opts.metadata, workflow: this.name });
       await this.strategy.save?.(roundDir(ctx.workspace, round), round);
       const full = { ...summary, seconds: (Date.now() - started) / 1000 };
       recordRound(ctx, full);
