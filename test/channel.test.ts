@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Channel, type TransferProgress, etaSeconds } from '../src/streaming/channel.ts';
+import { Channel, ChannelClosedError, CorruptStreamError, MalformedMessageError, StallError, StreamCancelledError, type TransferProgress, etaSeconds } from '../src/streaming/index.ts';
 import { linkPair } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';
 
@@ -104,28 +104,33 @@ test('a stalled transfer fails after the stall timeout; a cancelled one fails at
   const started = Date.now();
   const p1 = sender.send({ type: 'never read' }, chunks(bytes(100_000), 1024));
   await it.next();
-  await assert.rejects(p1, /stalled/);
+  await assert.rejects(p1, (e) => e instanceof StallError && /stalled/.test(e.message));
   assert.ok(Date.now() - started < 2000);
 
   const p2 = sender.send({ type: 'cancel me' }, chunks(bytes(100_000), 1024));
   const env = (await it.next()).value!;
   env.payload!.cancel('not wanted');
-  await assert.rejects(p2, /cancelled the payload: not wanted/);
+  await assert.rejects(p2, (e) => e instanceof StreamCancelledError && e.by === 'peer' && e.reason === 'not wanted');
 });
 
-test('malformed control frames are reported, and the channel keeps working', async () => {
+test('malformed control frames are reported as typed errors, never delivered, and the channel keeps working', async () => {
   const [a, b] = linkPair('b', 'a');
-  const receiver = new Channel(b);
+  const malformed: MalformedMessageError[] = [];
+  const receiver = new Channel(b, { onMalformed: (e) => malformed.push(e) });
   await a.send({ type: 'control', json: '{not json' });
   await a.send({ type: 'control', json: '[1,2]' });
+  await a.send({ type: 'control', json: JSON.stringify({ type: 'bare', __stream: 1 }) });
   const sender = new Channel(a);
-  await sender.send({ type: 'fine' });
+  await sender.send({ type: 'fine', __stream: 'the application may use any key' });
   const got: unknown[] = [];
   for await (const env of receiver.messages()) {
-    got.push(env.msg.type);
-    if (got.length === 3) break;
+    got.push(env.msg);
+    break;
   }
-  assert.deepEqual(got, ['__malformed', '__malformed', 'fine']);
+  assert.deepEqual(got, [{ type: 'fine', __stream: 'the application may use any key' }]);
+  assert.equal(malformed.length, 3);
+  for (const e of malformed) assert.ok(e instanceof MalformedMessageError && e.peer === 'a');
+  assert.match(malformed[0]!.message, /not JSON/);
 });
 
 test('closing the link fails an unfinished payload on the receiving side', async () => {
@@ -142,7 +147,7 @@ test('closing the link fails an unfinished payload on the receiving side', async
   const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
   const reading = collect(env.payload!);
   setTimeout(() => a.close('network down'), 20);
-  await assert.rejects(reading, /closed|network down/);
+  await assert.rejects(reading, (e) => e instanceof ChannelClosedError && e.reason === 'network down');
 });
 
 /** Flips a bit in the n-th data frame's bytes (on a copy), like a faulty network or disk would. */
@@ -182,7 +187,7 @@ test('a stream whose whole-object hash does not match fails instead of passing b
   const receiver = new Channel(b);
   void sender.send({ type: 'x' }, chunks(bytes(10_000), 1000)).catch(() => undefined);
   const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  await assert.rejects(collect(env.payload!), /is corrupt: xxhash64/);
+  await assert.rejects(collect(env.payload!), (e) => e instanceof CorruptStreamError && /is corrupt: xxhash64/.test(e.message));
 });
 
 test('a sender that ignores flow control gets its stream cancelled, not queued without bound', async () => {
@@ -190,9 +195,9 @@ test('a sender that ignores flow control gets its stream cancelled, not queued w
   const receiver = new Channel(b, { chunkBytes: 1000, windowBytes: 4000 });
   const inbox = receiver.messages()[Symbol.asyncIterator]();
   // a peer speaking the frames by hand: it announces a 4,000-byte window, then never waits for an ack
-  await raw.send({ type: 'control', json: JSON.stringify({ type: 'model', __stream: 1, __window: 4000 }) });
+  await raw.send({ type: 'control', json: JSON.stringify({ msg: { type: 'model' }, stream: { id: 1, window: 4000 } }) });
   const env = (await inbox.next()).value!;
-  assert.deepEqual(env.msg, { type: 'model' }, 'the channel fields are stripped');
+  assert.deepEqual(env.msg, { type: 'model' }, 'the stream header travels beside the message');
   const cancels: string[] = [];
   void (async () => {
     for await (const f of raw.frames()) if (f.type === 'cancel') cancels.push(f.reason);

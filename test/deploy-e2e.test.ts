@@ -16,7 +16,7 @@ import { type ClientConfig, type Kit, loadKit } from '../src/provision/kit.ts';
 import { parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
 import { simulate } from '../src/simulator/simulator.ts';
-import { Channel } from '../src/streaming/channel.ts';
+import { Channel } from '../src/streaming/index.ts';
 import { GrpcClient } from '../src/transport/grpc/client.ts';
 import { FEDERATION_CONNECT } from '../src/transport/grpc/wire.ts';
 
@@ -271,7 +271,7 @@ test('malformed gRPC messages end only the offending call', async () => {
   // garbage control JSON on a session
   const r = await (async () => {
     const link = c.connect({ 'x-flotilla-purpose': 'session' });
-    await link.send({ type: 'control', json: '{"type":"hello","site":42}' });
+    await link.send({ type: 'control', json: '{"msg":{"type":"hello","site":42}}' });
     const ch = new Channel(link);
     for await (const env of ch.messages()) return env.msg;
     return null;

@@ -14,7 +14,7 @@ import { FederationServer } from '../src/deploy/server.ts';
 import { type Kit, type ServerConfig, loadKit } from '../src/provision/kit.ts';
 import { parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
-import { Channel } from '../src/streaming/channel.ts';
+import { Channel } from '../src/streaming/index.ts';
 import { GrpcClient } from '../src/transport/grpc/client.ts';
 import { capture, tinyJob, until } from './helpers/federation.ts';
 

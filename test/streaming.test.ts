@@ -15,7 +15,7 @@ import { writeSafetensors, writeStreamToFile } from '../src/core/safetensors.ts'
 import { decodeStream, dictToStream, encodeStream, streamToDict } from '../src/core/tensor-stream.ts';
 import { type TensorDict, tensor, tensorBytes } from '../src/core/tensor.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
-import { Channel, type ChannelOptions, type Envelope } from '../src/streaming/channel.ts';
+import { Channel, type ChannelOptions, type Envelope } from '../src/streaming/index.ts';
 import { GrpcClient } from '../src/transport/grpc/client.ts';
 import { GrpcServer } from '../src/transport/grpc/server.ts';
 import type { ConnectInfo, PeerIdentity } from '../src/transport/peer.ts';

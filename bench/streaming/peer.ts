@@ -21,7 +21,7 @@ import { buildHeader } from '../../src/core/safetensors-header.ts';
 import { fileSource } from '../../src/core/model-source.ts';
 import { writeStreamToFile } from '../../src/core/safetensors.ts';
 import { type TensorStream, decodeStream, encodeStream } from '../../src/core/tensor-stream.ts';
-import { Channel, type Envelope, type TransferProgress } from '../../src/streaming/channel.ts';
+import { Channel, type Envelope, type TransferProgress } from '../../src/streaming/index.ts';
 import { GrpcClient } from '../../src/transport/grpc/client.ts';
 import { GrpcServer } from '../../src/transport/grpc/server.ts';
 import { dialTls } from '../../src/transport/tls/client.ts';

@@ -12,7 +12,7 @@ import type { ClientConfig, Kit } from '../provision/kit.ts';
 import { createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
 import { describeZodError } from '../util/zod-error.ts';
 import { runSite } from '../runtime/site.ts';
-import { Channel, type Payload } from '../streaming/channel.ts';
+import { Channel, type Payload } from '../streaming/index.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
 import type { Link } from '../transport/link.ts';
 import { DataPlaneDialError, dialTls } from '../transport/tls/client.ts';

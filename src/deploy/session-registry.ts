@@ -3,7 +3,7 @@
  * resume over a new connection, the sweeper that drops a silent site). It knows nothing of jobs
  * beyond telling the scheduler when the set of sites changed or a site could not run a job.
  */
-import { Channel } from '../streaming/channel.ts';
+import { Channel } from '../streaming/index.ts';
 import type { PeerIdentity } from '../transport/peer.ts';
 import type { Link } from '../transport/link.ts';
 import type { Logger } from '../util/log.ts';

@@ -9,7 +9,7 @@ import type { FLModelInfo } from '../core/fl-model.ts';
 import type { ModelSource } from '../core/model-source.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import { type TensorStream, decodeStream, encodeStream, encodedBytes } from '../core/tensor-stream.ts';
-import { Channel, type ChannelOptions, type Envelope } from '../streaming/channel.ts';
+import { Channel, type ChannelOptions, type Envelope } from '../streaming/index.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, silentLogger } from '../util/log.ts';

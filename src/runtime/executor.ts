@@ -12,7 +12,7 @@ import { fileSource } from '../core/model-source.ts';
 import { writeStreamToFile } from '../core/safetensors.ts';
 import { type TensorStream, decodeStream, dictToStream, encodeStream, encodedBytes, streamToDict } from '../core/tensor-stream.ts';
 import type { MetricRecord, TrainerHost } from '../client/api.ts';
-import { Channel, type ChannelOptions } from '../streaming/channel.ts';
+import { Channel, type ChannelOptions } from '../streaming/index.ts';
 import type { Link } from '../transport/link.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { RUNTIME_PROTOCOL, ServerMessageSchema } from './messages.ts';

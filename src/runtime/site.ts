@@ -4,7 +4,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import type { TrainerHost } from '../client/api.ts';
-import type { ChannelOptions } from '../streaming/channel.ts';
+import type { ChannelOptions } from '../streaming/index.ts';
 import type { Link } from '../transport/link.ts';
 import type { Logger } from '../util/log.ts';
 import { ClientRunner, type Executor, trainerExecutor } from './executor.ts';

@@ -4,7 +4,7 @@
  * sender announced the size), and one when it ends. Small transfers log only
  * their end.
  */
-import { type TransferProgress, etaSeconds } from '../streaming/channel.ts';
+import { type TransferProgress, etaSeconds } from '../streaming/index.ts';
 import type { Logger } from '../util/log.ts';
 
 const MB = 2 ** 20;

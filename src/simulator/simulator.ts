@@ -13,7 +13,7 @@ import { type SiteSettings, createTrainerHost, executorSpecFor, loadInitialModel
 import { type JobOutcome, handOver, runWorkflows } from '../workflows/run-job.ts';
 import { runSite } from '../runtime/site.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
-import type { TransferProgress } from '../streaming/channel.ts';
+import type { TransferProgress } from '../streaming/index.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
 import { fileLogger } from '../util/log.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';

@@ -1,0 +1,170 @@
+/**
+ * A payload stream this side receives: pieces checked against their prefix hash as they arrive
+ * (a corrupted one is asked for again), acknowledged as the consumer takes them (that is what
+ * paces the sender), held to the sender's window (a peer ignoring flow control has its stream
+ * cancelled, not queued), and a stall timer while the consumer waits for the next piece.
+ */
+import type { Frame } from '../transport/link.ts';
+import { AsyncQueue } from '../util/async-queue.ts';
+import { ChannelClosedError, CorruptStreamError, StallError, StreamCancelledError } from './errors.ts';
+import { PrefixHash } from './prefix-hash.ts';
+import { type TransferProgress, ProgressMeter } from './progress.ts';
+import { ACK_INTERVAL_MS } from './protocol.ts';
+
+/** A received payload: iterate it once, or cancel it. */
+export interface Payload extends AsyncIterable<Uint8Array> {
+  cancel(reason: string): void;
+}
+
+/** What an incoming stream needs from its channel. */
+export interface ReceiverHost {
+  readonly peer: string;
+  /** sends a frame, best effort (a lost ack or resend request is made good by the resume handshake) */
+  post(f: Frame): void;
+  /** whether stall timers should keep waiting: between links, or just after a resume */
+  interrupted(): boolean;
+  /** the stream is over: consumed to the end (`reason` null) or cancelled */
+  ended(id: number, consumed: number, reason: string | null): void;
+}
+
+export interface IncomingLimits {
+  stallMs: number;
+  /** the sender's window (as announced, capped by this side) */
+  window: number;
+  /** the most bytes received and not yet consumed that a sender keeping to that window can cause */
+  limit: number;
+  report?: (t: TransferProgress) => void;
+  total?: number;
+}
+
+export class IncomingStream implements Payload {
+  private readonly queue = new AsyncQueue<Uint8Array>();
+  /** next byte offset expected */
+  expected = 0;
+  /** bytes the consumer has taken (and acknowledged) */
+  consumed = 0;
+  /** the last piece arrived */
+  complete = false;
+  /** set while waiting for a resend after a corrupted piece */
+  private awaitingResend = false;
+  /** xxhash64 of the bytes accepted so far */
+  private readonly hash = new PrefixHash();
+  /** the consumer finished or cancelled */
+  private over = false;
+  private readonly meter: ProgressMeter;
+  /** bytes consumed but not yet acknowledged: acks go out per `ackEvery` bytes, not per chunk */
+  private unacked = 0;
+  private lastAckAt = performance.now();
+  private readonly ackEvery: number;
+
+  constructor(private readonly host: ReceiverHost, readonly id: number, private readonly lim: IncomingLimits) {
+    // an eighth of the sender's window: the sender always has 7/8 of it free, at an eighth of the ack frames
+    this.ackEvery = Math.max(1, Math.floor(lim.window / 8));
+    this.meter = new ProgressMeter(lim.report, host.peer, id, 'receive', lim.total);
+  }
+
+  /** Accepts a data frame if it is intact and in order; asks for a resend otherwise. Returns whether the stream ended. */
+  accept(f: Extract<Frame, { type: 'data' }>): boolean {
+    // a piece after a dropped one (or a duplicate): the resend brings it again
+    if (f.offset !== undefined && f.offset !== this.expected) return false;
+    if (f.bytes.byteLength > 0) {
+      const next = this.hash.peek(f.bytes);
+      if (f.hash !== undefined && next.digest !== f.hash) {
+        if (!this.awaitingResend) {
+          this.awaitingResend = true;
+          this.host.post({ type: 'resend', stream: this.id, offset: this.expected });
+        }
+        return false;
+      }
+      this.hash.commit(next.state);
+    }
+    this.awaitingResend = false;
+    this.expected += f.bytes.byteLength;
+    if (this.expected - this.consumed > this.lim.limit) {
+      // a sender keeping to its window never gets here: this one would make the queue grow without bound
+      this.cancel(`the sender ignored flow control: ${this.expected - this.consumed} bytes unconsumed, at most ${this.lim.limit} allowed`);
+      return true;
+    }
+    if (f.bytes.byteLength > 0) this.queue.push(f.bytes);
+    if (f.last) {
+      this.complete = true;
+      // every piece was checked on arrival; the digest checks that none is missing or extra
+      if (f.digest !== undefined && this.hash.digest() !== f.digest) this.queue.end(new CorruptStreamError(this.host.peer, this.id, this.expected));
+      else this.queue.end();
+      return true;
+    }
+    return false;
+  }
+
+  cancel(reason: string): void {
+    if (this.over) return;
+    this.over = true;
+    const wasEnded = this.queue.isEnded && !this.complete;
+    this.queue.end(new StreamCancelledError(this.host.peer, this.id, reason, 'local'));
+    this.host.ended(this.id, this.consumed, reason);
+    // a queue that ended with an error: the sender cancelled or the channel closed, nobody to tell
+    if (!wasEnded) this.host.post({ type: 'cancel', stream: this.id, reason });
+  }
+
+  /** The sender gave up on the stream. */
+  cancelledByPeer(reason: string): void {
+    this.queue.end(new StreamCancelledError(this.host.peer, this.id, reason, 'peer'));
+  }
+
+  /** The channel closed under the stream. */
+  channelClosed(reason: string): void {
+    this.queue.end(new ChannelClosedError(this.host.peer, reason));
+  }
+
+  private flushAck(): void {
+    if (this.unacked === 0) return;
+    const bytes = this.unacked;
+    this.unacked = 0;
+    this.lastAckAt = performance.now();
+    this.host.post({ type: 'ack', stream: this.id, bytes });
+  }
+
+  private finish(): void {
+    if (this.over) return;
+    this.over = true;
+    this.flushAck();
+    this.host.ended(this.id, this.consumed, null);
+  }
+
+  /** The next chunk; waits at most the stall timeout for it, longer only while the channel is between links. */
+  private async next(): Promise<Uint8Array | undefined> {
+    if (this.queue.size > 0 || this.queue.isEnded) return this.queue.next();
+    const p = this.queue.next();
+    const ms = this.lim.stallMs;
+    for (;;) {
+      let t: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([p.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), ms)))]).finally(() => clearTimeout(t));
+      if (!timedOut) return p;
+      if (!this.host.interrupted()) throw new StallError(this.host.peer, `payload stream ${this.id} from ${this.host.peer} stalled: no data for ${ms} ms`, ms);
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    try {
+      for (;;) {
+        const next = await this.next();
+        if (next === undefined) break;
+        this.consumed += next.byteLength;
+        this.meter.add(next.byteLength);
+        // acknowledge as the consumer takes chunks: an eighth of the sender's window at a time,
+        // or at once for a slow consumer, so the sender's stall timer sees progress
+        this.unacked += next.byteLength;
+        if (this.unacked >= this.ackEvery || performance.now() - this.lastAckAt > ACK_INTERVAL_MS) this.flushAck();
+        yield next;
+      }
+      this.meter.end();
+      this.finish();
+    } finally {
+      if (!this.over) {
+        // stopping right after the last chunk is finishing, not cancelling
+        if (this.complete && this.queue.size === 0) this.finish();
+        else this.cancel('consumer stopped reading');
+      }
+    }
+  }
+}
