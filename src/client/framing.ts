@@ -12,13 +12,14 @@ import type { Writable } from 'node:stream';
 import { z } from 'zod';
 import { FLModelInfoSchema } from '../core/fl-model.ts';
 import { type TensorDict, dictBytes } from '../core/tensor.ts';
+import { MAX_MESSAGE_BYTES } from '../util/limits.ts';
 import { decodeStream, dictToStream, encodeStream, streamToDict } from '../core/tensor-stream.ts';
 
 export const PROTOCOL_VERSION = 1;
 export const MAGIC = 'FLT1';
 export const PREFIX_BYTES = 16;
 /** Control parts above this are refused before they are buffered. */
-export const MAX_JSON_BYTES = 16 * 1024 * 1024;
+export const MAX_JSON_BYTES = MAX_MESSAGE_BYTES;
 
 // ---- control messages ----------------------------------------------------------
 // Objects are not strict: a newer peer may add fields; unknown ones are dropped.

@@ -13,7 +13,8 @@
  */
 import type { Frame, Link } from '../transport/link.ts';
 import { ChannelClosedError, MalformedMessageError } from './errors.ts';
-import { type ChannelMessage, MAX_REASON, MAX_UNCONFIRMED, type Message, type ResumeMessage, type StreamHeader, type StreamState, decodeEnvelope, encodeChannel } from './protocol.ts';
+import { ControlLog } from './control-log.ts';
+import { type ChannelMessage, MAX_REASON, type Message, type ResumeMessage, type StreamHeader, type StreamState, decodeEnvelope, encodeChannel } from './protocol.ts';
 
 export interface ResumeConfig {
   timeoutMs: number;
@@ -70,14 +71,7 @@ export class Session {
   private state: State;
   /** when the last resume completed (performance.now()), to restart stall timers */
   private lastResumeAt = -Infinity;
-  /** application control messages sent / received (the channel's own are not counted) */
-  private controlOut = 0;
-  private controlIn = 0;
-  /** control messages the peer has not confirmed, for resending after a resume */
-  private readonly unconfirmed: { seq: number; json: string }[] = [];
-  private unconfirmedChars = 0;
-  /** control messages up to this number were dropped unconfirmed (over the cap): a resume that needs them fails */
-  private forgottenUpTo = 0;
+  private readonly control: ControlLog;
   private cackScheduled = false;
   readonly stats = { resumes: 0, resentBytes: 0 };
 
@@ -88,6 +82,7 @@ export class Session {
     private readonly stallTimeoutMs: number,
     private readonly events: SessionEvents,
   ) {
+    this.control = new ControlLog(maxControlBytes * 4);
     this.state = { kind: 'attached', link };
     void this.pump();
   }
@@ -129,15 +124,7 @@ export class Session {
     if (this.state.kind === 'closed') throw new ChannelClosedError(this.peer, this.state.reason);
     const frame: Frame = { type: 'control', json };
     if (!this.resume) return [0, this.send(frame)];
-    const seq = ++this.controlOut;
-    this.unconfirmed.push({ seq, json });
-    this.unconfirmedChars += json.length;
-    // a peer that never confirms (it is not resumable) must not make this list grow without bound
-    while (this.unconfirmed.length > 1 && (this.unconfirmed.length > MAX_UNCONFIRMED || this.unconfirmedChars > this.maxControlBytes * 4)) {
-      const dropped = this.unconfirmed.shift()!;
-      this.unconfirmedChars -= dropped.json.length;
-      this.forgottenUpTo = dropped.seq;
-    }
+    const seq = this.control.record(json);
     if (this.state.kind !== 'attached') return [seq, Promise.resolve()];
     return [seq, this.send(frame).catch(() => undefined)];
   }
@@ -317,18 +304,18 @@ export class Session {
     const s = this.state;
     if (s.kind !== 'detached') return;
     this.state = { kind: 'resuming', link, outage: s.outage };
-    quietly(link.send({ type: 'control', json: encodeChannel({ type: 'resume', control: this.controlIn, streams: this.events.resumeReport() }) }));
+    quietly(link.send({ type: 'control', json: encodeChannel({ type: 'resume', control: this.control.received, streams: this.events.resumeReport() }) }));
   }
 
   /** The peer's half of the handshake: resend what it lacks, then carry on. */
   private onPeerResume(m: ResumeMessage, outage: Outage): void {
     // 1. control messages it missed, in order (stream announcements among them come before their data)
-    if (m.control < this.forgottenUpTo) {
+    const missed = this.control.missedBy(m.control);
+    if (missed === null) {
       this.fail(`cannot resume the channel to ${this.peer}: it missed control messages this side no longer keeps`);
       return;
     }
-    this.confirmControl(m.control);
-    for (const c of this.unconfirmed) this.post({ type: 'control', json: c.json });
+    for (const json of missed) this.post({ type: 'control', json });
     // 2. each payload stream from the offset it expects next
     const resent = this.events.onPeerResume(m);
     clearTimeout(outage.timer);
@@ -341,17 +328,13 @@ export class Session {
     safely(() => this.resume!.onResumed?.({ resentBytes: resent, seconds }));
   }
 
-  private confirmControl(n: number): void {
-    while (this.unconfirmed.length > 0 && this.unconfirmed[0]!.seq <= n) this.unconfirmedChars -= this.unconfirmed.shift()!.json.length;
-  }
-
   /** Confirms received control messages to the peer, at most once per turn of the event loop. */
   private scheduleCack(): void {
     if (this.cackScheduled) return;
     this.cackScheduled = true;
     setImmediate(() => {
       this.cackScheduled = false;
-      if (this.state.kind === 'attached') this.sendChannel({ type: 'cack', control: this.controlIn });
+      if (this.state.kind === 'attached') this.sendChannel({ type: 'cack', control: this.control.received });
     });
   }
 
@@ -365,7 +348,7 @@ export class Session {
         }
         return;
       case 'cack':
-        this.confirmControl(m.control);
+        this.control.confirm(m.control);
         return;
       case 'resume':
         if (!this.resume || s.kind !== 'resuming') {
@@ -392,7 +375,7 @@ export class Session {
     if (d.kind === 'channel') return this.onChannelMessage(d.message);
     if (d.kind === 'violation') return this.fail(`malformed channel message from ${this.peer}: ${d.detail}`);
     if (this.resume) {
-      this.controlIn++;
+      this.control.received++;
       this.scheduleCack();
     }
     // a malformed message is dropped and reported, never fatal for the receiver

@@ -6,12 +6,11 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { MAX_FRAME_BYTES } from '../../util/limits.ts';
 import type { Frame } from '../link.ts';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../../proto/flotilla.proto', import.meta.url));
 
-/** Largest gRPC message: the channel's largest control message (16 MiB) plus framing overhead; data chunks are 1 MiB. */
-export const MAX_MESSAGE_BYTES = (16 << 20) + (64 << 10);
 
 export const FEDERATION_CONNECT = '/flotilla.v1.Federation/Connect';
 
@@ -137,8 +136,8 @@ export function fromWire(w: WireFrame): Frame | string {
 
 /** Keepalive and size options shared by both ends. */
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
-  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_receive_message_length': MAX_FRAME_BYTES,
+  'grpc.max_send_message_length': MAX_FRAME_BYTES,
   // detect a dead peer on an idle connection within ~15 s
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,

@@ -12,6 +12,7 @@
  * protocol error that ends that connection only.
  */
 import type { Writable } from 'node:stream';
+import { MAX_FRAME_BYTES } from '../../util/limits.ts';
 import type { Frame } from '../link.ts';
 
 export const FRAME_TYPE = { control: 1, data: 2, ack: 3, resend: 4, cancel: 5, hello: 6, welcome: 7, refuse: 8 } as const;
@@ -22,8 +23,8 @@ const HAS_OFFSET = 2;
 const HAS_HASH = 4;
 const HAS_DIGEST = 8;
 
-/** Largest frame accepted: a control message of 16 MiB or a data chunk of 16 MiB, plus headers. */
-export const MAX_FRAME_BYTES = (16 << 20) + (64 << 10);
+/** Largest frame accepted: a control message or a data piece of MAX_MESSAGE_BYTES, plus headers. */
+export { MAX_FRAME_BYTES };
 
 /** The handshake's frames: the dialling side says what the connection is for; the server accepts or refuses. */
 export type HandshakeFrame = { readonly type: 'hello'; readonly json: string } | { readonly type: 'welcome' } | { readonly type: 'refuse'; readonly reason: string };
