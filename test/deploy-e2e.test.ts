@@ -258,7 +258,7 @@ test('malformed gRPC messages end only the offending call', async () => {
   raw.write(Buffer.from([0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]));
   assert.ok(await ended);
   raw.cancel();
-  // a frame with no field set
+  // a Frame message with no field set
   const md2 = new grpc.Metadata();
   md2.set('x-flotilla-purpose', 'session');
   const empty = c.rawClient.makeBidiStreamRequest<Buffer, Buffer>(FEDERATION_CONNECT, (b) => b, (b) => b, md2);
@@ -267,7 +267,7 @@ test('malformed gRPC messages end only the offending call', async () => {
   empty.write(Buffer.alloc(0));
   const e = await status;
   assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
-  assert.match(e.details, /frame with no kind set/);
+  assert.match(e.details, /empty frame/);
   // garbage control JSON on a session
   const r = await (async () => {
     const link = c.connect({ 'x-flotilla-purpose': 'session' });

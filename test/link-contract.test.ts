@@ -1,18 +1,18 @@
 // The Link contract (src/transport/link.ts), one suite run over every link kind: in-memory,
-// MessagePort (worker threads), gRPC (Federation.Connect over mutual TLS) and the TLS data plane.
-// Each kind is a factory of connected pairs; every test is the same for all of them.
+// MessagePort (worker threads), gRPC (Federation.Connect over mutual TLS) and the TLS data plane,
+// the addressable ones through the Listener and Dialer their address picks. Each kind is a
+// factory of connected pairs; every test is the same for all of them.
 import assert from 'node:assert/strict';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { MessageChannel } from 'node:worker_threads';
 import { createCA, issueCert } from '../src/provision/ca.ts';
 import { Channel, ChannelClosedError } from '../src/streaming/index.ts';
-import { GrpcClient } from '../src/transport/grpc/client.ts';
-import { GrpcServer } from '../src/transport/grpc/server.ts';
-import { MessagePortLink, linkPair } from '../src/transport/in-memory.ts';
+import { parseAddress } from '../src/transport/address.ts';
+import { type Dialer, dialerFor } from '../src/transport/dialer.ts';
+import { MessagePortLink } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';
-import { dialTls } from '../src/transport/tls/client.ts';
-import { TlsDataServer } from '../src/transport/tls/server.ts';
+import { type Listener, listenerFor } from '../src/transport/listener.ts';
 import { AsyncQueue } from '../src/util/async-queue.ts';
 import { MAX_MESSAGE_BYTES } from '../src/util/limits.ts';
 import { CuttableProxy } from './helpers/cuttable-proxy.ts';
@@ -33,7 +33,7 @@ interface LinkKind {
   pair(): Promise<Pair>;
 }
 
-/** The server ends of the socket kinds, as their servers accept them. */
+/** The server ends, as their listener accepts them. */
 function acceptor(): { onConnect: (l: Link) => string | null; next: () => Promise<Link> } {
   const q = new AsyncQueue<Link>();
   return { onConnect: (l) => (q.push(l), null), next: async () => (await q.next())! };
@@ -41,43 +41,45 @@ function acceptor(): { onConnect: (l: Link) => string | null; next: () => Promis
 
 let certs: { ca: string; srv: { certPem: string; keyPem: string }; cli: { certPem: string; keyPem: string } };
 
-function socketKind(name: string, start: (onConnect: (l: Link) => string | null) => Promise<{ port: number; close(): Promise<void> }>, dial: (port: number) => Promise<Link>): LinkKind {
-  let server: { port: number; close(): Promise<void> } | null = null;
-  let proxy: CuttableProxy;
+/**
+ * A kind reached by address: a Listener and a Dialer chosen by the scheme (src/transport), with
+ * a CuttableProxy in between for the socket kinds so a test can break the connection.
+ */
+function addressKind(name: string, scheme: 'mem' | 'grpc' | 'tls'): LinkKind {
+  let listener: Listener;
+  let dialer: Dialer;
+  let proxy: CuttableProxy | null = null;
   const accepted = acceptor();
+  let last: Link | null = null;
   return {
     name,
     async setup() {
-      server = await start(accepted.onConnect);
-      proxy = new CuttableProxy();
-      await proxy.start(server.port);
+      const at = scheme === 'mem' ? `mem://contract-${randomBytes(4).toString('hex')}` : `${scheme}://127.0.0.1:0`;
+      listener = listenerFor(at, { onConnect: accepted.onConnect, caPem: certs.ca, certPem: certs.srv.certPem, keyPem: certs.srv.keyPem });
+      const bound = parseAddress(await listener.start());
+      let target = bound;
+      if (bound.scheme !== 'mem') {
+        proxy = new CuttableProxy();
+        target = { ...bound, port: await proxy.start(bound.port) };
+      }
+      dialer = dialerFor(target, { serverName: 'localhost', caPem: certs.ca, certPem: certs.cli.certPem, keyPem: certs.cli.keyPem, identity: { name: 'site-1', org: 'test', kind: 'client' } });
     },
     async teardown() {
-      await proxy.close();
-      await server?.close();
+      dialer.close();
+      await proxy?.close();
+      await listener.close(200);
     },
     async pair() {
-      const client = await dial(proxy.port);
+      const client = await dialer.dial({ purpose: 'session', jobId: null, channelId: randomBytes(12).toString('hex') });
       const server = await accepted.next();
-      return { client, server, sever: () => proxy.cut() };
+      last = server;
+      return { client, server, sever: () => (proxy ? proxy.cut() : last?.close('severed')) };
     },
   };
 }
 
-const keysOf = () => ({ caPem: certs.ca, certPem: certs.srv.certPem, keyPem: certs.srv.keyPem });
-const dialOf = (port: number) => ({ host: '127.0.0.1', port, serverName: 'localhost', caPem: certs.ca, certPem: certs.cli.certPem, keyPem: certs.cli.keyPem });
-let grpcClient: GrpcClient | null = null;
-
 const KINDS: LinkKind[] = [
-  {
-    name: 'in-memory',
-    setup: async () => undefined,
-    teardown: async () => undefined,
-    async pair() {
-      const [client, server] = linkPair('server', 'site-1');
-      return { client, server, sever: () => server.close('severed') };
-    },
-  },
+  addressKind('in-memory (mem://)', 'mem'),
   {
     name: 'MessagePort',
     setup: async () => undefined,
@@ -87,30 +89,8 @@ const KINDS: LinkKind[] = [
       return { client: new MessagePortLink('server', port1), server: new MessagePortLink('site-1', port2), sever: () => port2.close() };
     },
   },
-  socketKind(
-    'gRPC',
-    async (onConnect) => {
-      const s = new GrpcServer({ host: '127.0.0.1', port: 0, ...keysOf(), handlers: { onConnect, onAdmin: async () => ({ ok: false, json: '"none"', blob: new Uint8Array(0) }) } });
-      const port = await s.start();
-      return { port, close: () => s.close(200) };
-    },
-    async (port) => {
-      if (!grpcClient) {
-        grpcClient = new GrpcClient(dialOf(port));
-        await grpcClient.ready(10_000);
-      }
-      return grpcClient.connect({ 'x-flotilla-purpose': 'session', 'x-flotilla-channel': randomBytes(12).toString('hex') });
-    },
-  ),
-  socketKind(
-    'TLS data plane',
-    async (onConnect) => {
-      const s = new TlsDataServer({ host: '127.0.0.1', port: 0, ...keysOf(), onConnect });
-      const port = await s.start();
-      return { port, close: () => s.close(200) };
-    },
-    (port) => dialTls(dialOf(port), { purpose: 'session', jobId: null, channelId: null }),
-  ),
+  addressKind('gRPC (grpc://)', 'grpc'),
+  addressKind('TLS data plane (tls://)', 'tls'),
 ];
 
 before(async () => {
@@ -120,8 +100,6 @@ before(async () => {
   const cli = await issueCert(ca, { subject: { cn: 'site-1', org: 'test', ou: 'client' }, notAfter });
   certs = { ca: ca.certPem, srv, cli };
 });
-
-after(() => grpcClient?.close());
 
 /** Frames of every kind and every optional field, both ways. */
 function sample(tag: string): Frame[] {

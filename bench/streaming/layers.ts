@@ -8,8 +8,8 @@
  */
 import { crc32 } from 'node:zlib';
 import { createCRC32, createXXHash64 } from 'hash-wasm';
-import { FEDERATION_CONNECT, fromWire, loadProto, toWire, type WireFrame } from '../../src/transport/grpc/wire.ts';
-import { FrameDecoder, encodeFrame } from '../../src/transport/tls/codec.ts';
+import { FEDERATION_CONNECT, decodeGrpcFrame, encodeGrpcFrame } from '../../src/transport/grpc/wire.ts';
+import { FrameDecoder, encodeFrame } from '../../src/transport/codec.ts';
 import { flags, num } from './common.ts';
 import { ModelBytes } from './model.ts';
 
@@ -46,13 +46,10 @@ step('xxhash64 prefix hash (Channel per chunk: load, update, save, digest)', () 
 step('new 1 MiB buffer + copy', () => new Uint8Array(MIB).set(buf));
 const dst = new Uint8Array(MIB);
 step('copy into a reused buffer', () => dst.set(buf));
-const def = loadProto().Federation.service.Connect!;
-const serialize = def.requestSerialize as (w: WireFrame) => Buffer;
-const deserialize = def.requestDeserialize as (b: Buffer) => WireFrame;
 const frame = { type: 'data' as const, stream: 1, bytes: buf, last: false, offset: 123456789, hash: '0123456789abcdef' };
-const wire = serialize(toWire(frame));
-step('protobuf serialize (toWire)', () => serialize(toWire(frame)));
-step('protobuf deserialize + fromWire', () => fromWire(deserialize(wire)));
+const wire = encodeGrpcFrame(frame);
+step('gRPC Frame message serialize (codec bytes in one buffer: one copy)', () => encodeGrpcFrame(frame));
+step('gRPC Frame message deserialize (a view)', () => decodeGrpcFrame(wire));
 step('data plane encodeFrame (header only; the chunk is written as is)', () => encodeFrame(frame));
 const tlsWire = Buffer.concat(encodeFrame(frame));
 const reads = Array.from({ length: Math.ceil(tlsWire.byteLength / 16384) }, (_, i) => tlsWire.subarray(i * 16384, (i + 1) * 16384));
@@ -60,7 +57,7 @@ step('data plane FrameDecoder (1 MiB chunk from 16 KiB TLS reads: one copy)', ()
   const d = new FrameDecoder();
   for (const r of reads) d.push(r);
 });
-const decoded = deserialize(wire);
+const decoded = decodeGrpcFrame(wire);
 
 console.log(
   JSON.stringify(
@@ -70,8 +67,8 @@ console.log(
       chunks: n,
       method: FEDERATION_CONNECT,
       steps,
-      // fromWire copies a data frame's bytes when protobuf leaves them at an offset that is not a multiple of 8
-      decodedBytesOffsetInMessage: decoded.data?.bytes?.byteOffset ?? null,
+      // where a data frame's bytes start inside the received message (typed views align themselves)
+      decodedBytesOffsetInMessage: typeof decoded === 'object' && decoded.type === 'data' ? decoded.bytes.byteOffset : null,
       node: process.version,
     },
     null,

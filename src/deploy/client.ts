@@ -14,8 +14,8 @@ import { describeZodError } from '../util/zod-error.ts';
 import { runSite } from '../runtime/site.ts';
 import { Channel, type Payload } from '../streaming/index.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
+import { FallbackDialer, dialerFor } from '../transport/dialer.ts';
 import type { Link } from '../transport/link.ts';
-import { DataPlaneDialError, dialTls } from '../transport/tls/client.ts';
 import { type Logger, fileLogger, silentLogger } from '../util/log.ts';
 import { unpackJob } from './job-bundle.ts';
 import { allowJobImports } from './job-imports.ts';
@@ -107,11 +107,11 @@ export class FederationClient {
   private async sessionOnce(): Promise<void> {
     // A dropped connection resumes the same session over a new call (the channel id tells the
     // server which session it is); only if that fails within sessionResumeMs does run() start over.
-    const md = { 'x-flotilla-purpose': 'session', 'x-flotilla-channel': randomBytes(12).toString('base64url') };
-    const channel = new Channel(this.grpc.connect(md), {
+    const info = { purpose: 'session' as const, jobId: null, channelId: randomBytes(12).toString('base64url') };
+    const channel = new Channel(this.grpc.open(info), {
       resume: {
         timeoutMs: this.opts.sessionResumeMs ?? 30_000,
-        redial: () => this.grpc.connect(md),
+        redial: () => this.grpc.open(info),
         onLinkLost: (reason) => this.log.warn({ reason }, 'session connection lost; resuming'),
         onResumed: (r) => this.log.info({ seconds: +r.seconds.toFixed(3) }, 'session resumed'),
       },
@@ -162,31 +162,26 @@ export class FederationClient {
   /**
    * Opens a job's connection (again, on a resume): over the data plane when there is one, else a
    * gRPC call. When the data port cannot be reached at all (a firewall that lets only the gRPC port
-   * through), the job goes over gRPC, at about half the throughput, and the logs say which port to
-   * open; the transport chosen on the first dial is kept for the job's resumes.
+   * through), the transport's FallbackDialer carries the job over gRPC, at about half the
+   * throughput, and the logs say which port to open; the choice made on the first dial is kept.
    */
   private jobConnector(jobId: string, channelId: string, siteLog: Logger): () => Promise<Link> {
     const dataPort = this.opts.dataPort !== undefined ? this.opts.dataPort : this.offeredDataPort;
     const { kit } = this.opts;
-    const md = { 'x-flotilla-purpose': 'job', 'x-flotilla-job': jobId, 'x-flotilla-channel': channelId };
-    const overGrpc = async (): Promise<Link> => this.grpc.connect(md);
-    if (dataPort === null) return overGrpc;
-    const dial = { host: this.opts.host ?? kit.config.server.host, port: dataPort, serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem, timeoutMs: 10_000 };
-    let transport: 'undecided' | 'data plane' | 'grpc' = 'undecided';
-    return async () => {
-      if (transport === 'grpc') return overGrpc();
-      try {
-        const link = await dialTls(dial, { purpose: 'job', jobId, channelId });
-        transport = 'data plane';
-        return link;
-      } catch (e) {
-        if (transport !== 'undecided' || !(e instanceof DataPlaneDialError) || e.reachable) throw e;
-        transport = 'grpc';
-        const warning = `data plane port ${dial.host}:${dataPort} is unreachable from this site; this job's payloads go over the gRPC port instead (about half the throughput): open TCP port ${dataPort} to this site, or run the server with dataPort: null`;
-        for (const l of [this.log, siteLog]) l.warn({ job: jobId, error: e.message }, warning);
-        return overGrpc();
-      }
-    };
+    const info = { purpose: 'job' as const, jobId, channelId };
+    const overGrpc = dialerFor(`grpc://${this.serverHost()}:${this.opts.port ?? kit.config.server.port}`, { grpc: this.grpc });
+    if (dataPort === null) return () => overGrpc.dial(info);
+    const host = this.serverHost();
+    const dataPlane = dialerFor({ scheme: 'tls', host, port: dataPort }, { serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem, timeoutMs: 10_000 });
+    const dialer = new FallbackDialer(dataPlane, overGrpc, (e) => {
+      const warning = `data plane port ${host}:${dataPort} is unreachable from this site; this job's payloads go over the gRPC port instead (about half the throughput): open TCP port ${dataPort} to this site, or run the server with dataPort: null`;
+      for (const l of [this.log, siteLog]) l.warn({ job: jobId, error: e.message }, warning);
+    });
+    return () => dialer.dial(info);
+  }
+
+  private serverHost(): string {
+    return this.opts.host ?? this.opts.kit.config.server.host;
   }
 
   private startJob(channel: Channel, m: Extract<ServerToSite, { type: 'deploy' }>, payload: Payload): void {

@@ -4,9 +4,10 @@
  * (each one a Link) or sends admin commands.
  */
 import * as grpc from '@grpc/grpc-js';
-import type { DialOptions } from '../peer.ts';
+import type { Frame } from '../link.ts';
+import type { ConnectInfo, DialOptions } from '../peer.ts';
 import { GrpcLink } from './link.ts';
-import { ADMIN_DOWNLOAD, type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, FEDERATION_CONNECT, type WireFrame, loadProto } from './wire.ts';
+import { ADMIN_DOWNLOAD, CONNECT_METADATA, type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, FEDERATION_SERVICE, loadProto } from './wire.ts';
 
 export type GrpcClientOptions = DialOptions;
 
@@ -36,18 +37,29 @@ export class GrpcClient {
     });
   }
 
-  /** Opens one Federation.Connect call. */
+  /** Opens one Federation.Connect call for `info` (its purpose, job and channel as call metadata). */
+  open(info: ConnectInfo, peer = 'server'): GrpcLink {
+    return this.connect(
+      {
+        [CONNECT_METADATA.purpose]: info.purpose,
+        ...(info.jobId !== null && { [CONNECT_METADATA.job]: info.jobId }),
+        ...(info.channelId !== null && { [CONNECT_METADATA.channel]: info.channelId }),
+      },
+      peer,
+    );
+  }
+
+  /** Opens one Federation.Connect call with raw metadata (tests that speak malformed protocol). */
   connect(metadata: Record<string, string>, peer = 'server'): GrpcLink {
     const md = new grpc.Metadata();
     for (const [k, v] of Object.entries(metadata)) md.set(k, v);
-    const pkg = loadProto();
-    const def = pkg.Federation.service.Connect!;
-    const call = this.federation.makeBidiStreamRequest<WireFrame, WireFrame>(FEDERATION_CONNECT, def.requestSerialize as (v: WireFrame) => Buffer, def.responseDeserialize as (b: Buffer) => WireFrame, md);
+    const def = FEDERATION_SERVICE.Connect!;
+    const call = this.federation.makeBidiStreamRequest<Frame, Buffer>(def.path, def.requestSerialize as (f: Frame) => Buffer, def.responseDeserialize as (b: Buffer) => Buffer, md);
     return new GrpcLink(peer, call, {
       end: (s) => {
         s.end();
         // if the server does not close its side soon, drop the call
-        setTimeout(() => (s as grpc.ClientDuplexStream<WireFrame, WireFrame>).cancel(), 2000).unref();
+        setTimeout(() => (s as grpc.ClientDuplexStream<Frame, Buffer>).cancel(), 2000).unref();
       },
     });
   }

@@ -1,14 +1,16 @@
 /**
- * A Link over one gRPC bidirectional call, the same class on both ends.
+ * A Link over one gRPC bidirectional call, the same class on both ends; each message is one
+ * frame in the codec's encoding (grpc/wire.ts).
  * send() honours the stream's backpressure (waits for 'drain'); a frame that
  * does not decode to a valid Frame closes this call only.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { Frame, Link } from '../link.ts';
 import { StreamLink } from '../stream-link.ts';
-import { type WireFrame, fromWire, toWire } from './wire.ts';
+import { decodeGrpcFrame } from './wire.ts';
 
-type Duplex = grpc.ClientDuplexStream<WireFrame, WireFrame> | grpc.ServerDuplexStream<WireFrame, WireFrame>;
+/** Frames go out as Frames (FEDERATION_SERVICE encodes them) and come in as the Frame message's bytes. */
+type Duplex = grpc.ClientDuplexStream<Frame, Buffer> | grpc.ServerDuplexStream<Buffer, Frame>;
 
 export interface GrpcLinkHooks {
   /** ends the call; `error` is set for a protocol violation by the peer */
@@ -18,9 +20,9 @@ export interface GrpcLinkHooks {
 export class GrpcLink extends StreamLink implements Link {
   constructor(readonly peer: string, private readonly stream: Duplex, private readonly hooks: GrpcLinkHooks) {
     super();
-    stream.on('data', (w: WireFrame) => {
+    stream.on('data', (b: Buffer) => {
       if (this.isClosed) return;
-      const f = fromWire(w);
+      const f = decodeGrpcFrame(b);
       if (typeof f === 'string') {
         this.close(`protocol error from ${peer}: ${f}`, f);
         return;
@@ -39,7 +41,7 @@ export class GrpcLink extends StreamLink implements Link {
     if (this.isClosed) throw new Error(`link to ${this.peer} is closed`);
     let ok: boolean;
     try {
-      ok = this.stream.write(toWire(frame));
+      ok = this.stream.write(frame);
     } catch (e) {
       this.shut(`write failed: ${(e as Error).message}`);
       throw new Error(`link to ${this.peer} is closed`);

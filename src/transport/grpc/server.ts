@@ -8,9 +8,10 @@ import * as grpc from '@grpc/grpc-js';
 import { Socket } from 'node:net';
 import { type PeerCertificate, Server as TlsServer, type TLSSocket } from 'node:tls';
 import { type Logger, silentLogger } from '../../util/log.ts';
+import type { Frame } from '../link.ts';
 import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate, tlsRefusalReason } from '../peer.ts';
 import { GrpcLink } from './link.ts';
-import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, type WireFrame, loadProto } from './wire.ts';
+import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, CONNECT_METADATA, type DownloadPieceWire, FEDERATION_SERVICE, loadProto } from './wire.ts';
 
 export interface GrpcServerHandlers {
   /** A site opened a Connect call. Return a reason to refuse it, or null to keep the link. */
@@ -56,7 +57,7 @@ export class GrpcServer {
     this.log = opts.log ?? silentLogger();
     this.server = new grpc.Server(CHANNEL_OPTIONS);
     const pkg = loadProto();
-    this.server.addService(pkg.Federation.service, { Connect: (call: grpc.ServerDuplexStream<WireFrame, WireFrame>) => this.connect(call) });
+    this.server.addService(FEDERATION_SERVICE, { Connect: (call: grpc.ServerDuplexStream<Buffer, Frame>) => this.connect(call) });
     this.server.addService(pkg.Admin.service, {
       Command: (call: grpc.ServerUnaryCall<AdminRequestWire, AdminReplyWire>, cb: grpc.sendUnaryData<AdminReplyWire>) => void this.admin(call, cb),
       Download: (call: grpc.ServerWritableStream<AdminRequestWire, DownloadPieceWire>) => void this.download(call),
@@ -114,7 +115,7 @@ export class GrpcServer {
     });
   }
 
-  private connect(call: grpc.ServerDuplexStream<WireFrame, WireFrame>): void {
+  private connect(call: grpc.ServerDuplexStream<Buffer, Frame>): void {
     const refuse = (code: grpc.status, details: string): void => {
       this.log.warn({ peer: call.getPeer(), details }, 'connection refused');
       call.emit('error', { code, details });
@@ -122,9 +123,9 @@ export class GrpcServer {
     const id = identityOf(call);
     if (typeof id === 'string') return refuse(grpc.status.UNAUTHENTICATED, id);
     if (id.kind !== 'client') return refuse(grpc.status.PERMISSION_DENIED, `certificate of ${id.name} is a ${id.kind} certificate, not a client site's`);
-    const purpose = metaString(call.metadata, 'x-flotilla-purpose');
+    const purpose = metaString(call.metadata, CONNECT_METADATA.purpose);
     if (purpose !== 'session' && purpose !== 'job') return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-purpose must be "session" or "job"');
-    const jobId = metaString(call.metadata, 'x-flotilla-job');
+    const jobId = metaString(call.metadata, CONNECT_METADATA.job);
     if (purpose === 'job' && !jobId) return refuse(grpc.status.INVALID_ARGUMENT, 'a job call needs metadata x-flotilla-job');
     const link = new GrpcLink(id.name, call, {
       end: (s, reason, error) => {
@@ -133,7 +134,7 @@ export class GrpcServer {
         void reason;
       },
     });
-    const channelId = metaString(call.metadata, 'x-flotilla-channel');
+    const channelId = metaString(call.metadata, CONNECT_METADATA.channel);
     if (channelId !== null && !CHANNEL_ID.test(channelId)) return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-channel must be 8 to 64 letters, digits, "_" or "-"');
     const refused = this.opts.handlers.onConnect(link, id, { purpose, jobId: purpose === 'job' ? jobId : null, channelId });
     if (refused !== null) {

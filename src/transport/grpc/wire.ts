@@ -1,12 +1,13 @@
 /**
- * proto/flotilla.proto loaded at run time (proto-loader), and the mapping
- * between its Frame message and the transport's Frame. Every incoming frame is
- * checked; one that fits no case is a protocol error for that call only.
+ * proto/flotilla.proto: the Admin service loaded at run time (proto-loader), and the
+ * Federation service whose Frame message carries the frame codec's bytes (codec.ts). Every
+ * incoming frame is checked; one that does not decode is a protocol error for that call only.
  */
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { MAX_FRAME_BYTES } from '../../util/limits.ts';
+import { type WireItem, decodeFrame, encodeFrame } from '../codec.ts';
 import type { Frame } from '../link.ts';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../../proto/flotilla.proto', import.meta.url));
@@ -14,15 +15,8 @@ export const PROTO_PATH = fileURLToPath(new URL('../../../proto/flotilla.proto',
 
 export const FEDERATION_CONNECT = '/flotilla.v1.Federation/Connect';
 
-/** Frame as proto-loader decodes/encodes it (keepCase, longs as numbers, oneofs named in `kind`). */
-export interface WireFrame {
-  kind?: 'control' | 'data' | 'ack' | 'cancel' | 'resend';
-  control?: { json?: string } | null;
-  data?: { stream?: number; bytes?: Uint8Array; last?: boolean; offset?: number | null; hash?: string | null; digest?: string | null } | null;
-  resend?: { stream?: number; offset?: number } | null;
-  ack?: { stream?: number; bytes?: number } | null;
-  cancel?: { stream?: number; reason?: string } | null;
-}
+/** Call metadata that says what a Federation.Connect call is for (ConnectInfo). */
+export const CONNECT_METADATA = { purpose: 'x-flotilla-purpose', job: 'x-flotilla-job', channel: 'x-flotilla-channel' } as const;
 
 export interface AdminRequestWire {
   command: string;
@@ -61,78 +55,80 @@ export function loadProto(): FlotillaPackage {
   return loaded;
 }
 
-export function toWire(f: Frame): WireFrame {
-  switch (f.type) {
-    case 'control':
-      return { control: { json: f.json } };
-    case 'data':
-      return {
-        data: {
-          stream: f.stream,
-          bytes: f.bytes,
-          last: f.last,
-          ...(f.offset !== undefined && { offset: f.offset }),
-          ...(f.hash !== undefined && { hash: f.hash }),
-          ...(f.digest !== undefined && { digest: f.digest }),
-        },
-      };
-    case 'resend':
-      return { resend: { stream: f.stream, offset: f.offset } };
-    case 'ack':
-      return { ack: { stream: f.stream, bytes: f.bytes } };
-    case 'cancel':
-      return { cancel: { stream: f.stream, reason: f.reason } };
+/** Field number of Frame.encoded (proto/flotilla.proto), length-delimited. */
+const ENCODED_KEY = (6 << 3) | 2;
+
+/**
+ * Federation.Connect with the frame codec as its serializer: a Frame message is one field,
+ * `encoded` (6), holding the codec's bytes, which this writes and reads as protobuf without
+ * a protobuf library (tag, varint length, bytes): one copy of a chunk on the way out, as
+ * protobuf's encoder made, and a view on the way in.
+ */
+export function encodeGrpcFrame(f: WireItem): Buffer {
+  const parts = encodeFrame(f);
+  let n = 0;
+  for (const p of parts) n += p.byteLength;
+  const head: number[] = [ENCODED_KEY];
+  for (let v = n; ; v = Math.floor(v / 128)) {
+    if (v < 128) {
+      head.push(v);
+      break;
+    }
+    head.push((v % 128) | 128);
   }
+  const out = Buffer.allocUnsafe(head.length + n);
+  out.set(head, 0);
+  let at = head.length;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
 }
 
-const isStream = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 0xffffffff;
-
-/** Returns the frame, or a string saying what is wrong with it. */
-export function fromWire(w: WireFrame): Frame | string {
-  switch (w.kind) {
-    case 'control':
-      if (typeof w.control?.json !== 'string') return 'control frame without json';
-      return { type: 'control', json: w.control.json };
-    case 'data': {
-      const d = w.data;
-      if (!d || !isStream(d.stream)) return 'data frame with an invalid stream id';
-      if (!(d.bytes instanceof Uint8Array)) return 'data frame without bytes';
-      // a view into the decoded message, at whatever offset protobuf left it: copying here
-      // cost 0.4 ms per MiB received. Consumers that need a typed view align it themselves
-      // (viewAs copies only unaligned bytes); hashing, relaying and writing to disk need none.
-      const bytes = d.bytes;
-      if (d.offset != null && (!Number.isSafeInteger(d.offset) || d.offset < 0)) return 'data frame with an invalid offset';
-      if (d.digest != null && (typeof d.digest !== 'string' || d.digest.length > 128)) return 'data frame with an invalid digest';
-      if (d.hash != null && (typeof d.hash !== 'string' || !/^[0-9a-f]{16}$/.test(d.hash))) return 'data frame with an invalid hash';
-      return {
-        type: 'data',
-        stream: d.stream,
-        bytes,
-        last: d.last === true,
-        ...(d.offset != null && { offset: d.offset }),
-        ...(d.hash != null && { hash: d.hash }),
-        ...(d.digest != null && { digest: d.digest }),
-      };
+/** The codec bytes of a Frame message (empty when there are none: the codec then says what is wrong). */
+export function grpcFrameBytes(b: Buffer): Buffer {
+  let at = 0;
+  let found: Buffer = Buffer.alloc(0);
+  while (at < b.byteLength) {
+    const key = b[at++]!;
+    if ((key & 7) !== 2 || key < 8) return Buffer.alloc(0); // only length-delimited fields are defined
+    let len = 0;
+    for (let shift = 1; ; shift *= 128) {
+      if (at >= b.byteLength || shift > 2 ** 35) return Buffer.alloc(0);
+      const byte = b[at++]!;
+      len += (byte & 127) * shift;
+      if (byte < 128) break;
     }
-    case 'resend': {
-      const r = w.resend;
-      if (!r || !isStream(r.stream) || typeof r.offset !== 'number' || !Number.isSafeInteger(r.offset) || r.offset < 0) return 'resend frame with an invalid stream id or offset';
-      return { type: 'resend', stream: r.stream, offset: r.offset };
-    }
-    case 'ack': {
-      const a = w.ack;
-      if (!a || !isStream(a.stream) || typeof a.bytes !== 'number' || !Number.isSafeInteger(a.bytes) || a.bytes < 0) return 'ack frame with an invalid stream id or byte count';
-      return { type: 'ack', stream: a.stream, bytes: a.bytes };
-    }
-    case 'cancel': {
-      const c = w.cancel;
-      if (!c || !isStream(c.stream)) return 'cancel frame with an invalid stream id';
-      return { type: 'cancel', stream: c.stream, reason: String(c.reason ?? '').slice(0, 4096) };
-    }
-    default:
-      return 'frame with no kind set';
+    if (at + len > b.byteLength) return Buffer.alloc(0);
+    // unknown fields (a newer peer) are skipped, as protobuf does
+    if (key === ENCODED_KEY) found = b.subarray(at, at + len);
+    at += len;
   }
+  return found;
 }
+
+/** Decodes a Frame message: the frame, or a string saying what is wrong with it. */
+export function decodeGrpcFrame(b: Buffer): Frame | string {
+  const f = decodeFrame(grpcFrameBytes(b));
+  if (typeof f === 'string') return f;
+  if (f.type === 'hello' || f.type === 'welcome' || f.type === 'refuse') return `unexpected ${f.type} frame on a gRPC call`;
+  return f;
+}
+
+/** The Federation service for grpc-js, speaking Frame messages through the codec. */
+export const FEDERATION_SERVICE: grpc.ServiceDefinition = {
+  Connect: {
+    path: FEDERATION_CONNECT,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: encodeGrpcFrame,
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: encodeGrpcFrame,
+    responseDeserialize: (b: Buffer) => b,
+    originalName: 'Connect',
+  },
+};
 
 /** Keepalive and size options shared by both ends. */
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {

@@ -5,7 +5,7 @@
  */
 import { connect } from 'node:tls';
 import type { ConnectInfo, DialOptions } from '../peer.ts';
-import { FrameDecoder, writeFrame } from './codec.ts';
+import { FrameDecoder, writeFrame } from '../codec.ts';
 import { TlsLink } from './link.ts';
 import { DATA_PLANE_PROTOCOL, type Hello } from './server.ts';
 

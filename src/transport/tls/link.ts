@@ -7,7 +7,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { Frame, Link } from '../link.ts';
 import { StreamLink } from '../stream-link.ts';
-import { FrameDecoder, type WireItem, writeFrame } from './codec.ts';
+import { FrameDecoder, type WireItem, writeFrame } from '../codec.ts';
 
 export class TlsLink extends StreamLink implements Link {
   private readonly onData = (b: Buffer): void => this.receive(b);

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { type Logger, silentLogger } from '../../util/log.ts';
 import { describeZodError } from '../../util/zod-error.ts';
 import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate, tlsRefusalReason } from '../peer.ts';
-import { FrameDecoder, writeFrame } from './codec.ts';
+import { FrameDecoder, writeFrame } from '../codec.ts';
 import { TlsLink } from './link.ts';
 
 /** Version of the data plane's handshake; a dialler speaking another is refused with both numbers. */

@@ -1,6 +1,7 @@
 /**
- * The data plane's binary framing: the transport's Frames over a byte stream
- * (a mutual-TLS socket), with the fewest copies Node allows. A frame is
+ * The one encoding of a transport Frame (docs/channel-protocol.md, "Frames"): the data plane
+ * writes it to its mutual-TLS socket, a gRPC call carries it as the opaque bytes of its Frame
+ * message (grpc/wire.ts). Adding a frame field touches this file only. A frame is
  *
  *   u32 length (of what follows) · u8 type · fields · [payload bytes]
  *
@@ -12,8 +13,8 @@
  * protocol error that ends that connection only.
  */
 import type { Writable } from 'node:stream';
-import { MAX_FRAME_BYTES } from '../../util/limits.ts';
-import type { Frame } from '../link.ts';
+import { MAX_FRAME_BYTES } from '../util/limits.ts';
+import type { Frame } from './link.ts';
 
 export const FRAME_TYPE = { control: 1, data: 2, ack: 3, resend: 4, cancel: 5, hello: 6, welcome: 7, refuse: 8 } as const;
 
@@ -155,6 +156,11 @@ export class FrameDecoder {
     }
   }
 
+  /** bytes received that do not yet make a whole frame */
+  get buffered(): number {
+    return this.pendingBytes;
+  }
+
   private peekU32(): number {
     const first = this.pending[0]!;
     if (first.byteLength >= 4) return first.readUInt32LE(0);
@@ -262,4 +268,14 @@ export class FrameDecoder {
         return `frame of unknown type ${type}`;
     }
   }
+}
+
+/** Decodes one whole frame held in one buffer (a gRPC message): a view, no copy. */
+export function decodeFrame(b: Buffer): WireItem | string {
+  if (b.byteLength === 0) return 'empty frame';
+  const d = new FrameDecoder();
+  const got = d.push(b);
+  if (typeof got === 'string') return got;
+  if (got.length !== 1 || d.buffered !== 0) return got.length === 0 ? 'truncated frame' : 'more than one frame in a message';
+  return got[0]!;
 }
