@@ -26,6 +26,7 @@ import { SafetensorsFile, writeSafetensors } from '../src/core/safetensors.ts';
 import type { TensorInfo } from '../src/core/safetensors-header.ts';
 import { type TensorPiece, type TensorStream, streamToDict } from '../src/core/tensor-stream.ts';
 import type { TensorDict } from '../src/core/tensor.ts';
+import { commitFacts } from './commit.ts';
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: number): number => {
@@ -147,6 +148,7 @@ async function main(): Promise<void> {
       offload: { ...offload, gbPerSecond: updateGB / offload.seconds, peakRssInModels: offload.peakRssMB / MB },
       naive: { ...naive, gbPerSecond: updateGB / naive.seconds, peakRssInModels: naive.peakRssMB / MB },
       memoryRatio: naive.peakRssMB / streaming.peakRssMB,
+      ...commitFacts(),
       machine: { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30) },
     }) + '\n',
   );

@@ -30,6 +30,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AdminClient } from '../src/admin/client.ts';
+import { commitFacts } from './commit.ts';
 import { SafetensorsFile, SafetensorsWriter } from '../src/core/safetensors.ts';
 import type { TensorInfo } from '../src/core/safetensors-header.ts';
 import { parseProject } from '../src/provision/project.ts';
@@ -361,6 +362,7 @@ async function main(): Promise<void> {
   }
   const result = {
     bench: 'deployment-large',
+    ...commitFacts(),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30), node: process.version },
     clients: nClients,
     rounds,

@@ -19,6 +19,7 @@ import { parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
 import { simulate } from '../src/simulator/simulator.ts';
 import type { RoundSummary } from '../src/workflows/workflow.ts';
+import { commitFacts } from './commit.ts';
 
 const arg = (name: string, d: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -106,6 +107,7 @@ async function main(): Promise<void> {
 
   const result = {
     bench: 'deployment',
+    ...commitFacts(),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version },
     model: { floats, mb: (floats * 4) / 2 ** 20 },
     rounds,

@@ -36,6 +36,7 @@ import { writeStreamToFile } from '../src/core/safetensors.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
 import { flags, num } from './streaming/common.ts';
 import { GB, META, ModelBytes, layoutBytes, modelLayout, syntheticStream } from './streaming/model.ts';
+import { commitFacts } from './commit.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const f = flags(process.argv.slice(2), {
@@ -317,6 +318,7 @@ const result = {
   bench: 'streaming',
   summary,
   settings: { transport: f.transport === 'tls' ? 'data plane (src/transport/tls)' : 'gRPC (Federation.Connect)', repeat, chunkMiB: Number(f['chunk-mib']), windowMiB: Number(f['window-mib']), h2WindowBytes: Number(f['h2-window']) || 'wire.ts default (client 4 MiB, server 65535)', seed },
+  ...commitFacts(),
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGB: round(totalmem() / GB, 1), node: process.version, nice: getPriority(), loadAverageAtStart: loadavg().map((x) => round(x, 2)) },
   seconds: round((Date.now() - started) / 1000, 1),
   runs,
