@@ -109,6 +109,7 @@ export class FederationClient {
     // server which session it is); only if that fails within sessionResumeMs does run() start over.
     const info = { purpose: 'session' as const, jobId: null, channelId: randomBytes(12).toString('base64url') };
     const channel = new Channel(this.grpc.open(info), {
+      onMalformed: (e) => this.log.warn({ err: e.detail }, 'malformed session message from server ignored'),
       resume: {
         timeoutMs: this.opts.sessionResumeMs ?? 30_000,
         redial: () => this.grpc.open(info),

@@ -3,7 +3,7 @@
  * resume over a new connection, the sweeper that drops a silent site). It knows nothing of jobs
  * beyond telling the scheduler when the set of sites changed or a site could not run a job.
  */
-import { Channel } from '../streaming/index.ts';
+import { Channel, type MalformedMessageError } from '../streaming/index.ts';
 import type { PeerIdentity } from '../transport/peer.ts';
 import type { Link } from '../transport/link.ts';
 import type { Logger } from '../util/log.ts';
@@ -99,7 +99,8 @@ export class SessionRegistry {
     }
     // a site that names its channel can resume it; waiting longer than the heartbeat timeout is pointless
     const resume = channelId !== null ? { timeoutMs: this.timeoutMs, onResumed: () => this.opts.onSitesChanged() } : undefined;
-    void this.serve(new Channel(link, resume ? { resume } : {}), peer, channelId);
+    const onMalformed = (e: MalformedMessageError): void => this.opts.log.warn({ site: peer.name, err: e.detail }, 'malformed session message ignored');
+    void this.serve(new Channel(link, { onMalformed, ...(resume && { resume }) }), peer, channelId);
   }
 
   private async serve(channel: Channel, peer: PeerIdentity, channelId: string | null): Promise<void> {

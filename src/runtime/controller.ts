@@ -9,7 +9,7 @@ import type { FLModelInfo } from '../core/fl-model.ts';
 import type { ModelSource } from '../core/model-source.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import { type TensorStream, decodeStream, encodeStream, encodedBytes } from '../core/tensor-stream.ts';
-import { Channel, type ChannelOptions, type Envelope } from '../streaming/index.ts';
+import { Channel, type ChannelOptions, type Envelope, type MalformedMessageError } from '../streaming/index.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
@@ -221,7 +221,8 @@ export class ServerRuntime implements Controller {
       }
       return;
     }
-    const channel = new Channel(link, id === null ? this.channelOpts : { ...this.channelOpts, resume: this.channelOpts.resume ?? true });
+    const onMalformed = (e: MalformedMessageError): void => this.log.warn({ site: e.peer, err: e.detail }, 'malformed message from client ignored');
+    const channel = new Channel(link, { onMalformed, ...(id === null ? this.channelOpts : { ...this.channelOpts, resume: this.channelOpts.resume ?? true }) });
     if (id !== null) this.resumable.set(id, channel);
     let site: string | null = null;
     try {

@@ -12,7 +12,7 @@ import { fileSource } from '../core/model-source.ts';
 import { writeStreamToFile } from '../core/safetensors.ts';
 import { type TensorStream, decodeStream, dictToStream, encodeStream, encodedBytes, streamToDict } from '../core/tensor-stream.ts';
 import type { MetricRecord, TrainerHost } from '../client/api.ts';
-import { Channel, type ChannelOptions } from '../streaming/index.ts';
+import { Channel, type ChannelOptions, type MalformedMessageError } from '../streaming/index.ts';
 import type { Link } from '../transport/link.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { RUNTIME_PROTOCOL, ServerMessageSchema } from './messages.ts';
@@ -100,7 +100,8 @@ export class ClientRunner {
 
   constructor(link: Link, private readonly opts: ClientRunnerOptions) {
     this.log = opts.log ?? silentLogger();
-    this.channel = new Channel(link, { ...opts.channel, onTransfer: transferLogger(this.log, opts.channel?.onTransfer) });
+    const onMalformed = (e: MalformedMessageError): void => this.log.warn({ err: e.detail }, 'malformed message from server ignored');
+    this.channel = new Channel(link, { onMalformed, ...opts.channel, onTransfer: transferLogger(this.log, opts.channel?.onTransfer) });
   }
 
   get jobId(): string {
