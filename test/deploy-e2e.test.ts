@@ -54,7 +54,7 @@ function cli(args: string[]): Proc {
   return { child, out: () => text, exited };
 }
 
-async function waitFor(p: Proc, re: RegExp, ms = 30_000): Promise<void> {
+async function waitFor(p: Proc, re: RegExp, ms = 120_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!re.test(p.out())) {
     if (Date.now() > deadline || p.child.exitCode !== null) throw new Error(`waiting for ${re}: got\n${p.out()}`);
