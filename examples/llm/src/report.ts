@@ -239,7 +239,7 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
     out.push('');
   }
   const s0 = results[0]!;
-  out.push(`- **Clients**: ${s0.clients.map((c) => `${c.name} (${c.train} train / ${c.val} val examples)`).join(', ')}, from \`../shared/data/instruct/\` (Alpaca 1k, GPTeacher role-play, GPTeacher Toolformer). Alpaca-style prompt template; the loss counts response tokens only; sequences cut to ${s0.settings.ctx} tokens. The pooled validation set is the union of the three validation splits (token-weighted).`);
+  out.push(`- **Clients**: ${s0.clients.map((c) => `${c.name} (${c.train} train / ${c.val} val examples)`).join(', ')}, from \`examples/llm/data/instruct/\` (Alpaca 1k, GPTeacher role-play, GPTeacher Toolformer). Alpaca-style prompt template; the loss counts response tokens only; sequences cut to ${s0.settings.ctx} tokens. The pooled validation set is the union of the three validation splits (token-weighted).`);
   out.push(`- **Runs** per method: local-only (each client alone, ${s0.settings.rounds} × ${s0.settings.localSteps} steps), centralized (pooled data, the same total steps as FedAvg: ${s0.settings.rounds} × ${3 * Number(s0.settings.localSteps)}), FedAvg (${s0.settings.rounds} rounds × ${s0.settings.localSteps} local steps per client, weighted by steps), batch ${s0.settings.batch}, AdamW.`);
   for (const r of results) {
     out.push(`- **${r.mode.toUpperCase()}**: lr ${r.settings.lr}${r.mode === 'peft' ? `; LoRA rank ${r.settings.loraRank}, alpha ${r.settings.loraAlpha}, dropout ${r.settings.loraDropout} on ${r.settings.loraTargets}; base frozen` : '; all weights trained'}.`);

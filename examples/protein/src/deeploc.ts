@@ -3,7 +3,7 @@
  * and why, and the fixed held-out slice shared by every experiment.
  *
  * Protocol (the original DeepLoc training file is not available here, see
- * ../shared/data/README.md): pool deeploc_test_set.fasta and
+ * data/README.md): pool deeploc_test_set.fasta and
  * deeploc_our_val_set.fasta, drop dual-label entries, hold out a seeded,
  * class-stratified 15% as the shared test set, train on the rest; also report
  * accuracy on setHARD.fasta (homology-reduced).
@@ -106,10 +106,9 @@ export function parseDeepLoc(text: string, file: string): DeepLocFile {
   return { samples, dropped };
 }
 
-/** ../shared/data/deeploc, resolved from the repository root (this file is examples/protein/src/). */
+/** examples/protein/data/deeploc (source and license: examples/protein/data/README.md), resolved from this file. */
 export function defaultDataDir(): string {
-  const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-  return path.resolve(repoRoot, '../shared/data/deeploc');
+  return fileURLToPath(new URL('../data/deeploc', import.meta.url));
 }
 
 export const TRAIN_FILES = ['deeploc_test_set.fasta', 'deeploc_our_val_set.fasta'] as const;

@@ -87,7 +87,7 @@ const program = new Command('protein-experiment')
   .option('--esm-dir <dir>', 'local ESM-2 model directory (with --embedder esm)')
   .addOption(new Option('--esm-runtime <pkg>', 'inference library for ESM-2').choices(['onnxruntime-node', '@huggingface/transformers']).default('onnxruntime-node'))
   .option('--workspace <dir>', 'keep the simulator workspaces here (default: a temporary directory, removed)')
-  .option('--data-dir <dir>', 'DeepLoc FASTA directory (default ../shared/data/deeploc)')
+  .option('--data-dir <dir>', 'DeepLoc FASTA directory (default examples/protein/data/deeploc)')
   .option('--cache-dir <dir>', 'embedding cache directory (default examples/protein/.cache)');
 
 async function main(): Promise<void> {
