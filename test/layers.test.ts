@@ -17,7 +17,6 @@ const LAYER: Record<string, number> = {
   transport: 1,
   client: 1,
   aggregators: 1,
-  ml: 1,
   streaming: 2,
   algorithms: 2,
   runtime: 3,

@@ -1,6 +1,6 @@
 /** The initial global model: a 2-layer MLP (8 → 32 → 3), Glorot-uniform, seeded so every run starts alike. */
-import { f32 } from '../../src/core/tensor.ts';
-import type { TensorDict } from '../../src/core/tensor.ts';
+import { f32 } from 'flotilla/core';
+import type { TensorDict } from 'flotilla/core';
 import { CLASSES, FEATURES, rng } from './data.ts';
 
 export const HIDDEN = 32;

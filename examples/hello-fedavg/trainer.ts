@@ -3,9 +3,9 @@
  * user would: receive the global model, train a few epochs on local data,
  * send the weights back with the number of steps as the FedAvg weight.
  */
-import type { ClientAPI, Trainer } from '../../src/client/api.ts';
-import { assignVariables, loadTf, readVariables } from '../../src/ml/tfjs.ts';
-import type { TrainerFactoryContext } from '../../src/runtime/job.ts';
+import type { ClientAPI, Trainer } from 'flotilla/client';
+import { assignVariables, loadTf, readVariables } from './tfjs.ts';
+import type { TrainerFactoryContext } from 'flotilla/runtime';
 import { CLASSES, FEATURES, siteData } from './data.ts';
 import { HIDDEN } from './model.ts';
 

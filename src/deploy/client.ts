@@ -18,7 +18,7 @@ import { FallbackDialer, dialerFor } from '../transport/dialer.ts';
 import type { Link } from '../transport/link.ts';
 import { type Logger, fileLogger, silentLogger } from '../util/log.ts';
 import { unpackJob } from './job-bundle.ts';
-import { allowJobImports } from './job-imports.ts';
+import { allowJobImports } from '../runtime/job-imports.ts';
 import { SESSION_PROTOCOL, ServerToSite } from './session.ts';
 
 export interface FederationClientOptions {

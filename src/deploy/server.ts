@@ -18,7 +18,7 @@ import { TlsDataServer } from '../transport/tls/server.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import type { SiteEntry } from './admin-commands.ts';
 import { AdminService } from './admin-service.ts';
-import { allowJobImports } from './job-imports.ts';
+import { allowJobImports } from '../runtime/job-imports.ts';
 import { JobScheduler } from './job-scheduler.ts';
 import { JobStore } from './job-store.ts';
 import { SessionRegistry } from './session-registry.ts';

@@ -13,6 +13,7 @@ import { ExProcessTrainerHost } from '../client/ex-process.ts';
 import { InProcessTrainerHost } from '../client/in-process.ts';
 import type { Logger } from '../util/log.ts';
 import { type ExecutorSpec, type JobConfig, JobConfigError, readJobConfig } from './job-config.ts';
+import { registerJobImports } from './job-imports.ts';
 
 /** The installed Flotilla (repo root): `{flotillaRoot}` in script args/env, e.g. for PYTHONPATH={flotillaRoot}/python. */
 export const FLOTILLA_ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
@@ -42,6 +43,7 @@ export function loadJob(jobDir: string): Job {
 async function importFrom(job: Job, module: string, exportName: string, what: string): Promise<unknown> {
   const path = join(job.dir, module);
   let mod: Record<string, unknown>;
+  registerJobImports(); // the job's `flotilla/...` imports resolve to this installation
   try {
     mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
   } catch (e) {
@@ -106,6 +108,12 @@ export interface SiteSettings {
   python?: string;
 }
 
+/** A Node training script runs TypeScript and resolves `flotilla/...` to this installation (script-preload.mjs); other interpreters ignore it. */
+function scriptNodeOptions(): string {
+  const preload = `--import=${new URL('./script-preload.mjs', import.meta.url).href}`;
+  return process.env.NODE_OPTIONS ? `${process.env.NODE_OPTIONS} ${preload}` : preload;
+}
+
 /** The trainer host of one site: an in-process trainer, or a training script as a child process. */
 export async function createTrainerHost(job: Job, site: string, siteIndex: number, numSites: number, workspace: string, log?: Logger, settings: SiteSettings = {}): Promise<TrainerHost> {
   const spec = executorSpecFor(job, site);
@@ -116,7 +124,7 @@ export async function createTrainerHost(job: Job, site: string, siteIndex: numbe
       command: fill(spec.script.command),
       args: spec.script.args.map(fill),
       cwd: job.dir,
-      env: Object.fromEntries(Object.entries(spec.script.env).map(([k, v]) => [k, fill(v)])),
+      env: { NODE_OPTIONS: scriptNodeOptions(), ...Object.fromEntries(Object.entries(spec.script.env).map(([k, v]) => [k, fill(v)])) },
       helloTimeoutMs: spec.script.startTimeoutSeconds * 1000,
       // the script's own prints go to the site's log
       ...(log && { logger: (line: string, stream: 'stdout' | 'stderr') => log.info({ stream }, line) }),

@@ -125,7 +125,7 @@ async function runSitesInWorkers(jobDir: string, sites: string[], threads: numbe
     groups[index % threads]!.push({ name, index, port: port2 });
     transfer[index % threads]!.push(port2);
   });
-  const entry = new URL('./worker.ts', import.meta.url).href;
+  const entry = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url).href; // src (checkout) or dist (package)
   await Promise.all(
     groups.map(
       (group, t) =>

@@ -4,8 +4,8 @@
  * when asked, narrowed on the way out: the I/O boundary is the only place
  * 16-bit floats exist.
  */
-import { type DType, allocate, floatReader, floatWriter } from '../../../src/core/dtypes.ts';
-import { type Tensor, numel, tensor } from '../../../src/core/tensor.ts';
+import { type DType, allocate, floatReader, floatWriter } from 'flotilla/core';
+import { type Tensor, numel, tensor } from 'flotilla/core';
 import { tf } from './backend.ts';
 
 export type FloatDType = 'F32' | 'F16' | 'BF16';

@@ -6,8 +6,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { readSafetensors, writeSafetensors } from '../../../src/core/safetensors.ts';
-import type { TensorDict } from '../../../src/core/tensor.ts';
+import { readSafetensors, writeSafetensors } from 'flotilla/core';
+import type { TensorDict } from 'flotilla/core';
 import { type LlamaConfig, fromHfConfig, toHfConfig } from './config.ts';
 import type { FloatDType } from './convert.ts';
 import { type LoraConfig, LlamaModel, type ModuleName, ATTN_MODULES, MLP_MODULES } from './model.ts';

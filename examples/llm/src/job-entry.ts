@@ -3,10 +3,10 @@
  * and a trainer factory. Site i (0-based, in job order) gets client data set
  * i mod 3: alpaca, roleplay, toolformer.
  */
-import type { Trainer } from '../../../src/client/api.ts';
-import type { JsonValue } from '../../../src/core/fl-model.ts';
-import type { TensorDict } from '../../../src/core/tensor.ts';
-import type { TrainerFactoryContext } from '../../../src/runtime/job.ts';
+import type { Trainer } from 'flotilla/client';
+import type { JsonValue } from 'flotilla/core';
+import type { TensorDict } from 'flotilla/core';
+import type { TrainerFactoryContext } from 'flotilla/runtime';
 import { CLIENT_SOURCES } from './instruct.ts';
 import type { LoraConfig } from './model.ts';
 import { DEFAULT_LORA, type TuneMode, initialGlobalModel, llmTrainer } from './trainers.ts';

@@ -11,7 +11,7 @@
  * HF's convert_llama_weights_to_hf.py.
  */
 import { readFileSync } from 'node:fs';
-import { type TensorDict, tensor } from '../../../src/core/tensor.ts';
+import { type TensorDict, tensor } from 'flotilla/core';
 import type { LlamaConfig } from './config.ts';
 
 const HEADER_INTS = 7;

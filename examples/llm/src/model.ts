@@ -11,7 +11,7 @@
  * j + head_dim/2). llama2.c rotates interleaved pairs (2i, 2i+1); its q/k
  * rows are permuted on load (llama2c.ts), exactly as HF's conversion script does.
  */
-import type { TensorDict } from '../../../src/core/tensor.ts';
+import type { TensorDict } from 'flotilla/core';
 import { tf } from './backend.ts';
 import { type LlamaConfig, headDim, validateConfig } from './config.ts';
 import { type FloatDType, fromTf, toTf } from './convert.ts';

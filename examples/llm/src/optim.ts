@@ -3,7 +3,7 @@
  * Written here rather than using tf.train.adam because that one fixes the
  * learning rate at construction and has neither decoupled weight decay nor clipping.
  */
-import type { TensorDict } from '../../../src/core/tensor.ts';
+import type { TensorDict } from 'flotilla/core';
 import { tf } from './backend.ts';
 import { fromTf, toTf } from './convert.ts';
 

@@ -10,7 +10,7 @@
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
-import { readSafetensors, writeSafetensors } from '../../../src/core/safetensors.ts';
+import { readSafetensors, writeSafetensors } from 'flotilla/core';
 import { initBackend, tf } from './backend.ts';
 import { BpeTokenizer, EOT } from './bpe.ts';
 import type { LlamaConfig } from './config.ts';

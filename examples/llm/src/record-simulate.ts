@@ -10,8 +10,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
-import { readJobConfig } from '../../../src/runtime/job-config.ts';
-import type { RoundSummary } from '../../../src/workflows/workflow.ts';
+import { readJobConfig } from 'flotilla/runtime';
+import type { RoundSummary } from 'flotilla/workflows';
 import { repoRoot } from './paths.ts';
 
 const o = new Command()

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { RoundSummary } from '../../../src/workflows/workflow.ts';
+import type { RoundSummary } from 'flotilla/workflows';
 import { baseDir } from './paths.ts';
 import { lineChart } from './svg.ts';
 import type { TuneMode } from './trainers.ts';

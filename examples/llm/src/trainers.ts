@@ -8,9 +8,9 @@
  * dataset each round), then trains `localSteps` steps and answers.
  */
 import path from 'node:path';
-import type { ClientAPI, Trainer } from '../../../src/client/api.ts';
-import { MetaKeys, flModel } from '../../../src/core/fl-model.ts';
-import type { TensorDict } from '../../../src/core/tensor.ts';
+import type { ClientAPI, Trainer } from 'flotilla/client';
+import { MetaKeys, flModel } from 'flotilla/core';
+import type { TensorDict } from 'flotilla/core';
 import { initBackend } from './backend.ts';
 import { BpeTokenizer } from './bpe.ts';
 import { Finetuner, evaluate } from './finetune.ts';

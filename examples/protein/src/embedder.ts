@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { mkdir, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { readSafetensors, writeSafetensors } from '../../../src/core/safetensors.ts';
-import { tensor } from '../../../src/core/tensor.ts';
+import { readSafetensors, writeSafetensors } from 'flotilla/core';
+import { tensor } from 'flotilla/core';
 
 export interface Embedder {
   /** identifies the embedding (and its version) in cache keys and reports */

@@ -1,10 +1,10 @@
 /** Entry points of the PEFT job (see ../../src/job-entry.ts). */
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Trainer } from '../../../../src/client/api.ts';
-import type { TensorDict } from '../../../../src/core/tensor.ts';
-import type { TrainerFactoryContext } from '../../../../src/runtime/job.ts';
-import { readJobConfig } from '../../../../src/runtime/job-config.ts';
+import type { Trainer } from 'flotilla/client';
+import type { TensorDict } from 'flotilla/core';
+import type { TrainerFactoryContext } from 'flotilla/runtime';
+import { readJobConfig } from 'flotilla/runtime';
 import { initialModelFor, trainerFor } from '../../src/job-entry.ts';
 
 /** Fresh adapters shaped by this job's own `executor.trainer.args` (rank, seed), so the server and the sites agree. */

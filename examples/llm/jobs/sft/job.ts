@@ -1,7 +1,7 @@
 /** Entry points of the SFT job (see ../../src/job-entry.ts). */
-import type { Trainer } from '../../../../src/client/api.ts';
-import type { TensorDict } from '../../../../src/core/tensor.ts';
-import type { TrainerFactoryContext } from '../../../../src/runtime/job.ts';
+import type { Trainer } from 'flotilla/client';
+import type { TensorDict } from 'flotilla/core';
+import type { TrainerFactoryContext } from 'flotilla/runtime';
 import { initialModelFor, trainerFor } from '../../src/job-entry.ts';
 
 export function initialModel(): Promise<TensorDict> {

@@ -1,11 +1,11 @@
 /**
  * tfjs with the WebAssembly backend (about 5× the pure-JS CPU backend here;
  * tfjs-node's native binary cannot be installed in this environment).
- * Shared by examples' trainers; loaded only by code that trains.
+ * The tfjs trainer's glue: tensors in, tensors out.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import type { TensorDict } from '../core/tensor.ts';
+import type { TensorDict } from 'flotilla/core';
 
 let ready: Promise<typeof tf> | null = null;
 

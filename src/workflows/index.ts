@@ -1,0 +1,7 @@
+/** `flotilla/workflows`: server-side workflows (FedAvg, cyclic, cross-site evaluation) and running a job's chain of them. */
+export * from './workflow.ts';
+export * from './fedavg.ts';
+export * from './fedavg-offload.ts';
+export * from './cyclic.ts';
+export * from './cross-site-eval.ts';
+export * from './run-job.ts';
