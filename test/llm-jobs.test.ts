@@ -38,6 +38,7 @@ function shortenedJob(jobDir: string, scratch: string): { dir: string; config: J
   const dir = path.join(scratch, path.basename(jobDir));
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'job.json'), JSON.stringify(short, null, 2));
+  writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }\n');
   writeFileSync(path.join(dir, module), `export * from ${JSON.stringify(pathToFileURL(path.join(jobDir, module)).href)};\n`);
   return { dir, config: readJobConfig(dir).config };
 }

@@ -70,6 +70,7 @@ describe('Python trainers in the simulator', () => {
     rmSync(job, { recursive: true, force: true });
     mkdirSync(job);
     writeFileSync(path.join(job, 'model.ts'), `export { initialModel } from ${JSON.stringify(path.join(repoRoot, 'examples/hello-fedavg/model.ts'))};\n`);
+    writeFileSync(path.join(job, 'package.json'), '{ "type": "module" }\n');
     writeFileSync(
       path.join(job, 'job.json'),
       JSON.stringify({

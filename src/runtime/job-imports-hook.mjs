@@ -1,4 +1,5 @@
-// Module resolve hook for job code (registered by job-imports.ts, in every thread that loads jobs).
+// Module resolve hook for job code (registered by job-imports.ts, in every thread that loads jobs;
+// each registration loads its own instance of this module, told apart by the URL's query).
 // `flotilla` and `flotilla/...` resolve to the installation that runs the job, as a Python job
 // imports the installed nvflare: one copy of each module, wherever the job folder lives.
 // Registered with a jobs folder (a server's or site's), it also keeps the code shipped there

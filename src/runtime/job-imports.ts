@@ -7,9 +7,9 @@
  * the `flotilla-source` export condition, so jobs run against src/ without a
  * build; from the package, against dist/.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { register } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const hook = new URL('./job-imports-hook.mjs', import.meta.url);
@@ -41,5 +41,30 @@ export function allowJobImports(jobsDir: string): void {
   jobsDirs.add(dir);
   mkdirSync(jobsDir, { recursive: true });
   if (!existsSync(join(jobsDir, 'package.json'))) writeFileSync(join(jobsDir, 'package.json'), '{ "type": "module" }\n');
-  register(hook, { data: { installation, source: FROM_SOURCE, jobsDir: dir } });
+  // one module instance per registration (a query makes the URL distinct): each keeps its own folder
+  register(`${hook.href}?jobs=${jobsDirs.size}`, { data: { installation, source: FROM_SOURCE, jobsDir: dir } });
+}
+
+/**
+ * Job code is ES modules. A .ts or .js file whose nearest package.json does not say
+ * `"type": "module"` would load as CommonJS, and `require('flotilla/...')` would not
+ * be the installation's ES module graph (a second copy of every class, or nothing at
+ * all from dist/). Returns what is wrong and how to fix it, or undefined.
+ */
+export function commonJsProblem(file: string): string | undefined {
+  if (/\.(mts|mjs)$/.test(file)) return undefined;
+  if (/\.(cts|cjs)$/.test(file)) return `${file} is CommonJS; job code is ES modules (.ts, .mts, .js, .mjs)`;
+  for (let dir = dirname(file); ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      let type: unknown;
+      try {
+        type = (JSON.parse(readFileSync(pkg, 'utf8')) as { type?: unknown }).type;
+      } catch (e) {
+        return `${pkg} is not valid JSON (${(e as Error).message})`;
+      }
+      return type === 'module' ? undefined : `${file} would load as CommonJS: ${pkg} does not say "type": "module"; job code is ES modules, so set it there`;
+    }
+    if (dirname(dir) === dir) return `${file} would load as CommonJS: no package.json above it says "type": "module"; job code is ES modules, so add a package.json with {"type": "module"} to the job folder (flotilla new writes one)`;
+  }
 }

@@ -13,7 +13,7 @@ import { ExProcessTrainerHost } from '../client/ex-process.ts';
 import { InProcessTrainerHost } from '../client/in-process.ts';
 import type { Logger } from '../util/log.ts';
 import { type ExecutorSpec, type JobConfig, JobConfigError, readJobConfig } from './job-config.ts';
-import { registerJobImports } from './job-imports.ts';
+import { commonJsProblem, registerJobImports } from './job-imports.ts';
 
 /** The installed Flotilla (repo root): `{flotillaRoot}` in script args/env, e.g. for PYTHONPATH={flotillaRoot}/python. */
 export const FLOTILLA_ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
@@ -43,6 +43,8 @@ export function loadJob(jobDir: string): Job {
 async function importFrom(job: Job, module: string, exportName: string, what: string): Promise<unknown> {
   const path = join(job.dir, module);
   let mod: Record<string, unknown>;
+  const cjs = commonJsProblem(path);
+  if (cjs) throw new JobConfigError(`${job.file}: ${what}: ${cjs}`);
   registerJobImports(); // the job's `flotilla/...` imports resolve to this installation
   try {
     mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
