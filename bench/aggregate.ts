@@ -11,7 +11,7 @@
  * Each variant runs in its own child process so peak RSS (VmHWM) is its own.
  * Client updates are generated piece by piece from a seed (as if they came off
  * the network), so generating them costs the same in both variants.
- * Prints one JSON object. Usage: node --import tsx bench/aggregate.ts [--clients 8] [--mb 256]
+ * Prints one JSON object. Usage: node --conditions=flotilla-source --import tsx bench/aggregate.ts [--clients 8] [--mb 256]
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';

@@ -20,7 +20,7 @@
  * process), largest client peak RSS, seconds per round (the server's own round
  * timing), job wall time. Prints one JSON object (and writes it to --out).
  *
- *   nice -n 10 node --import tsx bench/deployment-large.ts [--sizes 0.5,2] [--modes memory,offload]
+ *   nice -n 10 node --conditions=flotilla-source --import tsx bench/deployment-large.ts [--sizes 0.5,2] [--modes memory,offload]
  *       [--clients 8] [--rounds 2] [--transport tls|grpc] [--dir /tmp] [--out bench/results/deployment-large.json]
  */
 import { type ChildProcess, spawn } from 'node:child_process';

@@ -5,7 +5,7 @@
  * with its own TLS connection), and 50 clients connected to one server.
  * Prints one JSON object.
  *
- *   node --import tsx bench/deployment.ts [--floats 262144] [--rounds 5] [--many 50]
+ *   node --conditions=flotilla-source --import tsx bench/deployment.ts [--floats 262144] [--rounds 5] [--many 50]
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';

@@ -18,7 +18,7 @@
  * fsyncs (`tls-file`, reported as fractionOfTlsFileToFile). Each process reports its own peak
  * RSS (VmHWM) and CPU time. Prints one JSON object; progress goes to stderr.
  *
- *   nice node --import tsx bench/streaming.ts --sizes 1,4 [--modes regular,container,file]
+ *   nice node --conditions=flotilla-source --import tsx bench/streaming.ts --sizes 1,4 [--modes regular,container,file]
  *     [--chunk-mib 1] [--window-mib 64] [--h2-window 4194304 (both ends; 0 = wire.ts defaults)] [--baseline tls,link|none] [--dir /tmp/...] [--out result.json]
  *     [--back no]        container mode one way (server → client, hashed on arrival), for the 128 GB run
  *     [--progress FILE]  each process appends a progress line every 15 s (bytes, GB/s, peak RSS)

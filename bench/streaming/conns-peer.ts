@@ -6,9 +6,9 @@
  * hashes are the per-call xxhash64s joined in call order.
  * Prints `PORT <n>` (server) and `RESULT <json>`.
  *
- *   node --import tsx bench/streaming.ts ... is not needed: run a pair by hand,
- *   node --import tsx bench/streaming/conns-peer.ts --role server --certs DIR --conns 4 --bytes 5e8
- *   node --import tsx bench/streaming/conns-peer.ts --role client --certs DIR --conns 4 --bytes 5e8 --port N
+ *   node --conditions=flotilla-source --import tsx bench/streaming.ts ... is not needed: run a pair by hand,
+ *   node --conditions=flotilla-source --import tsx bench/streaming/conns-peer.ts --role server --certs DIR --conns 4 --bytes 5e8
+ *   node --conditions=flotilla-source --import tsx bench/streaming/conns-peer.ts --role client --certs DIR --conns 4 --bytes 5e8 --port N
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

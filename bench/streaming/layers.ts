@@ -4,7 +4,7 @@
  * One process, no I/O; prints one JSON object: CPU ms per MiB and GB/s of
  * each step.
  *
- *   node --import tsx bench/streaming/layers.ts [--mib 512]
+ *   node --conditions=flotilla-source --import tsx bench/streaming/layers.ts [--mib 512]
  */
 import { crc32 } from 'node:zlib';
 import { createCRC32, createXXHash64 } from 'hash-wasm';

@@ -8,7 +8,7 @@
  * few generations. `--mode all` runs PEFT and SFT in two child processes
  * (one core each) and then writes docs/examples/llm.md (report.ts).
  *
- * usage: nice -n 19 node --import tsx examples/llm/src/experiment.ts --mode all
+ * usage: nice -n 19 node --conditions=flotilla-source --import tsx examples/llm/src/experiment.ts --mode all
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -55,7 +55,7 @@ function commandLine(): string {
   if (inherited) return inherited;
   const nice = os.getPriority();
   const args = process.argv.slice(2).filter((_, i, a) => !(a[i] === '--mode' || a[i - 1] === '--mode'));
-  return `${nice ? `nice -n ${nice} ` : ''}node --import tsx examples/llm/src/experiment.ts --mode ${o.mode === 'peft' || o.mode === 'sft' ? o.mode : 'all'}${args.length ? ' ' + args.join(' ') : ''}`;
+  return `${nice ? `nice -n ${nice} ` : ''}node --conditions=flotilla-source --import tsx examples/llm/src/experiment.ts --mode ${o.mode === 'peft' || o.mode === 'sft' ? o.mode : 'all'}${args.length ? ' ' + args.join(' ') : ''}`;
 }
 
 const n = (k: string): number => {

@@ -3,7 +3,7 @@
  * Deterministic for a given seed: the batch of step s is drawn from
  * Rng(seed, s), so a run resumed from a checkpoint continues identically.
  *
- * usage: node --import tsx examples/llm/src/pretrain.ts [--steps 1500] [--max-minutes 25] [--resume]
+ * usage: node --conditions=flotilla-source --import tsx examples/llm/src/pretrain.ts [--steps 1500] [--max-minutes 25] [--resume]
  * Writes <out>/model.safetensors, config.json, pretrain-log.jsonl, pretrain.json;
  * checkpoints (weights + optimizer moments) go to --ckpt every --eval-every steps.
  */

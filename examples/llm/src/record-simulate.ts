@@ -5,7 +5,7 @@
  * workspace (server/summary.json), and the job's settings.
  *
  *   /usr/bin/time -v node bin/flotilla.js simulate examples/llm/jobs/peft --clients 3 --workspace /tmp/llm-peft 2> /tmp/sim.time
- *   node --import tsx examples/llm/src/record-simulate.ts --time /tmp/sim.time --workspace /tmp/llm-peft --note "..."
+ *   node --conditions=flotilla-source --import tsx examples/llm/src/record-simulate.ts --time /tmp/sim.time --workspace /tmp/llm-peft --note "..."
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';

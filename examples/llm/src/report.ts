@@ -168,7 +168,7 @@ export function readResults(dir: string): ModeResult[] {
 }
 
 /** The command as shown: where the results and the page were written is not part of the experiment. */
-const shownCommand = (r: ModeResult) => (r.command ?? 'nice -n 19 node --import tsx examples/llm/src/experiment.ts --mode all').replace(/ --(out|doc) \S+/g, '');
+const shownCommand = (r: ModeResult) => (r.command ?? 'nice -n 19 node --conditions=flotilla-source --import tsx examples/llm/src/experiment.ts --mode all').replace(/ --(out|doc) \S+/g, '');
 
 /** One line per method of another run: settings, pooled losses and the criteria. */
 function otherRun(dir: string, rel: (p: string) => string): string[] {
@@ -197,14 +197,14 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
   out.push('## How to run');
   out.push('');
   out.push('```sh');
-  out.push('node --import tsx examples/llm/src/train-tokenizer.ts            # BPE, 1024 ids → examples/llm/base/tokenizer.json (1 s)');
-  out.push('nohup nice -n 19 node --import tsx examples/llm/src/pretrain.ts --steps 900 --ctx 256 --batch 4 --resume &  # base model (~20 min)');
-  out.push('nice -n 19 node --import tsx examples/llm/src/experiment.ts --mode all  # this page (--mode peft|sft runs one half, --mode report rewrites the page from the saved results)');
+  out.push('node --conditions=flotilla-source --import tsx examples/llm/src/train-tokenizer.ts            # BPE, 1024 ids → examples/llm/base/tokenizer.json (1 s)');
+  out.push('nohup nice -n 19 node --conditions=flotilla-source --import tsx examples/llm/src/pretrain.ts --steps 900 --ctx 256 --batch 4 --resume &  # base model (~20 min)');
+  out.push('nice -n 19 node --conditions=flotilla-source --import tsx examples/llm/src/experiment.ts --mode all  # this page (--mode peft|sft runs one half, --mode report rewrites the page from the saved results)');
   out.push('flotilla simulate examples/llm/jobs/peft --clients 3              # the PEFT job through the CLI (jobs/sft likewise)');
-  out.push('node --import tsx --test test/llm-*.test.ts                        # reference check, tokenizer, LoRA, short federated PEFT, both job folders through the simulator');
+  out.push('node --conditions=flotilla-source --import tsx --test test/llm-*.test.ts                        # reference check, tokenizer, LoRA, short federated PEFT, both job folders through the simulator');
   out.push('```');
   out.push('');
-  out.push('The CLI timing below was taken with `/usr/bin/time -v node bin/flotilla.js simulate examples/llm/jobs/peft --clients 3 --workspace /tmp/llm-peft 2> /tmp/sim.time` and recorded by `node --import tsx examples/llm/src/record-simulate.ts --time /tmp/sim.time --workspace /tmp/llm-peft` (→ `docs/examples/llm/simulate-peft.json`).');
+  out.push('The CLI timing below was taken with `/usr/bin/time -v node bin/flotilla.js simulate examples/llm/jobs/peft --clients 3 --workspace /tmp/llm-peft 2> /tmp/sim.time` and recorded by `node --conditions=flotilla-source --import tsx examples/llm/src/record-simulate.ts --time /tmp/sim.time --workspace /tmp/llm-peft` (→ `docs/examples/llm/simulate-peft.json`).');
   out.push('');
   out.push('## Model');
   out.push('');

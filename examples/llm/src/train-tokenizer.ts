@@ -1,6 +1,6 @@
 /**
  * Trains the example's byte-level BPE tokenizer on the pre-training text.
- * usage: node --import tsx examples/llm/src/train-tokenizer.ts [--vocab 1024] [--out examples/llm/base/tokenizer.json]
+ * usage: node --conditions=flotilla-source --import tsx examples/llm/src/train-tokenizer.ts [--vocab 1024] [--out examples/llm/base/tokenizer.json]
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';

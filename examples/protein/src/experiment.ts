@@ -1,8 +1,8 @@
 /**
  * CLI: federated protein subcellular-location experiment.
  *
- *   nice node --import tsx examples/protein/src/experiment.ts --alpha 0.1,1,10 --sites 3 --rounds 20 --local-epochs 2
- *   node --import tsx examples/protein/src/experiment.ts --quick        # ~1 minute smoke run, writes no doc
+ *   nice node --conditions=flotilla-source --import tsx examples/protein/src/experiment.ts --alpha 0.1,1,10 --sites 3 --rounds 20 --local-epochs 2
+ *   node --conditions=flotilla-source --import tsx examples/protein/src/experiment.ts --quick        # ~1 minute smoke run, writes no doc
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
   }
   console.log(`total ${(r.seconds / 60).toFixed(1)} min`);
   if (docPath) {
-    const command = `nice node --import tsx examples/protein/src/experiment.ts ${process.argv.slice(2).join(' ')}`.trim();
+    const command = `nice node --conditions=flotilla-source --import tsx examples/protein/src/experiment.ts ${process.argv.slice(2).join(' ')}`.trim();
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
     await writeReport(r, { command, docPath, assetDir: path.join(path.dirname(docPath), 'protein'), machine: `${os.cpus().length} × ${cpu}, Node ${process.version}, tfjs wasm backend` });
     console.log(`wrote ${path.relative(process.cwd(), docPath)}`);

@@ -18,7 +18,7 @@
  * The protobuf bytes are written by hand (a dozen onnx.proto fields), so the
  * generator needs nothing beyond Node.
  *
- *   node --import tsx examples/protein/src/tiny-esm.ts <dir> [--hidden 16] [--seed 1]
+ *   node --conditions=flotilla-source --import tsx examples/protein/src/tiny-esm.ts <dir> [--hidden 16] [--seed 1]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
