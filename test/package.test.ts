@@ -127,6 +127,11 @@ test('npm pack → install into an empty folder → flotilla --help, simulate an
   assert.match(flotilla('simulate', 'script-job', '--clients', '2', '--workspace', 'ws-script'), /Done in/);
   assert.deepEqual([...((await readSafetensors(join(app, 'ws-script/server/global_model.safetensors'))).tensors.get('w')!.data as Float32Array)], [2, 2, 2]);
 
+  // the templates ship with the package
+  assert.match(flotilla('new', '--list'), /tfjs[\s\S]*pytorch/);
+  assert.match(flotilla('new', 'from-template', '--template', 'tfjs'), /Created job "from-template"/);
+  assert.ok(['job.yaml', 'trainer.ts', 'model.ts', 'tfjs.ts', 'package.json'].every((f) => existsSync(join(app, 'from-template', f))));
+
   const port = await freePortPair();
   assert.match(flotilla('poc', 'prepare', '--clients', '2', '-w', 'poc', '-p', String(port)), /POC prepared/);
   assert.match(flotilla('poc', 'start', '-w', 'poc'), /Started server, site-1, site-2/);

@@ -5,6 +5,7 @@ import { JobConfigError, readJobConfig } from '../runtime/job-config.ts';
 import { checkJob } from '../runtime/job-check.ts';
 import { registerDeploymentCommands } from './deploy-commands.ts';
 import { simulate } from '../simulator/simulator.ts';
+import { createJob, listTemplates, NewJobError } from './new.ts';
 import { RoundTable } from './round-table.ts';
 
 function positiveInt(name: string, min = 1) {
@@ -60,6 +61,23 @@ program
     if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
     const { config, file } = await checkJob(jobDir);
     process.stdout.write(`${file}: ok (job "${config.name}", ${config.workflows.map((w) => w.type).join(' → ')}, min ${config.minClients} clients; modules, scripts and interpreters resolved)\n`);
+  });
+
+program
+  .command('new')
+  .description('write a runnable job folder from a template (--list shows the templates)')
+  .argument('[dir]', 'the new job folder (absent or empty)')
+  .option('--template <name>', 'the template (flotilla new --list)')
+  .option('--list', 'list the templates')
+  .action((dir: string | undefined, o: { template?: string; list?: boolean }) => {
+    if (o.list) {
+      process.stdout.write(listTemplates());
+      return;
+    }
+    if (!dir) throw new NewJobError('name the new job folder: flotilla new <dir> --template <name> (flotilla new --list shows the templates)');
+    if (!o.template) throw new NewJobError(`choose a template: flotilla new ${dir} --template <name>\n${listTemplates()}`);
+    const job = createJob(dir, o.template);
+    process.stdout.write(`Created job "${job.name}" in ${job.dir} from template ${o.template}: ${job.files.join(', ')}\nNext: see ${join(job.dir, 'README.md')}; in short, npx flotilla simulate ${dir} --clients ${job.minClients}\n`);
   });
 
 registerDeploymentCommands(program);
