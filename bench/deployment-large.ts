@@ -57,7 +57,6 @@ if (!Number.isInteger(nClients) || nClients < 2) throw new Error('--clients must
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be an integer ≥ 1');
 
 const MB = 2 ** 20;
-const src = join(repo, 'src/');
 const cli = join(repo, 'src/cli/main.ts');
 const tmp = mkdtempSync(join(baseDir, 'flotilla-large-'));
 
@@ -136,6 +135,7 @@ async function verify(path: string, tensors: TensorInfo[], rounds: number): Prom
 
 function writeJob(dir: string, modelPath: string, offload: boolean): void {
   mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n'); // job code is ES modules
   writeFileSync(
     join(dir, 'job.yaml'),
     `name: large-${offload ? 'offload' : 'memory'}
@@ -159,7 +159,7 @@ executor:
   writeFileSync(
     join(dir, 'trainer.ts'),
     `import { open } from 'node:fs/promises';
-import { SafetensorsFile } from ${JSON.stringify(`${src}core/safetensors.ts`)};
+import { SafetensorsFile } from 'flotilla/core';
 
 // Adds (siteIndex + 1) to every float32 of the received file, in place, 4 MiB at a time, and sends the file back.
 export function createTrainer(ctx) {

@@ -10,7 +10,6 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { AdminClient } from '../src/admin/client.ts';
 import { FederationClient } from '../src/deploy/client.ts';
 import { FederationServer } from '../src/deploy/server.ts';
@@ -28,15 +27,15 @@ const arg = (name: string, d: number): number => {
 const floats = arg('floats', 262_144);
 const rounds = arg('rounds', 5);
 const many = arg('many', 50);
-const src = fileURLToPath(new URL('../src/', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-bench-'));
 
 function writeJob(dir: string, minClients: number): string {
   mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n'); // job code is ES modules
   writeFileSync(join(dir, 'job.yaml'), `name: bench\nminClients: ${minClients}\nmodel:\n  module: trainer.ts\n  export: initialModel\nworkflows:\n  - type: fedavg\n    rounds: ${rounds}\nexecutor:\n  trainer:\n    module: trainer.ts\n    factory: createTrainer\n`);
   writeFileSync(
     join(dir, 'trainer.ts'),
-    `import { f32 } from '${src}core/tensor.ts';
+    `import { f32 } from 'flotilla/core';
 export function createTrainer(ctx) {
   const target = ctx.siteIndex + 1;
   return async (flare) => {
