@@ -27,6 +27,9 @@ import type { TensorInfo } from '../src/core/safetensors-header.ts';
 import { type TensorPiece, type TensorStream, streamToDict } from '../src/core/tensor-stream.ts';
 import type { TensorDict } from '../src/core/tensor.ts';
 import { commitFacts } from './commit.ts';
+import { exitOnHelp } from './usage.ts';
+
+exitOnHelp(import.meta.url);
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: number): number => {

@@ -36,6 +36,9 @@ import type { TensorInfo } from '../src/core/safetensors-header.ts';
 import { parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
 import type { RoundSummary } from '../src/workflows/workflow.ts';
+import { exitOnHelp } from './usage.ts';
+
+exitOnHelp(import.meta.url);
 
 const argv = process.argv.slice(2);
 const opt = (name: string, d: string): string => {

@@ -19,6 +19,9 @@ import { provision } from '../src/provision/provision.ts';
 import { simulate } from '../src/simulator/simulator.ts';
 import type { RoundSummary } from '../src/workflows/workflow.ts';
 import { commitFacts } from './commit.ts';
+import { exitOnHelp } from './usage.ts';
+
+exitOnHelp(import.meta.url);
 
 const arg = (name: string, d: number): number => {
   const i = process.argv.indexOf(`--${name}`);

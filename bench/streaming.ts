@@ -37,6 +37,9 @@ import { createCA, issueCert } from '../src/provision/ca.ts';
 import { flags, num } from './streaming/common.ts';
 import { GB, META, ModelBytes, layoutBytes, modelLayout, syntheticStream } from './streaming/model.ts';
 import { commitFacts } from './commit.ts';
+import { exitOnHelp } from './usage.ts';
+
+exitOnHelp(import.meta.url);
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const f = flags(process.argv.slice(2), {
