@@ -7,7 +7,7 @@
  * word is one of COMMAND_WORDS; a line ending in `|` or `\` continues on the next.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -160,6 +160,14 @@ test('the documented POC sessions run in order: prepare, start, sites, submit, l
         if (state !== 'FINISHED') await new Promise((r) => setTimeout(r, 1000));
       }
       assert.equal(state, 'FINISHED');
+    }
+    if (args[0] === 'admin' && args[2] === 'sites') {
+      // poc start returns once the processes are spawned; the reader runs `sites` until both are there
+      const up = Date.now() + 90_000;
+      while (!/site-1[\s\S]*site-2/.test(spawnSync('npx', ['flotilla', ...args], { cwd: repo, encoding: 'utf8' }).stdout ?? '')) {
+        assert.ok(Date.now() < up, 'the POC sites connected within 90 s');
+        await new Promise((r) => setTimeout(r, 1000));
+      }
     }
     const out = cli(args);
     if (args[0] === 'admin' && args[2] === 'submit') jobId = /Submitted job (\S+)/.exec(out)![1]!;

@@ -10,7 +10,7 @@
  * binary is reachable), which takes minutes on 2 cores; everything else is the real install.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,6 +111,12 @@ test('npm pack → install into an empty folder → flotilla --help, simulate an
   writeFileSync(join(job, 'job.yaml'), JOB_YAML);
   writeFileSync(join(job, 'model.ts'), MODEL_TS);
   writeFileSync(join(job, 'trainer.ts'), TRAINER_TS);
+  // the exports map's types: the job type-checks against the installed declarations (the checkout's tsc)
+  const tsc = join(repo, 'node_modules/typescript/bin/tsc');
+  sh(process.execPath, [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', 'node', '--typeRoots', join(repo, 'node_modules/@types'), 'job/model.ts', 'job/trainer.ts']);
+  writeFileSync(join(app, 'wrong.ts'), "import { f32 } from 'flotilla/core';\nexport const n: number = f32([1], [1]);\n");
+  assert.throws(() => sh(process.execPath, [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', 'node', '--typeRoots', join(repo, 'node_modules/@types'), 'wrong.ts']), (e: { stdout?: string }) => /Tensor<"F32">' is not assignable to type 'number'/.test(String(e.stdout)));
+
   assert.match(flotilla('simulate', 'job', '--clients', '2', '--workspace', 'ws'), /Done in/);
   const model = (await readSafetensors(join(app, 'ws/server/global_model.safetensors'))).tensors;
   assert.deepEqual([...(model.get('w')!.data as Float32Array)], [2, 2, 2]);
@@ -137,6 +143,12 @@ test('npm pack → install into an empty folder → flotilla --help, simulate an
   assert.match(flotilla('poc', 'start', '-w', 'poc'), /Started server, site-1, site-2/);
   const kit = 'poc/poc/prod_01/admin@poc.example';
   try {
+    // poc start returns once the processes are spawned: wait for both sites, as deploy-poc.test.ts does
+    const up = Date.now() + 90_000;
+    while (!/site-1[\s\S]*site-2/.test(spawnSync(join(app, 'node_modules/.bin/flotilla'), ['admin', kit, 'sites'], { cwd: app, encoding: 'utf8' }).stdout ?? '')) {
+      assert.ok(Date.now() < up, 'the POC sites connected within 90 s');
+      await new Promise((r) => setTimeout(r, 500));
+    }
     const jobId = (JSON.parse(flotilla('admin', kit, 'submit', 'job', '--json')) as { jobId: string }).jobId;
     const deadline = Date.now() + 90_000;
     let status: { state: string; detail?: string; result?: { rounds: unknown[] } } = { state: 'SUBMITTED' };
