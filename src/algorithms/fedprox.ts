@@ -2,7 +2,7 @@
  * FedProx (Li et al. 2020) is a job setting, not a server algorithm: the server
  * aggregates as FedAvg does and each trainer adds μ/2·‖w − w_global‖² to its
  * loss. The workflow sends μ in the task's meta under this key; the tfjs helper
- * (`src/ml/fedprox.ts`) and the PyTorch helper (`flotilla.torch.fedprox_term`)
+ * (examples/hello-fedavg/fedprox.ts, shipped in the tfjs template) and the PyTorch helper (`flotilla.torch.fedprox_term`)
  * read it and apply the term.
  */
 import type { JsonValue } from '../core/fl-model.ts';

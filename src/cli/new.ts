@@ -21,7 +21,7 @@ export const TEMPLATES: readonly Template[] = [
     name: 'tfjs',
     description: 'a TypeScript trainer with tfjs (wasm backend): an MLP on data each site generates, FedAvg, cross-site evaluation',
     from: 'examples/hello-fedavg',
-    files: ['job.yaml', 'model.ts', 'trainer.ts', 'data.ts', 'tfjs.ts', 'package.json'],
+    files: ['job.yaml', 'model.ts', 'trainer.ts', 'data.ts', 'tfjs.ts', 'fedprox.ts', 'package.json'],
   },
   {
     name: 'pytorch',

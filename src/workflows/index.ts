@@ -5,3 +5,6 @@ export * from './fedavg-offload.ts';
 export * from './cyclic.ts';
 export * from './cross-site-eval.ts';
 export * from './run-job.ts';
+export * from './strategy.ts';
+export * from './fedopt.ts';
+export * from './scaffold.ts';

@@ -3,16 +3,16 @@
  * rounds × local steps × batch) run with FedAvg, FedAvgM or FedAdam, printing the pooled
  * validation loss after each round and at the end as one JSON object per workflow.
  *
- *   nice node --import tsx examples/llm/src/server-opt.ts --workflows fedavgm,fedadam --rounds 12 --local-steps 6 --batch 4 --val 64
+ *   nice node --conditions=flotilla-source --import tsx examples/llm/src/server-opt.ts --workflows fedavgm,fedadam --rounds 12 --local-steps 6 --batch 4 --val 64
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import type { ServerOptimizerInput } from '../../../src/algorithms/server-optimizer.ts';
-import { simulateInProcess } from '../../../src/simulator/in-process.ts';
-import { FedOpt } from '../../../src/workflows/fedopt.ts';
-import { StrategyWorkflow, fedAvgStrategy } from '../../../src/workflows/strategy.ts';
+import type { ServerOptimizerInput } from 'flotilla/algorithms';
+import { simulateInProcess } from 'flotilla/simulator';
+import { FedOpt } from 'flotilla/workflows';
+import { StrategyWorkflow, fedAvgStrategy } from 'flotilla/workflows';
 import { initBackend } from './backend.ts';
 import { BpeTokenizer } from './bpe.ts';
 import { evaluate } from './finetune.ts';

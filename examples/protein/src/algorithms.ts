@@ -8,22 +8,22 @@
  * in the in-process simulator; prints one JSON object per run and a markdown
  * table at the end.
  *
- *   nice node --import tsx examples/protein/src/algorithms.ts --part compare --alpha 0.1,1,10 --seeds 1,2
- *   nice node --import tsx examples/protein/src/algorithms.ts --part robust --alpha 1 --seeds 1,2 --sites 5
+ *   nice node --conditions=flotilla-source --import tsx examples/protein/src/algorithms.ts --part compare --alpha 0.1,1,10 --seeds 1,2
+ *   nice node --conditions=flotilla-source --import tsx examples/protein/src/algorithms.ts --part robust --alpha 1 --seeds 1,2 --sites 5
  */
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import type { RobustRuleInput } from '../../../src/algorithms/robust.ts';
-import type { ClientAPI, Trainer } from '../../../src/client/api.ts';
-import type { FLModel } from '../../../src/core/fl-model.ts';
-import { type TensorDict, tensor } from '../../../src/core/tensor.ts';
-import { simulateInProcess } from '../../../src/simulator/in-process.ts';
-import { FedOpt } from '../../../src/workflows/fedopt.ts';
-import { Scaffold } from '../../../src/workflows/scaffold.ts';
-import { type StrategyOptions, StrategyWorkflow, fedAvgStrategy } from '../../../src/workflows/strategy.ts';
+import type { RobustRuleInput } from 'flotilla/algorithms';
+import type { ClientAPI, Trainer } from 'flotilla/client';
+import type { FLModel } from 'flotilla/core';
+import { type TensorDict, tensor } from 'flotilla/core';
+import { simulateInProcess } from 'flotilla/simulator';
+import { FedOpt } from 'flotilla/workflows';
+import { Scaffold } from 'flotilla/workflows';
+import { type StrategyOptions, StrategyWorkflow, fedAvgStrategy } from 'flotilla/workflows';
 import { NUM_CLASSES } from './deeploc.ts';
 import { prepareData } from './data.ts';
 import { CompositionFeaturizer } from './featurizer.ts';

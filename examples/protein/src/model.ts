@@ -6,8 +6,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { type Tensor, type TensorDict, tensor } from '../../../src/core/tensor.ts';
-import { proximalTerm, scaffoldCorrect } from '../../../src/ml/fedprox.ts';
+import { type Tensor, type TensorDict, tensor } from 'flotilla/core';
+import { proximalTerm, scaffoldCorrect } from '../../hello-fedavg/fedprox.ts';
 import { Rng, hashSeed } from './prng.ts';
 
 let backendReady: Promise<void> | undefined;

@@ -9,9 +9,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { TensorDict } from '../../../src/core/tensor.ts';
-import { simulateInProcess } from '../../../src/simulator/in-process.ts';
-import { StrategyWorkflow, fedAvgStrategy } from '../../../src/workflows/strategy.ts';
+import type { TensorDict } from 'flotilla/core';
+import { simulateInProcess } from 'flotilla/simulator';
+import { StrategyWorkflow, fedAvgStrategy } from 'flotilla/workflows';
 import { NUM_CLASSES, droppedSummary } from './deeploc.ts';
 import { type PreparedData, prepareData } from './data.ts';
 import type { Embedder } from './embedder.ts';

@@ -4,12 +4,12 @@
  * on the shared test set, train E local epochs (optionally with the FedProx
  * proximal term anchored at the global model), send the full weights back.
  */
-import type { ClientAPI, Trainer } from '../../../src/client/api.ts';
-import { FEDPROX_MU, proxMuOf } from '../../../src/algorithms/fedprox.ts';
-import { SCAFFOLD_PREFIX, ScaffoldMeta, clientControlUpdate, splitPrefixed, withPrefixed } from '../../../src/algorithms/scaffold.ts';
-import { MetaKeys } from '../../../src/core/fl-model.ts';
-import type { TensorDict } from '../../../src/core/tensor.ts';
-import { tensor } from '../../../src/core/tensor.ts';
+import type { ClientAPI, Trainer } from 'flotilla/client';
+import { FEDPROX_MU, proxMuOf } from 'flotilla/algorithms';
+import { SCAFFOLD_PREFIX, ScaffoldMeta, clientControlUpdate, splitPrefixed, withPrefixed } from 'flotilla/algorithms';
+import { MetaKeys } from 'flotilla/core';
+import type { TensorDict } from 'flotilla/core';
+import { tensor } from 'flotilla/core';
 import { accuracy, score } from './metrics.ts';
 import { type Dataset, Mlp, type MlpConfig, classWeights, initBackend, trainSeed } from './model.ts';
 
