@@ -19,6 +19,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 function job(workflows: string): string {
   const deep = join(mkdtempSync(join(tmpdir(), 'flotilla-algjob-')), 'job');
   mkdirSync(deep);
+  writeFileSync(join(deep, 'package.json'), '{ "type": "module" }\n'); // job code is ES modules
   writeFileSync(join(deep, 'trainer.ts'), `export * from ${JSON.stringify(join(root, 'test/fixtures/jobs/tiny/trainer.ts'))};\n`);
   writeFileSync(join(deep, 'job.yaml'), `name: tiny\nminClients: 2\nmodel:\n  module: trainer.ts\n  export: initialModel\nworkflows:\n${workflows}\nexecutor:\n  trainer:\n    module: trainer.ts\n    factory: createTrainer\n    args:\n      rate: 0.5\n`);
   return deep;
