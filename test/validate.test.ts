@@ -30,6 +30,7 @@ let n = 0;
 function job(config: Record<string, unknown>, files: Record<string, string> = {}): string {
   const dir = path.join(tmp, `job-${n++}`);
   mkdirSync(dir);
+  writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }\n'); // job code is ES modules
   writeFileSync(path.join(dir, 'model.ts'), `export { initialModel } from ${JSON.stringify(helloModel)};\n`);
   for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
   writeFileSync(path.join(dir, 'job.json'), JSON.stringify({ name: 'v', minClients: 1, model: { module: 'model.ts' }, workflows: [{ type: 'fedavg', rounds: 1 }], ...config }));
