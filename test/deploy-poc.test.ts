@@ -1,7 +1,7 @@
 // POC mode: prepare, start (detached server + clients), see the sites, stop.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -16,7 +16,7 @@ const run = (...args: string[]): string => execFileSync(process.execPath, ['--im
 after(() => {
   // whatever happened, no POC process outlives the test
   const pids = join(ws, 'pids.json');
-  if (existsSync(pids)) for (const pid of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, number>)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  if (existsSync(pids)) for (const { pid } of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, { pid: number }>)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
   rmSync(join(ws, '..'), { recursive: true, force: true });
 });
 
@@ -24,7 +24,7 @@ test('poc prepare / start / stop runs a local federation', async () => {
   const port = await freePortPair(); // the server listens on port and port + 1 (data plane)
   assert.match(run('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(port)), /POC prepared/);
   assert.match(run('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
-  const pids = JSON.parse(readFileSync(join(ws, 'pids.json'), 'utf8')) as Record<string, number>;
+  const pids = Object.fromEntries(Object.entries(JSON.parse(readFileSync(join(ws, 'pids.json'), 'utf8')) as Record<string, { pid: number }>).map(([k, v]) => [k, v.pid]));
   assert.deepEqual(Object.keys(pids), ['server', 'site-1', 'site-2']);
   const admin = new AdminClient(join(ws, 'poc', 'prod_01', 'admin@poc.example'));
   try {
@@ -52,4 +52,64 @@ test('poc prepare / start / stop runs a local federation', async () => {
   const deadline = Date.now() + 10_000;
   while (Object.values(pids).some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(Object.values(pids).filter(alive), [], 'every POC process is gone');
+});
+
+const cli = (...args: string[]): { status: number | null; out: string } => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+};
+
+test('poc prepare refuses a non-empty folder that holds no POC, and re-provisions its own only with --force', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-pocprep-'));
+  try {
+    writeFileSync(join(dir, 'thesis.tex'), 'years of work');
+    const r = cli('poc', 'prepare', '-w', dir);
+    assert.notEqual(r.status, 0);
+    assert.match(r.out, /is not empty and holds no POC/);
+    assert.equal(readFileSync(join(dir, 'thesis.tex'), 'utf8'), 'years of work', 'nothing was deleted');
+
+    const poc = join(dir, 'poc');
+    assert.equal(cli('poc', 'prepare', '-w', poc, '-p', '18002').status, 0);
+    const layout = JSON.parse(readFileSync(join(poc, 'poc.json'), 'utf8')) as { server: string };
+    mkdirSync(join(layout.server, 'workspace'), { recursive: true });
+    writeFileSync(join(layout.server, 'workspace', 'jobs.sqlite'), 'the job store');
+    const again = cli('poc', 'prepare', '-w', poc);
+    assert.notEqual(again.status, 0);
+    assert.match(again.out, /already holds a POC: re-provision it with --force --keep-jobs/);
+    assert.match(cli('poc', 'prepare', '-w', poc, '--force').out, /exactly one of --keep-jobs/);
+    assert.equal(cli('poc', 'prepare', '-w', poc, '--force', '--keep-jobs').status, 0);
+    const kept = JSON.parse(readFileSync(join(poc, 'poc.json'), 'utf8')) as { server: string };
+    assert.ok(existsSync(join(kept.server, 'startup')), 're-provisioned');
+    assert.equal(readFileSync(join(kept.server, 'workspace', 'jobs.sqlite'), 'utf8'), 'the job store', '--keep-jobs keeps the job store');
+    assert.equal(cli('poc', 'prepare', '-w', poc, '--force', '--discard-jobs').status, 0);
+    const fresh = JSON.parse(readFileSync(join(poc, 'poc.json'), 'utf8')) as { server: string };
+    assert.ok(!existsSync(join(fresh.server, 'workspace', 'jobs.sqlite')), '--discard-jobs deletes it');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('poc stop leaves alone a process whose PID it did not start (PID reuse)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-pocstop-'));
+  const foreign = spawn('sleep', ['60'], { stdio: 'ignore' });
+  try {
+    await new Promise((r) => foreign.once('spawn', r));
+    const pid = foreign.pid!;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
+    // what pids.json says after a crash: the recorded server's PID now names another process
+    writeFileSync(join(dir, 'pids.json'), JSON.stringify({ server: { pid, startTime: String(Number(startTime) - 1), cmdline: `${process.execPath} src/cli/main.ts server start kit` }, 'site-1': { pid, startTime, cmdline: `${process.execPath} src/cli/main.ts client start kit` } }));
+    const r = cli('poc', 'stop', '-w', dir);
+    assert.equal(r.status, 0, r.out);
+    assert.match(r.out, /Stopped nothing/);
+    assert.match(r.out, new RegExp(`Left server alone: PID ${pid} now belongs to another process \\(sleep 60\\)`));
+    assert.match(r.out, new RegExp(`Left site-1 alone: PID ${pid} runs "sleep 60", not the recorded`));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(foreign.exitCode, null, 'the foreign process is still running');
+    assert.equal(foreign.signalCode, null);
+    process.kill(pid, 0);
+  } finally {
+    foreign.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -1,6 +1,7 @@
 // Provisioning, kit signatures, job bundles, roles and the job store, without processes.
 import assert from 'node:assert/strict';
-import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -119,6 +120,31 @@ test('job bundles round-trip and refuse unsafe paths, oversize folders and bad c
   assert.throws(() => unpackJob(mk([{ path: 'job.yaml', text: 'x'.repeat(2000) }]), join(tmp, 'u2'), 1000), /exceeds the limit/);
   assert.throws(() => unpackJob(mk([{ path: 'job.yaml', text: 'name: t\nminClients: 0\n' }]), join(tmp, 'u2')), /<job folder>\/job\.yaml: invalid job config[\s\S]*minClients/);
   assert.ok(!existsSync(join(tmp, 'u2')), 'a refused bundle leaves nothing behind');
+});
+
+test('job bundles refuse symbolic links (naming the link) and special files; --follow-links follows links inside the folder only', () => {
+  const job = join(tmp, 'linky');
+  cpSync(join(repo, 'test/fixtures/jobs/tiny'), job, { recursive: true });
+  const secret = join(tmp, 'id_rsa');
+  writeFileSync(secret, 'PRIVATE KEY');
+  symlinkSync(secret, join(job, 'notes.txt'));
+  assert.throws(() => packJob(job), (e: Error) => e instanceof BundleError && /notes\.txt is a symbolic link: links are not submitted/.test(e.message) && /--follow-links/.test(e.message));
+  assert.throws(() => packJob(job, { followLinks: true }), /notes\.txt is a symbolic link to .*id_rsa, outside the job folder/);
+  rmSync(join(job, 'notes.txt'));
+  symlinkSync('trainer.ts', join(job, 'trainer-link.ts'));
+  assert.throws(() => packJob(job), /trainer-link\.ts is a symbolic link/);
+  const followed = JSON.parse(Buffer.from(packJob(job, { followLinks: true })).toString('utf8')) as { files: { path: string; base64: string }[] };
+  const link = followed.files.find((f) => f.path === 'trainer-link.ts');
+  assert.equal(Buffer.from(link!.base64, 'base64').toString('utf8'), readFileSync(join(job, 'trainer.ts'), 'utf8'), 'a link inside the folder travels as its target\'s bytes');
+  rmSync(join(job, 'trainer-link.ts'));
+  execFileSync('mkfifo', [join(job, 'pipe')]);
+  assert.throws(() => packJob(job), /pipe is a named pipe: only regular files and folders are submitted/);
+  rmSync(join(job, 'pipe'));
+  // the server side: the wire format has no entry kind but a regular file; anything else is refused
+  const wire = (files: unknown[]): Uint8Array => Buffer.from(JSON.stringify({ files }));
+  assert.throws(() => unpackJob(wire([{ path: 'notes.txt', base64: '', symlink: '/root/.ssh/id_rsa' }]), join(tmp, 'u3')), /malformed job bundle: .*symlink/);
+  assert.throws(() => unpackJob(wire([{ path: 'a', base64: '' }, { path: 'a/b', base64: '' }]), join(tmp, 'u3')), /malformed job bundle: a is both a file and a folder/);
+  assert.ok(!existsSync(join(tmp, 'u3')));
 });
 
 test('roles follow the NVFlare-like policy', () => {

@@ -27,7 +27,7 @@ const run = (...args: string[]): string => execFileSync(process.execPath, ['--im
 after(() => {
   // whatever happened, no POC process outlives the test
   const pids = join(ws, 'pids.json');
-  if (existsSync(pids)) for (const pid of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, number>)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  if (existsSync(pids)) for (const { pid } of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, { pid: number }>)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
   rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -42,8 +42,9 @@ export class AdminClient {
     return parsed.data as AdminReply<C>;
   }
 
-  async submit(jobDir: string): Promise<string> {
-    return (await this.call('submit', {}, packJob(jobDir))).jobId;
+  /** Submits a job folder; `followLinks` follows symbolic links that stay inside it (default: refused). */
+  async submit(jobDir: string, opts: { followLinks?: boolean } = {}): Promise<string> {
+    return (await this.call('submit', {}, packJob(jobDir, { followLinks: opts.followLinks ?? false }))).jobId;
   }
 
   /**

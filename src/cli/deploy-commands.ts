@@ -105,8 +105,9 @@ export function registerDeploymentCommands(program: Command): void {
     .argument('[arg]', 'the job folder, job id or site name the command takes')
     .option('-o, --out <dir>', 'for download: where results go', 'downloads')
     .option('--json', 'print the raw JSON result')
+    .option('--follow-links', 'for submit: follow symbolic links whose target is inside the job folder (default: a link is refused)')
     .addHelpText('after', `\nCommands:\n${ADMIN_COMMANDS.map((c) => `  ${c.padEnd(14)} ${ADMIN_COMMAND_TABLE[c].summary}`).join('\n')}`)
-    .action(async (kitDir: string, command: string, arg: string | undefined, o: { out: string; json?: boolean }) => {
+    .action(async (kitDir: string, command: string, arg: string | undefined, o: { out: string; json?: boolean; followLinks?: boolean }) => {
       if (!isAdminCommand(command)) throw new InvalidArgumentError(`unknown admin command "${command}": use one of ${ADMIN_COMMANDS.join(', ')}`);
       const operand = ADMIN_COMMAND_TABLE[command].operand;
       if (operand && !arg) throw new InvalidArgumentError(`admin ${command} needs a ${operand.what}`);
@@ -114,7 +115,7 @@ export function registerDeploymentCommands(program: Command): void {
       const admin = new AdminClient(kitDir);
       try {
         if (command === 'submit') {
-          const jobId = await admin.submit(arg!);
+          const jobId = await admin.submit(arg!, { followLinks: o.followLinks ?? false });
           out(o.json ? JSON.stringify({ jobId }) : `Submitted job ${jobId}`);
         } else if (command === 'download') {
           const dir = await withDownloadBar((onProgress) => admin.download(arg!, o.out, onProgress));
@@ -134,9 +135,14 @@ export function registerDeploymentCommands(program: Command): void {
     .option('-n, --clients <n>', 'number of client sites', (v) => Number(v), 2)
     .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
     .option('-p, --port <port>', 'server port', port, 8002)
-    .action(async (o: { clients: number; workspace: string; port: number }) => {
+    .option('--force', 're-provision a folder that already holds a POC (with --keep-jobs or --discard-jobs)')
+    .option('--keep-jobs', 'with --force: the job store and every job\'s results survive')
+    .option('--discard-jobs', 'with --force: the job store and every job\'s results are deleted')
+    .action(async (o: { clients: number; workspace: string; port: number; force?: boolean; keepJobs?: boolean; discardJobs?: boolean }) => {
       if (!Number.isInteger(o.clients) || o.clients < 1) throw new InvalidArgumentError('--clients must be a positive integer');
-      const l = await pocPrepare(o);
+      if ((o.keepJobs || o.discardJobs) && !o.force) throw new InvalidArgumentError('--keep-jobs and --discard-jobs go with --force');
+      if (o.force && o.keepJobs === o.discardJobs) throw new InvalidArgumentError('--force needs exactly one of --keep-jobs (the job store survives) or --discard-jobs (it is deleted)');
+      const l = await pocPrepare({ clients: o.clients, workspace: o.workspace, port: o.port, ...(o.force && { force: { jobs: o.keepJobs ? ('keep' as const) : ('discard' as const) } }) });
       out(`POC prepared in ${l.workspace}: server, ${l.clients.length} clients, admin ${POC_ADMIN}\nNext: flotilla poc start -w ${o.workspace}; then flotilla admin ${l.admin} submit <job-dir>`);
     });
   poc
@@ -150,7 +156,9 @@ export function registerDeploymentCommands(program: Command): void {
     .command('stop')
     .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
     .action((o: { workspace: string }) => {
-      out(`Stopped ${pocStop(o.workspace).join(', ') || 'nothing (processes were gone)'}`);
+      const r = pocStop(o.workspace);
+      out(`Stopped ${r.stopped.join(', ') || 'nothing'}`);
+      for (const k of r.skipped) out(`Left ${k.name} alone: ${k.why}`);
     });
 }
 

@@ -4,8 +4,8 @@
  * the config). Unpacking validates everything before anything is trusted:
  * total size, file count, every path inside the folder, and the job config.
  */
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { type Stats, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { type JobConfig, JobConfigError, readJobConfig } from '../runtime/job-config.ts';
 import { describeZodError } from '../util/zod-error.ts';
@@ -27,23 +27,60 @@ export class BundleError extends Error {
   override readonly name = 'BundleError';
 }
 
-/** Reads a job folder into a bundle (for `admin submit`). */
-export function packJob(dir: string, maxBytes: number = BUNDLE_LIMITS.maxBytes): Uint8Array {
+export interface PackOptions {
+  maxBytes?: number;
+  /**
+   * follow symbolic links whose target lies inside the job folder (default: a link is refused,
+   * naming it, since it could carry any file the submitter can read to the server and every site)
+   */
+  followLinks?: boolean;
+}
+
+function kindOf(st: Stats): string {
+  if (st.isFIFO()) return 'a named pipe';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/**
+ * Reads a job folder into a bundle (for `admin submit`). Only regular files and folders travel:
+ * a symbolic link is refused unless `followLinks` and its target is inside the folder; pipes,
+ * sockets and devices are always refused. Each refusal names the entry.
+ */
+export function packJob(dir: string, opts: PackOptions = {}): Uint8Array {
+  const maxBytes = opts.maxBytes ?? BUNDLE_LIMITS.maxBytes;
   const root = resolve(dir);
+  const realRoot = realpathSync(root);
   const files: { path: string; base64: string }[] = [];
   let total = 0;
   const walk = (rel: string): void => {
     for (const name of readdirSync(join(root, rel)).sort()) {
       if (SKIP.has(name)) continue;
       const r = rel ? `${rel}/${name}` : name;
-      const st = statSync(join(root, r));
+      const abs = join(root, r);
+      let st = lstatSync(abs);
+      if (st.isSymbolicLink()) {
+        if (!opts.followLinks) throw new BundleError(`job folder ${root}: ${r} is a symbolic link: links are not submitted (they could carry files from outside the job folder); copy the file in, or pass --follow-links to follow links that stay inside the folder`);
+        let target: string;
+        try {
+          target = realpathSync(abs);
+        } catch {
+          throw new BundleError(`job folder ${root}: ${r} is a broken symbolic link: remove it`);
+        }
+        const inside = relative(realRoot, target);
+        if (inside === '' || inside.startsWith('..') || inside.startsWith(sep) || resolve(realRoot, inside) !== target) throw new BundleError(`job folder ${root}: ${r} is a symbolic link to ${target}, outside the job folder: links are followed only inside it; copy the file in`);
+        st = statSync(abs);
+        // a link to a folder inside would pack that folder twice (or loop): only file links are followed
+        if (st.isDirectory()) throw new BundleError(`job folder ${root}: ${r} is a symbolic link to a folder: only links to files are followed; move the folder in`);
+      }
       if (st.isDirectory()) walk(r);
       else if (st.isFile()) {
         total += st.size;
-        if (total > maxBytes) throw new BundleError(`job folder ${root} is larger than ${maxBytes} bytes: keep data and large models out of the job folder`);
+        if (total > maxBytes) throw new BundleError(`job folder ${root} is larger than ${maxBytes} bytes (the server's maxJobBytes): keep data and large models out of the job folder`);
         if (files.length >= BUNDLE_LIMITS.maxFiles) throw new BundleError(`job folder ${root} has more than ${BUNDLE_LIMITS.maxFiles} files`);
-        files.push({ path: r, base64: readFileSync(join(root, r)).toString('base64') });
-      }
+        files.push({ path: r, base64: readFileSync(abs).toString('base64') });
+      } else throw new BundleError(`job folder ${root}: ${r} is ${kindOf(st)}: only regular files and folders are submitted; remove it`);
     }
   };
   walk('');
@@ -75,13 +112,17 @@ export function unpackJob(bytes: Uint8Array, dest: string, maxBytes: number = BU
     if (total > maxBytes) throw new BundleError(`job folder exceeds the limit of ${maxBytes} bytes`);
     return { path: f.path, data };
   });
+  const folders = new Set(decoded.flatMap((f) => f.path.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'))));
+  for (const f of decoded) if (folders.has(f.path)) throw new BundleError(`malformed job bundle: ${f.path} is both a file and a folder`);
   const tmp = `${dest}.tmp-${process.pid}-${Date.now()}`;
   rmSync(tmp, { recursive: true, force: true });
   try {
     for (const f of decoded) {
       const p = join(tmp, f.path);
       mkdirSync(dirname(p), { recursive: true });
-      writeFileSync(p, f.data);
+      // the same rule as packing: the bundle can only create regular files, never a link or a special file
+      writeFileSync(p, f.data, { flag: 'wx' });
+      if (!lstatSync(p).isFile()) throw new BundleError(`malformed job bundle: ${f.path} is not a regular file after unpacking`);
     }
     let config: JobConfig;
     try {

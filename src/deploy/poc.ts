@@ -5,11 +5,13 @@
  * processes (logs in <ws>/logs, pids in <ws>/pids.json); `stop` ends them.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
+import { z } from 'zod';
 import { provision } from '../provision/provision.ts';
 import { parseProject } from '../provision/project.ts';
+import { ProcessIdentity, identify, isSameProcess } from '../util/process-identity.ts';
 
 export const POC_ADMIN = 'admin@poc.example';
 
@@ -24,10 +26,32 @@ function layoutFile(ws: string): string {
   return join(ws, 'poc.json');
 }
 
-export async function pocPrepare(opts: { clients: number; workspace: string; port: number }): Promise<PocLayout> {
+/** What `poc prepare --force` does with the job store of the POC it replaces. */
+export type JobStoreChoice = 'keep' | 'discard';
+
+export interface PocPrepareOptions {
+  clients: number;
+  workspace: string;
+  port: number;
+  /** re-provision a POC folder of our own; `jobs` says whether its job store survives */
+  force?: { jobs: JobStoreChoice };
+}
+
+export async function pocPrepare(opts: PocPrepareOptions): Promise<PocLayout> {
   const ws = resolve(opts.workspace);
-  if (existsSync(join(ws, 'pids.json'))) throw new Error(`a POC is running in ${ws}: run "flotilla poc stop" first`);
-  rmSync(ws, { recursive: true, force: true });
+  if (existsSync(join(ws, 'pids.json'))) throw new Error(`a POC is running in ${ws}: run "flotilla poc stop -w ${opts.workspace}" first`);
+  const entries = existsSync(ws) ? readdirSync(ws) : [];
+  const ours = existsSync(layoutFile(ws));
+  if (entries.length > 0 && !ours) throw new Error(`${ws} is not empty and holds no POC (no poc.json): refusing to provision into it; choose an empty or new folder with -w`);
+  if (ours && !opts.force) throw new Error(`${ws} already holds a POC: re-provision it with --force --keep-jobs (its job store and results survive) or --force --discard-jobs (deleted), or choose another folder with -w`);
+  // the old server workspace (jobs.sqlite, jobs/) moves aside while the POC is re-provisioned
+  const kept = join(ws, '.kept-server-workspace');
+  if (ours && opts.force?.jobs === 'keep') {
+    const old = JSON.parse(readFileSync(layoutFile(ws), 'utf8')) as PocLayout;
+    const oldWs = join(old.server, 'workspace');
+    if (existsSync(oldWs)) renameSync(oldWs, kept);
+  }
+  for (const e of entries) if (e !== '.kept-server-workspace') rmSync(join(ws, e), { recursive: true, force: true });
   mkdirSync(ws, { recursive: true });
   const project = {
     name: 'poc',
@@ -40,27 +64,33 @@ export async function pocPrepare(opts: { clients: number; workspace: string; por
   writeFileSync(join(ws, 'project.yml'), stringify(project));
   const r = await provision(parseProject(project, join(ws, 'project.yml')), { outDir: ws });
   const layout: PocLayout = { workspace: ws, server: r.kits.server!, clients: Array.from({ length: opts.clients }, (_, i) => r.kits[`site-${i + 1}`]!), admin: r.kits[POC_ADMIN]! };
+  if (existsSync(kept)) renameSync(kept, join(layout.server, 'workspace'));
   writeFileSync(layoutFile(ws), `${JSON.stringify(layout, null, 2)}\n`);
   return layout;
 }
+
+const PidsFile = z.record(z.string(), ProcessIdentity);
 
 /** argv that re-runs this CLI (works under `node --import tsx src/cli/main.ts` and bin/flotilla.js). */
 export function selfCommand(): string[] {
   return [...process.execArgv, process.argv[1]!];
 }
 
-export function pocStart(workspace: string): { pids: Record<string, number> } {
+export function pocStart(workspace: string): { pids: Record<string, ProcessIdentity> } {
   const ws = resolve(workspace);
   if (!existsSync(layoutFile(ws))) throw new Error(`${ws} holds no prepared POC: run "flotilla poc prepare" first`);
   if (existsSync(join(ws, 'pids.json'))) throw new Error(`the POC in ${ws} is already started: run "flotilla poc stop" first`);
   const layout = JSON.parse(readFileSync(layoutFile(ws), 'utf8')) as PocLayout;
   mkdirSync(join(ws, 'logs'), { recursive: true });
-  const pids: Record<string, number> = {};
+  const pids: Record<string, ProcessIdentity> = {};
   const launch = (name: string, args: string[]): void => {
     const out = openSync(join(ws, 'logs', `${name}.log`), 'a');
-    const child = spawn(process.execPath, [...selfCommand(), ...args], { detached: true, stdio: ['ignore', out, out] });
+    const argv = [...selfCommand(), ...args];
+    const child = spawn(process.execPath, argv, { detached: true, stdio: ['ignore', out, out] });
     child.unref();
-    pids[name] = child.pid!;
+    const pid = child.pid!;
+    // the kernel's start time names this process; the command line is what we asked to run
+    pids[name] = { pid, startTime: identify(pid)?.startTime ?? '0', cmdline: [process.execPath, ...argv].join(' ') };
   };
   launch('server', ['server', 'start', layout.server]);
   layout.clients.forEach((c, i) => launch(`site-${i + 1}`, ['client', 'start', c]));
@@ -68,20 +98,39 @@ export function pocStart(workspace: string): { pids: Record<string, number> } {
   return { pids };
 }
 
-export function pocStop(workspace: string): string[] {
+export interface PocStopReport {
+  stopped: string[];
+  /** processes left alone: the PID is gone or now names another process */
+  skipped: { name: string; pid: number; why: string }[];
+}
+
+/** Signals each process `poc start` launched, after checking the PID still names that process. */
+export function pocStop(workspace: string): PocStopReport {
   const ws = resolve(workspace);
   const file = join(ws, 'pids.json');
   if (!existsSync(file)) throw new Error(`no POC is running in ${ws} (no pids.json)`);
-  const pids = JSON.parse(readFileSync(file, 'utf8')) as Record<string, number>;
-  const stopped: string[] = [];
-  for (const [name, pid] of Object.entries(pids)) {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file} is not valid JSON (${(e as Error).message}): stop the POC processes by hand, then delete ${file}`);
+  }
+  const parsed = PidsFile.safeParse(raw);
+  if (!parsed.success) throw new Error(`${file} does not record process identities (start time, command line): an older POC or a hand edit; stop its processes by hand (see logs/), then delete ${file}`);
+  const report: PocStopReport = { stopped: [], skipped: [] };
+  for (const [name, id] of Object.entries(parsed.data)) {
+    const v = isSameProcess(id);
+    if (!v.same) {
+      report.skipped.push({ name, pid: id.pid, why: v.why });
+      continue;
+    }
     try {
-      process.kill(pid, 'SIGTERM');
-      stopped.push(name);
-    } catch {
-      /* already gone */
+      process.kill(id.pid, 'SIGTERM');
+      report.stopped.push(name);
+    } catch (e) {
+      report.skipped.push({ name, pid: id.pid, why: (e as Error).message });
     }
   }
   rmSync(file);
-  return stopped;
+  return report;
 }
