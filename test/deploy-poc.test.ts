@@ -71,6 +71,8 @@ test('poc prepare refuses a non-empty folder that holds no POC, and re-provision
     const poc = join(dir, 'poc');
     assert.equal(cli('poc', 'prepare', '-w', poc, '-p', '18002').status, 0);
     const layout = JSON.parse(readFileSync(join(poc, 'poc.json'), 'utf8')) as { server: string };
+    const fedServer = JSON.parse(readFileSync(join(layout.server, 'startup', 'fed_server.json'), 'utf8')) as { listen: { host: string } };
+    assert.equal(fedServer.listen.host, '127.0.0.1', 'a POC server listens on loopback only (bind in its project.yml)');
     mkdirSync(join(layout.server, 'workspace'), { recursive: true });
     writeFileSync(join(layout.server, 'workspace', 'jobs.sqlite'), 'the job store');
     const again = cli('poc', 'prepare', '-w', poc);

@@ -46,6 +46,7 @@ test('provisioning writes signed kits with identities in the certificates and ke
   const adm = loadKit(r.kits['ann@a.org']!, 'admin');
   assert.equal(site.config.server.host, 'fl.example.org');
   assert.equal(server.config.dataPort, 8003, 'the data plane defaults to the port after the gRPC port');
+  assert.equal(server.config.listen.host, '0.0.0.0', 'without bind, the server listens on every interface');
   assert.equal(adm.config.role, 'org_admin');
   assert.match(describeCert(server.certPem).subject, /CN=server.*OU=server/);
   assert.match(describeCert(site.certPem).subject, /CN=site-1, O=a, OU=client/);

@@ -14,6 +14,7 @@ import type { FLModel, FLModelInfo } from '../core/fl-model.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import type { TaskInput, TrainerContext, TrainerHost } from './api.ts';
 import { FrameReader, FrameWriter, InvalidMessageError, PROTOCOL_VERSION, type TrainerMessage, TrainerMessageSchema } from './framing.ts';
+import { type LongTimer, setLongTimeout } from '../util/long-timer.ts';
 
 export interface ExProcessOptions {
   command: string;
@@ -274,9 +275,9 @@ export class ExProcessTrainerHost implements TrainerHost {
 
   /** Races p against the hello deadline and the child's death. */
   private async beforeDeadline<T>(p: Promise<T>, deadline: number, what: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: LongTimer | undefined;
     const timeout = new Promise<never>((_, rej) => {
-      timer = setTimeout(() => {
+      timer = setLongTimeout(() => {
         const ms = this.opts.helloTimeoutMs ?? 60_000;
         rej(this.processError(`trainer "${this.commandLine()}" did not ${what} within ${ms} ms (helloTimeoutMs); it must connect to FLOTILLA_SOCKET and send "hello"`));
       }, Math.max(0, deadline - Date.now()));
@@ -284,7 +285,7 @@ export class ExProcessTrainerHost implements TrainerHost {
     try {
       return await Promise.race([p, this.failed.promise, timeout]);
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
     }
   }
 

@@ -56,7 +56,8 @@ export async function pocPrepare(opts: PocPrepareOptions): Promise<PocLayout> {
   const project = {
     name: 'poc',
     participants: [
-      { type: 'server', name: 'server', org: 'poc', host: 'localhost', port: opts.port },
+      // POC stays on this machine: it listens on loopback only
+      { type: 'server', name: 'server', org: 'poc', host: 'localhost', bind: '127.0.0.1', port: opts.port },
       ...Array.from({ length: opts.clients }, (_, i) => ({ type: 'client', name: `site-${i + 1}`, org: 'poc' })),
       { type: 'admin', name: POC_ADMIN, org: 'poc', role: 'project_admin' },
     ],

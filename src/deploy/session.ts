@@ -21,7 +21,7 @@ export const ServerToSite = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('welcome'),
     site: z.string(),
-    heartbeatSeconds: z.number().positive(),
+    heartbeatSeconds: z.number().positive().max(86_400),
     /** where the site opens its job connections: the data plane's port, or null for the gRPC port */
     dataPort: z.number().int().min(1).max(65535).nullable().default(null),
   }),

@@ -31,7 +31,7 @@ export const ServerConfigSchema = z.strictObject({
   /** port of the data plane (jobs' payloads over mutual TLS, src/transport/tls), on listen.host; null: over gRPC */
   dataPort: z.number().int().min(1).max(65535).nullable().default(null),
   /** seconds without a heartbeat before a site counts as gone */
-  heartbeatTimeoutSeconds: z.number().positive().default(30),
+  heartbeatTimeoutSeconds: z.number().positive().max(86_400, 'must be at most 86400 seconds (a day): a longer silence is not a heartbeat').default(30),
   /** largest job folder accepted from an admin */
   maxJobBytes: z.number().int().positive().default(64 << 20),
 });
@@ -43,7 +43,7 @@ export const ClientConfigSchema = z.strictObject({
   server: Endpoint,
   /** the name in the server certificate (its CN is not used by TLS; the SAN is) */
   serverName: z.string(),
-  heartbeatSeconds: z.number().positive().default(5),
+  heartbeatSeconds: z.number().positive().max(3600, 'must be at most 3600 seconds').default(5),
   /** this site's Python interpreter: what `{python}` in a job's script executor runs (FLOTILLA_PYTHON overrides it) */
   python: z.string().min(1).optional(),
 });

@@ -21,6 +21,8 @@ export const ServerParticipant = z.strictObject({
   /** the name clients dial; also put into the certificate's subjectAltName */
   host: z.string().min(1).max(253),
   port: z.number().int().min(1).max(65535),
+  /** the address the server listens on (gRPC and the data plane): default every interface, 0.0.0.0; 127.0.0.1 keeps it on this machine */
+  bind: z.ipv4({ error: 'must be an IPv4 address to listen on, e.g. 0.0.0.0 (every interface) or 127.0.0.1 (this machine only)' }).optional(),
   /**
    * port of the data plane (model payloads over mutual TLS without gRPC's framing, 1.6–1.9× the
    * throughput); default port + 1, null to send payloads over the gRPC port

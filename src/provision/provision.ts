@@ -81,7 +81,7 @@ function configFor(project: Project, p: Participant, server: Extract<Participant
   const endpoint = { host: server.host, port: server.port };
   switch (p.type) {
     case 'server':
-      return { kind: 'server', project: project.name, name: p.name, org: p.org, listen: { host: '0.0.0.0', port: p.port }, dataPort: p.dataPort === undefined ? (p.port < 65535 ? p.port + 1 : null) : p.dataPort, heartbeatTimeoutSeconds: 30, maxJobBytes: 64 << 20 };
+      return { kind: 'server', project: project.name, name: p.name, org: p.org, listen: { host: p.bind ?? '0.0.0.0', port: p.port }, dataPort: p.dataPort === undefined ? (p.port < 65535 ? p.port + 1 : null) : p.dataPort, heartbeatTimeoutSeconds: 30, maxJobBytes: 64 << 20 };
     case 'client':
       return { kind: 'client', project: project.name, name: p.name, org: p.org, server: endpoint, serverName: server.host, heartbeatSeconds: 5, ...(p.python !== undefined && { python: p.python }) };
     case 'admin':

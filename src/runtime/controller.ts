@@ -18,6 +18,7 @@ import { ClientMessageSchema, RUNTIME_PROTOCOL } from './messages.ts';
 import { describeZodError } from '../util/zod-error.ts';
 import { type RelayHop, type RelayOptions, type RelayTask, relayOver } from './relay.ts';
 import { transferLogger } from './transfer-log.ts';
+import { type LongTimer, setLongTimeout } from '../util/long-timer.ts';
 
 export type { RelayFailurePolicy, RelayHop, RelayHopFailed, RelayHopOk, RelayOptions, RelayTask } from './relay.ts';
 export { RelayAbortedError } from './relay.ts';
@@ -122,10 +123,10 @@ export class ServerRuntime implements Controller {
       const left = deadline - Date.now();
       if (left <= 0) throw new ControllerError(`only ${this.siteMap.size} of the ${min} required sites connected within ${timeoutMs} ms (${this.sites().join(', ') || 'none'})`);
       await new Promise<void>((resolve) => {
-        const t = setTimeout(done, left);
+        const t = setLongTimeout(done, left);
         const w = (): void => done();
         function done(): void {
-          clearTimeout(t);
+          t.clear();
           resolve();
         }
         this.siteWaiters.add(w);
@@ -153,15 +154,15 @@ export class ServerRuntime implements Controller {
     const taskId = randomUUID();
     if (!s) return Promise.resolve({ ok: false, site, taskId, error: `site ${site} is not connected` });
     return new Promise<TaskResult>((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: LongTimer | undefined;
       const finish = (r: TaskResult): void => {
-        if (timer) clearTimeout(timer);
+        timer?.clear();
         s.pending.delete(taskId);
         resolve(r);
       };
       s.pending.set(taskId, finish);
       if (timeoutMs !== undefined) {
-        timer = setTimeout(() => finish({ ok: false, site, taskId, error: `task ${task.name} timed out after ${timeoutMs} ms` }), timeoutMs);
+        timer = setLongTimeout(() => finish({ ok: false, site, taskId, error: `task ${task.name} timed out after ${timeoutMs} ms` }), timeoutMs);
       }
       const msg = { type: 'task', taskId, taskName: task.name, info: task.info, hasParams: task.params !== null };
       const payload = task.params ? encodeStream(task.params.open()) : undefined;
@@ -182,11 +183,11 @@ export class ServerRuntime implements Controller {
     let ok = 0;
     let answered = 0;
     let closed = false;
-    let afterMin: NodeJS.Timeout | undefined;
+    let afterMin: LongTimer | undefined;
     const stop = (err?: Error): void => {
       if (closed) return;
       closed = true;
-      if (afterMin) clearTimeout(afterMin);
+      afterMin?.clear();
       out.end(err);
     };
     for (const p of promises) {
@@ -201,7 +202,7 @@ export class ServerRuntime implements Controller {
         if (answered === targets.length) {
           stop(ok < min ? new ControllerError(`task ${task.name}: only ${ok} of ${min} required sites succeeded`) : undefined);
         } else if (ok === min && opts.waitAfterMinMs !== undefined) {
-          afterMin = setTimeout(() => stop(), opts.waitAfterMinMs);
+          afterMin = setLongTimeout(() => stop(), opts.waitAfterMinMs);
         }
       });
     }

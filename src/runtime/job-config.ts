@@ -12,6 +12,7 @@ import { zodIssueLines } from '../util/zod-error.ts';
 import { RobustRuleSchema } from '../algorithms/robust.ts';
 import { SamplingSchema } from '../algorithms/sampling.ts';
 import { ServerOptimizerSchema } from '../algorithms/server-optimizer.ts';
+import { DurationSeconds, DurationSecondsOrZero } from '../util/long-timer.ts';
 
 const RelPath = z
   .string()
@@ -27,7 +28,7 @@ const ScriptSpec = z.strictObject({
   command: z.string().min(1),
   args: z.array(z.string()).default([]),
   env: z.record(z.string(), z.string()).default({}),
-  startTimeoutSeconds: z.number().positive().default(120),
+  startTimeoutSeconds: DurationSeconds.default(120),
 });
 
 /** 'file': the trainer gets the model as a safetensors file path (models larger than memory). */
@@ -39,13 +40,13 @@ export const ExecutorSpecSchema = z.union([
 ]);
 export type ExecutorSpec = z.infer<typeof ExecutorSpecSchema>;
 
-const Seconds = z.number().positive();
+const Seconds = DurationSeconds;
 
 /** What every workflow of the FedAvg family accepts: client sampling, FedProx's μ, the aggregation rule. */
 const Broadcasting = {
   rounds: z.number().int().min(1),
   roundTimeoutSeconds: Seconds.optional(),
-  waitAfterMinSeconds: z.number().min(0).optional(),
+  waitAfterMinSeconds: DurationSecondsOrZero.optional(),
   /** a seeded subset of the connected sites per round: `{fraction | count, min, seed}` */
   sampling: SamplingSchema.optional(),
   /** FedProx: the proximal coefficient the trainers apply (sent in the task's meta.fedprox_mu) */
