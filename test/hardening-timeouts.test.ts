@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mock, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { allowJobImports } from '../src/deploy/job-imports.ts';
+import { allowJobImports } from '../src/runtime/job-imports.ts';
 import { parseJobConfig } from '../src/runtime/job-config.ts';
 import { parseProject } from '../src/provision/project.ts';
 import { simulate } from '../src/simulator/simulator.ts';
