@@ -75,7 +75,10 @@ describe('flotilla validate resolves what a job names', () => {
       await rejects(job(script('{python}', ['train.py'])), /executor\.script\.command: ".*no-such-python" is not an executable file nor on PATH \(\{python\} resolved to/, /FLOTILLA_PYTHON/);
       process.env.FLOTILLA_PYTHON = PYTHON;
       await rejects(job(script('{python}', ['train.py'])), /executor\.script\.args\.0: .*train\.py does not exist/, /./);
+      // Debian's interpreter has no flotilla installed (CI installs it into a venv only), and no PYTHONPATH is given
+      process.env.FLOTILLA_PYTHON = '/usr/bin/python3';
       await rejects(job(script('{python}', ['train.py'], {}), { 'train.py': 'import flotilla\n' }), /executor\.script\.command: .* cannot import flotilla \(ModuleNotFoundError/, /pip install \.\/python/);
+      process.env.FLOTILLA_PYTHON = PYTHON;
       await rejects(job(script('{python}', ['-u', 'train.py']), { 'train.py': 'def f(:\n' }), /executor\.script\.args\.1: /, /invalid syntax|never closed|was not closed/);
       // an older flotilla (no params: file) on the path
       const old = path.join(tmp, 'old-flotilla');
