@@ -43,7 +43,11 @@ const CHUNK = 1 << 20;
 
 function layout(): TensorInfo[] {
   const n = Math.max(1, Math.round(MB / TENSOR_MB));
-  return Array.from({ length: n }, (_, i) => ({ name: `layer.${i}.weight`, dtype: 'F32' as const, shape: [(TENSOR_MB << 20) / 4 / 1024, 1024] }));
+  return Array.from({ length: n }, (_, i) => ({
+    name: `layer.${i}.weight`,
+    dtype: 'F32' as const,
+    shape: [(TENSOR_MB << 20) / 4 / 1024, 1024],
+  }));
 }
 
 /**
@@ -62,7 +66,15 @@ function clientUpdate(client: number, tensors: TensorInfo[]): TensorStream {
         const total = info.shape[0]! * info.shape[1]! * 4;
         for (let off = 0; off < total; off += CHUNK) {
           const chunk = template.slice();
-          yield { index: t, name: info.name, dtype: 'F32', shape: info.shape, offset: off, bytes: new Uint8Array(chunk.buffer), tensorBytes: total };
+          yield {
+            index: t,
+            name: info.name,
+            dtype: 'F32',
+            shape: info.shape,
+            offset: off,
+            bytes: new Uint8Array(chunk.buffer),
+            tensorBytes: total,
+          };
         }
       }
     },
@@ -70,7 +82,9 @@ function clientUpdate(client: number, tensors: TensorInfo[]): TensorStream {
 }
 
 function globalModel(tensors: TensorInfo[]): TensorDict {
-  return new Map(tensors.map((t) => [t.name, { dtype: 'F32', shape: t.shape, data: new Float32Array(t.shape[0]! * t.shape[1]!).fill(0.5) }])); // filled, so its pages are really resident
+  return new Map(
+    tensors.map((t) => [t.name, { dtype: 'F32', shape: t.shape, data: new Float32Array(t.shape[0]! * t.shape[1]!).fill(0.5) }]),
+  ); // filled, so its pages are really resident
 }
 
 function vmHwmMB(): number {
@@ -134,7 +148,22 @@ async function main(): Promise<void> {
   const v = args.indexOf('--variant');
   if (v >= 0) return runVariant(args[v + 1]!);
   const run = (variant: string): { variant: string; seconds: number; peakRssMB: number; check: boolean } => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--max-old-space-size=8192', new URL(import.meta.url).pathname, '--variant', variant, '--clients', String(CLIENTS), '--mb', String(MB)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--max-old-space-size=8192',
+        new URL(import.meta.url).pathname,
+        '--variant',
+        variant,
+        '--clients',
+        String(CLIENTS),
+        '--mb',
+        String(MB),
+      ],
+      { encoding: 'utf8', maxBuffer: 1 << 20 },
+    );
     if (r.status !== 0) throw new Error(`${variant} failed: ${r.stderr}`);
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as { variant: string; seconds: number; peakRssMB: number; check: boolean };
   };

@@ -102,7 +102,11 @@ async function writeModel(path: string, tensors: TensorInfo[]): Promise<void> {
 }
 
 /** Every element of the final model against initial + rounds × shift. */
-async function verify(path: string, tensors: TensorInfo[], rounds: number): Promise<{ elements: number; mismatches: number; maxAbsError: number; firstMismatch: string | null }> {
+async function verify(
+  path: string,
+  tensors: TensorInfo[],
+  rounds: number,
+): Promise<{ elements: number; mismatches: number; maxAbsError: number; firstMismatch: string | null }> {
   const f = await SafetensorsFile.open(path);
   let elements = 0;
   let mismatches = 0;
@@ -217,8 +221,8 @@ function start(args: string[]): Proc {
   const keep = (b: Buffer): void => {
     text = (text + b.toString()).slice(-20_000);
   };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return { child, out: () => text, exited };
 }
@@ -273,7 +277,14 @@ interface RunResult {
   verified: Awaited<ReturnType<typeof verify>>;
 }
 
-async function runOne(kits: Record<string, string>, port: number, gb: number, modelPath: string, tensors: TensorInfo[], offload: boolean): Promise<RunResult> {
+async function runOne(
+  kits: Record<string, string>,
+  port: number,
+  gb: number,
+  modelPath: string,
+  tensors: TensorInfo[],
+  offload: boolean,
+): Promise<RunResult> {
   const tag = `${gb}GB-${offload ? 'offload' : 'memory'}`;
   const dir = join(tmp, tag);
   const jobDir = join(dir, 'job');
@@ -281,10 +292,22 @@ async function runOne(kits: Record<string, string>, port: number, gb: number, mo
   const procs: Proc[] = [];
   let admin: AdminClient | null = null;
   try {
-    const server = start(['server', 'start', kits.server!, '-w', join(dir, 'server'), '-p', String(port), '--data-port', transport === 'tls' ? String(await freePort()) : 'none']);
+    const server = start([
+      'server',
+      'start',
+      kits.server!,
+      '-w',
+      join(dir, 'server'),
+      '-p',
+      String(port),
+      '--data-port',
+      transport === 'tls' ? String(await freePort()) : 'none',
+    ]);
     procs.push(server);
     await waitFor(server, /listening on port/);
-    const clients = Array.from({ length: nClients }, (_, i) => start(['client', 'start', kits[`site-${i + 1}`]!, '-w', join(dir, `site-${i + 1}`)]));
+    const clients = Array.from({ length: nClients }, (_, i) =>
+      start(['client', 'start', kits[`site-${i + 1}`]!, '-w', join(dir, `site-${i + 1}`)]),
+    );
     procs.push(...clients);
     await Promise.all(clients.map((c) => waitFor(c, /connected/)));
     admin = new AdminClient(kits['bench@hub.org']!, { host: '127.0.0.1', port });
@@ -299,8 +322,10 @@ async function runOne(kits: Record<string, string>, port: number, gb: number, mo
         result = s.result!;
         break;
       }
-      if (s.state !== 'SUBMITTED' && s.state !== 'RUNNING') throw new Error(`job ${id} ${s.state}: ${s.detail}\nserver: ${server.out().slice(-3000)}`);
-      if (procs.some((p) => p.child.exitCode !== null)) throw new Error(`a process exited during the job:\n${procs.map((p) => p.out().slice(-1500)).join('\n---\n')}`);
+      if (s.state !== 'SUBMITTED' && s.state !== 'RUNNING')
+        throw new Error(`job ${id} ${s.state}: ${s.detail}\nserver: ${server.out().slice(-3000)}`);
+      if (procs.some((p) => p.child.exitCode !== null))
+        throw new Error(`a process exited during the job:\n${procs.map((p) => p.out().slice(-1500)).join('\n---\n')}`);
       await new Promise((r) => setTimeout(r, 500));
     }
     const wallSeconds = (Date.now() - t0) / 1000;

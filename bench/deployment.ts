@@ -35,7 +35,10 @@ const tmp = mkdtempSync(join(tmpdir(), 'flotilla-bench-'));
 function writeJob(dir: string, minClients: number): string {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n'); // job code is ES modules
-  writeFileSync(join(dir, 'job.yaml'), `name: bench\nminClients: ${minClients}\nmodel:\n  module: trainer.ts\n  export: initialModel\nworkflows:\n  - type: fedavg\n    rounds: ${rounds}\nexecutor:\n  trainer:\n    module: trainer.ts\n    factory: createTrainer\n`);
+  writeFileSync(
+    join(dir, 'job.yaml'),
+    `name: bench\nminClients: ${minClients}\nmodel:\n  module: trainer.ts\n  export: initialModel\nworkflows:\n  - type: fedavg\n    rounds: ${rounds}\nexecutor:\n  trainer:\n    module: trainer.ts\n    factory: createTrainer\n`,
+  );
   writeFileSync(
     join(dir, 'trainer.ts'),
     `import { f32 } from 'flotilla/core';
@@ -74,7 +77,12 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const { kits } = await provision(parseProject({ name: 'bench', participants }), { outDir: tmp });
   const provisionSeconds = (Date.now() - t0) / 1000;
-  const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'server-ws'), host: '127.0.0.1', port: 0 });
+  const server = new FederationServer({
+    kit: loadKit(kits.server!, 'server'),
+    workspace: join(tmp, 'server-ws'),
+    host: '127.0.0.1',
+    port: 0,
+  });
   const port = await server.start();
   const admin = new AdminClient(kits['bench@hub.org']!, { host: '127.0.0.1', port });
   const clients: FederationClient[] = [];
@@ -82,7 +90,12 @@ async function main(): Promise<void> {
   const connect = async (n: number): Promise<number> => {
     const t = Date.now();
     for (let i = clients.length; i < n; i++) {
-      const c = new FederationClient({ kit: loadKit(kits[`site-${i + 1}`]!, 'client'), workspace: join(tmp, `site-${i + 1}`), host: '127.0.0.1', port });
+      const c = new FederationClient({
+        kit: loadKit(kits[`site-${i + 1}`]!, 'client'),
+        workspace: join(tmp, `site-${i + 1}`),
+        host: '127.0.0.1',
+        port,
+      });
       clients.push(c);
       runs.push(c.run());
     }

@@ -50,18 +50,32 @@ async function writeModel(path: string, gb: number): Promise<number> {
 /** One run in this process (a child of main): the site's side of one task. */
 async function site(modelPath: string, mode: 'file' | 'memory', update: 'full' | 'adapter'): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'flotilla-bench-site-'));
-  const host = new ExProcessTrainerHost({ command: PYTHON, args: [join(repo, 'bench/pytorch_file_trainer.py'), '--update', update], env: { PYTHONPATH: join(repo, 'python'), OMP_NUM_THREADS: '1' } });
+  const host = new ExProcessTrainerHost({
+    command: PYTHON,
+    args: [join(repo, 'bench/pytorch_file_trainer.py'), '--update', update],
+    env: { PYTHONPATH: join(repo, 'python'), OMP_NUM_THREADS: '1' },
+  });
   await host.start({ siteName: 'bench', jobId: 'bench', workspace: dir, onMetric: () => undefined });
   const exec = trainerExecutor(host, { params: mode, workspace: dir });
   const t0 = performance.now();
-  const out = await exec['*']!({ taskId: 't1', taskName: 'train', info: { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: 0, totalRounds: 1 }, params: (await fileSource(modelPath)).open() }, new AbortController().signal);
+  const out = await exec['*']!(
+    {
+      taskId: 't1',
+      taskName: 'train',
+      info: { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: 0, totalRounds: 1 },
+      params: (await fileSource(modelPath)).open(),
+    },
+    new AbortController().signal,
+  );
   let resultBytes = 0;
   if (out.params) for await (const p of out.params.pieces()) resultBytes += p.bytes.byteLength;
   const seconds = (performance.now() - t0) / 1000;
   await out.cleanup?.();
   await host.stop();
   rmSync(dir, { recursive: true, force: true });
-  process.stdout.write(`${JSON.stringify({ mode, update, seconds, nodePeakRssMB: vmHwmMB(), pythonPeakRssMB: out.info.metrics.peak_rss_mb, resultMB: resultBytes / 2 ** 20 })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ mode, update, seconds, nodePeakRssMB: vmHwmMB(), pythonPeakRssMB: out.info.metrics.peak_rss_mb, resultMB: resultBytes / 2 ** 20 })}\n`,
+  );
 }
 
 async function main(): Promise<void> {
@@ -76,7 +90,24 @@ async function main(): Promise<void> {
     const results: Record<string, unknown> = {};
     for (const r of runs) {
       const [mode, update] = r.split('-') as ['file' | 'memory', 'full' | 'adapter'];
-      const c = spawnSync(process.execPath, ['--import', 'tsx', '--max-old-space-size=16384', fileURLToPath(import.meta.url), '--role', 'site', '--model', modelPath, '--mode', mode, '--update', update], { encoding: 'utf8', maxBuffer: 1 << 22 });
+      const c = spawnSync(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          '--max-old-space-size=16384',
+          fileURLToPath(import.meta.url),
+          '--role',
+          'site',
+          '--model',
+          modelPath,
+          '--mode',
+          mode,
+          '--update',
+          update,
+        ],
+        { encoding: 'utf8', maxBuffer: 1 << 22 },
+      );
       if (c.status !== 0) throw new Error(`${r} failed: ${c.stderr}`);
       results[r] = JSON.parse(c.stdout.trim().split('\n').pop()!);
     }
@@ -85,7 +116,9 @@ async function main(): Promise<void> {
     let commit = '';
     try {
       commit = execSync('git rev-parse --short HEAD', { cwd: repo, encoding: 'utf8' }).trim();
-    } catch { /* not a checkout */ }
+    } catch {
+      /* not a checkout */
+    }
     process.stdout.write(
       `${JSON.stringify({
         bench: 'pytorch-file',
@@ -96,7 +129,13 @@ async function main(): Promise<void> {
           pythonFullLeModelPlus512MB: f ? f.pythonPeakRssMB <= modelMB + 512 : null,
           pythonAdapterLeBasePlus512MB: a ? a.pythonPeakRssMB <= modelMB + 512 : null,
         },
-        machine: { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30), python: PYTHON },
+        machine: {
+          node: process.version,
+          cpus: cpus().length,
+          cpu: cpus()[0]?.model,
+          memGB: Math.round(totalmem() / 2 ** 30),
+          python: PYTHON,
+        },
         commit,
       })}\n`,
     );

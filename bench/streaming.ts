@@ -104,18 +104,20 @@ process.on('exit', () => {
 });
 
 function child(script: string, args: string[]): Child {
-  const proc = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', join(here, 'streaming', script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', join(here, 'streaming', script), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   live.add(proc);
   let out = '';
   let err = '';
   let gotPort!: (p: number) => void;
   const port = new Promise<number>((r) => (gotPort = r));
-  proc.stdout!.on('data', (b: Buffer) => {
+  proc.stdout.on('data', (b: Buffer) => {
     out += b.toString();
     const m = /^PORT (\d+)$/m.exec(out);
     if (m) gotPort(Number(m[1]));
   });
-  proc.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  proc.stderr.on('data', (b: Buffer) => (err += b.toString()));
   const result = new Promise<Record<string, unknown>>((resolve, reject) => {
     proc.on('exit', (code) => {
       live.delete(proc);
@@ -129,7 +131,10 @@ function child(script: string, args: string[]): Child {
   return { port, result, proc };
 }
 
-async function pair(script: string, args: string[]): Promise<{ server: Record<string, number | string>; client: Record<string, number | string> }> {
+async function pair(
+  script: string,
+  args: string[],
+): Promise<{ server: Record<string, number | string>; client: Record<string, number | string> }> {
   const s = child(script, ['--role', 'server', ...args]);
   const port = await s.port;
   if (port < 0) await s.result;
@@ -146,7 +151,10 @@ async function pair(script: string, args: string[]): Promise<{ server: Record<st
 const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d;
 
 /** Figures of one run from the two processes' reports (same clock: same machine). */
-function figures(r: { server: Record<string, number | string>; client: Record<string, number | string> }, bytes: number): Record<string, unknown> {
+function figures(
+  r: { server: Record<string, number | string>; client: Record<string, number | string> },
+  bytes: number,
+): Record<string, unknown> {
   const s = r.server as Record<string, number>;
   const c = r.client as Record<string, number>;
   const s2c = (c.tRecv! - s.t0!) / 1000;
@@ -162,7 +170,11 @@ function figures(r: { server: Record<string, number | string>; client: Record<st
       serverCpuSeconds: round(s.cpuSeconds!, 1),
       clientCpuSeconds: round(c.cpuSeconds!, 1),
       serverToClient: { seconds: round(s2c, 2), GBps: round(bytes / GB / s2c) },
-      endToEnd: { ok: r.server.hashSent === r.client.hashReceived && c.bytesReceived === bytes, xxhash64Sent: r.server.hashSent, xxhash64Received: r.client.hashReceived },
+      endToEnd: {
+        ok: r.server.hashSent === r.client.hashReceived && c.bytesReceived === bytes,
+        xxhash64Sent: r.server.hashSent,
+        xxhash64Received: r.client.hashReceived,
+      },
     };
   }
   return {
@@ -202,8 +214,22 @@ async function modelFile(size: number, bytes: number): Promise<string> {
 
 const certs = await makeCerts();
 const common = ['--seed', String(seed), '--certs', certs, '--dir', dir];
-const flotillaArgs = [...common, '--chunk-mib', f['chunk-mib'], '--window-mib', f['window-mib'], '--h2-window', f['h2-window'], '--back', f.back, '--transport', f.transport, ...(f.progress ? ['--progress', f.progress] : [])];
-if (f.back === 'no' && (modes.join() !== 'container' || baselines.length > 0)) throw new Error('--back no runs container mode only, without baselines (--modes container --baseline none)');
+const flotillaArgs = [
+  ...common,
+  '--chunk-mib',
+  f['chunk-mib'],
+  '--window-mib',
+  f['window-mib'],
+  '--h2-window',
+  f['h2-window'],
+  '--back',
+  f.back,
+  '--transport',
+  f.transport,
+  ...(f.progress ? ['--progress', f.progress] : []),
+];
+if (f.back === 'no' && (modes.join() !== 'container' || baselines.length > 0))
+  throw new Error('--back no runs container mode only, without baselines (--modes container --baseline none)');
 const runs: Record<string, unknown>[] = [];
 const started = Date.now();
 
@@ -230,77 +256,95 @@ async function diskWriteGBps(bytes: number): Promise<number> {
 }
 
 let diskGBps = 0;
-for (const size of sizes) for (let rep = 1; rep <= repeat; rep++) {
-  const dataBytes = Math.round(size * GB);
-  const tensors = modelLayout(dataBytes);
-  const bytes = buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors);
-  const model = { sizeGB: size, bytes, tensors: tensors.length, largestTensorBytes: Math.max(...tensors.map((t) => layoutBytes([t]))) };
-  const baseline: Record<string, Record<string, unknown>> = {};
-  // file mode needs its model file (and the disk's speed) before the baselines: one of them streams it
-  let file: string | null = null;
-  if (modes.includes('file')) {
-    const st = statfsSync(dir);
-    const free = st.bavail * st.bsize;
-    const path = join(dir, `model-${size}GB-seed${seed}.safetensors`);
-    const need = (existsSync(path) ? 2 : 3) * bytes + (4 << 30);
-    if (free < need) runs.push({ model, mode: 'file', skipped: `needs ~${round(need / GB, 1)} GB of disk in ${dir}, ${round(free / GB, 1)} GB free` });
-    else {
-      file = await modelFile(size, bytes);
-      diskGBps = await diskWriteGBps(bytes);
-      log(`${size} GB: disk baseline: write + fsync at ${diskGBps} GB/s`);
+for (const size of sizes)
+  for (let rep = 1; rep <= repeat; rep++) {
+    const dataBytes = Math.round(size * GB);
+    const tensors = modelLayout(dataBytes);
+    const bytes = buildHeader(tensors, META(seed)).bytes.byteLength + layoutBytes(tensors);
+    const model = { sizeGB: size, bytes, tensors: tensors.length, largestTensorBytes: Math.max(...tensors.map((t) => layoutBytes([t]))) };
+    const baseline: Record<string, Record<string, unknown>> = {};
+    // file mode needs its model file (and the disk's speed) before the baselines: one of them streams it
+    let file: string | null = null;
+    if (modes.includes('file')) {
+      const st = statfsSync(dir);
+      const free = st.bavail * st.bsize;
+      const path = join(dir, `model-${size}GB-seed${seed}.safetensors`);
+      const need = (existsSync(path) ? 2 : 3) * bytes + (4 << 30);
+      if (free < need)
+        runs.push({ model, mode: 'file', skipped: `needs ~${round(need / GB, 1)} GB of disk in ${dir}, ${round(free / GB, 1)} GB free` });
+      else {
+        file = await modelFile(size, bytes);
+        diskGBps = await diskWriteGBps(bytes);
+        log(`${size} GB: disk baseline: write + fsync at ${diskGBps} GB/s`);
+      }
     }
-  }
-  const wanted = new Set(modes.flatMap((m) => (m === 'relay' ? ['relay'] : m === 'file' ? (file ? ['seq', 'file'] : []) : ['seq'])));
-  for (const kind of baselines) {
-    for (const bm of wanted) {
-      // the link baseline has no file mode: the plain socket's is the one that matters
-      if (kind === 'link' && bm === 'file') continue;
-      log(`${size} GB: ${kind} baseline (${bm})`);
-      const script = kind === 'tls' ? 'tls-peer.ts' : 'link-peer.ts';
-      const args = ['--mode', bm, '--bytes', String(bytes), ...common, ...(kind === 'link' ? ['--chunk-mib', f['chunk-mib'], '--h2-window', f['h2-window']] : []), ...(bm === 'file' ? ['--file', file!] : [])];
-      baseline[`${kind}-${bm}`] = { mode: `${kind}-${bm}`, repeat: rep, ...figures(await pair(script, args), bytes) };
-      runs.push({ model, ...baseline[`${kind}-${bm}`] });
+    const wanted = new Set(modes.flatMap((m) => (m === 'relay' ? ['relay'] : m === 'file' ? (file ? ['seq', 'file'] : []) : ['seq'])));
+    for (const kind of baselines) {
+      for (const bm of wanted) {
+        // the link baseline has no file mode: the plain socket's is the one that matters
+        if (kind === 'link' && bm === 'file') continue;
+        log(`${size} GB: ${kind} baseline (${bm})`);
+        const script = kind === 'tls' ? 'tls-peer.ts' : 'link-peer.ts';
+        const args = [
+          '--mode',
+          bm,
+          '--bytes',
+          String(bytes),
+          ...common,
+          ...(kind === 'link' ? ['--chunk-mib', f['chunk-mib'], '--h2-window', f['h2-window']] : []),
+          ...(bm === 'file' ? ['--file', file!] : []),
+        ];
+        baseline[`${kind}-${bm}`] = { mode: `${kind}-${bm}`, repeat: rep, ...figures(await pair(script, args), bytes) };
+        runs.push({ model, ...baseline[`${kind}-${bm}`] });
+        log(JSON.stringify(runs.at(-1)));
+      }
+    }
+    for (const mode of modes) {
+      const extra: string[] = [];
+      if (mode === 'regular') {
+        // server holds the model and the returned copy, the client one copy
+        const need = 3 * bytes + (2 << 30);
+        if (bytes > 2 ** 32) {
+          runs.push({ model, mode, skipped: `one buffer of ${bytes} bytes exceeds Node's 4 GiB Buffer limit` });
+          continue;
+        }
+        if (memAvailableBytes() < need) {
+          runs.push({
+            model,
+            mode,
+            skipped: `needs ~${round(need / GB, 1)} GB of free memory, ${round(memAvailableBytes() / GB, 1)} GB available`,
+          });
+          continue;
+        }
+      }
+      if (mode === 'file') {
+        if (!file) continue;
+        extra.push('--file', file);
+      }
+      log(`${size} GB: flotilla ${mode}`);
+      const fig = figures(await pair('peer.ts', ['--mode', mode, '--bytes', String(dataBytes), ...flotillaArgs, ...extra]), bytes);
+      const kind = mode === 'relay' ? 'relay' : 'seq';
+      // sequential modes compare the mean of the two directions' GB/s; the relay compares the round trip
+      const fraction = (base: Record<string, unknown> | undefined): number | undefined => {
+        if (!base) return undefined;
+        if (mode === 'relay') return round((base.roundTripSeconds as number) / (fig.roundTripSeconds as number), 2);
+        const rate = (x: Record<string, unknown>): number =>
+          (x.serverToClient as { GBps: number }).GBps + (x.clientToServer as { GBps: number }).GBps;
+        return round(rate(fig) / rate(base), 2);
+      };
+      const vsTls: Record<string, unknown> = {
+        fractionOfTls: fraction(baseline[`tls-${kind}`]),
+        fractionOfLink: fraction(baseline[`link-${kind}`]),
+      };
+      if (mode === 'file') {
+        // the same job for the plain socket: file → socket → file, the same reads, writes and fsyncs
+        vsTls.fractionOfTlsFileToFile = fraction(baseline['tls-file']);
+        vsTls.diskWriteGBps = diskGBps;
+      }
+      runs.push({ model, mode, transport: f.transport, repeat: rep, ...fig, ...vsTls });
       log(JSON.stringify(runs.at(-1)));
     }
   }
-  for (const mode of modes) {
-    const extra: string[] = [];
-    if (mode === 'regular') {
-      // server holds the model and the returned copy, the client one copy
-      const need = 3 * bytes + (2 << 30);
-      if (bytes > 2 ** 32) {
-        runs.push({ model, mode, skipped: `one buffer of ${bytes} bytes exceeds Node's 4 GiB Buffer limit` });
-        continue;
-      }
-      if (memAvailableBytes() < need) {
-        runs.push({ model, mode, skipped: `needs ~${round(need / GB, 1)} GB of free memory, ${round(memAvailableBytes() / GB, 1)} GB available` });
-        continue;
-      }
-    }
-    if (mode === 'file') {
-      if (!file) continue;
-      extra.push('--file', file);
-    }
-    log(`${size} GB: flotilla ${mode}`);
-    const fig = figures(await pair('peer.ts', ['--mode', mode, '--bytes', String(dataBytes), ...flotillaArgs, ...extra]), bytes);
-    const kind = mode === 'relay' ? 'relay' : 'seq';
-    // sequential modes compare the mean of the two directions' GB/s; the relay compares the round trip
-    const fraction = (base: Record<string, unknown> | undefined): number | undefined => {
-      if (!base) return undefined;
-      if (mode === 'relay') return round((base.roundTripSeconds as number) / (fig.roundTripSeconds as number), 2);
-      const rate = (x: Record<string, unknown>): number => (x.serverToClient as { GBps: number }).GBps + (x.clientToServer as { GBps: number }).GBps;
-      return round(rate(fig) / rate(base), 2);
-    };
-    const vsTls: Record<string, unknown> = { fractionOfTls: fraction(baseline[`tls-${kind}`]), fractionOfLink: fraction(baseline[`link-${kind}`]) };
-    if (mode === 'file') {
-      // the same job for the plain socket: file → socket → file, the same reads, writes and fsyncs
-      vsTls.fractionOfTlsFileToFile = fraction(baseline['tls-file']);
-      vsTls.diskWriteGBps = diskGBps;
-    }
-    runs.push({ model, mode, transport: f.transport, repeat: rep, ...fig, ...vsTls });
-    log(JSON.stringify(runs.at(-1)));
-  }
-}
 rmSync(join(dir, 'certs'), { recursive: true, force: true });
 
 /** Per size and mode, the median fraction of the TLS socket over the repeats (each against its own baseline). */
@@ -311,18 +355,44 @@ const median = (xs: number[]): number => {
 const summary: Record<string, unknown>[] = [];
 for (const size of sizes) {
   for (const mode of modes) {
-    const mine = runs.filter((r) => r.mode === mode && (r.model as { sizeGB: number }).sizeGB === size && typeof r.fractionOfTls === 'number');
+    const mine = runs.filter(
+      (r) => r.mode === mode && (r.model as { sizeGB: number }).sizeGB === size && typeof r.fractionOfTls === 'number',
+    );
     const ofFile = mine.filter((r) => typeof r.fractionOfTlsFileToFile === 'number').map((r) => r.fractionOfTlsFileToFile as number);
-    if (mine.length) summary.push({ sizeGB: size, mode, transport: f.transport, runs: mine.length, fractionsOfTls: mine.map((r) => r.fractionOfTls), medianFractionOfTls: round(median(mine.map((r) => r.fractionOfTls as number)), 2), ...(ofFile.length && { fractionsOfTlsFileToFile: ofFile, medianFractionOfTlsFileToFile: round(median(ofFile), 2) }), maxPeakMB: Math.max(...mine.flatMap((r) => [r.serverPeakMB as number, r.clientPeakMB as number])) });
+    if (mine.length)
+      summary.push({
+        sizeGB: size,
+        mode,
+        transport: f.transport,
+        runs: mine.length,
+        fractionsOfTls: mine.map((r) => r.fractionOfTls),
+        medianFractionOfTls: round(median(mine.map((r) => r.fractionOfTls as number)), 2),
+        ...(ofFile.length && { fractionsOfTlsFileToFile: ofFile, medianFractionOfTlsFileToFile: round(median(ofFile), 2) }),
+        maxPeakMB: Math.max(...mine.flatMap((r) => [r.serverPeakMB as number, r.clientPeakMB as number])),
+      });
   }
 }
 
 const result = {
   bench: 'streaming',
   summary,
-  settings: { transport: f.transport === 'tls' ? 'data plane (src/transport/tls)' : 'gRPC (Federation.Connect)', repeat, chunkMiB: Number(f['chunk-mib']), windowMiB: Number(f['window-mib']), h2WindowBytes: Number(f['h2-window']) || 'wire.ts default (client 4 MiB, server 65535)', seed },
+  settings: {
+    transport: f.transport === 'tls' ? 'data plane (src/transport/tls)' : 'gRPC (Federation.Connect)',
+    repeat,
+    chunkMiB: Number(f['chunk-mib']),
+    windowMiB: Number(f['window-mib']),
+    h2WindowBytes: Number(f['h2-window']) || 'wire.ts default (client 4 MiB, server 65535)',
+    seed,
+  },
   ...commitFacts(),
-  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGB: round(totalmem() / GB, 1), node: process.version, nice: getPriority(), loadAverageAtStart: loadavg().map((x) => round(x, 2)) },
+  machine: {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    memoryGB: round(totalmem() / GB, 1),
+    node: process.version,
+    nice: getPriority(),
+    loadAverageAtStart: loadavg().map((x) => round(x, 2)),
+  },
   seconds: round((Date.now() - started) / 1000, 1),
   runs,
 };

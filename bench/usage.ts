@@ -5,6 +5,12 @@ import { fileURLToPath } from 'node:url';
 export function exitOnHelp(scriptUrl: string): void {
   if (!process.argv.includes('--help')) return;
   const m = /\/\*\*([\s\S]*?)\*\//.exec(readFileSync(fileURLToPath(scriptUrl), 'utf8'));
-  process.stdout.write(`${(m?.[1] ?? '').split('\n').map((l) => l.replace(/^ ?\* ?/, '')).join('\n').trim()}\n`);
+  process.stdout.write(
+    `${(m?.[1] ?? '')
+      .split('\n')
+      .map((l) => l.replace(/^ ?\* ?/, ''))
+      .join('\n')
+      .trim()}\n`,
+  );
   process.exit(0);
 }

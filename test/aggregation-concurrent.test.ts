@@ -20,7 +20,15 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const SIZES = { a: 3000, b: 5000, c: 7 } as const;
 const model = (f: (name: string, i: number) => number): TensorDict =>
-  new Map(Object.entries(SIZES).map(([name, n]) => [name, f32([n], Array.from({ length: n }, (_, i) => f(name, i)))]));
+  new Map(
+    Object.entries(SIZES).map(([name, n]) => [
+      name,
+      f32(
+        [n],
+        Array.from({ length: n }, (_, i) => f(name, i)),
+      ),
+    ]),
+  );
 
 /** A result arriving slowly in 1 KiB pieces; `log` records each piece taken; `breakAfter` pieces, it fails. */
 function slow(dict: TensorDict, tag: string, log: string[], breakAfter = Infinity): TensorStream {
@@ -62,14 +70,20 @@ async function check(kind: 'memory' | 'offload'): Promise<void> {
   if (kind === 'memory') {
     const agg = new WeightedAverage(global);
     const settled = await adds(agg);
-    assert.deepEqual(settled.map((s) => s.status), ['fulfilled', 'fulfilled', 'rejected']);
+    assert.deepEqual(
+      settled.map((s) => s.status),
+      ['fulfilled', 'fulfilled', 'rejected'],
+    );
     mean = agg.result();
   } else {
     const gpath = join(tmp, 'global.safetensors');
     await writeSafetensors(gpath, global);
     const agg = await OffloadedAverage.open(gpath, join(tmp, 'scratch'));
     const settled = await adds(agg);
-    assert.deepEqual(settled.map((s) => s.status), ['fulfilled', 'fulfilled', 'rejected']);
+    assert.deepEqual(
+      settled.map((s) => s.status),
+      ['fulfilled', 'fulfilled', 'rejected'],
+    );
     const out = join(tmp, `mean-${kind}.safetensors`);
     await agg.writeResult(out);
     mean = (await readSafetensors(out)).tensors;
@@ -77,7 +91,8 @@ async function check(kind: 'memory' | 'offload'): Promise<void> {
   // every result was being read before the first one ended: turns are per tensor, not per result
   const firstEnd = log.findIndex((e) => e.endsWith(':end'));
   const before = log.slice(0, firstEnd);
-  for (const tag of ['r1', 'r2']) assert.ok(before.filter((e) => e === tag).length > 12, `${tag} waited for a whole result: ${before.join(' ')}`);
+  for (const tag of ['r1', 'r2'])
+    assert.ok(before.filter((e) => e === tag).length > 12, `${tag} waited for a whole result: ${before.join(' ')}`);
   for (const [name, n] of Object.entries(SIZES)) {
     const got = mean.get(name)!.data as Float32Array;
     const withR3 = (i: number): boolean => name === 'a' || (kind === 'memory' && name === 'b' && i < BROKEN_AT);
@@ -90,5 +105,7 @@ async function check(kind: 'memory' | 'offload'): Promise<void> {
   }
 }
 
-test('WeightedAverage: concurrent results fold as they arrive, equal the weighted mean, a broken one counts up to the element it reached', () => check('memory'));
-test('OffloadedAverage: concurrent results interleave per tensor, equal the weighted mean, a broken one counts per tensor', () => check('offload'));
+test('WeightedAverage: concurrent results fold as they arrive, equal the weighted mean, a broken one counts up to the element it reached', () =>
+  check('memory'));
+test('OffloadedAverage: concurrent results interleave per tensor, equal the weighted mean, a broken one counts per tensor', () =>
+  check('offload'));

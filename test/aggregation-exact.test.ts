@@ -22,22 +22,29 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 const N = 5; // elements per tensor
 type Model = Record<DType, Value[]>;
 
-
 const notNaNBits = (dec: (b: number) => number) => fc.integer({ min: 0, max: 0xffff }).filter((b) => Number.isFinite(dec(b)));
 const tinyToZero = (v: number): number => (Math.abs(v) < 1e-30 ? v * 0 : v); // keeps the sign of zero
 const element: Record<DType, fc.Arbitrary<Value>> = {
-  F64: fc.oneof(fc.double({ noNaN: true, noDefaultInfinity: true, min: -1e9, max: 1e9 }).map(tinyToZero), fc.integer({ min: -(2 ** 20), max: 2 ** 20 }).map((i) => i / 1024)),
+  F64: fc.oneof(
+    fc.double({ noNaN: true, noDefaultInfinity: true, min: -1e9, max: 1e9 }).map(tinyToZero),
+    fc.integer({ min: -(2 ** 20), max: 2 ** 20 }).map((i) => i / 1024),
+  ),
   F32: fc.float({ noNaN: true, noDefaultInfinity: true, min: -1e9, max: 1e9 }).map(tinyToZero),
   F16: notNaNBits(f16ToF32),
   BF16: notNaNBits(bf16ToF32).filter((b) => Math.abs(bf16ToF32(b)) < 1e30),
-  I64: fc.oneof(fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), fc.constantFrom(2n ** 63n - 1n, -(2n ** 63n), 123456789n, 2n ** 53n + 1n)),
+  I64: fc.oneof(
+    fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+    fc.constantFrom(2n ** 63n - 1n, -(2n ** 63n), 123456789n, 2n ** 53n + 1n),
+  ),
   I32: fc.oneof(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), fc.constantFrom(2 ** 31 - 1, -(2 ** 31))),
   I16: fc.integer({ min: -32768, max: 32767 }),
   I8: fc.integer({ min: -128, max: 127 }),
   U8: fc.integer({ min: 0, max: 255 }),
   BOOL: fc.constantFrom(0, 1),
 };
-const arbModel: fc.Arbitrary<Model> = fc.record(Object.fromEntries(DTYPES.map((d) => [d, fc.array(element[d], { minLength: N, maxLength: N })])) as Record<DType, fc.Arbitrary<Value[]>>);
+const arbModel: fc.Arbitrary<Model> = fc.record(
+  Object.fromEntries(DTYPES.map((d) => [d, fc.array(element[d], { minLength: N, maxLength: N })])) as Record<DType, fc.Arbitrary<Value[]>>,
+);
 
 function toDict(m: Model): TensorDict {
   return new Map(
@@ -76,7 +83,15 @@ async function aggregate(kind: 'memory' | 'offload', global: Model, clients: Cli
   }
 }
 
-const arbClients = fc.array(fc.record({ values: arbModel, weight: fc.oneof(fc.constant(1), fc.integer({ min: 0, max: 1000 })), diff: fc.boolean(), chunk: fc.constantFrom(8, 16, 40) }), { minLength: 1, maxLength: 4 });
+const arbClients = fc.array(
+  fc.record({
+    values: arbModel,
+    weight: fc.oneof(fc.constant(1), fc.integer({ min: 0, max: 1000 })),
+    diff: fc.boolean(),
+    chunk: fc.constantFrom(8, 16, 40),
+  }),
+  { minLength: 1, maxLength: 4 },
+);
 
 async function checkRule(kind: 'memory' | 'offload', runs: number): Promise<void> {
   await fc.assert(
@@ -101,32 +116,64 @@ async function checkRule(kind: 'memory' | 'offload', runs: number): Promise<void
 test('property: WeightedAverage equals the exact rule for every dtype (FULL and DIFF, integer weights)', () => checkRule('memory', 120));
 test('property: OffloadedAverage equals the exact rule for every dtype (FULL and DIFF, integer weights)', () => checkRule('offload', 40));
 
-const sameBits = (a: Tensor, b: Tensor): boolean => Buffer.from((a.data as Uint8Array).buffer, (a.data as Uint8Array).byteOffset, (a.data as Uint8Array).byteLength).equals(Buffer.from((b.data as Uint8Array).buffer, (b.data as Uint8Array).byteOffset, (b.data as Uint8Array).byteLength));
+const sameBits = (a: Tensor, b: Tensor): boolean =>
+  Buffer.from((a.data as Uint8Array).buffer, (a.data as Uint8Array).byteOffset, (a.data as Uint8Array).byteLength).equals(
+    Buffer.from((b.data as Uint8Array).buffer, (b.data as Uint8Array).byteOffset, (b.data as Uint8Array).byteLength),
+  );
 
 test('property: one result, or results that all agree, come back bit for bit at any weight (both aggregators, FULL; DIFF of zeros keeps the global model)', async () => {
-  const weight = fc.oneof(fc.constant(1), fc.constant(7), fc.integer({ min: 1, max: 1 << 20 }), fc.double({ min: 1e-6, max: 1e9, noNaN: true }));
+  const weight = fc.oneof(
+    fc.constant(1),
+    fc.constant(7),
+    fc.integer({ min: 1, max: 1 << 20 }),
+    fc.double({ min: 1e-6, max: 1e9, noNaN: true }),
+  );
   await fc.assert(
-    fc.asyncProperty(arbModel, arbModel, fc.array(weight, { minLength: 1, maxLength: 3 }), fc.constantFrom<'memory' | 'offload'>('memory', 'offload'), async (global, values, weights, kind) => {
-      const full = await aggregate(kind, global, weights.map((w) => ({ values, weight: w, diff: false, chunk: 16 })));
-      const want = toDict(values);
-      for (const d of DTYPES) assert.ok(sameBits(full.get(d)!, want.get(d)!), `${kind} ${d} at weights ${weights.join(', ')}: ${String((full.get(d)!.data as unknown as Value[])[0])}…`);
-      const zeros = Object.fromEntries(DTYPES.map((d) => [d, new Array<Value>(N).fill(d === 'I64' ? 0n : 0)])) as Model;
-      const diff = await aggregate(kind, global, weights.map((w) => ({ values: zeros, weight: w, diff: true, chunk: 16 })));
-      const g = toDict(global);
-      // a DIFF of +0 turns a -0 into +0 (-0 + 0 is +0), so compare floats by value there
-      for (const d of DTYPES) {
-        const a = diff.get(d)!.data as unknown as Value[];
-        const b = g.get(d)!.data as unknown as Value[];
-        for (let i = 0; i < N; i++) assert.ok(a[i] === b[i] || asNumber(d, a[i]!) === asNumber(d, b[i]!), `${kind} DIFF ${d}[${i}]`);
-      }
-    }),
+    fc.asyncProperty(
+      arbModel,
+      arbModel,
+      fc.array(weight, { minLength: 1, maxLength: 3 }),
+      fc.constantFrom<'memory' | 'offload'>('memory', 'offload'),
+      async (global, values, weights, kind) => {
+        const full = await aggregate(
+          kind,
+          global,
+          weights.map((w) => ({ values, weight: w, diff: false, chunk: 16 })),
+        );
+        const want = toDict(values);
+        for (const d of DTYPES)
+          assert.ok(
+            sameBits(full.get(d)!, want.get(d)!),
+            `${kind} ${d} at weights ${weights.join(', ')}: ${String((full.get(d)!.data as unknown as Value[])[0])}…`,
+          );
+        const zeros = Object.fromEntries(DTYPES.map((d) => [d, new Array<Value>(N).fill(d === 'I64' ? 0n : 0)])) as Model;
+        const diff = await aggregate(
+          kind,
+          global,
+          weights.map((w) => ({ values: zeros, weight: w, diff: true, chunk: 16 })),
+        );
+        const g = toDict(global);
+        // a DIFF of +0 turns a -0 into +0 (-0 + 0 is +0), so compare floats by value there
+        for (const d of DTYPES) {
+          const a = diff.get(d)!.data as unknown as Value[];
+          const b = g.get(d)!.data as unknown as Value[];
+          for (let i = 0; i < N; i++) assert.ok(a[i] === b[i] || asNumber(d, a[i]!) === asNumber(d, b[i]!), `${kind} DIFF ${d}[${i}]`);
+        }
+      },
+    ),
     { numRuns: 60 },
   );
 });
 
 test('the cases the issue found: float64 at weight 1, int64 123456789, int32 at its maximum, float32 at weight 7', async () => {
   const base = Object.fromEntries(DTYPES.map((d) => [d, new Array<Value>(N).fill(d === 'I64' ? 0n : 0)])) as Model;
-  const values: Model = { ...base, F64: [Math.PI, 1 / 3, 1e-300, -2.5, 0.1], I64: [123456789n, 2n ** 62n + 1n, -1n, 0n, 2n ** 63n - 1n], I32: [2147483647, -2147483648, 0, 1, -1], F32: [0.1, 1 / 3, 16777217, 3.4e38, -1e-40].map(Math.fround) };
+  const values: Model = {
+    ...base,
+    F64: [Math.PI, 1 / 3, 1e-300, -2.5, 0.1],
+    I64: [123456789n, 2n ** 62n + 1n, -1n, 0n, 2n ** 63n - 1n],
+    I32: [2147483647, -2147483648, 0, 1, -1],
+    F32: [0.1, 1 / 3, 16777217, 3.4e38, -1e-40].map(Math.fround),
+  };
   for (const kind of ['memory', 'offload'] as const) {
     for (const w of [1, 7]) {
       const out = await aggregate(kind, base, [{ values, weight: w, diff: false, chunk: 16 }]);
@@ -137,7 +184,10 @@ test('the cases the issue found: float64 at weight 1, int64 123456789, int32 at 
     }
     // two sites disagreeing on a counter: the mean rounded to nearest, ties to even; an int32 sum that would wrap does not
     const other: Model = { ...values, I64: [123456790n, 2n ** 62n + 2n, 0n, 0n, 2n ** 63n - 1n], I32: [2147483647, -2147483647, 0, 2, -2] };
-    const two = await aggregate(kind, base, [{ values, weight: 1, diff: false, chunk: 16 }, { values: other, weight: 1, diff: false, chunk: 16 }]);
+    const two = await aggregate(kind, base, [
+      { values, weight: 1, diff: false, chunk: 16 },
+      { values: other, weight: 1, diff: false, chunk: 16 },
+    ]);
     assert.deepEqual([...(two.get('I64')!.data as BigInt64Array)], [123456790n, 2n ** 62n + 2n, 0n, 0n, 2n ** 63n - 1n], kind);
     assert.deepEqual([...(two.get('I32')!.data as Int32Array)], [2147483647, -2147483648, 0, 2, -2], kind);
     // a DIFF that would overflow int32 is clamped to its range, never wrapped

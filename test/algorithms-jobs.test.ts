@@ -21,7 +21,10 @@ function job(workflows: string): string {
   mkdirSync(deep);
   writeFileSync(join(deep, 'package.json'), '{ "type": "module" }\n'); // job code is ES modules
   writeFileSync(join(deep, 'trainer.ts'), `export * from ${JSON.stringify(join(root, 'test/fixtures/jobs/tiny/trainer.ts'))};\n`);
-  writeFileSync(join(deep, 'job.yaml'), `name: tiny\nminClients: 2\nmodel:\n  module: trainer.ts\n  export: initialModel\nworkflows:\n${workflows}\nexecutor:\n  trainer:\n    module: trainer.ts\n    factory: createTrainer\n    args:\n      rate: 0.5\n`);
+  writeFileSync(
+    join(deep, 'job.yaml'),
+    `name: tiny\nminClients: 2\nmodel:\n  module: trainer.ts\n  export: initialModel\nworkflows:\n${workflows}\nexecutor:\n  trainer:\n    module: trainer.ts\n    factory: createTrainer\n    args:\n      rate: 0.5\n`,
+  );
   return deep;
 }
 
@@ -43,11 +46,15 @@ test('job.yaml fedopt: the same model in memory and offloaded, equal to the dire
     state = { tensors: s.state, metadata: s.stateMetadata };
     assert.ok(existsSync(join(wsOff, 'server', `round-${r}`, 'server_optimizer.safetensors')));
   }
-  [...(mem.model!.get('w')!.data as Float32Array)].forEach((v, i) => assert.ok(Math.abs(v - (x.get('w')!.data as Float32Array)[i]!) < 1e-6, `${v}`));
+  [...(mem.model!.get('w')!.data as Float32Array)].forEach((v, i) =>
+    assert.ok(Math.abs(v - (x.get('w')!.data as Float32Array)[i]!) < 1e-6, `${v}`),
+  );
 });
 
 test('job.yaml sampling and proxMu: two of three sites per round; scaffold and robust rules run from the config', async () => {
-  const dir = job('  - type: fedavg\n    rounds: 4\n    sampling: {count: 2, seed: 5}\n    proxMu: 0.01\n  - type: scaffold\n    rounds: 1\n  - type: fedavg\n    rounds: 1\n    aggregation: {rule: median}');
+  const dir = job(
+    '  - type: fedavg\n    rounds: 4\n    sampling: {count: 2, seed: 5}\n    proxMu: 0.01\n  - type: scaffold\n    rounds: 1\n  - type: fedavg\n    rounds: 1\n    aggregation: {rule: median}',
+  );
   const r = await simulate({ jobDir: dir, clients: 3, threads: 0, workspace: mkdtempSync(join(tmpdir(), 'flotilla-algsim-')) });
   assert.equal(r.rounds.length, 6);
   for (const round of r.rounds.slice(0, 4)) assert.equal(round.sites.length, 2);
@@ -67,8 +74,16 @@ test('bad algorithm settings are refused, naming the field', () => {
     [{ type: 'fedavg', rounds: 2, sampling: { fraction: 0.5, count: 2 } }, /fraction or count, not both/],
     [{ type: 'fedavg', rounds: 2, proxMu: -1 }, /workflows\.0\.proxMu/],
     [{ type: 'fedavg', rounds: 2, aggregation: { rule: 'krum', byzantine: -1 } }, /workflows\.0\.aggregation/],
-    [{ type: 'fedavg', rounds: 2, offload: true, aggregation: { rule: 'median' } }, /workflows\.0\.aggregation: a robust aggregation rule keeps the global model in memory/],
+    [
+      { type: 'fedavg', rounds: 2, offload: true, aggregation: { rule: 'median' } },
+      /workflows\.0\.aggregation: a robust aggregation rule keeps the global model in memory/,
+    ],
     [{ type: 'scaffold', rounds: 2, aggregation: { rule: 'median' } }, /unknown key\(s\) "aggregation"/],
   ];
-  for (const [w, re] of bad) assert.throws(() => parseJobConfig({ ...base, workflows: [w] }), (e: Error) => e instanceof JobConfigError && re.test(e.message), JSON.stringify(w));
+  for (const [w, re] of bad)
+    assert.throws(
+      () => parseJobConfig({ ...base, workflows: [w] }),
+      (e: Error) => e instanceof JobConfigError && re.test(e.message),
+      JSON.stringify(w),
+    );
 });

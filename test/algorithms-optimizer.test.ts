@@ -34,7 +34,13 @@ function direct(cfg: Required<ServerOptimizerInput>, xs: number[][], ys: number[
       }
       const c = cfg as { lr: number; beta1: number; beta2: number; tau: number };
       m2[i] = f(c.beta1 * m[i]! + (1 - c.beta1) * d);
-      v2[i] = f(cfg.name === 'fedadagrad' ? v[i]! + d * d : cfg.name === 'fedadam' ? c.beta2 * v[i]! + (1 - c.beta2) * d * d : v[i]! - (1 - c.beta2) * d * d * Math.sign(v[i]! - d * d));
+      v2[i] = f(
+        cfg.name === 'fedadagrad'
+          ? v[i]! + d * d
+          : cfg.name === 'fedadam'
+            ? c.beta2 * v[i]! + (1 - c.beta2) * d * d
+            : v[i]! - (1 - c.beta2) * d * d * Math.sign(v[i]! - d * d),
+      );
       next[i] = f(x[i]! + (c.lr * m2[i]!) / (Math.sqrt(v2[i]!) + c.tau));
     }
     m = m2;
@@ -59,10 +65,16 @@ for (const cfg of configs) {
       fc.asyncProperty(fc.array(vals, { minLength: 4, maxLength: 4 }), async ([x0, ...ys]) => {
         const want = direct(cfg, [x0!], ys);
         const opt = new ServerOptimizer(cfg);
-        let model: TensorDict = new Map<string, Tensor>([['w', f32([3], x0!)], ['step', tensor('I64', [1], BigInt64Array.from([7n]))]]);
+        let model: TensorDict = new Map<string, Tensor>([
+          ['w', f32([3], x0!)],
+          ['step', tensor('I64', [1], BigInt64Array.from([7n]))],
+        ]);
         let state: { tensors: TensorDict; metadata: Record<string, string> } | null = null;
         for (let r = 0; r < ys.length; r++) {
-          const agg: TensorDict = new Map<string, Tensor>([['w', f32([3], ys[r]!)], ['step', tensor('I64', [1], BigInt64Array.from([BigInt(r + 8)]))]]);
+          const agg: TensorDict = new Map<string, Tensor>([
+            ['w', f32([3], ys[r]!)],
+            ['step', tensor('I64', [1], BigInt64Array.from([BigInt(r + 8)]))],
+          ]);
           const s = await stepInMemory(opt, model, agg, state);
           model = s.model;
           state = { tensors: s.state, metadata: s.stateMetadata };
@@ -82,8 +94,16 @@ test('on disk: the same model and state as in memory, and a resumed run continue
   try {
     const opt = new ServerOptimizer({ name: 'fedyogi', lr: 0.1 });
     const n = 200_000; // more than one chunk
-    const x0 = f32([n], Array.from({ length: n }, (_, i) => Math.sin(i)));
-    const aggs = [1, 2, 3].map((r) => f32([n], Array.from({ length: n }, (_, i) => Math.sin(i) + Math.cos(i * r) * 0.1)));
+    const x0 = f32(
+      [n],
+      Array.from({ length: n }, (_, i) => Math.sin(i)),
+    );
+    const aggs = [1, 2, 3].map((r) =>
+      f32(
+        [n],
+        Array.from({ length: n }, (_, i) => Math.sin(i) + Math.cos(i * r) * 0.1),
+      ),
+    );
     // in memory, three steps straight
     let mem: TensorDict = new Map([['w', x0]]);
     let st: { tensors: TensorDict; metadata: Record<string, string> } | null = null;
@@ -117,8 +137,14 @@ test('on disk: the same model and state as in memory, and a resumed run continue
 test('a state written by another optimizer or for another model is refused with the reason', async () => {
   const model: TensorDict = new Map([['w', f32([2], [1, 2])]]);
   const s = await stepInMemory(new ServerOptimizer({ name: 'fedadam' }), model, model, null);
-  await assert.rejects(stepInMemory(new ServerOptimizer({ name: 'fedyogi' }), model, model, { tensors: s.state, metadata: s.stateMetadata }), /written by fedadam, the job uses fedyogi/);
+  await assert.rejects(
+    stepInMemory(new ServerOptimizer({ name: 'fedyogi' }), model, model, { tensors: s.state, metadata: s.stateMetadata }),
+    /written by fedadam, the job uses fedyogi/,
+  );
   const other: TensorDict = new Map([['w', f32([3], [1, 2, 3])]]);
-  await assert.rejects(stepInMemory(new ServerOptimizer({ name: 'fedadam' }), other, other, { tensors: s.state, metadata: s.stateMetadata }), /no F32 tensor "m.w" of shape \[3\]/);
-  assert.throws(() => new ServerOptimizer({ name: 'fedadam', beta2: 1 } as ServerOptimizerInput));
+  await assert.rejects(
+    stepInMemory(new ServerOptimizer({ name: 'fedadam' }), other, other, { tensors: s.state, metadata: s.stateMetadata }),
+    /no F32 tensor "m.w" of shape \[3\]/,
+  );
+  assert.throws(() => new ServerOptimizer({ name: 'fedadam', beta2: 1 }));
 });

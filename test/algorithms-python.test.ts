@@ -45,7 +45,14 @@ function quadratic(): Trainer {
       const y: TensorDict = new Map([['w', f32([3], w)]]);
       const u = clientControlUpdate({ ci, c, x, y, steps: K, lr: LR });
       ci = u.ci;
-      await flare.send({ params: withPrefixed(y, u.delta, SCAFFOLD_PREFIX.delta), paramsType: 'FULL', metrics: {}, meta: { NUM_STEPS_CURRENT_ROUND: 1 }, currentRound: m.currentRound, totalRounds: m.totalRounds });
+      await flare.send({
+        params: withPrefixed(y, u.delta, SCAFFOLD_PREFIX.delta),
+        paramsType: 'FULL',
+        metrics: {},
+        meta: { NUM_STEPS_CURRENT_ROUND: 1 },
+        currentRound: m.currentRound,
+        totalRounds: m.totalRounds,
+      });
     }
   };
 }
@@ -67,19 +74,35 @@ test('SCAFFOLD with Python trainers: the same model and control variate as with 
   const init = (): TensorDict => new Map([['w', f32([3], [0, 0, 0])]]);
   const dirTs = mkdtempSync(path.join(tmpdir(), 'flotilla-scaffold-ts-'));
   const dirPy = mkdtempSync(path.join(tmpdir(), 'flotilla-scaffold-py-'));
-  const ts = await simulateInProcess({ workflow: new Scaffold({ rounds: 4, minClients: 3, initialModel: init() }), sites: [1, 2, 3].map((k) => ({ name: `site-${k}`, trainer: quadratic() })), workspace: dirTs });
+  const ts = await simulateInProcess({
+    workflow: new Scaffold({ rounds: 4, minClients: 3, initialModel: init() }),
+    sites: [1, 2, 3].map((k) => ({ name: `site-${k}`, trainer: quadratic() })),
+    workspace: dirTs,
+  });
   const mixed = await simulateInProcess({
     workflow: new Scaffold({ rounds: 4, minClients: 3, initialModel: init() }),
-    sites: [{ name: 'site-1', host: python() }, { name: 'site-2', host: python() }, { name: 'site-3', trainer: quadratic() }],
+    sites: [
+      { name: 'site-1', host: python() },
+      { name: 'site-2', host: python() },
+      { name: 'site-3', trainer: quadratic() },
+    ],
     workspace: dirPy,
   });
   const a = [...(ts.model.get('w')!.data as Float32Array)];
   const b = [...(mixed.model.get('w')!.data as Float32Array)];
   a.forEach((v, i) => assert.ok(Math.abs(v - b[i]!) < 1e-5, `w[${i}]: TypeScript ${v}, Python ${b[i]}`));
-  const cTs = (await readSafetensors(path.join(dirTs, 'server', 'round-3', 'scaffold_c.safetensors'))).tensors.get('w')!.data as Float32Array;
-  const cPy = (await readSafetensors(path.join(dirPy, 'server', 'round-3', 'scaffold_c.safetensors'))).tensors.get('w')!.data as Float32Array;
+  const cTs = (await readSafetensors(path.join(dirTs, 'server', 'round-3', 'scaffold_c.safetensors'))).tensors.get('w')!
+    .data as Float32Array;
+  const cPy = (await readSafetensors(path.join(dirPy, 'server', 'round-3', 'scaffold_c.safetensors'))).tensors.get('w')!
+    .data as Float32Array;
   cTs.forEach((v, i) => assert.ok(Math.abs(v - cPy[i]!) < 1e-4, `c[${i}]: TypeScript ${v}, Python ${cPy[i]}`));
   // the variates did something: c is not zero, and the sites' pulls cancel into the mean target
-  assert.ok(cTs.some((v) => Math.abs(v) > 0.01), `c = ${[...cTs]}`);
-  assert.deepEqual(mixed.rounds.map((x) => Object.keys(x.failures).length), [0, 0, 0, 0]);
+  assert.ok(
+    cTs.some((v) => Math.abs(v) > 0.01),
+    `c = ${[...cTs]}`,
+  );
+  assert.deepEqual(
+    mixed.rounds.map((x) => Object.keys(x.failures).length),
+    [0, 0, 0, 0],
+  );
 });

@@ -30,10 +30,25 @@ function affine(scale: number, shift: number, steps = 1, dc?: (c: number[]) => n
       if (!m) break;
       const { model, extra } = splitPrefixed(m.params, SCAFFOLD_PREFIX.control);
       const w = model.get('w')!.data as Float32Array;
-      const out: TensorDict = new Map([['w', f32([3], w.map((x) => x * scale + shift))]]);
+      const out: TensorDict = new Map([
+        [
+          'w',
+          f32(
+            [3],
+            w.map((x) => x * scale + shift),
+          ),
+        ],
+      ]);
       const c = extra.get('w') ? vals(extra) : null;
       const params = dc && c ? withPrefixed(out, new Map([['w', f32([3], dc(c))]]), SCAFFOLD_PREFIX.delta) : out;
-      await flare.send({ params, paramsType: 'FULL', metrics: { mu: proxMuOf(m.meta), c0: c?.[0] ?? -1, scaffold: m.meta['scaffold'] === true ? 1 : 0 }, meta: { NUM_STEPS_CURRENT_ROUND: steps }, currentRound: m.currentRound, totalRounds: m.totalRounds });
+      await flare.send({
+        params,
+        paramsType: 'FULL',
+        metrics: { mu: proxMuOf(m.meta), c0: c?.[0] ?? -1, scaffold: m.meta['scaffold'] === true ? 1 : 0 },
+        meta: { NUM_STEPS_CURRENT_ROUND: steps },
+        currentRound: m.currentRound,
+        totalRounds: m.totalRounds,
+      });
     }
   };
 }
@@ -47,7 +62,11 @@ const threeSites = () => [
 test('FedOpt (FedAdam): each round is the optimizer step on the weighted mean; state saved per round', async () => {
   const dir = ws();
   const init: TensorDict = new Map([['w', f32([3], [1, 2, 3])]]);
-  const r = await simulateInProcess({ workflow: new FedOpt({ rounds: 3, minClients: 3, initialModel: init, optimizer: { name: 'fedadam', lr: 0.1 } }), sites: threeSites(), workspace: dir });
+  const r = await simulateInProcess({
+    workflow: new FedOpt({ rounds: 3, minClients: 3, initialModel: init, optimizer: { name: 'fedadam', lr: 0.1 } }),
+    sites: threeSites(),
+    workspace: dir,
+  });
   const opt = new ServerOptimizer({ name: 'fedadam', lr: 0.1 });
   let x: TensorDict = init;
   let state: { tensors: TensorDict; metadata: Record<string, string> } | null = null;
@@ -67,7 +86,10 @@ test('FedOpt (FedAdam): each round is the optimizer step on the weighted mean; s
 for (const kind of ['fedyogi', 'scaffold'] as const) {
   test(`${kind}: a job stopped after round 2 and resumed from the workspace ends bit-identical to an uninterrupted one`, async () => {
     const init: TensorDict = new Map([['w', f32([3], [1, 2, 3])]]);
-    const sites = () => (kind === 'scaffold' ? threeSites().map((s, i) => ({ ...s, trainer: affine(1 - 0.1 * i, i, 1, (c) => c.map((v) => 0.5 - v * 0.1 + i)) })) : threeSites());
+    const sites = () =>
+      kind === 'scaffold'
+        ? threeSites().map((s, i) => ({ ...s, trainer: affine(1 - 0.1 * i, i, 1, (c) => c.map((v) => 0.5 - v * 0.1 + i)) }))
+        : threeSites();
     const make = (startRound: number, model: TensorDict) => {
       const common = { rounds: 5, minClients: 3, initialModel: model, startRound };
       return kind === 'scaffold' ? new Scaffold(common) : new FedOpt({ ...common, optimizer: { name: 'fedyogi', lr: 0.3 } });
@@ -75,27 +97,47 @@ for (const kind of ['fedyogi', 'scaffold'] as const) {
     const whole = await simulateInProcess({ workflow: make(0, init), sites: sites(), workspace: ws() });
     const dir = ws();
     // the first job: two rounds, then "stops" (a job of 2 rounds writes the same files as rounds 0-1 of 5)
-    const first = kind === 'scaffold' ? new Scaffold({ rounds: 2, minClients: 3, initialModel: init }) : new FedOpt({ rounds: 2, minClients: 3, initialModel: init, optimizer: { name: 'fedyogi', lr: 0.3 } });
+    const first =
+      kind === 'scaffold'
+        ? new Scaffold({ rounds: 2, minClients: 3, initialModel: init })
+        : new FedOpt({ rounds: 2, minClients: 3, initialModel: init, optimizer: { name: 'fedyogi', lr: 0.3 } });
     await simulateInProcess({ workflow: first, sites: sites(), workspace: dir });
     const resumedFrom = (await readSafetensors(join(dir, 'server', 'round-1', 'global_model.safetensors'))).tensors;
     const resumed = await simulateInProcess({ workflow: make(2, resumedFrom), sites: sites(), workspace: dir });
     assert.deepEqual(vals(resumed.model), vals(whole.model));
-    assert.deepEqual(resumed.rounds.map((r) => r.round), [2, 3, 4]);
+    assert.deepEqual(
+      resumed.rounds.map((r) => r.round),
+      [2, 3, 4],
+    );
     if (kind === 'scaffold') {
       // the control variate reached the trainers and was carried over the restart
-      assert.deepEqual(resumed.rounds.map((r) => r.siteMetrics['site-1']!['c0']), whole.rounds.slice(2).map((r) => r.siteMetrics['site-1']!['c0']));
+      assert.deepEqual(
+        resumed.rounds.map((r) => r.siteMetrics['site-1']!['c0']),
+        whole.rounds.slice(2).map((r) => r.siteMetrics['site-1']!['c0']),
+      );
       assert.ok(resumed.rounds.every((r) => r.siteMetrics['site-1']!['scaffold'] === 1));
     }
     // without the state file a resume is refused, not silently restarted
-    await assert.rejects(simulateInProcess({ workflow: make(2, resumedFrom), sites: sites(), workspace: ws() }), /cannot resume .* is missing/);
+    await assert.rejects(
+      simulateInProcess({ workflow: make(2, resumedFrom), sites: sites(), workspace: ws() }),
+      /cannot resume .* is missing/,
+    );
   });
 }
 
 test('SCAFFOLD: c ← c + (|S|/N)·mean(Δcᵢ) each round, sent to the trainers as scaffold.c.* tensors', async () => {
   const dir = ws();
-  const deltas = [[1, 0, 0], [0, 2, 0], [0, 0, 3]];
+  const deltas = [
+    [1, 0, 0],
+    [0, 2, 0],
+    [0, 0, 3],
+  ];
   const sites = deltas.map((d, i) => ({ name: `site-${i + 1}`, trainer: affine(1, 0, 1, () => d) }));
-  const r = await simulateInProcess({ workflow: new Scaffold({ rounds: 2, minClients: 3, initialModel: new Map([['w', f32([3], [0, 0, 0])]]) }), sites, workspace: dir });
+  const r = await simulateInProcess({
+    workflow: new Scaffold({ rounds: 2, minClients: 3, initialModel: new Map([['w', f32([3], [0, 0, 0])]]) }),
+    sites,
+    workspace: dir,
+  });
   const c0 = (await readSafetensors(join(dir, 'server', 'round-0', 'scaffold_c.safetensors'))).tensors;
   assert.deepEqual(vals(c0), [1 / 3, 2 / 3, 1].map(Math.fround));
   // round 1's task carried round 0's c
@@ -109,7 +151,10 @@ test('SCAFFOLD: c ← c + (|S|/N)·mean(Δcᵢ) each round, sent to the trainers
 test('client sampling: the seeded subset of sites each round; FedProx μ reaches the trainers in meta', async () => {
   const names = ['site-1', 'site-2', 'site-3', 'site-4', 'site-5'];
   const sampling = { fraction: 0.4, seed: 3 };
-  const wf = new StrategyWorkflow({ rounds: 6, minClients: 2, initialModel: new Map([['w', f32([3], [1, 1, 1])]]), sampling, proxMu: 0.01 }, fedAvgStrategy);
+  const wf = new StrategyWorkflow(
+    { rounds: 6, minClients: 2, initialModel: new Map([['w', f32([3], [1, 1, 1])]]), sampling, proxMu: 0.01 },
+    fedAvgStrategy,
+  );
   const r = await simulateInProcess({ workflow: wf, sites: names.map((name, i) => ({ name, trainer: affine(1, i) })), workspace: ws() });
   const parsed = SamplingSchema.parse(sampling);
   for (const round of r.rounds) {
@@ -125,11 +170,21 @@ test('robust aggregation in a job: one site sending a sign-flipped, scaled model
   const names = ['site-1', 'site-2', 'site-3', 'site-4', 'site-5'];
   const trainer = (i: number): Trainer => (i === 4 ? affine(-100, 0) : affine(1, 0.1 * i));
   const run = (aggregation: { rule: 'mean' } | { rule: 'median' } | { rule: 'krum'; byzantine: number }) =>
-    simulateInProcess({ workflow: new StrategyWorkflow({ rounds: 1, minClients: 5, initialModel: new Map([['w', f32([3], [1, 1, 1])]]), aggregation }, fedAvgStrategy), sites: names.map((name, i) => ({ name, trainer: trainer(i) })), workspace: ws() });
+    simulateInProcess({
+      workflow: new StrategyWorkflow(
+        { rounds: 1, minClients: 5, initialModel: new Map([['w', f32([3], [1, 1, 1])]]), aggregation },
+        fedAvgStrategy,
+      ),
+      sites: names.map((name, i) => ({ name, trainer: trainer(i) })),
+      workspace: ws(),
+    });
   const mean = await run({ rule: 'mean' });
   const median = await run({ rule: 'median' });
   const krum = await run({ rule: 'krum', byzantine: 1 });
   assert.ok(vals(mean.model)[0]! < -15, `the mean follows the attacker: ${vals(mean.model)}`);
   assert.deepEqual(vals(median.model), [1.1, 1.1, 1.1].map(Math.fround));
-  assert.ok(vals(krum.model).every((v) => v >= 1 && v <= 1.31), `krum: ${vals(krum.model)}`);
+  assert.ok(
+    vals(krum.model).every((v) => v >= 1 && v <= 1.31),
+    `krum: ${vals(krum.model)}`,
+  );
 });

@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Channel, ChannelClosedError, CorruptStreamError, MalformedMessageError, StallError, StreamCancelledError, type TransferProgress, etaSeconds } from '../src/streaming/index.ts';
+import {
+  Channel,
+  ChannelClosedError,
+  CorruptStreamError,
+  MalformedMessageError,
+  StallError,
+  StreamCancelledError,
+  type TransferProgress,
+  etaSeconds,
+} from '../src/streaming/index.ts';
 import { linkPair } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';
 
@@ -64,8 +73,8 @@ test('an announced size reaches both ends: progress reports carry it, the ETA fo
   const data = bytes(20_000);
   const sent = sender.send({ type: 'model' }, chunks(data, 4096), { totalBytes: data.byteLength });
   const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  assert.deepEqual(env.msg, { type: 'model' }, 'the size field is the channel\'s, not the application\'s');
-  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
+  assert.deepEqual(env.msg, { type: 'model' }, "the size field is the channel's, not the application's");
+  assert.deepEqual(await collect(env.payload), Buffer.from(data));
   await sent;
   for (const dir of ['send', 'receive'] as const) {
     const end = seen.find((t) => t.direction === dir && t.done);
@@ -91,7 +100,7 @@ test('a receiver that stops reading makes the sender wait at the window, not buf
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(finished, false);
   assert.ok(counted.dataBytes <= 32_768, `sender put ${counted.dataBytes} bytes in flight with a 32 KiB window`);
-  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
+  assert.deepEqual(await collect(env.payload), Buffer.from(data));
   await sent;
   assert.equal(finished, true);
 });
@@ -145,7 +154,7 @@ test('closing the link fails an unfinished payload on the receiving side', async
   }
   void sender.send({ type: 'x' }, slow()).catch(() => undefined);
   const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  const reading = collect(env.payload!);
+  const reading = collect(env.payload);
   setTimeout(() => a.close('network down'), 20);
   await assert.rejects(reading, (e) => e instanceof ChannelClosedError && e.reason === 'network down');
 });
@@ -172,12 +181,15 @@ function corrupting(link: Link, which: (f: Extract<Frame, { type: 'data' }>, i: 
 
 test('a corrupted chunk is detected by its hash and sent again: the payload arrives bit-identical', async () => {
   const [a, b] = linkPair('b', 'a');
-  const sender = new Channel(corrupting(a, (_f, i) => i === 3 || i === 7), { chunkBytes: 1000, windowBytes: 5000 });
+  const sender = new Channel(
+    corrupting(a, (_f, i) => i === 3 || i === 7),
+    { chunkBytes: 1000, windowBytes: 5000 },
+  );
   const receiver = new Channel(b);
   const data = bytes(50_000, 9);
   const sent = sender.send({ type: 'x' }, chunks(data, 3000));
   const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
+  assert.deepEqual(await collect(env.payload), Buffer.from(data));
   await sent;
 });
 
@@ -187,7 +199,7 @@ test('a stream whose whole-object hash does not match fails instead of passing b
   const receiver = new Channel(b);
   void sender.send({ type: 'x' }, chunks(bytes(10_000), 1000)).catch(() => undefined);
   const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  await assert.rejects(collect(env.payload!), (e) => e instanceof CorruptStreamError && /is corrupt: xxhash64/.test(e.message));
+  await assert.rejects(collect(env.payload), (e) => e instanceof CorruptStreamError && /is corrupt: xxhash64/.test(e.message));
 });
 
 test('a sender that ignores flow control gets its stream cancelled, not queued without bound', async () => {
@@ -207,7 +219,7 @@ test('a sender that ignores flow control gets its stream cancelled, not queued w
   for (let i = 0; i < 18; i++) await raw.send({ type: 'data', stream: 1, offset: i * piece.byteLength, bytes: piece, last: false });
   // nothing read yet: let the receiving channel take the frames off the link
   await new Promise((r) => setTimeout(r, 20));
-  await assert.rejects(collect(env.payload!), /sender ignored flow control: 17825792 bytes unconsumed, at most 16781216 allowed/);
+  await assert.rejects(collect(env.payload), /sender ignored flow control: 17825792 bytes unconsumed, at most 16781216 allowed/);
   await new Promise((r) => setTimeout(r, 10));
   assert.equal(cancels.length, 1);
   assert.match(cancels[0]!, /ignored flow control/);
@@ -221,7 +233,7 @@ test('a sender keeping to its window is never cut off, even with pieces larger t
   const data = bytes(5 << 20, 7);
   const sent = sender.send({ type: 'model' }, chunks(data, 1 << 20));
   const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  assert.ok(Buffer.from(await collect(env.payload!)).equals(data));
+  assert.ok(Buffer.from(await collect(env.payload)).equals(data));
   await sent;
   sender.close('done');
 });

@@ -14,7 +14,12 @@ const tmp = mkdtempSync(join(tmpdir(), 'flotilla-new-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const cli = (...args: string[]) => spawnSync(process.execPath, [join(repo, 'bin/flotilla.js'), ...args], { cwd: tmp, encoding: 'utf8' });
-const ok = (...args: string[]): string => execFileSync(process.execPath, [join(repo, 'bin/flotilla.js'), ...args], { cwd: tmp, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const ok = (...args: string[]): string =>
+  execFileSync(process.execPath, [join(repo, 'bin/flotilla.js'), ...args], {
+    cwd: tmp,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 
 test('flotilla new --list names every template', () => {
   const out = ok('new', '--list');
@@ -53,8 +58,14 @@ for (const t of TEMPLATES) {
     const model = (await readSafetensors(join(tmp, `ws-${t.name}`, 'server', 'global_model.safetensors'))).tensors;
     assert.ok(model.size > 0);
     for (const [name, x] of model) assert.ok(Array.from(x.data as Float32Array).every(Number.isFinite), `${name} is finite`);
-    const summary = JSON.parse(readFileSync(join(tmp, `ws-${t.name}`, 'server', 'summary.json'), 'utf8')) as { rounds: { failures: Record<string, unknown> }[] };
+    const summary = JSON.parse(readFileSync(join(tmp, `ws-${t.name}`, 'server', 'summary.json'), 'utf8')) as {
+      rounds: { failures: Record<string, unknown> }[];
+    };
     assert.ok(summary.rounds.length > 0);
-    assert.deepEqual(summary.rounds.flatMap((r) => Object.keys(r.failures)), [], 'no site failed a round');
+    assert.deepEqual(
+      summary.rounds.flatMap((r) => Object.keys(r.failures)),
+      [],
+      'no site failed a round',
+    );
   });
 }

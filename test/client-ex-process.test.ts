@@ -31,7 +31,12 @@ const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const trainers = path.join(repoRoot, 'test/fixtures/trainers');
 
 function tsTrainer(file: string, extra: Partial<ExProcessOptions> = {}): ExProcessTrainerHost {
-  return new ExProcessTrainerHost({ command: process.execPath, args: ['--import', 'tsx', path.join(trainers, file)], cwd: repoRoot, ...extra });
+  return new ExProcessTrainerHost({
+    command: process.execPath,
+    args: ['--import', 'tsx', path.join(trainers, file)],
+    cwd: repoRoot,
+    ...extra,
+  });
 }
 
 let workspace = '';
@@ -47,7 +52,11 @@ function ctx(metrics: MetricRecord[] = []): TrainerContext {
 }
 
 function task(i: number, params: TensorDict, taskName = 'train'): TaskInput {
-  return { taskId: `t${i}`, taskName, model: flModel(params, { currentRound: i, totalRounds: 3, meta: { tag: `r${i}`, nested: { a: [1, 2] } }, metrics: { prev: i } }) };
+  return {
+    taskId: `t${i}`,
+    taskName,
+    model: flModel(params, { currentRound: i, totalRounds: 3, meta: { tag: `r${i}`, nested: { a: [1, 2] } }, metrics: { prev: i } }),
+  };
 }
 
 describe('framing', () => {
@@ -56,7 +65,8 @@ describe('framing', () => {
     const reader = new FrameReader(pipe, ControlMessageSchema);
     const frames: Array<{ type: string; params?: TensorDict }> = [];
     const reading = (async () => {
-      for (let f = await reader.next(); f; f = await reader.next()) frames.push({ type: f.msg.type, ...(f.params ? { params: f.params } : {}) });
+      for (let f = await reader.next(); f; f = await reader.next())
+        frames.push({ type: f.msg.type, ...(f.params ? { params: f.params } : {}) });
     })();
     await write(new FrameWriter(pipe, { chunkBytes: 4096 }));
     pipe.end();
@@ -65,18 +75,27 @@ describe('framing', () => {
   }
 
   it('round-trips control messages and params, in order, through a small pipe', async () => {
-    const big = f32([100_000], Array.from({ length: 100_000 }, (_, i) => i * 0.5));
+    const big = f32(
+      [100_000],
+      Array.from({ length: 100_000 }, (_, i) => i * 0.5),
+    );
     const params = new Map([...sampleParams(), ['big', big]]);
     const frames = await roundTrip(async (w) => {
       const sends = [
         w.send({ type: 'receive' }),
-        w.send({ type: 'result', taskId: 't', model: { paramsType: 'DIFF', metrics: { a: 1 }, meta: {}, currentRound: 1, totalRounds: 2 } }, params),
+        w.send(
+          { type: 'result', taskId: 't', model: { paramsType: 'DIFF', metrics: { a: 1 }, meta: {}, currentRound: 1, totalRounds: 2 } },
+          params,
+        ),
         // queued behind the result's payload, never interleaved with it
         w.send({ type: 'log', key: 'loss', value: 0.5 }),
       ];
       await Promise.all(sends);
     });
-    assert.deepEqual(frames.map((f) => f.type), ['receive', 'result', 'log']);
+    assert.deepEqual(
+      frames.map((f) => f.type),
+      ['receive', 'result', 'log'],
+    );
     const got = frames[1]!.params!;
     assert.deepEqual([...got.keys()], ['w', 'h', 'steps', 'empty', 'big']);
     for (const [k, t] of params) {
@@ -109,7 +128,12 @@ describe('framing', () => {
           chunks.push(bytes.subarray(o, o + n));
           o += n;
         }
-        const reader = new FrameReader((async function* () { yield* chunks; })(), TrainerMessageSchema);
+        const reader = new FrameReader(
+          (async function* () {
+            yield* chunks;
+          })(),
+          TrainerMessageSchema,
+        );
         const types: string[] = [];
         let got: TensorDict | undefined;
         for (let f = await reader.next(); f; f = await reader.next()) {
@@ -127,7 +151,12 @@ describe('framing', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(fc.uint8Array({ maxLength: 30 }), { maxLength: 20 }), async (chunks) => {
         const out: Uint8Array[] = [];
-        for await (const c of aligned((async function* () { yield* chunks; })())) out.push(c);
+        for await (const c of aligned(
+          (async function* () {
+            yield* chunks;
+          })(),
+        ))
+          out.push(c);
         assert.ok(Buffer.concat(out).equals(Buffer.concat(chunks)));
         let pos = 0;
         out.forEach((c, i) => {
@@ -142,7 +171,10 @@ describe('framing', () => {
   it('rejects bad magic with a clear error', async () => {
     const pipe = new PassThrough();
     pipe.end(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
-    await assert.rejects(new FrameReader(pipe, ControlMessageSchema).next(), (e: Error) => e instanceof FrameError && /bad frame magic: expected "FLT1", got 47 45 54 20 \("GET "\)/.test(e.message));
+    await assert.rejects(
+      new FrameReader(pipe, ControlMessageSchema).next(),
+      (e: Error) => e instanceof FrameError && /bad frame magic: expected "FLT1", got 47 45 54 20 \("GET "\)/.test(e.message),
+    );
   });
 
   function rawFrame(json: string | Buffer, payloadBytes = 0n, jsonLen?: number): Buffer {
@@ -163,7 +195,10 @@ describe('framing', () => {
   it('names the bad field of an invalid message', async () => {
     const pipe = new PassThrough();
     pipe.end(rawFrame(JSON.stringify({ type: 'log', key: 'loss', value: 'high' })));
-    await assert.rejects(new FrameReader(pipe, TrainerMessageSchema).next(), (e: Error) => /type "log"/.test(e.message) && /value/.test(e.message));
+    await assert.rejects(
+      new FrameReader(pipe, TrainerMessageSchema).next(),
+      (e: Error) => /type "log"/.test(e.message) && /value/.test(e.message),
+    );
     const pipe2 = new PassThrough();
     pipe2.end(rawFrame(JSON.stringify({ type: 'task', taskId: 'x', taskName: 'train', model: {} })));
     await assert.rejects(new FrameReader(pipe2, TrainerMessageSchema).next(), /invalid control message \(type "task"\)/);
@@ -172,7 +207,10 @@ describe('framing', () => {
   it('rejects a payload on a frame that carries none, truncated frames and a payload/header size mismatch', async () => {
     const a = new PassThrough();
     a.end(rawFrame(JSON.stringify({ type: 'receive' }), 10n));
-    await assert.rejects(new FrameReader(a, TrainerMessageSchema).next(), /"receive" frame carries no payload, but its prefix declares 10 bytes/);
+    await assert.rejects(
+      new FrameReader(a, TrainerMessageSchema).next(),
+      /"receive" frame carries no payload, but its prefix declares 10 bytes/,
+    );
 
     const b = new PassThrough();
     b.end(rawFrame(JSON.stringify({ type: 'receive' })).subarray(0, 20));
@@ -181,7 +219,16 @@ describe('framing', () => {
     // a valid safetensors stream, but the frame declares 8 more bytes than it holds
     const c = new PassThrough();
     const reader = new FrameReader(c, ClientMessageSchema);
-    const writing = writeFrame(c, { type: 'task', taskId: 't', taskName: 'train', model: { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: 0, totalRounds: 1 } }, new Map([['x', f32([2], [1, 2])]]));
+    const writing = writeFrame(
+      c,
+      {
+        type: 'task',
+        taskId: 't',
+        taskName: 'train',
+        model: { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: 0, totalRounds: 1 },
+      },
+      new Map([['x', f32([2], [1, 2])]]),
+    );
     const chunks: Buffer[] = [];
     c.on('data', (d: Buffer) => chunks.push(d));
     await writing;
@@ -216,7 +263,16 @@ describe('ExProcessTrainerHost', () => {
       assert.equal(r.totalRounds, 3);
       assert.equal(r.paramsType, 'FULL');
       assert.deepEqual(r.metrics, { round: i, tensors: 4 });
-      assert.deepEqual(r.meta, { tag: `r${i}`, nested: { a: [1, 2] }, site: 'site-1', job: 'job-42', task: 'train', isTrain: true, isEvaluate: false, NUM_STEPS_CURRENT_ROUND: 7 });
+      assert.deepEqual(r.meta, {
+        tag: `r${i}`,
+        nested: { a: [1, 2] },
+        site: 'site-1',
+        job: 'job-42',
+        task: 'train',
+        isTrain: true,
+        isEvaluate: false,
+        NUM_STEPS_CURRENT_ROUND: 7,
+      });
       params = r.params;
     }
     assert.deepEqual([...(params.get('w')!.data as Float32Array)], [3, 4, 5, 0, 3.25, 1e6 + 3]);
@@ -226,11 +282,14 @@ describe('ExProcessTrainerHost', () => {
     assert.deepEqual([...(params.get('steps')!.data as BigInt64Array)], [8n, -4n]);
     assert.deepEqual(params.get('empty')!.shape, [0]);
     // log frames precede the result on the wire, so they are in by now
-    assert.deepEqual(metrics.map((m) => [m.site, m.key, m.value, m.round, m.step]), [
-      ['site-1', 'loss', 1, 0, 0],
-      ['site-1', 'loss', 0.5, 1, 1],
-      ['site-1', 'loss', 1 / 3, 2, 2],
-    ]);
+    assert.deepEqual(
+      metrics.map((m) => [m.site, m.key, m.value, m.round, m.step]),
+      [
+        ['site-1', 'loss', 1, 0, 0],
+        ['site-1', 'loss', 0.5, 1, 1],
+        ['site-1', 'loss', 1 / 3, 2, 2],
+      ],
+    );
     const v = await host.runTask(task(3, params, 'validate'));
     assert.equal(v.meta.task, 'validate');
     assert.equal(v.meta.isEvaluate, true);
@@ -290,7 +349,10 @@ describe('ExProcessTrainerHost', () => {
   it('runTrainer() reports a throwing Trainer function as a failed task, then the process exits 1', async () => {
     const host = tsTrainer('run-trainer-throws.ts');
     await host.start(ctx());
-    await assert.rejects(host.runTask(task(0, sampleParams())), (e: Error) => e instanceof TrainerTaskError && /THROWN-IN-TRAINER-5e11/.test(e.message));
+    await assert.rejects(
+      host.runTask(task(0, sampleParams())),
+      (e: Error) => e instanceof TrainerTaskError && /THROWN-IN-TRAINER-5e11/.test(e.message),
+    );
     await assert.rejects(host.runTask(task(1, sampleParams())), /exited with code 1/);
     await host.stop();
   });

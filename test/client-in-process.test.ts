@@ -12,7 +12,11 @@ function ctx(metrics: MetricRecord[] = []): TrainerContext {
 }
 
 function task(i: number, params: TensorDict, taskName = 'train'): TaskInput {
-  return { taskId: `t${i}`, taskName, model: flModel(params, { currentRound: i, totalRounds: 3, meta: { tag: `r${i}`, nested: { a: [1, 2] } }, metrics: { prev: i } }) };
+  return {
+    taskId: `t${i}`,
+    taskName,
+    model: flModel(params, { currentRound: i, totalRounds: 3, meta: { tag: `r${i}`, nested: { a: [1, 2] } }, metrics: { prev: i } }),
+  };
 }
 
 describe('InProcessTrainerHost', () => {
@@ -28,21 +32,33 @@ describe('InProcessTrainerHost', () => {
       assert.equal(last.currentRound, i);
       assert.equal(last.totalRounds, 3);
       assert.deepEqual(last.metrics, { round: i, tensors: 4 });
-      assert.deepEqual(last.meta, { tag: `r${i}`, nested: { a: [1, 2] }, site: 'site-1', job: 'job-42', task: 'train', isTrain: true, isEvaluate: false, NUM_STEPS_CURRENT_ROUND: 7 });
+      assert.deepEqual(last.meta, {
+        tag: `r${i}`,
+        nested: { a: [1, 2] },
+        site: 'site-1',
+        job: 'job-42',
+        task: 'train',
+        isTrain: true,
+        isEvaluate: false,
+        NUM_STEPS_CURRENT_ROUND: 7,
+      });
       params = last.params;
     }
-    assert.deepEqual([...params.get('w')!.data as Float32Array], [3, 4, 5, 0, 3.25, 1e6 + 3]);
-    assert.deepEqual([...params.get('h')!.data as Uint16Array].map(f16ToF32), [3.5, 4.5, 1, 103]);
+    assert.deepEqual([...(params.get('w')!.data as Float32Array)], [3, 4, 5, 0, 3.25, 1e6 + 3]);
+    assert.deepEqual([...(params.get('h')!.data as Uint16Array)].map(f16ToF32), [3.5, 4.5, 1, 103]);
     assert.equal(params.get('h')!.dtype, 'F16');
-    assert.deepEqual([...params.get('steps')!.data as BigInt64Array], [8n, -4n]);
+    assert.deepEqual([...(params.get('steps')!.data as BigInt64Array)], [8n, -4n]);
     assert.deepEqual(params.get('empty')!.shape, [0]);
     // the caller's tensors are untouched
-    assert.deepEqual([...orig.get('w')!.data as Float32Array], [0, 1, 2, -3, 0.25, 1e6]);
-    assert.deepEqual(metrics.map((m) => [m.site, m.key, m.round, m.step]), [
-      ['site-1', 'loss', 0, 0],
-      ['site-1', 'loss', 1, 1],
-      ['site-1', 'loss', 2, 2],
-    ]);
+    assert.deepEqual([...(orig.get('w')!.data as Float32Array)], [0, 1, 2, -3, 0.25, 1e6]);
+    assert.deepEqual(
+      metrics.map((m) => [m.site, m.key, m.round, m.step]),
+      [
+        ['site-1', 'loss', 0, 0],
+        ['site-1', 'loss', 1, 1],
+        ['site-1', 'loss', 2, 2],
+      ],
+    );
     const v = await host.runTask(task(3, params, 'validate'));
     assert.equal(v.meta.task, 'validate');
     assert.equal(v.meta.isEvaluate, true);
@@ -54,7 +70,10 @@ describe('InProcessTrainerHost', () => {
     const host = new InProcessTrainerHost(addOneTrainer);
     await host.start(ctx());
     const results = await Promise.all([0, 1, 2].map((i) => host.runTask(task(i, new Map([['x', f32([1], [i])]])))));
-    assert.deepEqual(results.map((r) => (r.params.get('x')!.data as Float32Array)[0]), [1, 2, 3]);
+    assert.deepEqual(
+      results.map((r) => (r.params.get('x')!.data as Float32Array)[0]),
+      [1, 2, 3],
+    );
     await host.stop();
   });
 

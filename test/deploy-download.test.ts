@@ -60,17 +60,29 @@ test('a 40 MiB model downloads over gRPC + mutual TLS bit-identical, with progre
     },
   });
   const port = await server.start();
-  const client = new GrpcClient({ host: '127.0.0.1', port, serverName: 'localhost', caPem: ca.certPem, certPem: adm.certPem, keyPem: adm.keyPem });
+  const client = new GrpcClient({
+    host: '127.0.0.1',
+    port,
+    serverName: 'localhost',
+    caPem: ca.certPem,
+    certPem: adm.certPem,
+    keyPem: adm.keyPem,
+  });
   try {
     const dest = join(tmp, 'dl');
     const seen: DownloadProgress[] = [];
     const warnings: string[] = [];
     const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
     process.on('warning', onWarning);
-    const files = await receiveResults(client.download({ command: 'download', args_json: '{"job":"j1"}', blob: new Uint8Array(0) }), dest, (p) => seen.push(p));
+    const files = await receiveResults(
+      client.download({ command: 'download', args_json: '{"job":"j1"}', blob: new Uint8Array(0) }),
+      dest,
+      (p) => seen.push(p),
+    );
     assert.equal(asked, 'boss@hub.org:{"job":"j1"}', 'the caller is named by its certificate');
     assert.deepEqual(files, await listResults(root));
-    for (const f of files) assert.ok(readFileSync(join(dest, f.path)).equals(readFileSync(join(root, f.path))), `${f.path} is bit-identical`);
+    for (const f of files)
+      assert.ok(readFileSync(join(dest, f.path)).equals(readFileSync(join(root, f.path))), `${f.path} is bit-identical`);
     const total = files.reduce((s, f) => s + f.size, 0);
     assert.equal(seen.at(-1)?.bytes, total);
     assert.ok(seen.every((p) => p.total === total));
@@ -79,7 +91,10 @@ test('a 40 MiB model downloads over gRPC + mutual TLS bit-identical, with progre
     process.off('warning', onWarning);
     assert.deepEqual(warnings, [], 'no listener pile-up while the server waits for room');
     // a refusal from the server reaches the admin as its message
-    await assert.rejects(receiveResults(client.download({ command: 'download', args_json: '{"job":"j9"}', blob: new Uint8Array(0) }), join(tmp, 'dl9')), /no job j9/);
+    await assert.rejects(
+      receiveResults(client.download({ command: 'download', args_json: '{"job":"j9"}', blob: new Uint8Array(0) }), join(tmp, 'dl9')),
+      /no job j9/,
+    );
   } finally {
     client.close();
     await server.close(500);
@@ -92,11 +107,23 @@ test('corrupted, truncated, misordered and path-escaping downloads are refused; 
   const model = 'global_model.safetensors';
   const startOf = good.findIndex((p) => p.start?.path === model);
   const tries: [string, DownloadPieceWire[], RegExp][] = [
-    ['a flipped byte', good.map((p, i) => (i === startOf + 3 && p.data ? { kind: 'data' as const, data: Buffer.from(p.data).fill(7, 0, 1) } : p)), /global_model\.safetensors" is corrupt: xxhash64/],
+    [
+      'a flipped byte',
+      good.map((p, i) => (i === startOf + 3 && p.data ? { kind: 'data' as const, data: Buffer.from(p.data).fill(7, 0, 1) } : p)),
+      /global_model\.safetensors" is corrupt: xxhash64/,
+    ],
     ['a missing piece', good.filter((_, i) => i !== startOf + 3), /ended after \d+ of \d+ bytes/],
     ['the stream cut short', good.slice(0, startOf + 5), /download ended early: \d of 3 files complete/],
-    ['a file the manifest did not announce next', [good[0]!, { kind: 'start', start: { path: 'other.bin', size: 1 } }], /"other\.bin" is not the next one the manifest listed/],
-    ['a path outside the folder', [{ kind: 'manifest', manifest: { files: [{ path: '../escape.txt', size: 1 }] } }], /unsafe path "\.\.\/escape\.txt"/],
+    [
+      'a file the manifest did not announce next',
+      [good[0]!, { kind: 'start', start: { path: 'other.bin', size: 1 } }],
+      /"other\.bin" is not the next one the manifest listed/,
+    ],
+    [
+      'a path outside the folder',
+      [{ kind: 'manifest', manifest: { files: [{ path: '../escape.txt', size: 1 }] } }],
+      /unsafe path "\.\.\/escape\.txt"/,
+    ],
     ['data before any file', [good[0]!, { kind: 'data', data: Buffer.from('x') }], /data outside a file/],
     ['no manifest', [], /without a manifest/],
   ];

@@ -45,11 +45,14 @@ interface Proc {
 }
 
 function cli(args: string[]): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(child);
   let text = '';
-  child.stdout!.on('data', (b: Buffer) => (text += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (text += b.toString()));
+  child.stdout.on('data', (b: Buffer) => (text += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (text += b.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return { child, out: () => text, exited };
 }
@@ -106,7 +109,9 @@ async function serverLogged(re: RegExp, ms = 5_000): Promise<string> {
   const file = join(kits.server!, 'workspace', 'log.jsonl');
   const deadline = Date.now() + ms;
   for (;;) {
-    const line = readFileSync(file, 'utf8').split('\n').find((l) => re.test(l));
+    const line = readFileSync(file, 'utf8')
+      .split('\n')
+      .find((l) => re.test(l));
     if (line) return line;
     if (Date.now() > deadline) throw new Error(`server log has no line matching ${re}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -115,7 +120,10 @@ async function serverLogged(re: RegExp, ms = 5_000): Promise<string> {
 
 async function serverStillServes(): Promise<void> {
   const sites = await admin.call('sites');
-  assert.deepEqual(sites.map((s) => s.site), ['site-1', 'site-2']);
+  assert.deepEqual(
+    sites.map((s) => s.site),
+    ['site-1', 'site-2'],
+  );
 }
 
 test('a job submitted with the admin CLI runs on two client processes and matches the simulator', async () => {
@@ -165,9 +173,12 @@ test('a client certificate from another CA is refused at the TLS handshake, and 
   const c = clientWith(cert.certPem, cert.keyPem, real.caPem);
   const r = await trySession(c, 'site-1');
   c.close();
-  assert.equal(typeof r, "string", `expected refusal, got ${JSON.stringify(r)}`);
+  assert.equal(typeof r, 'string', `expected refusal, got ${JSON.stringify(r)}`);
   assert.match(r as string, /No connection established|Failed to connect/);
-  const line = JSON.parse(await serverLogged(/TLS handshake refused: unable to verify the first certificate/)) as { remote: string; level: number };
+  const line = JSON.parse(await serverLogged(/TLS handshake refused: unable to verify the first certificate/)) as {
+    remote: string;
+    level: number;
+  };
   assert.equal(line.remote, '127.0.0.1');
   assert.equal(line.level, 40, 'logged as a warning');
   await serverStillServes();
@@ -186,17 +197,34 @@ test('a site certificate claiming another site name is refused', async () => {
 
 test('an expired certificate signed by the project CA is refused: its kit does not start, the handshake fails and the server logs why', async () => {
   // the kit: provisioned by the same CA with a validity that is over; `client start` names the file and the fix
-  const project = parseProject({ name: 'e2e', participants: [{ type: 'server', name: 'server', org: 'hub', host: 'localhost', port }, { type: 'client', name: 'site-3', org: 'a' }] });
-  const old = await provision(project, { outDir: tmp, notBefore: new Date('2019-01-01T00:00:00Z'), notAfter: new Date('2020-01-01T00:00:00Z') });
+  const project = parseProject({
+    name: 'e2e',
+    participants: [
+      { type: 'server', name: 'server', org: 'hub', host: 'localhost', port },
+      { type: 'client', name: 'site-3', org: 'a' },
+    ],
+  });
+  const old = await provision(project, {
+    outDir: tmp,
+    notBefore: new Date('2019-01-01T00:00:00Z'),
+    notAfter: new Date('2020-01-01T00:00:00Z'),
+  });
   const p = cli(['client', 'start', old.kits['site-3']!]);
   assert.equal(await p.exited, 1);
-  assert.match(p.out(), /site-3\.crt expired on 2020-01-01T00:00:00Z: re-provision this site's startup kit \(flotilla provision project\.yml\)/);
+  assert.match(
+    p.out(),
+    /site-3\.crt expired on 2020-01-01T00:00:00Z: re-provision this site's startup kit \(flotilla provision project\.yml\)/,
+  );
   // the same certificate used directly, past the kit check: the server refuses the handshake
   const k = join(old.kits['site-3']!, 'startup');
-  const c = clientWith(readFileSync(join(k, 'site-3.crt'), 'utf8'), readFileSync(join(k, 'site-3.key'), 'utf8'), readFileSync(join(k, 'rootCA.pem'), 'utf8'));
+  const c = clientWith(
+    readFileSync(join(k, 'site-3.crt'), 'utf8'),
+    readFileSync(join(k, 'site-3.key'), 'utf8'),
+    readFileSync(join(k, 'rootCA.pem'), 'utf8'),
+  );
   const r = await trySession(c, 'site-3');
   c.close();
-  assert.equal(typeof r, "string", `expected refusal, got ${JSON.stringify(r)}`);
+  assert.equal(typeof r, 'string', `expected refusal, got ${JSON.stringify(r)}`);
   assert.match(r as string, /No connection established|Failed to connect/);
   await serverLogged(/TLS handshake refused: certificate has expired \(CERT_HAS_EXPIRED\)/);
   await serverStillServes();
@@ -226,8 +254,15 @@ test('admin commands beyond the role are refused and audited', async () => {
   await assert.rejects(lead.call('audit'), /permission denied/);
   lead.close();
   // a site certificate cannot be used as an admin
-  const site = loadKit(kits['site-1']!, 'client') as Kit<ClientConfig>;
-  const asSite = new GrpcClient({ host: 'localhost', port, serverName: 'localhost', caPem: site.caPem, certPem: site.certPem, keyPem: site.keyPem });
+  const site = loadKit(kits['site-1']!, 'client');
+  const asSite = new GrpcClient({
+    host: 'localhost',
+    port,
+    serverName: 'localhost',
+    caPem: site.caPem,
+    certPem: site.certPem,
+    keyPem: site.keyPem,
+  });
   const r = await asSite.command({ command: 'list', args_json: '{}', blob: new Uint8Array(0) });
   asSite.close();
   assert.equal(r.ok, false);
@@ -239,8 +274,12 @@ test('admin commands beyond the role are refused and audited', async () => {
 });
 
 test('malformed job folders are refused with the field or path named', async () => {
-  const bundle = (files: { path: string; text: string }[]): Uint8Array => Buffer.from(JSON.stringify({ files: files.map((f) => ({ path: f.path, base64: Buffer.from(f.text).toString('base64') })) }));
-  await assert.rejects(admin.call('submit', {}, bundle([{ path: '../escape.ts', text: 'x' }])), /files\.0\.path: must be a relative path inside the job folder/);
+  const bundle = (files: { path: string; text: string }[]): Uint8Array =>
+    Buffer.from(JSON.stringify({ files: files.map((f) => ({ path: f.path, base64: Buffer.from(f.text).toString('base64') })) }));
+  await assert.rejects(
+    admin.call('submit', {}, bundle([{ path: '../escape.ts', text: 'x' }])),
+    /files\.0\.path: must be a relative path inside the job folder/,
+  );
   await assert.rejects(admin.call('submit', {}, bundle([{ path: 'job.yaml', text: 'name: bad\nminClients: two\n' }])), /minClients/);
   await assert.rejects(admin.call('submit', {}, bundle([{ path: 'readme.md', text: 'no config' }])), /has no config file/);
   await assert.rejects(admin.call('submit', {}, Buffer.from('not json')), /not valid JSON/);
@@ -253,7 +292,12 @@ test('malformed gRPC messages end only the offending call', async () => {
   // bytes that are not a protobuf Frame
   const md = new grpc.Metadata();
   md.set('x-flotilla-purpose', 'session');
-  const raw = c.rawClient.makeBidiStreamRequest<Buffer, Buffer>(FEDERATION_CONNECT, (b) => b, (b) => b, md);
+  const raw = c.rawClient.makeBidiStreamRequest<Buffer, Buffer>(
+    FEDERATION_CONNECT,
+    (b) => b,
+    (b) => b,
+    md,
+  );
   const ended = new Promise<string>((r) => raw.on('error', (e: grpc.ServiceError) => r(`${e.code}`)).on('end', () => r('end')));
   raw.write(Buffer.from([0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]));
   assert.ok(await ended);
@@ -261,7 +305,12 @@ test('malformed gRPC messages end only the offending call', async () => {
   // a Frame message with no field set
   const md2 = new grpc.Metadata();
   md2.set('x-flotilla-purpose', 'session');
-  const empty = c.rawClient.makeBidiStreamRequest<Buffer, Buffer>(FEDERATION_CONNECT, (b) => b, (b) => b, md2);
+  const empty = c.rawClient.makeBidiStreamRequest<Buffer, Buffer>(
+    FEDERATION_CONNECT,
+    (b) => b,
+    (b) => b,
+    md2,
+  );
   const status = new Promise<grpc.ServiceError>((r) => empty.on('error', r));
   empty.on('data', () => undefined);
   empty.write(Buffer.alloc(0));

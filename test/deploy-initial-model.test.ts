@@ -32,14 +32,19 @@ const outside = join(tmp, 'models', 'big.safetensors');
 
 test('a model module may return a safetensors path (absolute or job-relative); model: {path} is returned as a path', async () => {
   await writeSafetensors(outside, new Map([['w', f32([4], [1, 2, 3, 4])]]));
-  const abs = loadJob(job('abs', 'model:\n  module: model.ts\n', `export function initialModel() { return ${JSON.stringify(outside)}; }\n`));
+  const abs = loadJob(
+    job('abs', 'model:\n  module: model.ts\n', `export function initialModel() { return ${JSON.stringify(outside)}; }\n`),
+  );
   assert.equal(await loadInitialModel(abs), outside);
   const rel = loadJob(job('rel', 'model:\n  module: model.ts\n', "export function initialModel() { return 'initial.safetensors'; }\n"));
   assert.equal(await loadInitialModel(rel), join(rel.dir, 'initial.safetensors'));
   const byPath = loadJob(job('bypath', 'model:\n  path: initial.safetensors\n'));
   assert.equal(await loadInitialModel(byPath), join(byPath.dir, 'initial.safetensors'));
   const bad = loadJob(job('bad', 'model:\n  module: model.ts\n', "export function initialModel() { return 'missing.safetensors'; }\n"));
-  await assert.rejects(loadInitialModel(bad), /model: model\.ts#initialModel\(\) returned .*missing\.safetensors, not a readable safetensors file/);
+  await assert.rejects(
+    loadInitialModel(bad),
+    /model: model\.ts#initialModel\(\) returned .*missing\.safetensors, not a readable safetensors file/,
+  );
   const notModel = loadJob(job('notmodel', 'model:\n  module: model.ts\n', 'export function initialModel() { return 42; }\n'));
   await assert.rejects(loadInitialModel(notModel), /must return a Map of tensors \(TensorDict\) or the path of a safetensors file/);
   const corrupt = loadJob(job('corrupt', 'model:\n  path: job.yaml\n'));
@@ -48,7 +53,7 @@ test('a model module may return a safetensors path (absolute or job-relative); m
 
 test('FedAvg from a model path outside the job folder: in memory and offloaded give the same model', async () => {
   const dir = job('sim', 'model:\n  module: model.ts\n', `export function initialModel() { return ${JSON.stringify(outside)}; }\n`);
-  const results = [];
+  const results: Float32Array[] = [];
   for (const offload of [false, true]) {
     const ws = join(tmp, `ws-${offload}`);
     const r = await simulate({ jobDir: dir, clients: 3, threads: 0, workspace: ws, offload });

@@ -11,12 +11,19 @@ import { freePortPair } from './helpers/federation.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const ws = join(mkdtempSync(join(tmpdir(), 'flotilla-poc-')), 'poc');
-const run = (...args: string[]): string => execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
+const run = (...args: string[]): string =>
+  execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
 
 after(() => {
   // whatever happened, no POC process outlives the test
   const pids = join(ws, 'pids.json');
-  if (existsSync(pids)) for (const { pid } of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, { pid: number }>)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  if (existsSync(pids))
+    for (const { pid } of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, { pid: number }>))
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
   rmSync(join(ws, '..'), { recursive: true, force: true });
 });
 
@@ -24,14 +31,19 @@ test('poc prepare / start / stop runs a local federation', async () => {
   const port = await freePortPair(); // the server listens on port and port + 1 (data plane)
   assert.match(run('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(port)), /POC prepared/);
   assert.match(run('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
-  const pids = Object.fromEntries(Object.entries(JSON.parse(readFileSync(join(ws, 'pids.json'), 'utf8')) as Record<string, { pid: number }>).map(([k, v]) => [k, v.pid]));
+  const pids = Object.fromEntries(
+    Object.entries(JSON.parse(readFileSync(join(ws, 'pids.json'), 'utf8')) as Record<string, { pid: number }>).map(([k, v]) => [k, v.pid]),
+  );
   assert.deepEqual(Object.keys(pids), ['server', 'site-1', 'site-2']);
   const admin = new AdminClient(join(ws, 'poc', 'prod_01', 'admin@poc.example'));
   try {
     const deadline = Date.now() + 30_000;
     let sites: string[] = [];
     while (Date.now() < deadline) {
-      sites = await admin.call('sites').then((r) => r.map((s) => s.site), () => []);
+      sites = await admin.call('sites').then(
+        (r) => r.map((s) => s.site),
+        () => [],
+      );
       if (sites.length === 2) break;
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -100,7 +112,13 @@ test('poc stop leaves alone a process whose PID it did not start (PID reuse)', a
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
     // what pids.json says after a crash: the recorded server's PID now names another process
-    writeFileSync(join(dir, 'pids.json'), JSON.stringify({ server: { pid, startTime: String(Number(startTime) - 1), cmdline: `${process.execPath} src/cli/main.ts server start kit` }, 'site-1': { pid, startTime, cmdline: `${process.execPath} src/cli/main.ts client start kit` } }));
+    writeFileSync(
+      join(dir, 'pids.json'),
+      JSON.stringify({
+        server: { pid, startTime: String(Number(startTime) - 1), cmdline: `${process.execPath} src/cli/main.ts server start kit` },
+        'site-1': { pid, startTime, cmdline: `${process.execPath} src/cli/main.ts client start kit` },
+      }),
+    );
     const r = cli('poc', 'stop', '-w', dir);
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /Stopped nothing/);

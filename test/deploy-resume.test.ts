@@ -26,10 +26,27 @@ interface Proxies {
   readonly cuts: number;
 }
 
-async function federation(dataPlane = true): Promise<{ server: FederationServer; proxy: Proxies; client: FederationClient; running: Promise<string>; admin: AdminClient; srvLog: ReturnType<typeof capture>; cliLog: ReturnType<typeof capture>; hellos: () => number; close: () => Promise<void> }> {
+async function federation(dataPlane = true): Promise<{
+  server: FederationServer;
+  proxy: Proxies;
+  client: FederationClient;
+  running: Promise<string>;
+  admin: AdminClient;
+  srvLog: ReturnType<typeof capture>;
+  cliLog: ReturnType<typeof capture>;
+  hellos: () => number;
+  close: () => Promise<void>;
+}> {
   const kits = await oneSiteKits(join(tmp, 'kits'), 'resume');
   const srvLog = capture();
-  const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'server'), host: '127.0.0.1', port: 0, ...(!dataPlane && { dataPort: null }), log: srvLog.log });
+  const server = new FederationServer({
+    kit: loadKit(kits.server!, 'server'),
+    workspace: join(tmp, 'server'),
+    host: '127.0.0.1',
+    port: 0,
+    ...(!dataPlane && { dataPort: null }),
+    log: srvLog.log,
+  });
   const port = await server.start();
   const grpcProxy = new CuttableProxy();
   await grpcProxy.start(port);
@@ -46,7 +63,15 @@ async function federation(dataPlane = true): Promise<{ server: FederationServer;
   };
   const cliLog = capture();
   let hellos = 0;
-  const client = new FederationClient({ kit: loadKit(kits['site-1']!, 'client'), workspace: join(tmp, 'site-1'), host: '127.0.0.1', port: grpcProxy.port, ...(dataProxy && { dataPort: dataProxy.port }), log: cliLog.log, onConnected: () => hellos++ });
+  const client = new FederationClient({
+    kit: loadKit(kits['site-1']!, 'client'),
+    workspace: join(tmp, 'site-1'),
+    host: '127.0.0.1',
+    port: grpcProxy.port,
+    ...(dataProxy && { dataPort: dataProxy.port }),
+    log: cliLog.log,
+    onConnected: () => hellos++,
+  });
   const running = client.run();
   const admin = new AdminClient(kits['boss@hub.org']!, { host: '127.0.0.1', port });
   const close = async (): Promise<void> => {
@@ -68,7 +93,10 @@ test('a session whose connection is cut resumes over a new call; a job deployed 
 
     proxy.cut();
     await until('the session to resume', () => cliLog.lines.some((l) => l.includes('session resumed')) && server.siteList().length === 1);
-    assert.ok(cliLog.lines.some((l) => l.includes('session connection lost')), 'the cut was seen');
+    assert.ok(
+      cliLog.lines.some((l) => l.includes('session connection lost')),
+      'the cut was seen',
+    );
     assert.equal(hellos(), 1, 'no new session: the old one resumed');
     assert.equal(server.siteList()[0]!.connectedAt, connectedAt);
     assert.ok(srvLog.lines.some((l) => l.includes('session resumed over a new connection')));
@@ -78,10 +106,14 @@ test('a session whose connection is cut resumes over a new call; a job deployed 
     tinyJob(dir, { minClients: 1, rounds: 1 });
     const id = await admin.submit(dir);
     let state = '';
-    await until('the job to finish', () => {
-      state = server.store.get(id)?.state ?? '';
-      return state === 'FINISHED' || state === 'FAILED';
-    }, 30_000);
+    await until(
+      'the job to finish',
+      () => {
+        state = server.store.get(id)?.state ?? '';
+        return state === 'FINISHED' || state === 'FAILED';
+      },
+      30_000,
+    );
     assert.equal(state, 'FINISHED', JSON.stringify(server.store.get(id)));
     assert.equal(hellos(), 1);
   } finally {
@@ -134,7 +166,10 @@ for (const dataPlane of [true, false]) {
       const model = await readSafetensors(join(tmp, 'server', 'jobs', id, 'workspace', 'server', 'global_model.safetensors'));
       const w = model.tensors.get('w')!.data as Float32Array;
       assert.equal(w.length, 1 << 22);
-      assert.ok(w.every((x) => x === 0.875), `global model: ${w.slice(0, 4).join(', ')} …`);
+      assert.ok(
+        w.every((x) => x === 0.875),
+        `global model: ${w.slice(0, 4).join(', ')} …`,
+      );
     } finally {
       await close();
     }

@@ -6,7 +6,20 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { DTYPES, allocate, bf16ToF32, dtypeSize, f16ToF32, f32ToBf16, f32ToF16, floatReader, floatWriter, isDType, isFloatDType, viewAs } from '../src/core/dtypes.ts';
+import {
+  DTYPES,
+  allocate,
+  bf16ToF32,
+  dtypeSize,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  floatReader,
+  floatWriter,
+  isDType,
+  isFloatDType,
+  viewAs,
+} from '../src/core/dtypes.ts';
 
 const hex = (h: number): string => `0x${h.toString(16).padStart(4, '0')}`;
 
@@ -120,11 +133,15 @@ function assertNearest(v: number, h: number, toNum: (h: number) => number, what:
 
 test('property: f32ToF16 and f32ToBf16 return the nearest value, ties to even', () => {
   fc.assert(
-    fc.property(fc.float({ noNaN: true, min: Math.fround(-65519.99), max: Math.fround(65519.99) }), (v) => assertNearest(v, f32ToF16(v), f16ToF32, 'f32ToF16')),
+    fc.property(fc.float({ noNaN: true, min: Math.fround(-65519.99), max: Math.fround(65519.99) }), (v) =>
+      assertNearest(v, f32ToF16(v), f16ToF32, 'f32ToF16'),
+    ),
     { numRuns: 5000 },
   );
   fc.assert(
-    fc.property(fc.float({ noNaN: true, min: Math.fround(-3.39e38), max: Math.fround(3.39e38) }), (v) => assertNearest(v, f32ToBf16(v), bf16ToF32, 'f32ToBf16')),
+    fc.property(fc.float({ noNaN: true, min: Math.fround(-3.39e38), max: Math.fround(3.39e38) }), (v) =>
+      assertNearest(v, f32ToBf16(v), bf16ToF32, 'f32ToBf16'),
+    ),
     { numRuns: 5000 },
   );
 });

@@ -38,20 +38,24 @@ const plain = (f: WireItem): unknown => (f.type === 'data' ? { ...f, bytes: [...
 
 test('codec: any sequence of frames, cut into reads at any points, decodes to the same frames', () => {
   fc.assert(
-    fc.property(fc.array(frameArb, { maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 7000 }), { minLength: 1, maxLength: 20 }), (frames, cuts) => {
-      const wire = Buffer.concat(frames.flatMap((f) => encodeFrame(f)));
-      const dec = new FrameDecoder();
-      const got: WireItem[] = [];
-      let at = 0;
-      for (let i = 0; at < wire.byteLength; i++) {
-        const n = cuts[i % cuts.length]!;
-        const r = dec.push(wire.subarray(at, at + n));
-        assert.ok(typeof r !== 'string', `decoder refused a valid stream: ${r as string}`);
-        got.push(...r);
-        at += n;
-      }
-      assert.deepEqual(got.map(plain), frames.map(plain));
-    }),
+    fc.property(
+      fc.array(frameArb, { maxLength: 12 }),
+      fc.array(fc.integer({ min: 1, max: 7000 }), { minLength: 1, maxLength: 20 }),
+      (frames, cuts) => {
+        const wire = Buffer.concat(frames.flatMap((f) => encodeFrame(f)));
+        const dec = new FrameDecoder();
+        const got: WireItem[] = [];
+        let at = 0;
+        for (let i = 0; at < wire.byteLength; i++) {
+          const n = cuts[i % cuts.length]!;
+          const r = dec.push(wire.subarray(at, at + n));
+          assert.ok(typeof r !== 'string', `decoder refused a valid stream: ${r as string}`);
+          got.push(...r);
+          at += n;
+        }
+        assert.deepEqual(got.map(plain), frames.map(plain));
+      },
+    ),
     { numRuns: 300 },
   );
 });
@@ -69,7 +73,9 @@ test('codec: arbitrary bytes from a peer never throw: frames or a reason, nothin
     { numRuns: 2000 },
   );
   // a valid data header followed by garbage flags/lengths, byte by byte
-  const head = Buffer.concat(encodeFrame({ type: 'data', stream: 1, bytes: new Uint8Array(3), last: true, offset: 5, hash: 'ffffffffffffffff', digest: 'abc' }));
+  const head = Buffer.concat(
+    encodeFrame({ type: 'data', stream: 1, bytes: new Uint8Array(3), last: true, offset: 5, hash: 'ffffffffffffffff', digest: 'abc' }),
+  );
   for (let i = 4; i < head.byteLength; i++) {
     for (const v of [0, 0x7f, 0xff]) {
       const b = Buffer.from(head);
@@ -119,7 +125,6 @@ test('codec: malformed frames are refused with a reason, never thrown', () => {
   }
 });
 
-
 const isLinkFrame = (f: WireItem): f is Frame => f.type !== 'hello' && f.type !== 'welcome' && f.type !== 'refuse';
 /** proto-loader's (protobufjs') own serializers for proto/flotilla.proto's Frame message. */
 const connect = loadProto().Federation.service.Connect!;
@@ -159,7 +164,12 @@ test('gRPC: malformed messages are refused with a reason, never thrown', () => {
   assert.match(decodeGrpcFrame(Buffer.alloc(0)) as string, /empty frame/);
   assert.match(decodeGrpcFrame(encodeGrpcFrame({ type: 'welcome' } as unknown as Frame)) as string, /unexpected welcome/);
   assert.equal(grpcFrameBytes(Buffer.from([0x32, 0x05, 1])).byteLength, 0, 'a length past the end');
-  assert.match(decodeFrame(Buffer.concat([...encodeFrame({ type: 'ack', stream: 1, bytes: 1 }), ...encodeFrame({ type: 'ack', stream: 1, bytes: 2 })])) as string, /more than one frame/);
+  assert.match(
+    decodeFrame(
+      Buffer.concat([...encodeFrame({ type: 'ack', stream: 1, bytes: 1 }), ...encodeFrame({ type: 'ack', stream: 1, bytes: 2 })]),
+    ) as string,
+    /more than one frame/,
+  );
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 80 }), (b) => {
       const r = decodeGrpcFrame(Buffer.from(b));

@@ -42,12 +42,32 @@ test('every timeout in a job config and a project is validated to a supported ra
   const base = { name: 't', minClients: 1, model: { module: 'm.ts' }, executor: { trainer: { module: 'm.ts' } } };
   const ok = parseJobConfig({ ...base, workflows: [{ type: 'fedavg', rounds: 1, roundTimeoutSeconds: 30 * 86400 }] });
   assert.equal(ok.workflows[0]!.type === 'fedavg' && ok.workflows[0]!.roundTimeoutSeconds, 30 * 86400);
-  assert.throws(() => parseJobConfig({ ...base, workflows: [{ type: 'fedavg', rounds: 1, roundTimeoutSeconds: 1e12 }] }), /workflows\.0\.roundTimeoutSeconds: must be at most 315360000 seconds/);
-  assert.throws(() => parseJobConfig({ ...base, workflows: [{ type: 'cyclic', rounds: 1, taskTimeoutSeconds: Infinity }] }), /workflows\.0\.taskTimeoutSeconds/);
-  assert.throws(() => parseJobConfig({ ...base, workflows: [{ type: 'fedavg', rounds: 1, waitAfterMinSeconds: -1 }] }), /workflows\.0\.waitAfterMinSeconds/);
-  assert.throws(() => parseJobConfig({ ...base, executor: { script: { command: 'python3', startTimeoutSeconds: 1e10 } }, workflows: [{ type: 'fedavg', rounds: 1 }] }), /executor.*startTimeoutSeconds/);
+  assert.throws(
+    () => parseJobConfig({ ...base, workflows: [{ type: 'fedavg', rounds: 1, roundTimeoutSeconds: 1e12 }] }),
+    /workflows\.0\.roundTimeoutSeconds: must be at most 315360000 seconds/,
+  );
+  assert.throws(
+    () => parseJobConfig({ ...base, workflows: [{ type: 'cyclic', rounds: 1, taskTimeoutSeconds: Infinity }] }),
+    /workflows\.0\.taskTimeoutSeconds/,
+  );
+  assert.throws(
+    () => parseJobConfig({ ...base, workflows: [{ type: 'fedavg', rounds: 1, waitAfterMinSeconds: -1 }] }),
+    /workflows\.0\.waitAfterMinSeconds/,
+  );
+  assert.throws(
+    () =>
+      parseJobConfig({
+        ...base,
+        executor: { script: { command: 'python3', startTimeoutSeconds: 1e10 } },
+        workflows: [{ type: 'fedavg', rounds: 1 }],
+      }),
+    /executor.*startTimeoutSeconds/,
+  );
   const server = { type: 'server', name: 'server', org: 'o', host: 'h', port: 8002 };
-  assert.throws(() => parseProject({ name: 'p', participants: [{ ...server, bind: 'everywhere' }] }), /participants\.0\.bind: must be an IPv4 address/);
+  assert.throws(
+    () => parseProject({ name: 'p', participants: [{ ...server, bind: 'everywhere' }] }),
+    /participants\.0\.bind: must be an IPv4 address/,
+  );
   assert.equal(parseProject({ name: 'p', participants: [{ ...server, bind: '127.0.0.1' }] }).participants[0]!.type, 'server');
 });
 

@@ -39,17 +39,29 @@ const bad: [string, unknown, RegExp][] = [
 ];
 for (const [what, raw, re] of bad) {
   test(`rejected with the field named: ${what}`, () => {
-    assert.throws(() => parseJobConfig(raw, '/jobs/x/job.json'), (e: Error) => e instanceof JobConfigError && re.test(e.message) && e.message.startsWith('/jobs/x/job.json'));
+    assert.throws(
+      () => parseJobConfig(raw, '/jobs/x/job.json'),
+      (e: Error) => e instanceof JobConfigError && re.test(e.message) && e.message.startsWith('/jobs/x/job.json'),
+    );
   });
 }
 
 test('files: YAML and JSON are read; bad syntax and a missing config name the file', () => {
-  const y = jobDir('job.yaml', 'name: y\nminClients: 1\nmodel: {path: m.safetensors}\nworkflows: [{type: cyclic, rounds: 2}]\nexecutor: {script: {command: python3, args: [train.py]}}\n');
+  const y = jobDir(
+    'job.yaml',
+    'name: y\nminClients: 1\nmodel: {path: m.safetensors}\nworkflows: [{type: cyclic, rounds: 2}]\nexecutor: {script: {command: python3, args: [train.py]}}\n',
+  );
   assert.equal(readJobConfig(y).config.workflows[0]!.type, 'cyclic');
   const broken = jobDir('job.json', '{"name": ');
   assert.throws(() => readJobConfig(broken), /job\.json: not valid JSON/);
-  const yamlTypo = jobDir('job.yaml', 'name: y\nminClients: 1\nmodel: {path: m.safetensors}\nworkflows: [{type: fedavg, rounds: "5"}]\nexecutor: {trainer: {module: t.ts}}\n');
-  assert.throws(() => readJobConfig(yamlTypo), (e: Error) => /job\.yaml: invalid job config/.test(e.message) && /workflows\.0\.rounds/.test(e.message));
+  const yamlTypo = jobDir(
+    'job.yaml',
+    'name: y\nminClients: 1\nmodel: {path: m.safetensors}\nworkflows: [{type: fedavg, rounds: "5"}]\nexecutor: {trainer: {module: t.ts}}\n',
+  );
+  assert.throws(
+    () => readJobConfig(yamlTypo),
+    (e: Error) => /job\.yaml: invalid job config/.test(e.message) && /workflows\.0\.rounds/.test(e.message),
+  );
   const empty = mkdtempSync(join(tmpdir(), 'flotilla-job-'));
   assert.throws(() => readJobConfig(empty), /has no config file: create one of job\.yaml/);
 });

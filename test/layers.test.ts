@@ -45,8 +45,14 @@ function relativeImports(text: string): string[] {
 const folderOf = (file: string): string => relative(src, file).split(sep)[0]!;
 
 test('every folder under src/ has a layer', () => {
-  const folders = readdirSync(src, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
-  assert.deepEqual(folders.filter((f) => !(f in LAYER)), [], 'add the new folder to LAYER here and to the diagram in docs/architecture.md');
+  const folders = readdirSync(src, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name);
+  assert.deepEqual(
+    folders.filter((f) => !(f in LAYER)),
+    [],
+    'add the new folder to LAYER here and to the diagram in docs/architecture.md',
+  );
 });
 
 test('modules import only from their own folder and from lower layers', () => {
@@ -60,7 +66,8 @@ test('modules import only from their own folder and from lower layers', () => {
       if (!target.startsWith(src + sep)) continue;
       const to = folderOf(target);
       checked++;
-      if (to !== from && !(LAYER[to]! < LAYER[from]!)) upward.push(`${relative(src, file)} imports ${spec} (${from}, layer ${LAYER[from]}, → ${to}, layer ${LAYER[to]})`);
+      if (to !== from && !(LAYER[to]! < LAYER[from]!))
+        upward.push(`${relative(src, file)} imports ${spec} (${from}, layer ${LAYER[from]}, → ${to}, layer ${LAYER[to]})`);
     }
   }
   assert.ok(checked > 100, `only ${checked} imports across folders were found: is the import pattern still right?`);

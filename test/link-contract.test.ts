@@ -62,7 +62,13 @@ function addressKind(name: string, scheme: 'mem' | 'grpc' | 'tls'): LinkKind {
         proxy = new CuttableProxy();
         target = { ...bound, port: await proxy.start(bound.port) };
       }
-      dialer = dialerFor(target, { serverName: 'localhost', caPem: certs.ca, certPem: certs.cli.certPem, keyPem: certs.cli.keyPem, identity: { name: 'site-1', org: 'test', kind: 'client' } });
+      dialer = dialerFor(target, {
+        serverName: 'localhost',
+        caPem: certs.ca,
+        certPem: certs.cli.certPem,
+        keyPem: certs.cli.keyPem,
+        identity: { name: 'site-1', org: 'test', kind: 'client' },
+      });
     },
     async teardown() {
       dialer.close();
@@ -116,7 +122,8 @@ function sample(tag: string): Frame[] {
 }
 
 /** Plain objects with plain byte arrays, to compare frames whatever buffer type a transport hands back. */
-const plain = (f: Frame): unknown => (f.type === 'data' ? { ...f, bytes: Buffer.from(f.bytes.buffer, f.bytes.byteOffset, f.bytes.byteLength).toString('base64') } : { ...f });
+const plain = (f: Frame): unknown =>
+  f.type === 'data' ? { ...f, bytes: Buffer.from(f.bytes.buffer, f.bytes.byteOffset, f.bytes.byteLength).toString('base64') } : { ...f };
 
 async function take(link: Link, n: number, it = link.frames()[Symbol.asyncIterator]()): Promise<Frame[]> {
   const out: Frame[] = [];
@@ -217,9 +224,13 @@ for (const kind of KINDS)
       const tx = new Channel(p.client, { chunkBytes: 256 << 10, windowBytes: 2 << 20 });
       const rx = new Channel(p.server);
       const data = randomFillSync(new Uint8Array(5 << 20));
-      const sent = tx.send({ type: 'model', round: 1 }, (async function* () {
-        for (let o = 0; o < data.byteLength; o += 1 << 20) yield data.subarray(o, o + (1 << 20));
-      })(), { totalBytes: data.byteLength });
+      const sent = tx.send(
+        { type: 'model', round: 1 },
+        (async function* () {
+          for (let o = 0; o < data.byteLength; o += 1 << 20) yield data.subarray(o, o + (1 << 20));
+        })(),
+        { totalBytes: data.byteLength },
+      );
       const inbox = rx.messages()[Symbol.asyncIterator]();
       const env = (await inbox.next()).value!;
       assert.deepEqual(env.msg, { type: 'model', round: 1 });

@@ -28,7 +28,10 @@ const TINY = { localSteps: 1, batch: 2, valCount: 2, maxTrain: 4, ctx: 192 };
 function shortenedJob(jobDir: string, scratch: string): { dir: string; config: JobConfig } {
   const { config } = readJobConfig(jobDir);
   assert.ok('trainer' in config.executor && 'factory' in config.executor.trainer, 'the LLM jobs use a trainer factory');
-  assert.ok('module' in config.model && config.model.module === config.executor.trainer.module, 'model and trainer come from the same module');
+  assert.ok(
+    'module' in config.model && config.model.module === config.executor.trainer.module,
+    'model and trainer come from the same module',
+  );
   const module = config.model.module;
   const short: JobConfig = {
     ...config,
@@ -62,7 +65,10 @@ async function runJob(name: 'peft' | 'sft') {
       assert.ok(Number.isFinite(m.train_loss) && m.train_loss! > 0, `${site}: train_loss ${m.train_loss}`);
       assert.ok(Number.isFinite(m.val_loss) && m.val_loss! > 0, `${site}: val_loss ${m.val_loss}`);
     }
-    const metrics = readFileSync(path.join(workspace, 'server', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { key: string; site: string; value: number });
+    const metrics = readFileSync(path.join(workspace, 'server', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { key: string; site: string; value: number });
     const logged = new Set(metrics.filter((m) => m.key === 'train_loss' && Number.isFinite(m.value)).map((m) => m.site));
     assert.equal(logged.size, 3, 'every site logged a train_loss');
 
@@ -84,7 +90,13 @@ test('jobs/peft through the simulator: the global model is the LoRA adapters onl
   const { model, args } = await runJob('peft');
   const layers = readConfig(baseDir).nLayers;
   const targets = [...ATTN_MODULES, ...MLP_MODULES];
-  const want = new Set(Array.from({ length: layers }, (_, l) => targets.map((t) => `${PEFT_PREFIX}model.layers.${l}.${(ATTN_MODULES as readonly string[]).includes(t) ? 'self_attn' : 'mlp'}.${t}`)).flat().flatMap((p) => [`${p}.lora_A.weight`, `${p}.lora_B.weight`]));
+  const want = new Set(
+    Array.from({ length: layers }, (_, l) =>
+      targets.map((t) => `${PEFT_PREFIX}model.layers.${l}.${(ATTN_MODULES as readonly string[]).includes(t) ? 'self_attn' : 'mlp'}.${t}`),
+    )
+      .flat()
+      .flatMap((p) => [`${p}.lora_A.weight`, `${p}.lora_B.weight`]),
+  );
   assert.deepEqual(new Set(model.keys()), want, `${layers} layers × ${targets.length} projections × (A, B)`);
   const initial = await initialModelFor('peft', args);
   assert.deepEqual(shapes(model), shapes(initial));

@@ -19,7 +19,18 @@ import { embedding, mm } from '../examples/llm/src/ops.ts';
 import { Rng } from '../examples/llm/src/rng.ts';
 import type { TensorDict } from '../src/core/tensor.ts';
 
-const CFG: LlamaConfig = { vocabSize: 64, dim: 32, hiddenDim: 48, nLayers: 2, nHeads: 4, nKvHeads: 2, maxSeqLen: 32, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: true };
+const CFG: LlamaConfig = {
+  vocabSize: 64,
+  dim: 32,
+  hiddenDim: 48,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 2,
+  maxSeqLen: 32,
+  normEps: 1e-5,
+  ropeTheta: 10000,
+  tieEmbeddings: true,
+};
 const LORA = { rank: 4, alpha: 8, dropout: 0.1, targets: [...ATTN_MODULES, ...MLP_MODULES] };
 let dir: string;
 
@@ -60,19 +71,49 @@ function dictEqual(a: TensorDict, b: TensorDict): boolean {
 
 test('custom matmul and embedding gradients equal tfjs reference gradients (duplicate ids summed)', () => {
   const rng = new Rng(3);
-  const shapes: [number[], number[]][] = [[[5, 7], [7, 3]], [[2, 3, 5, 4], [2, 3, 4, 6]]];
+  const shapes: [number[], number[]][] = [
+    [
+      [5, 7],
+      [7, 3],
+    ],
+    [
+      [2, 3, 5, 4],
+      [2, 3, 4, 6],
+    ],
+  ];
   for (const [sa, sb] of shapes) {
-    const a = tf.tensor(rng.normalArray(sa.reduce((x, y) => x * y, 1), 1), sa);
-    const b = tf.tensor(rng.normalArray(sb.reduce((x, y) => x * y, 1), 1), sb);
+    const a = tf.tensor(
+      rng.normalArray(
+        sa.reduce((x, y) => x * y, 1),
+        1,
+      ),
+      sa,
+    );
+    const b = tf.tensor(
+      rng.normalArray(
+        sb.reduce((x, y) => x * y, 1),
+        1,
+      ),
+      sb,
+    );
     const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.sin(mm(x, y))))([a, b]);
     const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.sin(tf.matMul(x, y))))([a, b]);
     for (let i = 0; i < 2; i++) assert.ok(maxDiff(ours[i]!.dataSync(), ref[i]!.dataSync()) < 1e-4);
   }
   const table = tf.tensor(rng.normalArray(10 * 4, 1), [10, 4]) as tf.Tensor2D;
-  const ids = tf.tensor2d([[1, 3, 3], [9, 1, 3]], [2, 3], 'int32');
+  const ids = tf.tensor2d(
+    [
+      [1, 3, 3],
+      [9, 1, 3],
+    ],
+    [2, 3],
+    'int32',
+  );
   const w = tf.tensor(rng.normalArray(2 * 3 * 4, 1), [2, 3, 4]);
   const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(embedding(t as tf.Tensor2D, ids), w)))(table);
-  const gRef = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.reshape(tf.matMul(tf.oneHot(tf.reshape(ids, [-1]), 10), t), [2, 3, 4]), w)))(table);
+  const gRef = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.reshape(tf.matMul(tf.oneHot(tf.reshape(ids, [-1]), 10), t), [2, 3, 4]), w)))(
+    table,
+  );
   assert.ok(maxDiff(g.dataSync(), gRef.dataSync()) < 1e-5);
   assert.ok(Math.abs(g.dataSync()[3 * 4]!) > 0, 'row of a repeated id gets a gradient');
 });

@@ -51,7 +51,7 @@ test('federated LoRA on three instruction data sets: pooled validation loss fall
 
     assert.deepEqual([...result.model.keys()], [...initialModel.keys()], 'the global model is the adapters, nothing else');
     const adapterBytes = dictBytes(result.model);
-    assert.ok(adapterBytes < 0.05 * full, `adapters are ${(100 * adapterBytes / full).toFixed(1)}% of the full model`);
+    assert.ok(adapterBytes < 0.05 * full, `adapters are ${((100 * adapterBytes) / full).toFixed(1)}% of the full model`);
 
     probe.loadAdapterDict(result.model);
     const afterLoss = evaluate(probe, pooled).loss;

@@ -22,10 +22,15 @@ test('stories260K: tfjs logits match the numpy llama2.c reference to 1e-4', asyn
   assert.ok(existsSync(MODEL), `${MODEL} is missing`);
   await initBackend();
   const { config, weights } = readLlama2c(MODEL);
-  assert.deepEqual([config.dim, config.hiddenDim, config.nLayers, config.nHeads, config.nKvHeads, config.vocabSize], [64, 172, 5, 8, 4, 512]);
+  assert.deepEqual(
+    [config.dim, config.hiddenDim, config.nLayers, config.nHeads, config.nKvHeads, config.vocabSize],
+    [64, 172, 5, 8, 4, 512],
+  );
   const model = LlamaModel.fromTensorDict(config, weights);
   const ids = [1, 403, 261, 378, 7, 511, 0, 42, 42, 300, 299, 298, 13, 65, 66, 67, 1, 2, 3, 500];
-  const out = execFileSync(PYTHON, [path.join(repoRoot, 'scripts/reference/llama_ref.py'), MODEL, '--tokens', ids.join(',')], { encoding: 'utf8' });
+  const out = execFileSync(PYTHON, [path.join(repoRoot, 'scripts/reference/llama_ref.py'), MODEL, '--tokens', ids.join(',')], {
+    encoding: 'utf8',
+  });
   const ref = (JSON.parse(out) as { logits: number[][] }).logits;
   const ours = tf.tidy(() => model.logits(tf.tensor2d([ids], [1, ids.length], 'int32'))).arraySync()[0]!;
   let maxDiff = 0;

@@ -32,8 +32,12 @@ test('training learns the frequent pairs first and is deterministic', () => {
 
 test('decode(encode(s)) === s for any unicode string', () => {
   const tok = BpeTokenizer.train(TEXT, 300);
-  fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 60 }), (s) => tok.decode(tok.encode(s)) === s), { numRuns: 300 });
-  for (const s of ['', ' ', '\n\n\t  x', 'héllo wörld — 日本語 🙂🏳️‍🌈', "it's 42's", 'a'.repeat(500)]) assert.equal(tok.decode(tok.encode(s)), s);
+  fc.assert(
+    fc.property(fc.string({ unit: 'binary', maxLength: 60 }), (s) => tok.decode(tok.encode(s)) === s),
+    { numRuns: 300 },
+  );
+  for (const s of ['', ' ', '\n\n\t  x', 'héllo wörld — 日本語 🙂🏳️‍🌈', "it's 42's", 'a'.repeat(500)])
+    assert.equal(tok.decode(tok.encode(s)), s);
 });
 
 test('save/load keeps the encoding; invalid files are refused with the field named', () => {

@@ -39,17 +39,34 @@ describe('protein experiment, quick mode', () => {
     const r = result;
     assert.equal(r.data.train + r.data.test, 4446 - 23);
     assert.equal(r.data.hard, 490);
-    assert.ok(lines.some((l) => /site-3 .* \d+$/m.test(l)), 'site histograms are printed');
+    assert.ok(
+      lines.some((l) => /site-3 .* \d+$/m.test(l)),
+      'site histograms are printed',
+    );
     const s = r.settings[0]!;
-    assert.deepEqual(s.methods.map((m) => m.kind), ['local', 'local', 'local', 'central', 'fedavg', 'fedprox']);
-    assert.equal(s.methods.filter((m) => m.kind === 'local').reduce((n, m) => n + m.samples, 0), r.data.train);
-    for (const m of s.methods.filter((x) => x.kind === 'local')) assert.deepEqual(m.curve.map((p) => p[0]), [0, 1, 2, 3], `${m.name} curve`);
+    assert.deepEqual(
+      s.methods.map((m) => m.kind),
+      ['local', 'local', 'local', 'central', 'fedavg', 'fedprox'],
+    );
+    assert.equal(
+      s.methods.filter((m) => m.kind === 'local').reduce((n, m) => n + m.samples, 0),
+      r.data.train,
+    );
+    for (const m of s.methods.filter((x) => x.kind === 'local'))
+      assert.deepEqual(
+        m.curve.map((p) => p[0]),
+        [0, 1, 2, 3],
+        `${m.name} curve`,
+      );
     for (const m of s.methods.filter((x) => x.kind !== 'local')) {
       assert.ok(m.test.accuracy > r.majority.test + 0.05, `${m.name}: ${m.test.accuracy} vs majority ${r.majority.test}`);
       assert.ok(m.hard.accuracy > r.majority.hard, `${m.name} on setHARD: ${m.hard.accuracy} vs majority ${r.majority.hard}`);
       assert.ok(m.test.macroF1 > 0 && m.test.macroF1 <= 1);
       // initial model + one point per round
-      assert.deepEqual(m.curve.map((p) => p[0]), [0, 1, 2, 3]);
+      assert.deepEqual(
+        m.curve.map((p) => p[0]),
+        [0, 1, 2, 3],
+      );
     }
     const fedavg = s.methods.find((m) => m.kind === 'fedavg')!;
     assert.ok(fedavg.test.accuracy > meanLocal(s), `FedAvg ${fedavg.test.accuracy} vs mean local ${meanLocal(s)}`);
@@ -57,7 +74,14 @@ describe('protein experiment, quick mode', () => {
     assert.equal(fedavg.curve.at(-1)![1], fedavg.test.accuracy);
     // every method ran through the Client API trainer in the simulator (local-only
     // and centralized as one-site federations), one workspace per run
-    assert.deepEqual((await readdir(path.join(tmp, 'ws'))).sort(), ['alpha-1-fedavg', 'alpha-1-fedprox', 'alpha-1-local-site-1', 'alpha-1-local-site-2', 'alpha-1-local-site-3', 'centralized']);
+    assert.deepEqual((await readdir(path.join(tmp, 'ws'))).sort(), [
+      'alpha-1-fedavg',
+      'alpha-1-fedprox',
+      'alpha-1-local-site-1',
+      'alpha-1-local-site-2',
+      'alpha-1-local-site-3',
+      'centralized',
+    ]);
   });
 
   it('writes the results block, SVG plots and JSON; keeps hand-written text', async () => {
@@ -67,7 +91,9 @@ describe('protein experiment, quick mode', () => {
     await writeReport(result, { command: 'test', docPath, assetDir, machine: 'test' });
     const hand = '# Title\n\nHand-written intro.\n\n';
     const first = await readFile(docPath, 'utf8');
-    await import('node:fs/promises').then((fs) => fs.writeFile(docPath, hand + first.slice(first.indexOf(BEGIN)) + '\n\nHand-written outro.\n'));
+    await import('node:fs/promises').then((fs) =>
+      fs.writeFile(docPath, hand + first.slice(first.indexOf(BEGIN)) + '\n\nHand-written outro.\n'),
+    );
     await writeReport(result, { command: 'test again', docPath, assetDir, machine: 'test' });
     const doc = await readFile(docPath, 'utf8');
     assert.ok(doc.startsWith(hand) && doc.includes('Hand-written outro.'));

@@ -27,7 +27,10 @@ describe('ESM-2 embedder setup errors', () => {
 
   it('names the missing directory and the files it expects', async () => {
     const dir = path.join(root, 'nope');
-    await rejects(EsmEmbedder.load({ modelDir: dir }), new RegExp(`${dir.replace(/[/\\]/g, '.')} does not exist.*config\\.json, vocab\\.txt, model\\.onnx or onnx/model\\.onnx`));
+    await rejects(
+      EsmEmbedder.load({ modelDir: dir }),
+      new RegExp(`${dir.replace(/[/\\]/g, '.')} does not exist.*config\\.json, vocab\\.txt, model\\.onnx or onnx/model\\.onnx`),
+    );
   });
 
   it('lists the files missing from a wrong directory, per runtime', async () => {
@@ -35,7 +38,10 @@ describe('ESM-2 embedder setup errors', () => {
     await mkdir(dir);
     await writeFile(path.join(dir, 'config.json'), '{}');
     await rejects(EsmEmbedder.load({ modelDir: dir }), /is missing vocab\.txt, model\.onnx or onnx\/model\.onnx/);
-    await rejects(EsmEmbedder.load({ modelDir: dir, runtime: '@huggingface/transformers' }), /is missing tokenizer\.json or vocab\.txt, onnx\/model\.onnx or onnx\/model_quantized\.onnx/);
+    await rejects(
+      EsmEmbedder.load({ modelDir: dir, runtime: '@huggingface/transformers' }),
+      /is missing tokenizer\.json or vocab\.txt, onnx\/model\.onnx or onnx\/model_quantized\.onnx/,
+    );
     const file = path.join(root, 'a-file');
     await writeFile(file, 'x');
     await rejects(EsmEmbedder.load({ modelDir: file }), /is not a directory/);
@@ -60,7 +66,10 @@ describe('ESM-2 embedder setup errors', () => {
     await writeFile(path.join(dir, 'onnx', 'model.onnx'), '');
     await writeFile(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'esm', hidden_size: 320, num_hidden_layers: 6 }));
     await rejects(EsmEmbedder.load({ modelDir: dir }), /onnx\/model\.onnx: onnxruntime-node cannot load it/);
-    await rejects(EsmEmbedder.load({ modelDir: dir, runtime: '@huggingface/transformers' }), /needs the npm package "@huggingface\/transformers", which is not installed/);
+    await rejects(
+      EsmEmbedder.load({ modelDir: dir, runtime: '@huggingface/transformers' }),
+      /needs the npm package "@huggingface\/transformers", which is not installed/,
+    );
   });
 
   it('keeps both termini of an over-long protein', () => {
@@ -153,7 +162,10 @@ describe('ESM-2 embedder on a tiny ESM-2-shaped ONNX model (onnxruntime-node)', 
     assertClose(a!, expectedEmbedding(wt, long.slice(0, 5) + long.slice(-5)), 1e-5, 'long, 10 residues');
     assertClose(b!, expectedEmbedding(wt, 'MKTAYIAKQR'), 1e-5, 'exactly 10 residues');
     assert.notEqual(esm.name, (await EsmEmbedder.load({ modelDir: dir })).name, 'maxResidues is part of the name (cache key)');
-    await assert.rejects(EsmEmbedder.load({ modelDir: dir, maxResidues: 65 }), /maxResidues: 65 is more than .*max_position_embeddings 68 allows \(64 residues/);
+    await assert.rejects(
+      EsmEmbedder.load({ modelDir: dir, maxResidues: 65 }),
+      /maxResidues: 65 is more than .*max_position_embeddings 68 allows \(64 residues/,
+    );
   });
 
   it('reads the optimum layout (onnx/model.onnx) and caches through embedCached', async () => {
@@ -176,10 +188,16 @@ describe('ESM-2 embedder on a tiny ESM-2-shaped ONNX model (onnxruntime-node)', 
     assert.equal(esm.maxResidues, 1022, 'no max_position_embeddings: ESM-2 default');
     await assert.rejects(esm.embed(['MKT']), /last_hidden_state has dims \[1, 5, 16\], expected \[1, 5, 320\]/);
     await writeFile(path.join(bad, 'vocab.txt'), ESM2_VOCAB.filter((t) => t !== '<pad>').join('\n'));
-    await assert.rejects(EsmEmbedder.load({ modelDir: bad }), (e: unknown) => e instanceof EsmSetupError && /vocab\.txt has no <pad> token/.test(e.message));
+    await assert.rejects(
+      EsmEmbedder.load({ modelDir: bad }),
+      (e: unknown) => e instanceof EsmSetupError && /vocab\.txt has no <pad> token/.test(e.message),
+    );
     await assert.rejects(EsmEmbedder.load({ modelDir: dir, batchSize: 0 }), /ESM-2 option batchSize: /);
     const mlm = path.join(root, 'fill-mask-export');
     await writeTinyEsm(mlm, { hidden: 8, outputName: 'logits' });
-    await assert.rejects(EsmEmbedder.load({ modelDir: mlm }), /model\.onnx: the model has no last_hidden_state output \(outputs: logits\); .*--task feature-extraction/);
+    await assert.rejects(
+      EsmEmbedder.load({ modelDir: mlm }),
+      /model\.onnx: the model has no last_hidden_state output \(outputs: logits\); .*--task feature-extraction/,
+    );
   });
 });

@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CLASS_SHORT, LOCATIONS, classCounts, heldOutSplit, loadDeepLoc, parseDeepLoc, parseDeepLocHeader } from '../examples/protein/src/deeploc.ts';
+import {
+  CLASS_SHORT,
+  LOCATIONS,
+  classCounts,
+  heldOutSplit,
+  loadDeepLoc,
+  parseDeepLoc,
+  parseDeepLocHeader,
+} from '../examples/protein/src/deeploc.ts';
 import { FastaError, parseFasta } from '../examples/protein/src/fasta.ts';
 
 function fastaError(fn: () => unknown): FastaError {
@@ -57,8 +65,17 @@ describe('parseFasta', () => {
 
 describe('DeepLoc headers', () => {
   it('parses ID Location-M|S|U with and without the set field', () => {
-    assert.deepEqual(parseDeepLocHeader('Q9H400', 'Cell.membrane-M test', 'f', 1), { id: 'Q9H400', location: 'Cell.membrane', membrane: 'M', set: 'test' });
-    assert.deepEqual(parseDeepLocHeader('Q9Y4C2', 'Lysosome/Vacuole-U', 'f', 1), { id: 'Q9Y4C2', location: 'Lysosome/Vacuole', membrane: 'U' });
+    assert.deepEqual(parseDeepLocHeader('Q9H400', 'Cell.membrane-M test', 'f', 1), {
+      id: 'Q9H400',
+      location: 'Cell.membrane',
+      membrane: 'M',
+      set: 'test',
+    });
+    assert.deepEqual(parseDeepLocHeader('Q9Y4C2', 'Lysosome/Vacuole-U', 'f', 1), {
+      id: 'Q9Y4C2',
+      location: 'Lysosome/Vacuole',
+      membrane: 'U',
+    });
     assert.equal(parseDeepLocHeader('P35123', 'Cytoplasm-Nucleus-U', 'f', 1).location, 'Cytoplasm-Nucleus');
   });
 
@@ -84,10 +101,16 @@ describe('DeepLoc headers', () => {
     const f = parseDeepLoc('>A1 Nucleus-S\nMK\n>A2 Cytoplasm-Nucleus-U\nMK\n>A3 Peroxisome-M\nMK\n', 'g.fasta');
     assert.deepEqual(
       f.samples.map((s) => [s.id, s.label]),
-      [['A1', 0], ['A3', 9]],
+      [
+        ['A1', 0],
+        ['A3', 9],
+      ],
     );
     assert.equal(f.dropped.length, 1);
-    assert.deepEqual({ ...f.dropped[0]!, reason: f.dropped[0]!.reason.slice(0, 13) }, { id: 'A2', file: 'g.fasta', line: 3, reason: 'dual location' });
+    assert.deepEqual(
+      { ...f.dropped[0]!, reason: f.dropped[0]!.reason.slice(0, 13) },
+      { id: 'A2', file: 'g.fasta', line: 3, reason: 'dual location' },
+    );
   });
 });
 

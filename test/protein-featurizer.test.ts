@@ -23,7 +23,14 @@ describe('featurizer, hand-checked on ACDKKDEL', () => {
   });
 
   it('amino-acid composition', () => {
-    const expected = new Map([['A', 1 / 8], ['C', 1 / 8], ['D', 2 / 8], ['K', 2 / 8], ['E', 1 / 8], ['L', 1 / 8]]);
+    const expected = new Map([
+      ['A', 1 / 8],
+      ['C', 1 / 8],
+      ['D', 2 / 8],
+      ['K', 2 / 8],
+      ['E', 1 / 8],
+      ['L', 1 / 8],
+    ]);
     for (const c of AA) close(v[OFFSET.aac + aa(c)]!, expected.get(c) ?? 0, `aac ${c}`);
     // shorter than the 50-residue windows: terminal compositions equal the whole one
     for (let j = 0; j < 20; j++) {
@@ -61,7 +68,11 @@ describe('featurizer, hand-checked on ACDKKDEL', () => {
     close(phys(w, 'nglyc_per100'), 100 / 8, 'nglyc'); // N-A-S
     close(w[OFFSET.aac + aa('S')]!, 2 / 8, 'aac S (X counts in L but in no class)');
     // pairs with X are skipped: MN NA AS SK KL
-    close([...w.subarray(OFFSET.dpc, OFFSET.dpc + 400)].reduce((a, b) => a + b, 0), 5 / 7, 'dpc sum');
+    close(
+      [...w.subarray(OFFSET.dpc, OFFSET.dpc + 400)].reduce((a, b) => a + b, 0),
+      5 / 7,
+      'dpc sum',
+    );
     // 40 × L: windows at 0 and 19 qualify (mean KD 3.8 ≥ 1.6), the next would end past 40
     const tm = featurize('L'.repeat(40));
     close(phys(tm, 'tm_segments'), Math.log(3), 'tm_segments');
@@ -99,7 +110,10 @@ describe('safetensors embedding cache', () => {
     assert.equal(first.hit, false);
     assert.equal(second.hit, true);
     assert.equal(second.file, first.file);
-    assert.deepEqual(second.rows.map((r) => [...r]), first.rows.map((r) => [...r]));
+    assert.deepEqual(
+      second.rows.map((r) => [...r]),
+      first.rows.map((r) => [...r]),
+    );
     const { tensors, metadata } = await readSafetensors(first.file);
     assert.deepEqual(tensors.get('embeddings')?.shape, [3, FEATURE_DIM]);
     assert.equal(metadata['embedder'], 'aa-composition-v1');

@@ -16,9 +16,27 @@ function assertPartition(parts: number[][], n: number): void {
 
 describe('seeded PRNG and samplers', () => {
   it('is reproducible and seed-sensitive', () => {
-    const a = Array.from({ length: 5 }, ((r) => () => r.nextU32())(new Rng(42)));
-    const b = Array.from({ length: 5 }, ((r) => () => r.nextU32())(new Rng(42)));
-    const c = Array.from({ length: 5 }, ((r) => () => r.nextU32())(new Rng(43)));
+    const a = Array.from(
+      { length: 5 },
+      (
+        (r) => () =>
+          r.nextU32()
+      )(new Rng(42)),
+    );
+    const b = Array.from(
+      { length: 5 },
+      (
+        (r) => () =>
+          r.nextU32()
+      )(new Rng(42)),
+    );
+    const c = Array.from(
+      { length: 5 },
+      (
+        (r) => () =>
+          r.nextU32()
+      )(new Rng(43)),
+    );
     assert.deepEqual(a, b);
     assert.notDeepEqual(a, c);
     assert.notEqual(hashSeed(1, 'site-1', 0), hashSeed(1, 'site-2', 0));
@@ -81,7 +99,10 @@ describe('Dirichlet label-skew split', () => {
     parts.forEach((p, s) => {
       assert.ok(rows[s + 1]!.startsWith(`site-${s + 1}`));
       assert.ok(rows[s + 1]!.trim().endsWith(String(p.length)));
-      assert.equal(histogram(labels, p).reduce((a, b) => a + b, 0), p.length);
+      assert.equal(
+        histogram(labels, p).reduce((a, b) => a + b, 0),
+        p.length,
+      );
     });
   });
 });
@@ -92,7 +113,10 @@ describe('length-skew split', () => {
     const lengths = Array.from({ length: 1001 }, () => 40 + r.int(2000));
     const parts = lengthSplit(lengths, 3, 9);
     assertPartition(parts, lengths.length);
-    assert.deepEqual(parts.map((p) => p.length), [334, 333, 334]);
+    assert.deepEqual(
+      parts.map((p) => p.length),
+      [334, 333, 334],
+    );
     const max0 = Math.max(...parts[0]!.map((i) => lengths[i]!));
     const min1 = Math.min(...parts[1]!.map((i) => lengths[i]!));
     const max1 = Math.max(...parts[1]!.map((i) => lengths[i]!));

@@ -35,7 +35,8 @@ function pythonHas(module: string): boolean {
 
 function requirePython(modules: string[]): void {
   const missing = modules.filter((m) => !pythonHas(m));
-  if (missing.length) assert.fail(`${PYTHON} cannot import ${missing.join(', ')}: install with apt-get install -y python3-numpy python3-torch`);
+  if (missing.length)
+    assert.fail(`${PYTHON} cannot import ${missing.join(', ')}: install with apt-get install -y python3-numpy python3-torch`);
 }
 
 let workspace = '';
@@ -136,8 +137,17 @@ for i, s in [(0, "train"), (1, "val"), (2, "train")]:
     print(hashlib.sha256(x.tobytes()).hexdigest(), hashlib.sha256(y.astype(np.int32).tobytes()).hexdigest())`;
     const r = spawnSync(PYTHON, ['-c', code], { cwd: example, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
-    const sha = (a: ArrayBufferView): string => createHash('sha256').update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength)).digest('hex');
-    const want = ([[0, 'train'], [1, 'val'], [2, 'train']] as const).map(([i, s]) => {
+    const sha = (a: ArrayBufferView): string =>
+      createHash('sha256')
+        .update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength))
+        .digest('hex');
+    const want = (
+      [
+        [0, 'train'],
+        [1, 'val'],
+        [2, 'train'],
+      ] as const
+    ).map(([i, s]) => {
       const d = siteData(i, 600, s);
       return `${sha(d.x)} ${sha(d.y)}`;
     });
@@ -185,7 +195,9 @@ for i, s in [(0, "train"), (1, "val"), (2, "train")]:
     );
 
     // the tfjs trainer of hello-fedavg on the same tasks: same data, init and SGD, so the same model
-    const ts = new InProcessTrainerHost(await createTrainer({ site: 'site-1', siteIndex: 0, numSites: 1, args: {}, jobDir: path.join(repoRoot, 'examples/hello-fedavg') }));
+    const ts = new InProcessTrainerHost(
+      await createTrainer({ site: 'site-1', siteIndex: 0, numSites: 1, args: {}, jobDir: path.join(repoRoot, 'examples/hello-fedavg') }),
+    );
     await ts.start(context());
     let tsParams = init;
     const tsRounds: FLModel[] = [];
@@ -202,7 +214,9 @@ for i, s in [(0, "train"), (1, "val"), (2, "train")]:
       for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
     }
     assert.ok(maxDiff < 1e-4, `PyTorch and tfjs models differ by ${maxDiff} after 4 rounds`);
-    tsRounds.forEach((r, i) => assert.ok(Math.abs(r.metrics.val_loss! - valLoss[i]!) < 1e-4, `round ${i}: val_loss ${r.metrics.val_loss} vs ${valLoss[i]}`));
+    tsRounds.forEach((r, i) =>
+      assert.ok(Math.abs(r.metrics.val_loss! - valLoss[i]!) < 1e-4, `round ${i}: val_loss ${r.metrics.val_loss} vs ${valLoss[i]}`),
+    );
   });
 
   it('a raising trainer fails its task with the Python traceback, then exits 1', async () => {
@@ -230,7 +244,10 @@ for i, s in [(0, "train"), (1, "val"), (2, "train")]:
       return true;
     });
     const text = stderr.join('\n');
-    assert.match(text, /ProtocolMismatchError: Flotilla protocol mismatch: this Python package \(flotilla, python\/\) speaks protocol version 2, the Flotilla client speaks version 1/);
+    assert.match(
+      text,
+      /ProtocolMismatchError: Flotilla protocol mismatch: this Python package \(flotilla, python\/\) speaks protocol version 2, the Flotilla client speaks version 1/,
+    );
     assert.doesNotMatch(text, /should not get here/);
     assert.deepEqual(h.exitStatus, { code: 1, signal: null });
   });

@@ -29,9 +29,21 @@ test('params: file, explicit API: the trainer maps the task file, trains in plac
   const job = path.join(tmp, 'explicit');
   cpSync(path.join(repoRoot, 'test/fixtures/pytorch-file'), job, { recursive: true });
   const initial = new Map([
-    ['layer.0.weight', f32([8, 4], Array.from({ length: 32 }, (_, i) => (i - 16) / 20))],
+    [
+      'layer.0.weight',
+      f32(
+        [8, 4],
+        Array.from({ length: 32 }, (_, i) => (i - 16) / 20),
+      ),
+    ],
     ['layer.0.bias', f32([8], new Array(8).fill(0.1))],
-    ['layer.2.weight', f32([2, 8], Array.from({ length: 16 }, (_, i) => (i % 5) / 7))],
+    [
+      'layer.2.weight',
+      f32(
+        [2, 8],
+        Array.from({ length: 16 }, (_, i) => (i % 5) / 7),
+      ),
+    ],
     ['layer.2.bias', f32([2], [0, 0])],
   ]);
   await writeSafetensors(path.join(job, 'initial_model.safetensors'), initial);
@@ -42,14 +54,20 @@ test('params: file, explicit API: the trainer maps the task file, trains in plac
       minClients: 2,
       model: { path: 'initial_model.safetensors' },
       workflows: [{ type: 'fedavg', rounds: 2 }],
-      executor: { script: { command: '{python}', args: ['train.py'], env: { PYTHONPATH: '{flotillaRoot}/python', OMP_NUM_THREADS: '1' } }, params: 'file' },
+      executor: {
+        script: { command: '{python}', args: ['train.py'], env: { PYTHONPATH: '{flotillaRoot}/python', OMP_NUM_THREADS: '1' } },
+        params: 'file',
+      },
     }),
   );
   const r = await simulate({ jobDir: job, clients: 2, workspace: path.join(tmp, 'ws-explicit') });
   assert.equal(r.rounds.length, 2);
   for (const round of r.rounds) assert.deepEqual(round.failures, {});
   for (const site of ['site-1', 'site-2']) {
-    const seen = readFileSync(path.join(r.workspace, site, 'seen.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { params_path: string; params: string[]; in_place: boolean; result: string });
+    const seen = readFileSync(path.join(r.workspace, site, 'seen.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { params_path: string; params: string[]; in_place: boolean; result: string });
     assert.equal(seen.length, 2, site);
     for (const s of seen) {
       assert.match(s.params_path, new RegExp(`${site}/tasks/[^/]+/input\\.safetensors$`), 'the task came as a file in the site workspace');
@@ -61,23 +79,32 @@ test('params: file, explicit API: the trainer maps the task file, trains in plac
   }
   const global = (await readSafetensors(path.join(r.workspace, 'server', 'global_model.safetensors'))).tensors;
   assert.deepEqual([...global.keys()], [...initial.keys()]);
-  const moved = [...(global.get('layer.0.weight')!.data as Float32Array)].some((v, i) => v !== (initial.get('layer.0.weight')!.data as Float32Array)[i]);
+  const moved = [...(global.get('layer.0.weight')!.data as Float32Array)].some((v, i) => v !== initial.get('layer.0.weight')!.data[i]);
   assert.ok(moved, 'training changed the model');
   assert.deepEqual(readdirSync(path.join(r.workspace, 'site-1', 'tasks')), []);
 });
 
 test('params: file with examples/pytorch-fedavg unchanged: the script sees mapped params and its state_dict goes back as a file', async () => {
   const job = path.join(tmp, 'example');
-  cpSync(path.join(repoRoot, 'examples/pytorch-fedavg'), job, { recursive: true, filter: (p) => !p.includes('__pycache__') && !p.endsWith('/mixed') });
+  cpSync(path.join(repoRoot, 'examples/pytorch-fedavg'), job, {
+    recursive: true,
+    filter: (p) => !p.includes('__pycache__') && !p.endsWith('/mixed'),
+  });
   const yaml = readFileSync(path.join(job, 'job.yaml'), 'utf8');
-  const edited = yaml.replace('minClients: 3', 'minClients: 2').replace('rounds: 5', 'rounds: 2').replace(/^executor:\n/m, 'executor:\n  params: file\n');
+  const edited = yaml
+    .replace('minClients: 3', 'minClients: 2')
+    .replace('rounds: 5', 'rounds: 2')
+    .replace(/^executor:\n/m, 'executor:\n  params: file\n');
   assert.notEqual(edited, yaml);
   assert.match(edited, /params: file/);
   writeFileSync(path.join(job, 'job.yaml'), edited);
   const r = await simulate({ jobDir: job, clients: 2, workspace: path.join(tmp, 'ws-example') });
   assert.equal(r.rounds.length, 2);
   for (const round of r.rounds) assert.deepEqual(round.failures, {});
-  assert.ok(r.rounds[1]!.metrics.val_loss! < r.rounds[0]!.metrics.val_loss! + 0.05, `val_loss ${r.rounds[0]!.metrics.val_loss} → ${r.rounds[1]!.metrics.val_loss}`);
+  assert.ok(
+    r.rounds[1]!.metrics.val_loss! < r.rounds[0]!.metrics.val_loss! + 0.05,
+    `val_loss ${r.rounds[0]!.metrics.val_loss} → ${r.rounds[1]!.metrics.val_loss}`,
+  );
   const cross = r.crossSite as Record<string, Record<string, Record<string, number>>>;
   assert.deepEqual(Object.keys(cross).sort(), ['server', 'site-1', 'site-2']);
 });

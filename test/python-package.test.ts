@@ -56,14 +56,29 @@ test('pip install --no-build-isolation ./python into a fresh venv, then a PyTorc
   const show = run(py, ['-m', 'pip', 'show', 'flotilla'], env);
   assert.match(show, /^Name: flotilla$/m);
   assert.match(show, /^Requires: numpy$/m);
-  assert.match(run(py, ['-c', 'import flotilla, flotilla.safetensors; print(flotilla.__file__)'], { ...env, PYTHONPATH: '' }), new RegExp(`^${venv}/lib/python3[.0-9]*/site-packages/flotilla/__init__.py`));
+  assert.match(
+    run(py, ['-c', 'import flotilla, flotilla.safetensors; print(flotilla.__file__)'], { ...env, PYTHONPATH: '' }),
+    new RegExp(`^${venv}/lib/python3[.0-9]*/site-packages/flotilla/__init__.py`),
+  );
 
   const job = path.join(tmp, 'job');
   cpSync(path.join(repoRoot, 'test/fixtures/python-package'), job, { recursive: true });
-  await writeSafetensors(path.join(job, 'initial_model.safetensors'), new Map([['weight', f32([2, 4], [1, 2, 3, 4, 5, 6, 7, 8])], ['bias', f32([2], [0, 0])]]));
+  await writeSafetensors(
+    path.join(job, 'initial_model.safetensors'),
+    new Map([
+      ['weight', f32([2, 4], [1, 2, 3, 4, 5, 6, 7, 8])],
+      ['bias', f32([2], [0, 0])],
+    ]),
+  );
   writeFileSync(
     path.join(job, 'job.json'),
-    JSON.stringify({ name: 'venv-job', minClients: 1, model: { path: 'initial_model.safetensors' }, workflows: [{ type: 'fedavg', rounds: 1 }], executor: { script: { command: '{python}', args: ['train.py'], env: { OMP_NUM_THREADS: '1' } } } }),
+    JSON.stringify({
+      name: 'venv-job',
+      minClients: 1,
+      model: { path: 'initial_model.safetensors' },
+      workflows: [{ type: 'fedavg', rounds: 1 }],
+      executor: { script: { command: '{python}', args: ['train.py'], env: { OMP_NUM_THREADS: '1' } } },
+    }),
   );
   const saved = { python: process.env.FLOTILLA_PYTHON, path: process.env.PYTHONPATH };
   process.env.FLOTILLA_PYTHON = py;

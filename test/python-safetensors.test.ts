@@ -40,15 +40,21 @@ function pythonJson(...args: string[]): Description {
 
 /** Decodes values the way st_tool.py prints them: floats as numbers or "nan"/"inf"/"-inf"/"-0", 64-bit ints as strings. */
 function decode(t: Tensor): Value[] {
-  const d = t.data as TypedArray;
-  const float = (v: number): Value => (Number.isNaN(v) ? 'nan' : v === Infinity ? 'inf' : v === -Infinity ? '-inf' : Object.is(v, -0) ? '-0' : v);
+  const d = t.data;
+  const float = (v: number): Value =>
+    Number.isNaN(v) ? 'nan' : v === Infinity ? 'inf' : v === -Infinity ? '-inf' : Object.is(v, -0) ? '-0' : v;
   switch (t.dtype) {
-    case 'F16': return [...(d as Uint16Array)].map((h) => float(f16ToF32(h)));
-    case 'BF16': return [...(d as Uint16Array)].map((h) => float(bf16ToF32(h)));
+    case 'F16':
+      return [...(d as Uint16Array)].map((h) => float(f16ToF32(h)));
+    case 'BF16':
+      return [...(d as Uint16Array)].map((h) => float(bf16ToF32(h)));
     case 'F32':
-    case 'F64': return [...(d as Float64Array)].map(float);
-    case 'I64': return [...(d as BigInt64Array)].map((v) => v.toString());
-    default: return [...(d as Int32Array)];
+    case 'F64':
+      return [...(d as Float64Array)].map(float);
+    case 'I64':
+      return [...(d as BigInt64Array)].map((v) => v.toString());
+    default:
+      return [...(d as Int32Array)];
   }
 }
 
@@ -83,13 +89,16 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 describe('safetensors between TypeScript and Python', () => {
   it('TypeScript → Python: identical values for every dtype; Python writes the same bytes back', async () => {
     const tensors = tsTensors();
-    const metadata = { written_by: 'typescript', 'ключ': 'значение "q"\n' };
+    const metadata = { written_by: 'typescript', ключ: 'значение "q"\n' };
     const a = path.join(dir, 'ts.safetensors');
     await writeSafetensors(a, tensors, metadata);
 
     const seen = pythonJson('describe', a);
     assert.deepEqual(seen, describeDict(tensors, metadata));
-    assert.deepEqual(new Set(seen.tensors.map((t) => t.dtype)), new Set(['F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'I16', 'I8', 'U8', 'BOOL']));
+    assert.deepEqual(
+      new Set(seen.tensors.map((t) => t.dtype)),
+      new Set(['F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'I16', 'I8', 'U8', 'BOOL']),
+    );
 
     const b = path.join(dir, 'ts-via-python.safetensors');
     const r = python('copy', a, b);

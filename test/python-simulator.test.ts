@@ -69,7 +69,10 @@ describe('Python trainers in the simulator', () => {
     const job = path.join(tmp, 'raising-job');
     rmSync(job, { recursive: true, force: true });
     mkdirSync(job);
-    writeFileSync(path.join(job, 'model.ts'), `export { initialModel } from ${JSON.stringify(path.join(repoRoot, 'examples/hello-fedavg/model.ts'))};\n`);
+    writeFileSync(
+      path.join(job, 'model.ts'),
+      `export { initialModel } from ${JSON.stringify(path.join(repoRoot, 'examples/hello-fedavg/model.ts'))};\n`,
+    );
     writeFileSync(path.join(job, 'package.json'), '{ "type": "module" }\n');
     writeFileSync(
       path.join(job, 'job.json'),
@@ -78,7 +81,13 @@ describe('Python trainers in the simulator', () => {
         minClients: 1,
         model: { module: 'model.ts' },
         workflows: [{ type: 'fedavg', rounds: 2 }],
-        executor: { script: { command: PYTHON, args: [path.join(repoRoot, 'python/tests/trainers/raising.py')], env: { PYTHONPATH: path.join(repoRoot, 'python') } } },
+        executor: {
+          script: {
+            command: PYTHON,
+            args: [path.join(repoRoot, 'python/tests/trainers/raising.py')],
+            env: { PYTHONPATH: path.join(repoRoot, 'python') },
+          },
+        },
       }),
     );
     await assert.rejects(simulate({ jobDir: job, clients: 1, workspace: path.join(tmp, 'raising') }), (e: Error) => {

@@ -15,7 +15,9 @@ const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 function requireNumpy(): void {
   const r = spawnSync(PYTHON, ['-c', 'import numpy'], { encoding: 'utf8' });
   if (r.error || r.status !== 0) {
-    assert.fail(`${PYTHON} cannot import numpy (${r.error?.message ?? r.stderr.trim().split('\n').pop()}): install it with apt-get install -y python3-numpy python3-torch`);
+    assert.fail(
+      `${PYTHON} cannot import numpy (${r.error?.message ?? r.stderr.trim().split('\n').pop()}): install it with apt-get install -y python3-numpy python3-torch`,
+    );
   }
 }
 
@@ -60,7 +62,11 @@ describe('python/ unit tests', () => {
 
   it('parses unittest summaries, including failures', () => {
     assert.deepEqual(parseSummary('...\n----\nRan 12 tests in 0.5s\n\nOK (skipped=2)\n'), { ran: 12, ok: true, counts: { skipped: 2 } });
-    assert.deepEqual(parseSummary('F.\nRan 2 tests in 0.001s\n\nFAILED (failures=1, errors=3)\n'), { ran: 2, ok: false, counts: { failures: 1, errors: 3 } });
+    assert.deepEqual(parseSummary('F.\nRan 2 tests in 0.001s\n\nFAILED (failures=1, errors=3)\n'), {
+      ran: 2,
+      ok: false,
+      counts: { failures: 1, errors: 3 },
+    });
     assert.equal(parseSummary('Traceback (most recent call last):\nImportError: no module named numpy\n'), undefined);
   });
 });

@@ -27,13 +27,22 @@ let tmp = '';
 let initial: { tensors: TensorDict; metadata: Record<string, string> };
 before(async () => {
   tmp = mkdtempSync(path.join(tmpdir(), 'flotilla-ptdtypes-'));
-  const r = spawnSync(PYTHON, [path.join(fixture, 'mixed.py'), path.join(tmp, 'initial_model.safetensors')], { env: { ...process.env, ...env }, encoding: 'utf8' });
+  const r = spawnSync(PYTHON, [path.join(fixture, 'mixed.py'), path.join(tmp, 'initial_model.safetensors')], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, `${PYTHON} mixed.py: ${r.stderr || r.error?.message} (needs python3-torch: apt-get install -y python3-torch)`);
   initial = await readSafetensors(path.join(tmp, 'initial_model.safetensors'));
 });
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function run(name: string, clients: number, weights: string, mode: 'echo' | 'train', offload: boolean): Promise<{ global: TensorDict; metadata: Record<string, string>; sent: TensorDict[] }> {
+async function run(
+  name: string,
+  clients: number,
+  weights: string,
+  mode: 'echo' | 'train',
+  offload: boolean,
+): Promise<{ global: TensorDict; metadata: Record<string, string>; sent: TensorDict[] }> {
   const job = path.join(tmp, name);
   mkdirSync(job);
   copyFileSync(path.join(tmp, 'initial_model.safetensors'), path.join(job, 'initial_model.safetensors'));
@@ -44,13 +53,24 @@ async function run(name: string, clients: number, weights: string, mode: 'echo' 
       minClients: clients,
       model: { path: 'initial_model.safetensors' },
       workflows: [{ type: 'fedavg', rounds: 1, offload }],
-      executor: { script: { command: PYTHON, args: [path.join(fixture, 'trainer.py'), '--site-index', '{siteIndex}', '--weights', weights, '--mode', mode], env } },
+      executor: {
+        script: {
+          command: PYTHON,
+          args: [path.join(fixture, 'trainer.py'), '--site-index', '{siteIndex}', '--weights', weights, '--mode', mode],
+          env,
+        },
+      },
     }),
   );
   const r = await simulate({ jobDir: job, clients, workspace: path.join(tmp, `${name}-ws`) });
   assert.deepEqual(r.rounds[0]!.failures, {});
   const { tensors: global, metadata } = await readSafetensors(path.join(r.workspace, 'server', 'round-0', 'global_model.safetensors'));
-  const sent = await Promise.all(Array.from({ length: clients }, async (_, i) => (await readSafetensors(path.join(r.workspace, `site-${i + 1}`, 'sent.safetensors'))).tensors));
+  const sent = await Promise.all(
+    Array.from(
+      { length: clients },
+      async (_, i) => (await readSafetensors(path.join(r.workspace, `site-${i + 1}`, 'sent.safetensors'))).tensors,
+    ),
+  );
   return { global, metadata, sent };
 }
 
@@ -63,7 +83,10 @@ function assertSame(got: TensorDict, want: TensorDict, what: string): void {
   assert.deepEqual([...got.keys()], [...want.keys()], what);
   for (const [name, t] of want) {
     assert.equal(got.get(name)!.dtype, t.dtype, `${what} ${name}`);
-    assert.ok(bytes(got, name).equals(bytes(want, name)), `${what}: ${name} (${t.dtype}) changed: ${String([...(got.get(name)!.data as unknown as Value[])])} vs ${String([...(t.data as unknown as Value[])])}`);
+    assert.ok(
+      bytes(got, name).equals(bytes(want, name)),
+      `${what}: ${name} (${t.dtype}) changed: ${String([...(got.get(name)!.data as unknown as Value[])])} vs ${String([...(t.data as unknown as Value[])])}`,
+    );
   }
 }
 

@@ -26,7 +26,10 @@ const freshDir = (): string => mkdtempSync(join(root, 'd'));
 
 /** Deterministic pseudo-random bytes: valid storage for every dtype (BOOL gets 0/1). */
 function fill(dtype: DType, shape: readonly number[], seed: number): Tensor {
-  const data = allocate(dtype, shape.reduce((a, b) => a * b, 1));
+  const data = allocate(
+    dtype,
+    shape.reduce((a, b) => a * b, 1),
+  );
   const bytes = new Uint8Array(data.buffer);
   let s = seed >>> 0;
   for (let i = 0; i < bytes.length; i++) {
@@ -41,9 +44,14 @@ const arbTensor = fc
   .record({ dtype: fc.constantFrom(...DTYPES), shape: fc.array(fc.integer({ min: 0, max: 5 }), { maxLength: 3 }), seed: fc.integer() })
   .map(({ dtype, shape, seed }) => fill(dtype, shape, seed));
 /** Any unicode name (the header length is in UTF-8 bytes, not characters), often integer-like (JS orders those keys first). */
-const arbName = fc.oneof(fc.string({ unit: 'binary', minLength: 1, maxLength: 10 }), fc.nat(30).map(String)).filter((s) => s !== '__metadata__');
+const arbName = fc
+  .oneof(fc.string({ unit: 'binary', minLength: 1, maxLength: 10 }), fc.nat(30).map(String))
+  .filter((s) => s !== '__metadata__');
 const arbDict = fc.uniqueArray(fc.tuple(arbName, arbTensor), { selector: ([k]) => k, maxLength: 8 }).map((e) => new Map(e) as TensorDict);
-const arbMeta = fc.dictionary(fc.string({ unit: 'binary', maxLength: 8 }), fc.string({ unit: 'binary', maxLength: 16 }), { maxKeys: 4, noNullPrototype: true });
+const arbMeta = fc.dictionary(fc.string({ unit: 'binary', maxLength: 8 }), fc.string({ unit: 'binary', maxLength: 16 }), {
+  maxKeys: 4,
+  noNullPrototype: true,
+});
 
 /**
  * Same names, dtypes, shapes and bytes; tensors holding data in the same order.
@@ -115,16 +123,22 @@ test('property: file round trip, random dtypes, shapes, unicode names and metada
 
 test('property: byte-stream round trip with bytes cut anywhere (mid-element too); the stream bytes are the file bytes', async () => {
   await fc.assert(
-    fc.asyncProperty(arbDict, arbMeta, fc.array(fc.nat(3000), { maxLength: 30 }), fc.integer({ min: 1, max: 64 }), async (dict, meta, cuts, chunk) => {
-      const bytes = await collect(encodeStream(dictToStream(dict, { metadata: meta, chunkBytes: chunk })));
-      const s = await decodeStream(cutAt(bytes, cuts), { chunkBytes: chunk });
-      assert.deepEqual(s.header.metadata, meta);
-      assertSame(dict, await streamToDict(s));
-      const p = tmp();
-      await writeSafetensors(p, dict, meta);
-      assert.deepEqual(readFileSync(p), bytes);
-      rmSync(p);
-    }),
+    fc.asyncProperty(
+      arbDict,
+      arbMeta,
+      fc.array(fc.nat(3000), { maxLength: 30 }),
+      fc.integer({ min: 1, max: 64 }),
+      async (dict, meta, cuts, chunk) => {
+        const bytes = await collect(encodeStream(dictToStream(dict, { metadata: meta, chunkBytes: chunk })));
+        const s = await decodeStream(cutAt(bytes, cuts), { chunkBytes: chunk });
+        assert.deepEqual(s.header.metadata, meta);
+        assertSame(dict, await streamToDict(s));
+        const p = tmp();
+        await writeSafetensors(p, dict, meta);
+        assert.deepEqual(readFileSync(p), bytes);
+        rmSync(p);
+      },
+    ),
     { numRuns: 100 },
   );
 });
@@ -279,7 +293,10 @@ test('HF compatibility: a mixed-dtype file as safetensors.torch.save_file writes
 });
 
 test('HF compatibility: header entries listed out of offset order (older writers sorted by name) are read by offset', async () => {
-  const bytes = hfBytes('{"a":{"dtype":"I8","shape":[1],"data_offsets":[2,3]},"b":{"dtype":"I16","shape":[1],"data_offsets":[0,2]}}', [0xfe, 0xff, 0x05]);
+  const bytes = hfBytes(
+    '{"a":{"dtype":"I8","shape":[1],"data_offsets":[2,3]},"b":{"dtype":"I16","shape":[1],"data_offsets":[0,2]}}',
+    [0xfe, 0xff, 0x05],
+  );
   const p = tmp();
   writeFileSync(p, bytes);
   const f = await SafetensorsFile.open(p);
@@ -321,19 +338,67 @@ const malformed: [string, () => string, RegExp][] = [
   ['tensor entry not an object', () => fileWith({ a: 3 }, 0), /tensor "a": entry must be an object/],
   ['unknown dtype', () => fileWith({ a: { dtype: 'F8', shape: [1], data_offsets: [0, 1] } }, 1), /tensor "a": unknown dtype "F8"/],
   ['missing dtype', () => fileWith({ a: { shape: [1], data_offsets: [0, 1] } }, 1), /tensor "a": unknown dtype undefined/],
-  ['offsets overlapping', () => fileWith({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8), /tensor "b": data_offsets \[4, 8\] overlap the previous tensor \(ends at 8\)/],
-  ['offsets past the end of the file', () => fileWith({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8), /out of range: past the end of the file: header declares 16 data bytes, file has 8/],
-  ['trailing bytes', () => fileWith({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, 12), /trailing bytes.*declares 4 data bytes, file has 12/],
-  ['offsets not matching shape × dtype size', () => fileWith({ a: { dtype: 'F64', shape: [2], data_offsets: [0, 8] } }, 8), /tensor "a": data_offsets span 8 bytes but shape \[2\] × F64 \(8 B\) needs 16/],
-  ['negative shape', () => fileWith({ a: { dtype: 'F32', shape: [-1], data_offsets: [0, 0] } }, 0), /tensor "a": shape must be a list of non-negative integers, got \[-1\]/],
-  ['non-integer shape', () => fileWith({ a: { dtype: 'U8', shape: [1.5], data_offsets: [0, 1] } }, 1), /tensor "a": shape must be a list of non-negative integers, got \[1.5\]/],
+  [
+    'offsets overlapping',
+    () => fileWith({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8),
+    /tensor "b": data_offsets \[4, 8\] overlap the previous tensor \(ends at 8\)/,
+  ],
+  [
+    'offsets past the end of the file',
+    () => fileWith({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8),
+    /out of range: past the end of the file: header declares 16 data bytes, file has 8/,
+  ],
+  [
+    'trailing bytes',
+    () => fileWith({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, 12),
+    /trailing bytes.*declares 4 data bytes, file has 12/,
+  ],
+  [
+    'offsets not matching shape × dtype size',
+    () => fileWith({ a: { dtype: 'F64', shape: [2], data_offsets: [0, 8] } }, 8),
+    /tensor "a": data_offsets span 8 bytes but shape \[2\] × F64 \(8 B\) needs 16/,
+  ],
+  [
+    'negative shape',
+    () => fileWith({ a: { dtype: 'F32', shape: [-1], data_offsets: [0, 0] } }, 0),
+    /tensor "a": shape must be a list of non-negative integers, got \[-1\]/,
+  ],
+  [
+    'non-integer shape',
+    () => fileWith({ a: { dtype: 'U8', shape: [1.5], data_offsets: [0, 1] } }, 1),
+    /tensor "a": shape must be a list of non-negative integers, got \[1.5\]/,
+  ],
   ['shape not a list', () => fileWith({ a: { dtype: 'U8', shape: 4, data_offsets: [0, 4] } }, 4), /tensor "a": shape must be a list/],
-  ['offsets not integers', () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: ['0', '1'] } }, 1), /tensor "a": data_offsets must be \[begin, end\] non-negative integers/],
-  ['offsets of the wrong arity', () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [0] } }, 1), /tensor "a": data_offsets must be \[begin, end\]/],
-  ['gap in the data', () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [1, 2] } }, 2), /tensor "a": gap in data before offset 1/],
-  ['gap between tensors', () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [0, 1] }, b: { dtype: 'U8', shape: [1], data_offsets: [2, 3] } }, 3), /tensor "b": gap in data before offset 2 \(previous tensor ends at 1\)/],
-  ['end before begin', () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [2, 1] } }, 2), /tensor "a": data_offsets end 1 is before begin 2/],
-  ['unknown field', () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [0, 1], extra: 1 } }, 1), /tensor "a": unknown field "extra"/],
+  [
+    'offsets not integers',
+    () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: ['0', '1'] } }, 1),
+    /tensor "a": data_offsets must be \[begin, end\] non-negative integers/,
+  ],
+  [
+    'offsets of the wrong arity',
+    () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [0] } }, 1),
+    /tensor "a": data_offsets must be \[begin, end\]/,
+  ],
+  [
+    'gap in the data',
+    () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [1, 2] } }, 2),
+    /tensor "a": gap in data before offset 1/,
+  ],
+  [
+    'gap between tensors',
+    () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [0, 1] }, b: { dtype: 'U8', shape: [1], data_offsets: [2, 3] } }, 3),
+    /tensor "b": gap in data before offset 2 \(previous tensor ends at 1\)/,
+  ],
+  [
+    'end before begin',
+    () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [2, 1] } }, 2),
+    /tensor "a": data_offsets end 1 is before begin 2/,
+  ],
+  [
+    'unknown field',
+    () => fileWith({ a: { dtype: 'U8', shape: [1], data_offsets: [0, 1], extra: 1 } }, 1),
+    /tensor "a": unknown field "extra"/,
+  ],
   ['metadata not an object', () => fileWith({ __metadata__: ['x'] }, 0), /__metadata__ must be an object of strings/],
   ['non-string metadata', () => fileWith({ __metadata__: { a: 1 } }, 0), /__metadata__\.a must be a string, got number/],
 ];
@@ -389,12 +454,22 @@ test('writer: duplicate or reserved names are refused before any file is created
   const p = join(dir, 'dup.safetensors');
   await assert.rejects(SafetensorsWriter.open(p, [u8('a', 1), u8('b', 1), u8('a', 1)]), /duplicate tensor name "a"/);
   await assert.rejects(SafetensorsWriter.open(p, [u8('__metadata__', 1)]), /may not be named "__metadata__"/);
-  await assert.rejects(SafetensorsWriter.open(p, [{ name: 'neg', dtype: 'F32', shape: [2, -1] }]), /tensor "neg": shape must be a list of non-negative integers/);
+  await assert.rejects(
+    SafetensorsWriter.open(p, [{ name: 'neg', dtype: 'F32', shape: [2, -1] }]),
+    /tensor "neg": shape must be a list of non-negative integers/,
+  );
   assert.deepEqual(readdirSync(dir), []);
 });
 
 test('writer: zero-size tensors need no write, but may be written explicitly; pieces may be any size', async () => {
-  const infos: TensorInfo[] = [{ name: 'e1', dtype: 'F32', shape: [0] }, u8('a', 5), { name: 'e2', dtype: 'I64', shape: [3, 0] }, { name: 'e3', dtype: 'F16', shape: [0] }, u8('b', 2), { name: 'e4', dtype: 'U8', shape: [0] }];
+  const infos: TensorInfo[] = [
+    { name: 'e1', dtype: 'F32', shape: [0] },
+    u8('a', 5),
+    { name: 'e2', dtype: 'I64', shape: [3, 0] },
+    { name: 'e3', dtype: 'F16', shape: [0] },
+    u8('b', 2),
+    { name: 'e4', dtype: 'U8', shape: [0] },
+  ];
   const p1 = tmp();
   const w = await SafetensorsWriter.open(p1, infos, { k: 'v' });
   assert.deepEqual(w.position, { name: 'a', offset: 0 });
@@ -465,7 +540,13 @@ test('file writer: abort() removes the temp file and keeps the old one; close af
 
 test('writeStreamToFile: a stream failing midway leaves no file and no temp file', async () => {
   const dir = freshDir();
-  const inner = dictToStream(new Map([['a', fill('F32', [64], 1)], ['b', fill('F32', [64], 2)]]), { chunkBytes: 32 });
+  const inner = dictToStream(
+    new Map([
+      ['a', fill('F32', [64], 1)],
+      ['b', fill('F32', [64], 2)],
+    ]),
+    { chunkBytes: 32 },
+  );
   const failing: TensorStream = {
     header: inner.header,
     async *pieces() {
@@ -485,7 +566,15 @@ test('writeStreamToFile: a piece at the wrong offset is refused', async () => {
   const t = fill('F32', [8], 3);
   const bytes = tensorBytes(t);
   const header = { tensors: [{ name: 'a', dtype: 'F32' as const, shape: [8] }], metadata: {} };
-  const piece = (offset: number, b: Uint8Array) => ({ index: 0, name: 'a', dtype: 'F32' as const, shape: [8], offset, bytes: b, tensorBytes: 32 });
+  const piece = (offset: number, b: Uint8Array) => ({
+    index: 0,
+    name: 'a',
+    dtype: 'F32' as const,
+    shape: [8],
+    offset,
+    bytes: b,
+    tensorBytes: 32,
+  });
   const swapped: TensorStream = {
     header,
     async *pieces() {
@@ -493,7 +582,10 @@ test('writeStreamToFile: a piece at the wrong offset is refused', async () => {
       yield piece(0, bytes.subarray(0, 16));
     },
   };
-  await assert.rejects(writeStreamToFile(join(dir, 'x.safetensors'), swapped), /tensor "a": piece at offset 16 arrived when 0 bytes were written/);
+  await assert.rejects(
+    writeStreamToFile(join(dir, 'x.safetensors'), swapped),
+    /tensor "a": piece at offset 16 arrived when 0 bytes were written/,
+  );
   assert.deepEqual(readdirSync(dir), []);
 });
 
@@ -541,7 +633,10 @@ test('Writable destination: a consumer that goes away mid-file makes the writer 
     if (got > 100) sink.destroy();
   });
   const dict: TensorDict = new Map([['w', fill('U8', [10_000], 1)]]);
-  await assert.rejects(writeStreamToFile(sink, dictToStream(dict, { chunkBytes: 50 })), /closed before the safetensors data was complete|destroyed/i);
+  await assert.rejects(
+    writeStreamToFile(sink, dictToStream(dict, { chunkBytes: 50 })),
+    /closed before the safetensors data was complete|destroyed/i,
+  );
 });
 
 test('Writable destination: an already-ended stream is refused at open', async () => {

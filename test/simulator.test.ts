@@ -23,7 +23,10 @@ for (const threads of [0, 2]) {
     for (let round = 0; round < 3; round++) w = w + 0.5 * (4.5 - w);
     const saved = await readSafetensors(join(dir, 'server', 'global_model.safetensors'));
     for (const v of saved.tensors.get('w')!.data as Float32Array) assert.ok(Math.abs(v - w) < 1e-5, `${v} vs ${w}`);
-    const lines = readFileSync(join(dir, 'server', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; site?: string });
+    const lines = readFileSync(join(dir, 'server', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; site?: string });
     assert.equal(lines.filter((l) => l.type === 'round').length, 3);
     assert.equal(new Set(lines.filter((l) => l.type === 'metric').map((l) => l.site)).size, 8, 'every site logged metrics');
   });
@@ -31,10 +34,17 @@ for (const threads of [0, 2]) {
 
 test('flotilla simulate on the hello-fedavg example: per-round table, loss falls every round, cross-site matrix', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'flotilla-hello-'));
-  const { stdout } = await run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', join(root, 'examples/hello-fedavg'), '--clients', '3', '--workspace', dir], { env: { ...process.env, CI: 'true' }, timeout: 240_000 });
+  const { stdout } = await run(
+    process.execPath,
+    [join(root, 'bin/flotilla.js'), 'simulate', join(root, 'examples/hello-fedavg'), '--clients', '3', '--workspace', dir],
+    { env: { ...process.env, CI: 'true' }, timeout: 240_000 },
+  );
   assert.match(stdout, /round\s+sites\s+train_loss\s+val_loss\s+val_accuracy/);
   type Metrics = { train_loss: number; val_loss: number; val_accuracy: number; global_val_loss: number };
-  const summary = JSON.parse(readFileSync(join(dir, 'server', 'summary.json'), 'utf8')) as { rounds: { metrics: Metrics }[]; crossSite: Record<string, unknown> };
+  const summary = JSON.parse(readFileSync(join(dir, 'server', 'summary.json'), 'utf8')) as {
+    rounds: { metrics: Metrics }[];
+    crossSite: Record<string, unknown>;
+  };
   assert.equal(summary.rounds.length, 5);
   // the README promises a loss that falls round by round (seeded data and model; measured val_loss 0.647 → 0.578 → 0.534 → 0.503 → 0.480)
   for (const key of ['train_loss', 'val_loss', 'global_val_loss'] as const) {
@@ -47,8 +57,14 @@ test('flotilla simulate on the hello-fedavg example: per-round table, loss falls
 });
 
 test('flotilla simulate: a bad job folder fails with the file and field, exit code 1', async () => {
-  await assert.rejects(run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', join(root, 'test/fixtures'), '--clients', '2']), (e: { code: number; stderr: string }) => e.code === 1 && /has no config file/.test(e.stderr));
-  await assert.rejects(run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', tiny, '--clients', 'x']), (e: { stderr: string }) => /--clients must be an integer/.test(e.stderr));
+  await assert.rejects(
+    run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', join(root, 'test/fixtures'), '--clients', '2']),
+    (e: { code: number; stderr: string }) => e.code === 1 && /has no config file/.test(e.stderr),
+  );
+  await assert.rejects(
+    run(process.execPath, [join(root, 'bin/flotilla.js'), 'simulate', tiny, '--clients', 'x']),
+    (e: { stderr: string }) => /--clients must be an integer/.test(e.stderr),
+  );
 });
 
 test('simulator --offload: same global model, kept on disk', async () => {
@@ -83,7 +99,10 @@ test('simulator: a trainer process that dies fails its task with the exit code a
   const started = Date.now();
   try {
     // 2 clients, minClients 2: site-2 dies in round 1 → the round cannot complete
-    await assert.rejects(simulate({ jobDir: tinyScript, clients: 2, threads: 0, workspace: dir }), (e: Error) => /round 1/.test(e.message) && /137/.test(e.message) && /simulated out-of-memory in site-2/.test(e.message));
+    await assert.rejects(
+      simulate({ jobDir: tinyScript, clients: 2, threads: 0, workspace: dir }),
+      (e: Error) => /round 1/.test(e.message) && /137/.test(e.message) && /simulated out-of-memory in site-2/.test(e.message),
+    );
   } finally {
     delete process.env.CRASH_ROUND;
   }

@@ -92,7 +92,14 @@ async function collect(p: AsyncIterable<Uint8Array>): Promise<Buffer> {
 type Mode = 'object' | 'container' | 'file';
 
 /** Sends the model in `mode` from `tx` and checks on `rx` that it arrives bit-identical. */
-async function transfer(m: Fixture, mode: Mode, tx: Channel, rx: Channel, inbox: AsyncIterator<Envelope>, onBytes?: (n: number) => void): Promise<void> {
+async function transfer(
+  m: Fixture,
+  mode: Mode,
+  tx: Channel,
+  rx: Channel,
+  inbox: AsyncIterator<Envelope>,
+  onBytes?: (n: number) => void,
+): Promise<void> {
   const { dict: model, bytes: objectBytes } = m;
   let source: AsyncIterable<Uint8Array>;
   if (mode === 'object') source = once(objectBytes);
@@ -205,7 +212,10 @@ describe('resume after a dropped link (in-memory link)', () => {
         rx.attach(p.rx);
         return p.tx;
       };
-      const tx = new Channel(links[0]!.tx, { ...OPTS, resume: { timeoutMs: 10_000, onLinkLost: (r) => lost.push(r), ...(mode === 'file' && { redial: dial }) } });
+      const tx = new Channel(links[0]!.tx, {
+        ...OPTS,
+        resume: { timeoutMs: 10_000, onLinkLost: (r) => lost.push(r), ...(mode === 'file' && { redial: dial }) },
+      });
       let cutAt = 0;
       const total = big.bytes.byteLength;
       await transfer(big, mode, tx, rx, rx.messages()[Symbol.asyncIterator](), (n) => {
@@ -265,7 +275,7 @@ describe('resume after a dropped link (in-memory link)', () => {
     const rx = new Channel(p.rx, { resume: { timeoutMs: 300 } });
     const sending = tx.send({ type: 'x' }, once(new Uint8Array(1 << 20)));
     const env = (await rx.messages()[Symbol.asyncIterator]().next()).value!;
-    const reading = collect(env.payload!);
+    const reading = collect(env.payload);
     const t0 = Date.now();
     p.cut(0);
     await assert.rejects(sending, /no new link within 300 ms/);
@@ -316,7 +326,7 @@ describe('resume after a dropped link (in-memory link)', () => {
     await new Promise((r) => setTimeout(r, 100));
     // nobody reads yet: after the resume, still at most a window in flight
     assert.ok(q.tx.dataBytes <= 32_768, `${q.tx.dataBytes} bytes sent over the new link before anything was read`);
-    assert.ok((await collect(env.payload!)).equals(data));
+    assert.ok((await collect(env.payload)).equals(data));
     await sending;
   });
 
@@ -380,7 +390,11 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
     before(async () => {
       const ca = await createCA('streaming-test', 1);
       const notAfter = new Date(Date.now() + 86_400_000);
-      const srv = await issueCert(ca, { subject: { cn: 'server', org: 'test', ou: 'server' }, hosts: ['localhost', '127.0.0.1'], notAfter });
+      const srv = await issueCert(ca, {
+        subject: { cn: 'server', org: 'test', ou: 'server' },
+        hosts: ['localhost', '127.0.0.1'],
+        notAfter,
+      });
       const cli = await issueCert(ca, { subject: { cn: 'site-1', org: 'test', ou: 'client' }, notAfter });
       // what a server does with resumable channels: a reconnection names its channel, which gets the new link
       const onConnect = (inner: Link, peer: PeerIdentity, info: ConnectInfo): string | null => {
@@ -411,7 +425,12 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
       proxy = new CuttableProxy();
       const at = { host: '127.0.0.1', serverName: 'localhost', caPem: ca.certPem, certPem: cli.certPem, keyPem: cli.keyPem };
       if (kind === 'gRPC') {
-        const grpc = new GrpcServer({ host: '127.0.0.1', port: 0, ...keys, handlers: { onConnect, onAdmin: async () => ({ ok: false, json: '"no admin here"', blob: new Uint8Array(0) }) } });
+        const grpc = new GrpcServer({
+          host: '127.0.0.1',
+          port: 0,
+          ...keys,
+          handlers: { onConnect, onAdmin: async () => ({ ok: false, json: '"no admin here"', blob: new Uint8Array(0) }) },
+        });
         server = grpc;
         await proxy.start(await grpc.start());
         const c = new GrpcClient({ ...at, port: proxy.port });
@@ -435,10 +454,18 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
 
     /** A resumable client channel and the server's channel for it. */
     const resumes: { resentBytes: number; seconds: number }[] = [];
-    async function pair(): Promise<{ clientCh: Channel; serverCh: Channel; atServer: AsyncIterator<Envelope>; sentByServer: () => number }> {
+    async function pair(): Promise<{
+      clientCh: Channel;
+      serverCh: Channel;
+      atServer: AsyncIterator<Envelope>;
+      sentByServer: () => number;
+    }> {
       const channelId = randomBytes(12).toString('hex');
       const serverCh = new Promise<Channel>((r) => fresh.push(r));
-      const clientCh = new Channel(await dial(channelId), { ...OPTS, resume: { timeoutMs: 15_000, minDelayMs: 50, maxDelayMs: 500, redial: () => dial(channelId), onResumed: (r) => resumes.push(r) } });
+      const clientCh = new Channel(await dial(channelId), {
+        ...OPTS,
+        resume: { timeoutMs: 15_000, minDelayMs: 50, maxDelayMs: 500, redial: () => dial(channelId), onResumed: (r) => resumes.push(r) },
+      });
       await clientCh.send({ type: 'hello' });
       const s = await serverCh;
       const atServer = s.messages()[Symbol.asyncIterator]();
@@ -463,8 +490,11 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
       const env = (await clientCh.messages()[Symbol.asyncIterator]().next()).value!;
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(done, false);
-      assert.ok(sentByServer() <= WINDOW, `the server handed ${sentByServer()} bytes to gRPC with a ${WINDOW}-byte window and nothing read`);
-      assert.ok((await collect(env.payload!)).equals(small.bytes));
+      assert.ok(
+        sentByServer() <= WINDOW,
+        `the server handed ${sentByServer()} bytes to gRPC with a ${WINDOW}-byte window and nothing read`,
+      );
+      assert.ok((await collect(env.payload)).equals(small.bytes));
       await sending;
       clientCh.close('done');
     });
@@ -485,7 +515,10 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
       assert.ok(clientCh.stats.resumes >= 1, 'the client channel resumed');
       assert.ok(serverCh.stats.resumes >= 1, 'the server channel resumed');
       t.diagnostic(`resumes (client side): ${JSON.stringify(resumes)}; server side re-sent ${serverCh.stats.resentBytes} bytes`);
-      assert.ok(clientCh.stats.resentBytes <= WINDOW * clientCh.stats.resumes, `re-sent ${clientCh.stats.resentBytes} bytes in ${clientCh.stats.resumes} resumes with a ${WINDOW}-byte window`);
+      assert.ok(
+        clientCh.stats.resentBytes <= WINDOW * clientCh.stats.resumes,
+        `re-sent ${clientCh.stats.resentBytes} bytes in ${clientCh.stats.resumes} resumes with a ${WINDOW}-byte window`,
+      );
       clientCh.close('done');
     });
   });

@@ -7,11 +7,22 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { DTYPES, type DType, allocate, dtypeSize } from '../src/core/dtypes.ts';
 import { parseHeader, readHeaderLength } from '../src/core/safetensors-header.ts';
-import { type TensorPiece, type TensorStream, decodeStream, dictToStream, encodeStream, splitTensor, streamToDict } from '../src/core/tensor-stream.ts';
+import {
+  type TensorPiece,
+  type TensorStream,
+  decodeStream,
+  dictToStream,
+  encodeStream,
+  splitTensor,
+  streamToDict,
+} from '../src/core/tensor-stream.ts';
 import { type Tensor, type TensorDict, tensorBytes } from '../src/core/tensor.ts';
 
 function fill(dtype: DType, shape: readonly number[], seed: number): Tensor {
-  const data = allocate(dtype, shape.reduce((a, b) => a * b, 1));
+  const data = allocate(
+    dtype,
+    shape.reduce((a, b) => a * b, 1),
+  );
   const bytes = new Uint8Array(data.buffer);
   let s = seed >>> 0;
   for (let i = 0; i < bytes.length; i++) {
@@ -25,7 +36,13 @@ const arbTensor = fc
   .record({ dtype: fc.constantFrom(...DTYPES), shape: fc.array(fc.integer({ min: 0, max: 6 }), { maxLength: 3 }), seed: fc.integer() })
   .map(({ dtype, shape, seed }) => fill(dtype, shape, seed));
 const arbDict = fc
-  .uniqueArray(fc.tuple(fc.string({ minLength: 1, maxLength: 8 }).filter((s) => s !== '__metadata__'), arbTensor), { selector: ([k]) => k, maxLength: 8 })
+  .uniqueArray(
+    fc.tuple(
+      fc.string({ minLength: 1, maxLength: 8 }).filter((s) => s !== '__metadata__'),
+      arbTensor,
+    ),
+    { selector: ([k]) => k, maxLength: 8 },
+  )
   .map((e) => new Map(e) as TensorDict);
 
 /** Same names, dtypes, shapes and bytes; data-holding tensors in the same order (see safetensors.test.ts). */
@@ -80,7 +97,10 @@ test('property: dictToStream → streamToDict is the identity; pieces are aligne
       for await (const p of dictToStream(dict, { chunkBytes: chunk }).pieces()) pieces.push(p);
       checkPieces(pieces, dict, chunk);
       // every tensor, zero-size included, shows up at least once
-      assert.deepEqual([...new Set(pieces.map((p) => p.index))], [...dict.keys()].map((_, i) => i));
+      assert.deepEqual(
+        [...new Set(pieces.map((p) => p.index))],
+        [...dict.keys()].map((_, i) => i),
+      );
       const back = await streamToDict(dictToStream(dict, { chunkBytes: chunk }));
       assert.deepEqual([...back.keys()], [...dict.keys()], 'no parsing involved: the exact order is kept');
       assertSame(dict, back);
@@ -100,25 +120,47 @@ test('property: decodeStream pieces are aligned and chunk-sized whatever the sou
       const pieces: TensorPiece[] = [];
       for await (const p of s.pieces()) pieces.push({ ...p, bytes: p.bytes.slice() });
       // the decoded header's order (zero-size tensors may be reordered, see assertSame)
-      checkPieces(pieces, dict, chunk, s.header.tensors.map((t) => t.name));
+      checkPieces(
+        pieces,
+        dict,
+        chunk,
+        s.header.tensors.map((t) => t.name),
+      );
     }),
     { numRuns: 100 },
   );
 });
 
 test('encodeStream writes a valid safetensors header with the stream metadata, then the data', async () => {
-  const dict: TensorDict = new Map([['x', fill('F16', [3], 1)], ['y', fill('I32', [2, 2], 2)]]);
+  const dict: TensorDict = new Map([
+    ['x', fill('F16', [3], 1)],
+    ['y', fill('I32', [2, 2], 2)],
+  ]);
   const bytes = await encode(dictToStream(dict, { metadata: { epoch: '3' } }));
   const len = readHeaderLength(bytes, bytes.length);
   const h = parseHeader(bytes.subarray(8, 8 + len), bytes.length);
   assert.deepEqual(h.metadata, { epoch: '3' });
-  assert.deepEqual(h.tensors.map((t) => [t.name, t.dtype, t.shape, t.begin, t.end]), [['x', 'F16', [3], 0, 6], ['y', 'I32', [2, 2], 6, 22]]);
+  assert.deepEqual(
+    h.tensors.map((t) => [t.name, t.dtype, t.shape, t.begin, t.end]),
+    [
+      ['x', 'F16', [3], 0, 6],
+      ['y', 'I32', [2, 2], 6, 22],
+    ],
+  );
   assert.deepEqual(bytes.subarray(h.dataStart + 6), Buffer.from(tensorBytes(dict.get('y')!)));
 });
 
 test('streamToDict rejects out-of-order and incomplete streams', async () => {
   const header = { tensors: [{ name: 'a', dtype: 'U8' as const, shape: [4] }], metadata: {} };
-  const piece = (offset: number, len: number): TensorPiece => ({ index: 0, name: 'a', dtype: 'U8', shape: [4], offset, bytes: new Uint8Array(len), tensorBytes: 4 });
+  const piece = (offset: number, len: number): TensorPiece => ({
+    index: 0,
+    name: 'a',
+    dtype: 'U8',
+    shape: [4],
+    offset,
+    bytes: new Uint8Array(len),
+    tensorBytes: 4,
+  });
   const of = (...ps: TensorPiece[]): TensorStream => ({ header, pieces: () => chunks2(ps) });
   async function* chunks2(ps: TensorPiece[]): AsyncGenerator<TensorPiece> {
     yield* ps;
@@ -130,7 +172,10 @@ test('streamToDict rejects out-of-order and incomplete streams', async () => {
 });
 
 test('decodeStream rejects a stream truncated at any byte', async () => {
-  const dict: TensorDict = new Map([['a', fill('F32', [4], 1)], ['b', fill('I16', [3], 2)]]);
+  const dict: TensorDict = new Map([
+    ['a', fill('F32', [4], 1)],
+    ['b', fill('I16', [3], 2)],
+  ]);
   const bytes = await encode(dictToStream(dict, { metadata: { m: 'x' } }));
   const headerEnd = 8 + readHeaderLength(bytes);
   for (let cut = 0; cut < bytes.length; cut++) {
@@ -147,8 +192,14 @@ test('decodeStream rejects a stream truncated at any byte', async () => {
 test('decodeStream rejects bytes after the last tensor, in the same chunk or a later one', async () => {
   const dict: TensorDict = new Map([['a', fill('F32', [16], 1)]]);
   const bytes = await encode(dictToStream(dict));
-  await assert.rejects(async () => streamToDict(await decodeStream(chunks(Buffer.concat([bytes, Buffer.from([1])])))), /1 unexpected bytes after the last tensor/);
-  await assert.rejects(async () => streamToDict(await decodeStream(chunks(bytes, new Uint8Array(0), Buffer.from([1, 2])))), /unexpected bytes after the last tensor/);
+  await assert.rejects(
+    async () => streamToDict(await decodeStream(chunks(Buffer.concat([bytes, Buffer.from([1])])))),
+    /1 unexpected bytes after the last tensor/,
+  );
+  await assert.rejects(
+    async () => streamToDict(await decodeStream(chunks(bytes, new Uint8Array(0), Buffer.from([1, 2])))),
+    /unexpected bytes after the last tensor/,
+  );
   // empty chunks at the end are not data
   assertSame(dict, await streamToDict(await decodeStream(chunks(bytes, new Uint8Array(0), new Uint8Array(0)))));
 });
@@ -182,10 +233,23 @@ test('a decoded stream can be read only once', async () => {
 test('splitTensor: element-aligned pieces covering the bytes, one empty piece for a zero-size tensor', () => {
   const t = fill('F64', [5], 3);
   const pieces = [...splitTensor(2, 't', t, tensorBytes(t), 20)];
-  assert.deepEqual(pieces.map((p) => [p.index, p.offset, p.bytes.byteLength]), [[2, 0, 16], [2, 16, 16], [2, 32, 8]]);
+  assert.deepEqual(
+    pieces.map((p) => [p.index, p.offset, p.bytes.byteLength]),
+    [
+      [2, 0, 16],
+      [2, 16, 16],
+      [2, 32, 8],
+    ],
+  );
   assert.deepEqual(Buffer.concat(pieces.map((p) => p.bytes)), Buffer.from(tensorBytes(t)));
   const e = [...splitTensor(0, 'e', { dtype: 'I8', shape: [0] }, new Uint8Array(0), 8)];
-  assert.deepEqual(e.map((p) => [p.offset, p.bytes.byteLength, p.tensorBytes]), [[0, 0, 0]]);
+  assert.deepEqual(
+    e.map((p) => [p.offset, p.bytes.byteLength, p.tensorBytes]),
+    [[0, 0, 0]],
+  );
   // a chunk smaller than one element still yields whole elements
-  assert.deepEqual([...splitTensor(0, 't', t, tensorBytes(t), 1)].map((p) => p.bytes.byteLength), [8, 8, 8, 8, 8]);
+  assert.deepEqual(
+    [...splitTensor(0, 't', t, tensorBytes(t), 1)].map((p) => p.bytes.byteLength),
+    [8, 8, 8, 8, 8],
+  );
 });

@@ -25,7 +25,12 @@ import { capture, freePort, oneSiteKits, tinyJob, until } from './helpers/federa
 describe('data plane server: who may connect', () => {
   let server: TlsDataServer;
   let port = 0;
-  let pems: { ca: string; site: { certPem: string; keyPem: string }; admin: { certPem: string; keyPem: string }; stranger: { ca: string; certPem: string; keyPem: string } };
+  let pems: {
+    ca: string;
+    site: { certPem: string; keyPem: string };
+    admin: { certPem: string; keyPem: string };
+    stranger: { ca: string; certPem: string; keyPem: string };
+  };
   const accepted: { link: TlsLink; peer: PeerIdentity; info: ConnectInfo }[] = [];
 
   before(async () => {
@@ -54,7 +59,8 @@ describe('data plane server: who may connect', () => {
   });
   after(() => server.close(200));
 
-  const dialAs = (who: { certPem: string; keyPem: string }, info: ConnectInfo) => dialTls({ host: '127.0.0.1', port, serverName: 'localhost', caPem: pems.ca, ...who, timeoutMs: 5000 }, info);
+  const dialAs = (who: { certPem: string; keyPem: string }, info: ConnectInfo) =>
+    dialTls({ host: '127.0.0.1', port, serverName: 'localhost', caPem: pems.ca, ...who, timeoutMs: 5000 }, info);
 
   test('a site of the project connects; identity comes from its certificate, the purpose from its hello; frames flow both ways', async () => {
     const link = await dialAs(pems.site, { purpose: 'job', jobId: 'job-1', channelId: 'abcdefgh1234' });
@@ -81,17 +87,30 @@ describe('data plane server: who may connect', () => {
   });
 
   test('an admin certificate is refused: the data plane is for sites', async () => {
-    await assert.rejects(dialAs(pems.admin, { purpose: 'job', jobId: 'job-1', channelId: null }), /refused: certificate of boss@a\.org is a project_admin certificate/);
+    await assert.rejects(
+      dialAs(pems.admin, { purpose: 'job', jobId: 'job-1', channelId: null }),
+      /refused: certificate of boss@a\.org is a project_admin certificate/,
+    );
   });
 
   test('a certificate from another CA fails the TLS handshake', async () => {
-    await assert.rejects(dialAs({ certPem: pems.stranger.certPem, keyPem: pems.stranger.keyPem }, { purpose: 'job', jobId: 'job-1', channelId: null }), /data plane 127\.0\.0\.1:\d+: /);
+    await assert.rejects(
+      dialAs({ certPem: pems.stranger.certPem, keyPem: pems.stranger.keyPem }, { purpose: 'job', jobId: 'job-1', channelId: null }),
+      /data plane 127\.0\.0\.1:\d+: /,
+    );
   });
 
   test('a malformed hello is refused naming the field; silence is refused after the hello timeout', async () => {
     const raw = (send: (s: ReturnType<typeof connect>) => void): Promise<string> =>
       new Promise((resolve, reject) => {
-        const s = connect({ host: '127.0.0.1', port, servername: 'localhost', ca: pems.ca, cert: pems.site.certPem, key: pems.site.keyPem });
+        const s = connect({
+          host: '127.0.0.1',
+          port,
+          servername: 'localhost',
+          ca: pems.ca,
+          cert: pems.site.certPem,
+          key: pems.site.keyPem,
+        });
         const dec = new FrameDecoder();
         s.on('secureConnect', () => send(s));
         s.on('data', (b: Buffer) => {
@@ -103,11 +122,13 @@ describe('data plane server: who may connect', () => {
         s.on('error', reject);
       });
     const bad = await raw((s) => {
-      for (const b of encodeFrame({ type: 'hello', json: JSON.stringify({ protocol: 1, purpose: 'job', jobId: 'j', channelId: 'short' }) })) s.write(b);
+      for (const b of encodeFrame({ type: 'hello', json: JSON.stringify({ protocol: 1, purpose: 'job', jobId: 'j', channelId: 'short' }) }))
+        s.write(b);
     });
     assert.match(bad, /malformed hello: channelId: must be 8 to 64 letters/);
     const wrongProtocol = await raw((s) => {
-      for (const b of encodeFrame({ type: 'hello', json: JSON.stringify({ protocol: 99, purpose: 'job', jobId: 'j', channelId: null }) })) s.write(b);
+      for (const b of encodeFrame({ type: 'hello', json: JSON.stringify({ protocol: 99, purpose: 'job', jobId: 'j', channelId: null }) }))
+        s.write(b);
     });
     assert.match(wrongProtocol, /protocol 99, server speaks 1/);
     const silent = await raw(() => undefined);
@@ -121,7 +142,13 @@ test('a server whose data port is taken fails to start, naming the port and the 
   const taken = await new Promise<number>((r) => blocker.listen(0, '127.0.0.1', () => r((blocker.address() as { port: number }).port)));
   try {
     const kits = await oneSiteKits(join(tmp, 'kits'), 'p');
-    const server = new FederationServer({ kit: loadKit(kits.server!, 'server'), workspace: join(tmp, 'ws'), host: '127.0.0.1', port: 0, dataPort: taken });
+    const server = new FederationServer({
+      kit: loadKit(kits.server!, 'server'),
+      workspace: join(tmp, 'ws'),
+      host: '127.0.0.1',
+      port: 0,
+      dataPort: taken,
+    });
     await assert.rejects(server.start(), new RegExp(`data plane cannot listen on 127\\.0\\.0\\.1:${taken}: .*EADDRINUSE.*--data-port`));
   } finally {
     blocker.close();
@@ -137,7 +164,14 @@ test('a site that cannot reach the data port runs its jobs over the gRPC port an
   // a port nothing listens on: what a site behind a firewall that passes only the gRPC port sees
   const closed = await freePort();
   const cliLog = capture();
-  const client = new FederationClient({ kit: loadKit(kits['site-1']!, 'client'), workspace: join(tmp, 'site-1'), host: '127.0.0.1', port, dataPort: closed, log: cliLog.log });
+  const client = new FederationClient({
+    kit: loadKit(kits['site-1']!, 'client'),
+    workspace: join(tmp, 'site-1'),
+    host: '127.0.0.1',
+    port,
+    dataPort: closed,
+    log: cliLog.log,
+  });
   const running = client.run();
   const admin = new AdminClient(kits['boss@hub.org']!, { host: '127.0.0.1', port });
   try {
@@ -145,7 +179,11 @@ test('a site that cannot reach the data port runs its jobs over the gRPC port an
     await until('the site to connect', () => server.siteList().length === 1);
     const id = await admin.submit(tinyJob(join(tmp, 'tiny'), { minClients: 1, rounds: 2 }));
     let state = '';
-    await until('the job to finish', () => ((state = server.store.get(id)?.state ?? ''), state === 'FINISHED' || state === 'FAILED'), 30_000);
+    await until(
+      'the job to finish',
+      () => ((state = server.store.get(id)?.state ?? ''), state === 'FINISHED' || state === 'FAILED'),
+      30_000,
+    );
     assert.equal(state, 'FINISHED', JSON.stringify(server.store.get(id)));
     const warning = cliLog.lines.find((l) => l.includes('is unreachable from this site'));
     assert.ok(warning, 'the site says its job went over gRPC');
@@ -153,18 +191,43 @@ test('a site that cannot reach the data port runs its jobs over the gRPC port an
 
     // the port answers but refuses (here: a server of another CA): a real error, no silent fallback
     const foreign = await createCA('other', 1);
-    const leaf = await issueCert(foreign, { subject: { cn: 'server', org: 'x', ou: 'server' }, hosts: ['localhost', '127.0.0.1'], notAfter: new Date(Date.now() + 3_600_000) });
-    const impostor = new TlsDataServer({ host: '127.0.0.1', port: 0, caPem: foreign.certPem, certPem: leaf.certPem, keyPem: leaf.keyPem, onConnect: () => null });
+    const leaf = await issueCert(foreign, {
+      subject: { cn: 'server', org: 'x', ou: 'server' },
+      hosts: ['localhost', '127.0.0.1'],
+      notAfter: new Date(Date.now() + 3_600_000),
+    });
+    const impostor = new TlsDataServer({
+      host: '127.0.0.1',
+      port: 0,
+      caPem: foreign.certPem,
+      certPem: leaf.certPem,
+      keyPem: leaf.keyPem,
+      onConnect: () => null,
+    });
     const impostorPort = await impostor.start();
     try {
       const kit = loadKit(kits['site-1']!, 'client');
-      const err = await dialTls({ host: '127.0.0.1', port: impostorPort, serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem, timeoutMs: 5_000 }, { purpose: 'job', jobId: 'j', channelId: 'c' }).then(
+      const err = await dialTls(
+        {
+          host: '127.0.0.1',
+          port: impostorPort,
+          serverName: kit.config.serverName,
+          caPem: kit.caPem,
+          certPem: kit.certPem,
+          keyPem: kit.keyPem,
+          timeoutMs: 5_000,
+        },
+        { purpose: 'job', jobId: 'j', channelId: 'c' },
+      ).then(
         () => null,
         (e: unknown) => e,
       );
       assert.ok(err instanceof DataPlaneDialError, String(err));
       assert.equal(err.reachable, true, 'a port that answered is reachable: the caller must not fall back');
-      const none = await dialTls({ host: '127.0.0.1', port: closed, serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem }, { purpose: 'job', jobId: 'j', channelId: 'c' }).catch((e: unknown) => e);
+      const none = await dialTls(
+        { host: '127.0.0.1', port: closed, serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem },
+        { purpose: 'job', jobId: 'j', channelId: 'c' },
+      ).catch((e: unknown) => e);
       assert.ok(none instanceof DataPlaneDialError && !none.reachable, String(none));
     } finally {
       await impostor.close(100);

@@ -13,13 +13,19 @@ test('addresses parse by scheme and print back the same', () => {
   assert.deepEqual(parseAddress('mem://hub-1'), { scheme: 'mem', name: 'hub-1' });
   for (const a of ['tls://127.0.0.1:8003', 'grpc://[::1]:9', 'mem://x']) assert.equal(formatAddress(parseAddress(a)), a);
   for (const bad of ['http://x:1', 'tls://x', 'tls://x:99999', 'grpc://:5', 'mem://', 'mem://a/b', '127.0.0.1:8002']) {
-    assert.throws(() => parseAddress(bad), (e) => e instanceof AddressError && e.message.includes(bad), bad);
+    assert.throws(
+      () => parseAddress(bad),
+      (e) => e instanceof AddressError && e.message.includes(bad),
+      bad,
+    );
   }
 });
 
 test('mem:// listener and dialer: the listener sees the dialler as its identity says, and may refuse', async () => {
   const seen: string[] = [];
-  const l = listenerFor('mem://address-test', { onConnect: (link, peer, info) => (seen.push(`${peer.name}:${info.purpose}`), info.purpose === 'job' ? 'no jobs here' : null) });
+  const l = listenerFor('mem://address-test', {
+    onConnect: (link, peer, info) => (seen.push(`${peer.name}:${info.purpose}`), info.purpose === 'job' ? 'no jobs here' : null),
+  });
   assert.equal(await l.start(), 'mem://address-test');
   const d = dialerFor('mem://address-test', { identity: { name: 'site-7', org: 'o', kind: 'client' } });
   const link = await d.dial({ purpose: 'session', jobId: null, channelId: null });
@@ -35,7 +41,11 @@ test('FallbackDialer: an unreachable primary on the first dial switches for good
   const memListener = listenerFor('mem://fallback-test', { onConnect: () => null });
   await memListener.start();
   const fallback = dialerFor('mem://fallback-test', { identity: { name: 's', org: 'o', kind: 'client' } });
-  const failing = (reachable: boolean): Dialer => ({ address: 'tls://10.0.0.1:1', dial: async () => Promise.reject(new DataPlaneDialError('no route', reachable)), close: () => undefined });
+  const failing = (reachable: boolean): Dialer => ({
+    address: 'tls://10.0.0.1:1',
+    dial: async () => Promise.reject(new DataPlaneDialError('no route', reachable)),
+    close: () => undefined,
+  });
   const info = { purpose: 'job' as const, jobId: 'j', channelId: null };
   const warned: string[] = [];
   const d = new FallbackDialer(failing(false), fallback, (e) => warned.push(e.message));

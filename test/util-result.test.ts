@@ -31,5 +31,9 @@ test('zod-error: one wording, fields as dotted paths, unknown keys named', () =>
   assert.match(line, /c: /);
   assert.match(line, /\(top level\): unknown key\(s\) "d"/);
   assert.equal(zodIssueLines(r.error).split('\n').length, 3);
-  assert.ok(zodIssueLines(r.error).split('\n').every((l) => l.startsWith('  ')));
+  assert.ok(
+    zodIssueLines(r.error)
+      .split('\n')
+      .every((l) => l.startsWith('  ')),
+  );
 });

@@ -35,7 +35,14 @@ function affineTrainer(scale: number, shift: number, steps: number, type: 'FULL'
       const w = m.params.get('w')!.data as Float32Array;
       const out = type === 'FULL' ? w.map((x) => x * scale + shift) : w.map((x) => x * scale + shift - x);
       flare.log('seen', w[0]!);
-      await flare.send({ params: new Map([['w', f32([3], out)]]), paramsType: type, metrics: { loss: shift }, meta: { NUM_STEPS_CURRENT_ROUND: steps }, currentRound: m.currentRound, totalRounds: m.totalRounds });
+      await flare.send({
+        params: new Map([['w', f32([3], out)]]),
+        paramsType: type,
+        metrics: { loss: shift },
+        meta: { NUM_STEPS_CURRENT_ROUND: steps },
+        currentRound: m.currentRound,
+        totalRounds: m.totalRounds,
+      });
     }
   };
 }
@@ -71,7 +78,11 @@ test('FedAvg: a failing site is tolerated down to minClients, and fails the roun
   const init = new Map([['w', f32([3], [0, 0, 0])]]);
   const ok = await simulateInProcess({
     workflow: new FedAvg({ rounds: 1, minClients: 2, initialModel: init }),
-    sites: [{ name: 'a', trainer: affineTrainer(1, 2, 1) }, { name: 'b', trainer: affineTrainer(1, 4, 1) }, { name: 'c', trainer: failing }],
+    sites: [
+      { name: 'a', trainer: affineTrainer(1, 2, 1) },
+      { name: 'b', trainer: affineTrainer(1, 4, 1) },
+      { name: 'c', trainer: failing },
+    ],
     workspace: ws(),
   });
   assert.deepEqual(vals(ok.model), [3, 3, 3]);
@@ -80,7 +91,11 @@ test('FedAvg: a failing site is tolerated down to minClients, and fails the roun
   await assert.rejects(
     simulateInProcess({
       workflow: new FedAvg({ rounds: 1, minClients: 3, initialModel: init }),
-      sites: [{ name: 'a', trainer: affineTrainer(1, 2, 1) }, { name: 'b', trainer: affineTrainer(1, 4, 1) }, { name: 'c', trainer: failing }],
+      sites: [
+        { name: 'a', trainer: affineTrainer(1, 2, 1) },
+        { name: 'b', trainer: affineTrainer(1, 4, 1) },
+        { name: 'c', trainer: failing },
+      ],
       workspace: ws(),
     }),
     /only 2 of 3 required sites succeeded.*GPU on fire/s,
@@ -122,7 +137,10 @@ function relayWorkflow(model: TensorDict, opts: RelayOptions, sent: { site: stri
     async run(ctx: WorkflowContext): Promise<{ hops: RelayHop[]; contactedAtYield: number[]; final: TensorDict }> {
       const hops: RelayHop[] = [];
       const contactedAtYield: number[] = [];
-      const it = ctx.controller.relay({ name: 'train', info: { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: 0, totalRounds: 1 }, model }, opts);
+      const it = ctx.controller.relay(
+        { name: 'train', info: { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: 0, totalRounds: 1 }, model },
+        opts,
+      );
       for (;;) {
         const n = await it.next();
         if (n.done) return { hops, contactedAtYield, final: n.value };
@@ -151,9 +169,25 @@ test("relay: visits sites in the given order, hop k's result is hop k+1's input,
     workspace: ws(),
   });
   // s3: x-1, s1: 2x, s2: x+3 (sent as a DIFF), s1: 2x
-  const expected = [[0, 1, 2], [0, 2, 4], [3, 5, 7], [6, 10, 14]];
-  assert.deepEqual(sent.map((s) => s.site), ['s3', 's1', 's2', 's1']);
-  assert.deepEqual(r.hops.map((h) => [h.index, h.site, h.ok]), [[0, 's3', true], [1, 's1', true], [2, 's2', true], [3, 's1', true]]);
+  const expected = [
+    [0, 1, 2],
+    [0, 2, 4],
+    [3, 5, 7],
+    [6, 10, 14],
+  ];
+  assert.deepEqual(
+    sent.map((s) => s.site),
+    ['s3', 's1', 's2', 's1'],
+  );
+  assert.deepEqual(
+    r.hops.map((h) => [h.index, h.site, h.ok]),
+    [
+      [0, 's3', true],
+      [1, 's1', true],
+      [2, 's2', true],
+      [3, 's1', true],
+    ],
+  );
   assert.deepEqual(sent[0]!.w, [1, 2, 3]);
   r.hops.forEach((h, k) => {
     assert.ok(h.ok);
@@ -187,7 +221,11 @@ test('relay: a failing or timed-out hop aborts with the site named (default), or
 
   const sentAbort: { site: string; w: number[] }[] = [];
   await assert.rejects(
-    simulateInProcess({ workflow: relayWorkflow(init(), { order: ['a', 'bad', 'c'] }, sentAbort), sites: sites(sentAbort), workspace: ws() }),
+    simulateInProcess({
+      workflow: relayWorkflow(init(), { order: ['a', 'bad', 'c'] }, sentAbort),
+      sites: sites(sentAbort),
+      workspace: ws(),
+    }),
     (e: unknown) => {
       assert.ok(e instanceof RelayAbortedError);
       assert.match(e.message, /relay train: hop 2 of 3 \(site bad\) failed: .*GPU on fire.*relay aborted/s);
@@ -196,11 +234,19 @@ test('relay: a failing or timed-out hop aborts with the site named (default), or
       return true;
     },
   );
-  assert.deepEqual(sentAbort.map((s) => s.site), ['a', 'bad'], 'no site after the failed hop is contacted');
+  assert.deepEqual(
+    sentAbort.map((s) => s.site),
+    ['a', 'bad'],
+    'no site after the failed hop is contacted',
+  );
 
   const sentTimeout: { site: string; w: number[] }[] = [];
   await assert.rejects(
-    simulateInProcess({ workflow: relayWorkflow(init(), { order: ['a', 'slow', 'c'], timeoutMs: 100 }, sentTimeout), sites: sites(sentTimeout), workspace: ws() }),
+    simulateInProcess({
+      workflow: relayWorkflow(init(), { order: ['a', 'slow', 'c'], timeoutMs: 100 }, sentTimeout),
+      sites: sites(sentTimeout),
+      workspace: ws(),
+    }),
     /hop 2 of 3 \(site slow\) failed: task train timed out after 100 ms/,
   );
 
@@ -210,7 +256,15 @@ test('relay: a failing or timed-out hop aborts with the site named (default), or
     sites: sites(sentSkip),
     workspace: ws(),
   });
-  assert.deepEqual(skipped.hops.map((h) => [h.site, h.ok]), [['a', true], ['bad', false], ['slow', false], ['c', true]]);
+  assert.deepEqual(
+    skipped.hops.map((h) => [h.site, h.ok]),
+    [
+      ['a', true],
+      ['bad', false],
+      ['slow', false],
+      ['c', true],
+    ],
+  );
   const [, bad, late, c] = skipped.hops;
   assert.ok(bad && !bad.ok && /GPU on fire/.test(bad.error));
   assert.ok(late && !late.ok && /timed out after 100 ms/.test(late.error));
@@ -227,12 +281,20 @@ test('Cyclic: a failed site is skipped by default, and aborts the round with onS
     { name: 's2', trainer: failingTrainer },
     { name: 's3', trainer: affineTrainer(1, -1, 1) },
   ];
-  const r = await simulateInProcess({ workflow: new Cyclic({ rounds: 1, minClients: 2, initialModel: init() }), sites: sites(), workspace: ws() });
+  const r = await simulateInProcess({
+    workflow: new Cyclic({ rounds: 1, minClients: 2, initialModel: init() }),
+    sites: sites(),
+    workspace: ws(),
+  });
   assert.deepEqual(vals(r.model), [1, 1, 1]); // 1 → 2 → (s2 skipped) → 1
   assert.deepEqual(r.rounds[0]!.sites, ['s1', 's3']);
   assert.match(r.rounds[0]!.failures.s2!, /GPU on fire/);
   await assert.rejects(
-    simulateInProcess({ workflow: new Cyclic({ rounds: 1, minClients: 2, initialModel: init(), onSiteFailure: 'abort' }), sites: sites(), workspace: ws() }),
+    simulateInProcess({
+      workflow: new Cyclic({ rounds: 1, minClients: 2, initialModel: init(), onSiteFailure: 'abort' }),
+      sites: sites(),
+      workspace: ws(),
+    }),
     /cyclic round 0: relay train: hop 2 of 3 \(site s2\) failed: .*GPU on fire/s,
   );
 });
@@ -241,7 +303,10 @@ test('Cross-site evaluation: every model (sites + server) on every site → full
   const dir = ws();
   const r = await simulateInProcess({
     workflow: new CrossSiteEval({ minClients: 2, globalModel: new Map([['w', f32([3], [7, 7, 7])]]) }),
-    sites: [{ name: 'x', trainer: affineTrainer(1, 10, 1) }, { name: 'y', trainer: affineTrainer(1, 20, 1) }],
+    sites: [
+      { name: 'x', trainer: affineTrainer(1, 10, 1) },
+      { name: 'y', trainer: affineTrainer(1, 20, 1) },
+    ],
     workspace: dir,
   });
   // score = first weight of the evaluated model + evaluator's shift / 100
@@ -263,7 +328,20 @@ test('Offloaded FedAvg (model and running sum on disk) gives the in-memory resul
       const m = await flare.receive();
       if (!m) break;
       const w = m.params.get('w')!.data as Float32Array;
-      await flare.send({ ...m, params: new Map([['w', f32([3], w.map((x) => x - 1))]]), paramsType: 'DIFF', meta: { numSamples: 2 } });
+      await flare.send({
+        ...m,
+        params: new Map([
+          [
+            'w',
+            f32(
+              [3],
+              w.map((x) => x - 1),
+            ),
+          ],
+        ]),
+        paramsType: 'DIFF',
+        meta: { numSamples: 2 },
+      });
     }
   };
   const sites = () => [
@@ -271,10 +349,22 @@ test('Offloaded FedAvg (model and running sum on disk) gives the in-memory resul
     { name: 'site-2', trainer: affineTrainer(2, 0, 3, 'DIFF') },
     { name: 'site-3', trainer: partial },
   ];
-  const init = (): TensorDict => new Map([['w', f32([3], [1, 2, 3])], ['b', f32([2], [5, 6])]]);
-  const mem = await simulateInProcess({ workflow: new FedAvg({ rounds: 3, minClients: 3, initialModel: init() }), sites: sites(), workspace: ws() });
+  const init = (): TensorDict =>
+    new Map([
+      ['w', f32([3], [1, 2, 3])],
+      ['b', f32([2], [5, 6])],
+    ]);
+  const mem = await simulateInProcess({
+    workflow: new FedAvg({ rounds: 3, minClients: 3, initialModel: init() }),
+    sites: sites(),
+    workspace: ws(),
+  });
   const dir = ws();
-  const off = await simulateInProcess({ workflow: new OffloadedFedAvg({ rounds: 3, minClients: 3, initialModel: init() }), sites: sites(), workspace: dir });
+  const off = await simulateInProcess({
+    workflow: new OffloadedFedAvg({ rounds: 3, minClients: 3, initialModel: init() }),
+    sites: sites(),
+    workspace: dir,
+  });
   const disk = await readSafetensors(off.modelPath);
   for (const name of ['w', 'b']) {
     const a = vals(mem.model, name);

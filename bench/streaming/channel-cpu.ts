@@ -18,14 +18,27 @@ const rx = new Channel(b);
 const piece = new Uint8Array(1 << 20).map((_, i) => i & 255);
 const c0 = process.cpuUsage();
 const t0 = performance.now();
-const sent = tx.send({ type: 'model' }, (async function* () {
-  for (let i = 0; i < n; i++) yield piece;
-})(), { totalBytes: n << 20 });
+const sent = tx.send(
+  { type: 'model' },
+  (async function* () {
+    for (let i = 0; i < n; i++) yield piece;
+  })(),
+  { totalBytes: n << 20 },
+);
 const env = (await rx.messages()[Symbol.asyncIterator]().next()).value!;
 let bytes = 0;
 for await (const c of env.payload!) bytes += c.byteLength;
 await sent;
 const c = process.cpuUsage(c0);
-console.log(JSON.stringify({ bench: 'streaming-channel-cpu', ...commitFacts(), bytes, cpuSeconds: +((c.user + c.system) / 1e6).toFixed(3), wallSeconds: +((performance.now() - t0) / 1000).toFixed(3), node: process.version }));
+console.log(
+  JSON.stringify({
+    bench: 'streaming-channel-cpu',
+    ...commitFacts(),
+    bytes,
+    cpuSeconds: +((c.user + c.system) / 1e6).toFixed(3),
+    wallSeconds: +((performance.now() - t0) / 1000).toFixed(3),
+    node: process.version,
+  }),
+);
 tx.close('done');
 rx.close('done');

@@ -58,7 +58,12 @@ export function flags<T extends Record<string, string>>(argv: string[], defaults
     const a = argv[i]!;
     if (!a.startsWith('--')) throw new Error(`unexpected argument "${a}"`);
     const k = a.slice(2);
-    if (!(k in defaults)) throw new Error(`unknown flag --${k} (known: ${Object.keys(defaults).map((x) => `--${x}`).join(' ')})`);
+    if (!(k in defaults))
+      throw new Error(
+        `unknown flag --${k} (known: ${Object.keys(defaults)
+          .map((x) => `--${x}`)
+          .join(' ')})`,
+      );
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`flag --${k} needs a value`);
     out[k] = v;
@@ -88,7 +93,10 @@ export function applyH2Window(bytes: number): void {
   const http2 = createRequire(import.meta.url)('node:http2') as typeof Http2;
   const orig = http2.createSecureServer;
   (http2 as { createSecureServer: unknown }).createSecureServer = (opts: Http2.SecureServerOptions, ...rest: unknown[]) => {
-    const s = (orig as (...a: unknown[]) => Http2.Http2SecureServer)({ ...opts, settings: { ...opts.settings, initialWindowSize: bytes } }, ...rest);
+    const s = (orig as (...a: unknown[]) => Http2.Http2SecureServer)(
+      { ...opts, settings: { ...opts.settings, initialWindowSize: bytes } },
+      ...rest,
+    );
     s.on('session', (session) => session.once('remoteSettings', () => session.setLocalWindowSize(bytes)));
     return s;
   };
@@ -104,7 +112,11 @@ function applyH2FrameSize(bytes: number): void {
   const http2 = createRequire(import.meta.url)('node:http2') as typeof Http2;
   const connect = http2.connect;
   (http2 as { connect: unknown }).connect = (authority: string, opts: Http2.SecureClientSessionOptions, ...rest: unknown[]) =>
-    (connect as (...a: unknown[]) => Http2.ClientHttp2Session)(authority, { ...opts, settings: { ...opts?.settings, maxFrameSize: bytes } }, ...rest);
+    (connect as (...a: unknown[]) => Http2.ClientHttp2Session)(
+      authority,
+      { ...opts, settings: { ...opts?.settings, maxFrameSize: bytes } },
+      ...rest,
+    );
   const create = http2.createSecureServer;
   (http2 as { createSecureServer: unknown }).createSecureServer = (opts: Http2.SecureServerOptions, ...rest: unknown[]) =>
     (create as (...a: unknown[]) => Http2.Http2SecureServer)({ ...opts, settings: { ...opts.settings, maxFrameSize: bytes } }, ...rest);

@@ -19,7 +19,17 @@ import type { Frame, Link } from '../../src/transport/link.ts';
 import { Tap, applyH2Window, flags, now, num, processFacts } from './common.ts';
 import { ModelBytes } from './model.ts';
 
-const f = flags(process.argv.slice(2), { role: 'server', bytes: String(5e8), seed: '1', certs: '', port: '0', 'chunk-mib': '1', conns: '2', share: 'no', 'h2-window': String(4 << 20) });
+const f = flags(process.argv.slice(2), {
+  role: 'server',
+  bytes: String(5e8),
+  seed: '1',
+  certs: '',
+  port: '0',
+  'chunk-mib': '1',
+  conns: '2',
+  share: 'no',
+  'h2-window': String(4 << 20),
+});
 applyH2Window(Number(f['h2-window']));
 const total = num(f.bytes, '--bytes');
 const n = num(f.conns, '--conns');
@@ -91,13 +101,31 @@ async function server(): Promise<Record<string, unknown>> {
   const tSent = await sent;
   for (const l of links) l.link.close('done');
   await srv.close(500);
-  return { role: 'server', conns: n, share: f.share, t0, tSent, tBack, bytesSent: sum(out), bytesBack: sum(back), hashSent: joined(out), hashBack: joined(back) };
+  return {
+    role: 'server',
+    conns: n,
+    share: f.share,
+    t0,
+    tSent,
+    tBack,
+    bytesSent: sum(out),
+    bytesBack: sum(back),
+    hashSent: joined(out),
+    hashBack: joined(back),
+  };
 }
 
 async function client(): Promise<Record<string, unknown>> {
   // grpc-js shares one connection between clients of the same target and options; a local pool per client gives each its own
   if (f.share === 'no') (CHANNEL_OPTIONS as Record<string, unknown>)['grpc.use_local_subchannel_pool'] = 1;
-  const opts = { host: '127.0.0.1', port: num(f.port, '--port'), serverName: 'localhost', caPem: pem('ca.pem'), certPem: pem('client.crt'), keyPem: pem('client.key') };
+  const opts = {
+    host: '127.0.0.1',
+    port: num(f.port, '--port'),
+    serverName: 'localhost',
+    caPem: pem('ca.pem'),
+    certPem: pem('client.crt'),
+    keyPem: pem('client.key'),
+  };
   const clients = f.share === 'no' ? Array.from({ length: n }, () => new GrpcClient(opts)) : [new GrpcClient(opts)];
   await Promise.all(clients.map((c) => c.ready(30_000)));
   const links = Array.from({ length: n }, (_, k) => clients[k % clients.length]!.connect({ 'x-flotilla-purpose': 'session' }));

@@ -27,7 +27,10 @@ function step(name: string, fn: () => void): void {
   for (let i = 0; i < n; i++) fn();
   const ms = performance.now() - t0;
   const c = process.cpuUsage(c0);
-  steps[name] = { cpuMsPerMiB: Math.round(((c.user + c.system) / 1e3 / n) * 1000) / 1000, GBps: Math.round(((n * MIB) / 1e9 / (ms / 1000)) * 100) / 100 };
+  steps[name] = {
+    cpuMsPerMiB: Math.round(((c.user + c.system) / 1e3 / n) * 1000) / 1000,
+    GBps: Math.round(((n * MIB) / 1e9 / (ms / 1000)) * 100) / 100,
+  };
 }
 
 step('crc32 (node:zlib, what the Channel used per chunk before the prefix hash)', () => crc32(buf));

@@ -13,7 +13,17 @@ import type { Frame, Link } from '../../src/transport/link.ts';
 import { Tap, applyH2Window, flags, now, num, processFacts } from './common.ts';
 import { ModelBytes } from './model.ts';
 
-const f = flags(process.argv.slice(2), { role: 'server', mode: 'seq', bytes: String(1e9), seed: '1', certs: '', port: '0', 'chunk-mib': '1', dir: '', 'h2-window': '0' });
+const f = flags(process.argv.slice(2), {
+  role: 'server',
+  mode: 'seq',
+  bytes: String(1e9),
+  seed: '1',
+  certs: '',
+  port: '0',
+  'chunk-mib': '1',
+  dir: '',
+  'h2-window': '0',
+});
 applyH2Window(Number(f['h2-window']));
 const total = num(f.bytes, '--bytes');
 const chunk = Math.round(num(f['chunk-mib'], '--chunk-mib') * (1 << 20));
@@ -71,7 +81,14 @@ async function server(): Promise<Record<string, unknown>> {
 }
 
 async function client(): Promise<Record<string, unknown>> {
-  const c = new GrpcClient({ host: '127.0.0.1', port: num(f.port, '--port'), serverName: 'localhost', caPem: pem('ca.pem'), certPem: pem('client.crt'), keyPem: pem('client.key') });
+  const c = new GrpcClient({
+    host: '127.0.0.1',
+    port: num(f.port, '--port'),
+    serverName: 'localhost',
+    caPem: pem('ca.pem'),
+    certPem: pem('client.crt'),
+    keyPem: pem('client.key'),
+  });
   await c.ready(30_000);
   const link = c.connect({ 'x-flotilla-purpose': 'session' });
   const frames = link.frames()[Symbol.asyncIterator]();

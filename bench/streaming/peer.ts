@@ -52,7 +52,8 @@ const MIB = 1 << 20;
 const chunkBytes = Math.round(num(f['chunk-mib'], '--chunk-mib') * MIB);
 const windowBytes = Math.round(num(f['window-mib'], '--window-mib') * MIB);
 const mode = f.mode;
-if (mode !== 'regular' && mode !== 'container' && mode !== 'relay' && mode !== 'file') throw new Error(`--mode must be regular, container, relay or file, got "${mode}"`);
+if (mode !== 'regular' && mode !== 'container' && mode !== 'relay' && mode !== 'file')
+  throw new Error(`--mode must be regular, container, relay or file, got "${mode}"`);
 if (f.back === 'no' && mode !== 'container') throw new Error('--back no is for container mode only');
 const pem = (name: string): string => readFileSync(join(f.certs, name), 'utf8');
 
@@ -103,16 +104,19 @@ async function server(): Promise<Record<string, unknown>> {
   let gotLink!: (l: Link) => void;
   const linkP = new Promise<Link>((r) => (gotLink = r));
   const tlsOpts = { host: '127.0.0.1', port: 0, caPem: pem('ca.pem'), certPem: pem('server.crt'), keyPem: pem('server.key') };
-  const srv = f.transport === 'tls' ? new TlsDataServer({ ...tlsOpts, onConnect: (link) => (gotLink(link), null) }) : new GrpcServer({
-    ...tlsOpts,
-    handlers: {
-      onConnect: (link) => {
-        gotLink(link);
-        return null;
-      },
-      onAdmin: async () => ({ ok: false, json: '"no admin here"', blob: new Uint8Array(0) }),
-    },
-  });
+  const srv =
+    f.transport === 'tls'
+      ? new TlsDataServer({ ...tlsOpts, onConnect: (link) => (gotLink(link), null) })
+      : new GrpcServer({
+          ...tlsOpts,
+          handlers: {
+            onConnect: (link) => {
+              gotLink(link);
+              return null;
+            },
+            onAdmin: async () => ({ ok: false, json: '"no admin here"', blob: new Uint8Array(0) }),
+          },
+        });
   const tensors = modelLayout(num(f.bytes, '--bytes'));
   const seed = Number(f.seed);
   const r: Record<string, unknown> = {};
@@ -157,12 +161,12 @@ async function server(): Promise<Record<string, unknown>> {
       await nextEnvelope(inbox, 'received');
       tBack = now();
     } else {
-    const env = await nextEnvelope(inbox, 'back');
-    const decoded = await decodeStream(back.through(env.payload!), { chunkBytes });
-    r.tensors = decoded.header.tensors.length;
-    r.dataBytesBack = await drain(decoded);
-    tBack = now();
-    tSent = await sending;
+      const env = await nextEnvelope(inbox, 'back');
+      const decoded = await decodeStream(back.through(env.payload!), { chunkBytes });
+      r.tensors = decoded.header.tensors.length;
+      r.dataBytesBack = await drain(decoded);
+      tBack = now();
+      tSent = await sending;
     }
   } else {
     const src = await fileSource(f.file);
@@ -194,7 +198,14 @@ async function server(): Promise<Record<string, unknown>> {
 }
 
 async function client(): Promise<Record<string, unknown>> {
-  const dial = { host: '127.0.0.1', port: num(f.port, '--port'), serverName: 'localhost', caPem: pem('ca.pem'), certPem: pem('client.crt'), keyPem: pem('client.key') };
+  const dial = {
+    host: '127.0.0.1',
+    port: num(f.port, '--port'),
+    serverName: 'localhost',
+    caPem: pem('ca.pem'),
+    certPem: pem('client.crt'),
+    keyPem: pem('client.key'),
+  };
   let c: GrpcClient | null = null;
   let link: Link;
   if (f.transport === 'tls') link = await dialTls(dial, { purpose: 'session', jobId: null, channelId: null });

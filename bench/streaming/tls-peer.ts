@@ -20,7 +20,17 @@ import * as tls from 'node:tls';
 import { Tap, flags, now, num, processFacts } from './common.ts';
 import { ModelBytes } from './model.ts';
 
-const f = flags(process.argv.slice(2), { role: 'server', mode: 'seq', bytes: String(1e9), seed: '1', certs: '', port: '0', 'chunk-mib': '1', dir: '', file: '' });
+const f = flags(process.argv.slice(2), {
+  role: 'server',
+  mode: 'seq',
+  bytes: String(1e9),
+  seed: '1',
+  certs: '',
+  port: '0',
+  'chunk-mib': '1',
+  dir: '',
+  file: '',
+});
 if (!['seq', 'relay', 'file'].includes(f.mode)) throw new Error(`--mode must be seq, relay or file, got "${f.mode}"`);
 if (f.mode === 'file' && (!f.file || !f.dir)) throw new Error('--mode file needs --file and --dir');
 const total = num(f.bytes, '--bytes');
@@ -66,11 +76,14 @@ class DurableFile {
   private position = 0;
   private readonly pending = new Set<Promise<void>>();
   private failure: unknown = null;
-  constructor(readonly path: string, private readonly sock: tls.TLSSocket) {
+  constructor(
+    readonly path: string,
+    private readonly sock: tls.TLSSocket,
+  ) {
     this.fd = openSync(path, 'w');
   }
   write(b: Buffer): void {
-    for (let at = 0; at < b.byteLength; ) {
+    for (let at = 0; at < b.byteLength;) {
       const n = Math.min(b.byteLength - at, chunk - this.filled);
       b.copy(this.buf, this.filled, at, at + n);
       this.filled += n;
@@ -118,40 +131,52 @@ const INFLIGHT_WRITES = 4;
 const writeAsync = promisify(fsWrite);
 
 async function writeAll(fd: number, b: Buffer, position: number): Promise<void> {
-  for (let off = 0; off < b.byteLength; ) off += (await writeAsync(fd, b, off, b.byteLength - off, position + off)).bytesWritten;
+  for (let off = 0; off < b.byteLength;) off += (await writeAsync(fd, b, off, b.byteLength - off, position + off)).bytesWritten;
 }
 
 function server(): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const srv = tls.createServer({ key: pem('server.key'), cert: pem('server.crt'), ca: pem('ca.pem'), requestCert: true, rejectUnauthorized: true }, (sock) => {
-      void (async () => {
-        const out = await Tap.create();
-        const back = await Tap.create();
-        let tBack = 0;
-        const file = f.mode === 'file' ? new DurableFile(join(f.dir, 'tls-server-back.bin'), sock) : null;
-        const done = new Promise<void>((r, fail) => {
-          sock.on('data', (b: Buffer) => {
-            back.update(b);
-            file?.write(b);
-            if (back.bytes >= total && !tBack) {
-              tBack = -1;
-              void (file ? file.close() : Promise.resolve()).then(() => {
-                tBack = now();
-                if (file) rmSync(file.path, { force: true });
-                r();
-              }, fail);
-            }
+    const srv = tls.createServer(
+      { key: pem('server.key'), cert: pem('server.crt'), ca: pem('ca.pem'), requestCert: true, rejectUnauthorized: true },
+      (sock) => {
+        void (async () => {
+          const out = await Tap.create();
+          const back = await Tap.create();
+          let tBack = 0;
+          const file = f.mode === 'file' ? new DurableFile(join(f.dir, 'tls-server-back.bin'), sock) : null;
+          const done = new Promise<void>((r, fail) => {
+            sock.on('data', (b: Buffer) => {
+              back.update(b);
+              file?.write(b);
+              if (back.bytes >= total && !tBack) {
+                tBack = -1;
+                void (file ? file.close() : Promise.resolve()).then(() => {
+                  tBack = now();
+                  if (file) rmSync(file.path, { force: true });
+                  r();
+                }, fail);
+              }
+            });
           });
-        });
-        const t0 = now();
-        await pour(sock, out, f.mode === 'file' ? f.file : undefined);
-        const tSent = now();
-        await done;
-        sock.end();
-        srv.close();
-        resolve({ role: 'server', t0, tSent, tBack, bytesSent: out.bytes, bytesBack: back.bytes, hashSent: out.digest(), hashBack: back.digest() });
-      })().catch(reject);
-    });
+          const t0 = now();
+          await pour(sock, out, f.mode === 'file' ? f.file : undefined);
+          const tSent = now();
+          await done;
+          sock.end();
+          srv.close();
+          resolve({
+            role: 'server',
+            t0,
+            tSent,
+            tBack,
+            bytesSent: out.bytes,
+            bytesBack: back.bytes,
+            hashSent: out.digest(),
+            hashBack: back.digest(),
+          });
+        })().catch(reject);
+      },
+    );
     srv.listen(0, '127.0.0.1', () => console.log(`PORT ${(srv.address() as { port: number }).port}`));
   });
 }
@@ -161,7 +186,14 @@ let closed: Promise<void> = Promise.resolve();
 function client(): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     void Tap.create().then((got) => {
-      const sock = tls.connect({ host: '127.0.0.1', port: num(f.port, '--port'), servername: 'localhost', key: pem('client.key'), cert: pem('client.crt'), ca: pem('ca.pem') });
+      const sock = tls.connect({
+        host: '127.0.0.1',
+        port: num(f.port, '--port'),
+        servername: 'localhost',
+        key: pem('client.key'),
+        cert: pem('client.crt'),
+        ca: pem('ca.pem'),
+      });
       sock.on('error', reject);
       closed = new Promise((r) => sock.on('close', () => r()));
       let tRecv = 0;

@@ -38,7 +38,8 @@ const teacher = (() => {
     let bestScore = -Infinity;
     for (let c = 0; c < CLASSES; c++) {
       let s = 0;
-      for (let f = 0; f < FEATURES; f++) s += w[c]![f]! * Math.tanh(x[o + f]!) + 0.3 * w[c]![(f + 1) % FEATURES]! * x[o + f]! * x[o + ((f + 3) % FEATURES)]!;
+      for (let f = 0; f < FEATURES; f++)
+        s += w[c]![f]! * Math.tanh(x[o + f]!) + 0.3 * w[c]![(f + 1) % FEATURES]! * x[o + f]! * x[o + ((f + 3) % FEATURES)]!;
       if (s > bestScore) {
         bestScore = s;
         best = c;

@@ -18,6 +18,7 @@ export function proximalTerm(vars: readonly tf.Variable[], anchors: readonly tf.
 
 /** SCAFFOLD's correction after each optimizer step: w ← w − lr·(c − cᵢ) (as NVFlare's PTScaffoldHelper). */
 export function scaffoldCorrect(vars: readonly tf.Variable[], corrections: readonly tf.Tensor[], lr: number): void {
-  if (vars.length !== corrections.length) throw new Error(`scaffoldCorrect: ${vars.length} variables but ${corrections.length} corrections`);
+  if (vars.length !== corrections.length)
+    throw new Error(`scaffoldCorrect: ${vars.length} variables but ${corrections.length} corrections`);
   tf.tidy(() => vars.forEach((v, k) => v.assign(tf.sub(v, tf.mul(lr, corrections[k]!)))));
 }

@@ -24,7 +24,8 @@ export function assignVariables(vars: ReadonlyMap<string, tf.Variable>, params: 
     const t = params.get(name);
     if (!t) continue;
     if (t.dtype !== 'F32') throw new Error(`tensor "${name}" is ${t.dtype}; this trainer expects F32`);
-    if (t.shape.join(',') !== v.shape.join(',')) throw new Error(`tensor "${name}" has shape [${t.shape.join(', ')}], the model expects [${v.shape.join(', ')}]`);
+    if (t.shape.join(',') !== v.shape.join(','))
+      throw new Error(`tensor "${name}" has shape [${t.shape.join(', ')}], the model expects [${v.shape.join(', ')}]`);
     tf.tidy(() => v.assign(tf.tensor(t.data as Float32Array, v.shape, 'float32')));
   }
 }
@@ -32,6 +33,6 @@ export function assignVariables(vars: ReadonlyMap<string, tf.Variable>, params: 
 /** Reads tfjs variables back into a TensorDict of F32 tensors. */
 export function readVariables(vars: ReadonlyMap<string, tf.Variable>): TensorDict {
   const out: TensorDict = new Map();
-  for (const [name, v] of vars) out.set(name, { dtype: 'F32', shape: [...v.shape], data: v.dataSync() as Float32Array });
+  for (const [name, v] of vars) out.set(name, { dtype: 'F32', shape: [...v.shape], data: v.dataSync() });
   return out;
 }

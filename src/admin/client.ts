@@ -7,7 +7,14 @@
 import { resolve } from 'node:path';
 import { type AdminConfig, type Kit, loadKit } from '../provision/kit.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
-import { ADMIN_COMMAND_TABLE, type AdminArgs, type AdminCommand, AdminError, AdminFailureSchema, type AdminReply } from '../deploy/admin-commands.ts';
+import {
+  ADMIN_COMMAND_TABLE,
+  type AdminArgs,
+  type AdminCommand,
+  AdminError,
+  AdminFailureSchema,
+  type AdminReply,
+} from '../deploy/admin-commands.ts';
 import { type DownloadProgress, receiveResults } from '../deploy/download.ts';
 import { packJob } from '../deploy/job-bundle.ts';
 import { describeZodError } from '../util/zod-error.ts';
@@ -21,11 +28,21 @@ export class AdminClient {
   constructor(kitOrDir: Kit<AdminConfig> | string, override: { host?: string; port?: number } = {}) {
     this.kit = typeof kitOrDir === 'string' ? loadKit(kitOrDir, 'admin') : kitOrDir;
     const c = this.kit.config;
-    this.grpc = new GrpcClient({ host: override.host ?? c.server.host, port: override.port ?? c.server.port, serverName: c.serverName, caPem: this.kit.caPem, certPem: this.kit.certPem, keyPem: this.kit.keyPem });
+    this.grpc = new GrpcClient({
+      host: override.host ?? c.server.host,
+      port: override.port ?? c.server.port,
+      serverName: c.serverName,
+      caPem: this.kit.caPem,
+      certPem: this.kit.certPem,
+      keyPem: this.kit.keyPem,
+    });
   }
 
   /** Sends a command; resolves to its typed reply or throws an AdminError. `blob` is submit's job bundle. */
-  async call<C extends AdminCommand>(command: C, ...[args, blob]: {} extends AdminArgs<C> ? [args?: AdminArgs<C>, blob?: Uint8Array] : [args: AdminArgs<C>, blob?: Uint8Array]): Promise<AdminReply<C>> {
+  async call<C extends AdminCommand>(
+    command: C,
+    ...[args, blob]: {} extends AdminArgs<C> ? [args?: AdminArgs<C>, blob?: Uint8Array] : [args: AdminArgs<C>, blob?: Uint8Array]
+  ): Promise<AdminReply<C>> {
     const r = await this.grpc.command({ command, args_json: JSON.stringify(args ?? {}), blob: blob ?? new Uint8Array(0) });
     let json: unknown;
     try {
@@ -35,10 +52,13 @@ export class AdminClient {
     }
     if (!r.ok) {
       const f = AdminFailureSchema.safeParse(json);
-      throw f.success ? new AdminError(f.data.code, f.data.message) : new AdminError('bad_reply', `${command} failed; the server's reason is unreadable`);
+      throw f.success
+        ? new AdminError(f.data.code, f.data.message)
+        : new AdminError('bad_reply', `${command} failed; the server's reason is unreadable`);
     }
     const parsed = ADMIN_COMMAND_TABLE[command].reply.safeParse(json);
-    if (!parsed.success) throw new AdminError('bad_reply', `${command}: unexpected reply from the server: ${describeZodError(parsed.error)}`);
+    if (!parsed.success)
+      throw new AdminError('bad_reply', `${command}: unexpected reply from the server: ${describeZodError(parsed.error)}`);
     return parsed.data as AdminReply<C>;
   }
 
@@ -54,7 +74,11 @@ export class AdminClient {
   async download(job: string, outDir: string, onProgress?: (p: DownloadProgress) => void): Promise<string> {
     const dest = resolve(outDir, job);
     try {
-      await receiveResults(this.grpc.download({ command: 'download', args_json: JSON.stringify({ job }), blob: new Uint8Array(0) }), dest, onProgress);
+      await receiveResults(
+        this.grpc.download({ command: 'download', args_json: JSON.stringify({ job }), blob: new Uint8Array(0) }),
+        dest,
+        onProgress,
+      );
     } catch (e) {
       throw new AdminError('internal', (e as Error).message);
     }

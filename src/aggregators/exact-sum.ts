@@ -43,7 +43,7 @@ function twoProd(a: number, b: number): void {
   const bh = t - (t - b);
   const bl = b - bh;
   outHi = p;
-  outLo = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+  outLo = ah * bh - p + ah * bl + al * bh + al * bl;
 }
 
 /** outHi + outLo = a + b exactly. */
@@ -51,7 +51,7 @@ function twoSum(a: number, b: number): void {
   const s = a + b;
   const bb = s - a;
   outHi = s;
-  outLo = (a - (s - bb)) + (b - bb);
+  outLo = a - (s - bb) + (b - bb);
 }
 
 /** The element `i` of `data` as an exact pair (outHi + outLo). */
@@ -203,7 +203,16 @@ const I64_MAX = 2n ** 63n - 1n;
 /**
  * Writes out[o + j] for j < m: the mean acc[at + j] / weight in `dtype` (weight > 0), by the rule above.
  */
-export function finishInto(acc: Float64Array, at: number, width: 1 | 2, weight: Weight, dtype: DType, out: TypedArray, o: number, m: number): void {
+export function finishInto(
+  acc: Float64Array,
+  at: number,
+  width: 1 | 2,
+  weight: Weight,
+  dtype: DType,
+  out: TypedArray,
+  o: number,
+  m: number,
+): void {
   const w = weight.hi + weight.lo;
   if (width === 2) {
     for (let j = 0; j < m; j++) {

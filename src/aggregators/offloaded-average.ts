@@ -44,7 +44,12 @@ export class OffloadedAverage {
   private done = false;
   private readonly lock = new FifoLock();
 
-  private constructor(private readonly global: SafetensorsFile, private readonly acc: FileHandle, private readonly dir: string, private readonly accPath: string) {
+  private constructor(
+    private readonly global: SafetensorsFile,
+    private readonly acc: FileHandle,
+    private readonly dir: string,
+    private readonly accPath: string,
+  ) {
     let start = 0;
     for (const e of global.header.tensors) {
       const n = numel(e.shape);
@@ -79,7 +84,9 @@ export class OffloadedAverage {
       const s = this.slots.get(t.name);
       if (!s) throw new AggregationError(`result has tensor "${t.name}" that the global model does not have`);
       if (t.shape.length !== s.entry.shape.length || t.shape.some((d, i) => d !== s.entry.shape[i])) {
-        throw new AggregationError(`tensor "${t.name}": result shape [${t.shape.join(', ')}] differs from global [${s.entry.shape.join(', ')}]`);
+        throw new AggregationError(
+          `tensor "${t.name}": result shape [${t.shape.join(', ')}] differs from global [${s.entry.shape.join(', ')}]`,
+        );
       }
     }
     // Each result stages one tensor at a time in its own scratch file (disk: the largest tensor
@@ -117,7 +124,13 @@ export class OffloadedAverage {
   }
 
   /** Folds one complete tensor of a result, read through `read(byteOffset, length)`, into the accumulator. */
-  private async fold(read: (offset: number, length: number) => Promise<Uint8Array>, name: string, dtype: DType, w: number, diff: boolean): Promise<void> {
+  private async fold(
+    read: (offset: number, length: number) => Promise<Uint8Array>,
+    name: string,
+    dtype: DType,
+    w: number,
+    diff: boolean,
+  ): Promise<void> {
     const s = this.slots.get(name)!;
     const size = dtypeSize(dtype);
     const gsize = dtypeSize(s.entry.dtype);

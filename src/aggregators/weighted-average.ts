@@ -51,7 +51,17 @@ export class WeightedAverage {
 
   constructor(private readonly global: TensorDict) {
     for (const [name, t] of global) {
-      this.slots.set(name, { name, dtype: t.dtype, shape: t.shape, n: numel(t.shape), width: accWidth(t.dtype), acc: null, weights: [], partial: [], global: t.data });
+      this.slots.set(name, {
+        name,
+        dtype: t.dtype,
+        shape: t.shape,
+        n: numel(t.shape),
+        width: accWidth(t.dtype),
+        acc: null,
+        weights: [],
+        partial: [],
+        global: t.data,
+      });
     }
   }
 
@@ -89,7 +99,15 @@ export class WeightedAverage {
         const view = viewAs(p.dtype, p.bytes);
         s.acc ??= new Float64Array(s.n * s.width).fill(-0); // -0 + x is x, signed zeros included
         // a result of weight 0 counts for nothing (not even its NaNs and infinities)
-        if (weight > 0) foldInto(s.acc, start, s.width, { dtype: p.dtype, data: view }, weight, diff ? { dtype: s.dtype, data: s.global.subarray(start, start + view.length) } : null);
+        if (weight > 0)
+          foldInto(
+            s.acc,
+            start,
+            s.width,
+            { dtype: p.dtype, data: view },
+            weight,
+            diff ? { dtype: s.dtype, data: s.global.subarray(start, start + view.length) } : null,
+          );
         open.filled += view.length;
         if (open.filled === s.n) {
           s.weights.push(weight);
@@ -144,5 +162,8 @@ export class WeightedAverage {
 
 /** data[from, to) = src[from, to), as bytes (both of one dtype of `size` bytes). */
 function copyElements(src: TypedArray, data: TypedArray, from: number, to: number, size: number): void {
-  new Uint8Array(data.buffer, data.byteOffset, data.byteLength).set(new Uint8Array(src.buffer, src.byteOffset + from * size, (to - from) * size), from * size);
+  new Uint8Array(data.buffer, data.byteOffset, data.byteLength).set(
+    new Uint8Array(src.buffer, src.byteOffset + from * size, (to - from) * size),
+    from * size,
+  );
 }

@@ -13,6 +13,7 @@ export const FEDPROX_MU = 'fedprox_mu';
 export function proxMuOf(meta: Readonly<Record<string, JsonValue>>): number {
   const v = meta[FEDPROX_MU];
   if (v === undefined) return 0;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Error(`task meta.${FEDPROX_MU} must be a number ≥ 0, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+    throw new Error(`task meta.${FEDPROX_MU} must be a number ≥ 0, got ${JSON.stringify(v)}`);
   return v;
 }

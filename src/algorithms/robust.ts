@@ -56,7 +56,11 @@ export class RobustAggregator {
   /** Krum's choice (indices into the staged results, in arrival order) once the result is written */
   selected: number[] | null = null;
 
-  private constructor(private readonly global: TensorReader, private readonly dir: string, rule: RobustRuleInput) {
+  private constructor(
+    private readonly global: TensorReader,
+    private readonly dir: string,
+    rule: RobustRuleInput,
+  ) {
     this.rule = RobustRuleSchema.parse(rule);
   }
 
@@ -136,7 +140,14 @@ export class RobustAggregator {
   }
 
   /** Elements [start, start + k) of staged result i as full-model values. */
-  private async values(r: TensorReader, i: number, t: TensorInfo, start: number, k: number, g: (j: number) => number): Promise<Float64Array> {
+  private async values(
+    r: TensorReader,
+    i: number,
+    t: TensorInfo,
+    start: number,
+    k: number,
+    g: (j: number) => number,
+  ): Promise<Float64Array> {
     const dtype = r.tensors.find((x) => x.name === t.name)!.dtype;
     const x = floatReader(dtype, await r.readElements(t.name, start, k));
     const col = new Float64Array(k);
@@ -192,7 +203,9 @@ export class RobustAggregator {
         const gcol = new Float64Array(k);
         for (let j = 0; j < k; j++) gcol[j] = g(j);
         // a result without this tensor is at the global value there
-        const cols = await Promise.all(readers.map((r, i) => (this.staged[i]!.names.has(t.name) ? this.values(r, i, t, start, k, g) : gcol)));
+        const cols = await Promise.all(
+          readers.map((r, i) => (this.staged[i]!.names.has(t.name) ? this.values(r, i, t, start, k, g) : gcol)),
+        );
         for (let a = 0; a < n; a++) {
           for (let b = a + 1; b < n; b++) {
             const x = cols[a]!;
@@ -206,8 +219,19 @@ export class RobustAggregator {
       }
     }
     const near = n - f - 2;
-    const scores = dist.map((row, i) => [...row].filter((_, j) => j !== i).sort((p, q) => p - q).slice(0, near).reduce((a, b) => a + b, 0));
-    return scores.map((s, i) => [s, i] as const).sort((p, q) => p[0] - q[0] || p[1] - q[1]).slice(0, select).map(([, i]) => i).sort((p, q) => p - q);
+    const scores = dist.map((row, i) =>
+      [...row]
+        .filter((_, j) => j !== i)
+        .sort((p, q) => p - q)
+        .slice(0, near)
+        .reduce((a, b) => a + b, 0),
+    );
+    return scores
+      .map((s, i) => [s, i] as const)
+      .sort((p, q) => p[0] - q[0] || p[1] - q[1])
+      .slice(0, select)
+      .map(([, i]) => i)
+      .sort((p, q) => p - q);
   }
 }
 

@@ -49,7 +49,8 @@ export function withPrefixed(model: TensorDict, extra: TensorDict, prefix: strin
 /** F32 zeros shaped like each float tensor of `model` (the initial c and cᵢ). */
 export function zerosLike(model: TensorDict): TensorDict {
   const out: TensorDict = new Map();
-  for (const [name, t] of model) if (t.dtype === 'F32' || t.dtype === 'F64' || t.dtype === 'F16' || t.dtype === 'BF16') out.set(name, tensor('F32', t.shape));
+  for (const [name, t] of model)
+    if (t.dtype === 'F32' || t.dtype === 'F64' || t.dtype === 'F16' || t.dtype === 'BF16') out.set(name, tensor('F32', t.shape));
   return out;
 }
 
@@ -61,7 +62,10 @@ function f32Of(t: Tensor): (i: number) => number {
  * The client's step after local training: cᵢ⁺ and Δcᵢ for each tensor of c.
  * `x`: the global model received, `y`: the trained model, `steps`: K, `lr`: η_l.
  */
-export function clientControlUpdate(p: { ci: TensorDict; c: TensorDict; x: TensorDict; y: TensorDict; steps: number; lr: number }): { ci: TensorDict; delta: TensorDict } {
+export function clientControlUpdate(p: { ci: TensorDict; c: TensorDict; x: TensorDict; y: TensorDict; steps: number; lr: number }): {
+  ci: TensorDict;
+  delta: TensorDict;
+} {
   if (!(p.steps > 0) || !(p.lr > 0)) throw new Error(`SCAFFOLD needs steps > 0 and lr > 0, got steps ${p.steps}, lr ${p.lr}`);
   const scale = 1 / (p.steps * p.lr);
   const ci: TensorDict = new Map();
@@ -69,7 +73,8 @@ export function clientControlUpdate(p: { ci: TensorDict; c: TensorDict; x: Tenso
   for (const [name, c] of p.c) {
     const x = p.x.get(name);
     const y = p.y.get(name);
-    if (!x || !y) throw new Error(`SCAFFOLD: tensor "${name}" of the control variate is missing from the ${x ? 'trained' : 'global'} model`);
+    if (!x || !y)
+      throw new Error(`SCAFFOLD: tensor "${name}" of the control variate is missing from the ${x ? 'trained' : 'global'} model`);
     const old = p.ci.get(name);
     const cr = f32Of(c);
     const xr = f32Of(x);

@@ -62,26 +62,35 @@ export class ServerOptimizer {
 
   /** The state's tensors for a model: F32 `m.<name>` (and `v.<name>`) for each float tensor, in model order. */
   stateTensors(model: readonly TensorInfo[]): TensorInfo[] {
-    return model.filter((t) => isFloatDType(t.dtype)).flatMap((t) => this.slots.map((slot) => ({ name: `${slot}.${t.name}`, dtype: 'F32' as const, shape: t.shape })));
+    return model
+      .filter((t) => isFloatDType(t.dtype))
+      .flatMap((t) => this.slots.map((slot) => ({ name: `${slot}.${t.name}`, dtype: 'F32' as const, shape: t.shape })));
   }
 
   /** Steps already taken according to a state (0 for none); fails if the state is another optimizer's or does not fit the model. */
   checkState(state: TensorReader | null, model: readonly TensorInfo[]): number {
     if (!state) return 0;
     const name = state.metadata[STATE_KEYS.optimizer];
-    if (name !== this.config.name) throw new ServerOptimizerError(`optimizer state was written by ${name ?? 'something else'}, the job uses ${this.config.name}`);
+    if (name !== this.config.name)
+      throw new ServerOptimizerError(`optimizer state was written by ${name ?? 'something else'}, the job uses ${this.config.name}`);
     for (const t of this.stateTensors(model)) {
       const s = state.tensors.find((x) => x.name === t.name);
-      if (!s || s.dtype !== 'F32' || s.shape.join(',') !== t.shape.join(',')) throw new ServerOptimizerError(`optimizer state has no F32 tensor "${t.name}" of shape [${t.shape.join(', ')}]`);
+      if (!s || s.dtype !== 'F32' || s.shape.join(',') !== t.shape.join(','))
+        throw new ServerOptimizerError(`optimizer state has no F32 tensor "${t.name}" of shape [${t.shape.join(', ')}]`);
     }
     const steps = Number(state.metadata[STATE_KEYS.steps] ?? '0');
-    if (!Number.isInteger(steps) || steps < 0) throw new ServerOptimizerError(`optimizer state metadata ${STATE_KEYS.steps} is not a step count`);
+    if (!Number.isInteger(steps) || steps < 0)
+      throw new ServerOptimizerError(`optimizer state metadata ${STATE_KEYS.steps} is not a step count`);
     return steps;
   }
 
   /** Metadata of the state after one more step. */
   stateMetadata(stepsBefore: number): Record<string, string> {
-    return { [STATE_KEYS.optimizer]: this.config.name, [STATE_KEYS.steps]: String(stepsBefore + 1), 'flotilla.server_optimizer_config': JSON.stringify(this.config) };
+    return {
+      [STATE_KEYS.optimizer]: this.config.name,
+      [STATE_KEYS.steps]: String(stepsBefore + 1),
+      'flotilla.server_optimizer_config': JSON.stringify(this.config),
+    };
   }
 
   /**
@@ -112,7 +121,11 @@ export class ServerOptimizer {
         const yDType = y.tensors.find((u) => u.name === t.name)!.dtype;
         const yr = floatReader(yDType, await y.readElements(t.name, i, k));
         const m = state ? Float32Array.from((await state.readElements(`m.${t.name}`, i, k)) as Float32Array) : new Float32Array(k);
-        const v = adaptive ? (state ? Float32Array.from((await state.readElements(`v.${t.name}`, i, k)) as Float32Array) : new Float32Array(k).fill(tau * tau)) : null;
+        const v = adaptive
+          ? state
+            ? Float32Array.from((await state.readElements(`v.${t.name}`, i, k)) as Float32Array)
+            : new Float32Array(k).fill(tau * tau)
+          : null;
         const out = allocate(t.dtype, k);
         const put = floatWriter(t.dtype, out);
         for (let j = 0; j < k; j++) {
@@ -142,7 +155,12 @@ export class ServerOptimizer {
 }
 
 /** One step with everything in memory: the new model and state (metadata in `stateMetadata`). */
-export async function stepInMemory(opt: ServerOptimizer, global: TensorDict, aggregate: TensorDict, state: { tensors: TensorDict; metadata: Record<string, string> } | null): Promise<{ model: TensorDict; state: TensorDict; stateMetadata: Record<string, string> }> {
+export async function stepInMemory(
+  opt: ServerOptimizer,
+  global: TensorDict,
+  aggregate: TensorDict,
+  state: { tensors: TensorDict; metadata: Record<string, string> } | null,
+): Promise<{ model: TensorDict; state: TensorDict; stateMetadata: Record<string, string> }> {
   const x = dictReader(global);
   const st = state ? dictReader(state.tensors, state.metadata) : null;
   const steps = opt.checkState(st, x.tensors);
@@ -159,14 +177,36 @@ export async function stepInMemory(opt: ServerOptimizer, global: TensorDict, agg
  * (`statePath` null before the first step) and writes the new model and state atomically, so a
  * crash between rounds leaves the previous files intact.
  */
-export async function stepOnDisk(opt: ServerOptimizer, p: { global: string; aggregate: string; state: string | null; outModel: string; outState: string; modelMetadata?: Record<string, string> }): Promise<void> {
+export async function stepOnDisk(
+  opt: ServerOptimizer,
+  p: {
+    global: string;
+    aggregate: string;
+    state: string | null;
+    outModel: string;
+    outState: string;
+    modelMetadata?: Record<string, string>;
+  },
+): Promise<void> {
   const x = await fileReader(p.global);
-  const y = await fileReader(p.aggregate).catch(async (e: unknown) => { await x.close(); throw e; });
-  const st = p.state ? await fileReader(p.state).catch(async (e: unknown) => { await x.close(); await y.close(); throw e; }) : null;
+  const y = await fileReader(p.aggregate).catch(async (e: unknown) => {
+    await x.close();
+    throw e;
+  });
+  const st = p.state
+    ? await fileReader(p.state).catch(async (e: unknown) => {
+        await x.close();
+        await y.close();
+        throw e;
+      })
+    : null;
   try {
     const steps = opt.checkState(st, x.tensors);
     const model = await fileSink(p.outModel, x.tensors, { ...x.metadata, ...p.modelMetadata });
-    const out = await fileSink(p.outState, opt.stateTensors(x.tensors), opt.stateMetadata(steps)).catch(async (e: unknown) => { await model.abort(); throw e; });
+    const out = await fileSink(p.outState, opt.stateTensors(x.tensors), opt.stateMetadata(steps)).catch(async (e: unknown) => {
+      await model.abort();
+      throw e;
+    });
     try {
       await opt.step(x, y, st, model, out);
       await model.close();

@@ -39,7 +39,7 @@ export function dictReader(dict: TensorDict, metadata: Record<string, string> = 
     read: async (name) => get(name),
     readElements: async (name, start, count) => {
       const t = get(name);
-      return (t.data as Float32Array).subarray(start, start + count) as Tensor['data'];
+      return (t.data as Float32Array).subarray(start, start + count);
     },
     close: async () => undefined,
   };
@@ -78,19 +78,27 @@ export function dictSink(tensors: readonly TensorInfo[]): TensorSink & { readonl
       const t = dict.get(name);
       if (!t) throw new Error(`no tensor named "${name}" in this sink`);
       const at = filled.get(name)!;
-      if (at + data.length > t.data.length) throw new Error(`tensor "${name}": ${at + data.length} elements written, shape holds ${t.data.length}`);
+      if (at + data.length > t.data.length)
+        throw new Error(`tensor "${name}": ${at + data.length} elements written, shape holds ${t.data.length}`);
       (t.data as Float32Array).set(data as Float32Array, at);
       filled.set(name, at + data.length);
     },
     close: async () => {
-      for (const [name, t] of dict) if (filled.get(name) !== t.data.length) throw new Error(`tensor "${name}" incomplete: ${filled.get(name)} of ${t.data.length} elements written`);
+      for (const [name, t] of dict)
+        if (filled.get(name) !== t.data.length)
+          throw new Error(`tensor "${name}" incomplete: ${filled.get(name)} of ${t.data.length} elements written`);
     },
     abort: async () => dict.clear(),
   };
 }
 
 /** Writes tensors to a safetensors file, atomically (nothing under `path` until close succeeds). */
-export async function fileSink(path: string, tensors: readonly TensorInfo[], metadata: Readonly<Record<string, string>> = {}, durable = true): Promise<TensorSink> {
+export async function fileSink(
+  path: string,
+  tensors: readonly TensorInfo[],
+  metadata: Readonly<Record<string, string>> = {},
+  durable = true,
+): Promise<TensorSink> {
   const w = await SafetensorsWriter.open(path, tensors, metadata, { durable });
   return {
     write: async (name, data) => {

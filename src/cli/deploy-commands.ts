@@ -59,13 +59,23 @@ export function registerDeploymentCommands(program: Command): void {
     .description('start the server from its startup kit (checks the kit signature first)')
     .argument('<kit>', 'the server kit folder (or its startup/ folder)')
     .option('-w, --workspace <dir>', 'job store and job workspaces (default: <kit>/workspace)')
-    .option('-p, --port <port>', 'override the kit\'s port', port)
-    .option('--data-port <port|none>', 'override the kit\'s data plane port (jobs\' model payloads; 0: any free port, none: over the gRPC port)', dataPort)
+    .option('-p, --port <port>', "override the kit's port", port)
+    .option(
+      '--data-port <port|none>',
+      "override the kit's data plane port (jobs' model payloads; 0: any free port, none: over the gRPC port)",
+      dataPort,
+    )
     .action(async (kitDir: string, o: { workspace?: string; port?: number; dataPort?: number | null }) => {
       const kit = loadKit(kitDir, 'server');
       const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
       const log = fileLogger(join(workspace, 'log.jsonl'), 'server');
-      const s = new FederationServer({ kit, workspace, log, ...(o.port !== undefined && { port: o.port }), ...(o.dataPort !== undefined && { dataPort: o.dataPort }) });
+      const s = new FederationServer({
+        kit,
+        workspace,
+        log,
+        ...(o.port !== undefined && { port: o.port }),
+        ...(o.dataPort !== undefined && { dataPort: o.dataPort }),
+      });
       const p = await s.start();
       const data = s.dataPort === null ? 'job payloads over gRPC' : `data plane on port ${s.dataPort}`;
       out(`Server ${kit.config.name} of project ${kit.config.project} listening on port ${p}, ${data} (workspace ${workspace})`);
@@ -99,7 +109,12 @@ export function registerDeploymentCommands(program: Command): void {
 
   program
     .command('admin')
-    .description(`administer the federation with an admin kit: ${ADMIN_COMMANDS.map((c) => { const o = ADMIN_COMMAND_TABLE[c].operand; return o ? `${c} <${o.what.replace(' ', '-')}>` : c; }).join(' | ')}`)
+    .description(
+      `administer the federation with an admin kit: ${ADMIN_COMMANDS.map((c) => {
+        const o = ADMIN_COMMAND_TABLE[c].operand;
+        return o ? `${c} <${o.what.replace(' ', '-')}>` : c;
+      }).join(' | ')}`,
+    )
     .argument('<kit>', 'the admin kit folder')
     .argument('<command>', `one of ${ADMIN_COMMANDS.join(', ')}`)
     .argument('[arg]', 'the job folder, job id or site name the command takes')
@@ -108,7 +123,8 @@ export function registerDeploymentCommands(program: Command): void {
     .option('--follow-links', 'for submit: follow symbolic links whose target is inside the job folder (default: a link is refused)')
     .addHelpText('after', `\nCommands:\n${ADMIN_COMMANDS.map((c) => `  ${c.padEnd(14)} ${ADMIN_COMMAND_TABLE[c].summary}`).join('\n')}`)
     .action(async (kitDir: string, command: string, arg: string | undefined, o: { out: string; json?: boolean; followLinks?: boolean }) => {
-      if (!isAdminCommand(command)) throw new InvalidArgumentError(`unknown admin command "${command}": use one of ${ADMIN_COMMANDS.join(', ')}`);
+      if (!isAdminCommand(command))
+        throw new InvalidArgumentError(`unknown admin command "${command}": use one of ${ADMIN_COMMANDS.join(', ')}`);
       const operand = ADMIN_COMMAND_TABLE[command].operand;
       if (operand && !arg) throw new InvalidArgumentError(`admin ${command} needs a ${operand.what}`);
       if (!operand && arg !== undefined) throw new InvalidArgumentError(`admin ${command} takes no argument, got "${arg}"`);
@@ -136,14 +152,24 @@ export function registerDeploymentCommands(program: Command): void {
     .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
     .option('-p, --port <port>', 'server port', port, 8002)
     .option('--force', 're-provision a folder that already holds a POC (with --keep-jobs or --discard-jobs)')
-    .option('--keep-jobs', 'with --force: the job store and every job\'s results survive')
-    .option('--discard-jobs', 'with --force: the job store and every job\'s results are deleted')
+    .option('--keep-jobs', "with --force: the job store and every job's results survive")
+    .option('--discard-jobs', "with --force: the job store and every job's results are deleted")
     .action(async (o: { clients: number; workspace: string; port: number; force?: boolean; keepJobs?: boolean; discardJobs?: boolean }) => {
       if (!Number.isInteger(o.clients) || o.clients < 1) throw new InvalidArgumentError('--clients must be a positive integer');
       if ((o.keepJobs || o.discardJobs) && !o.force) throw new InvalidArgumentError('--keep-jobs and --discard-jobs go with --force');
-      if (o.force && o.keepJobs === o.discardJobs) throw new InvalidArgumentError('--force needs exactly one of --keep-jobs (the job store survives) or --discard-jobs (it is deleted)');
-      const l = await pocPrepare({ clients: o.clients, workspace: o.workspace, port: o.port, ...(o.force && { force: { jobs: o.keepJobs ? ('keep' as const) : ('discard' as const) } }) });
-      out(`POC prepared in ${l.workspace}: server, ${l.clients.length} clients, admin ${POC_ADMIN}\nNext: flotilla poc start -w ${o.workspace}; then flotilla admin ${l.admin} submit <job-dir>`);
+      if (o.force && o.keepJobs === o.discardJobs)
+        throw new InvalidArgumentError(
+          '--force needs exactly one of --keep-jobs (the job store survives) or --discard-jobs (it is deleted)',
+        );
+      const l = await pocPrepare({
+        clients: o.clients,
+        workspace: o.workspace,
+        port: o.port,
+        ...(o.force && { force: { jobs: o.keepJobs ? ('keep' as const) : ('discard' as const) } }),
+      });
+      out(
+        `POC prepared in ${l.workspace}: server, ${l.clients.length} clients, admin ${POC_ADMIN}\nNext: flotilla poc start -w ${o.workspace}; then flotilla admin ${l.admin} submit <job-dir>`,
+      );
     });
   poc
     .command('start')
@@ -165,7 +191,11 @@ export function registerDeploymentCommands(program: Command): void {
 type Replied = { [C in AdminCommand]: { command: C; reply: AdminReply<C> } }[AdminCommand];
 
 /** A command other than submit and download, its operand filling its one argument. */
-async function runCommand(admin: AdminClient, command: Exclude<AdminCommand, 'submit' | 'download'>, arg: string | undefined): Promise<Replied> {
+async function runCommand(
+  admin: AdminClient,
+  command: Exclude<AdminCommand, 'submit' | 'download'>,
+  arg: string | undefined,
+): Promise<Replied> {
   const job = { job: arg! };
   switch (command) {
     case 'status':
@@ -188,11 +218,20 @@ async function runCommand(admin: AdminClient, command: Exclude<AdminCommand, 'su
 function format(r: Replied): string {
   if (r.command === 'list') {
     if (!r.reply.length) return 'no jobs';
-    return [`${'JOB'.padEnd(32)} ${'STATE'.padEnd(20)} ${'SUBMITTER'.padEnd(28)} SUBMITTED`, ...r.reply.map((j) => `${j.id.padEnd(32)} ${j.state.padEnd(20)} ${j.submitter.padEnd(28)} ${j.submittedAt}`)].join('\n');
+    return [
+      `${'JOB'.padEnd(32)} ${'STATE'.padEnd(20)} ${'SUBMITTER'.padEnd(28)} SUBMITTED`,
+      ...r.reply.map((j) => `${j.id.padEnd(32)} ${j.state.padEnd(20)} ${j.submitter.padEnd(28)} ${j.submittedAt}`),
+    ].join('\n');
   }
   if (r.command === 'sites') {
     if (!r.reply.length) return 'no sites connected';
-    return [`${'SITE'.padEnd(20)} ${'ORG'.padEnd(16)} ${'LAST SEEN'.padEnd(10)} JOBS`, ...r.reply.map((s) => `${s.site.padEnd(20)} ${s.org.padEnd(16)} ${`${(s.lastSeenMsAgo / 1000).toFixed(1)}s`.padEnd(10)} ${s.runningJobs.join(',')}`)].join('\n');
+    return [
+      `${'SITE'.padEnd(20)} ${'ORG'.padEnd(16)} ${'LAST SEEN'.padEnd(10)} JOBS`,
+      ...r.reply.map(
+        (s) =>
+          `${s.site.padEnd(20)} ${s.org.padEnd(16)} ${`${(s.lastSeenMsAgo / 1000).toFixed(1)}s`.padEnd(10)} ${s.runningJobs.join(',')}`,
+      ),
+    ].join('\n');
   }
   return JSON.stringify(r.reply, null, 2);
 }
@@ -204,7 +243,13 @@ function format(r: Replied): string {
 async function withDownloadBar<T>(run: (onProgress?: (p: DownloadProgress) => void) => Promise<T>): Promise<T> {
   if (!process.stderr.isTTY || process.env.CI) return run();
   const bar = new SingleBar(
-    { format: ' download [{bar}] {percentage}% | {done} of {all} | {rate}/s | ETA {eta_formatted} | {file}', hideCursor: true, clearOnComplete: true, stream: process.stderr, etaBuffer: 50 },
+    {
+      format: ' download [{bar}] {percentage}% | {done} of {all} | {rate}/s | ETA {eta_formatted} | {file}',
+      hideCursor: true,
+      clearOnComplete: true,
+      stream: process.stderr,
+      etaBuffer: 50,
+    },
     Presets.shades_classic,
   );
   const mb = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MB`;
@@ -212,7 +257,12 @@ async function withDownloadBar<T>(run: (onProgress?: (p: DownloadProgress) => vo
   let begun = false;
   try {
     return await run((p) => {
-      const payload = { done: mb(p.bytes), all: mb(p.total), rate: mb(p.bytes / Math.max((performance.now() - started) / 1000, 1e-3)), file: p.file };
+      const payload = {
+        done: mb(p.bytes),
+        all: mb(p.total),
+        rate: mb(p.bytes / Math.max((performance.now() - started) / 1000, 1e-3)),
+        file: p.file,
+      };
       if (!begun) {
         bar.start(Math.max(p.total, 1), p.bytes, payload);
         begun = true;

@@ -30,7 +30,10 @@ program
   .option('-t, --threads <t>', 'worker threads for the clients (0 = all in the main thread)', positiveInt('--threads', 0))
   .option('-w, --workspace <dir>', 'where models, metrics and logs go (default: workspace/<job name>)')
   .option('--offload', 'keep the global model and the running sum on disk (server memory independent of model size)')
-  .option('--python <interpreter>', 'what {python} in script executors runs: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)')
+  .option(
+    '--python <interpreter>',
+    'what {python} in script executors runs: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)',
+  )
   .action(async (jobDir: string, o: { clients: number; threads?: number; workspace?: string; offload?: boolean; python?: string }) => {
     const { config } = readJobConfig(jobDir);
     // an explicit flag wins over the environment, like the variable itself over site settings
@@ -49,7 +52,9 @@ program
       onTransfer: (t) => table.transfer(t),
     });
     if (r.crossSite) printMatrix(r.crossSite as Record<string, Record<string, Record<string, number>>>);
-    process.stdout.write(`\nDone in ${r.seconds.toFixed(1)} s. Global model: ${join(workspace, 'server', 'global_model.safetensors')}\nMetrics: ${join(workspace, 'server', 'metrics.jsonl')}\n`);
+    process.stdout.write(
+      `\nDone in ${r.seconds.toFixed(1)} s. Global model: ${join(workspace, 'server', 'global_model.safetensors')}\nMetrics: ${join(workspace, 'server', 'metrics.jsonl')}\n`,
+    );
   });
 
 program
@@ -60,7 +65,9 @@ program
   .action(async (jobDir: string, o: { python?: string }) => {
     if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
     const { config, file } = await checkJob(jobDir);
-    process.stdout.write(`${file}: ok (job "${config.name}", ${config.workflows.map((w) => w.type).join(' → ')}, min ${config.minClients} clients; modules, scripts and interpreters resolved)\n`);
+    process.stdout.write(
+      `${file}: ok (job "${config.name}", ${config.workflows.map((w) => w.type).join(' → ')}, min ${config.minClients} clients; modules, scripts and interpreters resolved)\n`,
+    );
   });
 
 program
@@ -74,22 +81,29 @@ program
       process.stdout.write(listTemplates());
       return;
     }
-    if (!dir) throw new NewJobError('name the new job folder: flotilla new <dir> --template <name> (flotilla new --list shows the templates)');
+    if (!dir)
+      throw new NewJobError('name the new job folder: flotilla new <dir> --template <name> (flotilla new --list shows the templates)');
     if (!o.template) throw new NewJobError(`choose a template: flotilla new ${dir} --template <name>\n${listTemplates()}`);
     const job = createJob(dir, o.template);
-    process.stdout.write(`Created job "${job.name}" in ${job.dir} from template ${o.template}: ${job.files.join(', ')}\nNext: see ${join(job.dir, 'README.md')}; in short, npx flotilla simulate ${dir} --clients ${job.minClients}\n`);
+    process.stdout.write(
+      `Created job "${job.name}" in ${job.dir} from template ${o.template}: ${job.files.join(', ')}\nNext: see ${join(job.dir, 'README.md')}; in short, npx flotilla simulate ${dir} --clients ${job.minClients}\n`,
+    );
   });
 
 registerDeploymentCommands(program);
 
 function printMatrix(m: Record<string, Record<string, Record<string, number> | { error: string }>>): void {
   const evaluators = [...new Set(Object.values(m).flatMap((r) => Object.keys(r)))].sort();
-  const key = Object.values(m).flatMap((r) => Object.values(r)).flatMap((x) => Object.keys(x)).find((k) => k.includes('acc')) ?? 'val_loss';
+  const key =
+    Object.values(m)
+      .flatMap((r) => Object.values(r))
+      .flatMap((x) => Object.keys(x))
+      .find((k) => k.includes('acc')) ?? 'val_loss';
   process.stdout.write(`\nCross-site evaluation (${key}; rows: model, columns: data of site)\n`);
   process.stdout.write(['model'.padEnd(10), ...evaluators.map((e) => e.padStart(10))].join(' ') + '\n');
   for (const [owner, row] of Object.entries(m)) {
     const cells = evaluators.map((e) => {
-      const c = row[e] as Record<string, number> | { error: string } | undefined;
+      const c = row[e];
       if (!c) return '-'.padStart(10);
       if ('error' in c) return 'error'.padStart(10);
       const v = c[key];

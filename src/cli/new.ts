@@ -42,13 +42,19 @@ export function listTemplates(): string {
 
 export function findTemplate(name: string): Template {
   const t = TEMPLATES.find((x) => x.name === name);
-  if (!t) throw new NewJobError(`--template: no template "${name}"; choose one of ${TEMPLATES.map((x) => x.name).join(', ')} (flotilla new --list)`);
+  if (!t)
+    throw new NewJobError(
+      `--template: no template "${name}"; choose one of ${TEMPLATES.map((x) => x.name).join(', ')} (flotilla new --list)`,
+    );
   return t;
 }
 
 /** A job name (job-config's rule) from a folder name. */
 function jobName(dir: string): string {
-  const n = basename(resolve(dir)).replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  const n = basename(resolve(dir))
+    .replace(/[^A-Za-z0-9_.-]/g, '-')
+    .replace(/^[^A-Za-z0-9]+/, '')
+    .slice(0, 64);
   return n || 'my-job';
 }
 
@@ -63,10 +69,14 @@ export interface CreatedJob {
 export function createJob(dir: string, templateName: string, root = FLOTILLA_ROOT): CreatedJob {
   const t = findTemplate(templateName);
   const target = resolve(dir);
-  if (existsSync(target) && readdirSync(target).length > 0) throw new NewJobError(`${target} exists and is not empty; name a new folder (flotilla new <dir> --template ${t.name})`);
+  if (existsSync(target) && readdirSync(target).length > 0)
+    throw new NewJobError(`${target} exists and is not empty; name a new folder (flotilla new <dir> --template ${t.name})`);
   const source = join(root, t.from);
   const missing = t.files.filter((f) => !existsSync(join(source, f)));
-  if (missing.length) throw new NewJobError(`this installation lacks ${missing.map((f) => join(t.from, f)).join(', ')} of template "${t.name}" (reinstall flotilla)`);
+  if (missing.length)
+    throw new NewJobError(
+      `this installation lacks ${missing.map((f) => join(t.from, f)).join(', ')} of template "${t.name}" (reinstall flotilla)`,
+    );
   const name = jobName(target);
   mkdirSync(target, { recursive: true });
   for (const f of t.files) {
@@ -88,7 +98,14 @@ export function createJob(dir: string, templateName: string, root = FLOTILLA_ROO
 function packageJson(file: string, name: string): Record<string, unknown> {
   const pkg = JSON.parse(readFileSync(file, 'utf8')) as { description?: string; dependencies?: Record<string, string> };
   const deps = Object.fromEntries(Object.entries(pkg.dependencies ?? {}).filter(([k, v]) => k !== 'flotilla' && !v.startsWith('file:')));
-  return { name, version: '0.1.0', private: true, type: 'module', ...(pkg.description && { description: pkg.description }), dependencies: deps };
+  return {
+    name,
+    version: '0.1.0',
+    private: true,
+    type: 'module',
+    ...(pkg.description && { description: pkg.description }),
+    dependencies: deps,
+  };
 }
 
 function readme(t: Template, name: string, minClients: number): string {

@@ -17,7 +17,15 @@ export class RoundTable {
   progress(p: { round: number; done: number; expected: number }): void {
     if (!this.tty) return;
     if (!this.bar) {
-      this.bar = new SingleBar({ format: ' round {round} [{bar}] {value}/{total} sites | {moved} moved, {rate}, ETA {eta}', clearOnComplete: true, hideCursor: true, stream: process.stderr }, Presets.shades_classic);
+      this.bar = new SingleBar(
+        {
+          format: ' round {round} [{bar}] {value}/{total} sites | {moved} moved, {rate}, ETA {eta}',
+          clearOnComplete: true,
+          hideCursor: true,
+          stream: process.stderr,
+        },
+        Presets.shades_classic,
+      );
       this.bar.start(p.expected, 0, { round: p.round + 1, ...this.traffic() });
     }
     this.bar.update(p.done, { round: p.round + 1, ...this.traffic() });
@@ -52,7 +60,12 @@ export class RoundTable {
       this.keys = [...PREFERRED.filter((k) => all.includes(k)), ...all.filter((k) => !PREFERRED.includes(k)).sort()].slice(0, 6);
       this.out(['round', 'sites', ...this.keys, 'seconds'].map((h) => h.padStart(Math.max(h.length, 8))).join('  '));
     }
-    const cells = [`${s.round + 1}/${s.totalRounds}`, String(s.sites.length), ...this.keys.map((k) => fmt(s.metrics[k])), s.seconds.toFixed(1)];
+    const cells = [
+      `${s.round + 1}/${s.totalRounds}`,
+      String(s.sites.length),
+      ...this.keys.map((k) => fmt(s.metrics[k])),
+      s.seconds.toFixed(1),
+    ];
     const widths = ['round', 'sites', ...this.keys, 'seconds'].map((h) => Math.max(h.length, 8));
     this.out(cells.map((c, i) => c.padStart(widths[i]!)).join('  '));
     const failed = Object.entries(s.failures);

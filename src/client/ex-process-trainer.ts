@@ -11,7 +11,9 @@ import { type ClientAPI, type Trainer, TaskNames } from './api.ts';
 import { type ClientMessage, ClientMessageSchema, FrameReader, FrameWriter, PROTOCOL_VERSION } from './framing.ts';
 
 const EnvSchema = z.object({
-  FLOTILLA_SOCKET: z.string({ error: 'FLOTILLA_SOCKET is not set: this script must be started by a Flotilla client as an ex-process trainer' }).min(1),
+  FLOTILLA_SOCKET: z
+    .string({ error: 'FLOTILLA_SOCKET is not set: this script must be started by a Flotilla client as an ex-process trainer' })
+    .min(1),
   FLOTILLA_PROTOCOL: z.string().optional(),
   FLOTILLA_SITE_NAME: z.string().optional(),
   FLOTILLA_JOB_ID: z.string().optional(),
@@ -121,7 +123,14 @@ export class ExProcessClient implements ClientAPI {
     const c = this.connection('send');
     const p = this.pending;
     if (!p) throw new Error('send() called with no task pending: call receive() first');
-    const info = { paramsType: model.paramsType, metrics: model.metrics, meta: model.meta, currentRound: model.currentRound, totalRounds: model.totalRounds, ...(model.paramsPath !== undefined && { paramsPath: model.paramsPath }) };
+    const info = {
+      paramsType: model.paramsType,
+      metrics: model.metrics,
+      meta: model.meta,
+      currentRound: model.currentRound,
+      totalRounds: model.totalRounds,
+      ...(model.paramsPath !== undefined && { paramsPath: model.paramsPath }),
+    };
     // an invalid model (NaN metric, say) throws here with nothing sent; the task stays pending
     await c.writer.send({ type: 'result', taskId: p.taskId, model: info }, model.params);
     this.pending = undefined;

@@ -41,7 +41,11 @@ export interface ExitStatus {
 /** The trainer process died, hung or broke the protocol. */
 export class TrainerProcessError extends Error {
   override readonly name = 'TrainerProcessError';
-  constructor(message: string, readonly exit: ExitStatus | undefined, readonly stderrTail: string) {
+  constructor(
+    message: string,
+    readonly exit: ExitStatus | undefined,
+    readonly stderrTail: string,
+  ) {
     super(message);
   }
 }
@@ -49,7 +53,10 @@ export class TrainerProcessError extends Error {
 /** The trainer reported a failed task (`failed` frame); the process lives on. */
 export class TrainerTaskError extends Error {
   override readonly name = 'TrainerTaskError';
-  constructor(message: string, readonly traceback: string | undefined) {
+  constructor(
+    message: string,
+    readonly traceback: string | undefined,
+  ) {
     super(message);
   }
 }
@@ -132,7 +139,14 @@ function asError(e: unknown): Error {
 }
 
 function modelInfo(m: FLModel): FLModelInfo {
-  return { paramsType: m.paramsType, metrics: m.metrics, meta: m.meta, currentRound: m.currentRound, totalRounds: m.totalRounds, ...(m.paramsPath !== undefined && { paramsPath: m.paramsPath }) };
+  return {
+    paramsType: m.paramsType,
+    metrics: m.metrics,
+    meta: m.meta,
+    currentRound: m.currentRound,
+    totalRounds: m.totalRounds,
+    ...(m.paramsPath !== undefined && { paramsPath: m.paramsPath }),
+  };
 }
 
 interface Job {
@@ -191,7 +205,8 @@ export class ExProcessTrainerHost implements TrainerHost {
       // a private 0700 dir, so no other user can connect to the socket
       this.tmpDir = await mkdtemp(path.join(this.opts.socketDir ?? tmpdir(), 'flotilla-'));
       const sockPath = path.join(this.tmpDir, 'trainer.sock');
-      if (Buffer.byteLength(sockPath) > MAX_SOCKET_PATH) throw new Error(`socket path ${sockPath} is longer than ${MAX_SOCKET_PATH} bytes; pass a shorter socketDir`);
+      if (Buffer.byteLength(sockPath) > MAX_SOCKET_PATH)
+        throw new Error(`socket path ${sockPath} is longer than ${MAX_SOCKET_PATH} bytes; pass a shorter socketDir`);
       const server = net.createServer();
       this.server = server;
       server.maxConnections = 1; // the trainer, nobody else
@@ -217,7 +232,8 @@ export class ExProcessTrainerHost implements TrainerHost {
         await within(this.closed.promise, EXIT_AFTER_DISCONNECT_MS);
         throw this.exit ? this.exitError() : this.processError('trainer closed the connection before saying hello');
       }
-      if (hello.msg.type !== 'hello') throw this.processError(`protocol violation: the trainer's first message must be "hello", got "${hello.msg.type}"`);
+      if (hello.msg.type !== 'hello')
+        throw this.processError(`protocol violation: the trainer's first message must be "hello", got "${hello.msg.type}"`);
       if (hello.msg.protocol !== PROTOCOL_VERSION) {
         mismatch = true;
         const message = `trainer speaks protocol ${hello.msg.protocol}, client speaks ${PROTOCOL_VERSION}`;
@@ -277,10 +293,17 @@ export class ExProcessTrainerHost implements TrainerHost {
   private async beforeDeadline<T>(p: Promise<T>, deadline: number, what: string): Promise<T> {
     let timer: LongTimer | undefined;
     const timeout = new Promise<never>((_, rej) => {
-      timer = setLongTimeout(() => {
-        const ms = this.opts.helloTimeoutMs ?? 60_000;
-        rej(this.processError(`trainer "${this.commandLine()}" did not ${what} within ${ms} ms (helloTimeoutMs); it must connect to FLOTILLA_SOCKET and send "hello"`));
-      }, Math.max(0, deadline - Date.now()));
+      timer = setLongTimeout(
+        () => {
+          const ms = this.opts.helloTimeoutMs ?? 60_000;
+          rej(
+            this.processError(
+              `trainer "${this.commandLine()}" did not ${what} within ${ms} ms (helloTimeoutMs); it must connect to FLOTILLA_SOCKET and send "hello"`,
+            ),
+          );
+        },
+        Math.max(0, deadline - Date.now()),
+      );
     });
     try {
       return await Promise.race([p, this.failed.promise, timeout]);
@@ -306,7 +329,13 @@ export class ExProcessTrainerHost implements TrainerHost {
     const x = this.exit;
     const status = !x ? 'ended' : x.signal ? `was killed by signal ${x.signal}` : `exited with code ${x.code}`;
     const t = this.current && !this.current.settled ? this.current.task : undefined;
-    const when = !this.welcomed ? ' before completing the handshake' : t ? ` while task "${t.taskId}" (${t.taskName}) was pending` : this.stopping ? ' after stop' : '';
+    const when = !this.welcomed
+      ? ' before completing the handshake'
+      : t
+        ? ` while task "${t.taskId}" (${t.taskName}) was pending`
+        : this.stopping
+          ? ' after stop'
+          : '';
     return this.processError(`trainer process ${this.child?.pid ?? '?'} (${this.commandLine()}) ${status}${when}`);
   }
 
@@ -435,7 +464,13 @@ export class ExProcessTrainerHost implements TrainerHost {
         if (cur) {
           // the trainer moved on without answering: fail that task rather than wait forever
           this.current = undefined;
-          this.rejectJob(cur, new TrainerTaskError(`task "${cur.task.taskId}" (${cur.task.taskName}) failed: the trainer asked for a new task without answering it`, undefined));
+          this.rejectJob(
+            cur,
+            new TrainerTaskError(
+              `task "${cur.task.taskId}" (${cur.task.taskName}) failed: the trainer asked for a new task without answering it`,
+              undefined,
+            ),
+          );
         }
         this.trainerWaiting = true;
         return this.pump();
@@ -443,7 +478,8 @@ export class ExProcessTrainerHost implements TrainerHost {
       case 'result': {
         const cur = this.current;
         if (!cur) return this.violation(`"result" for task "${msg.taskId}" but no task is pending`);
-        if (cur.task.taskId !== msg.taskId) return this.violation(`"result" for task "${msg.taskId}" but task "${cur.task.taskId}" is pending`);
+        if (cur.task.taskId !== msg.taskId)
+          return this.violation(`"result" for task "${msg.taskId}" but task "${cur.task.taskId}" is pending`);
         this.current = undefined;
         if (this.settle(cur)) cur.resolve({ ...msg.model, params: params ?? new Map() });
         return;
@@ -453,7 +489,13 @@ export class ExProcessTrainerHost implements TrainerHost {
         if (!cur) return this.violation(`"failed" with no task pending: ${msg.message}`);
         this.current = undefined;
         const tb = msg.traceback ? `\n${msg.traceback}` : '';
-        this.rejectJob(cur, new TrainerTaskError(`task "${cur.task.taskId}" (${cur.task.taskName}) failed in the trainer: ${msg.message}${tb}`, msg.traceback));
+        this.rejectJob(
+          cur,
+          new TrainerTaskError(
+            `task "${cur.task.taskId}" (${cur.task.taskName}) failed in the trainer: ${msg.message}${tb}`,
+            msg.traceback,
+          ),
+        );
         return;
       }
       case 'log': {
@@ -478,7 +520,11 @@ export class ExProcessTrainerHost implements TrainerHost {
     if (await within(this.closed.promise, EXIT_AFTER_DISCONNECT_MS)) return; // terminate(exitError) ran
     if (this.failure) return;
     const why = cause ? `: ${cause.message}` : '';
-    this.terminate(this.processError(`lost the connection to trainer process ${this.child?.pid ?? '?'}${why} (the process was still running and has been killed)`));
+    this.terminate(
+      this.processError(
+        `lost the connection to trainer process ${this.child?.pid ?? '?'}${why} (the process was still running and has been killed)`,
+      ),
+    );
     await this.killAndReap();
   }
 
@@ -486,7 +532,8 @@ export class ExProcessTrainerHost implements TrainerHost {
     if (!this.ctx) return;
     if (!this.stopping) {
       this.stopping = true;
-      for (const j of this.queue.splice(0)) this.rejectJob(j, new Error(`task "${j.task.taskId}" was never started: the trainer host stopped`));
+      for (const j of this.queue.splice(0))
+        this.rejectJob(j, new Error(`task "${j.task.taskId}" was never started: the trainer host stopped`));
       this.pump(); // a trainer waiting in receive() gets `stop` now, otherwise on its next receive()
     }
     if (this.child && !this.exit && !(await within(this.closed.promise, this.opts.stopTimeoutMs ?? 10_000))) await this.killAndReap();

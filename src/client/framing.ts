@@ -88,7 +88,10 @@ function drained(out: Writable, what: string): Promise<void> {
 /** Writes chunks one by one, waiting for 'drain' whenever the stream's buffer is full. */
 class ChunkWriter {
   private last: Promise<void> = Promise.resolve();
-  constructor(private readonly out: Writable, private readonly what: string) {}
+  constructor(
+    private readonly out: Writable,
+    private readonly what: string,
+  ) {}
 
   async write(chunk: Uint8Array): Promise<void> {
     if (this.out.destroyed || this.out.writableEnded) throw closedError(this.what);
@@ -130,13 +133,20 @@ function describe(msg: { type: string }): string {
  * extra model field) fails here, before any byte is written. A failure after
  * that (I/O) leaves the stream mid-frame: the caller must drop the connection.
  */
-export async function writeFrame(out: Writable, msg: ControlMessage, params?: TensorDict, opts: { chunkBytes?: number } = {}): Promise<void> {
+export async function writeFrame(
+  out: Writable,
+  msg: ControlMessage,
+  params?: TensorDict,
+  opts: { chunkBytes?: number } = {},
+): Promise<void> {
   const parsed = ControlMessageSchema.safeParse(msg);
-  if (!parsed.success) throw new InvalidMessageError(`refusing to send an invalid "${String(msg.type)}" message:\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new InvalidMessageError(`refusing to send an invalid "${String(msg.type)}" message:\n${z.prettifyError(parsed.error)}`);
   if (carriesParams(msg.type) && params === undefined) throw new InvalidMessageError(`${describe(msg)} needs model params`);
   if (!carriesParams(msg.type) && params !== undefined) throw new InvalidMessageError(`${describe(msg)} carries no params`);
   const json = Buffer.from(JSON.stringify(parsed.data), 'utf8');
-  if (json.byteLength > MAX_JSON_BYTES) throw new InvalidMessageError(`${describe(msg)}: control part is ${json.byteLength} bytes, over the limit of ${MAX_JSON_BYTES}`);
+  if (json.byteLength > MAX_JSON_BYTES)
+    throw new InvalidMessageError(`${describe(msg)}: control part is ${json.byteLength} bytes, over the limit of ${MAX_JSON_BYTES}`);
 
   let body: AsyncIterator<Uint8Array> | undefined;
   let first: Uint8Array = new Uint8Array(0);
@@ -163,7 +173,8 @@ export async function writeFrame(out: Writable, msg: ControlMessage, params?: Te
   if (body) {
     for (let r = await body.next(); !r.done; r = await body.next()) {
       sent += r.value.byteLength;
-      if (sent > payloadBytes) throw new FrameError(`payload grew past its declared ${payloadBytes} bytes (tensor modified while sending?)`);
+      if (sent > payloadBytes)
+        throw new FrameError(`payload grew past its declared ${payloadBytes} bytes (tensor modified while sending?)`);
       await w.write(r.value);
     }
   }
@@ -177,7 +188,10 @@ export async function writeFrame(out: Writable, msg: ControlMessage, params?: Te
  */
 export class FrameWriter {
   private tail: Promise<void> = Promise.resolve();
-  constructor(private readonly out: Writable, private readonly opts: { chunkBytes?: number } = {}) {}
+  constructor(
+    private readonly out: Writable,
+    private readonly opts: { chunkBytes?: number } = {},
+  ) {}
 
   send(msg: ControlMessage, params?: TensorDict): Promise<void> {
     const p = this.tail.then(() =>
@@ -210,7 +224,9 @@ export interface FrameReaderOptions {
 
 function printable(bytes: Uint8Array): string {
   const hex = Buffer.from(bytes).toString('hex').replace(/(..)/g, '$1 ').trim();
-  const text = Buffer.from(bytes).toString('latin1').replace(/[^\x20-\x7e]/g, '.');
+  const text = Buffer.from(bytes)
+    .toString('latin1')
+    .replace(/[^\x20-\x7e]/g, '.');
   return `${hex} ("${text}")`;
 }
 
@@ -250,7 +266,11 @@ export class FrameReader<T extends ControlMessage> {
   private readonly maxJson: number;
   private readonly maxPayload: number;
 
-  constructor(src: AsyncIterable<Uint8Array>, private readonly schema: z.ZodType<T>, opts: FrameReaderOptions = {}) {
+  constructor(
+    src: AsyncIterable<Uint8Array>,
+    private readonly schema: z.ZodType<T>,
+    opts: FrameReaderOptions = {},
+  ) {
     this.it = src[Symbol.asyncIterator]();
     this.maxJson = opts.maxJsonBytes ?? MAX_JSON_BYTES;
     this.maxPayload = opts.maxPayloadBytes ?? Number.MAX_SAFE_INTEGER;
@@ -289,7 +309,9 @@ export class FrameReader<T extends ControlMessage> {
     const prefix = await this.take(PREFIX_BYTES, 'a frame prefix');
     const magic = prefix.subarray(0, 4);
     if (Buffer.from(magic).toString('latin1') !== MAGIC) {
-      throw new FrameError(`bad frame magic: expected "${MAGIC}", got ${printable(magic)}; is the peer speaking the Flotilla client protocol?`);
+      throw new FrameError(
+        `bad frame magic: expected "${MAGIC}", got ${printable(magic)}; is the peer speaking the Flotilla client protocol?`,
+      );
     }
     const view = Buffer.from(prefix.buffer, prefix.byteOffset, PREFIX_BYTES);
     const jsonLen = view.readUInt32LE(4);
@@ -307,7 +329,7 @@ export class FrameReader<T extends ControlMessage> {
     }
     const parsed = this.schema.safeParse(raw);
     if (!parsed.success) {
-      const type = typeof raw === 'object' && raw !== null && 'type' in raw ? JSON.stringify((raw as { type: unknown }).type) : '(none)';
+      const type = typeof raw === 'object' && raw !== null && 'type' in raw ? JSON.stringify(raw.type) : '(none)';
       throw new FrameError(`invalid control message (type ${type}):\n${z.prettifyError(parsed.error)}`);
     }
     const msg = parsed.data;

@@ -61,7 +61,10 @@ export class InProcessTrainerHost implements TrainerHost {
   private readonly copyParams: boolean;
   private readonly stopTimeoutMs: number;
 
-  constructor(private readonly trainer: Trainer, opts: InProcessOptions = {}) {
+  constructor(
+    private readonly trainer: Trainer,
+    opts: InProcessOptions = {},
+  ) {
     this.copyParams = opts.copyParams ?? true;
     this.stopTimeoutMs = opts.stopTimeoutMs ?? 10_000;
   }
@@ -88,7 +91,11 @@ export class InProcessTrainerHost implements TrainerHost {
     let error = thrown;
     if (error === undefined) {
       const t = pending[0]?.task;
-      error = new Error(t ? `trainer returned while task "${t.taskId}" (${t.taskName}) was pending, without calling send()` : 'trainer has returned; it takes no more tasks');
+      error = new Error(
+        t
+          ? `trainer returned while task "${t.taskId}" (${t.taskName}) was pending, without calling send()`
+          : 'trainer has returned; it takes no more tasks',
+      );
     }
     let reported = false;
     for (const job of pending) {
@@ -158,7 +165,9 @@ export class InProcessTrainerHost implements TrainerHost {
     ]);
     clearTimeout(timer);
     if (timedOut) {
-      const err = new Error(`trainer did not return within ${this.stopTimeoutMs} ms after stop(); is it ignoring isRunning() or receive() returning null?`);
+      const err = new Error(
+        `trainer did not return within ${this.stopTimeoutMs} ms after stop(); is it ignoring isRunning() or receive() returning null?`,
+      );
       if (this.current && !this.current.settled) {
         this.settle(this.current);
         this.current.reject(err);

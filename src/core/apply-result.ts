@@ -8,7 +8,8 @@ export function applyResult(base: TensorDict, result: TensorDict, type: ParamsTy
   for (const [name, t] of result) {
     const b = base.get(name);
     if (!b) throw new Error(`result has tensor "${name}" that the model does not have`);
-    if (numel(b.shape) !== numel(t.shape)) throw new Error(`tensor "${name}": result shape [${t.shape.join(', ')}] differs from [${b.shape.join(', ')}]`);
+    if (numel(b.shape) !== numel(t.shape))
+      throw new Error(`tensor "${name}": result shape [${t.shape.join(', ')}] differs from [${b.shape.join(', ')}]`);
     if (type === 'FULL') {
       out.set(name, t);
       continue;

@@ -7,15 +7,7 @@
 export const DTYPES = ['F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'I16', 'I8', 'U8', 'BOOL'] as const;
 export type DType = (typeof DTYPES)[number];
 
-export type TypedArray =
-  | Float64Array
-  | Float32Array
-  | Uint16Array
-  | BigInt64Array
-  | Int32Array
-  | Int16Array
-  | Int8Array
-  | Uint8Array;
+export type TypedArray = Float64Array | Float32Array | Uint16Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
 
 /** Array type that stores each dtype. */
 export interface DTypeArrayMap {
@@ -58,16 +50,24 @@ export function viewAs<D extends DType>(dtype: D, bytes: Uint8Array): DTypeArray
   const b = src.buffer;
   const o = src.byteOffset;
   switch (dtype) {
-    case 'F64': return new Float64Array(b, o, n) as DTypeArrayMap[D];
-    case 'F32': return new Float32Array(b, o, n) as DTypeArrayMap[D];
+    case 'F64':
+      return new Float64Array(b, o, n) as DTypeArrayMap[D];
+    case 'F32':
+      return new Float32Array(b, o, n) as DTypeArrayMap[D];
     case 'F16':
-    case 'BF16': return new Uint16Array(b, o, n) as DTypeArrayMap[D];
-    case 'I64': return new BigInt64Array(b, o, n) as DTypeArrayMap[D];
-    case 'I32': return new Int32Array(b, o, n) as DTypeArrayMap[D];
-    case 'I16': return new Int16Array(b, o, n) as DTypeArrayMap[D];
-    case 'I8': return new Int8Array(b, o, n) as DTypeArrayMap[D];
+    case 'BF16':
+      return new Uint16Array(b, o, n) as DTypeArrayMap[D];
+    case 'I64':
+      return new BigInt64Array(b, o, n) as DTypeArrayMap[D];
+    case 'I32':
+      return new Int32Array(b, o, n) as DTypeArrayMap[D];
+    case 'I16':
+      return new Int16Array(b, o, n) as DTypeArrayMap[D];
+    case 'I8':
+      return new Int8Array(b, o, n) as DTypeArrayMap[D];
     case 'U8':
-    case 'BOOL': return new Uint8Array(b, o, n) as DTypeArrayMap[D];
+    case 'BOOL':
+      return new Uint8Array(b, o, n) as DTypeArrayMap[D];
   }
   throw new Error(`unknown dtype ${String(dtype)}`);
 }
@@ -83,7 +83,7 @@ const u32 = new Uint32Array(f32.buffer);
 
 /** IEEE half (raw bits) → number. */
 export function f16ToF32(h: number): number {
-  const s = (h & 0x8000) ? -1 : 1;
+  const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const m = h & 0x3ff;
   if (e === 0) return s * m * 2 ** -24;
@@ -108,12 +108,12 @@ export function f32ToF16(v: number): number {
     let r = mant >>> shift;
     const rem = mant & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (r & 1))) r++;
+    if (rem > half || (rem === half && r & 1)) r++;
     return sign | r;
   }
   let r = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) r++;
+  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) r++;
   return sign | r;
 }
 
@@ -135,10 +135,10 @@ export function f32ToBf16(v: number): number {
 /** number → float32 with round-to-odd: rounding that to 16 bits afterwards is the same as rounding the number once. */
 function toF32Odd(v: number): number {
   f32[0] = v;
-  if (f32[0] === v || Number.isNaN(v)) return f32[0]!;
+  if (f32[0] === v || Number.isNaN(v)) return f32[0];
   const x = u32[0]!;
-  if ((x & 1) === 0) u32[0] = Math.abs(v) > Math.abs(f32[0]!) ? x + 1 : x - 1;
-  return f32[0]!;
+  if ((x & 1) === 0) u32[0] = Math.abs(v) > Math.abs(f32[0]) ? x + 1 : x - 1;
+  return f32[0];
 }
 
 /** float64 → IEEE half raw bits, rounded once to nearest (ties to even). */
@@ -176,10 +176,14 @@ export function roundClampI64(v: number): bigint {
 /** Reads element i of any tensor's storage as a number (int64 beyond 2^53 rounded). */
 export function floatReader(dtype: DType, data: TypedArray): (i: number) => number {
   switch (dtype) {
-    case 'F16': return (i) => f16ToF32((data as Uint16Array)[i]!);
-    case 'BF16': return (i) => bf16ToF32((data as Uint16Array)[i]!);
-    case 'I64': return (i) => Number((data as BigInt64Array)[i]!);
-    default: return (i) => (data as Float32Array)[i]!;
+    case 'F16':
+      return (i) => f16ToF32((data as Uint16Array)[i]!);
+    case 'BF16':
+      return (i) => bf16ToF32((data as Uint16Array)[i]!);
+    case 'I64':
+      return (i) => Number((data as BigInt64Array)[i]!);
+    default:
+      return (i) => (data as Float32Array)[i]!;
   }
 }
 
@@ -189,17 +193,34 @@ export function floatReader(dtype: DType, data: TypedArray): (i: number) => numb
  */
 export function floatWriter(dtype: DType, data: TypedArray): (i: number, v: number) => void {
   switch (dtype) {
-    case 'F16': return (i, v) => { (data as Uint16Array)[i] = f64ToF16(v); };
-    case 'BF16': return (i, v) => { (data as Uint16Array)[i] = f64ToBf16(v); };
-    case 'I64': return (i, v) => { (data as BigInt64Array)[i] = roundClampI64(v); };
+    case 'F16':
+      return (i, v) => {
+        (data as Uint16Array)[i] = f64ToF16(v);
+      };
+    case 'BF16':
+      return (i, v) => {
+        (data as Uint16Array)[i] = f64ToBf16(v);
+      };
+    case 'I64':
+      return (i, v) => {
+        (data as BigInt64Array)[i] = roundClampI64(v);
+      };
     case 'I32':
     case 'I16':
     case 'I8':
     case 'U8': {
       const [min, max] = INT_RANGE[dtype];
-      return (i, v) => { (data as Int32Array)[i] = roundClamp(v, min, max); };
+      return (i, v) => {
+        (data as Int32Array)[i] = roundClamp(v, min, max);
+      };
     }
-    case 'BOOL': return (i, v) => { (data as Uint8Array)[i] = v >= 0.5 ? 1 : 0; };
-    default: return (i, v) => { (data as Float32Array)[i] = v; };
+    case 'BOOL':
+      return (i, v) => {
+        (data as Uint8Array)[i] = v >= 0.5 ? 1 : 0;
+      };
+    default:
+      return (i, v) => {
+        (data as Float32Array)[i] = v;
+      };
   }
 }

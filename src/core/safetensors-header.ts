@@ -112,9 +112,11 @@ export function parseHeader(json: Uint8Array, totalBytes?: number): SafetensorsH
     if (typeof v !== 'object' || v === null) throw new SafetensorsError(`tensor "${name}": entry must be an object`);
     const e = v as Record<string, unknown>;
     for (const key of Object.keys(e)) {
-      if (key !== 'dtype' && key !== 'shape' && key !== 'data_offsets') throw new SafetensorsError(`tensor "${name}": unknown field "${key}"`);
+      if (key !== 'dtype' && key !== 'shape' && key !== 'data_offsets')
+        throw new SafetensorsError(`tensor "${name}": unknown field "${key}"`);
     }
-    if (typeof e.dtype !== 'string' || !isDType(e.dtype)) throw new SafetensorsError(`tensor "${name}": unknown dtype ${JSON.stringify(e.dtype)}`);
+    if (typeof e.dtype !== 'string' || !isDType(e.dtype))
+      throw new SafetensorsError(`tensor "${name}": unknown dtype ${JSON.stringify(e.dtype)}`);
     validateShape(name, e.shape);
     const off = e.data_offsets;
     if (!Array.isArray(off) || off.length !== 2 || !off.every((x) => Number.isSafeInteger(x) && x >= 0)) {
@@ -133,13 +135,18 @@ export function parseHeader(json: Uint8Array, totalBytes?: number): SafetensorsH
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let cursor = 0;
   for (const t of entries) {
-    if (t.begin < cursor) throw new SafetensorsError(`tensor "${t.name}": data_offsets [${t.begin}, ${t.end}] overlap the previous tensor (ends at ${cursor})`);
-    if (t.begin > cursor) throw new SafetensorsError(`tensor "${t.name}": gap in data before offset ${t.begin} (previous tensor ends at ${cursor}); data must be tightly packed`);
+    if (t.begin < cursor)
+      throw new SafetensorsError(`tensor "${t.name}": data_offsets [${t.begin}, ${t.end}] overlap the previous tensor (ends at ${cursor})`);
+    if (t.begin > cursor)
+      throw new SafetensorsError(
+        `tensor "${t.name}": gap in data before offset ${t.begin} (previous tensor ends at ${cursor}); data must be tightly packed`,
+      );
     cursor = t.end;
   }
   const dataStart = 8 + json.byteLength;
   if (totalBytes !== undefined && dataStart + cursor !== totalBytes) {
-    const where = dataStart + cursor > totalBytes ? 'out of range: past the end of the file' : 'short of the end of the file (trailing bytes)';
+    const where =
+      dataStart + cursor > totalBytes ? 'out of range: past the end of the file' : 'short of the end of the file (trailing bytes)';
     throw new SafetensorsError(`data_offsets ${where}: header declares ${cursor} data bytes, file has ${totalBytes - dataStart}`);
   }
   return { tensors: entries, metadata, dataStart, dataBytes: cursor };

@@ -10,7 +10,15 @@ import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { viewAs } from './dtypes.ts';
-import { SafetensorsError, type SafetensorsHeader, type TensorEntry, type TensorInfo, buildHeader, parseHeader, readHeaderLength } from './safetensors-header.ts';
+import {
+  SafetensorsError,
+  type SafetensorsHeader,
+  type TensorEntry,
+  type TensorInfo,
+  buildHeader,
+  parseHeader,
+  readHeaderLength,
+} from './safetensors-header.ts';
 import { DEFAULT_CHUNK_BYTES, type TensorPiece, type TensorStream, splitTensor } from './tensor-stream.ts';
 import { type Tensor, type TensorDict, tensorBytes } from './tensor.ts';
 
@@ -61,7 +69,7 @@ function fileSink(fh: FileHandle, tmp: string, path: string, durable: boolean, i
     const all = pending.splice(0);
     const results = await Promise.allSettled(all);
     const failed = results.find((r) => r.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+    if (failed) throw failed.reason;
   };
   return {
     async write(b) {
@@ -81,7 +89,10 @@ function fileSink(fh: FileHandle, tmp: string, path: string, durable: boolean, i
       if (durable && unflushed >= EARLY_FLUSH_BYTES && flushing === null) {
         unflushed = 0;
         // errors surface at the final sync, which flushes the same pages again
-        flushing = fh.datasync().catch(() => undefined).finally(() => (flushing = null));
+        flushing = fh
+          .datasync()
+          .catch(() => undefined)
+          .finally(() => (flushing = null));
       }
     },
     async finish() {
@@ -193,7 +204,12 @@ export class SafetensorsWriter {
    * Opens a file (written to `path.tmp-<random>`, fsynced and renamed at close,
    * so a crash never leaves a half file under `path`) or a Writable (ended at close).
    */
-  static async open(target: string | Writable, tensors: readonly TensorInfo[], metadata: Readonly<Record<string, string>> = {}, options: WriteOptions = {}): Promise<SafetensorsWriter> {
+  static async open(
+    target: string | Writable,
+    tensors: readonly TensorInfo[],
+    metadata: Readonly<Record<string, string>> = {},
+    options: WriteOptions = {},
+  ): Promise<SafetensorsWriter> {
     // validate before creating anything, so a bad tensor list leaves no temp file
     const { bytes, header } = buildHeader(tensors, metadata);
     let sink: Sink;
@@ -242,7 +258,11 @@ export class SafetensorsWriter {
     if (!t) throw new SafetensorsError(`tensor "${name}" written after all declared tensors`);
     if (t.name !== name) {
       const known = this.header.tensors.some((x) => x.name === name);
-      throw new SafetensorsError(known ? `tensor "${name}" written out of order: expected "${t.name}" next` : `tensor "${name}" is not in the header (expected "${t.name}" next)`);
+      throw new SafetensorsError(
+        known
+          ? `tensor "${name}" written out of order: expected "${t.name}" next`
+          : `tensor "${name}" is not in the header (expected "${t.name}" next)`,
+      );
     }
     const size = t.end - t.begin;
     if (this.written + bytes.byteLength > size) {
@@ -326,8 +346,16 @@ export async function writeStreamToFile(target: string | Writable, stream: Tenso
   }
 }
 
-export async function writeSafetensors(target: string | Writable, dict: TensorDict, metadata: Readonly<Record<string, string>> = {}): Promise<void> {
-  const w = await SafetensorsWriter.open(target, [...dict].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })), metadata);
+export async function writeSafetensors(
+  target: string | Writable,
+  dict: TensorDict,
+  metadata: Readonly<Record<string, string>> = {},
+): Promise<void> {
+  const w = await SafetensorsWriter.open(
+    target,
+    [...dict].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })),
+    metadata,
+  );
   try {
     for (const [name, t] of dict) await w.write(name, tensorBytes(t));
     await w.close();
@@ -396,7 +424,9 @@ export class SafetensorsFile {
   async readRange(name: string, offset: number, length: number): Promise<Uint8Array> {
     const t = this.entry(name);
     if (offset < 0 || length < 0 || offset + length > t.end - t.begin) {
-      throw new SafetensorsError(`${this.path}: range [${offset}, ${offset + length}) is outside tensor "${name}" (${t.end - t.begin} bytes)`);
+      throw new SafetensorsError(
+        `${this.path}: range [${offset}, ${offset + length}) is outside tensor "${name}" (${t.end - t.begin} bytes)`,
+      );
     }
     return this.readAt(this.header.dataStart + t.begin + offset, length);
   }
@@ -428,7 +458,7 @@ export class SafetensorsFile {
           // one read ahead: the disk works on the next piece while the consumer (a socket, say) takes this one
           let next: Promise<Uint8Array> | null = readAt(t.begin, Math.min(step, total));
           try {
-            for (let off = 0; off < total; ) {
+            for (let off = 0; off < total;) {
               const n = Math.min(step, total - off);
               const bytes = await next!;
               next = off + n < total ? readAt(t.begin + off + n, Math.min(step, total - off - n)) : null;

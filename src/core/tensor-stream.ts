@@ -8,7 +8,14 @@
  * the wire and a model on disk are the same bytes.
  */
 import { type DType, dtypeSize, viewAs } from './dtypes.ts';
-import { SafetensorsError, type SafetensorsHeader, type TensorInfo, buildHeader, parseHeader, readHeaderLength } from './safetensors-header.ts';
+import {
+  SafetensorsError,
+  type SafetensorsHeader,
+  type TensorInfo,
+  buildHeader,
+  parseHeader,
+  readHeaderLength,
+} from './safetensors-header.ts';
 import { type Tensor, type TensorDict, byteLengthOf, tensorBytes } from './tensor.ts';
 
 export interface StreamHeader {
@@ -49,14 +56,30 @@ function alignedChunk(chunkBytes: number, dtype: DType): number {
 }
 
 /** Splits one tensor's bytes into element-aligned pieces of at most chunkBytes. */
-export function* splitTensor(index: number, name: string, t: Pick<Tensor, 'dtype' | 'shape'>, bytes: Uint8Array, chunkBytes: number, base = 0, total = bytes.byteLength): Generator<TensorPiece> {
+export function* splitTensor(
+  index: number,
+  name: string,
+  t: Pick<Tensor, 'dtype' | 'shape'>,
+  bytes: Uint8Array,
+  chunkBytes: number,
+  base = 0,
+  total = bytes.byteLength,
+): Generator<TensorPiece> {
   const step = alignedChunk(chunkBytes, t.dtype);
   if (bytes.byteLength === 0 && base === 0) {
     yield { index, name, dtype: t.dtype, shape: t.shape, offset: 0, bytes, tensorBytes: total };
     return;
   }
   for (let o = 0; o < bytes.byteLength; o += step) {
-    yield { index, name, dtype: t.dtype, shape: t.shape, offset: base + o, bytes: bytes.subarray(o, Math.min(o + step, bytes.byteLength)), tensorBytes: total };
+    yield {
+      index,
+      name,
+      dtype: t.dtype,
+      shape: t.shape,
+      offset: base + o,
+      bytes: bytes.subarray(o, Math.min(o + step, bytes.byteLength)),
+      tensorBytes: total,
+    };
   }
 }
 
@@ -87,7 +110,8 @@ export async function streamToDict(stream: TensorStream): Promise<TensorDict> {
     filled[p.index]! += p.bytes.byteLength;
   }
   stream.header.tensors.forEach((t, i) => {
-    if (filled[i] !== buffers[i]!.byteLength) throw new Error(`tensor "${t.name}" incomplete: ${filled[i]} of ${buffers[i]!.byteLength} bytes`);
+    if (filled[i] !== buffers[i]!.byteLength)
+      throw new Error(`tensor "${t.name}" incomplete: ${filled[i]} of ${buffers[i]!.byteLength} bytes`);
     out.set(t.name, { dtype: t.dtype, shape: [...t.shape], data: viewAs(t.dtype, buffers[i]!) });
   });
   return out;
@@ -175,7 +199,10 @@ export interface DecodeLimits {
  * validates the header up front, then yields element-aligned pieces as bytes
  * arrive. Memory held: one source chunk plus at most one element carried over.
  */
-export async function decodeStream(src: AsyncIterable<Uint8Array>, limits: DecodeLimits = {}): Promise<TensorStream & { layout: SafetensorsHeader }> {
+export async function decodeStream(
+  src: AsyncIterable<Uint8Array>,
+  limits: DecodeLimits = {},
+): Promise<TensorStream & { layout: SafetensorsHeader }> {
   const reader = new ByteReader(src);
   const len = readHeaderLength(await reader.take(8));
   const layout = parseHeader(await reader.take(len));
@@ -195,7 +222,8 @@ export async function decodeStream(src: AsyncIterable<Uint8Array>, limits: Decod
         const total = t.end - t.begin;
         const step = alignedChunk(chunk, t.dtype);
         const size = dtypeSize(t.dtype);
-        if (total === 0) yield { index: i, name: t.name, dtype: t.dtype, shape: t.shape, offset: 0, bytes: new Uint8Array(0), tensorBytes: 0 };
+        if (total === 0)
+          yield { index: i, name: t.name, dtype: t.dtype, shape: t.shape, offset: 0, bytes: new Uint8Array(0), tensorBytes: 0 };
         let off = 0;
         while (off < total) {
           let piece = await reader.takeSome(Math.min(step, total - off));

@@ -40,7 +40,7 @@ export function f32(shape: readonly number[], values: ArrayLike<number>): Tensor
 
 /** The tensor's raw little-endian bytes, without copying. */
 export function tensorBytes(t: Tensor): Uint8Array {
-  const d = t.data as TypedArray;
+  const d = t.data;
   return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
 }
 
@@ -51,7 +51,7 @@ export function dictBytes(dict: TensorDict): number {
 }
 
 export function cloneTensor<D extends DType>(t: Tensor<D>): Tensor<D> {
-  return { dtype: t.dtype, shape: [...t.shape], data: (t.data as TypedArray).slice() as DTypeArrayMap[D] };
+  return { dtype: t.dtype, shape: [...t.shape], data: t.data.slice() as DTypeArrayMap[D] };
 }
 
 export function cloneDict(dict: TensorDict): TensorDict {

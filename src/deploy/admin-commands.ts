@@ -47,10 +47,25 @@ const JobStatus = JobEntry.extend({
   events: z.array(z.object({ at: z.string(), state: State, detail: z.string().nullable() })),
 });
 
-const SiteEntry = z.object({ site: z.string(), org: z.string(), connectedAt: z.string(), lastSeenMsAgo: z.number(), runningJobs: z.array(z.string()) });
+const SiteEntry = z.object({
+  site: z.string(),
+  org: z.string(),
+  connectedAt: z.string(),
+  lastSeenMsAgo: z.number(),
+  runningJobs: z.array(z.string()),
+});
 export type SiteEntry = z.infer<typeof SiteEntry>;
 
-const AuditEntry = z.object({ at: z.string(), user: z.string(), org: z.string(), role: z.string(), command: z.string(), args: z.string(), allowed: z.boolean(), outcome: z.string() });
+const AuditEntry = z.object({
+  at: z.string(),
+  user: z.string(),
+  org: z.string(),
+  role: z.string(),
+  command: z.string(),
+  args: z.string(),
+  allowed: z.boolean(),
+  outcome: z.string(),
+});
 
 interface CommandSpec {
   args: z.ZodType;
@@ -62,10 +77,28 @@ interface CommandSpec {
 }
 
 export const ADMIN_COMMAND_TABLE = {
-  submit: { args: NoArgs, reply: z.object({ jobId: z.string() }), operand: { name: 'bundle', what: 'job folder' }, policy: 'submit', summary: 'submit a job folder; prints its id' },
+  submit: {
+    args: NoArgs,
+    reply: z.object({ jobId: z.string() }),
+    operand: { name: 'bundle', what: 'job folder' },
+    policy: 'submit',
+    summary: 'submit a job folder; prints its id',
+  },
   list: { args: NoArgs, reply: z.array(JobEntry), operand: null, policy: 'view', summary: 'every job and its state' },
-  status: { args: JobArg, reply: JobStatus, operand: { name: 'job', what: 'job id' }, policy: 'view', summary: "one job's state, summary and history" },
-  abort: { args: JobArg, reply: z.object({ jobId: z.string(), aborted: z.literal(true) }), operand: { name: 'job', what: 'job id' }, policy: 'job-owner', summary: 'stop a queued or running job' },
+  status: {
+    args: JobArg,
+    reply: JobStatus,
+    operand: { name: 'job', what: 'job id' },
+    policy: 'view',
+    summary: "one job's state, summary and history",
+  },
+  abort: {
+    args: JobArg,
+    reply: z.object({ jobId: z.string(), aborted: z.literal(true) }),
+    operand: { name: 'job', what: 'job id' },
+    policy: 'job-owner',
+    summary: 'stop a queued or running job',
+  },
   download: {
     args: JobArg,
     reply: z.object({ jobId: z.string(), state: State, files: z.array(z.object({ path: z.string(), size: z.number() })) }),
@@ -74,9 +107,27 @@ export const ADMIN_COMMAND_TABLE = {
     summary: "fetch a job's server results (models, metrics, logs)",
   },
   sites: { args: NoArgs, reply: z.array(SiteEntry), operand: null, policy: 'view', summary: 'connected sites' },
-  requeue: { args: JobArg, reply: z.object({ jobId: z.string(), state: z.literal('SUBMITTED') }), operand: { name: 'job', what: 'job id' }, policy: 'job-owner', summary: 'run a failed, aborted or interrupted job again' },
-  'shutdown-site': { args: SiteArg, reply: z.object({ site: z.string(), shutdown: z.literal(true) }), operand: { name: 'site', what: 'site name' }, policy: 'site-org', summary: "stop a site's process" },
-  audit: { args: NoArgs, reply: z.array(AuditEntry), operand: null, policy: 'project-admin', summary: 'who ran which command, allowed or not' },
+  requeue: {
+    args: JobArg,
+    reply: z.object({ jobId: z.string(), state: z.literal('SUBMITTED') }),
+    operand: { name: 'job', what: 'job id' },
+    policy: 'job-owner',
+    summary: 'run a failed, aborted or interrupted job again',
+  },
+  'shutdown-site': {
+    args: SiteArg,
+    reply: z.object({ site: z.string(), shutdown: z.literal(true) }),
+    operand: { name: 'site', what: 'site name' },
+    policy: 'site-org',
+    summary: "stop a site's process",
+  },
+  audit: {
+    args: NoArgs,
+    reply: z.array(AuditEntry),
+    operand: null,
+    policy: 'project-admin',
+    summary: 'who ran which command, allowed or not',
+  },
 } as const satisfies Record<string, CommandSpec>;
 
 export type AdminCommand = keyof typeof ADMIN_COMMAND_TABLE;
@@ -89,7 +140,17 @@ export function isAdminCommand(s: string): s is AdminCommand {
 }
 
 /** Why an admin command failed, as a value both ends agree on. */
-export const ADMIN_ERROR_CODES = ['unknown_command', 'bad_arguments', 'not_admin', 'denied', 'not_found', 'conflict', 'bad_job', 'bad_reply', 'internal'] as const;
+export const ADMIN_ERROR_CODES = [
+  'unknown_command',
+  'bad_arguments',
+  'not_admin',
+  'denied',
+  'not_found',
+  'conflict',
+  'bad_job',
+  'bad_reply',
+  'internal',
+] as const;
 export type AdminErrorCode = (typeof ADMIN_ERROR_CODES)[number];
 
 export const AdminFailureSchema = z.strictObject({ code: z.enum(ADMIN_ERROR_CODES), message: z.string() });

@@ -11,7 +11,15 @@ import type { AdminReplyWire, AdminRequestWire, DownloadPieceWire } from '../tra
 import type { PeerIdentity } from '../transport/peer.ts';
 import type { Logger } from '../util/log.ts';
 import { describeZodError } from '../util/zod-error.ts';
-import { ADMIN_COMMANDS, ADMIN_COMMAND_TABLE, type AdminArgs, type AdminCommand, AdminError, type AdminReply, isAdminCommand } from './admin-commands.ts';
+import {
+  ADMIN_COMMANDS,
+  ADMIN_COMMAND_TABLE,
+  type AdminArgs,
+  type AdminCommand,
+  AdminError,
+  type AdminReply,
+  isAdminCommand,
+} from './admin-commands.ts';
 import { type AdminUser, type Target, authorize, isRole } from './authz.ts';
 import { listResults, sendResults } from './download.ts';
 import { BundleError, unpackJob } from './job-bundle.ts';
@@ -49,7 +57,8 @@ export class AdminService {
 
   /** Admin.Download: the download command, authorized and audited like any other, with its files streamed. */
   async download(peer: PeerIdentity, req: AdminRequestWire, write: (p: DownloadPieceWire) => Promise<void>): Promise<void> {
-    if (req.command !== 'download') throw new AdminError('unknown_command', `Admin.Download serves the download command, not "${req.command}"`);
+    if (req.command !== 'download')
+      throw new AdminError('unknown_command', `Admin.Download serves the download command, not "${req.command}"`);
     const reply = await this.handle(peer, req, write);
     if (!reply.ok) throw new AdminError(reply.failure.code, reply.failure.message);
   }
@@ -60,11 +69,24 @@ export class AdminService {
     return r.ok ? { ok: true, json: JSON.stringify(r.json), blob: EMPTY } : { ok: false, json: JSON.stringify(r.failure), blob: EMPTY };
   }
 
-  private async handle(peer: PeerIdentity, req: AdminRequestWire, write?: (p: DownloadPieceWire) => Promise<void>): Promise<{ ok: true; json: unknown } | { ok: false; failure: { code: AdminError['code']; message: string } }> {
+  private async handle(
+    peer: PeerIdentity,
+    req: AdminRequestWire,
+    write?: (p: DownloadPieceWire) => Promise<void>,
+  ): Promise<{ ok: true; json: unknown } | { ok: false; failure: { code: AdminError['code']; message: string } }> {
     const { store } = this.opts;
     const command = req.command;
     const argsText = req.args_json || '{}';
-    const audit = (role: string, allowed: boolean, outcome: string): void => store.audit({ user: peer.name, org: peer.org, role, command, args: argsText.slice(0, 2000), allowed, outcome: outcome.slice(0, 2000) });
+    const audit = (role: string, allowed: boolean, outcome: string): void =>
+      store.audit({
+        user: peer.name,
+        org: peer.org,
+        role,
+        command,
+        args: argsText.slice(0, 2000),
+        allowed,
+        outcome: outcome.slice(0, 2000),
+      });
     if (!isRole(peer.kind)) {
       const why = `certificate of ${peer.name} is a ${peer.kind} certificate, not an admin's`;
       audit(peer.kind, false, why);
@@ -73,7 +95,8 @@ export class AdminService {
     const user: AdminUser = { name: peer.name, org: peer.org, role: peer.kind };
     let allowed = true;
     try {
-      if (!isAdminCommand(command)) throw new AdminError('unknown_command', `unknown command "${command}" (known: ${ADMIN_COMMANDS.join(', ')})`);
+      if (!isAdminCommand(command))
+        throw new AdminError('unknown_command', `unknown command "${command}" (known: ${ADMIN_COMMANDS.join(', ')})`);
       let raw: unknown;
       try {
         raw = JSON.parse(argsText);
@@ -90,11 +113,16 @@ export class AdminService {
         }
       };
       const run = this.handlers[command] as (c: Call<AdminCommand>) => Promise<unknown> | unknown;
-      const json = await run({ args: parsed.data as AdminArgs<AdminCommand>, blob: req.blob, user, check, write });
+      const json = await run({ args: parsed.data, blob: req.blob, user, check, write });
       audit(user.role, true, 'ok');
       return { ok: true, json };
     } catch (e) {
-      const failure = e instanceof AdminError ? e.toWire() : e instanceof BundleError || e instanceof JobConfigError ? { code: 'bad_job' as const, message: e.message } : { code: 'internal' as const, message: `internal error: ${(e as Error).message}` };
+      const failure =
+        e instanceof AdminError
+          ? e.toWire()
+          : e instanceof BundleError || e instanceof JobConfigError
+            ? { code: 'bad_job' as const, message: e.message }
+            : { code: 'internal' as const, message: `internal error: ${(e as Error).message}` };
       audit(user.role, allowed, failure.message);
       return { ok: false, failure };
     }
@@ -153,7 +181,11 @@ export class AdminService {
       requeue: ({ args, user, check }) => {
         const j = this.job(args.job);
         check({ job: j });
-        if (!['ABORTED_BY_RESTART', 'FAILED', 'ABORTED'].includes(j.state)) throw new AdminError('conflict', `job ${args.job} is ${j.state}; only ABORTED_BY_RESTART, FAILED or ABORTED jobs can be requeued`);
+        if (!['ABORTED_BY_RESTART', 'FAILED', 'ABORTED'].includes(j.state))
+          throw new AdminError(
+            'conflict',
+            `job ${args.job} is ${j.state}; only ABORTED_BY_RESTART, FAILED or ABORTED jobs can be requeued`,
+          );
         rmSync(join(scheduler.jobDir(args.job), 'workspace'), { recursive: true, force: true });
         store.transition(args.job, 'SUBMITTED', `requeued by ${user.name}`);
         scheduler.schedule();

@@ -39,13 +39,15 @@ export function authorize(u: AdminUser, cmd: AdminCommand, target: Target = {}):
       return u.role === 'lead' ? null : deny('only project_admin and lead submit jobs');
     case 'job-owner': {
       if (!('job' in target)) return deny('no job given');
-      if (u.role === 'org_admin') return target.job.submitterOrg === u.org ? null : deny(`the job was submitted by organisation ${target.job.submitterOrg}`);
+      if (u.role === 'org_admin')
+        return target.job.submitterOrg === u.org ? null : deny(`the job was submitted by organisation ${target.job.submitterOrg}`);
       if (u.role === 'lead') return target.job.submitter === u.name ? null : deny(`the job was submitted by ${target.job.submitter}`);
       return deny('members can only view');
     }
     case 'site-org': {
       if (!('site' in target)) return deny('no site given');
-      if (u.role === 'org_admin' || u.role === 'lead') return target.site.org === u.org ? null : deny(`the site belongs to organisation ${target.site.org}`);
+      if (u.role === 'org_admin' || u.role === 'lead')
+        return target.site.org === u.org ? null : deny(`the site belongs to organisation ${target.site.org}`);
       return deny('members can only view');
     }
   }

@@ -133,7 +133,10 @@ export class FederationClient {
           case 'welcome':
             this.lastError = null;
             this.offeredDataPort = m.dataPort;
-            heartbeat = setInterval(() => void channel.send({ type: 'heartbeat', runningJobs: [...this.jobs.keys()] }).catch(() => undefined), m.heartbeatSeconds * 1000);
+            heartbeat = setInterval(
+              () => void channel.send({ type: 'heartbeat', runningJobs: [...this.jobs.keys()] }).catch(() => undefined),
+              m.heartbeatSeconds * 1000,
+            );
             this.log.info({ site: m.site }, 'connected to the server');
             this.opts.onConnected?.();
             break;
@@ -145,7 +148,9 @@ export class FederationClient {
             return;
           case 'deploy':
             if (!env.payload) {
-              await channel.send({ type: 'job_failed', jobId: m.jobId, error: 'deploy message without the job folder' }).catch(() => undefined);
+              await channel
+                .send({ type: 'job_failed', jobId: m.jobId, error: 'deploy message without the job folder' })
+                .catch(() => undefined);
               break;
             }
             this.startJob(channel, m, env.payload);
@@ -173,7 +178,10 @@ export class FederationClient {
     const overGrpc = dialerFor(`grpc://${this.serverHost()}:${this.opts.port ?? kit.config.server.port}`, { grpc: this.grpc });
     if (dataPort === null) return () => overGrpc.dial(info);
     const host = this.serverHost();
-    const dataPlane = dialerFor({ scheme: 'tls', host, port: dataPort }, { serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem, timeoutMs: 10_000 });
+    const dataPlane = dialerFor(
+      { scheme: 'tls', host, port: dataPort },
+      { serverName: kit.config.serverName, caPem: kit.caPem, certPem: kit.certPem, keyPem: kit.keyPem, timeoutMs: 10_000 },
+    );
     const dialer = new FallbackDialer(dataPlane, overGrpc, (e) => {
       const warning = `data plane port ${host}:${dataPort} is unreachable from this site; this job's payloads go over the gRPC port instead (about half the throughput): open TCP port ${dataPort} to this site, or run the server with dataPort: null`;
       for (const l of [this.log, siteLog]) l.warn({ job: jobId, error: e.message }, warning);
@@ -196,7 +204,9 @@ export class FederationClient {
         const job = loadJob(join(dir, 'app'));
         const siteDir = join(dir, this.site);
         const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
-        const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog, { ...(this.opts.kit.config.python !== undefined && { python: this.opts.kit.config.python }) });
+        const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog, {
+          ...(this.opts.kit.config.python !== undefined && { python: this.opts.kit.config.python }),
+        });
         // the job's call names its channel, so a dropped connection resumes mid-transfer instead of failing the task
         const connect = this.jobConnector(m.jobId, randomBytes(12).toString('base64url'), siteLog);
         const channel = {
@@ -210,9 +220,19 @@ export class FederationClient {
         this.log.info({ job: m.jobId }, 'job started');
         const link = await connect().catch((e: Error) => {
           // an unreachable data port already fell back to gRPC: this is a refusal, a TLS failure or gRPC itself
-          throw new Error(`${e.message}: cannot open the job's connection (check this site's certificate and that the server still runs the job)`);
+          throw new Error(
+            `${e.message}: cannot open the job's connection (check this site's certificate and that the server still runs the job)`,
+          );
         });
-        const reason = await runSite(link, { site: this.site, jobId: m.jobId, workspace: siteDir, host, log: siteLog, params: executorSpecFor(job, this.site).params, channel });
+        const reason = await runSite(link, {
+          site: this.site,
+          jobId: m.jobId,
+          workspace: siteDir,
+          host,
+          log: siteLog,
+          params: executorSpecFor(job, this.site).params,
+          channel,
+        });
         this.log.info({ job: m.jobId, reason }, 'job ended');
       } catch (e) {
         const error = (e as Error).message;

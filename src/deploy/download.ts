@@ -89,12 +89,23 @@ export interface DownloadProgress {
  * Admin side: writes the streamed files under `dest`, checking order, sizes and hashes
  * (every piece is validated: the server is trusted for content, not for well-formedness).
  */
-export async function receiveResults(pieces: AsyncIterable<DownloadPieceWire>, dest: string, onProgress?: (p: DownloadProgress) => void): Promise<ResultFile[]> {
+export async function receiveResults(
+  pieces: AsyncIterable<DownloadPieceWire>,
+  dest: string,
+  onProgress?: (p: DownloadProgress) => void,
+): Promise<ResultFile[]> {
   let manifest: ResultFile[] | null = null;
   let total = 0;
   let done = 0;
   let next = 0;
-  let open_: { entry: ResultFile; full: string; tmp: string; fh: Awaited<ReturnType<typeof open>>; written: number; hasher: Awaited<ReturnType<typeof createXXHash64>> } | null = null;
+  let open_: {
+    entry: ResultFile;
+    full: string;
+    tmp: string;
+    fh: Awaited<ReturnType<typeof open>>;
+    written: number;
+    hasher: Awaited<ReturnType<typeof createXXHash64>>;
+  } | null = null;
   try {
     for await (const p of pieces) {
       switch (p.kind) {
@@ -112,7 +123,8 @@ export async function receiveResults(pieces: AsyncIterable<DownloadPieceWire>, d
           if (!manifest) throw new DownloadError('a file before the manifest');
           if (open_) throw new DownloadError(`file "${p.start?.path}" started before "${open_.entry.path}" ended`);
           const want = manifest[next];
-          if (!want || p.start?.path !== want.path || p.start?.size !== want.size) throw new DownloadError(`file "${p.start?.path}" is not the next one the manifest listed ("${want?.path ?? 'none'}")`);
+          if (!want || p.start?.path !== want.path || p.start?.size !== want.size)
+            throw new DownloadError(`file "${p.start?.path}" is not the next one the manifest listed ("${want?.path ?? 'none'}")`);
           const full = safePath(dest, want.path);
           await mkdir(dirname(full), { recursive: true });
           const tmp = `${full}.part`;
@@ -123,7 +135,8 @@ export async function receiveResults(pieces: AsyncIterable<DownloadPieceWire>, d
         }
         case 'data': {
           if (!open_ || !(p.data instanceof Uint8Array)) throw new DownloadError('data outside a file');
-          if (open_.written + p.data.byteLength > open_.entry.size) throw new DownloadError(`"${open_.entry.path}" is longer than the ${open_.entry.size} bytes announced`);
+          if (open_.written + p.data.byteLength > open_.entry.size)
+            throw new DownloadError(`"${open_.entry.path}" is longer than the ${open_.entry.size} bytes announced`);
           await open_.fh.write(p.data);
           open_.hasher.update(p.data);
           open_.written += p.data.byteLength;
@@ -136,7 +149,8 @@ export async function receiveResults(pieces: AsyncIterable<DownloadPieceWire>, d
           const o = open_;
           if (o.written !== o.entry.size) throw new DownloadError(`"${o.entry.path}" ended after ${o.written} of ${o.entry.size} bytes`);
           const digest = o.hasher.digest('hex');
-          if (digest !== p.end?.xxhash64) throw new DownloadError(`"${o.entry.path}" is corrupt: xxhash64 ${digest}, the server sent ${p.end?.xxhash64}`);
+          if (digest !== p.end?.xxhash64)
+            throw new DownloadError(`"${o.entry.path}" is corrupt: xxhash64 ${digest}, the server sent ${p.end?.xxhash64}`);
           await o.fh.sync();
           await o.fh.close();
           await rename(o.tmp, o.full);

@@ -4,7 +4,18 @@
  * the config). Unpacking validates everything before anything is trusted:
  * total size, file count, every path inside the folder, and the job config.
  */
-import { type Stats, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  type Stats,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { type JobConfig, JobConfigError, readJobConfig } from '../runtime/job-config.ts';
@@ -17,10 +28,16 @@ const SafePath = z
   .string()
   .min(1)
   .max(512)
-  .refine((p) => !p.startsWith('/') && !p.includes('\\') && !p.includes('\0') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..'), 'must be a relative path inside the job folder (no "..", no absolute paths)');
+  .refine(
+    (p) => !p.startsWith('/') && !p.includes('\\') && !p.includes('\0') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..'),
+    'must be a relative path inside the job folder (no "..", no absolute paths)',
+  );
 
 const BundleSchema = z.strictObject({
-  files: z.array(z.strictObject({ path: SafePath, base64: z.string() })).min(1).max(BUNDLE_LIMITS.maxFiles),
+  files: z
+    .array(z.strictObject({ path: SafePath, base64: z.string() }))
+    .min(1)
+    .max(BUNDLE_LIMITS.maxFiles),
 });
 
 export class BundleError extends Error {
@@ -61,7 +78,10 @@ export function packJob(dir: string, opts: PackOptions = {}): Uint8Array {
       const abs = join(root, r);
       let st = lstatSync(abs);
       if (st.isSymbolicLink()) {
-        if (!opts.followLinks) throw new BundleError(`job folder ${root}: ${r} is a symbolic link: links are not submitted (they could carry files from outside the job folder); copy the file in, or pass --follow-links to follow links that stay inside the folder`);
+        if (!opts.followLinks)
+          throw new BundleError(
+            `job folder ${root}: ${r} is a symbolic link: links are not submitted (they could carry files from outside the job folder); copy the file in, or pass --follow-links to follow links that stay inside the folder`,
+          );
         let target: string;
         try {
           target = realpathSync(abs);
@@ -69,16 +89,26 @@ export function packJob(dir: string, opts: PackOptions = {}): Uint8Array {
           throw new BundleError(`job folder ${root}: ${r} is a broken symbolic link: remove it`);
         }
         const inside = relative(realRoot, target);
-        if (inside === '' || inside.startsWith('..') || inside.startsWith(sep) || resolve(realRoot, inside) !== target) throw new BundleError(`job folder ${root}: ${r} is a symbolic link to ${target}, outside the job folder: links are followed only inside it; copy the file in`);
+        if (inside === '' || inside.startsWith('..') || inside.startsWith(sep) || resolve(realRoot, inside) !== target)
+          throw new BundleError(
+            `job folder ${root}: ${r} is a symbolic link to ${target}, outside the job folder: links are followed only inside it; copy the file in`,
+          );
         st = statSync(abs);
         // a link to a folder inside would pack that folder twice (or loop): only file links are followed
-        if (st.isDirectory()) throw new BundleError(`job folder ${root}: ${r} is a symbolic link to a folder: only links to files are followed; move the folder in`);
+        if (st.isDirectory())
+          throw new BundleError(
+            `job folder ${root}: ${r} is a symbolic link to a folder: only links to files are followed; move the folder in`,
+          );
       }
       if (st.isDirectory()) walk(r);
       else if (st.isFile()) {
         total += st.size;
-        if (total > maxBytes) throw new BundleError(`job folder ${root} is larger than ${maxBytes} bytes (the server's maxJobBytes): keep data and large models out of the job folder`);
-        if (files.length >= BUNDLE_LIMITS.maxFiles) throw new BundleError(`job folder ${root} has more than ${BUNDLE_LIMITS.maxFiles} files`);
+        if (total > maxBytes)
+          throw new BundleError(
+            `job folder ${root} is larger than ${maxBytes} bytes (the server's maxJobBytes): keep data and large models out of the job folder`,
+          );
+        if (files.length >= BUNDLE_LIMITS.maxFiles)
+          throw new BundleError(`job folder ${root} has more than ${BUNDLE_LIMITS.maxFiles} files`);
         files.push({ path: r, base64: readFileSync(abs).toString('base64') });
       } else throw new BundleError(`job folder ${root}: ${r} is ${kindOf(st)}: only regular files and folders are submitted; remove it`);
     }
@@ -93,7 +123,8 @@ export function packJob(dir: string, opts: PackOptions = {}): Uint8Array {
  * naming the field or file.
  */
 export function unpackJob(bytes: Uint8Array, dest: string, maxBytes: number = BUNDLE_LIMITS.maxBytes): JobConfig {
-  if (bytes.byteLength > maxBytes * 1.4 + 65536) throw new BundleError(`job bundle of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes} bytes`);
+  if (bytes.byteLength > maxBytes * 1.4 + 65536)
+    throw new BundleError(`job bundle of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes} bytes`);
   let raw: unknown;
   try {
     raw = JSON.parse(Buffer.from(bytes).toString('utf8'));
@@ -112,7 +143,14 @@ export function unpackJob(bytes: Uint8Array, dest: string, maxBytes: number = BU
     if (total > maxBytes) throw new BundleError(`job folder exceeds the limit of ${maxBytes} bytes`);
     return { path: f.path, data };
   });
-  const folders = new Set(decoded.flatMap((f) => f.path.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'))));
+  const folders = new Set(
+    decoded.flatMap((f) =>
+      f.path
+        .split('/')
+        .slice(0, -1)
+        .map((_, i, parts) => parts.slice(0, i + 1).join('/')),
+    ),
+  );
   for (const f of decoded) if (folders.has(f.path)) throw new BundleError(`malformed job bundle: ${f.path} is both a file and a folder`);
   const tmp = `${dest}.tmp-${process.pid}-${Date.now()}`;
   rmSync(tmp, { recursive: true, force: true });

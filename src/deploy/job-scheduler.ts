@@ -159,14 +159,25 @@ export class JobScheduler {
       const initial = handOver(await loadInitialModel(job));
       const bundle = packJob(join(dir, 'app'));
       const deployments = sites.map((site, i) =>
-        sessions.send(site, { type: 'deploy', jobId: rec.id, siteIndex: i, numSites: sites.length } satisfies ServerToSite, (async function* () {
-          yield bundle;
-        })()),
+        sessions.send(
+          site,
+          { type: 'deploy', jobId: rec.id, siteIndex: i, numSites: sites.length } satisfies ServerToSite,
+          (async function* () {
+            yield bundle;
+          })(),
+        ),
       );
       await unlessAborted(Promise.all(deployments), signal);
       await unlessAborted(runtime.waitForSites(sites.length, this.opts.siteJoinTimeoutMs ?? 120_000), signal);
       const outcome = await unlessAborted(runWorkflows(job, initial, { controller: runtime, workspace: sws, log, signal }), signal);
-      const summary: JobSummary = { jobId: rec.id, job: job.config.name, sites, rounds: outcome.rounds, crossSite: outcome.crossSite, seconds: (Date.now() - started) / 1000 };
+      const summary: JobSummary = {
+        jobId: rec.id,
+        job: job.config.name,
+        sites,
+        rounds: outcome.rounds,
+        crossSite: outcome.crossSite,
+        seconds: (Date.now() - started) / 1000,
+      };
       await sws.writeJson('summary.json', summary);
       store.transition(rec.id, 'FINISHED', `${outcome.rounds.length} rounds on ${sites.length} sites`, { result: summary });
       this.opts.log.info({ job: rec.id }, 'job finished');

@@ -100,15 +100,20 @@ export class JobStore {
   /** Marks jobs a previous process left RUNNING; returns their ids. */
   recoverAfterRestart(): string[] {
     const running = this.db.prepare(`SELECT id FROM jobs WHERE state = 'RUNNING'`).all() as { id: string }[];
-    for (const { id } of running) this.transition(id, 'ABORTED_BY_RESTART', 'the server stopped while the job was running; requeue it to run it again');
+    for (const { id } of running)
+      this.transition(id, 'ABORTED_BY_RESTART', 'the server stopped while the job was running; requeue it to run it again');
     return running.map((r) => r.id);
   }
 
   create(j: { id: string; name: string; submitter: string; submitterOrg: string }): JobRecord {
     const at = new Date().toISOString();
     this.db.transaction(() => {
-      this.db.prepare(`INSERT INTO jobs (id, name, submitter, submitter_org, state, submitted_at) VALUES (?, ?, ?, ?, 'SUBMITTED', ?)`).run(j.id, j.name, j.submitter, j.submitterOrg, at);
-      this.db.prepare(`INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, 'SUBMITTED', ?)`).run(j.id, at, `submitted by ${j.submitter}`);
+      this.db
+        .prepare(`INSERT INTO jobs (id, name, submitter, submitter_org, state, submitted_at) VALUES (?, ?, ?, ?, 'SUBMITTED', ?)`)
+        .run(j.id, j.name, j.submitter, j.submitterOrg, at);
+      this.db
+        .prepare(`INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, 'SUBMITTED', ?)`)
+        .run(j.id, at, `submitted by ${j.submitter}`);
     })();
     return this.get(j.id)!;
   }
@@ -121,7 +126,9 @@ export class JobStore {
       if (FINAL_STATES.includes(state)) sets.push('ended_at = @at');
       if (extra.sites) sets.push('sites = @sites');
       if (extra.result !== undefined) sets.push('result = @result');
-      this.db.prepare(`UPDATE jobs SET ${sets.join(', ')} WHERE id = @id`).run({ id, state, detail, at, sites: JSON.stringify(extra.sites ?? []), result: JSON.stringify(extra.result ?? null) });
+      this.db
+        .prepare(`UPDATE jobs SET ${sets.join(', ')} WHERE id = @id`)
+        .run({ id, state, detail, at, sites: JSON.stringify(extra.sites ?? []), result: JSON.stringify(extra.result ?? null) });
       this.db.prepare(`INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, ?, ?)`).run(id, at, state, detail);
     })();
   }
@@ -145,11 +152,15 @@ export class JobStore {
   }
 
   audit(e: Omit<AuditEntry, 'at'>): void {
-    this.db.prepare(`INSERT INTO audit (at, user, org, role, command, args, allowed, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(new Date().toISOString(), e.user, e.org, e.role, e.command, e.args, e.allowed ? 1 : 0, e.outcome);
+    this.db
+      .prepare(`INSERT INTO audit (at, user, org, role, command, args, allowed, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(new Date().toISOString(), e.user, e.org, e.role, e.command, e.args, e.allowed ? 1 : 0, e.outcome);
   }
 
   auditLog(limit = 1000): AuditEntry[] {
-    const rows = this.db.prepare(`SELECT at, user, org, role, command, args, allowed, outcome FROM audit ORDER BY id DESC LIMIT ?`).all(limit) as (Omit<AuditEntry, 'allowed'> & { allowed: number })[];
+    const rows = this.db
+      .prepare(`SELECT at, user, org, role, command, args, allowed, outcome FROM audit ORDER BY id DESC LIMIT ?`)
+      .all(limit) as (Omit<AuditEntry, 'allowed'> & { allowed: number })[];
     return rows.reverse().map((r) => ({ ...r, allowed: r.allowed === 1 }));
   }
 

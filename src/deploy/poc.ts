@@ -42,8 +42,14 @@ export async function pocPrepare(opts: PocPrepareOptions): Promise<PocLayout> {
   if (existsSync(join(ws, 'pids.json'))) throw new Error(`a POC is running in ${ws}: run "flotilla poc stop -w ${opts.workspace}" first`);
   const entries = existsSync(ws) ? readdirSync(ws) : [];
   const ours = existsSync(layoutFile(ws));
-  if (entries.length > 0 && !ours) throw new Error(`${ws} is not empty and holds no POC (no poc.json): refusing to provision into it; choose an empty or new folder with -w`);
-  if (ours && !opts.force) throw new Error(`${ws} already holds a POC: re-provision it with --force --keep-jobs (its job store and results survive) or --force --discard-jobs (deleted), or choose another folder with -w`);
+  if (entries.length > 0 && !ours)
+    throw new Error(
+      `${ws} is not empty and holds no POC (no poc.json): refusing to provision into it; choose an empty or new folder with -w`,
+    );
+  if (ours && !opts.force)
+    throw new Error(
+      `${ws} already holds a POC: re-provision it with --force --keep-jobs (its job store and results survive) or --force --discard-jobs (deleted), or choose another folder with -w`,
+    );
   // the old server workspace (jobs.sqlite, jobs/) moves aside while the POC is re-provisioned
   const kept = join(ws, '.kept-server-workspace');
   if (ours && opts.force?.jobs === 'keep') {
@@ -64,7 +70,12 @@ export async function pocPrepare(opts: PocPrepareOptions): Promise<PocLayout> {
   };
   writeFileSync(join(ws, 'project.yml'), stringify(project));
   const r = await provision(parseProject(project, join(ws, 'project.yml')), { outDir: ws });
-  const layout: PocLayout = { workspace: ws, server: r.kits.server!, clients: Array.from({ length: opts.clients }, (_, i) => r.kits[`site-${i + 1}`]!), admin: r.kits[POC_ADMIN]! };
+  const layout: PocLayout = {
+    workspace: ws,
+    server: r.kits.server!,
+    clients: Array.from({ length: opts.clients }, (_, i) => r.kits[`site-${i + 1}`]!),
+    admin: r.kits[POC_ADMIN]!,
+  };
   if (existsSync(kept)) renameSync(kept, join(layout.server, 'workspace'));
   writeFileSync(layoutFile(ws), `${JSON.stringify(layout, null, 2)}\n`);
   return layout;
@@ -117,7 +128,10 @@ export function pocStop(workspace: string): PocStopReport {
     throw new Error(`${file} is not valid JSON (${(e as Error).message}): stop the POC processes by hand, then delete ${file}`);
   }
   const parsed = PidsFile.safeParse(raw);
-  if (!parsed.success) throw new Error(`${file} does not record process identities (start time, command line): an older POC or a hand edit; stop its processes by hand (see logs/), then delete ${file}`);
+  if (!parsed.success)
+    throw new Error(
+      `${file} does not record process identities (start time, command line): an older POC or a hand edit; stop its processes by hand (see logs/), then delete ${file}`,
+    );
   const report: PocStopReport = { stopped: [], skipped: [] };
   for (const [name, id] of Object.entries(parsed.data)) {
     const v = isSameProcess(id);

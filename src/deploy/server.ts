@@ -69,8 +69,20 @@ export class FederationServer {
       onSitesChanged: () => this.scheduler.schedule(),
       onJobFailed: (jobId, site, error) => this.scheduler.siteFailed(jobId, site, error),
     });
-    this.scheduler = new JobScheduler({ store: this.store, jobsDir: this.jobsDir, sessions: this.sessions, log, ...(opts.siteJoinTimeoutMs !== undefined && { siteJoinTimeoutMs: opts.siteJoinTimeoutMs }) });
-    this.admin = new AdminService({ store: this.store, scheduler: this.scheduler, sessions: this.sessions, maxJobBytes: kit.config.maxJobBytes, log });
+    this.scheduler = new JobScheduler({
+      store: this.store,
+      jobsDir: this.jobsDir,
+      sessions: this.sessions,
+      log,
+      ...(opts.siteJoinTimeoutMs !== undefined && { siteJoinTimeoutMs: opts.siteJoinTimeoutMs }),
+    });
+    this.admin = new AdminService({
+      store: this.store,
+      scheduler: this.scheduler,
+      sessions: this.sessions,
+      maxJobBytes: kit.config.maxJobBytes,
+      log,
+    });
     this.grpc = new GrpcServer({
       host: opts.host ?? kit.config.listen.host,
       port: opts.port ?? kit.config.listen.port,
@@ -78,9 +90,14 @@ export class FederationServer {
       certPem: kit.certPem,
       keyPem: kit.keyPem,
       log,
-      handlers: { onConnect: (link, peer, info) => this.onConnect(link, peer, info), onAdmin: (peer, req) => this.admin.command(peer, req), onDownload: (peer, req, write) => this.admin.download(peer, req, write) },
+      handlers: {
+        onConnect: (link, peer, info) => this.onConnect(link, peer, info),
+        onAdmin: (peer, req) => this.admin.command(peer, req),
+        onDownload: (peer, req, write) => this.admin.download(peer, req, write),
+      },
     });
-    const dataPort = opts.dataPort !== undefined ? opts.dataPort : kit.config.dataPort !== null && opts.port !== undefined ? 0 : kit.config.dataPort;
+    const dataPort =
+      opts.dataPort !== undefined ? opts.dataPort : kit.config.dataPort !== null && opts.port !== undefined ? 0 : kit.config.dataPort;
     this.data =
       dataPort === null
         ? null
@@ -91,13 +108,15 @@ export class FederationServer {
             certPem: kit.certPem,
             keyPem: kit.keyPem,
             log,
-            onConnect: (link, peer, info) => (info.purpose === 'job' ? this.onConnect(link, peer, info) : 'sessions use the gRPC port; the data plane carries jobs only'),
+            onConnect: (link, peer, info) =>
+              info.purpose === 'job' ? this.onConnect(link, peer, info) : 'sessions use the gRPC port; the data plane carries jobs only',
           });
   }
 
   async start(): Promise<number> {
     const recovered = this.store.recoverAfterRestart();
-    if (recovered.length) this.log.warn({ jobs: recovered }, 'jobs that were running when the server stopped are marked ABORTED_BY_RESTART');
+    if (recovered.length)
+      this.log.warn({ jobs: recovered }, 'jobs that were running when the server stopped are marked ABORTED_BY_RESTART');
     this.port = await this.grpc.start();
     try {
       this.dataPort = this.data ? await this.data.start() : null;

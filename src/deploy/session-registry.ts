@@ -46,16 +46,19 @@ export class SessionRegistry {
   /** Starts dropping sites whose heartbeats stopped. */
   start(): void {
     const timeoutMs = this.timeoutMs;
-    this.sweeper = setInterval(() => {
-      const now = Date.now();
-      for (const s of this.sessions.values()) {
-        if (now - s.lastSeen > timeoutMs) {
-          this.opts.log.warn({ site: s.site }, `no heartbeat for ${timeoutMs} ms: site considered gone`);
-          s.channel.close('heartbeat timeout');
-          this.drop(s);
+    this.sweeper = setInterval(
+      () => {
+        const now = Date.now();
+        for (const s of this.sessions.values()) {
+          if (now - s.lastSeen > timeoutMs) {
+            this.opts.log.warn({ site: s.site }, `no heartbeat for ${timeoutMs} ms: site considered gone`);
+            s.channel.close('heartbeat timeout');
+            this.drop(s);
+          }
         }
-      }
-    }, Math.min(1000, timeoutMs / 3));
+      },
+      Math.min(1000, timeoutMs / 3),
+    );
     this.sweeper.unref();
   }
 
@@ -99,7 +102,8 @@ export class SessionRegistry {
     }
     // a site that names its channel can resume it; waiting longer than the heartbeat timeout is pointless
     const resume = channelId !== null ? { timeoutMs: this.timeoutMs, onResumed: () => this.opts.onSitesChanged() } : undefined;
-    const onMalformed = (e: MalformedMessageError): void => this.opts.log.warn({ site: peer.name, err: e.detail }, 'malformed session message ignored');
+    const onMalformed = (e: MalformedMessageError): void =>
+      this.opts.log.warn({ site: peer.name, err: e.detail }, 'malformed session message ignored');
     void this.serve(new Channel(link, { onMalformed, ...(resume && { resume }) }), peer, channelId);
   }
 
@@ -120,16 +124,31 @@ export class SessionRegistry {
         const m = parsed.data;
         if (session === null) {
           if (m.type !== 'hello') return await refuse(`expected hello, got ${m.type}`, 'session refused');
-          if (m.protocol !== SESSION_PROTOCOL) return await refuse(`site speaks session protocol ${m.protocol}, server speaks ${SESSION_PROTOCOL}`, 'session refused');
-          if (m.site !== peer.name) return await refuse(`site name ${m.site} does not match the certificate's common name ${peer.name}`, 'session refused');
+          if (m.protocol !== SESSION_PROTOCOL)
+            return await refuse(`site speaks session protocol ${m.protocol}, server speaks ${SESSION_PROTOCOL}`, 'session refused');
+          if (m.site !== peer.name)
+            return await refuse(`site name ${m.site} does not match the certificate's common name ${peer.name}`, 'session refused');
           const old = this.sessions.get(peer.name);
           if (old) {
             old.channel.close('replaced by a new session of the same site');
             this.drop(old);
           }
-          session = { site: peer.name, org: peer.org, channel, channelId, connectedAt: new Date().toISOString(), lastSeen: Date.now(), runningJobs: [] };
+          session = {
+            site: peer.name,
+            org: peer.org,
+            channel,
+            channelId,
+            connectedAt: new Date().toISOString(),
+            lastSeen: Date.now(),
+            runningJobs: [],
+          };
           this.sessions.set(peer.name, session);
-          await channel.send({ type: 'welcome', site: peer.name, heartbeatSeconds: Math.max(1, this.opts.heartbeatTimeoutSeconds / 4), dataPort: this.opts.dataPort() } satisfies ServerToSite);
+          await channel.send({
+            type: 'welcome',
+            site: peer.name,
+            heartbeatSeconds: Math.max(1, this.opts.heartbeatTimeoutSeconds / 4),
+            dataPort: this.opts.dataPort(),
+          } satisfies ServerToSite);
           log.info({ site: peer.name, org: peer.org }, 'site connected');
           this.opts.onSitesChanged();
           continue;

@@ -56,7 +56,7 @@ function name(s: SubjectFields): x509.JsonName {
 }
 
 async function newKeys(): Promise<CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+  return await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
 }
 
 async function exportKey(k: CryptoKey): Promise<string> {
@@ -98,11 +98,17 @@ export async function issueCert(ca: CertAuthority, o: IssueOptions): Promise<Iss
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
-    new x509.ExtendedKeyUsageExtension(server ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth]),
+    new x509.ExtendedKeyUsageExtension(
+      server ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth],
+    ),
     await x509.AuthorityKeyIdentifierExtension.create(caCert, false),
   ];
   if (server) {
-    extensions.push(new x509.SubjectAlternativeNameExtension(o.hosts!.map((h) => (isIP(h) ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h }))));
+    extensions.push(
+      new x509.SubjectAlternativeNameExtension(
+        o.hosts!.map((h) => (isIP(h) ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h })),
+      ),
+    );
   }
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),

@@ -31,9 +31,17 @@ export const ServerConfigSchema = z.strictObject({
   /** port of the data plane (jobs' payloads over mutual TLS, src/transport/tls), on listen.host; null: over gRPC */
   dataPort: z.number().int().min(1).max(65535).nullable().default(null),
   /** seconds without a heartbeat before a site counts as gone */
-  heartbeatTimeoutSeconds: z.number().positive().max(86_400, 'must be at most 86400 seconds (a day): a longer silence is not a heartbeat').default(30),
+  heartbeatTimeoutSeconds: z
+    .number()
+    .positive()
+    .max(86_400, 'must be at most 86400 seconds (a day): a longer silence is not a heartbeat')
+    .default(30),
   /** largest job folder accepted from an admin */
-  maxJobBytes: z.number().int().positive().default(64 << 20),
+  maxJobBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(64 << 20),
 });
 export const ClientConfigSchema = z.strictObject({
   kind: z.literal('client'),
@@ -128,7 +136,13 @@ function isoSeconds(d: Date): string {
  * is checked with node:crypto because it is synchronous, like the rest of
  * loadKit; the dates come from @peculiar/x509 (describeCert).
  */
-export function checkKitCertificate(kind: keyof typeof CONFIG_FILES, certFile: string, certPem: string, caPem: string, now = new Date()): void {
+export function checkKitCertificate(
+  kind: keyof typeof CONFIG_FILES,
+  certFile: string,
+  certPem: string,
+  caPem: string,
+  now = new Date(),
+): void {
   const redo = `re-provision ${OWNER[kind]} startup kit (flotilla provision project.yml)`;
   const validity = (file: string, pem: string, what: string): void => {
     let d: ReturnType<typeof describeCert>;
@@ -137,15 +151,22 @@ export function checkKitCertificate(kind: keyof typeof CONFIG_FILES, certFile: s
     } catch (e) {
       throw new KitError(`${file} is not a readable certificate (${(e as Error).message}): ${redo}`);
     }
-    if (now < d.notBefore) throw new KitError(`${file} is not valid until ${isoSeconds(d.notBefore)}: check this machine's clock, or ${redo}`);
+    if (now < d.notBefore)
+      throw new KitError(`${file} is not valid until ${isoSeconds(d.notBefore)}: check this machine's clock, or ${redo}`);
     if (now > d.notAfter) throw new KitError(`${file} expired on ${isoSeconds(d.notAfter)}: ${what}`);
   };
-  validity('rootCA.pem', caPem, `the project CA has expired; create a new CA (move <workspace>/<project>/state away) and re-provision every kit (flotilla provision project.yml)`);
+  validity(
+    'rootCA.pem',
+    caPem,
+    `the project CA has expired; create a new CA (move <workspace>/<project>/state away) and re-provision every kit (flotilla provision project.yml)`,
+  );
   validity(certFile, certPem, redo);
   const ca = new X509Certificate(caPem);
   const cert = new X509Certificate(certPem);
   if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) {
-    throw new KitError(`${certFile} was not issued by this kit's rootCA.pem (certificate issuer: ${cert.issuer.replaceAll('\n', ', ')}; kit CA: ${ca.subject.replaceAll('\n', ', ')}): the kit mixes files from different provisioning runs or projects; ${redo}`);
+    throw new KitError(
+      `${certFile} was not issued by this kit's rootCA.pem (certificate issuer: ${cert.issuer.replaceAll('\n', ', ')}; kit CA: ${ca.subject.replaceAll('\n', ', ')}): the kit mixes files from different provisioning runs or projects; ${redo}`,
+    );
   }
 }
 
@@ -190,15 +211,27 @@ export function loadKit(dir: string, kind: keyof typeof CONFIG_FILES): Kit {
     if (!existsSync(p)) throw new KitError(`startup kit ${startup} is missing ${f}`);
     return readFileSync(p, 'utf8');
   };
-  const kit = { root: resolve(startup, '..'), startup, config, caPem: read('rootCA.pem'), certPem: read(`${config.name}.crt`), keyPem: read(`${config.name}.key`) };
+  const kit = {
+    root: resolve(startup, '..'),
+    startup,
+    config,
+    caPem: read('rootCA.pem'),
+    certPem: read(`${config.name}.crt`),
+    keyPem: read(`${config.name}.key`),
+  };
   checkKitCertificate(kind, `${config.name}.crt`, kit.certPem, kit.caPem);
   let key: ReturnType<typeof createPrivateKey>;
   try {
     key = createPrivateKey(kit.keyPem);
   } catch (e) {
-    throw new KitError(`${config.name}.key is not a readable private key (${(e as Error).message}): re-provision ${OWNER[kind]} startup kit (flotilla provision project.yml)`);
+    throw new KitError(
+      `${config.name}.key is not a readable private key (${(e as Error).message}): re-provision ${OWNER[kind]} startup kit (flotilla provision project.yml)`,
+    );
   }
   // a key that does not parse or does not belong to the certificate fails here, not in the TLS handshake
-  if (!new X509Certificate(kit.certPem).checkPrivateKey(key)) throw new KitError(`${config.name}.key does not belong to ${config.name}.crt: re-provision ${OWNER[kind]} startup kit (flotilla provision project.yml)`);
+  if (!new X509Certificate(kit.certPem).checkPrivateKey(key))
+    throw new KitError(
+      `${config.name}.key does not belong to ${config.name}.crt: re-provision ${OWNER[kind]} startup kit (flotilla provision project.yml)`,
+    );
   return kit;
 }

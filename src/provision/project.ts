@@ -22,7 +22,9 @@ export const ServerParticipant = z.strictObject({
   host: z.string().min(1).max(253),
   port: z.number().int().min(1).max(65535),
   /** the address the server listens on (gRPC and the data plane): default every interface, 0.0.0.0; 127.0.0.1 keeps it on this machine */
-  bind: z.ipv4({ error: 'must be an IPv4 address to listen on, e.g. 0.0.0.0 (every interface) or 127.0.0.1 (this machine only)' }).optional(),
+  bind: z
+    .ipv4({ error: 'must be an IPv4 address to listen on, e.g. 0.0.0.0 (every interface) or 127.0.0.1 (this machine only)' })
+    .optional(),
   /**
    * port of the data plane (model payloads over mutual TLS without gRPC's framing, 1.6–1.9× the
    * throughput); default port + 1, null to send payloads over the gRPC port
@@ -48,14 +50,29 @@ export const ProjectSchema = z
   })
   .superRefine((p, ctx) => {
     const servers = p.participants.filter((x) => x.type === 'server');
-    if (servers.length !== 1) ctx.addIssue({ code: 'custom', path: ['participants'], message: `exactly one participant of type server is required, found ${servers.length}` });
+    if (servers.length !== 1)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['participants'],
+        message: `exactly one participant of type server is required, found ${servers.length}`,
+      });
     p.participants.forEach((x, i) => {
-      if (x.type === 'server' && x.dataPort === x.port) ctx.addIssue({ code: 'custom', path: ['participants', i, 'dataPort'], message: `the data plane needs a port of its own, not the gRPC port ${x.port}` });
+      if (x.type === 'server' && x.dataPort === x.port)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['participants', i, 'dataPort'],
+          message: `the data plane needs a port of its own, not the gRPC port ${x.port}`,
+        });
     });
     const seen = new Map<string, number>();
     p.participants.forEach((x, i) => {
       const prev = seen.get(x.name);
-      if (prev !== undefined) ctx.addIssue({ code: 'custom', path: ['participants', i, 'name'], message: `duplicate participant name "${x.name}" (also participants.${prev})` });
+      if (prev !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['participants', i, 'name'],
+          message: `duplicate participant name "${x.name}" (also participants.${prev})`,
+        });
       seen.set(x.name, i);
     });
   });
@@ -79,7 +96,9 @@ export function readProject(file: string): Project {
   try {
     raw = parseYaml(readFileSync(file, 'utf8'));
   } catch (e) {
-    throw new ProjectError(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : `not valid YAML: ${(e as Error).message}`}`);
+    throw new ProjectError(
+      `${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : `not valid YAML: ${(e as Error).message}`}`,
+    );
   }
   return parseProject(raw, file);
 }

@@ -27,7 +27,8 @@ export interface ProvisionOptions {
 function loadOrCreateCA(stateDir: string, project: Project): Promise<CertAuthority> | CertAuthority {
   const certPath = join(stateDir, 'rootCA.pem');
   const keyPath = join(stateDir, 'rootCA.key');
-  if (existsSync(certPath) && existsSync(keyPath)) return { certPem: readFileSync(certPath, 'utf8'), keyPem: readFileSync(keyPath, 'utf8') };
+  if (existsSync(certPath) && existsSync(keyPath))
+    return { certPem: readFileSync(certPath, 'utf8'), keyPem: readFileSync(keyPath, 'utf8') };
   return createCA(project.name, Math.max(project.validityDays, 3650)).then((ca) => {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     writeFileSync(certPath, ca.certPem);
@@ -37,7 +38,12 @@ function loadOrCreateCA(stateDir: string, project: Project): Promise<CertAuthori
 }
 
 function nextProdDir(projectDir: string): string {
-  const used = existsSync(projectDir) ? readdirSync(projectDir).map((d) => /^prod_(\d+)$/.exec(d)?.[1]).filter((x): x is string => x !== undefined).map(Number) : [];
+  const used = existsSync(projectDir)
+    ? readdirSync(projectDir)
+        .map((d) => /^prod_(\d+)$/.exec(d)?.[1])
+        .filter((x): x is string => x !== undefined)
+        .map(Number)
+    : [];
   const n = (used.length ? Math.max(...used) : 0) + 1;
   return join(projectDir, `prod_${String(n).padStart(2, '0')}`);
 }
@@ -77,13 +83,35 @@ export async function provision(project: Project, opts: ProvisionOptions): Promi
   return { projectDir, prodDir, kits };
 }
 
-function configFor(project: Project, p: Participant, server: Extract<Participant, { type: 'server' }>): ServerConfig | ClientConfig | AdminConfig {
+function configFor(
+  project: Project,
+  p: Participant,
+  server: Extract<Participant, { type: 'server' }>,
+): ServerConfig | ClientConfig | AdminConfig {
   const endpoint = { host: server.host, port: server.port };
   switch (p.type) {
     case 'server':
-      return { kind: 'server', project: project.name, name: p.name, org: p.org, listen: { host: p.bind ?? '0.0.0.0', port: p.port }, dataPort: p.dataPort === undefined ? (p.port < 65535 ? p.port + 1 : null) : p.dataPort, heartbeatTimeoutSeconds: 30, maxJobBytes: 64 << 20 };
+      return {
+        kind: 'server',
+        project: project.name,
+        name: p.name,
+        org: p.org,
+        listen: { host: p.bind ?? '0.0.0.0', port: p.port },
+        dataPort: p.dataPort === undefined ? (p.port < 65535 ? p.port + 1 : null) : p.dataPort,
+        heartbeatTimeoutSeconds: 30,
+        maxJobBytes: 64 << 20,
+      };
     case 'client':
-      return { kind: 'client', project: project.name, name: p.name, org: p.org, server: endpoint, serverName: server.host, heartbeatSeconds: 5, ...(p.python !== undefined && { python: p.python }) };
+      return {
+        kind: 'client',
+        project: project.name,
+        name: p.name,
+        org: p.org,
+        server: endpoint,
+        serverName: server.host,
+        heartbeatSeconds: 5,
+        ...(p.python !== undefined && { python: p.python }),
+      };
     case 'admin':
       return { kind: 'admin', project: project.name, name: p.name, org: p.org, role: p.role, server: endpoint, serverName: server.host };
   }

@@ -101,7 +101,10 @@ export class ServerRuntime implements Controller {
 
   private readonly channelOpts: ChannelOptions;
 
-  constructor(private readonly transport: ServerTransport, private readonly opts: ServerRuntimeOptions) {
+  constructor(
+    private readonly transport: ServerTransport,
+    private readonly opts: ServerRuntimeOptions,
+  ) {
     this.jobId = opts.jobId;
     this.log = opts.log ?? silentLogger();
     this.channelOpts = { ...opts.channel, onTransfer: transferLogger(this.log, opts.channel?.onTransfer) };
@@ -121,7 +124,10 @@ export class ServerRuntime implements Controller {
     const deadline = Date.now() + timeoutMs;
     while (this.siteMap.size < min) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new ControllerError(`only ${this.siteMap.size} of the ${min} required sites connected within ${timeoutMs} ms (${this.sites().join(', ') || 'none'})`);
+      if (left <= 0)
+        throw new ControllerError(
+          `only ${this.siteMap.size} of the ${min} required sites connected within ${timeoutMs} ms (${this.sites().join(', ') || 'none'})`,
+        );
       await new Promise<void>((resolve) => {
         const t = setLongTimeout(done, left);
         const w = (): void => done();
@@ -162,11 +168,16 @@ export class ServerRuntime implements Controller {
       };
       s.pending.set(taskId, finish);
       if (timeoutMs !== undefined) {
-        timer = setLongTimeout(() => finish({ ok: false, site, taskId, error: `task ${task.name} timed out after ${timeoutMs} ms` }), timeoutMs);
+        timer = setLongTimeout(
+          () => finish({ ok: false, site, taskId, error: `task ${task.name} timed out after ${timeoutMs} ms` }),
+          timeoutMs,
+        );
       }
       const msg = { type: 'task', taskId, taskName: task.name, info: task.info, hasParams: task.params !== null };
       const payload = task.params ? encodeStream(task.params.open()) : undefined;
-      s.channel.send(msg, payload, task.params ? { totalBytes: encodedBytes(task.params.header) } : {}).catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
+      s.channel
+        .send(msg, payload, task.params ? { totalBytes: encodedBytes(task.params.header) } : {})
+        .catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
     });
   }
 
@@ -222,8 +233,12 @@ export class ServerRuntime implements Controller {
       }
       return;
     }
-    const onMalformed = (e: MalformedMessageError): void => this.log.warn({ site: e.peer, err: e.detail }, 'malformed message from client ignored');
-    const channel = new Channel(link, { onMalformed, ...(id === null ? this.channelOpts : { ...this.channelOpts, resume: this.channelOpts.resume ?? true }) });
+    const onMalformed = (e: MalformedMessageError): void =>
+      this.log.warn({ site: e.peer, err: e.detail }, 'malformed message from client ignored');
+    const channel = new Channel(link, {
+      onMalformed,
+      ...(id === null ? this.channelOpts : { ...this.channelOpts, resume: this.channelOpts.resume ?? true }),
+    });
     if (id !== null) this.resumable.set(id, channel);
     let site: string | null = null;
     try {
@@ -248,8 +263,10 @@ export class ServerRuntime implements Controller {
     let reason: string | null = null;
     if (!parsed.success) reason = `malformed message: ${describeZodError(parsed.error)}`;
     else if (parsed.data.type !== 'register') reason = `expected register, got ${parsed.data.type}`;
-    else if (parsed.data.protocol !== RUNTIME_PROTOCOL) reason = `client speaks protocol ${parsed.data.protocol}, server speaks ${RUNTIME_PROTOCOL}`;
-    else if (parsed.data.site !== channel.peer) reason = `site name ${parsed.data.site} does not match the authenticated peer ${channel.peer}`;
+    else if (parsed.data.protocol !== RUNTIME_PROTOCOL)
+      reason = `client speaks protocol ${parsed.data.protocol}, server speaks ${RUNTIME_PROTOCOL}`;
+    else if (parsed.data.site !== channel.peer)
+      reason = `site name ${parsed.data.site} does not match the authenticated peer ${channel.peer}`;
     else if (this.siteMap.has(parsed.data.site)) reason = `site ${parsed.data.site} is already connected`;
     if (reason !== null || !parsed.success || parsed.data.type !== 'register') {
       env.payload?.cancel('not registered');
@@ -282,7 +299,13 @@ export class ServerRuntime implements Controller {
       case 'register':
         return;
       case 'metric':
-        this.opts.onMetric?.({ site, key: m.key, value: m.value, ...(m.step !== undefined && { step: m.step }), ...(m.round !== undefined && { round: m.round }) });
+        this.opts.onMetric?.({
+          site,
+          key: m.key,
+          value: m.value,
+          ...(m.step !== undefined && { step: m.step }),
+          ...(m.round !== undefined && { round: m.round }),
+        });
         return;
       case 'result': {
         const resolve = state.pending.get(m.taskId);

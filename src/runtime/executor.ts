@@ -98,7 +98,10 @@ export class ClientRunner {
   private jobIdValue = '';
   private readonly abort = new AbortController();
 
-  constructor(link: Link, private readonly opts: ClientRunnerOptions) {
+  constructor(
+    link: Link,
+    private readonly opts: ClientRunnerOptions,
+  ) {
     this.log = opts.log ?? silentLogger();
     const onMalformed = (e: MalformedMessageError): void => this.log.warn({ err: e.detail }, 'malformed message from server ignored');
     this.channel = new Channel(link, { onMalformed, ...opts.channel, onTransfer: transferLogger(this.log, opts.channel?.onTransfer) });
@@ -110,14 +113,23 @@ export class ClientRunner {
 
   /** Forwards a trainer's metric to the server. */
   metric(m: MetricRecord): void {
-    const msg = { type: 'metric', key: m.key, value: m.value, ...(m.step !== undefined && { step: m.step }), ...(m.round !== undefined && { round: m.round }) };
+    const msg = {
+      type: 'metric',
+      key: m.key,
+      value: m.value,
+      ...(m.step !== undefined && { step: m.step }),
+      ...(m.round !== undefined && { round: m.round }),
+    };
     void this.channel.send(msg).catch(() => undefined);
   }
 
   /** Runs until the server ends the job or the link closes. Returns the reason. */
   async run(): Promise<string> {
     await this.channel.send({ type: 'register', site: this.opts.site, protocol: RUNTIME_PROTOCOL });
-    const heartbeat = setInterval(() => void this.channel.send({ type: 'heartbeat' }).catch(() => undefined), this.opts.heartbeatMs ?? 10_000);
+    const heartbeat = setInterval(
+      () => void this.channel.send({ type: 'heartbeat' }).catch(() => undefined),
+      this.opts.heartbeatMs ?? 10_000,
+    );
     heartbeat.unref();
     let queue: Promise<void> = Promise.resolve();
     try {
@@ -178,7 +190,11 @@ export class ClientRunner {
       const out = await handler(task, this.abort.signal);
       const msg = { type: 'result', taskId: task.taskId, status: 'ok', info: out.info, hasParams: out.params !== null };
       try {
-        await this.channel.send(msg, out.params ? encodeStream(out.params) : undefined, out.params ? { totalBytes: encodedBytes(out.params.header) } : {});
+        await this.channel.send(
+          msg,
+          out.params ? encodeStream(out.params) : undefined,
+          out.params ? { totalBytes: encodedBytes(out.params.header) } : {},
+        );
       } finally {
         await out.cleanup?.();
       }

@@ -63,11 +63,14 @@ async function checkExecutor(job: Job, spec: ExecutorSpec, field: string, settin
   const s = spec.script;
   const python = resolvePython(settings.python);
   // what can be known before a site runs it; per-site placeholders stay as they are
-  const fill = (v: string): string => v.replaceAll('{python}', python).replaceAll('{flotillaRoot}', FLOTILLA_ROOT).replaceAll('{jobDir}', job.dir);
+  const fill = (v: string): string =>
+    v.replaceAll('{python}', python).replaceAll('{flotillaRoot}', FLOTILLA_ROOT).replaceAll('{jobDir}', job.dir);
   const command = fill(s.command);
   const exe = findExecutable(command, job.dir);
   if (!exe) {
-    const how = s.command.includes('{python}') ? ` ({python} resolved to "${python}": set FLOTILLA_PYTHON or the site's python setting)` : '';
+    const how = s.command.includes('{python}')
+      ? ` ({python} resolved to "${python}": set FLOTILLA_PYTHON or the site's python setting)`
+      : '';
     fail(`${field}.script.command`, `"${command}" is not an executable file nor on PATH${how}`);
   }
   const args = s.args.map(fill);
@@ -75,7 +78,7 @@ async function checkExecutor(job: Job, spec: ExecutorSpec, field: string, settin
   const scriptIndex = args.findIndex((a) => /\.(py|ts|mjs|js)$/.test(a) && !a.includes('{'));
   const script = scriptIndex >= 0 ? resolve(job.dir, args[scriptIndex]!) : null;
   if (script && !existsSync(script)) fail(`${field}.script.args.${scriptIndex}`, `${script} does not exist`);
-  if (!s.command.includes('{python}') && !isPython(exe!)) return;
+  if (!s.command.includes('{python}') && !isPython(exe)) return;
   const env = { ...process.env, ...Object.fromEntries(Object.entries(s.env).map(([k, v]) => [k, fill(v)])) };
   // one interpreter start: flotilla importable, the script compiles, file mode supported
   const probe = [
@@ -84,13 +87,27 @@ async function checkExecutor(job: Job, spec: ExecutorSpec, field: string, settin
     'if sys.argv[1] == "file" and "params_file" not in getattr(flotilla, "CAPABILITIES", ()):\n    print("FILE", getattr(flotilla, "__file__", "?")); sys.exit(4)',
     'if sys.argv[2]:\n    try:\n        compile(open(sys.argv[2], encoding="utf-8").read(), sys.argv[2], "exec")\n    except SyntaxError as e:\n        print("SYNTAX", e); sys.exit(5)',
   ].join('\n');
-  const r = spawnSync(exe!, ['-c', probe, spec.params, script && script.endsWith('.py') ? script : ''], { cwd: job.dir, env, encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(exe, ['-c', probe, spec.params, script && script.endsWith('.py') ? script : ''], {
+    cwd: job.dir,
+    env,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   const out = `${r.stdout ?? ''}`.trim();
   if (r.error) fail(`${field}.script.command`, `could not run ${exe}: ${r.error.message}`);
-  if (r.status === 3) fail(`${field}.script.command`, `${exe} cannot import flotilla (${out.replace(/^IMPORT /, '')}): pip install ./python into it, or set PYTHONPATH to Flotilla's python/ folder in ${field}.script.env`);
-  if (r.status === 4) fail(`${field}.params`, `"file" needs a flotilla Python package that supports it; ${exe} imports an older one (${out.replace(/^FILE /, '')}): reinstall it (pip install ./python)`);
+  if (r.status === 3)
+    fail(
+      `${field}.script.command`,
+      `${exe} cannot import flotilla (${out.replace(/^IMPORT /, '')}): pip install ./python into it, or set PYTHONPATH to Flotilla's python/ folder in ${field}.script.env`,
+    );
+  if (r.status === 4)
+    fail(
+      `${field}.params`,
+      `"file" needs a flotilla Python package that supports it; ${exe} imports an older one (${out.replace(/^FILE /, '')}): reinstall it (pip install ./python)`,
+    );
   if (r.status === 5) fail(`${field}.script.args.${scriptIndex}`, `${out.replace(/^SYNTAX /, '')}`);
-  if (r.status !== 0) fail(`${field}.script.command`, `${exe} failed (exit ${r.status}): ${`${r.stderr ?? ''}`.trim().split('\n').slice(-3).join(' | ')}`);
+  if (r.status !== 0)
+    fail(`${field}.script.command`, `${exe} failed (exit ${r.status}): ${`${r.stderr ?? ''}`.trim().split('\n').slice(-3).join(' | ')}`);
 }
 
 function isPython(exe: string): boolean {

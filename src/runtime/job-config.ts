@@ -54,26 +54,33 @@ const Broadcasting = {
 };
 const Aggregation = z.union([z.strictObject({ rule: z.literal('mean') }), RobustRuleSchema]).default({ rule: 'mean' });
 const noRobustOffload = (w: { offload: boolean; aggregation: { rule: string } }): boolean => !(w.offload && w.aggregation.rule !== 'mean');
-const noRobustOffloadMsg = { message: 'a robust aggregation rule keeps the global model in memory: set offload: false (its staged results are on disk anyway)', path: ['aggregation'] };
+const noRobustOffloadMsg = {
+  message: 'a robust aggregation rule keeps the global model in memory: set offload: false (its staged results are on disk anyway)',
+  path: ['aggregation'],
+};
 
 export const WorkflowSpecSchema = z.discriminatedUnion('type', [
-  z.strictObject({
-    type: z.literal('fedavg'),
-    ...Broadcasting,
-    /** keep the global model and the running sum on disk (models larger than memory) */
-    offload: z.boolean().default(false),
-    /** `mean` (FedAvg), or a robust rule: median, trimmed_mean {beta}, krum {byzantine, select} */
-    aggregation: Aggregation,
-  }).refine(noRobustOffload, noRobustOffloadMsg),
-  z.strictObject({
-    type: z.literal('fedopt'),
-    ...Broadcasting,
-    /** the server optimizer on the pseudo-gradient: {name: fedavgm | fedadam | fedyogi | fedadagrad, lr, ...} */
-    optimizer: ServerOptimizerSchema,
-    /** the global model, the running sum and the optimizer state on disk */
-    offload: z.boolean().default(false),
-    aggregation: Aggregation,
-  }).refine(noRobustOffload, noRobustOffloadMsg),
+  z
+    .strictObject({
+      type: z.literal('fedavg'),
+      ...Broadcasting,
+      /** keep the global model and the running sum on disk (models larger than memory) */
+      offload: z.boolean().default(false),
+      /** `mean` (FedAvg), or a robust rule: median, trimmed_mean {beta}, krum {byzantine, select} */
+      aggregation: Aggregation,
+    })
+    .refine(noRobustOffload, noRobustOffloadMsg),
+  z
+    .strictObject({
+      type: z.literal('fedopt'),
+      ...Broadcasting,
+      /** the server optimizer on the pseudo-gradient: {name: fedavgm | fedadam | fedyogi | fedadagrad, lr, ...} */
+      optimizer: ServerOptimizerSchema,
+      /** the global model, the running sum and the optimizer state on disk */
+      offload: z.boolean().default(false),
+      aggregation: Aggregation,
+    })
+    .refine(noRobustOffload, noRobustOffloadMsg),
   z.strictObject({
     type: z.literal('scaffold'),
     ...Broadcasting,

@@ -40,7 +40,9 @@ export async function resolve(specifier, context, nextResolve) {
   const appRoot = `${opts.jobsDir}${job}/${app}/`;
   if (specifier.startsWith('./') || specifier.startsWith('../')) {
     if (!new URL(specifier, parent).href.startsWith(appRoot)) {
-      throw new Error(`job module ${parent.slice(appRoot.length)} imports ${specifier}, which is outside the job folder; a job may import its own files, 'flotilla/...' and installed packages`);
+      throw new Error(
+        `job module ${parent.slice(appRoot.length)} imports ${specifier}, which is outside the job folder; a job may import its own files, 'flotilla/...' and installed packages`,
+      );
     }
     return nextResolve(specifier, context);
   }

@@ -63,8 +63,11 @@ export function commonJsProblem(file: string): string | undefined {
       } catch (e) {
         return `${pkg} is not valid JSON (${(e as Error).message})`;
       }
-      return type === 'module' ? undefined : `${file} would load as CommonJS: ${pkg} does not say "type": "module"; job code is ES modules, so set it there`;
+      return type === 'module'
+        ? undefined
+        : `${file} would load as CommonJS: ${pkg} does not say "type": "module"; job code is ES modules, so set it there`;
     }
-    if (dirname(dir) === dir) return `${file} would load as CommonJS: no package.json above it says "type": "module"; job code is ES modules, so add a package.json with {"type": "module"} to the job folder (flotilla new writes one)`;
+    if (dirname(dir) === dir)
+      return `${file} would load as CommonJS: no package.json above it says "type": "module"; job code is ES modules, so add a package.json with {"type": "module"} to the job folder (flotilla new writes one)`;
   }
 }

@@ -51,7 +51,10 @@ async function importFrom(job: Job, module: string, exportName: string, what: st
   } catch (e) {
     throw new JobConfigError(`${job.file}: ${what}: cannot load ${path}: ${(e as Error).message}`);
   }
-  if (!(exportName in mod)) throw new JobConfigError(`${job.file}: ${what}: ${module} has no export "${exportName}" (it exports ${Object.keys(mod).join(', ') || 'nothing'})`);
+  if (!(exportName in mod))
+    throw new JobConfigError(
+      `${job.file}: ${what}: ${module} has no export "${exportName}" (it exports ${Object.keys(mod).join(', ') || 'nothing'})`,
+    );
   return mod[exportName];
 }
 
@@ -71,18 +74,26 @@ export async function loadInitialModel(job: Job): Promise<InitialModel> {
     return path;
   }
   const fn = await importFrom(job, spec.module, spec.export, 'model');
-  if (typeof fn !== 'function') throw new JobConfigError(`${job.file}: model: export "${spec.export}" of ${spec.module} must be a function returning the initial tensors`);
-  const model = (await (fn as () => unknown)()) as unknown;
+  if (typeof fn !== 'function')
+    throw new JobConfigError(
+      `${job.file}: model: export "${spec.export}" of ${spec.module} must be a function returning the initial tensors`,
+    );
+  const model = await (fn as () => unknown)();
   if (typeof model === 'string' && model.length > 0) {
     const path = resolve(job.dir, model);
     try {
       await (await SafetensorsFile.open(path)).close();
     } catch (e) {
-      throw new JobConfigError(`${job.file}: model: ${spec.module}#${spec.export}() returned ${path}, not a readable safetensors file: ${(e as Error).message}`);
+      throw new JobConfigError(
+        `${job.file}: model: ${spec.module}#${spec.export}() returned ${path}, not a readable safetensors file: ${(e as Error).message}`,
+      );
     }
     return path;
   }
-  if (!(model instanceof Map)) throw new JobConfigError(`${job.file}: model: ${spec.module}#${spec.export}() must return a Map of tensors (TensorDict) or the path of a safetensors file`);
+  if (!(model instanceof Map))
+    throw new JobConfigError(
+      `${job.file}: model: ${spec.module}#${spec.export}() must return a Map of tensors (TensorDict) or the path of a safetensors file`,
+    );
   return model as TensorDict;
 }
 
@@ -117,11 +128,27 @@ function scriptNodeOptions(): string {
 }
 
 /** The trainer host of one site: an in-process trainer, or a training script as a child process. */
-export async function createTrainerHost(job: Job, site: string, siteIndex: number, numSites: number, workspace: string, log?: Logger, settings: SiteSettings = {}): Promise<TrainerHost> {
+export async function createTrainerHost(
+  job: Job,
+  site: string,
+  siteIndex: number,
+  numSites: number,
+  workspace: string,
+  log?: Logger,
+  settings: SiteSettings = {},
+): Promise<TrainerHost> {
   const spec = executorSpecFor(job, site);
   if ('script' in spec) {
     const python = resolvePython(settings.python);
-    const fill = (s: string): string => s.replaceAll('{python}', python).replaceAll('{flotillaRoot}', FLOTILLA_ROOT).replaceAll('{site}', site).replaceAll('{jobDir}', job.dir).replaceAll('{workspace}', workspace).replaceAll('{siteIndex}', String(siteIndex)).replaceAll('{numSites}', String(numSites));
+    const fill = (s: string): string =>
+      s
+        .replaceAll('{python}', python)
+        .replaceAll('{flotillaRoot}', FLOTILLA_ROOT)
+        .replaceAll('{site}', site)
+        .replaceAll('{jobDir}', job.dir)
+        .replaceAll('{workspace}', workspace)
+        .replaceAll('{siteIndex}', String(siteIndex))
+        .replaceAll('{numSites}', String(numSites));
     return new ExProcessTrainerHost({
       command: fill(spec.script.command),
       args: spec.script.args.map(fill),
@@ -140,6 +167,7 @@ export async function createTrainerHost(job: Job, site: string, siteIndex: numbe
     return new InProcessTrainerHost(trainer);
   }
   const trainer = await importFrom(job, t.module, t.export, 'executor.trainer');
-  if (typeof trainer !== 'function') throw new JobConfigError(`${job.file}: executor.trainer.export "${t.export}" must be a trainer function`);
+  if (typeof trainer !== 'function')
+    throw new JobConfigError(`${job.file}: executor.trainer.export "${t.export}" must be a trainer function`);
   return new InProcessTrainerHost(trainer as Trainer);
 }

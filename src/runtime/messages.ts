@@ -21,7 +21,12 @@ export const ClientMessageSchema = z.discriminatedUnion('type', [
       info: FLModelInfoSchema,
       hasParams: z.boolean(),
     }),
-    z.strictObject({ type: z.literal('result'), taskId: z.string().min(1).max(128), status: z.literal('error'), error: z.string().max(65536) }),
+    z.strictObject({
+      type: z.literal('result'),
+      taskId: z.string().min(1).max(128),
+      status: z.literal('error'),
+      error: z.string().max(65536),
+    }),
   ]),
   z.strictObject({
     type: z.literal('metric'),
@@ -46,4 +51,3 @@ export const ServerMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('end'), reason: z.string() }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessageSchema>;
-

@@ -67,7 +67,10 @@ export interface RelayHopFailed extends HopBase {
 export type RelayHop = RelayHopOk | RelayHopFailed;
 
 export class RelayAbortedError extends ControllerError {
-  constructor(message: string, readonly hop: RelayHopFailed) {
+  constructor(
+    message: string,
+    readonly hop: RelayHopFailed,
+  ) {
     super(message);
   }
 }
@@ -96,7 +99,10 @@ export async function* relayOver(sendTo: SendTo, task: RelayTask, opts: RelayOpt
       }
     }
     if (!hop.ok && policy === 'abort') {
-      throw new RelayAbortedError(`relay ${task.name}: hop ${index + 1} of ${opts.order.length} (site ${site}) failed: ${hop.error}; relay aborted`, hop);
+      throw new RelayAbortedError(
+        `relay ${task.name}: hop ${index + 1} of ${opts.order.length} (site ${site}) failed: ${hop.error}; relay aborted`,
+        hop,
+      );
     }
     if (hop.ok) model = hop.model;
     yield hop;

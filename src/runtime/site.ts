@@ -29,7 +29,10 @@ export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
   // if it cannot start, every task fails with the reason instead of the site never showing up.
   const started = opts.host
     .start({ siteName: opts.site, jobId: opts.jobId, workspace: opts.workspace, onMetric: (m) => runner?.metric(m) })
-    .then(() => null, (e: Error) => e);
+    .then(
+      () => null,
+      (e: Error) => e,
+    );
   const inner = trainerExecutor(opts.host, { params: opts.params ?? 'memory', workspace: opts.workspace });
   const executor: Executor = {
     '*': async (task, signal) => {
@@ -38,7 +41,12 @@ export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
       return inner['*']!(task, signal);
     },
   };
-  runner = new ClientRunner(link, { site: opts.site, executor, ...(opts.log && { log: opts.log }), ...(opts.channel && { channel: opts.channel }) });
+  runner = new ClientRunner(link, {
+    site: opts.site,
+    executor,
+    ...(opts.log && { log: opts.log }),
+    ...(opts.channel && { channel: opts.channel }),
+  });
   try {
     return await runner.run();
   } finally {

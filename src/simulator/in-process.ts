@@ -36,7 +36,13 @@ export async function simulateInProcess<R extends object>(opts: {
   server.start();
   const clients = Promise.all(
     opts.sites.map((s) =>
-      runSite(hub.connect(s.name), { site: s.name, jobId, workspace: join(workspace, s.name), host: 'host' in s ? s.host : new InProcessTrainerHost(s.trainer), log }),
+      runSite(hub.connect(s.name), {
+        site: s.name,
+        jobId,
+        workspace: join(workspace, s.name),
+        host: 'host' in s ? s.host : new InProcessTrainerHost(s.trainer),
+        log,
+      }),
     ),
   );
   try {
@@ -49,4 +55,3 @@ export async function simulateInProcess<R extends object>(opts: {
     await server.close();
   }
 }
-

@@ -53,7 +53,8 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const started = Date.now();
   const job = loadJob(opts.jobDir);
   const sites = siteNames(opts.clients);
-  if (sites.length < job.config.minClients) throw new Error(`job ${job.config.name} needs at least ${job.config.minClients} clients, --clients gave ${sites.length}`);
+  if (sites.length < job.config.minClients)
+    throw new Error(`job ${job.config.name} needs at least ${job.config.minClients} clients, --clients gave ${sites.length}`);
   const workspace = resolve(opts.workspace);
   mkdirSync(workspace, { recursive: true });
   const jobId = `${job.config.name}-${randomUUID().slice(0, 8)}`;
@@ -64,10 +65,18 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const settings: SiteSettings = opts.python !== undefined ? { python: opts.python } : {};
   const hub = new InMemoryHub();
   const sws = new ServerWorkspace(workspace);
-  const server = new ServerRuntime(hub, { jobId, log, onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }), ...(opts.onTransfer && { channel: { onTransfer: opts.onTransfer } }) });
+  const server = new ServerRuntime(hub, {
+    jobId,
+    log,
+    onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }),
+    ...(opts.onTransfer && { channel: { onTransfer: opts.onTransfer } }),
+  });
   server.start();
 
-  const clientsDone = threads === 0 ? runSitesHere(job, sites, hub, jobId, workspace, settings) : runSitesInWorkers(job.dir, sites, threads, hub, jobId, workspace, settings);
+  const clientsDone =
+    threads === 0
+      ? runSitesHere(job, sites, hub, jobId, workspace, settings)
+      : runSitesInWorkers(job.dir, sites, threads, hub, jobId, workspace, settings);
   // a client side that dies early must not leave the server waiting forever
   const clients: { error: Error | null } = { error: null };
   void clientsDone.catch((e: Error) => (clients.error = e));
@@ -76,9 +85,27 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
     // like NVFlare's simulator: start once every simulated site is up, so round 1 sees all of them
     // ...but a site that cannot come up (its trainer module fails to load, say) fails the run now, with its error
     await Promise.race([waitForAll(server, sites.length, 120_000, clients), clientsDone.then(() => new Promise<never>(() => undefined))]);
-    const outcome = await runWorkflows(job, initial, { controller: server, workspace: sws, log, ...(opts.onRound && { onRound: opts.onRound }), ...(opts.onProgress && { onProgress: opts.onProgress }) }, opts.offload ?? false);
+    const outcome = await runWorkflows(
+      job,
+      initial,
+      {
+        controller: server,
+        workspace: sws,
+        log,
+        ...(opts.onRound && { onRound: opts.onRound }),
+        ...(opts.onProgress && { onProgress: opts.onProgress }),
+      },
+      opts.offload ?? false,
+    );
     const result: SimulationResult = { ...outcome, jobId, workspace, seconds: (Date.now() - started) / 1000 };
-    await sws.writeJson('summary.json', { jobId, job: job.config.name, sites, rounds: outcome.rounds, crossSite: outcome.crossSite, seconds: result.seconds });
+    await sws.writeJson('summary.json', {
+      jobId,
+      job: job.config.name,
+      sites,
+      rounds: outcome.rounds,
+      crossSite: outcome.crossSite,
+      seconds: result.seconds,
+    });
     return result;
   } catch (e) {
     if (clients.error && clients.error === e) throw new Error(`a simulated site failed: ${clients.error.message}`);
@@ -105,7 +132,14 @@ async function waitForAll(server: ServerRuntime, n: number, timeoutMs: number, c
   }
 }
 
-async function runSitesHere(job: ReturnType<typeof loadJob>, sites: string[], hub: InMemoryHub, jobId: string, workspace: string, settings: SiteSettings): Promise<void> {
+async function runSitesHere(
+  job: ReturnType<typeof loadJob>,
+  sites: string[],
+  hub: InMemoryHub,
+  jobId: string,
+  workspace: string,
+  settings: SiteSettings,
+): Promise<void> {
   await Promise.all(
     sites.map(async (site, i) => {
       const dir = join(workspace, site);
@@ -116,7 +150,15 @@ async function runSitesHere(job: ReturnType<typeof loadJob>, sites: string[], hu
   );
 }
 
-async function runSitesInWorkers(jobDir: string, sites: string[], threads: number, hub: InMemoryHub, jobId: string, workspace: string, settings: SiteSettings): Promise<void> {
+async function runSitesInWorkers(
+  jobDir: string,
+  sites: string[],
+  threads: number,
+  hub: InMemoryHub,
+  jobId: string,
+  workspace: string,
+  settings: SiteSettings,
+): Promise<void> {
   const groups: WorkerInput['sites'][] = Array.from({ length: threads }, () => []);
   const transfer: MessageChannel['port2'][][] = Array.from({ length: threads }, () => []);
   sites.forEach((name, index) => {

@@ -24,15 +24,26 @@ export type WorkerMessage = { type: 'site-failed'; site: string; error: string }
 
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 const results = await Promise.allSettled(
-  input.sites.map(async (s) => {
-    const dir = join(input.workspace, s.name);
-    const log = fileLogger(join(dir, 'log.jsonl'), s.name);
-    const host = await createTrainerHost(job, s.name, s.index, input.numSites, dir, log, input.settings);
-    return runSite(new MessagePortLink('server', s.port), { site: s.name, jobId: input.jobId, workspace: dir, host, log, params: executorSpecFor(job, s.name).params });
-  }).map((p, i) => p.catch((e: unknown) => {
-    post({ type: 'site-failed', site: input.sites[i]!.name, error: (e as Error).message });
-    throw e;
-  })),
+  input.sites
+    .map(async (s) => {
+      const dir = join(input.workspace, s.name);
+      const log = fileLogger(join(dir, 'log.jsonl'), s.name);
+      const host = await createTrainerHost(job, s.name, s.index, input.numSites, dir, log, input.settings);
+      return runSite(new MessagePortLink('server', s.port), {
+        site: s.name,
+        jobId: input.jobId,
+        workspace: dir,
+        host,
+        log,
+        params: executorSpecFor(job, s.name).params,
+      });
+    })
+    .map((p, i) =>
+      p.catch((e: unknown) => {
+        post({ type: 'site-failed', site: input.sites[i]!.name, error: (e as Error).message });
+        throw e;
+      }),
+    ),
 );
 const errors = results.flatMap((r, i) => (r.status === 'rejected' ? [`${input.sites[i]!.name}: ${(r.reason as Error).message}`] : []));
 post({ type: 'done', errors });

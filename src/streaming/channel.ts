@@ -64,7 +64,13 @@ export interface Envelope {
 }
 
 export class Channel {
-  private readonly opts: { chunkBytes: number; windowBytes: number; stallTimeoutMs: number; maxControlBytes: number; maxWindowBytes: number };
+  private readonly opts: {
+    chunkBytes: number;
+    windowBytes: number;
+    stallTimeoutMs: number;
+    maxControlBytes: number;
+    maxWindowBytes: number;
+  };
   private readonly inbox = new AsyncQueue<Envelope>();
   private readonly session: Session;
   private readonly streams: StreamTable;
@@ -143,10 +149,18 @@ export class Channel {
     const out = this.streams.openOutgoing();
     const total = opts.totalBytes;
     try {
-      const [seq, announced] = this.session.sendControl(encodeApp(msg, { id: out.id, window: this.opts.windowBytes, ...(total !== undefined && { bytes: total }) }));
+      const [seq, announced] = this.session.sendControl(
+        encodeApp(msg, { id: out.id, window: this.opts.windowBytes, ...(total !== undefined && { bytes: total }) }),
+      );
       out.announceSeq = seq;
       await announced;
-      await out.run(payload, { chunkBytes: this.opts.chunkBytes, windowBytes: this.opts.windowBytes, stallTimeoutMs: this.opts.stallTimeoutMs, report: this.onTransfer, total });
+      await out.run(payload, {
+        chunkBytes: this.opts.chunkBytes,
+        windowBytes: this.opts.windowBytes,
+        stallTimeoutMs: this.opts.stallTimeoutMs,
+        report: this.onTransfer,
+        total,
+      });
     } finally {
       this.streams.closeOutgoing(out);
     }

@@ -5,7 +5,10 @@
 
 /** Base of every channel error. */
 export class ChannelError extends Error {
-  constructor(message: string, readonly peer: string) {
+  constructor(
+    message: string,
+    readonly peer: string,
+  ) {
     super(message);
     this.name = new.target.name;
   }
@@ -13,7 +16,10 @@ export class ChannelError extends Error {
 
 /** The channel is closed (locally, by the peer, a dropped link or a protocol violation); `reason` says which. */
 export class ChannelClosedError extends ChannelError {
-  constructor(peer: string, readonly reason: string) {
+  constructor(
+    peer: string,
+    readonly reason: string,
+  ) {
     super(`channel to ${peer} closed: ${reason}`, peer);
   }
 }
@@ -33,21 +39,33 @@ export class StreamCancelledError extends ChannelError {
 
 /** A transfer made no progress for the stall timeout. */
 export class StallError extends ChannelError {
-  constructor(peer: string, message: string, readonly timeoutMs: number) {
+  constructor(
+    peer: string,
+    message: string,
+    readonly timeoutMs: number,
+  ) {
     super(message, peer);
   }
 }
 
 /** A payload stream whose bytes do not hash to the sender's digest: never delivered as good data. */
 export class CorruptStreamError extends ChannelError {
-  constructor(peer: string, readonly stream: number, readonly bytes: number) {
+  constructor(
+    peer: string,
+    readonly stream: number,
+    readonly bytes: number,
+  ) {
     super(`payload stream ${stream} from ${peer} is corrupt: xxhash64 of the ${bytes} bytes received does not match the sender's`, peer);
   }
 }
 
 /** A control frame that is not a valid envelope: dropped, reported to `onMalformed`, never fatal. */
 export class MalformedMessageError extends ChannelError {
-  constructor(peer: string, readonly detail: string, readonly raw: string) {
+  constructor(
+    peer: string,
+    readonly detail: string,
+    readonly raw: string,
+  ) {
     super(`malformed control message from ${peer}: ${detail}`, peer);
   }
 }

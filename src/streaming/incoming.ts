@@ -57,7 +57,11 @@ export class IncomingStream implements Payload {
   private lastAckAt = performance.now();
   private readonly ackEvery: number;
 
-  constructor(private readonly host: ReceiverHost, readonly id: number, private readonly lim: IncomingLimits) {
+  constructor(
+    private readonly host: ReceiverHost,
+    readonly id: number,
+    private readonly lim: IncomingLimits,
+  ) {
     // an eighth of the sender's window: the sender always has 7/8 of it free, at an eighth of the ack frames
     this.ackEvery = Math.max(1, Math.floor(lim.window / 8));
     this.meter = new ProgressMeter(lim.report, host.peer, id, 'receive', lim.total);
@@ -89,7 +93,8 @@ export class IncomingStream implements Payload {
     if (f.last) {
       this.complete = true;
       // every piece was checked on arrival; the digest checks that none is missing or extra
-      if (f.digest !== undefined && this.hash.digest() !== f.digest) this.queue.end(new CorruptStreamError(this.host.peer, this.id, this.expected));
+      if (f.digest !== undefined && this.hash.digest() !== f.digest)
+        this.queue.end(new CorruptStreamError(this.host.peer, this.id, this.expected));
       else this.queue.end();
       return true;
     }
@@ -138,9 +143,12 @@ export class IncomingStream implements Payload {
     const ms = this.lim.stallMs;
     for (;;) {
       let t: NodeJS.Timeout | undefined;
-      const timedOut = await Promise.race([p.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), ms)))]).finally(() => clearTimeout(t));
+      const timedOut = await Promise.race([p.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), ms)))]).finally(
+        () => clearTimeout(t),
+      );
       if (!timedOut) return p;
-      if (!this.host.interrupted()) throw new StallError(this.host.peer, `payload stream ${this.id} from ${this.host.peer} stalled: no data for ${ms} ms`, ms);
+      if (!this.host.interrupted())
+        throw new StallError(this.host.peer, `payload stream ${this.id} from ${this.host.peer} stalled: no data for ${ms} ms`, ms);
     }
   }
 

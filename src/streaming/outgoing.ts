@@ -55,7 +55,10 @@ export class OutgoingStream {
   private final: { offset: number; digest: string } | null = null;
   private waiter: (() => void) | null = null;
 
-  constructor(private readonly host: SenderHost, readonly id: number) {}
+  constructor(
+    private readonly host: SenderHost,
+    readonly id: number,
+  ) {}
 
   acked(bytes: number): void {
     this.unacked -= bytes;
@@ -110,7 +113,15 @@ export class OutgoingStream {
       bytes += piece.bytes.byteLength;
       this.host.post({ type: 'data', stream: this.id, offset: piece.offset, bytes: piece.bytes, hash: piece.hash, last: false });
     }
-    if (this.final) this.host.post({ type: 'data', stream: this.id, offset: this.final.offset, bytes: new Uint8Array(0), last: true, digest: this.final.digest });
+    if (this.final)
+      this.host.post({
+        type: 'data',
+        stream: this.id,
+        offset: this.final.offset,
+        bytes: new Uint8Array(0),
+        last: true,
+        digest: this.final.digest,
+      });
     return bytes;
   }
 
@@ -123,7 +134,8 @@ export class OutgoingStream {
   private async waitUntil(done: () => boolean, what: string, stallMs: number): Promise<void> {
     while (!done() && this.cancelled === null && this.host.closedReason() === null) {
       const moved = await this.wait(stallMs);
-      if (!moved && !this.host.interrupted()) throw new StallError(this.host.peer, `sending to ${this.host.peer} stalled: ${what} for ${stallMs} ms`, stallMs);
+      if (!moved && !this.host.interrupted())
+        throw new StallError(this.host.peer, `sending to ${this.host.peer} stalled: ${what} for ${stallMs} ms`, stallMs);
     }
     this.check();
   }
@@ -146,7 +158,11 @@ export class OutgoingStream {
       for await (const chunk of payload) {
         for (let o = 0; o < chunk.byteLength; o += lim.chunkBytes) {
           const piece = chunk.subarray(o, Math.min(o + lim.chunkBytes, chunk.byteLength));
-          await this.waitUntil(() => this.host.attached() && (this.unacked === 0 || this.unacked + piece.byteLength <= lim.windowBytes), 'no acknowledgement', lim.stallTimeoutMs);
+          await this.waitUntil(
+            () => this.host.attached() && (this.unacked === 0 || this.unacked + piece.byteLength <= lim.windowBytes),
+            'no acknowledgement',
+            lim.stallTimeoutMs,
+          );
           const hash = hasher.update(piece);
           this.unacked += piece.byteLength;
           this.retained.push({ offset, bytes: piece, hash });
@@ -163,7 +179,8 @@ export class OutgoingStream {
       await this.waitUntil(() => this.unacked <= 0, 'waiting for the receiver to consume the payload', lim.stallTimeoutMs);
       meter.end();
     } catch (e) {
-      if (this.cancelled === null && this.host.closedReason() === null) this.host.post({ type: 'cancel', stream: this.id, reason: (e as Error).message });
+      if (this.cancelled === null && this.host.closedReason() === null)
+        this.host.post({ type: 'cancel', stream: this.id, reason: (e as Error).message });
       throw e;
     }
   }

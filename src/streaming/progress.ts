@@ -44,6 +44,14 @@ export class ProgressMeter {
     this.emit(true);
   }
   private emit(done: boolean): void {
-    this.report?.({ peer: this.peer, stream: this.stream, direction: this.direction, bytes: this.bytes, ...(this.total !== undefined && { total: this.total }), seconds: (performance.now() - this.started) / 1000, done });
+    this.report?.({
+      peer: this.peer,
+      stream: this.stream,
+      direction: this.direction,
+      bytes: this.bytes,
+      ...(this.total !== undefined && { total: this.total }),
+      seconds: (performance.now() - this.started) / 1000,
+      done,
+    });
   }
 }

@@ -14,7 +14,16 @@
 import type { Frame, Link } from '../transport/link.ts';
 import { ChannelClosedError, MalformedMessageError } from './errors.ts';
 import { ControlLog } from './control-log.ts';
-import { type ChannelMessage, MAX_REASON, type Message, type ResumeMessage, type StreamHeader, type StreamState, decodeEnvelope, encodeChannel } from './protocol.ts';
+import {
+  type ChannelMessage,
+  MAX_REASON,
+  type Message,
+  type ResumeMessage,
+  type StreamHeader,
+  type StreamState,
+  decodeEnvelope,
+  encodeChannel,
+} from './protocol.ts';
 
 export interface ResumeConfig {
   timeoutMs: number;
@@ -155,7 +164,13 @@ export class Session {
       }
       case 'attached':
       case 'resuming':
-        this.state = { kind: 'detached', link: s.link, outage: s.kind === 'resuming' ? s.outage : this.outage('replaced by a new link'), pending: link, wake: null };
+        this.state = {
+          kind: 'detached',
+          link: s.link,
+          outage: s.kind === 'resuming' ? s.outage : this.outage('replaced by a new link'),
+          pending: link,
+          wake: null,
+        };
         s.link.close('replaced by a new link');
     }
   }
@@ -304,7 +319,12 @@ export class Session {
     const s = this.state;
     if (s.kind !== 'detached') return;
     this.state = { kind: 'resuming', link, outage: s.outage };
-    quietly(link.send({ type: 'control', json: encodeChannel({ type: 'resume', control: this.control.received, streams: this.events.resumeReport() }) }));
+    quietly(
+      link.send({
+        type: 'control',
+        json: encodeChannel({ type: 'resume', control: this.control.received, streams: this.events.resumeReport() }),
+      }),
+    );
   }
 
   /** The peer's half of the handshake: resend what it lacks, then carry on. */

@@ -27,7 +27,10 @@ export class StreamTable {
   private readonly endedIncoming = new Map<number, { consumed: number; reason: string | null }>();
   private readonly host: StreamHost;
 
-  constructor(host: Omit<StreamHost, 'ended'>, private readonly opts: StreamOptions) {
+  constructor(
+    host: Omit<StreamHost, 'ended'>,
+    private readonly opts: StreamOptions,
+  ) {
     this.host = { ...bind(host), ended: (id, consumed, reason) => this.ended(id, consumed, reason) };
   }
 
@@ -46,7 +49,13 @@ export class StreamTable {
   openIncoming(h: StreamHeader): IncomingStream {
     const window = Math.min(h.window, this.opts.maxWindowBytes);
     const limit = window + Math.max(MAX_PIECE_BYTES, this.opts.chunkBytes);
-    const s = new IncomingStream(this.host, h.id, { stallMs: this.opts.stallTimeoutMs, window, limit, report: this.opts.onTransfer, ...(h.bytes !== undefined && { total: h.bytes }) });
+    const s = new IncomingStream(this.host, h.id, {
+      stallMs: this.opts.stallTimeoutMs,
+      window,
+      limit,
+      report: this.opts.onTransfer,
+      ...(h.bytes !== undefined && { total: h.bytes }),
+    });
     this.incoming.set(h.id, s);
     return s;
   }
@@ -89,9 +98,14 @@ export class StreamTable {
   /** This side's half of the handshake: what it has of each stream it receives. */
   resumeReport(): StreamState[] {
     const streams: StreamState[] = [];
-    for (const [id, s] of this.incoming) streams.push({ id, received: s.expected, consumed: s.consumed, state: s.complete ? 'complete' : 'open' });
+    for (const [id, s] of this.incoming)
+      streams.push({ id, received: s.expected, consumed: s.consumed, state: s.complete ? 'complete' : 'open' });
     for (const [id, e] of this.endedIncoming) {
-      streams.push(e.reason === null ? { id, received: e.consumed, consumed: e.consumed, state: 'done' } : { id, received: e.consumed, consumed: e.consumed, state: 'cancelled', reason: e.reason.slice(0, MAX_REASON) });
+      streams.push(
+        e.reason === null
+          ? { id, received: e.consumed, consumed: e.consumed, state: 'done' }
+          : { id, received: e.consumed, consumed: e.consumed, state: 'cancelled', reason: e.reason.slice(0, MAX_REASON) },
+      );
     }
     return streams;
   }

@@ -5,7 +5,8 @@
  */
 
 export type Scheme = 'tls' | 'grpc' | 'mem';
-export type Address = { readonly scheme: 'tls' | 'grpc'; readonly host: string; readonly port: number } | { readonly scheme: 'mem'; readonly name: string };
+export type Address =
+  { readonly scheme: 'tls' | 'grpc'; readonly host: string; readonly port: number } | { readonly scheme: 'mem'; readonly name: string };
 
 export class AddressError extends Error {
   override readonly name = 'AddressError';
@@ -17,10 +18,12 @@ const SCHEMES: readonly Scheme[] = ['tls', 'grpc', 'mem'];
 export function parseAddress(text: string): Address {
   const m = /^([a-z]+):\/\/(.+)$/.exec(text);
   const scheme = m?.[1] as Scheme | undefined;
-  if (!m || !scheme || !SCHEMES.includes(scheme)) throw new AddressError(`address "${text}": expected tls://host:port, grpc://host:port or mem://name`);
+  if (!m || !scheme || !SCHEMES.includes(scheme))
+    throw new AddressError(`address "${text}": expected tls://host:port, grpc://host:port or mem://name`);
   const rest = m[2]!;
   if (scheme === 'mem') {
-    if (!/^[A-Za-z0-9._-]{1,128}$/.test(rest)) throw new AddressError(`address "${text}": a mem:// name is 1 to 128 letters, digits, ".", "_" or "-"`);
+    if (!/^[A-Za-z0-9._-]{1,128}$/.test(rest))
+      throw new AddressError(`address "${text}": a mem:// name is 1 to 128 letters, digits, ".", "_" or "-"`);
     return { scheme, name: rest };
   }
   const hp = /^(\[[0-9A-Fa-f:.]+\]|[^:/[\]]+):(\d{1,5})$/.exec(rest);

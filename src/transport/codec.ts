@@ -28,7 +28,8 @@ const HAS_DIGEST = 8;
 export { MAX_FRAME_BYTES };
 
 /** The handshake's frames: the dialling side says what the connection is for; the server accepts or refuses. */
-export type HandshakeFrame = { readonly type: 'hello'; readonly json: string } | { readonly type: 'welcome' } | { readonly type: 'refuse'; readonly reason: string };
+export type HandshakeFrame =
+  { readonly type: 'hello'; readonly json: string } | { readonly type: 'welcome' } | { readonly type: 'refuse'; readonly reason: string };
 export type WireItem = Frame | HandshakeFrame;
 
 const MAX_U32 = 0xffffffff;
@@ -89,8 +90,10 @@ export function encodeFrame(f: WireItem): Buffer[] {
       return streamFrame(FRAME_TYPE.cancel, f.stream, f.reason);
     case 'data': {
       const digest = f.digest === undefined ? null : Buffer.from(f.digest, 'latin1');
-      const flags = (f.last ? LAST : 0) | (f.offset !== undefined ? HAS_OFFSET : 0) | (f.hash !== undefined ? HAS_HASH : 0) | (digest ? HAS_DIGEST : 0);
-      const headLen = 4 + 1 + 4 + 1 + (f.offset !== undefined ? 8 : 0) + (f.hash !== undefined ? 8 : 0) + (digest ? 1 + digest.byteLength : 0);
+      const flags =
+        (f.last ? LAST : 0) | (f.offset !== undefined ? HAS_OFFSET : 0) | (f.hash !== undefined ? HAS_HASH : 0) | (digest ? HAS_DIGEST : 0);
+      const headLen =
+        4 + 1 + 4 + 1 + (f.offset !== undefined ? 8 : 0) + (f.hash !== undefined ? 8 : 0) + (digest ? 1 + digest.byteLength : 0);
       const head = Buffer.allocUnsafe(headLen);
       head.writeUInt32LE(headLen - 4 + f.bytes.byteLength, 0);
       head.writeUInt8(FRAME_TYPE.data, 4);
@@ -238,7 +241,15 @@ export class FrameDecoder {
       }
       this.consume(at);
       const bytes = this.take(4 + len - at);
-      return { type: 'data', stream, bytes, last: (flags & LAST) !== 0, ...(offset !== undefined && { offset }), ...(hash !== undefined && { hash }), ...(digest !== undefined && { digest }) };
+      return {
+        type: 'data',
+        stream,
+        bytes,
+        last: (flags & LAST) !== 0,
+        ...(offset !== undefined && { offset }),
+        ...(hash !== undefined && { hash }),
+        ...(digest !== undefined && { digest }),
+      };
     }
     const body = this.take(4 + len).subarray(5);
     switch (type) {
@@ -255,7 +266,8 @@ export class FrameDecoder {
         if (body.byteLength !== 12) return `${type === FRAME_TYPE.ack ? 'ack' : 'resend'} frame of ${body.byteLength} bytes, 12 expected`;
         const stream = body.readUInt32LE(0);
         const n = getU64(body, 4);
-        if (!isStream(stream) || !Number.isSafeInteger(n)) return `${type === FRAME_TYPE.ack ? 'ack' : 'resend'} frame with an invalid stream id or count`;
+        if (!isStream(stream) || !Number.isSafeInteger(n))
+          return `${type === FRAME_TYPE.ack ? 'ack' : 'resend'} frame with an invalid stream id or count`;
         return type === FRAME_TYPE.ack ? { type: 'ack', stream, bytes: n } : { type: 'resend', stream, offset: n };
       }
       case FRAME_TYPE.cancel: {

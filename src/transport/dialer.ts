@@ -47,7 +47,12 @@ export function dialerFor(address: string | Address, o: DialerOptions = {}): Dia
   switch (a.scheme) {
     case 'tls': {
       const creds = tlsCredentials(text, o);
-      return { address: text, dial: (info) => dialTls({ host: a.host, port: a.port, ...creds, ...(o.timeoutMs !== undefined && { timeoutMs: o.timeoutMs }) }, info), close: () => undefined };
+      return {
+        address: text,
+        dial: (info) =>
+          dialTls({ host: a.host, port: a.port, ...creds, ...(o.timeoutMs !== undefined && { timeoutMs: o.timeoutMs }) }, info),
+        close: () => undefined,
+      };
     }
     case 'grpc': {
       const owned = o.grpc ? null : new GrpcClient({ host: a.host, port: a.port, ...tlsCredentials(text, o) });

@@ -77,7 +77,10 @@ export class MessagePortLink implements Link {
   readonly closed = new Promise<string>((r) => (this.resolveClosed = r));
   private isClosed = false;
 
-  constructor(readonly peer: string, private readonly port: MessagePort) {
+  constructor(
+    readonly peer: string,
+    private readonly port: MessagePort,
+  ) {
     port.on('message', (m: Frame | { type: 'close'; reason: string }) => {
       if (m.type === 'close') this.shut(m.reason);
       else this.inbox.push(m);

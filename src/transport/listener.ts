@@ -29,7 +29,8 @@ export interface ListenerOptions {
 }
 
 function credentials(address: string, o: ListenerOptions): { caPem: string; certPem: string; keyPem: string } {
-  if (o.caPem === undefined || o.certPem === undefined || o.keyPem === undefined) throw new Error(`listening on ${address} needs caPem, certPem and keyPem (mutual TLS)`);
+  if (o.caPem === undefined || o.certPem === undefined || o.keyPem === undefined)
+    throw new Error(`listening on ${address} needs caPem, certPem and keyPem (mutual TLS)`);
   return { caPem: o.caPem, certPem: o.certPem, keyPem: o.keyPem };
 }
 
@@ -47,7 +48,11 @@ export function listenerFor(address: string | Address, o: ListenerOptions): List
       const refuse = async (): Promise<never> => {
         throw new Error('this server takes no admin commands');
       };
-      const handlers: GrpcServerHandlers = { onConnect: o.onConnect, onAdmin: o.admin?.onAdmin ?? refuse, ...(o.admin?.onDownload && { onDownload: o.admin.onDownload }) };
+      const handlers: GrpcServerHandlers = {
+        onConnect: o.onConnect,
+        onAdmin: o.admin?.onAdmin ?? refuse,
+        ...(o.admin?.onDownload && { onDownload: o.admin.onDownload }),
+      };
       const server = new GrpcServer({ host: a.host, port: a.port, ...credentials(text, o), handlers, ...log });
       return { start: async () => formatAddress({ ...a, port: await server.start() }), close: (g) => server.close(g) };
     }

@@ -17,7 +17,10 @@ export const DurationSeconds = z
   .max(MAX_DURATION_SECONDS, `must be at most ${MAX_DURATION_SECONDS} seconds (ten years)`);
 
 /** The same, where 0 is allowed (a wait that may be none). */
-export const DurationSecondsOrZero = z.number().min(0).max(MAX_DURATION_SECONDS, `must be at most ${MAX_DURATION_SECONDS} seconds (ten years)`);
+export const DurationSecondsOrZero = z
+  .number()
+  .min(0)
+  .max(MAX_DURATION_SECONDS, `must be at most ${MAX_DURATION_SECONDS} seconds (ten years)`);
 
 export interface LongTimer {
   clear(): void;

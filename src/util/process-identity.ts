@@ -37,8 +37,16 @@ export type Verdict = { same: true } | { same: false; why: string };
 export function isSameProcess(expected: ProcessIdentity): Verdict {
   const now = identify(expected.pid);
   if (now === null) return { same: false, why: `no process ${expected.pid} is running` };
-  if (now.startTime !== expected.startTime) return { same: false, why: `PID ${expected.pid} now belongs to another process (${now.cmdline.slice(0, 120) || 'no command line'}), started after the recorded one` };
-  if (now.cmdline !== expected.cmdline) return { same: false, why: `PID ${expected.pid} runs "${now.cmdline.slice(0, 120)}", not the recorded "${expected.cmdline.slice(0, 120)}"` };
+  if (now.startTime !== expected.startTime)
+    return {
+      same: false,
+      why: `PID ${expected.pid} now belongs to another process (${now.cmdline.slice(0, 120) || 'no command line'}), started after the recorded one`,
+    };
+  if (now.cmdline !== expected.cmdline)
+    return {
+      same: false,
+      why: `PID ${expected.pid} runs "${now.cmdline.slice(0, 120)}", not the recorded "${expected.cmdline.slice(0, 120)}"`,
+    };
   return { same: true };
 }
 
@@ -62,19 +70,30 @@ export class LockedError extends Error {
  */
 export function lockFolder(file: string, what: string): { release(): void } {
   const me = identify(process.pid);
-  const content: LockFile = { ...(me ?? { pid: process.pid, startTime: '0', cmdline: process.argv.join(' ') }), host: hostname(), since: new Date().toISOString() };
+  const content: LockFile = {
+    ...(me ?? { pid: process.pid, startTime: '0', cmdline: process.argv.join(' ') }),
+    host: hostname(),
+    since: new Date().toISOString(),
+  };
   for (let attempt = 0; attempt < 3; attempt++) {
     let fd: number;
     try {
       fd = openSync(file, 'wx', 0o600);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`cannot create the lock file ${file}: ${(e as Error).message}: check the folder's permissions`);
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw new Error(`cannot create the lock file ${file}: ${(e as Error).message}: check the folder's permissions`);
       const holder = readHolder(file);
       if (holder && holder.host === hostname() && isSameProcess(holder).same) {
-        throw new LockedError(`${what} is in use by process ${holder.pid} (${holder.cmdline.slice(0, 160)}), since ${holder.since}: stop it first, or use another folder`, holder);
+        throw new LockedError(
+          `${what} is in use by process ${holder.pid} (${holder.cmdline.slice(0, 160)}), since ${holder.since}: stop it first, or use another folder`,
+          holder,
+        );
       }
       if (holder && holder.host !== hostname()) {
-        throw new LockedError(`${what} is locked by process ${holder.pid} on host ${holder.host} since ${holder.since}: stop it there, or delete ${file} if that host is gone`, holder);
+        throw new LockedError(
+          `${what} is locked by process ${holder.pid} on host ${holder.host} since ${holder.since}: stop it there, or delete ${file} if that host is gone`,
+          holder,
+        );
       }
       // the holder is gone (or the file is unreadable): move it aside atomically, then retry O_EXCL
       try {

@@ -38,7 +38,10 @@ export class CrossSiteEval implements Workflow {
     const timeout = this.opts.taskTimeoutMs !== undefined ? { timeoutMs: this.opts.taskTimeoutMs } : {};
     const matrix: EvalMatrix = {};
 
-    for await (const r of controller.broadcast({ name: TaskNames.submitModel, info: info(), params: null }, { targets: sites, minResponses: 0, ...timeout })) {
+    for await (const r of controller.broadcast(
+      { name: TaskNames.submitModel, info: info(), params: null },
+      { targets: sites, minResponses: 0, ...timeout },
+    )) {
       if (!r.ok || !r.params) {
         const error = r.ok ? 'submitted no model' : r.error;
         matrix[r.site] = { '*': { error } };
@@ -52,7 +55,10 @@ export class CrossSiteEval implements Workflow {
 
     for (const [owner, source] of models) {
       const row: Record<string, Record<string, number> | { error: string }> = {};
-      for await (const r of controller.broadcast({ name: TaskNames.validate, info: { ...info(), meta: { modelOwner: owner } }, params: source }, { targets: sites, minResponses: 0, ...timeout })) {
+      for await (const r of controller.broadcast(
+        { name: TaskNames.validate, info: { ...info(), meta: { modelOwner: owner } }, params: source },
+        { targets: sites, minResponses: 0, ...timeout },
+      )) {
         if (r.ok) r.discard();
         row[r.site] = r.ok ? r.info.metrics : { error: r.error };
       }

@@ -53,7 +53,12 @@ export class Cyclic implements Workflow {
       const info: FLModelInfo = { paramsType: 'FULL', metrics: {}, meta: {}, currentRound: round, totalRounds: this.opts.rounds };
       const hops = ctx.controller.relay(
         { name: TaskNames.train, info, model: this.model },
-        { order, onFailure: this.opts.onSiteFailure ?? 'skip', ...(this.opts.taskTimeoutMs !== undefined && { timeoutMs: this.opts.taskTimeoutMs }), ...(ctx.signal && { signal: ctx.signal }) },
+        {
+          order,
+          onFailure: this.opts.onSiteFailure ?? 'skip',
+          ...(this.opts.taskTimeoutMs !== undefined && { timeoutMs: this.opts.taskTimeoutMs }),
+          ...(ctx.signal && { signal: ctx.signal }),
+        },
       );
       try {
         for await (const hop of hops) {
@@ -71,10 +76,21 @@ export class Cyclic implements Workflow {
         if (e instanceof RelayAbortedError) throw new Error(`cyclic round ${round}: ${e.message}`, { cause: e });
         throw e;
       }
-      if (used.length < this.opts.minClients) throw new Error(`round ${round}: only ${used.length} sites trained, ${this.opts.minClients} required; failures: ${JSON.stringify(failures)}`);
+      if (used.length < this.opts.minClients)
+        throw new Error(
+          `round ${round}: only ${used.length} sites trained, ${this.opts.minClients} required; failures: ${JSON.stringify(failures)}`,
+        );
       await ctx.workspace.saveGlobalModel(round, this.model, { ...this.opts.metadata, workflow: this.name });
       const last = used[used.length - 1]!;
-      const summary: RoundSummary = { round, totalRounds: this.opts.rounds, sites: used, siteMetrics, metrics: siteMetrics[last] ?? {}, failures, seconds: (Date.now() - started) / 1000 };
+      const summary: RoundSummary = {
+        round,
+        totalRounds: this.opts.rounds,
+        sites: used,
+        siteMetrics,
+        metrics: siteMetrics[last] ?? {},
+        failures,
+        seconds: (Date.now() - started) / 1000,
+      };
       ctx.workspace.appendMetrics({ type: 'round', ...summary });
       rounds.push(summary);
       ctx.onRound?.(summary);

@@ -50,7 +50,10 @@ export class OffloadedFedAvg implements Workflow {
     let statePath: string | null = null;
     if (this.optimizer && start > 0) {
       statePath = join(roundDir(ctx.workspace, start - 1), OPTIMIZER_STATE_FILE);
-      if (!existsSync(statePath)) throw new Error(`cannot resume ${this.name} at round ${start}: ${statePath} (the optimizer state after round ${start - 1}) is missing`);
+      if (!existsSync(statePath))
+        throw new Error(
+          `cannot resume ${this.name} at round ${start}: ${statePath} (the optimizer state after round ${start - 1}) is missing`,
+        );
     }
     for (let round = start; round < this.opts.rounds; round++) {
       ctx.signal?.throwIfAborted();
@@ -70,7 +73,14 @@ export class OffloadedFedAvg implements Workflow {
         const mean = join(scratch, 'aggregate.safetensors');
         await agg.writeResult(mean);
         const nextState = join(roundDir(ctx.workspace, round), OPTIMIZER_STATE_FILE);
-        await stepOnDisk(this.optimizer, { global: path, aggregate: mean, state: statePath, outModel: out, outState: nextState, modelMetadata: { round: String(round), workflow: this.name } });
+        await stepOnDisk(this.optimizer, {
+          global: path,
+          aggregate: mean,
+          state: statePath,
+          outModel: out,
+          outState: nextState,
+          modelMetadata: { round: String(round), workflow: this.name },
+        });
         await rm(mean, { force: true });
         statePath = nextState;
       } else {

@@ -52,7 +52,13 @@ type RoundOptions = Pick<FedAvgOptions, 'rounds' | 'minClients' | 'roundTimeoutM
  * One FedAvg round: broadcast the global model, fold each result into `agg`
  * as it arrives, and return the round's summary (without timing).
  */
-export async function fedAvgRound(ctx: WorkflowContext, o: RoundOptions, round: number, global: ModelSource, agg: RoundAggregator): Promise<Omit<RoundSummary, 'seconds'>> {
+export async function fedAvgRound(
+  ctx: WorkflowContext,
+  o: RoundOptions,
+  round: number,
+  global: ModelSource,
+  agg: RoundAggregator,
+): Promise<Omit<RoundSummary, 'seconds'>> {
   const { controller, log } = ctx;
   const connected = await controller.waitForSites(o.minClients, o.siteWaitMs ?? 60_000);
   const sites = o.select ? o.select(connected, round) : connected;

@@ -29,7 +29,10 @@ export function fedOptStrategy(config: ServerOptimizerInput): ServerStrategy {
     },
     async load(dir, round) {
       const path = join(dir, OPTIMIZER_STATE_FILE);
-      if (!existsSync(path)) throw new Error(`cannot resume ${opt.config.name} at round ${round + 1}: ${path} (the optimizer state after round ${round}) is missing`);
+      if (!existsSync(path))
+        throw new Error(
+          `cannot resume ${opt.config.name} at round ${round + 1}: ${path} (the optimizer state after round ${round}) is missing`,
+        );
       state = await readSafetensors(path);
     },
   };

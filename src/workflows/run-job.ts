@@ -41,7 +41,12 @@ export function handOver<T>(value: T): () => Promise<T> {
  * Runs the job's workflows in order; each hands its model to the next.
  * `offload` keeps FedAvg's global model and running sum on disk whatever the job says.
  */
-export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, ctx: WorkflowContext, offload = false): Promise<JobOutcome> {
+export async function runWorkflows(
+  job: Job,
+  load: () => Promise<InitialModel>,
+  ctx: WorkflowContext,
+  offload = false,
+): Promise<JobOutcome> {
   // the initial model is loaded here and referenced only by `model`, which each workflow takes
   // over (model = null before it runs): a caller's variable holding it would keep a whole model
   // alive for the job's duration
@@ -68,7 +73,10 @@ export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, 
         };
         const optimizer = w.type === 'fedopt' ? { optimizer: w.optimizer } : {};
         const robust = w.type !== 'scaffold' && w.aggregation.rule !== 'mean';
-        if (robust && offload) throw new Error(`workflow ${w.type}: aggregation ${w.aggregation.rule} keeps the global model in memory and cannot run with --offload; drop --offload or use aggregation: {rule: mean}`);
+        if (robust && offload)
+          throw new Error(
+            `workflow ${w.type}: aggregation ${w.aggregation.rule} keeps the global model in memory and cannot run with --offload; drop --offload or use aggregation: {rule: mean}`,
+          );
         if (w.type !== 'scaffold' && (w.offload || offload) && !robust) {
           const r = await new OffloadedFedAvg({ ...common, ...optimizer, initialModel: model ?? modelPath! }).run(ctx);
           model = null;
@@ -78,7 +86,12 @@ export async function runWorkflows(job: Job, load: () => Promise<InitialModel>, 
           const initialModel = model ?? (await readSafetensors(modelPath!)).tensors;
           model = null;
           const opts = { ...common, initialModel, ...(w.type !== 'scaffold' && { aggregation: w.aggregation }) };
-          const wf = w.type === 'scaffold' ? new Scaffold(opts) : w.type === 'fedopt' ? new FedOpt({ ...opts, optimizer: w.optimizer }) : new StrategyWorkflow(opts, fedAvgStrategy);
+          const wf =
+            w.type === 'scaffold'
+              ? new Scaffold(opts)
+              : w.type === 'fedopt'
+                ? new FedOpt({ ...opts, optimizer: w.optimizer })
+                : new StrategyWorkflow(opts, fedAvgStrategy);
           const r = await wf.run(ctx);
           model = r.model;
           modelPath = undefined;

@@ -38,7 +38,8 @@ export function scaffoldStrategy(): ServerStrategy {
     },
     async load(dir, round) {
       const path = join(dir, CONTROL_FILE);
-      if (!existsSync(path)) throw new Error(`cannot resume SCAFFOLD at round ${round + 1}: ${path} (the control variate after round ${round}) is missing`);
+      if (!existsSync(path))
+        throw new Error(`cannot resume SCAFFOLD at round ${round + 1}: ${path} (the control variate after round ${round}) is missing`);
       c = (await readSafetensors(path)).tensors;
     },
   };
@@ -46,7 +47,8 @@ export function scaffoldStrategy(): ServerStrategy {
 
 export class Scaffold extends StrategyWorkflow {
   constructor(opts: StrategyOptions) {
-    if (opts.aggregation && opts.aggregation.rule !== 'mean') throw new Error('SCAFFOLD averages its control variates: it cannot be combined with a robust aggregation rule');
+    if (opts.aggregation && opts.aggregation.rule !== 'mean')
+      throw new Error('SCAFFOLD averages its control variates: it cannot be combined with a robust aggregation rule');
     super(opts, scaffoldStrategy());
   }
 }

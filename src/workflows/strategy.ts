@@ -55,7 +55,10 @@ export interface StrategyOptions extends FedAvgOptions {
 }
 
 /** fedAvgRound's hooks for client sampling and FedProx's μ (shared by the in-memory and the offloaded loops). */
-export function roundHooks(o: Pick<StrategyOptions, 'sampling' | 'proxMu' | 'minClients'>, extraMeta: Record<string, JsonValue> = {}): { select: (sites: string[], round: number) => string[]; meta: Record<string, JsonValue>; connected: () => number } {
+export function roundHooks(
+  o: Pick<StrategyOptions, 'sampling' | 'proxMu' | 'minClients'>,
+  extraMeta: Record<string, JsonValue> = {},
+): { select: (sites: string[], round: number) => string[]; meta: Record<string, JsonValue>; connected: () => number } {
   const sampling = o.sampling ? SamplingSchema.parse(o.sampling) : null;
   let connected = 0;
   return {
@@ -77,9 +80,13 @@ export class StrategyWorkflow implements Workflow {
   model: TensorDict;
   private readonly opts: Omit<StrategyOptions, 'initialModel'>;
 
-  constructor(opts: StrategyOptions, readonly strategy: ServerStrategy) {
+  constructor(
+    opts: StrategyOptions,
+    readonly strategy: ServerStrategy,
+  ) {
     validateRounds(opts);
-    if (opts.proxMu !== undefined && !(opts.proxMu >= 0 && Number.isFinite(opts.proxMu))) throw new Error(`proxMu must be a finite number ≥ 0, got ${opts.proxMu}`);
+    if (opts.proxMu !== undefined && !(opts.proxMu >= 0 && Number.isFinite(opts.proxMu)))
+      throw new Error(`proxMu must be a finite number ≥ 0, got ${opts.proxMu}`);
     if (opts.sampling) SamplingSchema.parse(opts.sampling);
     if (opts.aggregation && opts.aggregation.rule !== 'mean') RobustRuleSchema.parse(opts.aggregation);
     const { initialModel, ...rest } = opts;

@@ -18,7 +18,12 @@ const INT_BOUNDS: Partial<Record<DType, [bigint, bigint]>> = {
   BOOL: [0n, 1n],
 };
 
-const MAX_FINITE: Partial<Record<DType, number>> = { F64: Number.MAX_VALUE, F32: 3.4028234663852886e38, F16: 65504, BF16: 3.3895313892515355e38 };
+const MAX_FINITE: Partial<Record<DType, number>> = {
+  F64: Number.MAX_VALUE,
+  F32: 3.4028234663852886e38,
+  F16: 65504,
+  BF16: 3.3895313892515355e38,
+};
 
 /** x · 2^1074 as an exact integer (every finite double is a multiple of 2^-1074). */
 export function scaled(x: number): bigint {
@@ -31,7 +36,8 @@ export function scaled(x: number): bigint {
   return bits >> 63n ? -v : v;
 }
 
-export const asNumber = (d: DType, v: Value): number => (d === 'F16' ? f16ToF32(v as number) : d === 'BF16' ? bf16ToF32(v as number) : Number(v));
+export const asNumber = (d: DType, v: Value): number =>
+  d === 'F16' ? f16ToF32(v as number) : d === 'BF16' ? bf16ToF32(v as number) : Number(v);
 export const isFloat = (d: DType): boolean => d === 'F64' || d === 'F32' || d === 'F16' || d === 'BF16';
 /** An element's value as an exact integer: floats scaled by 2^1074, integers as they are. */
 export const exactOf = (d: DType, v: Value): bigint => (isFloat(d) ? scaled(asNumber(d, v)) : BigInt(v));
@@ -44,7 +50,7 @@ function neighbours(d: DType, raw: Value): [number, number] {
   let bits: bigint;
   if (d === 'F64') bits = new BigUint64Array(new Float64Array([x]).buffer)[0]!;
   else if (d === 'F32') bits = BigInt(new Uint32Array(new Float32Array([x]).buffer)[0]!);
-  else bits = BigInt(raw as number);
+  else bits = BigInt(raw);
   const decode = (b: bigint): number => {
     if (d === 'F64') return new Float64Array(new BigUint64Array([b]).buffer)[0]!;
     if (d === 'F32') return new Float32Array(new Uint32Array([Number(b)]).buffer)[0]!;
@@ -77,8 +83,11 @@ export function assertRule(d: DType, got: Value, S: bigint, W: bigint, what: str
     // overflow: the mean is at least halfway from the largest finite value to the next power of two
     const max = MAX_FINITE[d]!;
     const [prev] = neighbours(d, d === 'F16' || d === 'BF16' ? (d === 'F16' ? 0x7bff : 0x7f7f) : max);
-    const twoMid = 3n * scaled(max) - scaled(prev!);
-    assert.ok(!Number.isNaN(g) && (g > 0 ? 2n * S >= twoMid * W - 2n * slack0 : -2n * S >= twoMid * W - 2n * slack0), `${what}: ${g} for a mean that fits ${d}`);
+    const twoMid = 3n * scaled(max) - scaled(prev);
+    assert.ok(
+      !Number.isNaN(g) && (g > 0 ? 2n * S >= twoMid * W - 2n * slack0 : -2n * S >= twoMid * W - 2n * slack0),
+      `${what}: ${g} for a mean that fits ${d}`,
+    );
     return;
   }
   const [down, up] = neighbours(d, got);
@@ -91,4 +100,3 @@ export function assertRule(d: DType, got: Value, S: bigint, W: bigint, what: str
   assert.ok(lo === null || twoS >= lo * W - 2n * slack, `${what}: ${g} is above the nearest value to the mean (${d})`);
   assert.ok(hi === null || twoS <= hi * W + 2n * slack, `${what}: ${g} is below the nearest value to the mean (${d})`);
 }
-

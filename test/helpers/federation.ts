@@ -35,7 +35,8 @@ export function tinyJob(dest: string, o: { minClients?: number; rounds?: number;
     .replace('rounds: 3', `rounds: ${o.rounds ?? 3}`);
   writeFileSync(join(dest, 'job.yaml'), yaml);
   let trainer = readFileSync(join(dest, 'trainer.ts'), 'utf8').replaceAll('../../../../src/', `${repo}src/`);
-  if (o.sleepMs) trainer = trainer.replace('const w = m.params', `await new Promise((r) => setTimeout(r, ${o.sleepMs}));\n      const w = m.params`);
+  if (o.sleepMs)
+    trainer = trainer.replace('const w = m.params', `await new Promise((r) => setTimeout(r, ${o.sleepMs}));\n      const w = m.params`);
   writeFileSync(join(dest, 'trainer.ts'), trainer);
   return dest;
 }

@@ -33,7 +33,11 @@ export class BpeTokenizer {
   private readonly dec = new TextDecoder('utf-8');
   readonly special: ReadonlyMap<string, number>;
 
-  constructor(readonly merges: readonly (readonly [number, number])[], special: Record<string, number>, readonly pattern = GPT2_PATTERN) {
+  constructor(
+    readonly merges: readonly (readonly [number, number])[],
+    special: Record<string, number>,
+    readonly pattern = GPT2_PATTERN,
+  ) {
     this.re = new RegExp(pattern, 'gu');
     for (let i = 0; i < 256; i++) this.bytesOf.push(Uint8Array.of(i));
     merges.forEach(([a, b], r) => {
@@ -111,7 +115,7 @@ export class BpeTokenizer {
     let n = 0;
     const names = new Map([...this.special].map(([k, v]) => [v, k]));
     for (const id of ids) {
-      const b = this.bytesOf[id] ?? (names.has(id) ? this.enc.encode(names.get(id)!) : undefined);
+      const b = this.bytesOf[id] ?? (names.has(id) ? this.enc.encode(names.get(id)) : undefined);
       if (!b) throw new Error(`tokenizer: unknown id ${id}`);
       parts.push(b);
       n += b.length;
@@ -126,7 +130,12 @@ export class BpeTokenizer {
   }
 
   toJSON(): TokenizerFile {
-    return { type: 'byte-bpe', pattern: this.pattern, merges: this.merges.map(([a, b]) => [a, b]), special: Object.fromEntries(this.special) };
+    return {
+      type: 'byte-bpe',
+      pattern: this.pattern,
+      merges: this.merges.map(([a, b]) => [a, b]),
+      special: Object.fromEntries(this.special),
+    };
   }
 
   save(path: string): void {
@@ -200,7 +209,11 @@ export class BpeTokenizer {
       for (const wi of where.get(bestK) ?? []) {
         const ids = words[wi]!;
         let has = false;
-        for (let i = 0; i + 1 < ids.length; i++) if (ids[i] === a && ids[i + 1] === b) { has = true; break; }
+        for (let i = 0; i + 1 < ids.length; i++)
+          if (ids[i] === a && ids[i + 1] === b) {
+            has = true;
+            break;
+          }
         if (!has) continue;
         addPairs(wi, -1);
         const merged: number[] = [];
@@ -217,7 +230,9 @@ export class BpeTokenizer {
       where.delete(bestK);
     }
     const special: Record<string, number> = {};
-    specials.forEach((s, i) => { special[s] = 256 + merges.length + i; });
+    specials.forEach((s, i) => {
+      special[s] = 256 + merges.length + i;
+    });
     return new BpeTokenizer(merges, special, pattern);
   }
 }

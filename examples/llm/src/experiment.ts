@@ -60,7 +60,8 @@ function commandLine(): string {
 
 const n = (k: string): number => {
   const v = Number(o[k]);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}: expected a positive number, got ${o[k]}`);
+  if (!Number.isFinite(v) || v <= 0)
+    throw new Error(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}: expected a positive number, got ${o[k]}`);
   return v;
 };
 
@@ -78,7 +79,16 @@ function evalAll(model: LlamaModel, clients: readonly ClientData[]): Eval {
 }
 
 /** Trains on `train` for rounds × stepsPerRound steps, evaluating after each round. */
-async function trainAlone(mode: TuneMode, train: readonly Example[], clients: readonly ClientData[], rounds: number, stepsPerRound: number, lr: number, seed: number, start: number): Promise<RunResult> {
+async function trainAlone(
+  mode: TuneMode,
+  train: readonly Example[],
+  clients: readonly ClientData[],
+  rounds: number,
+  stepsPerRound: number,
+  lr: number,
+  seed: number,
+  start: number,
+): Promise<RunResult> {
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   const model = await prepareModel(mode, String(o.base), DEFAULT_LORA, seed);
@@ -108,7 +118,10 @@ function promptOf(tok: BpeTokenizer, e: Example): string {
 }
 
 function generate(model: LlamaModel, tok: BpeTokenizer, prompt: string): string {
-  return tok.decode(model.generate(tok.encode(prompt), 48, { temperature: 0, stopId: tok.specialId(EOT) })).replace(EOT, '').trim();
+  return tok
+    .decode(model.generate(tok.encode(prompt), 48, { temperature: 0, stopId: tok.specialId(EOT) }))
+    .replace(EOT, '')
+    .trim();
 }
 
 async function runMode(mode: TuneMode): Promise<ModeResult> {
@@ -136,7 +149,16 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
     local[c.name] = await trainAlone(mode, c.train, clients, rounds, steps, lr, seed + i, start.pooled);
   }
   log('centralized');
-  const centralized = await trainAlone(mode, clients.flatMap((c) => c.train), clients, rounds, steps * clients.length, lr, seed + 100, start.pooled);
+  const centralized = await trainAlone(
+    mode,
+    clients.flatMap((c) => c.train),
+    clients,
+    rounds,
+    steps * clients.length,
+    lr,
+    seed + 100,
+    start.pooled,
+  );
 
   log('fedavg');
   const initialModel = await initialGlobalModel(mode, base, DEFAULT_LORA, seed);
@@ -148,7 +170,10 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
   try {
     result = await simulateInProcess({
       workflow: new FedAvg({ rounds, minClients: clients.length, initialModel }),
-      sites: clients.map((c, i) => ({ name: c.name, trainer: llmTrainer({ mode, baseDir: base, data: c, localSteps: steps, batch: n('batch'), lr, seed: seed + i, lora: DEFAULT_LORA }) })),
+      sites: clients.map((c, i) => ({
+        name: c.name,
+        trainer: llmTrainer({ mode, baseDir: base, data: c, localSteps: steps, batch: n('batch'), lr, seed: seed + i, lora: DEFAULT_LORA }),
+      })),
       workspace,
       onRound: (r) => {
         summaries.push(r);
@@ -175,30 +200,62 @@ async function runMode(mode: TuneMode): Promise<ModeResult> {
   probe.dispose();
   return {
     mode,
-    settings: { rounds, localSteps: steps, batch: n('batch'), lr, seed, valPerClient: n('val'), maxTrainPerClient: n('maxTrain'), ctx: probe.config.maxSeqLen, ...(mode === 'peft' && { loraRank: DEFAULT_LORA.rank, loraAlpha: DEFAULT_LORA.alpha, loraDropout: DEFAULT_LORA.dropout, loraTargets: DEFAULT_LORA.targets.join(',') }) },
+    settings: {
+      rounds,
+      localSteps: steps,
+      batch: n('batch'),
+      lr,
+      seed,
+      valPerClient: n('val'),
+      maxTrainPerClient: n('maxTrain'),
+      ctx: probe.config.maxSeqLen,
+      ...(mode === 'peft' && {
+        loraRank: DEFAULT_LORA.rank,
+        loraAlpha: DEFAULT_LORA.alpha,
+        loraDropout: DEFAULT_LORA.dropout,
+        loraTargets: DEFAULT_LORA.targets.join(','),
+      }),
+    },
     clients: clients.map((c) => ({ name: c.name, train: c.train.length, val: c.val.length, dropped: c.dropped })),
     base: start,
     local,
     centralized,
-    fedavg: { curve, final, seconds, cpuSeconds, bytesPerClientPerDirection: perDir, bytesPerRound: 2 * clients.length * perDir, fullModelBytes, rounds: summaries },
+    fedavg: {
+      curve,
+      final,
+      seconds,
+      cpuSeconds,
+      bytesPerClientPerDirection: perDir,
+      bytesPerRound: 2 * clients.length * perDir,
+      fullModelBytes,
+      rounds: summaries,
+    },
     generations: prompts.map((prompt, i) => ({ prompt, base: baseGen[i]!, fedavg: fedGen[i]! })),
     total: { seconds: (performance.now() - wall0) / 1000, cpuSeconds: cpuSince(cpu0), niceness: os.getPriority() },
     command: commandLine(),
   };
 }
 
-const SimulateTimingSchema = z.object({
-  command: z.string(),
-  rounds: z.number().int().positive(),
-  wallSeconds: z.number().positive(),
-  cpuSeconds: z.number().positive(),
-  userSeconds: z.number().nonnegative().optional(),
-  systemSeconds: z.number().nonnegative().optional(),
-  peakRssMB: z.number().positive().optional(),
-  jobSettings: z.record(z.string(), z.unknown()).optional(),
-  perRound: z.array(z.object({ round: z.number().int().positive(), trainLoss: z.number(), valLossOfGlobalBefore: z.number(), seconds: z.number() }).strict()).optional(),
-  note: z.string().optional(),
-}).strict();
+const SimulateTimingSchema = z
+  .object({
+    command: z.string(),
+    rounds: z.number().int().positive(),
+    wallSeconds: z.number().positive(),
+    cpuSeconds: z.number().positive(),
+    userSeconds: z.number().nonnegative().optional(),
+    systemSeconds: z.number().nonnegative().optional(),
+    peakRssMB: z.number().positive().optional(),
+    jobSettings: z.record(z.string(), z.unknown()).optional(),
+    perRound: z
+      .array(
+        z
+          .object({ round: z.number().int().positive(), trainLoss: z.number(), valLossOfGlobalBefore: z.number(), seconds: z.number() })
+          .strict(),
+      )
+      .optional(),
+    note: z.string().optional(),
+  })
+  .strict();
 
 /** The separately timed `flotilla simulate examples/llm/jobs/peft` run, if recorded. */
 function simulateTiming(): SimulateTiming | undefined {
@@ -211,7 +268,10 @@ function simulateTiming(): SimulateTiming | undefined {
 
 async function extras(): Promise<ReportExtras> {
   const simulate = simulateTiming();
-  const otherRuns = String(o.also).split(',').filter((d) => d.trim()).map((d) => path.resolve(d.trim()));
+  const otherRuns = String(o.also)
+    .split(',')
+    .filter((d) => d.trim())
+    .map((d) => path.resolve(d.trim()));
   const notesFile = path.join(String(o.out), 'notes.md');
   const notes = existsSync(notesFile) ? readFileSync(notesFile, 'utf8') : undefined;
   const common: ReportExtras = { ...(simulate && { simulate }), ...(otherRuns.length && { otherRuns }), ...(notes && { notes }) };
@@ -222,9 +282,21 @@ async function extras(): Promise<ReportExtras> {
 
 function runChild(mode: TuneMode): Promise<void> {
   const self = fileURLToPath(import.meta.url);
-  const args = ['--import', 'tsx', self, '--mode', mode, ...Object.entries(o).filter(([k]) => k !== 'mode').flatMap(([k, v]) => [`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`, String(v)])];
+  const args = [
+    '--import',
+    'tsx',
+    self,
+    '--mode',
+    mode,
+    ...Object.entries(o)
+      .filter(([k]) => k !== 'mode')
+      .flatMap(([k, v]) => [`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`, String(v)]),
+  ];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, LLM_EXPERIMENT_COMMAND: commandLine() } });
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, LLM_EXPERIMENT_COMMAND: commandLine() },
+    });
     child.on('error', reject);
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${mode} run exited with code ${code}`))));
   });

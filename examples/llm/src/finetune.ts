@@ -31,7 +31,10 @@ export class Finetuner {
   private readonly opt: AdamW;
   steps = 0;
 
-  constructor(private readonly model: LlamaModel, private readonly o: FinetuneOptions) {
+  constructor(
+    private readonly model: LlamaModel,
+    private readonly o: FinetuneOptions,
+  ) {
     this.opt = new AdamW(model.trainableVariables(), { weightDecay: o.weightDecay ?? 0, clipNorm: o.clipNorm ?? 1 });
   }
 

@@ -148,7 +148,11 @@ export class BatchSampler {
   private order: number[] = [];
   private pos = 0;
 
-  constructor(private readonly examples: readonly Example[], private readonly batch: number, private readonly rng: Rng) {
+  constructor(
+    private readonly examples: readonly Example[],
+    private readonly batch: number,
+    private readonly rng: Rng,
+  ) {
     if (examples.length === 0) throw new Error('BatchSampler: no examples');
   }
 

@@ -31,7 +31,12 @@ export function readConfig(dir: string): LlamaConfig {
   return fromHfConfig(readJson(file), file);
 }
 
-export async function saveModel(dir: string, model: LlamaModel, metadata: Record<string, string> = {}, dtype: FloatDType = 'F32'): Promise<void> {
+export async function saveModel(
+  dir: string,
+  model: LlamaModel,
+  metadata: Record<string, string> = {},
+  dtype: FloatDType = 'F32',
+): Promise<void> {
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'config.json'), JSON.stringify(toHfConfig(model.config), null, 2) + '\n');
   await writeSafetensors(path.join(dir, 'model.safetensors'), model.toTensorDict(dtype), { format: 'pt', ...metadata });
@@ -61,7 +66,15 @@ export async function saveAdapters(dir: string, model: LlamaModel): Promise<void
   const lora = model.loraConfig;
   if (!lora) throw new Error('model has no LoRA adapters to save');
   mkdirSync(dir, { recursive: true });
-  const cfg = { peft_type: 'LORA', task_type: 'CAUSAL_LM', r: lora.rank, lora_alpha: lora.alpha, lora_dropout: lora.dropout, target_modules: [...lora.targets], bias: 'none' };
+  const cfg = {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    r: lora.rank,
+    lora_alpha: lora.alpha,
+    lora_dropout: lora.dropout,
+    target_modules: [...lora.targets],
+    bias: 'none',
+  };
   writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(cfg, null, 2) + '\n');
   await writeSafetensors(path.join(dir, 'adapter_model.safetensors'), model.adapterDict(), { format: 'pt' });
 }
@@ -73,7 +86,7 @@ export function readAdapterConfig(dir: string): LoraConfig {
     const issue = r.error.issues[0];
     throw new Error(`${file}: field "${issue?.path.join('.') ?? '?'}": ${issue?.message ?? 'invalid'}`);
   }
-  return { rank: r.data.r, alpha: r.data.lora_alpha, dropout: r.data.lora_dropout, targets: r.data.target_modules as ModuleName[] };
+  return { rank: r.data.r, alpha: r.data.lora_alpha, dropout: r.data.lora_dropout, targets: r.data.target_modules };
 }
 
 export async function loadAdapters(dir: string, model: LlamaModel, seed = 0): Promise<void> {

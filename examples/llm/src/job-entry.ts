@@ -13,12 +13,18 @@ import { DEFAULT_LORA, type TuneMode, initialGlobalModel, llmTrainer } from './t
 
 function num(args: Record<string, JsonValue>, key: string, dflt: number): number {
   const v = args[key] ?? dflt;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`executor.trainer.args.${key} must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new Error(`executor.trainer.args.${key} must be a number, got ${JSON.stringify(v)}`);
   return v;
 }
 
 export function loraFromArgs(args: Record<string, JsonValue>): LoraConfig {
-  return { ...DEFAULT_LORA, rank: num(args, 'rank', DEFAULT_LORA.rank), alpha: num(args, 'alpha', DEFAULT_LORA.alpha), dropout: num(args, 'dropout', DEFAULT_LORA.dropout) };
+  return {
+    ...DEFAULT_LORA,
+    rank: num(args, 'rank', DEFAULT_LORA.rank),
+    alpha: num(args, 'alpha', DEFAULT_LORA.alpha),
+    dropout: num(args, 'dropout', DEFAULT_LORA.dropout),
+  };
 }
 
 export function initialModelFor(mode: TuneMode, args: Record<string, JsonValue> = {}): Promise<TensorDict> {

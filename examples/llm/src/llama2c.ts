@@ -25,12 +25,15 @@ export function readLlama2c(path: string): { config: LlamaConfig; weights: Tenso
   [dim, hidden, layers, heads, kvHeads, Math.abs(vocabSigned), seqLen].forEach((v, i) => {
     if (!(v > 0 && v < 1 << 24)) throw new Error(`${path}: header field ${names[i]} = ${v} is out of range`);
   });
-  if (dim % heads !== 0 || heads % kvHeads !== 0) throw new Error(`${path}: dim ${dim}, n_heads ${heads}, n_kv_heads ${kvHeads} are inconsistent`);
+  if (dim % heads !== 0 || heads % kvHeads !== 0)
+    throw new Error(`${path}: dim ${dim}, n_heads ${heads}, n_kv_heads ${kvHeads} are inconsistent`);
   const shared = vocabSigned > 0;
   const vocab = Math.abs(vocabSigned);
   const hd = dim / heads;
   const kvDim = kvHeads * hd;
-  const floats = new Float32Array(buf.buffer.slice(buf.byteOffset + HEADER_INTS * 4, buf.byteOffset + buf.byteLength - ((buf.byteLength - HEADER_INTS * 4) % 4)));
+  const floats = new Float32Array(
+    buf.buffer.slice(buf.byteOffset + HEADER_INTS * 4, buf.byteOffset + buf.byteLength - ((buf.byteLength - HEADER_INTS * 4) % 4)),
+  );
   let off = 0;
   const take = (n: number, what: string): Float32Array => {
     if (off + n > floats.length) throw new Error(`${path}: file ends inside ${what} (needs ${off + n} floats, has ${floats.length})`);
@@ -61,8 +64,14 @@ export function readLlama2c(path: string): { config: LlamaConfig; weights: Tenso
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
     put(`${p}.input_layernorm.weight`, [dim], rmsAtt, l);
-    w.set(`${p}.self_attn.q_proj.weight`, tensor('F32', [dim, dim], permuteRows(wq.subarray(l * dim * dim, (l + 1) * dim * dim), heads, hd, dim)));
-    w.set(`${p}.self_attn.k_proj.weight`, tensor('F32', [kvDim, dim], permuteRows(wk.subarray(l * kvDim * dim, (l + 1) * kvDim * dim), kvHeads, hd, dim)));
+    w.set(
+      `${p}.self_attn.q_proj.weight`,
+      tensor('F32', [dim, dim], permuteRows(wq.subarray(l * dim * dim, (l + 1) * dim * dim), heads, hd, dim)),
+    );
+    w.set(
+      `${p}.self_attn.k_proj.weight`,
+      tensor('F32', [kvDim, dim], permuteRows(wk.subarray(l * kvDim * dim, (l + 1) * kvDim * dim), kvHeads, hd, dim)),
+    );
     put(`${p}.self_attn.v_proj.weight`, [kvDim, dim], wv, l);
     put(`${p}.self_attn.o_proj.weight`, [dim, dim], wo, l);
     put(`${p}.post_attention_layernorm.weight`, [dim], rmsFfn, l);
@@ -73,8 +82,16 @@ export function readLlama2c(path: string): { config: LlamaConfig; weights: Tenso
   put('model.norm.weight', [dim], rmsFinal);
   if (cls) put('lm_head.weight', [vocab, dim], cls);
   const config: LlamaConfig = {
-    vocabSize: vocab, dim, hiddenDim: hidden, nLayers: layers, nHeads: heads, nKvHeads: kvHeads,
-    maxSeqLen: seqLen, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: shared,
+    vocabSize: vocab,
+    dim,
+    hiddenDim: hidden,
+    nLayers: layers,
+    nHeads: heads,
+    nKvHeads: kvHeads,
+    maxSeqLen: seqLen,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+    tieEmbeddings: shared,
   };
   return { config, weights: w };
 }

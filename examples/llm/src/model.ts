@@ -196,7 +196,10 @@ export class LlamaModel {
       throw new Error(`adapters: expected ${this.adapters.size * 2} tensors, got ${dict.size}`);
     }
     for (const [path, ad] of this.adapters) {
-      for (const [key, v] of [['lora_A', ad.a], ['lora_B', ad.b]] as const) {
+      for (const [key, v] of [
+        ['lora_A', ad.a],
+        ['lora_B', ad.b],
+      ] as const) {
         const name = `${PEFT_PREFIX}${path}.${key}.weight`;
         const t = dict.get(name);
         if (!t) throw new Error(`adapters: missing tensor "${name}"`);
@@ -296,7 +299,12 @@ export class LlamaModel {
   }
 
   private causalMask(t: number): tf.Tensor {
-    return this.kept(`mask${t}`, () => tf.tensor(Float32Array.from({ length: t * t }, (_, i) => (i % t > Math.floor(i / t) ? -1e9 : 0)), [t, t]));
+    return this.kept(`mask${t}`, () =>
+      tf.tensor(
+        Float32Array.from({ length: t * t }, (_, i) => (i % t > Math.floor(i / t) ? -1e9 : 0)),
+        [t, t],
+      ),
+    );
   }
 
   /** Final hidden states [b·t, dim] for int32 ids [b, t]. */
@@ -368,7 +376,11 @@ export class LlamaModel {
    * Samples `maxNew` tokens after `prompt` (no KV cache: the whole window is
    * re-run per token, fine at this size). temperature 0 = greedy.
    */
-  generate(prompt: readonly number[], maxNew: number, opts: { temperature?: number; topK?: number; seed?: number; stopId?: number } = {}): number[] {
+  generate(
+    prompt: readonly number[],
+    maxNew: number,
+    opts: { temperature?: number; topK?: number; seed?: number; stopId?: number } = {},
+  ): number[] {
     const rng = new Rng(opts.seed ?? 0);
     const temp = opts.temperature ?? 0.8;
     const out = [...prompt];

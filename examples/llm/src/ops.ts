@@ -25,7 +25,7 @@ export function swapLast(x: tf.Tensor): tf.Tensor {
  * (measured: attention's batched products ran at ~1 GFLOP/s, 2-D ones at ~14).
  */
 function product(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  if (a.rank === 2) return tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+  if (a.rank === 2) return tf.matMul(a, b);
   const batch = a.shape.slice(0, -2);
   const [m, k] = a.shape.slice(-2) as [number, number];
   const n = b.shape[b.rank - 1]!;

@@ -23,7 +23,10 @@ export class AdamW {
   private t = 0;
   private readonly o: Required<AdamWOptions>;
 
-  constructor(private readonly vars: readonly tf.Variable[], opts: AdamWOptions = {}) {
+  constructor(
+    private readonly vars: readonly tf.Variable[],
+    opts: AdamWOptions = {},
+  ) {
     this.o = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, clipNorm: 1, ...opts };
     this.m = vars.map((x) => tf.variable(tf.zerosLike(x), false));
     this.v = vars.map((x) => tf.variable(tf.zerosLike(x), false));
@@ -76,7 +79,10 @@ export class AdamW {
   }
 
   loadStateDict(tensors: TensorDict, step: number): void {
-    for (const [prefix, vars] of [['m', this.m], ['v', this.v]] as const) {
+    for (const [prefix, vars] of [
+      ['m', this.m],
+      ['v', this.v],
+    ] as const) {
       vars.forEach((x, i) => {
         const t = tensors.get(`${prefix}.${i}`);
         if (!t) throw new Error(`optimizer state: missing "${prefix}.${i}"`);

@@ -62,8 +62,16 @@ const corpus = tokenizeCorpus(tok, loadTextSources());
 console.log(`corpus: ${corpus.train.length} train tokens, ${corpus.val.length} val tokens`);
 
 const config: LlamaConfig = {
-  vocabSize: tok.vocabSize, dim: num('dim'), hiddenDim: num('hidden'), nLayers: num('layers'), nHeads: num('heads'),
-  nKvHeads: num('kvHeads'), maxSeqLen: ctx, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: true,
+  vocabSize: tok.vocabSize,
+  dim: num('dim'),
+  hiddenDim: num('hidden'),
+  nLayers: num('layers'),
+  nHeads: num('heads'),
+  nKvHeads: num('kvHeads'),
+  maxSeqLen: ctx,
+  normEps: 1e-5,
+  ropeTheta: 10000,
+  tieEmbeddings: true,
 };
 const resume = o.resume === true && existsSync(path.join(ckptDir, 'model.safetensors'));
 const model = resume ? await loadModel(ckptDir) : LlamaModel.create(config, seed);
@@ -123,8 +131,13 @@ for (; step < steps; step++) {
   window.push(r.loss);
   if ((step + 1) % 10 === 0 || step + 1 === steps) {
     const rec: Record<string, number> = {
-      step: step + 1, loss: window.reduce((a, b) => a + b, 0) / window.length, lr, gradNorm: r.gradNorm,
-      tokens: (step + 1) * batch * ctx, seconds: (performance.now() - t0) / 1000, tokensPerSec: tokens / (trainMs / 1000),
+      step: step + 1,
+      loss: window.reduce((a, b) => a + b, 0) / window.length,
+      lr,
+      gradNorm: r.gradNorm,
+      tokens: (step + 1) * batch * ctx,
+      seconds: (performance.now() - t0) / 1000,
+      tokensPerSec: tokens / (trainMs / 1000),
     };
     window = [];
     if ((step + 1) % evalEvery === 0 || step + 1 === steps) {
@@ -142,10 +155,24 @@ const prompts = ['Once upon a time', 'ROMEO:'];
 const samples = prompts.map((p) => p + tok.decode(model.generate(tok.encode(p), 60, { temperature: 0.8, topK: 40, seed, stopId: eot })));
 await saveModel(outDir, model, { seed: String(seed), steps: String(step) });
 const summary = {
-  seed, steps: step, plannedSteps: steps, stoppedEarly, batch, ctx, lr: num('lr'), warmup: num('warmup'), weightDecay: num('weightDecay'),
-  parameters: model.numParams(), trainTokens: corpus.train.length, valTokens: corpus.val.length,
-  tokensSeen: step * batch * ctx, finalValLoss: valLoss, tokensPerSec: tokens / (trainMs / 1000),
-  wallSeconds: (performance.now() - t0) / 1000, resumedAt: resume ? start : null, samples,
+  seed,
+  steps: step,
+  plannedSteps: steps,
+  stoppedEarly,
+  batch,
+  ctx,
+  lr: num('lr'),
+  warmup: num('warmup'),
+  weightDecay: num('weightDecay'),
+  parameters: model.numParams(),
+  trainTokens: corpus.train.length,
+  valTokens: corpus.val.length,
+  tokensSeen: step * batch * ctx,
+  finalValLoss: valLoss,
+  tokensPerSec: tokens / (trainMs / 1000),
+  wallSeconds: (performance.now() - t0) / 1000,
+  resumedAt: resume ? start : null,
+  samples,
 };
 writeFileSync(path.join(outDir, 'pretrain.json'), JSON.stringify(summary, null, 2) + '\n');
 console.log(JSON.stringify(summary, null, 2));

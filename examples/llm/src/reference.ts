@@ -23,7 +23,9 @@ export async function referenceMaxDiff(ids: readonly number[]): Promise<number> 
   await initBackend();
   const { config, weights } = readLlama2c(STORIES260K);
   const model = LlamaModel.fromTensorDict(config, weights);
-  const out = execFileSync(PYTHON, [path.join(repoRoot, 'scripts/reference/llama_ref.py'), STORIES260K, '--tokens', ids.join(',')], { encoding: 'utf8' });
+  const out = execFileSync(PYTHON, [path.join(repoRoot, 'scripts/reference/llama_ref.py'), STORIES260K, '--tokens', ids.join(',')], {
+    encoding: 'utf8',
+  });
   const ref = (JSON.parse(out) as { logits: number[][] }).logits;
   const ours = tf.tidy(() => model.logits(tf.tensor2d([[...ids]], [1, ids.length], 'int32'))).arraySync()[0]!;
   model.dispose();

@@ -67,7 +67,19 @@ async function main(): Promise<void> {
     try {
       const result = await simulateInProcess({
         workflow: wf,
-        sites: clients.map((c, i) => ({ name: c.name, trainer: llmTrainer({ mode: 'sft', baseDir: base, data: c, localSteps: Number(o.localSteps), batch: Number(o.batch), lr: Number(o.lr), seed: seed + i, lora: DEFAULT_LORA }) })),
+        sites: clients.map((c, i) => ({
+          name: c.name,
+          trainer: llmTrainer({
+            mode: 'sft',
+            baseDir: base,
+            data: c,
+            localSteps: Number(o.localSteps),
+            batch: Number(o.batch),
+            lr: Number(o.lr),
+            seed: seed + i,
+            lora: DEFAULT_LORA,
+          }),
+        })),
         workspace,
         onRound: (r) => {
           const ms = Object.values(r.siteMetrics);
@@ -78,7 +90,17 @@ async function main(): Promise<void> {
       });
       incoming(probe, 'sft', result.model);
       const final = pooled();
-      console.log(JSON.stringify({ workflow: name, settings: name === 'fedavg' ? {} : JSON.parse(o[name]!), rounds, seed, final, curve, seconds: (performance.now() - t0) / 1000 }));
+      console.log(
+        JSON.stringify({
+          workflow: name,
+          settings: name === 'fedavg' ? {} : JSON.parse(o[name]!),
+          rounds,
+          seed,
+          final,
+          curve,
+          seconds: (performance.now() - t0) / 1000,
+        }),
+      );
     } finally {
       rmSync(workspace, { recursive: true, force: true });
     }

@@ -23,7 +23,14 @@ export function ticks(lo: number, hi: number, n = 5): number[] {
   return out;
 }
 
-export function lineChart(o: { title: string; xLabel: string; yLabel: string; series: readonly Series[]; width?: number; height?: number }): string {
+export function lineChart(o: {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  series: readonly Series[];
+  width?: number;
+  height?: number;
+}): string {
   const W = o.width ?? 640;
   const H = o.height ?? 380;
   const m = { l: 60, r: 170, t: 36, b: 48 };
@@ -40,7 +47,9 @@ export function lineChart(o: { title: string; xLabel: string; yLabel: string; se
   const px = (x: number) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
   const py = (y: number) => H - m.b - ((y - y0) / (y1 - y0)) * (H - m.t - m.b);
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
   parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   parts.push(`<text x="${(m.l + W - m.r) / 2}" y="20" text-anchor="middle" font-size="14">${esc(o.title)}</text>`);
   for (const t of ticks(y0, y1)) {
@@ -60,7 +69,9 @@ export function lineChart(o: { title: string; xLabel: string; yLabel: string; se
     parts.push(`<polyline points="${d}" fill="none" stroke="${c}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
     for (const p of s.points) parts.push(`<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="2.5" fill="${c}"/>`);
     const ly = m.t + 10 + i * 20;
-    parts.push(`<line x1="${W - m.r + 12}" x2="${W - m.r + 36}" y1="${ly}" y2="${ly}" stroke="${c}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    parts.push(
+      `<line x1="${W - m.r + 12}" x2="${W - m.r + 36}" y1="${ly}" y2="${ly}" stroke="${c}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
     parts.push(`<text x="${W - m.r + 42}" y="${ly + 4}">${esc(s.name)}</text>`);
   });
   parts.push('</svg>');

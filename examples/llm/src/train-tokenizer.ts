@@ -24,5 +24,7 @@ const secs = (performance.now() - t0) / 1000;
 mkdirSync(path.dirname(opts.out), { recursive: true });
 tok.save(opts.out);
 const ids = tok.encode(text);
-console.log(`trained ${tok.merges.length} merges in ${secs.toFixed(1)} s; vocab ${tok.vocabSize}; ` +
-  `${text.length} chars → ${ids.length} tokens (${(Buffer.byteLength(text) / ids.length).toFixed(2)} bytes/token); wrote ${opts.out}`);
+console.log(
+  `trained ${tok.merges.length} merges in ${secs.toFixed(1)} s; vocab ${tok.vocabSize}; ` +
+    `${text.length} chars → ${ids.length} tokens (${(Buffer.byteLength(text) / ids.length).toFixed(2)} bytes/token); wrote ${opts.out}`,
+);

@@ -74,9 +74,14 @@ export function llmTrainer(o: LlmTrainerOptions): Trainer {
     await flare.init();
     const baseDir = o.baseDir ?? defaultBaseDir;
     const model = await prepareModel(o.mode, baseDir, o.lora ?? DEFAULT_LORA, o.seed);
-    const data = typeof o.data === 'string'
-      ? loadClient(BpeTokenizer.load(path.join(baseDir, 'tokenizer.json')), o.data, { ctx: o.split?.ctx ?? model.config.maxSeqLen, seed: o.seed, ...o.split })
-      : o.data;
+    const data =
+      typeof o.data === 'string'
+        ? loadClient(BpeTokenizer.load(path.join(baseDir, 'tokenizer.json')), o.data, {
+            ctx: o.split?.ctx ?? model.config.maxSeqLen,
+            seed: o.seed,
+            ...o.split,
+          })
+        : o.data;
     const ft = new Finetuner(model, { lr: o.lr });
     const sampler = new BatchSampler(data.train, o.batch, new Rng(o.seed + 17));
     try {
@@ -98,11 +103,13 @@ export function llmTrainer(o: LlmTrainerOptions): Trainer {
           const trainLoss = sum / o.localSteps;
           flare.log('train_loss', trainLoss, task.currentRound);
           flare.log('val_loss', global.loss, task.currentRound);
-          await flare.send(flModel(outgoing(model, o.mode), {
-            ...info,
-            metrics: { val_loss: global.loss, val_tokens: global.tokens, train_loss: trainLoss, train_tokens: tokens },
-            meta: { [MetaKeys.numSteps]: o.localSteps, site: flare.siteName(), data: data.name },
-          }));
+          await flare.send(
+            flModel(outgoing(model, o.mode), {
+              ...info,
+              metrics: { val_loss: global.loss, val_tokens: global.tokens, train_loss: trainLoss, train_tokens: tokens },
+              meta: { [MetaKeys.numSteps]: o.localSteps, site: flare.siteName(), data: data.name },
+            }),
+          );
         } else if (flare.isEvaluate()) {
           const ev = evaluate(model, data.val);
           await flare.send(flModel(new Map(), { ...info, metrics: { val_loss: ev.loss, val_tokens: ev.tokens } }));

@@ -33,7 +33,11 @@ import { hashSeed } from './prng.ts';
 import { dirichletSplit } from './split.ts';
 import { proteinTrainer } from './trainer.ts';
 
-const list = (v: string): string[] => v.split(',').map((s) => s.trim()).filter(Boolean);
+const list = (v: string): string[] =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 const program = new Command('protein-algorithms')
   .description('FedAvg vs FedProx / SCAFFOLD / FedOpt, and robust aggregation under one attacking site, on the protein task')
   .option('--part <name>', 'compare | robust', 'compare')
@@ -79,7 +83,14 @@ function flipping(inner: Trainer, scale: number): Trainer {
             for (const [name, t] of m.params) {
               const x = last.get(name)!.data as Float32Array;
               const y = t.data as Float32Array;
-              out.set(name, tensor('F32', t.shape, y.map((v, i) => x[i]! - scale * (v - x[i]!))));
+              out.set(
+                name,
+                tensor(
+                  'F32',
+                  t.shape,
+                  y.map((v, i) => x[i]! - scale * (v - x[i]!)),
+                ),
+              );
             }
             return target.send({ ...m, params: out });
           };
@@ -95,25 +106,58 @@ function flipping(inner: Trainer, scale: number): Trainer {
 function workflowFor(method: string, common: StrategyOptions): StrategyWorkflow {
   switch (method) {
     case 'fedavg':
-    case 'centralized': return new StrategyWorkflow(common, fedAvgStrategy);
-    case 'fedprox': return new StrategyWorkflow({ ...common, proxMu: 0.1 }, fedAvgStrategy);
-    case 'scaffold': return new Scaffold(common);
-    case 'fedavgm': return new FedOpt({ ...common, optimizer: { name: 'fedavgm', lr: 1, momentum: 0.9 } });
-    case 'fedadam': return new FedOpt({ ...common, optimizer: { name: 'fedadam', lr: 0.01 } });
-    case 'fedyogi': return new FedOpt({ ...common, optimizer: { name: 'fedyogi', lr: 0.01 } });
-    case 'median': return new StrategyWorkflow({ ...common, aggregation: { rule: 'median' } }, fedAvgStrategy);
-    case 'trimmed_mean': return new StrategyWorkflow({ ...common, aggregation: { rule: 'trimmed_mean', beta: 0.2 } }, fedAvgStrategy);
-    case 'krum': return new StrategyWorkflow({ ...common, aggregation: { rule: 'krum', byzantine: 1, select: 1 } satisfies RobustRuleInput }, fedAvgStrategy);
-    case 'multi_krum': return new StrategyWorkflow({ ...common, aggregation: { rule: 'krum', byzantine: 1, select: 3 } satisfies RobustRuleInput }, fedAvgStrategy);
+    case 'centralized':
+      return new StrategyWorkflow(common, fedAvgStrategy);
+    case 'fedprox':
+      return new StrategyWorkflow({ ...common, proxMu: 0.1 }, fedAvgStrategy);
+    case 'scaffold':
+      return new Scaffold(common);
+    case 'fedavgm':
+      return new FedOpt({ ...common, optimizer: { name: 'fedavgm', lr: 1, momentum: 0.9 } });
+    case 'fedadam':
+      return new FedOpt({ ...common, optimizer: { name: 'fedadam', lr: 0.01 } });
+    case 'fedyogi':
+      return new FedOpt({ ...common, optimizer: { name: 'fedyogi', lr: 0.01 } });
+    case 'median':
+      return new StrategyWorkflow({ ...common, aggregation: { rule: 'median' } }, fedAvgStrategy);
+    case 'trimmed_mean':
+      return new StrategyWorkflow({ ...common, aggregation: { rule: 'trimmed_mean', beta: 0.2 } }, fedAvgStrategy);
+    case 'krum':
+      return new StrategyWorkflow(
+        { ...common, aggregation: { rule: 'krum', byzantine: 1, select: 1 } satisfies RobustRuleInput },
+        fedAvgStrategy,
+      );
+    case 'multi_krum':
+      return new StrategyWorkflow(
+        { ...common, aggregation: { rule: 'krum', byzantine: 1, select: 3 } satisfies RobustRuleInput },
+        fedAvgStrategy,
+      );
   }
   throw new Error(`unknown method "${method}"`);
 }
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ part: string; alpha: string; seeds: string; sites: string; rounds: string; localEpochs: string; methods: string; attackScale: string; cleanAll: boolean; out?: string; from?: string }>();
+  const o = program.opts<{
+    part: string;
+    alpha: string;
+    seeds: string;
+    sites: string;
+    rounds: string;
+    localEpochs: string;
+    methods: string;
+    attackScale: string;
+    cleanAll: boolean;
+    out?: string;
+    from?: string;
+  }>();
   if (o.from) {
-    const runs = list(o.from).flatMap((f) => readFileSync(f, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Run));
+    const runs = list(o.from).flatMap((f) =>
+      readFileSync(f, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Run),
+    );
     for (const part of ['compare', 'robust']) {
       const rs = runs.filter((r) => r.part === part);
       if (rs.length) console.log(`\n${part} (${rs.length} runs)\n${table(rs, part === 'robust')}`);
@@ -160,7 +204,16 @@ async function main(): Promise<void> {
             const mlp = new Mlp(model, result.model);
             const s = score(prep.test.y, mlp.evaluate(prep.test).pred, NUM_CLASSES);
             mlp.dispose();
-            const run: Run = { part: o.part, method, alpha, seed, attack, acc: s.accuracy, f1: s.macroF1, seconds: (performance.now() - t0) / 1000 };
+            const run: Run = {
+              part: o.part,
+              method,
+              alpha,
+              seed,
+              attack,
+              acc: s.accuracy,
+              f1: s.macroF1,
+              seconds: (performance.now() - t0) / 1000,
+            };
             runs.push(run);
             console.log(JSON.stringify(run));
             await rm(path.join(root, `${method}-${alpha}-${seed}-${attack}`), { recursive: true, force: true });
@@ -189,7 +242,10 @@ export function table(runs: Run[], robust: boolean): string {
   const cols = robust ? alphas.flatMap((a) => [false, true].map((attack) => ({ a, attack }))) : alphas.map((a) => ({ a, attack: false }));
   const head = `| method | ${cols.map((c) => `α = ${c.a}${robust ? (c.attack ? ', attacked' : ', no attack') : ''}`).join(' | ')} |`;
   const sep = `|---|${cols.map(() => '---:').join('|')}|`;
-  const rows = methods.map((m) => `| ${m} | ${cols.map((c) => cell(runs.filter((r) => r.method === m && r.alpha === c.a && r.attack === c.attack).map((r) => r.acc))).join(' | ')} |`);
+  const rows = methods.map(
+    (m) =>
+      `| ${m} | ${cols.map((c) => cell(runs.filter((r) => r.method === m && r.alpha === c.a && r.attack === c.attack).map((r) => r.acc))).join(' | ')} |`,
+  );
   return [head, sep, ...rows].join('\n');
 }
 

@@ -63,7 +63,11 @@ export async function prepareData(opts: PrepareOptions): Promise<PreparedData> {
     dim,
     train: makeDataset(std.apply(trainRows), labels(train), dim),
     test: makeDataset(std.apply(test.map((i) => poolRows[i]!)), labels(test), dim),
-    hard: makeDataset(std.apply(hardRows), hard.map((s) => s.label), dim),
+    hard: makeDataset(
+      std.apply(hardRows),
+      hard.map((s) => s.label),
+      dim,
+    ),
     trainLengths: train.map((i) => pool[i]!.sequence.length),
     dropped,
     poolSize: pool.length,

@@ -63,7 +63,8 @@ export async function embedCached(embedder: Embedder, seqs: readonly string[], c
   if (rows.length !== seqs.length) throw new Error(`embedder ${embedder.name} returned ${rows.length} rows for ${seqs.length} sequences`);
   const flat = new Float32Array(seqs.length * embedder.dim);
   rows.forEach((r, i) => {
-    if (r.length !== embedder.dim) throw new Error(`embedder ${embedder.name} returned a row of ${r.length} values, dim is ${embedder.dim}`);
+    if (r.length !== embedder.dim)
+      throw new Error(`embedder ${embedder.name} returned a row of ${r.length} values, dim is ${embedder.dim}`);
     flat.set(r, i * embedder.dim);
   });
   await mkdir(cacheDir, { recursive: true });

@@ -77,11 +77,17 @@ async function isFile(p: string): Promise<boolean> {
 }
 
 /** Checks the directory and returns the first present file of each group. */
-export async function checkModelDir(modelDir: string, runtime: EsmRuntime): Promise<{ config: z.infer<typeof ConfigSchema>; files: string[] }> {
+export async function checkModelDir(
+  modelDir: string,
+  runtime: EsmRuntime,
+): Promise<{ config: z.infer<typeof ConfigSchema>; files: string[] }> {
   const dir = path.resolve(modelDir);
   const expected = EXPECTED_FILES[runtime].map((g) => g.join(' or ')).join(', ');
   const s = await stat(dir).catch(() => undefined);
-  if (!s) throw new EsmSetupError(`ESM-2 model directory ${dir} does not exist. Expected a directory with ${expected} (for ${runtime}); ${HOW_TO_GET}.`);
+  if (!s)
+    throw new EsmSetupError(
+      `ESM-2 model directory ${dir} does not exist. Expected a directory with ${expected} (for ${runtime}); ${HOW_TO_GET}.`,
+    );
   if (!s.isDirectory()) throw new EsmSetupError(`ESM-2 model directory ${dir} is not a directory. Expected a directory with ${expected}.`);
   const found: string[] = [];
   const missing: string[] = [];
@@ -92,7 +98,9 @@ export async function checkModelDir(modelDir: string, runtime: EsmRuntime): Prom
     else missing.push(group.join(' or '));
   }
   if (missing.length > 0) {
-    throw new EsmSetupError(`ESM-2 model directory ${dir} is missing ${missing.join(', ')} (for ${runtime} it needs ${expected}); ${HOW_TO_GET}.`);
+    throw new EsmSetupError(
+      `ESM-2 model directory ${dir} is missing ${missing.join(', ')} (for ${runtime} it needs ${expected}); ${HOW_TO_GET}.`,
+    );
   }
   let raw: unknown;
   try {
@@ -116,7 +124,9 @@ export async function importOptional(pkg: EsmRuntime): Promise<unknown> {
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
-      throw new EsmSetupError(`ESM-2 embedding needs the npm package "${pkg}", which is not installed. Add it with \`npm install ${pkg}\` (or use the built-in featurizer: --embedder composition).`);
+      throw new EsmSetupError(
+        `ESM-2 embedding needs the npm package "${pkg}", which is not installed. Add it with \`npm install ${pkg}\` (or use the built-in featurizer: --embedder composition).`,
+      );
     }
     throw new EsmSetupError(`loading "${pkg}" failed: ${(e as Error).message}`);
   }
@@ -156,7 +166,9 @@ export function truncateTermini(seq: string, max: number): string {
 function checkHidden(t: OrtTensor, B: number, T: number, H: number, where: string): void {
   const [b, tt, h] = t.dims;
   if (t.dims.length !== 3 || b !== B || tt !== T || h !== H) {
-    throw new Error(`${where}: last_hidden_state has dims [${t.dims.join(', ')}], expected [${B}, ${T}, ${H}] (batch, tokens, config.json hidden_size)`);
+    throw new Error(
+      `${where}: last_hidden_state has dims [${t.dims.join(', ')}], expected [${B}, ${T}, ${H}] (batch, tokens, config.json hidden_size)`,
+    );
   }
   if (!(t.data instanceof Float32Array)) throw new Error(`${where}: last_hidden_state is not float32`);
 }
@@ -207,14 +219,17 @@ export class EsmEmbedder implements Embedder {
     const { config, files } = await checkModelDir(dir, runtime);
     const positionCap = config.max_position_embeddings !== undefined ? config.max_position_embeddings - 4 : Infinity;
     if (opts.maxResidues !== undefined && opts.maxResidues > positionCap) {
-      throw new EsmSetupError(`ESM-2 option maxResidues: ${opts.maxResidues} is more than ${path.join(dir, 'config.json')}'s max_position_embeddings ${config.max_position_embeddings} allows (${positionCap} residues + 2 special tokens + 2)`);
+      throw new EsmSetupError(
+        `ESM-2 option maxResidues: ${opts.maxResidues} is more than ${path.join(dir, 'config.json')}'s max_position_embeddings ${config.max_position_embeddings} allows (${positionCap} residues + 2 special tokens + 2)`,
+      );
     }
     const maxResidues = opts.maxResidues ?? Math.min(1022, positionCap);
     const lib = await importOptional(runtime);
     const name = `esm2-${path.basename(dir)}-${runtime}-max${maxResidues}`;
     if (runtime === 'onnxruntime-node') {
       const ort = ((lib as { default?: unknown }).default ?? lib) as OrtModule;
-      if (!hasKeys(ort, ['InferenceSession', 'Tensor'])) throw new EsmSetupError('onnxruntime-node loaded but has no InferenceSession/Tensor export');
+      if (!hasKeys(ort, ['InferenceSession', 'Tensor']))
+        throw new EsmSetupError('onnxruntime-node loaded but has no InferenceSession/Tensor export');
       const vocabFile = path.join(dir, 'vocab.txt');
       const ids = new Map<string, number>();
       (await readFile(vocabFile, 'utf8')).split(/\r?\n/).forEach((tok, i) => {
@@ -235,7 +250,9 @@ export class EsmEmbedder implements Embedder {
         throw new EsmSetupError(`${modelFile}: onnxruntime-node cannot load it (${(e as Error).message})`);
       }
       if (!session.inputNames.includes('input_ids')) {
-        throw new EsmSetupError(`${modelFile}: the model has no input_ids input (inputs: ${session.inputNames.join(', ')}); expected an ESM-2 export with input_ids and attention_mask`);
+        throw new EsmSetupError(
+          `${modelFile}: the model has no input_ids input (inputs: ${session.inputNames.join(', ')}); expected an ESM-2 export with input_ids and attention_mask`,
+        );
       }
       const masked = session.inputNames.includes('attention_mask');
       // without an attention mask, padding would leak into the hidden states: one sequence per pass
@@ -268,7 +285,8 @@ export class EsmEmbedder implements Embedder {
       });
     }
     const hf = lib as HfModule;
-    if (!hasKeys(hf, ['env', 'AutoTokenizer', 'AutoModel'])) throw new EsmSetupError('@huggingface/transformers loaded but has no AutoTokenizer/AutoModel export');
+    if (!hasKeys(hf, ['env', 'AutoTokenizer', 'AutoModel']))
+      throw new EsmSetupError('@huggingface/transformers loaded but has no AutoTokenizer/AutoModel export');
     hf.env.allowRemoteModels = false;
     hf.env.localModelPath = path.dirname(dir);
     const local = { local_files_only: true, ...(files[2]?.includes('quantized') ? { dtype: 'q8' } : { dtype: 'fp32' }) };

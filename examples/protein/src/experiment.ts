@@ -20,7 +20,8 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../
 function numberList(flag: string, positive = true) {
   return (v: string): number[] => {
     const xs = v.split(',').map((s) => Number(s.trim()));
-    if (xs.length === 0 || xs.some((x) => !Number.isFinite(x) || (positive && x <= 0))) throw new InvalidArgumentError(`${flag} must be a comma-separated list of positive numbers, got "${v}"`);
+    if (xs.length === 0 || xs.some((x) => !Number.isFinite(x) || (positive && x <= 0)))
+      throw new InvalidArgumentError(`${flag} must be a comma-separated list of positive numbers, got "${v}"`);
     return xs;
   };
 }
@@ -85,7 +86,11 @@ const program = new Command('protein-experiment')
   .option('--no-doc', 'do not write the results page')
   .addOption(new Option('--embedder <name>', 'protein embedding').choices(['composition', 'esm']).default('composition'))
   .option('--esm-dir <dir>', 'local ESM-2 model directory (with --embedder esm)')
-  .addOption(new Option('--esm-runtime <pkg>', 'inference library for ESM-2').choices(['onnxruntime-node', '@huggingface/transformers']).default('onnxruntime-node'))
+  .addOption(
+    new Option('--esm-runtime <pkg>', 'inference library for ESM-2')
+      .choices(['onnxruntime-node', '@huggingface/transformers'])
+      .default('onnxruntime-node'),
+  )
   .option('--workspace <dir>', 'keep the simulator workspaces here (default: a temporary directory, removed)')
   .option('--data-dir <dir>', 'DeepLoc FASTA directory (default examples/protein/data/deeploc)')
   .option('--cache-dir <dir>', 'embedding cache directory (default examples/protein/.cache)');
@@ -107,7 +112,14 @@ async function main(): Promise<void> {
     if (!explicit('hidden')) o.hidden = [64];
     if (!explicit('lengthSkew')) o.lengthSkew = false;
   }
-  const docPath = o.doc === false ? undefined : o.doc !== undefined ? path.resolve(o.doc) : o.quick ? undefined : path.join(repoRoot, 'docs/examples/protein.md');
+  const docPath =
+    o.doc === false
+      ? undefined
+      : o.doc !== undefined
+        ? path.resolve(o.doc)
+        : o.quick
+          ? undefined
+          : path.join(repoRoot, 'docs/examples/protein.md');
 
   let embedder: Embedder;
   if (o.embedder === 'esm') {
@@ -140,13 +152,21 @@ async function main(): Promise<void> {
   console.log(`\nheld-out test accuracy (majority class ${r.majority.test.toFixed(3)}):`);
   for (const s of r.settings) {
     const get = (k: string): number => s.methods.find((m) => m.kind === k)!.test.accuracy;
-    console.log(`  ${s.key.padEnd(10)} mean local ${meanLocal(s).toFixed(3)}  centralized ${get('central').toFixed(3)}  FedAvg ${get('fedavg').toFixed(3)}  FedProx ${get('fedprox').toFixed(3)}`);
+    console.log(
+      `  ${s.key.padEnd(10)} mean local ${meanLocal(s).toFixed(3)}  centralized ${get('central').toFixed(3)}  FedAvg ${get('fedavg').toFixed(3)}  FedProx ${get('fedprox').toFixed(3)}`,
+    );
   }
   console.log(`total ${(r.seconds / 60).toFixed(1)} min`);
   if (docPath) {
-    const command = `nice node --conditions=flotilla-source --import tsx examples/protein/src/experiment.ts ${process.argv.slice(2).join(' ')}`.trim();
+    const command =
+      `nice node --conditions=flotilla-source --import tsx examples/protein/src/experiment.ts ${process.argv.slice(2).join(' ')}`.trim();
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-    await writeReport(r, { command, docPath, assetDir: path.join(path.dirname(docPath), 'protein'), machine: `${os.cpus().length} × ${cpu}, Node ${process.version}, tfjs wasm backend` });
+    await writeReport(r, {
+      command,
+      docPath,
+      assetDir: path.join(path.dirname(docPath), 'protein'),
+      machine: `${os.cpus().length} × ${cpu}, Node ${process.version}, tfjs wasm backend`,
+    });
     console.log(`wrote ${path.relative(process.cwd(), docPath)}`);
   }
 }

@@ -15,8 +15,26 @@ for (let i = 0; i < AA.length; i++) AA_INDEX[AA.charCodeAt(i)] = i;
 
 /** Kyte & Doolittle (1982) hydropathy; non-standard residues count as 0. */
 export const KYTE_DOOLITTLE: Readonly<Record<string, number>> = {
-  A: 1.8, R: -4.5, N: -3.5, D: -3.5, C: 2.5, Q: -3.5, E: -3.5, G: -0.4, H: -3.2, I: 4.5,
-  L: 3.8, K: -3.9, M: 1.9, F: 2.8, P: -1.6, S: -0.8, T: -0.7, W: -0.9, Y: -1.3, V: 4.2,
+  A: 1.8,
+  R: -4.5,
+  N: -3.5,
+  D: -3.5,
+  C: 2.5,
+  Q: -3.5,
+  E: -3.5,
+  G: -0.4,
+  H: -3.2,
+  I: 4.5,
+  L: 3.8,
+  K: -3.9,
+  M: 1.9,
+  F: 2.8,
+  P: -1.6,
+  S: -0.8,
+  T: -0.7,
+  W: -0.9,
+  Y: -1.3,
+  V: 4.2,
 };
 
 /** residues at each terminus whose composition is a separate block */
@@ -118,7 +136,7 @@ export function featurize(seq: string): Float32Array {
   const neg = count(seq, 0, L, 'DE');
   const n30 = Math.min(30, L);
   let tm = 0;
-  for (let i = 0; i + 19 <= L; ) {
+  for (let i = 0; i + 19 <= L;) {
     if (kdMean(seq, i, i + 19) >= 1.6) {
       tm++;
       i += 19;

@@ -180,7 +180,8 @@ export class Mlp {
     this.assertLive();
     const mu = opts.proxMu ?? 0;
     if (mu > 0 && !opts.proxAnchor) throw new Error('FedProx (proxMu > 0) needs proxAnchor, the global weights');
-    if (opts.classWeights && opts.classWeights.length !== this.cfg.classes) throw new Error(`classWeights has ${opts.classWeights.length} entries, model has ${this.cfg.classes} classes`);
+    if (opts.classWeights && opts.classWeights.length !== this.cfg.classes)
+      throw new Error(`classWeights has ${opts.classWeights.length} entries, model has ${this.cfg.classes} classes`);
     const shapes = paramShapes(this.cfg);
     const anchorValues = mu > 0 ? shapes.map(([name, shape]) => this.checked(opts.proxAnchor!, name, shape)) : undefined;
     const rng = new Rng(opts.seed);
@@ -189,7 +190,9 @@ export class Mlp {
     const yOneHot = tf.tidy(() => tf.oneHot(tf.tensor1d(data.y, 'int32'), this.cfg.classes));
     const cw = opts.classWeights ? tf.tensor1d(opts.classWeights) : undefined;
     const anchors = anchorValues?.map((v, k) => tf.tensor(v, shapes[k]![1], 'float32'));
-    const corrections = opts.scaffoldCorrection ? shapes.map(([name, shape]) => tf.tensor(this.checked(opts.scaffoldCorrection!, name, shape), shape, 'float32')) : undefined;
+    const corrections = opts.scaffoldCorrection
+      ? shapes.map(([name, shape]) => tf.tensor(this.checked(opts.scaffoldCorrection!, name, shape), shape, 'float32'))
+      : undefined;
     let steps = 0;
     let lastLoss = NaN;
     try {
@@ -205,12 +208,19 @@ export class Mlp {
               tf.tidy(() => {
                 const xb = tf.gather(x, idx) as tf.Tensor2D;
                 const yb = tf.gather(yOneHot, idx) as tf.Tensor2D;
-                const perSample = tf.losses.softmaxCrossEntropy(yb, this.logits(xb, true, dropoutSeed), undefined, undefined, tf.Reduction.NONE);
+                const perSample = tf.losses.softmaxCrossEntropy(
+                  yb,
+                  this.logits(xb, true, dropoutSeed),
+                  undefined,
+                  undefined,
+                  tf.Reduction.NONE,
+                );
                 // class weights: w[y_i] per sample, via the one-hot row
                 const w = cw ? tf.sum(tf.mul(yb, cw), 1) : tf.onesLike(perSample);
-                let total: tf.Scalar = tf.div(tf.sum(tf.mul(perSample, w)), perSample.shape[0]!);
+                let total: tf.Scalar = tf.div(tf.sum(tf.mul(perSample, w)), perSample.shape[0]);
                 if (opts.weightDecay > 0) {
-                  for (let k = 0; k < this.vars.length; k += 2) total = tf.add(total, tf.mul(opts.weightDecay / 2, tf.sum(tf.square(this.vars[k]!))));
+                  for (let k = 0; k < this.vars.length; k += 2)
+                    total = tf.add(total, tf.mul(opts.weightDecay / 2, tf.sum(tf.square(this.vars[k]!))));
                 }
                 if (anchors) total = tf.add(total, proximalTerm(this.vars, anchors, mu));
                 return total;

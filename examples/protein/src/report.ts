@@ -21,9 +21,14 @@ function methodRow(m: MethodResult): string {
 }
 
 function settingTable(s: SettingResult): string[] {
-  const lines = ['| model | train samples | test acc | test macro-F1 | setHARD acc | setHARD macro-F1 | time (s) |', '|---|---:|---:|---:|---:|---:|---:|'];
+  const lines = [
+    '| model | train samples | test acc | test macro-F1 | setHARD acc | setHARD macro-F1 | time (s) |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+  ];
   for (const m of s.methods.filter((x) => x.kind === 'local')) lines.push(methodRow(m));
-  lines.push(`| *mean of local-only* | | *${pct(meanLocal(s))}* | *${pct(meanLocal(s, 'macroF1'))}* | *${pct(meanLocal(s, 'accuracy', 'hard'))}* | *${pct(meanLocal(s, 'macroF1', 'hard'))}* | |`);
+  lines.push(
+    `| *mean of local-only* | | *${pct(meanLocal(s))}* | *${pct(meanLocal(s, 'macroF1'))}* | *${pct(meanLocal(s, 'accuracy', 'hard'))}* | *${pct(meanLocal(s, 'macroF1', 'hard'))}* | |`,
+  );
   for (const m of s.methods.filter((x) => x.kind !== 'local')) lines.push(methodRow(m).replace(/^\| ([^|]+) \|/, '| **$1** |'));
   return lines;
 }
@@ -42,7 +47,11 @@ function curveSvg(s: SettingResult, r: ExperimentResult): string {
   if (central) series.push({ name: 'centralized', points: central.curve, color: PALETTE[6]!, width: 2 });
   // local sites: dashed, in colours distinct from the FL and centralized lines
   const localColors = [PALETTE[2]!, PALETTE[3]!, PALETTE[5]!, PALETTE[4]!];
-  s.methods.filter((m) => m.kind === 'local').forEach((m, i) => series.push({ name: m.name, points: m.curve, color: localColors[i % localColors.length]!, dashed: true, width: 1.5 }));
+  s.methods
+    .filter((m) => m.kind === 'local')
+    .forEach((m, i) =>
+      series.push({ name: m.name, points: m.curve, color: localColors[i % localColors.length]!, dashed: true, width: 1.5 }),
+    );
   return lineChart({
     title: `${s.title}: shared-test accuracy`,
     xLabel: `round (${r.config.localEpochs} epochs each; local-only and centralized: one-site rounds)`,
@@ -58,7 +67,10 @@ function confusionSvg(s: SettingResult): string {
   const pick = s.methods.filter((m) => m.kind !== 'local');
   const locals = s.methods.filter((m) => m.kind === 'local');
   const best = locals.reduce<MethodResult | undefined>((b, m) => (!b || m.test.accuracy > b.test.accuracy ? m : b), undefined);
-  const panels = [...pick, ...(best ? [best] : [])].map((m) => ({ title: `${m.name} (acc ${m.test.accuracy.toFixed(3)})`, matrix: m.test.confusion }));
+  const panels = [...pick, ...(best ? [best] : [])].map((m) => ({
+    title: `${m.name} (acc ${m.test.accuracy.toFixed(3)})`,
+    matrix: m.test.confusion,
+  }));
   return confusionPanels(panels, CLASS_SHORT, `${s.title}: confusion matrices on the held-out test set`);
 }
 
@@ -100,7 +112,9 @@ export async function writeReport(r: ExperimentResult, ctx: ReportContext): Prom
     '',
   );
   out.push('### Summary (held-out test accuracy)', '');
-  out.push('| setting | label skew (TV) | mean local-only | best local-only | centralized | FedAvg | FedProx | FedAvg − mean local | FedAvg − centralized | time (s) |');
+  out.push(
+    '| setting | label skew (TV) | mean local-only | best local-only | centralized | FedAvg | FedProx | FedAvg − mean local | FedAvg − centralized | time (s) |',
+  );
   out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const s of r.settings) {
     const locals = s.methods.filter((m) => m.kind === 'local');
@@ -111,7 +125,11 @@ export async function writeReport(r: ExperimentResult, ctx: ReportContext): Prom
       `| ${s.alpha !== undefined ? `α = ${s.alpha}` : 'length skew'} | ${s.skew.toFixed(3)} | ${pct(ml)} | ${pct(Math.max(...locals.map((m) => m.test.accuracy)))} | ${pct(r.central.test.accuracy)} | ${pct(fa.test.accuracy)} | ${pct(fp.test.accuracy)} | ${signed(fa.test.accuracy - ml)} | ${signed(fa.test.accuracy - r.central.test.accuracy)} | ${(s.seconds + r.central.seconds).toFixed(0)} |`,
     );
   }
-  out.push('', `Time per setting includes the centralized run (${r.central.seconds.toFixed(0)} s), which is trained once and shared by all settings. TV: mean total-variation distance between each site's class distribution and the pooled one.`, '');
+  out.push(
+    '',
+    `Time per setting includes the centralized run (${r.central.seconds.toFixed(0)} s), which is trained once and shared by all settings. TV: mean total-variation distance between each site's class distribution and the pooled one.`,
+    '',
+  );
   for (const s of r.settings) {
     const curveFile = `accuracy-${s.key}.svg`;
     const cmFile = `confusion-${s.key}.svg`;

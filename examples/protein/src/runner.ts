@@ -129,7 +129,10 @@ async function trainSites(
 ): Promise<MethodResult> {
   const started = performance.now();
   // FedProx is a job setting: μ reaches the trainers in the task's meta
-  const workflow = new StrategyWorkflow({ rounds: cfg.rounds, minClients: parts.length, initialModel: init, ...(kind === 'fedprox' && { proxMu: cfg.proxMu }) }, fedAvgStrategy);
+  const workflow = new StrategyWorkflow(
+    { rounds: cfg.rounds, minClients: parts.length, initialModel: init, ...(kind === 'fedprox' && { proxMu: cfg.proxMu }) },
+    fedAvgStrategy,
+  );
   const train = trainConfig(cfg, 0);
   const result = await simulateInProcess({
     workflow,
@@ -146,7 +149,15 @@ async function trainSites(
   try {
     const test = evaluate(mlp, prep.test);
     curve.push([cfg.rounds, test.accuracy]);
-    return { name, kind, samples: parts.reduce((n, p) => n + p.n, 0), test, hard: evaluate(mlp, prep.hard), curve, seconds: (performance.now() - started) / 1000 };
+    return {
+      name,
+      kind,
+      samples: parts.reduce((n, p) => n + p.n, 0),
+      test,
+      hard: evaluate(mlp, prep.hard),
+      curve,
+      seconds: (performance.now() - started) / 1000,
+    };
   } finally {
     mlp.dispose();
   }
@@ -165,24 +176,53 @@ export async function runExperiment(cfg: ExperimentConfig): Promise<ExperimentRe
     ...(cfg.cacheDir !== undefined && { cacheDir: cfg.cacheDir }),
   });
   const dropped = droppedSummary(prep.dropped);
-  log(`data: ${prep.poolSize} pooled sequences → ${prep.train.n} train + ${prep.test.n} held-out test; setHARD ${prep.hard.n}; dropped: ${dropped.join('; ') || 'none'}`);
-  log(`features: ${prep.embedder} (${prep.dim} dims) ${prep.cacheHit ? 'from cache' : 'computed'} in ${prep.embedSeconds.toFixed(1)} s (${prep.cacheFile})`);
-  const majority = { test: majorityRate(prep.train.y, prep.test.y, NUM_CLASSES), hard: majorityRate(prep.train.y, prep.hard.y, NUM_CLASSES) };
+  log(
+    `data: ${prep.poolSize} pooled sequences → ${prep.train.n} train + ${prep.test.n} held-out test; setHARD ${prep.hard.n}; dropped: ${dropped.join('; ') || 'none'}`,
+  );
+  log(
+    `features: ${prep.embedder} (${prep.dim} dims) ${prep.cacheHit ? 'from cache' : 'computed'} in ${prep.embedSeconds.toFixed(1)} s (${prep.cacheFile})`,
+  );
+  const majority = {
+    test: majorityRate(prep.train.y, prep.test.y, NUM_CLASSES),
+    hard: majorityRate(prep.train.y, prep.hard.y, NUM_CLASSES),
+  };
 
   const model: MlpConfig = { inputDim: prep.dim, hidden: cfg.hidden, classes: NUM_CLASSES, dropout: cfg.dropout };
   const init = initialWeights(model, hashSeed(cfg.seed, 'init'));
   const ownWorkspace = cfg.workspace === undefined;
   const wsRoot = cfg.workspace ?? (await mkdtemp(path.join(os.tmpdir(), 'flotilla-protein-')));
   try {
-    const central = await trainSites('centralized', 'central', [prep.train], ['centralized'], init, model, cfg, prep, path.join(wsRoot, 'centralized'));
-    log(`centralized: test acc ${central.test.accuracy.toFixed(3)}, macro-F1 ${central.test.macroF1.toFixed(3)} (${central.seconds.toFixed(1)} s)`);
+    const central = await trainSites(
+      'centralized',
+      'central',
+      [prep.train],
+      ['centralized'],
+      init,
+      model,
+      cfg,
+      prep,
+      path.join(wsRoot, 'centralized'),
+    );
+    log(
+      `centralized: test acc ${central.test.accuracy.toFixed(3)}, macro-F1 ${central.test.macroF1.toFixed(3)} (${central.seconds.toFixed(1)} s)`,
+    );
 
     const settings: Array<{ key: string; title: string; alpha?: number; parts: number[][] }> = [];
     const trainLabels = [...prep.train.y];
     for (const alpha of cfg.alphas) {
-      settings.push({ key: `alpha-${alpha}`, title: `Dirichlet label skew, alpha = ${alpha}`, alpha, parts: dirichletSplit(trainLabels, { sites: cfg.sites, alpha, seed: hashSeed(cfg.seed, 'split', alpha) }) });
+      settings.push({
+        key: `alpha-${alpha}`,
+        title: `Dirichlet label skew, alpha = ${alpha}`,
+        alpha,
+        parts: dirichletSplit(trainLabels, { sites: cfg.sites, alpha, seed: hashSeed(cfg.seed, 'split', alpha) }),
+      });
     }
-    if (cfg.lengthSkew) settings.push({ key: 'length', title: 'Sequence-length skew (site 1 shortest … site n longest)', parts: lengthSplit(prep.trainLengths, cfg.sites, hashSeed(cfg.seed, 'length')) });
+    if (cfg.lengthSkew)
+      settings.push({
+        key: 'length',
+        title: 'Sequence-length skew (site 1 shortest … site n longest)',
+        parts: lengthSplit(prep.trainLengths, cfg.sites, hashSeed(cfg.seed, 'length')),
+      });
 
     const results: SettingResult[] = [];
     for (const s of settings) {
@@ -194,9 +234,21 @@ export async function runExperiment(cfg: ExperimentConfig): Promise<ExperimentRe
       const parts = s.parts.map((idx) => subset(prep.train, idx));
       const methods: MethodResult[] = [];
       for (let i = 0; i < parts.length; i++) {
-        const r = await trainSites(`local ${siteNames[i]}`, 'local', [parts[i]!], [siteNames[i]!], init, model, cfg, prep, path.join(wsRoot, `${s.key}-local-${siteNames[i]}`));
+        const r = await trainSites(
+          `local ${siteNames[i]}`,
+          'local',
+          [parts[i]!],
+          [siteNames[i]!],
+          init,
+          model,
+          cfg,
+          prep,
+          path.join(wsRoot, `${s.key}-local-${siteNames[i]}`),
+        );
         methods.push(r);
-        log(`  local ${siteNames[i]} (${parts[i]!.n} samples): test acc ${r.test.accuracy.toFixed(3)}, F1 ${r.test.macroF1.toFixed(3)} (${r.seconds.toFixed(1)} s)`);
+        log(
+          `  local ${siteNames[i]} (${parts[i]!.n} samples): test acc ${r.test.accuracy.toFixed(3)}, F1 ${r.test.macroF1.toFixed(3)} (${r.seconds.toFixed(1)} s)`,
+        );
       }
       methods.push(central);
       for (const kind of ['fedavg', 'fedprox'] as const) {
@@ -222,7 +274,16 @@ export async function runExperiment(cfg: ExperimentConfig): Promise<ExperimentRe
     const { log: _log, embedder: _e, ...rest } = cfg;
     return {
       config: { ...rest, embedder: prep.embedder },
-      data: { poolSize: prep.poolSize, train: prep.train.n, test: prep.test.n, hard: prep.hard.n, dim: prep.dim, dropped, embedSeconds: prep.embedSeconds, cacheHit: prep.cacheHit },
+      data: {
+        poolSize: prep.poolSize,
+        train: prep.train.n,
+        test: prep.test.n,
+        hard: prep.hard.n,
+        dim: prep.dim,
+        dropped,
+        embedSeconds: prep.embedSeconds,
+        cacheHit: prep.cacheHit,
+      },
       majority,
       central,
       settings: results,

@@ -61,7 +61,9 @@ export function lengthSplit(lengths: readonly number[], sites: number, seed: num
   if (!Number.isInteger(sites) || sites < 1) throw new Error(`sites must be a positive integer, got ${sites}`);
   const order = new Rng(seed).permutation(lengths.length);
   const rank = new Map(order.map((i, r) => [i, r]));
-  const sorted = Array.from({ length: lengths.length }, (_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || rank.get(a)! - rank.get(b)!);
+  const sorted = Array.from({ length: lengths.length }, (_, i) => i).sort(
+    (a, b) => lengths[a]! - lengths[b]! || rank.get(a)! - rank.get(b)!,
+  );
   return Array.from({ length: sites }, (_, s) => {
     const from = Math.round((s * sorted.length) / sites);
     const to = Math.round(((s + 1) * sorted.length) / sites);
@@ -97,6 +99,8 @@ export function formatHistogram(labels: readonly number[], parts: readonly (read
   const names = siteNames ?? parts.map((_, i) => `site-${i + 1}`);
   const w = Math.max(6, ...names.map((n) => n.length));
   const head = ['site'.padEnd(w), ...CLASS_SHORT.map((c) => c.padStart(5)), 'total'.padStart(6)].join(' ');
-  const rows = parts.map((p, s) => [names[s]!.padEnd(w), ...histogram(labels, p).map((c) => String(c).padStart(5)), String(p.length).padStart(6)].join(' '));
+  const rows = parts.map((p, s) =>
+    [names[s]!.padEnd(w), ...histogram(labels, p).map((c) => String(c).padStart(5)), String(p.length).padStart(6)].join(' '),
+  );
   return [head, ...rows].join('\n');
 }

@@ -53,7 +53,9 @@ export function lineChart(o: LineChartOptions): string {
   const X = (x: number): number => m.l + ((x - xMin) / (xMax - xMin || 1)) * pw;
   const Y = (y: number): number => m.t + ph - ((y - yMin) / (yMax - yMin || 1)) * ph;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${W / 2 - legendW / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${esc(o.title)}</text>`);
   const yStep = niceStep(yMax - yMin, 6);
@@ -103,7 +105,9 @@ export function confusionPanels(panels: readonly ConfusionPanel[], labels: reado
   const W = panels.length * pw + (panels.length - 1) * gap + 20;
   const H = top + k * cell + 40;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="10">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="10">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="10" y="16" font-size="13" font-weight="bold">${esc(title)}</text>`);
   panels.forEach((p, n) => {
@@ -124,13 +128,18 @@ export function confusionPanels(panels: readonly ConfusionPanel[], labels: reado
         const shade = Math.round(255 * (1 - r));
         const fill = i === j ? `rgb(${shade},${Math.round(255 - 90 * r)},${shade})` : `rgb(${shade},${shade},255)`;
         out.push(`<rect x="${left + j * cell}" y="${top + i * cell}" width="${cell}" height="${cell}" fill="${fill}" stroke="#ddd"/>`);
-        if (c > 0) out.push(`<text x="${left + j * cell + cell / 2}" y="${top + i * cell + cell / 2 + 3}" text-anchor="middle" fill="${r > 0.55 ? 'white' : 'black'}">${c}</text>`);
+        if (c > 0)
+          out.push(
+            `<text x="${left + j * cell + cell / 2}" y="${top + i * cell + cell / 2 + 3}" text-anchor="middle" fill="${r > 0.55 ? 'white' : 'black'}">${c}</text>`,
+          );
       }
     }
     out.push(`<text x="${left + (k * cell) / 2}" y="${top + k * cell + 16}" text-anchor="middle">predicted</text>`);
     out.push(`</g>`);
   });
-  out.push(`<text x="10" y="${H - 6}" fill="#555">rows: true class; colour: share of the row (recall on the diagonal); numbers: counts</text>`);
+  out.push(
+    `<text x="10" y="${H - 6}" fill="#555">rows: true class; colour: share of the row (recall on the diagonal); numbers: counts</text>`,
+  );
   out.push('</svg>');
   return out.join('\n');
 }

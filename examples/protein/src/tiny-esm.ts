@@ -28,9 +28,39 @@ import { Rng } from './prng.ts';
 
 /** facebook/esm2_* vocab.txt, in order (ids 0..32). */
 export const ESM2_VOCAB: readonly string[] = [
-  '<cls>', '<pad>', '<eos>', '<unk>',
-  'L', 'A', 'G', 'V', 'S', 'E', 'R', 'T', 'D', 'I', 'Q', 'K', 'P', 'F', 'N', 'Y', 'M', 'H', 'W', 'C',
-  'X', 'B', 'U', 'Z', 'O', '.', '-', '<null_1>', '<mask>',
+  '<cls>',
+  '<pad>',
+  '<eos>',
+  '<unk>',
+  'L',
+  'A',
+  'G',
+  'V',
+  'S',
+  'E',
+  'R',
+  'T',
+  'D',
+  'I',
+  'Q',
+  'K',
+  'P',
+  'F',
+  'N',
+  'Y',
+  'M',
+  'H',
+  'W',
+  'C',
+  'X',
+  'B',
+  'U',
+  'Z',
+  'O',
+  '.',
+  '-',
+  '<null_1>',
+  '<mask>',
 ];
 
 export interface TinyEsmWeights {
@@ -213,7 +243,10 @@ export function tinyEsmOnnx(wt: TinyEsmWeights, outputName = 'last_hidden_state'
  * `config.json` and `vocab.txt` into `dir` and returns the weights.
  * `outputName` renames the output (to test a wrongly exported model).
  */
-export async function writeTinyEsm(dir: string, options: TinyEsmOptions & { layout?: 'flat' | 'optimum'; outputName?: string } = {}): Promise<TinyEsmWeights> {
+export async function writeTinyEsm(
+  dir: string,
+  options: TinyEsmOptions & { layout?: 'flat' | 'optimum'; outputName?: string } = {},
+): Promise<TinyEsmWeights> {
   const { layout = 'flat', outputName, ...rest } = options;
   const wt = tinyEsmWeights(rest);
   const modelFile = layout === 'optimum' ? path.join(dir, 'onnx', 'model.onnx') : path.join(dir, 'model.onnx');
@@ -255,5 +288,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     process.exit(2);
   }
   await writeTinyEsm(dir, opts.data);
-  console.log(`wrote a tiny ESM-2-shaped model (hidden ${opts.data.hidden}, up to ${opts.data.maxResidues} residues) to ${path.resolve(dir)}`);
+  console.log(
+    `wrote a tiny ESM-2-shaped model (hidden ${opts.data.hidden}, up to ${opts.data.maxResidues} residues) to ${path.resolve(dir)}`,
+  );
 }

@@ -107,7 +107,14 @@ function difference(c: TensorDict, ci: TensorDict): TensorDict {
   for (const [name, t] of c) {
     const a = t.data as Float32Array;
     const b = ci.get(name)?.data as Float32Array | undefined;
-    out.set(name, tensor('F32', t.shape, a.map((v, i) => v - (b ? b[i]! : 0))));
+    out.set(
+      name,
+      tensor(
+        'F32',
+        t.shape,
+        a.map((v, i) => v - (b ? b[i]! : 0)),
+      ),
+    );
   }
   return out;
 }

@@ -7,12 +7,26 @@ import * as grpc from '@grpc/grpc-js';
 import type { Frame } from '../link.ts';
 import type { ConnectInfo, DialOptions } from '../peer.ts';
 import { GrpcLink } from './link.ts';
-import { ADMIN_DOWNLOAD, CONNECT_METADATA, type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, type DownloadPieceWire, FEDERATION_SERVICE, loadProto } from './wire.ts';
+import {
+  ADMIN_DOWNLOAD,
+  CONNECT_METADATA,
+  type AdminReplyWire,
+  type AdminRequestWire,
+  CHANNEL_OPTIONS,
+  type DownloadPieceWire,
+  FEDERATION_SERVICE,
+  loadProto,
+} from './wire.ts';
 
 export type GrpcClientOptions = DialOptions;
 
 type AdminStub = grpc.Client & {
-  Command(req: AdminRequestWire, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, r?: AdminReplyWire) => void): grpc.ClientUnaryCall;
+  Command(
+    req: AdminRequestWire,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, r?: AdminReplyWire) => void,
+  ): grpc.ClientUnaryCall;
 };
 
 export class GrpcClient {
@@ -33,7 +47,9 @@ export class GrpcClient {
   /** Waits until the TLS connection is up; rejects with gRPC's reason otherwise. */
   ready(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.federation.waitForReady(Date.now() + timeoutMs, (e) => (e ? reject(new Error(`cannot connect to the server: ${e.message}`)) : resolve()));
+      this.federation.waitForReady(Date.now() + timeoutMs, (e) =>
+        e ? reject(new Error(`cannot connect to the server: ${e.message}`)) : resolve(),
+      );
     });
   }
 
@@ -54,7 +70,12 @@ export class GrpcClient {
     const md = new grpc.Metadata();
     for (const [k, v] of Object.entries(metadata)) md.set(k, v);
     const def = FEDERATION_SERVICE.Connect!;
-    const call = this.federation.makeBidiStreamRequest<Frame, Buffer>(def.path, def.requestSerialize as (f: Frame) => Buffer, def.responseDeserialize as (b: Buffer) => Buffer, md);
+    const call = this.federation.makeBidiStreamRequest<Frame, Buffer>(
+      def.path,
+      def.requestSerialize as (f: Frame) => Buffer,
+      def.responseDeserialize as (b: Buffer) => Buffer,
+      md,
+    );
     return new GrpcLink(peer, call, {
       end: (s) => {
         s.end();
@@ -67,7 +88,9 @@ export class GrpcClient {
   /** One admin command. */
   command(req: AdminRequestWire, timeoutMs = 120_000): Promise<AdminReplyWire> {
     return new Promise((resolve, reject) => {
-      this.adminStub.Command(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, r) => (err || !r ? reject(new Error(err?.details || err?.message || 'no reply')) : resolve(r)));
+      this.adminStub.Command(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, r) =>
+        err || !r ? reject(new Error(err?.details || err?.message || 'no reply')) : resolve(r),
+      );
     });
   }
 
@@ -77,7 +100,13 @@ export class GrpcClient {
    */
   download(req: AdminRequestWire): AsyncIterable<DownloadPieceWire> {
     const def = loadProto().Admin.service.Download!;
-    const call = this.adminStub.makeServerStreamRequest<AdminRequestWire, DownloadPieceWire>(ADMIN_DOWNLOAD, def.requestSerialize as (v: AdminRequestWire) => Buffer, def.responseDeserialize as (b: Buffer) => DownloadPieceWire, req, new grpc.Metadata());
+    const call = this.adminStub.makeServerStreamRequest<AdminRequestWire, DownloadPieceWire>(
+      ADMIN_DOWNLOAD,
+      def.requestSerialize as (v: AdminRequestWire) => Buffer,
+      def.responseDeserialize as (b: Buffer) => DownloadPieceWire,
+      req,
+      new grpc.Metadata(),
+    );
     return {
       async *[Symbol.asyncIterator]() {
         try {

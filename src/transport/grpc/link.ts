@@ -18,7 +18,11 @@ export interface GrpcLinkHooks {
 }
 
 export class GrpcLink extends StreamLink implements Link {
-  constructor(readonly peer: string, private readonly stream: Duplex, private readonly hooks: GrpcLinkHooks) {
+  constructor(
+    readonly peer: string,
+    private readonly stream: Duplex,
+    private readonly hooks: GrpcLinkHooks,
+  ) {
     super();
     stream.on('data', (b: Buffer) => {
       if (this.isClosed) return;

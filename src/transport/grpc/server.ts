@@ -11,7 +11,15 @@ import { type Logger, silentLogger } from '../../util/log.ts';
 import type { Frame } from '../link.ts';
 import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate, tlsRefusalReason } from '../peer.ts';
 import { GrpcLink } from './link.ts';
-import { type AdminReplyWire, type AdminRequestWire, CHANNEL_OPTIONS, CONNECT_METADATA, type DownloadPieceWire, FEDERATION_SERVICE, loadProto } from './wire.ts';
+import {
+  type AdminReplyWire,
+  type AdminRequestWire,
+  CHANNEL_OPTIONS,
+  CONNECT_METADATA,
+  type DownloadPieceWire,
+  FEDERATION_SERVICE,
+  loadProto,
+} from './wire.ts';
 
 export interface GrpcServerHandlers {
   /** A site opened a Connect call. Return a reason to refuse it, or null to keep the link. */
@@ -36,7 +44,9 @@ export interface GrpcServerOptions {
 }
 
 /** Identity from the verified client certificate of a gRPC call, or why there is none. */
-export function identityOf(call: { getAuthContext(): { transportSecurityType?: string; sslPeerCertificate?: PeerCertificate } | null }): PeerIdentity | string {
+export function identityOf(call: {
+  getAuthContext(): { transportSecurityType?: string; sslPeerCertificate?: PeerCertificate } | null;
+}): PeerIdentity | string {
   const ctx = call.getAuthContext();
   if (ctx?.transportSecurityType !== 'ssl' || !ctx.sslPeerCertificate) return 'no verified client certificate';
   return identityOfCertificate(ctx.sslPeerCertificate);
@@ -59,16 +69,23 @@ export class GrpcServer {
     const pkg = loadProto();
     this.server.addService(FEDERATION_SERVICE, { Connect: (call: grpc.ServerDuplexStream<Buffer, Frame>) => this.connect(call) });
     this.server.addService(pkg.Admin.service, {
-      Command: (call: grpc.ServerUnaryCall<AdminRequestWire, AdminReplyWire>, cb: grpc.sendUnaryData<AdminReplyWire>) => void this.admin(call, cb),
+      Command: (call: grpc.ServerUnaryCall<AdminRequestWire, AdminReplyWire>, cb: grpc.sendUnaryData<AdminReplyWire>) =>
+        void this.admin(call, cb),
       Download: (call: grpc.ServerWritableStream<AdminRequestWire, DownloadPieceWire>) => void this.download(call),
     });
   }
 
   /** Binds and starts serving; resolves to the bound port. */
   async start(): Promise<number> {
-    const creds = grpc.ServerCredentials.createSsl(Buffer.from(this.opts.caPem), [{ private_key: Buffer.from(this.opts.keyPem), cert_chain: Buffer.from(this.opts.certPem) }], true);
+    const creds = grpc.ServerCredentials.createSsl(
+      Buffer.from(this.opts.caPem),
+      [{ private_key: Buffer.from(this.opts.keyPem), cert_chain: Buffer.from(this.opts.certPem) }],
+      true,
+    );
     const port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(`${this.opts.host}:${this.opts.port}`, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${this.opts.host}:${this.opts.port}: ${err.message}`)) : resolve(p)));
+      this.server.bindAsync(`${this.opts.host}:${this.opts.port}`, creds, (err, p) =>
+        err ? reject(new Error(`cannot listen on ${this.opts.host}:${this.opts.port}: ${err.message}`)) : resolve(p),
+      );
     });
     this.logTlsRefusals();
     return port;
@@ -122,9 +139,11 @@ export class GrpcServer {
     };
     const id = identityOf(call);
     if (typeof id === 'string') return refuse(grpc.status.UNAUTHENTICATED, id);
-    if (id.kind !== 'client') return refuse(grpc.status.PERMISSION_DENIED, `certificate of ${id.name} is a ${id.kind} certificate, not a client site's`);
+    if (id.kind !== 'client')
+      return refuse(grpc.status.PERMISSION_DENIED, `certificate of ${id.name} is a ${id.kind} certificate, not a client site's`);
     const purpose = metaString(call.metadata, CONNECT_METADATA.purpose);
-    if (purpose !== 'session' && purpose !== 'job') return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-purpose must be "session" or "job"');
+    if (purpose !== 'session' && purpose !== 'job')
+      return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-purpose must be "session" or "job"');
     const jobId = metaString(call.metadata, CONNECT_METADATA.job);
     if (purpose === 'job' && !jobId) return refuse(grpc.status.INVALID_ARGUMENT, 'a job call needs metadata x-flotilla-job');
     const link = new GrpcLink(id.name, call, {
@@ -135,7 +154,8 @@ export class GrpcServer {
       },
     });
     const channelId = metaString(call.metadata, CONNECT_METADATA.channel);
-    if (channelId !== null && !CHANNEL_ID.test(channelId)) return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-channel must be 8 to 64 letters, digits, "_" or "-"');
+    if (channelId !== null && !CHANNEL_ID.test(channelId))
+      return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-channel must be 8 to 64 letters, digits, "_" or "-"');
     const refused = this.opts.handlers.onConnect(link, id, { purpose, jobId: purpose === 'job' ? jobId : null, channelId });
     if (refused !== null) {
       link.close(refused, refused);

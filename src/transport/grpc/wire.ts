@@ -12,7 +12,6 @@ import type { Frame } from '../link.ts';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../../proto/flotilla.proto', import.meta.url));
 
-
 export const FEDERATION_CONNECT = '/flotilla.v1.Federation/Connect';
 
 /** Call metadata that says what a Federation.Connect call is for (ConnectInfo). */
@@ -49,7 +48,14 @@ let loaded: FlotillaPackage | null = null;
 
 export function loadProto(): FlotillaPackage {
   if (loaded) return loaded;
-  const def = protoLoader.loadSync(PROTO_PATH, { keepCase: true, longs: Number, enums: String, bytes: Buffer, defaults: true, oneofs: true });
+  const def = protoLoader.loadSync(PROTO_PATH, {
+    keepCase: true,
+    longs: Number,
+    enums: String,
+    bytes: Buffer,
+    defaults: true,
+    oneofs: true,
+  });
   const root = grpc.loadPackageDefinition(def) as unknown as { flotilla: { v1: FlotillaPackage } };
   loaded = root.flotilla.v1;
   return loaded;

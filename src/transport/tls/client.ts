@@ -22,7 +22,10 @@ export interface TlsDialOptions extends DialOptions {
  */
 export class DataPlaneDialError extends Error {
   override readonly name = 'DataPlaneDialError';
-  constructor(message: string, readonly reachable: boolean) {
+  constructor(
+    message: string,
+    readonly reachable: boolean,
+  ) {
     super(message);
   }
 }
@@ -30,7 +33,14 @@ export class DataPlaneDialError extends Error {
 /** Dials the data plane and resolves to a Link for `info` (rejects with a DataPlaneDialError naming the server's reason when refused). */
 export function dialTls(opts: TlsDialOptions, info: ConnectInfo, peer = 'server'): Promise<TlsLink> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: opts.host, port: opts.port, servername: opts.serverName, ca: opts.caPem, cert: opts.certPem, key: opts.keyPem });
+    const socket = connect({
+      host: opts.host,
+      port: opts.port,
+      servername: opts.serverName,
+      ca: opts.caPem,
+      cert: opts.certPem,
+      key: opts.keyPem,
+    });
     const decoder = new FrameDecoder();
     const timeoutMs = opts.timeoutMs ?? 30_000;
     let connected = false;

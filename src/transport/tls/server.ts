@@ -46,17 +46,23 @@ export class TlsDataServer {
 
   constructor(private readonly opts: TlsDataServerOptions) {
     this.log = opts.log ?? silentLogger();
-    this.server = createServer({ key: opts.keyPem, cert: opts.certPem, ca: opts.caPem, requestCert: true, rejectUnauthorized: true }, (s) => this.accept(s));
+    this.server = createServer({ key: opts.keyPem, cert: opts.certPem, ca: opts.caPem, requestCert: true, rejectUnauthorized: true }, (s) =>
+      this.accept(s),
+    );
     this.server.on('tlsClientError', (err: Error, socket: TLSSocket | undefined) => {
       const reason = tlsRefusalReason(err, socket);
-      this.log[socket?.authorizationError ? 'warn' : 'info']({ remote: socket?.remoteAddress ?? null, reason }, `data plane: TLS handshake refused: ${reason}`);
+      this.log[socket?.authorizationError ? 'warn' : 'info'](
+        { remote: socket?.remoteAddress ?? null, reason },
+        `data plane: TLS handshake refused: ${reason}`,
+      );
     });
   }
 
   /** Binds and starts serving; resolves to the bound port. */
   start(): Promise<number> {
     return new Promise((resolve, reject) => {
-      const onError = (e: Error): void => reject(new Error(`data plane cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`));
+      const onError = (e: Error): void =>
+        reject(new Error(`data plane cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`));
       this.server.once('error', onError);
       this.server.listen(this.opts.port, this.opts.host, () => {
         this.server.off('error', onError);
@@ -116,7 +122,8 @@ export class TlsDataServer {
       const hello = Hello.safeParse(raw);
       if (!hello.success) return refuse(`malformed hello: ${describeZodError(hello.error)}`);
       const h = hello.data;
-      if (h.protocol !== DATA_PLANE_PROTOCOL) return refuse(`site speaks data plane protocol ${h.protocol}, server speaks ${DATA_PLANE_PROTOCOL}`);
+      if (h.protocol !== DATA_PLANE_PROTOCOL)
+        return refuse(`site speaks data plane protocol ${h.protocol}, server speaks ${DATA_PLANE_PROTOCOL}`);
       if (h.purpose === 'job' && !h.jobId) return refuse('a job connection needs a jobId');
       // welcome first: the handler may send on the link at once, and the dialler takes
       // everything after the welcome as the link's; a refusal then closes the link with its reason
@@ -124,7 +131,11 @@ export class TlsDataServer {
       const link = new TlsLink(id.name, socket, decoder, rest); // frames right behind the hello are the link's
       let refused: string | null;
       try {
-        refused = this.opts.onConnect(link, id, { purpose: h.purpose, jobId: h.purpose === 'job' ? h.jobId : null, channelId: h.channelId });
+        refused = this.opts.onConnect(link, id, {
+          purpose: h.purpose,
+          jobId: h.purpose === 'job' ? h.jobId : null,
+          channelId: h.channelId,
+        });
       } catch (e) {
         // a handler's bug ends this connection, never the server
         refused = `server error: ${(e as Error).message}`;
