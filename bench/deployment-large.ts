@@ -29,7 +29,7 @@ import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AdminClient } from '../src/admin/client.ts';
+import { AdminClient } from '../src/admin/admin-client.ts';
 import { commitFacts } from './commit.ts';
 import { SafetensorsFile, SafetensorsWriter } from '../src/core/safetensors.ts';
 import type { TensorInfo } from '../src/core/safetensors-header.ts';

@@ -10,8 +10,8 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AdminClient } from '../src/admin/client.ts';
-import { FederationClient } from '../src/deploy/client.ts';
+import { AdminClient } from '../src/admin/admin-client.ts';
+import { FederationSite } from '../src/deploy/site.ts';
 import { FederationServer } from '../src/deploy/server.ts';
 import { loadKit } from '../src/provision/kit.ts';
 import { parseProject } from '../src/provision/project.ts';
@@ -85,12 +85,12 @@ async function main(): Promise<void> {
   });
   const port = await server.start();
   const admin = new AdminClient(kits['bench@hub.org']!, { host: '127.0.0.1', port });
-  const clients: FederationClient[] = [];
+  const clients: FederationSite[] = [];
   const runs: Promise<string>[] = [];
   const connect = async (n: number): Promise<number> => {
     const t = Date.now();
     for (let i = clients.length; i < n; i++) {
-      const c = new FederationClient({
+      const c = new FederationSite({
         kit: loadKit(kits[`site-${i + 1}`]!, 'client'),
         workspace: join(tmp, `site-${i + 1}`),
         host: '127.0.0.1',

@@ -16,7 +16,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ExProcessTrainerHost } from '../src/client/ex-process.ts';
+import { ExProcessTrainerHost } from '../src/client/host/process-host.ts';
 import { fileSource } from '../src/core/model-source.ts';
 import { SafetensorsWriter } from '../src/core/safetensors.ts';
 import { trainerExecutor } from '../src/runtime/executor.ts';

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { SCAFFOLD_PREFIX, ScaffoldMeta, clientControlUpdate, splitPrefixed, withPrefixed } from '../src/algorithms/scaffold.ts';
 import type { ClientAPI, Trainer } from '../src/client/api.ts';
-import { ExProcessTrainerHost } from '../src/client/ex-process.ts';
+import { ExProcessTrainerHost } from '../src/client/host/process-host.ts';
 import { readSafetensors } from '../src/core/safetensors.ts';
 import { type TensorDict, f32 } from '../src/core/tensor.ts';
 import { simulateInProcess } from '../src/simulator/in-process.ts';

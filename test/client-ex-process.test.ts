@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { fileURLToPath } from 'node:url';
 import type { MetricRecord, TaskInput, TrainerContext } from '../src/client/api.ts';
-import { ExProcessTrainerHost, type ExProcessOptions, TrainerProcessError, TrainerTaskError } from '../src/client/ex-process.ts';
+import { ExProcessTrainerHost, type ExProcessOptions, TrainerProcessError, TrainerTaskError } from '../src/client/host/process-host.ts';
 import {
   ClientMessageSchema,
   ControlMessageSchema,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ClientAPI, MetricRecord, TaskInput, TrainerContext } from '../src/client/api.ts';
-import { InProcessTrainerHost } from '../src/client/in-process.ts';
+import { InProcessTrainerHost } from '../src/client/host/in-process-host.ts';
 import { f16ToF32 } from '../src/core/dtypes.ts';
 import { type FLModel, flModel } from '../src/core/fl-model.ts';
 import { type TensorDict, f32 } from '../src/core/tensor.ts';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { AdminClient } from '../src/admin/client.ts';
+import { AdminClient } from '../src/admin/admin-client.ts';
 import { readSafetensors } from '../src/core/safetensors.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
 import { type ClientConfig, type Kit, loadKit } from '../src/provision/kit.ts';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { AdminClient } from '../src/admin/client.ts';
+import { AdminClient } from '../src/admin/admin-client.ts';
 import { freePortPair } from './helpers/federation.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));

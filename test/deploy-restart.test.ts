@@ -7,9 +7,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { AdminClient } from '../src/admin/client.ts';
+import { AdminClient } from '../src/admin/admin-client.ts';
 import { readSafetensors } from '../src/core/safetensors.ts';
-import { FederationClient } from '../src/deploy/client.ts';
+import { FederationSite } from '../src/deploy/site.ts';
 import { FederationServer } from '../src/deploy/server.ts';
 import { type Kit, type ServerConfig, loadKit } from '../src/provision/kit.ts';
 import { parseProject } from '../src/provision/project.ts';
@@ -46,7 +46,7 @@ test(
     const port = await first.start();
     // a site that gives up resuming quickly, so it starts a fresh session with the next server
     const cliLog = capture();
-    const client = new FederationClient({
+    const client = new FederationSite({
       kit: loadKit(k['site-1']!, 'client'),
       workspace: join(tmp, 'restart', 'site-1'),
       host: '127.0.0.1',
@@ -131,7 +131,7 @@ test(
       log: srvLog.log,
     });
     const port = await server.start();
-    const client = new FederationClient({
+    const client = new FederationSite({
       kit: loadKit(k['site-1']!, 'client'),
       workspace: join(tmp, 'heartbeat', 'site-1'),
       host: '127.0.0.1',

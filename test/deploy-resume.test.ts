@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { AdminClient } from '../src/admin/client.ts';
+import { AdminClient } from '../src/admin/admin-client.ts';
 import { readSafetensors } from '../src/core/safetensors.ts';
-import { FederationClient } from '../src/deploy/client.ts';
+import { FederationSite } from '../src/deploy/site.ts';
 import { FederationServer } from '../src/deploy/server.ts';
 import { loadKit } from '../src/provision/kit.ts';
 import { CuttableProxy } from './helpers/cuttable-proxy.ts';
@@ -29,7 +29,7 @@ interface Proxies {
 async function federation(dataPlane = true): Promise<{
   server: FederationServer;
   proxy: Proxies;
-  client: FederationClient;
+  client: FederationSite;
   running: Promise<string>;
   admin: AdminClient;
   srvLog: ReturnType<typeof capture>;
@@ -63,7 +63,7 @@ async function federation(dataPlane = true): Promise<{
   };
   const cliLog = capture();
   let hellos = 0;
-  const client = new FederationClient({
+  const client = new FederationSite({
     kit: loadKit(kits['site-1']!, 'client'),
     workspace: join(tmp, 'site-1'),
     host: '127.0.0.1',

@@ -19,7 +19,7 @@ import { Channel, type ChannelOptions, type Envelope } from '../src/streaming/in
 import { GrpcClient } from '../src/transport/grpc/client.ts';
 import { GrpcServer } from '../src/transport/grpc/server.ts';
 import type { ConnectInfo, PeerIdentity } from '../src/transport/peer.ts';
-import { dialTls } from '../src/transport/tls/client.ts';
+import { dialTls } from '../src/transport/tls/dial.ts';
 import { TlsDataServer } from '../src/transport/tls/server.ts';
 import { linkPair } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';

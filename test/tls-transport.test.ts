@@ -9,14 +9,14 @@ import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { AdminClient } from '../src/admin/client.ts';
-import { FederationClient } from '../src/deploy/client.ts';
+import { AdminClient } from '../src/admin/admin-client.ts';
+import { FederationSite } from '../src/deploy/site.ts';
 import { FederationServer } from '../src/deploy/server.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
 import { loadKit } from '../src/provision/kit.ts';
 import type { Frame } from '../src/transport/link.ts';
 import type { ConnectInfo, PeerIdentity } from '../src/transport/peer.ts';
-import { DataPlaneDialError, dialTls } from '../src/transport/tls/client.ts';
+import { DataPlaneDialError, dialTls } from '../src/transport/tls/dial.ts';
 import { FrameDecoder, encodeFrame } from '../src/transport/codec.ts';
 import type { TlsLink } from '../src/transport/tls/link.ts';
 import { TlsDataServer } from '../src/transport/tls/server.ts';
@@ -164,7 +164,7 @@ test('a site that cannot reach the data port runs its jobs over the gRPC port an
   // a port nothing listens on: what a site behind a firewall that passes only the gRPC port sees
   const closed = await freePort();
   const cliLog = capture();
-  const client = new FederationClient({
+  const client = new FederationSite({
     kit: loadKit(kits['site-1']!, 'client'),
     workspace: join(tmp, 'site-1'),
     host: '127.0.0.1',

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { AddressError, formatAddress, parseAddress } from '../src/transport/address.ts';
 import { FallbackDialer, type Dialer, dialerFor } from '../src/transport/dialer.ts';
 import { listenerFor } from '../src/transport/listener.ts';
-import { DataPlaneDialError } from '../src/transport/tls/client.ts';
+import { DataPlaneDialError } from '../src/transport/tls/dial.ts';
 
 test('addresses parse by scheme and print back the same', () => {
   assert.deepEqual(parseAddress('tls://127.0.0.1:8003'), { scheme: 'tls', host: '127.0.0.1', port: 8003 });

@@ -24,7 +24,7 @@ import { type TensorStream, decodeStream, encodeStream } from '../../src/core/te
 import { Channel, type Envelope, type TransferProgress } from '../../src/streaming/index.ts';
 import { GrpcClient } from '../../src/transport/grpc/client.ts';
 import { GrpcServer } from '../../src/transport/grpc/server.ts';
-import { dialTls } from '../../src/transport/tls/client.ts';
+import { dialTls } from '../../src/transport/tls/dial.ts';
 import { TlsDataServer } from '../../src/transport/tls/server.ts';
 import type { Link } from '../../src/transport/link.ts';
 import { Tap, applyH2Window, flags, now, num, peakRssMB, processFacts } from './common.ts';

@@ -1,2 +1,2 @@
 /** `flotilla/admin`: the admin client (submit, status, abort, download over mutual TLS). */
-export * from './client.ts';
+export * from './admin-client.ts';

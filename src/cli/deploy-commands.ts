@@ -2,13 +2,13 @@
 import { Presets, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
-import { AdminClient } from '../admin/client.ts';
+import { AdminClient } from '../admin/admin-client.ts';
 import { ADMIN_COMMANDS, ADMIN_COMMAND_TABLE, type AdminCommand, type AdminReply, isAdminCommand } from '../deploy/admin-commands.ts';
 import { loadKit } from '../provision/kit.ts';
 import { readProject } from '../provision/project.ts';
 import { provision } from '../provision/provision.ts';
 import { fileLogger } from '../util/log.ts';
-import { FederationClient } from '../deploy/client.ts';
+import { FederationSite } from '../deploy/site.ts';
 import type { DownloadProgress } from '../deploy/download.ts';
 import { POC_ADMIN, pocPrepare, pocStart, pocStop } from '../deploy/poc.ts';
 import { FederationServer } from '../deploy/server.ts';
@@ -93,7 +93,7 @@ export function registerDeploymentCommands(program: Command): void {
       const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
       const log = fileLogger(join(workspace, 'log.jsonl'), kit.config.name);
       let announced = false;
-      const c = new FederationClient({
+      const c = new FederationSite({
         kit,
         workspace,
         log,

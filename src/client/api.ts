@@ -2,8 +2,8 @@
  * The Client API, modelled on NVFlare's `flare.init/receive/send/is_running`.
  * A trainer is the user's own training loop; it pulls tasks with `receive()`
  * and answers each with `send()`. The same interface is served in-process
- * (src/client/in-process.ts) and to a child process over the framing in
- * docs/client-protocol.md (src/client/ex-process.ts).
+ * (src/client/host/in-process-host.ts) and to a child process over the framing in
+ * docs/client-protocol.md (src/client/host/process-host.ts).
  */
 import type { FLModel } from '../core/fl-model.ts';
 

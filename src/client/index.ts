@@ -17,15 +17,16 @@
  * in-process (InProcessTrainerHost) or here via runTrainer().
  */
 import type { FLModel } from '../core/fl-model.ts';
-import { ExProcessClient } from './ex-process-trainer.ts';
+import { ExProcessClient } from './trainer/socket-client.ts';
 
 export type { ClientAPI, MetricRecord, TaskInput, Trainer, TrainerContext, TrainerHost } from './api.ts';
 export { TaskNames } from './api.ts';
 export type { FLModel, FLModelInfo, ParamsType } from '../core/fl-model.ts';
 export { MetaKeys, flModel } from '../core/fl-model.ts';
-export { ExProcessClient, runTrainer } from './ex-process-trainer.ts';
-export { InProcessTrainerHost, type InProcessOptions } from './in-process.ts';
-export { ExProcessTrainerHost, type ExProcessOptions, type ExitStatus, TrainerProcessError, TrainerTaskError } from './ex-process.ts';
+export { ExProcessClient, runTrainer } from './trainer/socket-client.ts';
+export { InProcessTrainerHost, type InProcessOptions } from './host/in-process-host.ts';
+export { ExProcessTrainerHost } from './host/process-host.ts';
+export { type ExProcessOptions, type ExitStatus, TrainerProcessError, TrainerTaskError } from './host/child-process.ts';
 
 let instance: ExProcessClient | undefined;
 

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { Trainer, TrainerHost } from '../client/api.ts';
-import { InProcessTrainerHost } from '../client/in-process.ts';
+import { InProcessTrainerHost } from '../client/host/in-process-host.ts';
 import { ServerRuntime } from '../runtime/controller.ts';
 import { runSite } from '../runtime/site.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';

@@ -10,7 +10,7 @@ import { GrpcClient } from './grpc/client.ts';
 import type { Link } from './link.ts';
 import { dialMemory } from './memory-listeners.ts';
 import type { ConnectInfo, PeerIdentity } from './peer.ts';
-import { DataPlaneDialError, dialTls } from './tls/client.ts';
+import { DataPlaneDialError, dialTls } from './tls/dial.ts';
 
 export interface Dialer {
   readonly address: string;

@@ -10,133 +10,25 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { FLModel, FLModelInfo } from '../core/fl-model.ts';
-import type { TensorDict } from '../core/tensor.ts';
-import type { TaskInput, TrainerContext, TrainerHost } from './api.ts';
-import { FrameReader, FrameWriter, InvalidMessageError, PROTOCOL_VERSION, type TrainerMessage, TrainerMessageSchema } from './framing.ts';
-import { type LongTimer, setLongTimeout } from '../util/long-timer.ts';
-
-export interface ExProcessOptions {
-  command: string;
-  args: string[];
-  /** working directory of the child (default: this process's) */
-  cwd?: string;
-  /** added to this process's environment; undefined removes a variable */
-  env?: Record<string, string | undefined>;
-  /** how long to wait for the child to connect and say hello (default 60 s) */
-  helloTimeoutMs?: number;
-  /** how long stop() waits for the child to exit before SIGKILL (default 10 s) */
-  stopTimeoutMs?: number;
-  /** receives every line the child prints */
-  logger?: (line: string, stream: 'stdout' | 'stderr') => void;
-  /** where the socket's private temp dir goes (default os.tmpdir(); socket paths are limited to ~107 bytes) */
-  socketDir?: string;
-}
-
-export interface ExitStatus {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-/** The trainer process died, hung or broke the protocol. */
-export class TrainerProcessError extends Error {
-  override readonly name = 'TrainerProcessError';
-  constructor(
-    message: string,
-    readonly exit: ExitStatus | undefined,
-    readonly stderrTail: string,
-  ) {
-    super(message);
-  }
-}
-
-/** The trainer reported a failed task (`failed` frame); the process lives on. */
-export class TrainerTaskError extends Error {
-  override readonly name = 'TrainerTaskError';
-  constructor(
-    message: string,
-    readonly traceback: string | undefined,
-  ) {
-    super(message);
-  }
-}
-
-const TAIL_LINES = 50;
-const TAIL_BYTES = 8 * 1024;
-/** after 'exit', how long to wait for the child's stdio to drain ('close') */
-const CLOSE_AFTER_EXIT_MS = 1000;
-/** after the socket drops, how long to wait for the exit status worth reporting */
-const EXIT_AFTER_DISCONNECT_MS = 2000;
-/** Linux sun_path is 108 bytes including the NUL */
-const MAX_SOCKET_PATH = 107;
-
-/** The last lines a stream printed, bounded in lines and bytes. */
-class LineTail {
-  private lines: string[] = [];
-  private bytes = 0;
-  push(line: string): void {
-    const l = line.length > TAIL_BYTES ? `…${line.slice(-TAIL_BYTES)}` : line;
-    this.lines.push(l);
-    this.bytes += Buffer.byteLength(l) + 1;
-    while (this.lines.length > TAIL_LINES || this.bytes > TAIL_BYTES) this.bytes -= Buffer.byteLength(this.lines.shift()!) + 1;
-  }
-  text(): string {
-    return this.lines.join('\n');
-  }
-}
-
-/** Splits a child's output into lines, for the logger and the tail. */
-function splitLines(stream: Readable, onLine: (line: string) => void): void {
-  let partial = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (s: string) => {
-    partial += s;
-    const parts = partial.split('\n');
-    partial = parts.pop() ?? '';
-    // a runaway line without newline must not grow without bound
-    if (partial.length > TAIL_BYTES) {
-      parts.push(partial);
-      partial = '';
-    }
-    for (const p of parts) onLine(p.endsWith('\r') ? p.slice(0, -1) : p);
-  });
-  stream.on('end', () => {
-    if (partial) onLine(partial);
-    partial = '';
-  });
-  stream.on('error', () => {}); // the exit status tells the story
-}
-
-function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  promise.catch(() => {});
-  return { promise, resolve, reject };
-}
-
-/** true if p settled within ms */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const r = await Promise.race([
-    p.then(
-      () => true,
-      () => true,
-    ),
-    new Promise<boolean>((res) => {
-      timer = setTimeout(() => res(false), ms);
-    }),
-  ]);
-  clearTimeout(timer);
-  return r;
-}
-
-function asError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
-}
+import type { FLModel, FLModelInfo } from '../../core/fl-model.ts';
+import type { TensorDict } from '../../core/tensor.ts';
+import type { TaskInput, TrainerContext, TrainerHost } from '../api.ts';
+import { FrameReader, FrameWriter, InvalidMessageError, PROTOCOL_VERSION, type TrainerMessage, TrainerMessageSchema } from '../framing.ts';
+import { type LongTimer, setLongTimeout } from '../../util/long-timer.ts';
+import {
+  CLOSE_AFTER_EXIT_MS,
+  EXIT_AFTER_DISCONNECT_MS,
+  type ExProcessOptions,
+  type ExitStatus,
+  LineTail,
+  MAX_SOCKET_PATH,
+  TrainerProcessError,
+  TrainerTaskError,
+  asError,
+  deferred,
+  splitLines,
+  within,
+} from './child-process.ts';
 
 function modelInfo(m: FLModel): FLModelInfo {
   return {
@@ -541,3 +433,5 @@ export class ExProcessTrainerHost implements TrainerHost {
     await this.cleanup();
   }
 }
+
+export { type ExProcessOptions, type ExitStatus, TrainerProcessError, TrainerTaskError } from './child-process.ts';

@@ -1,5 +1,5 @@
 /**
- * The client (site) process: dials the server, keeps a session with
+ * The site daemon (what `flotilla client <kit>` runs): dials the server, keeps a session with
  * heartbeats (reconnecting with backoff when it drops), and runs every job the
  * server deploys: the job folder arrives over the session, the site's trainer
  * is built from it exactly as in the simulator, and the job runs over its own
@@ -21,7 +21,7 @@ import { unpackJob } from './job-bundle.ts';
 import { allowJobImports } from '../runtime/job-imports.ts';
 import { SESSION_PROTOCOL, ServerToSite } from './session.ts';
 
-export interface FederationClientOptions {
+export interface FederationSiteOptions {
   kit: Kit<ClientConfig>;
   workspace: string;
   /** overrides the kit's server address (tests, benchmarks) */
@@ -40,7 +40,7 @@ export interface FederationClientOptions {
   sessionResumeMs?: number;
 }
 
-export class FederationClient {
+export class FederationSite {
   readonly site: string;
   private readonly grpc: GrpcClient;
   private readonly log: Logger;
@@ -54,7 +54,7 @@ export class FederationClient {
   /** why the last session ended (diagnostics) */
   lastError: string | null = null;
 
-  constructor(private readonly opts: FederationClientOptions) {
+  constructor(private readonly opts: FederationSiteOptions) {
     const { kit } = opts;
     this.site = kit.config.name;
     this.log = opts.log ?? silentLogger();

@@ -6,9 +6,9 @@
  */
 import net from 'node:net';
 import { z } from 'zod';
-import type { FLModel } from '../core/fl-model.ts';
-import { type ClientAPI, type Trainer, TaskNames } from './api.ts';
-import { type ClientMessage, ClientMessageSchema, FrameReader, FrameWriter, PROTOCOL_VERSION } from './framing.ts';
+import type { FLModel } from '../../core/fl-model.ts';
+import { type ClientAPI, type Trainer, TaskNames } from '../api.ts';
+import { type ClientMessage, ClientMessageSchema, FrameReader, FrameWriter, PROTOCOL_VERSION } from '../framing.ts';
 
 const EnvSchema = z.object({
   FLOTILLA_SOCKET: z

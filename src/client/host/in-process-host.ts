@@ -3,9 +3,9 @@
  * receive() and answers with send(); runTask() is the executor's side of that
  * hand-off. A trainer that throws or returns fails whatever task is pending.
  */
-import type { FLModel } from '../core/fl-model.ts';
-import { cloneDict } from '../core/tensor.ts';
-import { type ClientAPI, type TaskInput, type Trainer, type TrainerContext, type TrainerHost, TaskNames } from './api.ts';
+import type { FLModel } from '../../core/fl-model.ts';
+import { cloneDict } from '../../core/tensor.ts';
+import { type ClientAPI, type TaskInput, type Trainer, type TrainerContext, type TrainerHost, TaskNames } from '../api.ts';
 
 export interface InProcessOptions {
   /**
