@@ -1,6 +1,7 @@
 // Lint: typescript-eslint's type-checked rules where they catch real bugs (promises nobody awaits,
 // unused code, `any` leaking through boundaries); formatting is prettier's job.
 import js from '@eslint/js';
+import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
@@ -23,6 +24,13 @@ export default tseslint.config(
       ],
       // an async function without await is how an interface that returns a promise is implemented synchronously
       '@typescript-eslint/require-await': 'off',
+      // abort reasons are whatever the aborter passed (`any`); rejecting with a literal is still refused
+      '@typescript-eslint/prefer-promise-reject-errors': ['error', { allowThrowingAny: true, allowThrowingUnknown: true }],
+      // numbers, arrays and null read fine in messages; objects ("[object Object]") do not
+      '@typescript-eslint/restrict-template-expressions': [
+        'error',
+        { allowNumber: true, allowBoolean: true, allowArray: true, allowNullish: true },
+      ],
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
     },
@@ -30,5 +38,6 @@ export default tseslint.config(
   {
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
+    languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: { ...globals.node } },
   },
 );

@@ -55,7 +55,7 @@ const baseDir = opt('dir', tmpdir());
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const outFile = opt('out', join(repo, 'bench/results/deployment-large.json'));
 for (const s of sizesGB) if (!(s > 0)) throw new Error(`--sizes: ${s} is not a positive number of GB`);
-for (const m of modes) if (m !== 'memory' && m !== 'offload') throw new Error(`--modes: ${m} is neither memory nor offload`);
+for (const m of modes) if (m !== 'memory' && m !== 'offload') throw new Error(`--modes: ${String(m)} is neither memory nor offload`);
 if (!Number.isInteger(nClients) || nClients < 2) throw new Error('--clients must be an integer ≥ 2');
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be an integer ≥ 1');
 

@@ -12,6 +12,7 @@ import {
 } from '../src/streaming/index.ts';
 import { linkPair } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';
+import { nextValue } from './helpers/next.ts';
 
 function bytes(n: number, seed = 1): Uint8Array {
   const b = new Uint8Array(n);
@@ -52,7 +53,7 @@ test('a payload crosses the channel bit-identical, in chunks no larger than chun
   const data = bytes(123_457);
   const sent = sender.send({ type: 'x', n: 1 }, chunks(data, 4096));
   const it = receiver.messages()[Symbol.asyncIterator]();
-  const env = (await it.next()).value!;
+  const env = await nextValue(it);
   assert.deepEqual(env.msg, { type: 'x', n: 1 });
   let maxChunk = 0;
   const parts: Uint8Array[] = [];
@@ -72,9 +73,9 @@ test('an announced size reaches both ends: progress reports carry it, the ETA fo
   const receiver = new Channel(b, { chunkBytes: 1000, onTransfer: (t) => seen.push(t) });
   const data = bytes(20_000);
   const sent = sender.send({ type: 'model' }, chunks(data, 4096), { totalBytes: data.byteLength });
-  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
+  const env = await nextValue(receiver.messages());
   assert.deepEqual(env.msg, { type: 'model' }, "the size field is the channel's, not the application's");
-  assert.deepEqual(await collect(env.payload), Buffer.from(data));
+  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
   await sent;
   for (const dir of ['send', 'receive'] as const) {
     const end = seen.find((t) => t.direction === dir && t.done);
@@ -96,11 +97,11 @@ test('a receiver that stops reading makes the sender wait at the window, not buf
   let finished = false;
   const sent = sender.send({ type: 'big' }, chunks(data, 65536)).then(() => (finished = true));
   const it = receiver.messages()[Symbol.asyncIterator]();
-  const env = (await it.next()).value!;
+  const env = await nextValue(it);
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(finished, false);
   assert.ok(counted.dataBytes <= 32_768, `sender put ${counted.dataBytes} bytes in flight with a 32 KiB window`);
-  assert.deepEqual(await collect(env.payload), Buffer.from(data));
+  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
   await sent;
   assert.equal(finished, true);
 });
@@ -117,7 +118,7 @@ test('a stalled transfer fails after the stall timeout; a cancelled one fails at
   assert.ok(Date.now() - started < 2000);
 
   const p2 = sender.send({ type: 'cancel me' }, chunks(bytes(100_000), 1024));
-  const env = (await it.next()).value!;
+  const env = await nextValue(it);
   env.payload!.cancel('not wanted');
   await assert.rejects(p2, (e) => e instanceof StreamCancelledError && e.by === 'peer' && e.reason === 'not wanted');
 });
@@ -153,8 +154,8 @@ test('closing the link fails an unfinished payload on the receiving side', async
     }
   }
   void sender.send({ type: 'x' }, slow()).catch(() => undefined);
-  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  const reading = collect(env.payload);
+  const env = await nextValue(receiver.messages());
+  const reading = collect(env.payload!);
   setTimeout(() => a.close('network down'), 20);
   await assert.rejects(reading, (e) => e instanceof ChannelClosedError && e.reason === 'network down');
 });
@@ -188,8 +189,8 @@ test('a corrupted chunk is detected by its hash and sent again: the payload arri
   const receiver = new Channel(b);
   const data = bytes(50_000, 9);
   const sent = sender.send({ type: 'x' }, chunks(data, 3000));
-  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  assert.deepEqual(await collect(env.payload), Buffer.from(data));
+  const env = await nextValue(receiver.messages());
+  assert.deepEqual(await collect(env.payload!), Buffer.from(data));
   await sent;
 });
 
@@ -198,8 +199,8 @@ test('a stream whose whole-object hash does not match fails instead of passing b
   const sender = new Channel(corrupting(a, () => false, true));
   const receiver = new Channel(b);
   void sender.send({ type: 'x' }, chunks(bytes(10_000), 1000)).catch(() => undefined);
-  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  await assert.rejects(collect(env.payload), (e) => e instanceof CorruptStreamError && /is corrupt: xxhash64/.test(e.message));
+  const env = await nextValue(receiver.messages());
+  await assert.rejects(collect(env.payload!), (e) => e instanceof CorruptStreamError && /is corrupt: xxhash64/.test(e.message));
 });
 
 test('a sender that ignores flow control gets its stream cancelled, not queued without bound', async () => {
@@ -208,7 +209,7 @@ test('a sender that ignores flow control gets its stream cancelled, not queued w
   const inbox = receiver.messages()[Symbol.asyncIterator]();
   // a peer speaking the frames by hand: it announces a 4,000-byte window, then never waits for an ack
   await raw.send({ type: 'control', json: JSON.stringify({ msg: { type: 'model' }, stream: { id: 1, window: 4000 } }) });
-  const env = (await inbox.next()).value!;
+  const env = await nextValue(inbox);
   assert.deepEqual(env.msg, { type: 'model' }, 'the stream header travels beside the message');
   const cancels: string[] = [];
   void (async () => {
@@ -219,7 +220,7 @@ test('a sender that ignores flow control gets its stream cancelled, not queued w
   for (let i = 0; i < 18; i++) await raw.send({ type: 'data', stream: 1, offset: i * piece.byteLength, bytes: piece, last: false });
   // nothing read yet: let the receiving channel take the frames off the link
   await new Promise((r) => setTimeout(r, 20));
-  await assert.rejects(collect(env.payload), /sender ignored flow control: 17825792 bytes unconsumed, at most 16781216 allowed/);
+  await assert.rejects(collect(env.payload!), /sender ignored flow control: 17825792 bytes unconsumed, at most 16781216 allowed/);
   await new Promise((r) => setTimeout(r, 10));
   assert.equal(cancels.length, 1);
   assert.match(cancels[0]!, /ignored flow control/);
@@ -232,8 +233,8 @@ test('a sender keeping to its window is never cut off, even with pieces larger t
   const receiver = new Channel(b, { windowBytes: 1000 });
   const data = bytes(5 << 20, 7);
   const sent = sender.send({ type: 'model' }, chunks(data, 1 << 20));
-  const env = (await receiver.messages()[Symbol.asyncIterator]().next()).value!;
-  assert.ok(Buffer.from(await collect(env.payload)).equals(data));
+  const env = await nextValue(receiver.messages());
+  assert.ok(Buffer.from(await collect(env.payload!)).equals(data));
   await sent;
   sender.close('done');
 });

@@ -54,7 +54,7 @@ test('a 40 MiB model downloads over gRPC + mutual TLS bit-identical, with progre
       onAdmin: async () => ({ ok: false, json: '"no commands here"', blob: new Uint8Array(0) }),
       onDownload: async (peer, req, write) => {
         asked = `${peer.name}:${req.args_json}`;
-        if (JSON.parse(req.args_json).job !== 'j1') throw new Error('no job j9');
+        if ((JSON.parse(req.args_json) as { job?: string }).job !== 'j1') throw new Error('no job j9');
         await sendResults(root, write);
       },
     },

@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { AdminClient } from '../src/admin/admin-client.ts';
 import { readSafetensors } from '../src/core/safetensors.ts';
 import { createCA, issueCert } from '../src/provision/ca.ts';
-import { type ClientConfig, type Kit, loadKit } from '../src/provision/kit.ts';
+import { type ClientConfig, loadKit } from '../src/provision/kit.ts';
 import { parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
 import { simulate } from '../src/simulator/simulator.ts';

@@ -16,6 +16,7 @@ import { type Listener, listenerFor } from '../src/transport/listener.ts';
 import { AsyncQueue } from '../src/util/async-queue.ts';
 import { MAX_MESSAGE_BYTES } from '../src/util/limits.ts';
 import { CuttableProxy } from './helpers/cuttable-proxy.ts';
+import { nextValue } from './helpers/next.ts';
 
 interface Pair {
   /** the dialling end (its peer is "server") */
@@ -232,7 +233,7 @@ for (const kind of KINDS)
         { totalBytes: data.byteLength },
       );
       const inbox = rx.messages()[Symbol.asyncIterator]();
-      const env = (await inbox.next()).value!;
+      const env = await nextValue(inbox);
       assert.deepEqual(env.msg, { type: 'model', round: 1 });
       const parts: Uint8Array[] = [];
       for await (const c of env.payload!) parts.push(c.slice());

@@ -100,7 +100,7 @@ test('custom matmul and embedding gradients equal tfjs reference gradients (dupl
     const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.sin(tf.matMul(x, y))))([a, b]);
     for (let i = 0; i < 2; i++) assert.ok(maxDiff(ours[i]!.dataSync(), ref[i]!.dataSync()) < 1e-4);
   }
-  const table = tf.tensor(rng.normalArray(10 * 4, 1), [10, 4]) as tf.Tensor2D;
+  const table = tf.tensor2d(rng.normalArray(10 * 4, 1), [10, 4]);
   const ids = tf.tensor2d(
     [
       [1, 3, 3],

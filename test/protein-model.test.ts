@@ -97,7 +97,7 @@ describe('MLP on the tfjs wasm backend', () => {
   it('balanced class weights, capped, zero for absent classes', () => {
     const w = classWeights(Int32Array.from([0, 0, 0, 1]), 3);
     assert.deepEqual([...w], [Math.fround(4 / 6), 2, 0]); // n / (present classes · n_c)
-    assert.equal(classWeights(Int32Array.from([...new Array(1000).fill(0), 1]), 2)[1], 10);
+    assert.equal(classWeights(Int32Array.from([...new Array<number>(1000).fill(0), 1]), 2)[1], 10);
   });
 });
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { type TypedArray, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/core/dtypes.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/core/dtypes.ts';
 import { readSafetensors, writeSafetensors } from '../src/core/safetensors.ts';
 import { type Tensor, type TensorDict, f32, tensor } from '../src/core/tensor.ts';
 import { PYTHON } from './helpers/python.ts';

@@ -24,6 +24,7 @@ import { TlsDataServer } from '../src/transport/tls/server.ts';
 import { linkPair } from '../src/transport/in-memory.ts';
 import type { Frame, Link } from '../src/transport/link.ts';
 import { CuttableProxy } from './helpers/cuttable-proxy.ts';
+import { nextValue } from './helpers/next.ts';
 
 const MIB = 1 << 20;
 const CHUNK = 64 << 10;
@@ -106,7 +107,7 @@ async function transfer(
   else if (mode === 'container') source = encodeStream(dictToStream(model, { chunkBytes: CHUNK }));
   else source = encodeStream((await fileSource(m.path)).open(CHUNK));
   const sent = tx.send({ type: 'model', mode }, source);
-  const env = (await inbox.next()).value as Envelope;
+  const env = await nextValue<Envelope>(inbox);
   assert.equal(env.msg.type, 'model');
   let payload: AsyncIterable<Uint8Array> = env.payload!;
   if (onBytes) {
@@ -252,7 +253,7 @@ describe('resume after a dropped link (in-memory link)', () => {
     const b = new Channel(first.rx, { resume: { timeoutMs: 5000 } });
     const inbox = b.messages()[Symbol.asyncIterator]();
     await a.send({ n: 1 });
-    assert.deepEqual((await inbox.next()).value!.msg, { n: 1 });
+    assert.deepEqual((await nextValue(inbox)).msg, { n: 1 });
     first.cut(30);
     await a.send({ n: 2 }); // lost on the wire
     await new Promise((r) => setTimeout(r, 60));
@@ -263,7 +264,7 @@ describe('resume after a dropped link (in-memory link)', () => {
     a.attach(second.tx);
     await a.send({ n: 4 });
     const got = [];
-    for (let i = 0; i < 3; i++) got.push((await inbox.next()).value!.msg);
+    for (let i = 0; i < 3; i++) got.push((await nextValue(inbox)).msg);
     assert.deepEqual(got, [{ n: 2 }, { n: 3 }, { n: 4 }]);
     a.close('done');
     assert.equal((await inbox.next()).done, true, 'closing a resumable channel ends the peer at once');
@@ -274,8 +275,8 @@ describe('resume after a dropped link (in-memory link)', () => {
     const tx = new Channel(p.tx, { chunkBytes: 1024, windowBytes: 8192, resume: { timeoutMs: 300 } });
     const rx = new Channel(p.rx, { resume: { timeoutMs: 300 } });
     const sending = tx.send({ type: 'x' }, once(new Uint8Array(1 << 20)));
-    const env = (await rx.messages()[Symbol.asyncIterator]().next()).value!;
-    const reading = collect(env.payload);
+    const env = await nextValue(rx.messages());
+    const reading = collect(env.payload!);
     const t0 = Date.now();
     p.cut(0);
     await assert.rejects(sending, /no new link within 300 ms/);
@@ -315,7 +316,7 @@ describe('resume after a dropped link (in-memory link)', () => {
     const rx = new Channel(p.rx, { resume: { timeoutMs: 5000 } });
     const data = randomBytes(1 << 20);
     const sending = tx.send({ type: 'x' }, once(data));
-    const env = (await rx.messages()[Symbol.asyncIterator]().next()).value!;
+    const env = await nextValue(rx.messages());
     await new Promise((r) => setTimeout(r, 50));
     assert.ok(p.tx.dataBytes <= 32_768, `${p.tx.dataBytes} bytes in flight before anything was read`);
     p.cut(0);
@@ -326,7 +327,7 @@ describe('resume after a dropped link (in-memory link)', () => {
     await new Promise((r) => setTimeout(r, 100));
     // nobody reads yet: after the resume, still at most a window in flight
     assert.ok(q.tx.dataBytes <= 32_768, `${q.tx.dataBytes} bytes sent over the new link before anything was read`);
-    assert.ok((await collect(env.payload)).equals(data));
+    assert.ok((await collect(env.payload!)).equals(data));
     await sending;
   });
 
@@ -336,7 +337,7 @@ describe('resume after a dropped link (in-memory link)', () => {
     const rx = new Channel(p.rx, { resume: { timeoutMs: 5000 } });
     const data = randomBytes(200_000);
     const sending = tx.send({ type: 'x' }, once(data));
-    const env = (await rx.messages()[Symbol.asyncIterator]().next()).value!;
+    const env = await nextValue(rx.messages());
     let n = 0;
     let corrupted = 0;
     const got: Uint8Array[] = [];
@@ -469,7 +470,7 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
       await clientCh.send({ type: 'hello' });
       const s = await serverCh;
       const atServer = s.messages()[Symbol.asyncIterator]();
-      const env = (await atServer.next()).value!;
+      const env = await nextValue(atServer);
       assert.equal(env.msg.type, 'hello');
       return { clientCh, serverCh: s, atServer, sentByServer: () => serverSent.get(channelId) ?? 0 };
     }
@@ -487,14 +488,14 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
       const { clientCh, serverCh, sentByServer } = await pair();
       let done = false;
       const sending = serverCh.send({ type: 'model' }, once(small.bytes)).then(() => (done = true));
-      const env = (await clientCh.messages()[Symbol.asyncIterator]().next()).value!;
+      const env = await nextValue(clientCh.messages());
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(done, false);
       assert.ok(
         sentByServer() <= WINDOW,
         `the server handed ${sentByServer()} bytes to gRPC with a ${WINDOW}-byte window and nothing read`,
       );
-      assert.ok((await collect(env.payload)).equals(small.bytes));
+      assert.ok((await collect(env.payload!)).equals(small.bytes));
       await sending;
       clientCh.close('done');
     });

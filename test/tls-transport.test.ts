@@ -8,7 +8,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
-import fc from 'fast-check';
 import { AdminClient } from '../src/admin/admin-client.ts';
 import { FederationSite } from '../src/deploy/site.ts';
 import { FederationServer } from '../src/deploy/server.ts';
@@ -21,6 +20,7 @@ import { FrameDecoder, encodeFrame } from '../src/transport/codec.ts';
 import type { TlsLink } from '../src/transport/tls/link.ts';
 import { TlsDataServer } from '../src/transport/tls/server.ts';
 import { capture, freePort, oneSiteKits, tinyJob, until } from './helpers/federation.ts';
+import { nextValue } from './helpers/next.ts';
 
 describe('data plane server: who may connect', () => {
   let server: TlsDataServer;
@@ -71,12 +71,12 @@ describe('data plane server: who may connect', () => {
     await link.send({ type: 'control', json: '{"hi":1}' });
     await link.send({ type: 'data', stream: 1, bytes: big, last: true, offset: 0, hash: 'ffffffffffffffff' });
     const it = mine.link.frames()[Symbol.asyncIterator]();
-    assert.deepEqual((await it.next()).value, { type: 'control', json: '{"hi":1}' });
-    const d = (await it.next()).value as Extract<Frame, { type: 'data' }>;
+    assert.deepEqual(await nextValue(it), { type: 'control', json: '{"hi":1}' });
+    const d = (await nextValue(it)) as Extract<Frame, { type: 'data' }>;
     assert.ok(Buffer.from(d.bytes).equals(Buffer.from(big)));
     assert.equal(d.hash, 'ffffffffffffffff');
     await mine.link.send({ type: 'ack', stream: 1, bytes: big.byteLength });
-    assert.deepEqual((await link.frames()[Symbol.asyncIterator]().next()).value, { type: 'ack', stream: 1, bytes: big.byteLength });
+    assert.deepEqual(await nextValue(link.frames()), { type: 'ack', stream: 1, bytes: big.byteLength });
     link.close('done');
     assert.match(await mine.link.closed, /closed/);
   });

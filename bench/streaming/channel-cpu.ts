@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/streaming/channel-cpu.ts [--mib 512]
  */
-import { Channel } from '../../src/streaming/index.ts';
+import { Channel, type Envelope } from '../../src/streaming/index.ts';
 import { linkPair } from '../../src/transport/in-memory.ts';
 import { commitFacts } from '../commit.ts';
 import { flags, num } from './common.ts';
@@ -25,7 +25,9 @@ const sent = tx.send(
   })(),
   { totalBytes: n << 20 },
 );
-const env = (await rx.messages()[Symbol.asyncIterator]().next()).value!;
+const first = await rx.messages()[Symbol.asyncIterator]().next();
+if (first.done) throw new Error('the channel closed before the payload arrived');
+const env: Envelope = first.value;
 let bytes = 0;
 for await (const c of env.payload!) bytes += c.byteLength;
 await sent;

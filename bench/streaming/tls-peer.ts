@@ -75,7 +75,7 @@ class DurableFile {
   private filled = 0;
   private position = 0;
   private readonly pending = new Set<Promise<void>>();
-  private failure: unknown = null;
+  private failure: Error | null = null;
   constructor(
     readonly path: string,
     private readonly sock: tls.TLSSocket,
@@ -103,7 +103,7 @@ class DurableFile {
       (e: unknown) => {
         this.pending.delete(w);
         // reported by close(); the socket stays paused
-        this.failure ??= e;
+        this.failure ??= e instanceof Error ? e : new Error(String(e));
       },
     );
     if (this.pending.size >= INFLIGHT_WRITES) this.sock.pause();

@@ -66,7 +66,7 @@ export function createTrainer(ctx: TrainerFactoryContext): Trainer {
           const cost = opt.minimize(() => {
             const x = tf.tensor2d(train.x.subarray(b * FEATURES, end * FEATURES), [end - b, FEATURES]);
             const y = tf.oneHot(tf.tensor1d(train.y.subarray(b, end), 'int32'), CLASSES);
-            return tf.losses.softmaxCrossEntropy(y, logits(x)) as import('@tensorflow/tfjs').Scalar;
+            return tf.losses.softmaxCrossEntropy<import('@tensorflow/tfjs').Tensor, import('@tensorflow/tfjs').Scalar>(y, logits(x));
           }, true);
           trainLoss = cost!.dataSync()[0]!;
           cost!.dispose();

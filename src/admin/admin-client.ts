@@ -41,7 +41,9 @@ export class AdminClient {
   /** Sends a command; resolves to its typed reply or throws an AdminError. `blob` is submit's job bundle. */
   async call<C extends AdminCommand>(
     command: C,
-    ...[args, blob]: {} extends AdminArgs<C> ? [args?: AdminArgs<C>, blob?: Uint8Array] : [args: AdminArgs<C>, blob?: Uint8Array]
+    ...[args, blob]: Record<string, never> extends AdminArgs<C>
+      ? [args?: AdminArgs<C>, blob?: Uint8Array]
+      : [args: AdminArgs<C>, blob?: Uint8Array]
   ): Promise<AdminReply<C>> {
     const r = await this.grpc.command({ command, args_json: JSON.stringify(args ?? {}), blob: blob ?? new Uint8Array(0) });
     let json: unknown;

@@ -204,7 +204,7 @@ export class RobustAggregator {
         for (let j = 0; j < k; j++) gcol[j] = g(j);
         // a result without this tensor is at the global value there
         const cols = await Promise.all(
-          readers.map((r, i) => (this.staged[i]!.names.has(t.name) ? this.values(r, i, t, start, k, g) : gcol)),
+          readers.map(async (r, i) => (this.staged[i]!.names.has(t.name) ? this.values(r, i, t, start, k, g) : gcol)),
         );
         for (let a = 0; a < n; a++) {
           for (let b = a + 1; b < n; b++) {

@@ -1,5 +1,5 @@
 import { endianness } from 'node:os';
-import { type DType, type DTypeArrayMap, type TypedArray, allocate, dtypeSize } from './dtypes.ts';
+import { type DType, type DTypeArrayMap, allocate, dtypeSize } from './dtypes.ts';
 
 if (endianness() !== 'LE') {
   // safetensors is little-endian and every view in Flotilla is zero-copy.

@@ -40,7 +40,7 @@ interface Call<C extends AdminCommand> {
   blob: Uint8Array;
   user: AdminUser;
   /** throws an AdminError('denied') unless the caller may act on `target` */
-  check(target: Target): void;
+  check: (target: Target) => void;
   /** set on Admin.Download: the files stream through it */
   write: ((p: DownloadPieceWire) => Promise<void>) | undefined;
 }
@@ -112,7 +112,7 @@ export class AdminService {
           throw new AdminError('denied', `permission denied: ${denied}`);
         }
       };
-      const run = this.handlers[command] as (c: Call<AdminCommand>) => Promise<unknown> | unknown;
+      const run = this.handlers[command] as (c: Call<AdminCommand>) => unknown;
       const json = await run({ args: parsed.data, blob: req.blob, user, check, write });
       audit(user.role, true, 'ok');
       return { ok: true, json };

@@ -195,7 +195,9 @@ export class FederationSite {
 
   private startJob(channel: Channel, m: Extract<ServerToSite, { type: 'deploy' }>, payload: Payload): void {
     const dir = join(this.jobsDir, m.jobId);
+    // declared before it is assigned: its own finally block compares against it, possibly synchronously
     let run: Promise<void> | undefined;
+    // eslint-disable-next-line prefer-const
     run = (async () => {
       try {
         const chunks: Uint8Array[] = [];

@@ -8,6 +8,7 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FLModel, FLModelInfo } from '../core/fl-model.ts';
+import type { Tensor } from '../core/tensor.ts';
 import { fileSource } from '../core/model-source.ts';
 import { writeStreamToFile } from '../core/safetensors.ts';
 import { type TensorStream, decodeStream, dictToStream, encodeStream, encodedBytes, streamToDict } from '../core/tensor-stream.ts';
@@ -62,7 +63,7 @@ export function trainerExecutor(host: TrainerHost, opts: TrainerExecutorOptions 
         await writeStreamToFile(path, task.params, { durable: false });
         model = { ...info, params: new Map(), paramsPath: path };
       } else {
-        model = { ...info, params: task.params ? await streamToDict(task.params) : new Map() };
+        model = { ...info, params: task.params ? await streamToDict(task.params) : new Map<string, Tensor>() };
       }
       const taskDir = dir;
       const cleanup = async (): Promise<void> => {

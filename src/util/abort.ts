@@ -16,7 +16,7 @@ export function unlessAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T>
       },
       (e: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(e);
+        reject(e instanceof Error ? e : new Error(String(e)));
       },
     );
   });

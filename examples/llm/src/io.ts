@@ -10,7 +10,7 @@ import { readSafetensors, writeSafetensors } from 'flotilla/core';
 import type { TensorDict } from 'flotilla/core';
 import { type LlamaConfig, fromHfConfig, toHfConfig } from './config.ts';
 import type { FloatDType } from './convert.ts';
-import { type LoraConfig, LlamaModel, type ModuleName, ATTN_MODULES, MLP_MODULES } from './model.ts';
+import { type LoraConfig, LlamaModel, ATTN_MODULES, MLP_MODULES } from './model.ts';
 
 export function readJson(file: string): unknown {
   let text: string;

@@ -248,7 +248,7 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
   if (extras.reference) {
     out.push('');
     out.push(
-      `**Reference check**: on Karpathy\'s stories260K weights (llama2.c format), the logits of ${extras.reference.positions} positions × 512 ids agree with an independent numpy implementation of llama2.c (\`scripts/reference/llama_ref.py\`, float64) to max |Δ| = ${extras.reference.maxDiff.toExponential(1)} (required: 1e-4).`,
+      `**Reference check**: on Karpathy's stories260K weights (llama2.c format), the logits of ${extras.reference.positions} positions × 512 ids agree with an independent numpy implementation of llama2.c (\`scripts/reference/llama_ref.py\`, float64) to max |Δ| = ${extras.reference.maxDiff.toExponential(1)} (required: 1e-4).`,
     );
   }
   out.push('');
@@ -347,7 +347,7 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
           .map(([k, v]) => `${k} ${JSON.stringify(v)}`)
           .join(
             ', ',
-          )}; validation ${String(sim.jobSettings.valCount ?? 32)} examples per site${sim.jobSettings.valCount === undefined ? " (the job's default `valCount`)" : ''}, up to 900 training examples per site. Per round each site trains ${String(sim.jobSettings.localSteps)} steps of ${String(sim.jobSettings.batch)} examples, heavier than the experiment's ${String(results[0]!.settings.localSteps)} × ${String(results[0]!.settings.batch)}; the experiment above does not use the job folder (it drives the same trainers through \`simulateInProcess\`).`,
+          )}; validation ${Number(sim.jobSettings.valCount ?? 32)} examples per site${sim.jobSettings.valCount === undefined ? " (the job's default `valCount`)" : ''}, up to 900 training examples per site. Per round each site trains ${String(sim.jobSettings.localSteps)} steps of ${String(sim.jobSettings.batch)} examples, heavier than the experiment's ${String(results[0]!.settings.localSteps)} × ${String(results[0]!.settings.batch)}; the experiment above does not use the job folder (it drives the same trainers through \`simulateInProcess\`).`,
       );
     }
     if (sim.perRound?.length) {

@@ -93,7 +93,7 @@ async function main(): Promise<void> {
       console.log(
         JSON.stringify({
           workflow: name,
-          settings: name === 'fedavg' ? {} : JSON.parse(o[name]!),
+          settings: name === 'fedavg' ? {} : (JSON.parse(o[name]!) as Record<string, unknown>),
           rounds,
           seed,
           final,

@@ -38,7 +38,8 @@ export function lineChart(o: {
   if (pts.length === 0) throw new Error(`chart "${o.title}": no points`);
   const xs = pts.map((p) => p[0]);
   const ys = pts.map((p) => p[1]);
-  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const x0 = Math.min(...xs);
+  let x1 = Math.max(...xs);
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
   if (x1 === x0) x1 = x0 + 1;
   const pad = (y1 - y0) * 0.05 || 0.5;

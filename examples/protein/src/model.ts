@@ -166,7 +166,7 @@ export class Mlp {
     let h: tf.Tensor2D = x;
     const layers = this.vars.length / 2;
     for (let l = 0; l < layers; l++) {
-      h = tf.add(tf.matMul(h, this.vars[2 * l] as tf.Variable<tf.Rank.R2>), this.vars[2 * l + 1]!) as tf.Tensor2D;
+      h = tf.add<tf.Tensor2D>(tf.matMul(h, this.vars[2 * l] as tf.Variable<tf.Rank.R2>), this.vars[2 * l + 1]!);
       if (l + 1 < layers) {
         h = tf.relu(h);
         if (training && this.cfg.dropout > 0) h = tf.dropout(h, this.cfg.dropout, undefined, dropoutSeed + l) as tf.Tensor2D;
@@ -206,7 +206,7 @@ export class Mlp {
           const loss = optimizer.minimize(
             () =>
               tf.tidy(() => {
-                const xb = tf.gather(x, idx) as tf.Tensor2D;
+                const xb = tf.gather<tf.Tensor2D>(x, idx);
                 const yb = tf.gather(yOneHot, idx) as tf.Tensor2D;
                 const perSample = tf.losses.softmaxCrossEntropy(
                   yb,
@@ -259,13 +259,13 @@ export class Mlp {
     let lossSum = 0;
     for (let b = 0; b < data.n; b += batchSize) {
       const n = Math.min(batchSize, data.n - b);
-      const [p, l] = tf.tidy(() => {
+      const [p, l] = tf.tidy((): [tf.Tensor, tf.Tensor] => {
         const xb = tf.tensor2d(data.x.subarray(b * data.dim, (b + n) * data.dim), [n, data.dim]);
         const yb = tf.oneHot(tf.tensor1d(data.y.subarray(b, b + n), 'int32'), this.cfg.classes);
         const logits = this.logits(xb, false, 0);
         return [tf.argMax(logits, 1), tf.losses.softmaxCrossEntropy(yb, logits, undefined, undefined, tf.Reduction.SUM)];
       });
-      pred.set(p.dataSync() as Int32Array, b);
+      pred.set(p.dataSync(), b);
       lossSum += l.dataSync()[0]!;
       p.dispose();
       l.dispose();

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { FLModel, FLModelInfo } from '../../core/fl-model.ts';
-import type { TensorDict } from '../../core/tensor.ts';
+import type { Tensor, TensorDict } from '../../core/tensor.ts';
 import type { TaskInput, TrainerContext, TrainerHost } from '../api.ts';
 import { FrameReader, FrameWriter, InvalidMessageError, PROTOCOL_VERSION, type TrainerMessage, TrainerMessageSchema } from '../framing.ts';
 import { type LongTimer, setLongTimeout } from '../../util/long-timer.ts';
@@ -373,7 +373,7 @@ export class ExProcessTrainerHost implements TrainerHost {
         if (cur.task.taskId !== msg.taskId)
           return this.violation(`"result" for task "${msg.taskId}" but task "${cur.task.taskId}" is pending`);
         this.current = undefined;
-        if (this.settle(cur)) cur.resolve({ ...msg.model, params: params ?? new Map() });
+        if (this.settle(cur)) cur.resolve({ ...msg.model, params: params ?? new Map<string, Tensor>() });
         return;
       }
       case 'failed': {

@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { z } from 'zod';
 import type { FLModel } from '../../core/fl-model.ts';
+import type { Tensor } from '../../core/tensor.ts';
 import { type ClientAPI, type Trainer, TaskNames } from '../api.ts';
 import { type ClientMessage, ClientMessageSchema, FrameReader, FrameWriter, PROTOCOL_VERSION } from '../framing.ts';
 
@@ -106,7 +107,7 @@ export class ExProcessClient implements ClientAPI {
       case 'task':
         this.pending = { taskId: f.msg.taskId, taskName: f.msg.taskName };
         this.lastTaskName = f.msg.taskName;
-        return { ...f.msg.model, params: f.params ?? new Map() };
+        return { ...f.msg.model, params: f.params ?? new Map<string, Tensor>() };
       case 'stop':
         this.close();
         return null;

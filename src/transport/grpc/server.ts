@@ -30,7 +30,7 @@ export interface GrpcServerHandlers {
    * piece (gRPC backpressure). Throw to end the call with that message. Optional: without it
    * the call is refused as unimplemented.
    */
-  onDownload?(peer: PeerIdentity, req: AdminRequestWire, write: (p: DownloadPieceWire) => Promise<void>): Promise<void>;
+  onDownload?: (peer: PeerIdentity, req: AdminRequestWire, write: (p: DownloadPieceWire) => Promise<void>) => Promise<void>;
 }
 
 export interface GrpcServerOptions {

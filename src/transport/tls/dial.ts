@@ -51,7 +51,7 @@ export function dialTls(opts: TlsDialOptions, info: ConnectInfo, peer = 'server'
       reject(new DataPlaneDialError(`data plane ${opts.host}:${opts.port}: ${why}`, connected));
     };
     const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
-    socket.once('error', (e) => fail(e.message));
+    socket.once('error', (e: Error) => fail(e.message));
     socket.once('close', () => fail('connection closed before the server answered'));
     socket.once('secureConnect', () => {
       const hello: Hello = { protocol: DATA_PLANE_PROTOCOL, purpose: info.purpose, jobId: info.jobId, channelId: info.channelId };
