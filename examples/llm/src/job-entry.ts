@@ -46,3 +46,16 @@ export function trainerFor(mode: TuneMode, ctx: TrainerFactoryContext): Trainer 
     split: { valCount: num(a, 'valCount', 32), maxTrain: num(a, 'maxTrain', 900), ...(a.ctx !== undefined && { ctx: num(a, 'ctx', 0) }) },
   });
 }
+
+/** The LoRA and seed options of a PyTorch site's command line (python/train_llm.py `--rank 4 ...`), as trainer args. */
+export function argsFromScript(args: readonly string[]): Record<string, JsonValue> {
+  const out: Record<string, JsonValue> = {};
+  for (const key of ['rank', 'alpha', 'dropout', 'seed']) {
+    const i = args.indexOf(`--${key}`);
+    if (i < 0) continue;
+    const v = Number(args[i + 1]);
+    if (!Number.isFinite(v)) throw new Error(`executor.script.args: --${key} needs a number, got ${JSON.stringify(args[i + 1])}`);
+    out[key] = v;
+  }
+  return out;
+}

@@ -436,5 +436,8 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
       out.push('');
     }
   }
+  // the PyTorch and mixed sites' section is written by torch-experiment.ts; kept when the page is regenerated
+  const torchSection = path.join(path.dirname(docFile), 'llm', 'torch-results.md');
+  if (existsSync(torchSection)) out.push(readFileSync(torchSection, 'utf8').trim(), '');
   writeFileSync(docFile, out.join('\n'));
 }
