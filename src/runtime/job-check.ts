@@ -14,6 +14,7 @@ import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SafetensorsFile } from '../core/safetensors.ts';
 import { type ExecutorSpec, JobConfigError } from './job-config.ts';
+import { registerJobImports } from './job-imports.ts';
 import { FLOTILLA_ROOT, type Job, type SiteSettings, loadJob, resolvePython } from './job.ts';
 
 /** Loads the job and checks everything it names; throws a JobConfigError naming the file and field. */
@@ -45,6 +46,7 @@ async function checkExport(job: Job, module: string, name: string, field: string
   const path = join(job.dir, module);
   if (!existsSync(path)) fail(`${field}.module`, `${path} does not exist`);
   let mod: Record<string, unknown>;
+  registerJobImports(); // the module's `flotilla/...` imports resolve to this installation, not to a dist/ that may not exist
   try {
     mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
   } catch (e) {

@@ -168,12 +168,14 @@ async function runSitesInWorkers(
     transfer[index % threads]!.push(port2);
   });
   const entry = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url).href; // src (checkout) or dist (package)
-  await Promise.all(
+  const workers: Worker[] = [];
+  const running = Promise.all(
     groups.map(
       (group, t) =>
         new Promise<void>((resolvePromise, reject) => {
           const input: WorkerInput = { entry, jobDir, jobId, workspace, numSites: sites.length, sites: group, settings };
           const w = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: input, transferList: transfer[t]! });
+          workers.push(w);
           w.on('message', (m: WorkerMessage) => {
             // a site that fails (its trainer cannot be created, say) fails the run at once: the
             // server would otherwise wait for it to connect
@@ -186,4 +188,12 @@ async function runSitesInWorkers(
         }),
     ),
   );
+  try {
+    await running;
+  } catch (e) {
+    // a failed site fails the run: the other sites' workers would otherwise wait for tasks forever
+    // and keep the process alive
+    await Promise.all(workers.map((w) => w.terminate()));
+    throw e;
+  }
 }
