@@ -65,3 +65,11 @@ test('files: YAML and JSON are read; bad syntax and a missing config name the fi
   const empty = mkdtempSync(join(tmpdir(), 'flotilla-job-'));
   assert.throws(() => readJobConfig(empty), /has no config file: create one of job\.yaml/);
 });
+
+test('heartbeatTimeoutSeconds: optional, at least 0.5 s and at most a day, the field named when wrong', () => {
+  assert.equal(parseJobConfig(good).heartbeatTimeoutSeconds, undefined);
+  assert.equal(parseJobConfig({ ...good, heartbeatTimeoutSeconds: 2 }).heartbeatTimeoutSeconds, 2);
+  for (const v of [0, 0.1, -1, 86_401, '30']) {
+    assert.throws(() => parseJobConfig({ ...good, heartbeatTimeoutSeconds: v }), /heartbeatTimeoutSeconds/, String(v));
+  }
+});

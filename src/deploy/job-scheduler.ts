@@ -53,8 +53,13 @@ export class SiteJobError extends Error {
 }
 
 interface RunningJob {
+  id: string;
   hub: JobHub;
-  sites: ReadonlySet<string>;
+  sites: readonly string[];
+  /** the session (by its connectedAt) each site was last given the job on: a new session gets it again (rejoin) */
+  deployedTo: Map<string, string>;
+  /** the packed job folder, once deployed */
+  bundle: Uint8Array | null;
   abort: AbortController;
   done: Promise<void>;
 }
@@ -81,27 +86,30 @@ export class JobScheduler {
 
   /** Starts the oldest queued job once enough sites are connected. Safe to call at any time. */
   schedule(): void {
-    if (this.stopped || this.running.size > 0) return;
+    if (this.stopped) return;
+    for (const rj of this.running.values()) this.redeploy(rj);
+    if (this.running.size > 0) return;
     const { store, sessions } = this.opts;
     const next = store.queued()[0];
     if (!next) return;
     let minClients: number;
+    let heartbeatTimeoutSeconds: number | undefined;
     try {
-      minClients = loadJob(join(this.jobDir(next.id), 'app')).config.minClients;
+      ({ minClients, heartbeatTimeoutSeconds } = loadJob(join(this.jobDir(next.id), 'app')).config);
     } catch (e) {
       store.transition(next.id, 'FAILED', `job folder unreadable: ${(e as Error).message}`);
       setImmediate(() => this.schedule());
       return;
     }
     if (sessions.liveSites().length < minClients) return; // a site connecting (or resuming) calls schedule() again
-    this.start(next);
+    this.start(next, (heartbeatTimeoutSeconds ?? sessions.heartbeatTimeoutSeconds) * 1000);
   }
 
   /** A job connection (gRPC call or data plane): routed to its running job, or refused with the reason. */
   route(link: Link & { resumeId: string | null }, peer: PeerIdentity, info: ConnectInfo): string | null {
     const job = this.running.get(info.jobId ?? '');
     if (!job) return `no running job ${info.jobId}`;
-    if (!job.sites.has(peer.name)) return `job ${info.jobId} was not deployed to ${peer.name}`;
+    if (!job.sites.includes(peer.name)) return `job ${info.jobId} was not deployed to ${peer.name}`;
     link.resumeId = info.channelId;
     job.hub.push(link);
     return null;
@@ -118,7 +126,7 @@ export class JobScheduler {
   /** A site reported that it cannot run a job: the job fails (when the site is one of its sites). */
   siteFailed(jobId: string, site: string, error: string): void {
     const j = this.running.get(jobId);
-    if (j?.sites.has(site)) j.abort.abort(new SiteJobError(site, error));
+    if (j?.sites.includes(site)) j.abort.abort(new SiteJobError(site, error));
   }
 
   /** Aborts every running job and waits until each has recorded its end. */
@@ -132,22 +140,62 @@ export class JobScheduler {
     await Promise.allSettled(runners);
   }
 
-  private start(rec: JobRecord): void {
+  private start(rec: JobRecord, heartbeatTimeoutMs: number): void {
     const sites = this.opts.sessions.liveSites();
-    const rj: RunningJob = { hub: new JobHub(), sites: new Set(sites), abort: new AbortController(), done: Promise.resolve() };
+    const rj: RunningJob = {
+      id: rec.id,
+      hub: new JobHub(),
+      sites,
+      deployedTo: new Map(),
+      bundle: null,
+      abort: new AbortController(),
+      done: Promise.resolve(),
+    };
     this.running.set(rec.id, rj);
-    rj.done = this.run(rec, rj, sites).finally(() => {
+    rj.done = this.run(rec, rj, sites, heartbeatTimeoutMs).finally(() => {
       this.running.delete(rec.id);
       setImmediate(() => this.schedule());
     });
   }
 
-  private async run(rec: JobRecord, rj: RunningJob, sites: string[]): Promise<void> {
+  private deploy(rj: RunningJob, site: string): Promise<void> {
+    const bundle = rj.bundle!;
+    const m = { type: 'deploy', jobId: rj.id, siteIndex: rj.sites.indexOf(site), numSites: rj.sites.length } satisfies ServerToSite;
+    return this.opts.sessions.send(
+      site,
+      m,
+      (async function* () {
+        yield bundle;
+      })(),
+    );
+  }
+
+  /**
+   * Rejoin: a site of a running job that connected with a new session (it restarted, or lost its
+   * session for longer than resume covers) is given the job again; the job's runtime replaces its
+   * old connection when it registers, and the next round's broadcast includes it.
+   */
+  private redeploy(rj: RunningJob): void {
+    if (rj.bundle === null || rj.abort.signal.aborted) return;
+    for (const s of this.opts.sessions.list()) {
+      if (!rj.sites.includes(s.site) || rj.deployedTo.get(s.site) === s.connectedAt) continue;
+      rj.deployedTo.set(s.site, s.connectedAt);
+      this.opts.log.info({ job: rj.id, site: s.site }, 'site reconnected: the running job is deployed to it again');
+      this.deploy(rj, s.site).catch((e: Error) => this.opts.log.warn({ job: rj.id, site: s.site, err: e.message }, 'redeploy failed'));
+    }
+  }
+
+  private async run(rec: JobRecord, rj: RunningJob, sites: string[], heartbeatTimeoutMs: number): Promise<void> {
     const { store, sessions } = this.opts;
     const dir = this.jobDir(rec.id);
     const sws = new ServerWorkspace(join(dir, 'workspace'));
     const log = fileLogger(join(sws.serverDir, 'log.jsonl'), 'server');
-    const runtime = new ServerRuntime(rj.hub, { jobId: rec.id, log, onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }) });
+    const runtime = new ServerRuntime(rj.hub, {
+      jobId: rec.id,
+      log,
+      heartbeatTimeoutMs,
+      onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }),
+    });
     const signal = rj.abort.signal;
     store.transition(rec.id, 'RUNNING', `deployed to ${sites.join(', ')}`, { sites });
     this.opts.log.info({ job: rec.id, sites }, 'job started');
@@ -157,16 +205,12 @@ export class JobScheduler {
       const job = loadJob(join(dir, 'app'));
       // loaded before anything is deployed: a bad model fails the job at once
       const initial = handOver(await loadInitialModel(job));
-      const bundle = packJob(join(dir, 'app'));
-      const deployments = sites.map((site, i) =>
-        sessions.send(
-          site,
-          { type: 'deploy', jobId: rec.id, siteIndex: i, numSites: sites.length } satisfies ServerToSite,
-          (async function* () {
-            yield bundle;
-          })(),
-        ),
-      );
+      rj.bundle = packJob(join(dir, 'app'));
+      const connected = new Map(sessions.list().map((s) => [s.site, s.connectedAt]));
+      const deployments = sites.map((site) => {
+        rj.deployedTo.set(site, connected.get(site) ?? '');
+        return this.deploy(rj, site);
+      });
       await unlessAborted(Promise.all(deployments), signal);
       await unlessAborted(runtime.waitForSites(sites.length, this.opts.siteJoinTimeoutMs ?? 120_000), signal);
       const outcome = await unlessAborted(runWorkflows(job, initial, { controller: runtime, workspace: sws, log, signal }), signal);

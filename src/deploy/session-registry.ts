@@ -39,6 +39,11 @@ export class SessionRegistry {
 
   constructor(private readonly opts: SessionRegistryOptions) {}
 
+  /** the server's heartbeat timeout: the default of a job that sets none */
+  get heartbeatTimeoutSeconds(): number {
+    return this.opts.heartbeatTimeoutSeconds;
+  }
+
   private get timeoutMs(): number {
     return this.opts.heartbeatTimeoutSeconds * 1000;
   }

@@ -9,7 +9,7 @@ import type { FLModelInfo } from '../core/fl-model.ts';
 import type { ModelSource } from '../core/model-source.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import { type TensorStream, decodeStream, encodeStream, encodedBytes } from '../core/tensor-stream.ts';
-import { Channel, type ChannelOptions, type Envelope, type MalformedMessageError } from '../streaming/index.ts';
+import { Channel, type ChannelOptions, type Envelope, type MalformedMessageError, type TransferProgress } from '../streaming/index.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
@@ -79,6 +79,8 @@ export { ControllerError };
 interface SiteState {
   channel: Channel;
   pending: Map<string, (r: TaskResult) => void>;
+  /** when the site last sent anything (a message or payload bytes): its heartbeat */
+  lastSeen: number;
 }
 
 export interface ServerRuntimeOptions {
@@ -88,6 +90,12 @@ export interface ServerRuntimeOptions {
   onMetric?: (m: MetricEvent) => void;
   /** largest result a client may send, in bytes (default: unlimited) */
   maxResultBytes?: number;
+  /**
+   * a site silent this long (no message, no payload bytes) is dropped from the job: its tasks fail
+   * at once and the rounds go on without it. Sites are told to heartbeat four times as often.
+   * Default: no limit (a site is dropped only when its link fails for good).
+   */
+  heartbeatTimeoutMs?: number;
 }
 
 export class ServerRuntime implements Controller {
@@ -100,6 +108,7 @@ export class ServerRuntime implements Controller {
   private readonly resumable = new Map<string, Channel>();
 
   private readonly channelOpts: ChannelOptions;
+  private sweeper: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly transport: ServerTransport,
@@ -107,10 +116,21 @@ export class ServerRuntime implements Controller {
   ) {
     this.jobId = opts.jobId;
     this.log = opts.log ?? silentLogger();
-    this.channelOpts = { ...opts.channel, onTransfer: transferLogger(this.log, opts.channel?.onTransfer) };
+    const progress = (t: TransferProgress): void => {
+      // payload bytes arriving are a sign of life too: a site busy uploading a large result is not silent
+      const s = t.direction === 'receive' ? this.siteMap.get(t.peer) : undefined;
+      if (s) s.lastSeen = Date.now();
+      opts.channel?.onTransfer?.(t);
+    };
+    this.channelOpts = { ...opts.channel, onTransfer: transferLogger(this.log, progress) };
   }
 
   start(): void {
+    const timeoutMs = this.opts.heartbeatTimeoutMs;
+    if (timeoutMs !== undefined && this.sweeper === null) {
+      this.sweeper = setInterval(() => this.sweep(timeoutMs), Math.max(50, Math.min(1000, timeoutMs / 10)));
+      this.sweeper.unref();
+    }
     this.accepting ??= (async () => {
       for await (const link of this.transport.accept()) void this.serve(link);
     })();
@@ -151,6 +171,8 @@ export class ServerRuntime implements Controller {
   }
 
   async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     for (const s of this.siteMap.values()) s.channel.close('server closing');
     await this.transport.close();
   }
@@ -248,13 +270,20 @@ export class ServerRuntime implements Controller {
           if (site === null) return;
           continue;
         }
+        const state = this.siteMap.get(site);
+        if (state?.channel !== channel) {
+          // this connection was dropped from the job (silent too long, or replaced by the site's new one)
+          env.payload?.cancel('site no longer in the job');
+          continue;
+        }
+        state.lastSeen = Date.now();
         await this.onMessage(site, env);
       }
     } catch (e) {
       this.log.warn({ peer: link.peer, err: (e as Error).message }, 'client link failed');
     } finally {
       if (id !== null) this.resumable.delete(id);
-      if (site !== null) this.dropSite(site, `site ${site} disconnected`);
+      if (site !== null) this.dropSite(site, `site ${site} disconnected`, channel);
     }
   }
 
@@ -267,7 +296,6 @@ export class ServerRuntime implements Controller {
       reason = `client speaks protocol ${parsed.data.protocol}, server speaks ${RUNTIME_PROTOCOL}`;
     else if (parsed.data.site !== channel.peer)
       reason = `site name ${parsed.data.site} does not match the authenticated peer ${channel.peer}`;
-    else if (this.siteMap.has(parsed.data.site)) reason = `site ${parsed.data.site} is already connected`;
     if (reason !== null || !parsed.success || parsed.data.type !== 'register') {
       env.payload?.cancel('not registered');
       this.log.warn({ peer: channel.peer, reason }, 'registration refused');
@@ -276,8 +304,15 @@ export class ServerRuntime implements Controller {
       return null;
     }
     const site = parsed.data.site;
-    this.siteMap.set(site, { channel, pending: new Map() });
-    await channel.send({ type: 'registered', site, jobId: this.jobId });
+    const old = this.siteMap.get(site);
+    if (old) {
+      // the authenticated site again (restarted, or its old connection is beyond resuming): the new one replaces it
+      this.dropSite(site, `site ${site} reconnected: its tasks on the old connection are lost`, old.channel);
+      old.channel.close('replaced by a new connection of the same site');
+    }
+    this.siteMap.set(site, { channel, pending: new Map(), lastSeen: Date.now() });
+    const hb = this.opts.heartbeatTimeoutMs;
+    await channel.send({ type: 'registered', site, jobId: this.jobId, ...(hb !== undefined && { heartbeatSeconds: hb / 4000 }) });
     this.log.info({ site }, 'site registered');
     for (const w of this.siteWaiters) w();
     this.siteWaiters.clear();
@@ -342,11 +377,27 @@ export class ServerRuntime implements Controller {
     }
   }
 
-  private dropSite(site: string, reason: string): void {
+  /** Drops every site silent for longer than the heartbeat timeout (also one whose link is down and resuming). */
+  private sweep(timeoutMs: number): void {
+    const now = Date.now();
+    for (const [site, s] of this.siteMap) {
+      const silent = now - s.lastSeen;
+      if (silent <= timeoutMs) continue;
+      this.dropSite(
+        site,
+        `site ${site} sent no heartbeat for ${(silent / 1000).toFixed(1)} s (timeout ${timeoutMs / 1000} s): dropped from the job`,
+        s.channel,
+      );
+      s.channel.close('heartbeat timeout');
+    }
+  }
+
+  /** Removes a site (only while `channel` is still its connection) and fails its pending tasks with the reason. */
+  private dropSite(site: string, reason: string, channel: Channel): void {
     const s = this.siteMap.get(site);
-    if (!s) return;
+    if (s?.channel !== channel) return;
     this.siteMap.delete(site);
     for (const [taskId, resolve] of s.pending) resolve({ ok: false, site, taskId, error: reason });
-    this.log.warn({ site }, reason);
+    this.log.warn({ site, reason }, 'site dropped from the job');
   }
 }

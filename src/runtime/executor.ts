@@ -127,10 +127,8 @@ export class ClientRunner {
   /** Runs until the server ends the job or the link closes. Returns the reason. */
   async run(): Promise<string> {
     await this.channel.send({ type: 'register', site: this.opts.site, protocol: RUNTIME_PROTOCOL });
-    const heartbeat = setInterval(
-      () => void this.channel.send({ type: 'heartbeat' }).catch(() => undefined),
-      this.opts.heartbeatMs ?? 10_000,
-    );
+    const beat = (): void => void this.channel.send({ type: 'heartbeat' }).catch(() => undefined);
+    let heartbeat = setInterval(beat, this.opts.heartbeatMs ?? 10_000);
     heartbeat.unref();
     let queue: Promise<void> = Promise.resolve();
     try {
@@ -145,6 +143,12 @@ export class ClientRunner {
         switch (m.type) {
           case 'registered':
             this.jobIdValue = m.jobId;
+            if (m.heartbeatSeconds !== undefined && this.opts.heartbeatMs === undefined) {
+              // the server drops a site silent for four of these: beat at its pace, from its own timer (not the trainer's)
+              clearInterval(heartbeat);
+              heartbeat = setInterval(beat, m.heartbeatSeconds * 1000);
+              heartbeat.unref();
+            }
             this.log.info({ site: m.site, jobId: m.jobId }, 'registered');
             break;
           case 'rejected':

@@ -119,6 +119,16 @@ export const JobConfigSchema = z.strictObject({
   /** per-site executor overrides, e.g. a Python trainer at one site */
   sites: z.record(z.string(), z.strictObject({ executor: ExecutorSpecSchema })).default({}),
   filters: FilterList.default([]),
+  /**
+   * seconds a site may stay silent on the job's connection before it is dropped from the job (its
+   * tasks fail, the rounds go on with the others while minClients holds). Default: the server's
+   * heartbeatTimeoutSeconds (30 s in a provisioned kit).
+   */
+  heartbeatTimeoutSeconds: z
+    .number()
+    .min(0.5, 'must be at least 0.5 seconds (sites heartbeat four times per timeout)')
+    .max(86_400, 'must be at most 86400 seconds (a day): a longer silence is not a heartbeat')
+    .optional(),
 });
 export type JobConfig = z.infer<typeof JobConfigSchema>;
 

@@ -39,7 +39,13 @@ export const ClientMessageSchema = z.discriminatedUnion('type', [
 export type ClientMessage = z.infer<typeof ClientMessageSchema>;
 
 export const ServerMessageSchema = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('registered'), site: SiteName, jobId: z.string() }),
+  z.strictObject({
+    type: z.literal('registered'),
+    site: SiteName,
+    jobId: z.string(),
+    /** how often the server wants a heartbeat on the job's connection (it drops a site silent for 4×) */
+    heartbeatSeconds: z.number().positive().max(86_400).optional(),
+  }),
   z.strictObject({ type: z.literal('rejected'), reason: z.string() }),
   z.strictObject({
     type: z.literal('task'),
