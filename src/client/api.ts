@@ -30,6 +30,13 @@ export interface ClientAPI {
   isTrain(): boolean;
   isEvaluate(): boolean;
   isSubmitModel(): boolean;
+  /**
+   * The signal of the task received last: aborted when the server cancels it (timed out, its round
+   * has its results, the job ends). A long training loop checks it and returns to receive(); its
+   * send() for a cancelled task is dropped. (Ex-process trainers: never aborted yet; the host
+   * drops their late result.)
+   */
+  taskSignal(): AbortSignal;
   /** Records a metric (shown in the simulator's table and written to metrics.jsonl). */
   log(key: string, value: number, step?: number): void;
 }

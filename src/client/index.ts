@@ -73,3 +73,6 @@ export function isSubmitModel(): boolean {
 export function log(key: string, value: number, step?: number): void {
   defaultClient().log(key, value, step);
 }
+export function taskSignal(): AbortSignal {
+  return defaultClient().taskSignal();
+}

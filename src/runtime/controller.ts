@@ -178,10 +178,26 @@ export class ServerRuntime implements Controller {
   }
 
   sendTo(site: string, task: TaskRequest, timeoutMs?: number): Promise<TaskResult> {
+    return this.dispatch(site, task, timeoutMs).result;
+  }
+
+  /**
+   * Tells a site to stop a task whose result is no longer wanted and fails the task here with the
+   * reason (a result that still comes is dropped as one for an unknown task).
+   */
+  cancel(site: string, taskId: string, reason: string): void {
+    const s = this.siteMap.get(site);
+    const resolve = s?.pending.get(taskId);
+    if (!s || !resolve) return;
+    resolve({ ok: false, site, taskId, error: reason });
+    void s.channel.send({ type: 'cancel', taskId, reason: reason.slice(0, 65536) }).catch(() => undefined);
+  }
+
+  private dispatch(site: string, task: TaskRequest, timeoutMs?: number): { taskId: string; result: Promise<TaskResult> } {
     const s = this.siteMap.get(site);
     const taskId = randomUUID();
-    if (!s) return Promise.resolve({ ok: false, site, taskId, error: `site ${site} is not connected` });
-    return new Promise<TaskResult>((resolve) => {
+    if (!s) return { taskId, result: Promise.resolve({ ok: false, site, taskId, error: `site ${site} is not connected` }) };
+    const result = new Promise<TaskResult>((resolve) => {
       let timer: LongTimer | undefined;
       const finish = (r: TaskResult): void => {
         timer?.clear();
@@ -190,10 +206,7 @@ export class ServerRuntime implements Controller {
       };
       s.pending.set(taskId, finish);
       if (timeoutMs !== undefined) {
-        timer = setLongTimeout(
-          () => finish({ ok: false, site, taskId, error: `task ${task.name} timed out after ${timeoutMs} ms` }),
-          timeoutMs,
-        );
+        timer = setLongTimeout(() => this.cancel(site, taskId, `task ${task.name} timed out after ${timeoutMs} ms`), timeoutMs);
       }
       const msg = { type: 'task', taskId, taskName: task.name, info: task.info, hasParams: task.params !== null };
       const payload = task.params ? encodeStream(task.params.open()) : undefined;
@@ -201,6 +214,7 @@ export class ServerRuntime implements Controller {
         .send(msg, payload, task.params ? { totalBytes: encodedBytes(task.params.header) } : {})
         .catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
     });
+    return { taskId, result };
   }
 
   relay(task: RelayTask, opts: RelayOptions): AsyncGenerator<RelayHop, TensorDict, undefined> {
@@ -212,7 +226,7 @@ export class ServerRuntime implements Controller {
     const min = opts.minResponses ?? targets.length;
     if (min > targets.length) throw new ControllerError(`task ${task.name} needs ${min} responses but has only ${targets.length} targets`);
     const out = new AsyncQueue<TaskResult>();
-    const promises = targets.map((site) => this.sendTo(site, task, opts.timeoutMs));
+    const sent = targets.map((site) => ({ site, ...this.dispatch(site, task, opts.timeoutMs), answered: false }));
     let ok = 0;
     let answered = 0;
     let closed = false;
@@ -222,9 +236,14 @@ export class ServerRuntime implements Controller {
       closed = true;
       afterMin?.clear();
       out.end(err);
+      // the broadcast is over (enough results, or it failed): the sites still working are told to stop
+      for (const t of sent)
+        if (!t.answered)
+          this.cancel(t.site, t.taskId, `task ${task.name} no longer needed: ${err ? err.message : 'the round has its results'}`);
     };
-    for (const p of promises) {
-      void p.then((r) => {
+    for (const t of sent) {
+      void t.result.then((r) => {
+        t.answered = true;
         if (closed) {
           if (r.ok) r.discard(); // a late result: drop its payload so the sender stops
           return;

@@ -85,6 +85,14 @@ export function trainerExecutor(host: TrainerHost, opts: TrainerExecutorOptions 
   };
 }
 
+/** The reason a task's signal carries when the server cancelled it. */
+export class TaskCancelledError extends Error {
+  override readonly name = 'TaskCancelledError';
+  constructor(readonly reason: string) {
+    super(`task cancelled by the server: ${reason}`);
+  }
+}
+
 export interface ClientRunnerOptions {
   site: string;
   executor: Executor;
@@ -98,6 +106,8 @@ export class ClientRunner {
   private readonly log: Logger;
   private jobIdValue = '';
   private readonly abort = new AbortController();
+  /** tasks received and not finished, each with its own abort (the server's `cancel`) */
+  private readonly tasks = new Map<string, AbortController>();
 
   constructor(
     link: Link,
@@ -157,10 +167,26 @@ export class ClientRunner {
             this.abort.abort(new Error(`job ended: ${m.reason}`));
             await queue;
             return m.reason;
+          case 'cancel': {
+            const t = this.tasks.get(m.taskId);
+            if (t && !t.signal.aborted) {
+              this.log.warn({ taskId: m.taskId, reason: m.reason }, 'task cancelled by the server');
+              t.abort(new TaskCancelledError(m.reason));
+            }
+            break;
+          }
           case 'task': {
-            // one task at a time, in order; the message loop stays free to see 'end' and abort
+            // one task at a time, in order; the message loop stays free to see 'end', 'cancel' and abort
             const payload = env.payload;
+            const ctrl = new AbortController();
+            this.tasks.set(m.taskId, ctrl);
             queue = queue.then(async () => {
+              if (ctrl.signal.aborted) {
+                // cancelled while queued: never started, and the server wants no answer
+                payload?.cancel('task cancelled');
+                this.tasks.delete(m.taskId);
+                return;
+              }
               let params: TensorStream | null = null;
               try {
                 params = m.hasParams && payload ? await decodeStream(payload) : null;
@@ -169,8 +195,9 @@ export class ClientRunner {
                 await this.fail(m.taskId, `bad task payload: ${(e as Error).message}`);
                 return;
               }
-              await this.runTask({ taskId: m.taskId, taskName: m.taskName, info: m.info, params });
+              await this.runTask({ taskId: m.taskId, taskName: m.taskName, info: m.info, params }, ctrl.signal);
               payload?.cancel('task finished');
+              this.tasks.delete(m.taskId);
             });
             break;
           }
@@ -187,12 +214,24 @@ export class ClientRunner {
     this.channel.close('client closing');
   }
 
-  private async runTask(task: IncomingTask): Promise<void> {
+  private async runTask(task: IncomingTask, cancelled: AbortSignal): Promise<void> {
     const handler = this.opts.executor[task.taskName] ?? this.opts.executor['*'];
     const started = Date.now();
+    const signal = AbortSignal.any([this.abort.signal, cancelled]);
+    // a handler that ignores its signal must not hold the site: on abort the runner moves on at once
+    const aborted = new Promise<never>((_, reject) => {
+      if (signal.aborted) reject(signal.reason as Error);
+      signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
+    });
+    aborted.catch(() => undefined);
     try {
       if (!handler) throw new Error(`no handler for task "${task.taskName}" on ${this.opts.site}`);
-      const out = await handler(task, this.abort.signal);
+      const work = handler(task, signal);
+      work.then(
+        (late) => signal.aborted && void late.cleanup?.().catch(() => undefined),
+        () => undefined,
+      );
+      const out = await Promise.race([work, aborted]);
       const msg = { type: 'result', taskId: task.taskId, status: 'ok', info: out.info, hasParams: out.params !== null };
       try {
         await this.channel.send(
@@ -206,6 +245,10 @@ export class ClientRunner {
       this.log.info({ task: task.taskName, ms: Date.now() - started }, 'task done');
     } catch (e) {
       const error = (e as Error).message ?? String(e);
+      if (cancelled.aborted) {
+        this.log.info({ task: task.taskName, ms: Date.now() - started }, 'cancelled task stopped');
+        return; // the server has already failed it: no answer
+      }
       this.log.warn({ task: task.taskName, error }, 'task failed');
       await this.fail(task.taskId, error);
     }

@@ -55,5 +55,7 @@ export const ServerMessageSchema = z.discriminatedUnion('type', [
     hasParams: z.boolean(),
   }),
   z.strictObject({ type: z.literal('end'), reason: z.string() }),
+  /** the server no longer wants this task's result (timed out, its round is over, the job aborts): stop it */
+  z.strictObject({ type: z.literal('cancel'), taskId: z.string().min(1).max(128), reason: z.string().max(65536) }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessageSchema>;

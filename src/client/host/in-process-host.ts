@@ -25,6 +25,8 @@ interface Job {
   reject: (e: unknown) => void;
   /** the caller gave up (abort): a late send() is dropped */
   settled: boolean;
+  /** what the trainer sees of the caller's abort (ClientAPI.taskSignal) */
+  signal: AbortSignal;
   detach: () => void;
 }
 
@@ -39,6 +41,8 @@ function copyModel(m: FLModel, copyParams: boolean): FLModel {
     ...(m.paramsPath !== undefined && { paramsPath: m.paramsPath }),
   };
 }
+
+const NEVER = new AbortController().signal;
 
 function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('the task was aborted', 'AbortError');
@@ -122,7 +126,7 @@ export class InProcessTrainerHost implements TrainerHost {
     if (this.stopping) return Promise.reject(new Error(`task "${task.taskId}" refused: the trainer host is stopping`));
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     return new Promise<FLModel>((resolve, reject) => {
-      const job: Job = { task, resolve, reject, settled: false, detach: () => {} };
+      const job: Job = { task, resolve, reject, settled: false, detach: () => {}, signal: signal ?? NEVER };
       if (signal) {
         const onAbort = (): void => {
           if (job.settled) return;
@@ -197,6 +201,7 @@ export class InProcessTrainerHost implements TrainerHost {
         if (job.settled) continue; // aborted while queued
         this.current = job;
         this.last = job.task;
+        lastSignal = job.signal;
         return copyModel(job.task.model, this.copyParams);
       }
     };
@@ -209,6 +214,7 @@ export class InProcessTrainerHost implements TrainerHost {
       job.resolve(copyModel(model, this.copyParams));
     };
     const taskName = (): string => this.last?.taskName ?? '';
+    let lastSignal = NEVER;
     return {
       init: async () => {},
       receive,
@@ -220,6 +226,7 @@ export class InProcessTrainerHost implements TrainerHost {
       isTrain: () => taskName() === TaskNames.train,
       isEvaluate: () => taskName() === TaskNames.validate,
       isSubmitModel: () => taskName() === TaskNames.submitModel,
+      taskSignal: () => lastSignal,
       log: (key, value, step) => {
         ctx.onMetric({
           site: ctx.siteName,

@@ -31,6 +31,8 @@ interface PendingTask {
   taskName: string;
 }
 
+const NEVER = new AbortController().signal;
+
 export class ExProcessClient implements ClientAPI {
   private conn: Connection | undefined;
   private initializing: Promise<void> | undefined;
@@ -43,6 +45,11 @@ export class ExProcessClient implements ClientAPI {
   private deferredError: Error | undefined;
 
   constructor(private readonly env: NodeJS.ProcessEnv = process.env) {}
+
+  /** Never aborted: the ex-process protocol has no cancel frame yet (the host drops a cancelled task's late result). */
+  taskSignal(): AbortSignal {
+    return NEVER;
+  }
 
   /** Connects and shakes hands; calling it again is harmless. */
   init(): Promise<void> {
