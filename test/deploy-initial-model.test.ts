@@ -30,16 +30,16 @@ function job(name: string, modelYaml: string, modelTs?: string): string {
 
 const outside = join(tmp, 'models', 'big.safetensors');
 
-test('a model module may return a safetensors path (absolute or job-relative); model: {path} is returned as a path', async () => {
+test('a model module may return a safetensors path (absolute or job-relative); model: {path} is a file ModelRef', async () => {
   await writeSafetensors(outside, new Map([['w', f32([4], [1, 2, 3, 4])]]));
   const abs = loadJob(
     job('abs', 'model:\n  module: model.ts\n', `export function initialModel() { return ${JSON.stringify(outside)}; }\n`),
   );
-  assert.equal(await loadInitialModel(abs), outside);
+  assert.equal((await loadInitialModel(abs)).path, outside);
   const rel = loadJob(job('rel', 'model:\n  module: model.ts\n', "export function initialModel() { return 'initial.safetensors'; }\n"));
-  assert.equal(await loadInitialModel(rel), join(rel.dir, 'initial.safetensors'));
+  assert.equal((await loadInitialModel(rel)).path, join(rel.dir, 'initial.safetensors'));
   const byPath = loadJob(job('bypath', 'model:\n  path: initial.safetensors\n'));
-  assert.equal(await loadInitialModel(byPath), join(byPath.dir, 'initial.safetensors'));
+  assert.equal((await loadInitialModel(byPath)).path, join(byPath.dir, 'initial.safetensors'));
   const bad = loadJob(job('bad', 'model:\n  module: model.ts\n', "export function initialModel() { return 'missing.safetensors'; }\n"));
   await assert.rejects(
     loadInitialModel(bad),

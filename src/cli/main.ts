@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
 import { JobConfigError, readJobConfig } from '../runtime/job-config.ts';
 import { checkJob } from '../runtime/job-check.ts';
+import { resolveWorkflow } from '../workflows/registry.ts';
 import { registerDeploymentCommands } from './deploy-commands.ts';
 import { simulate } from '../simulator/simulator.ts';
 import { createJob, listTemplates, NewJobError } from './new.ts';
@@ -64,9 +65,12 @@ program
   .option('--python <interpreter>', 'what {python} resolves to: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)')
   .action(async (jobDir: string, o: { python?: string }) => {
     if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
-    const { config, file } = await checkJob(jobDir);
+    const job = await checkJob(jobDir);
+    // each workflow module of the job loads and its args pass its schema (fail fast, file and field named)
+    for (let i = 0; i < job.config.workflows.length; i++) await resolveWorkflow(job, i);
+    const { config, file } = job;
     process.stdout.write(
-      `${file}: ok (job "${config.name}", ${config.workflows.map((w) => w.type).join(' → ')}, min ${config.minClients} clients; modules, scripts and interpreters resolved)\n`,
+      `${file}: ok (job "${config.name}", ${config.workflows.map((w) => (w.type === 'custom' ? `custom ${w.module}` : w.type)).join(' → ')}, min ${config.minClients} clients; modules, scripts and interpreters resolved)\n`,
     );
   });
 

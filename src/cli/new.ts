@@ -29,6 +29,12 @@ export const TEMPLATES: readonly Template[] = [
     from: 'examples/pytorch-fedavg',
     files: ['job.yaml', 'train_fl.py', 'train_local.py', 'data.py', 'initial_model.safetensors', 'package.json'],
   },
+  {
+    name: 'custom-workflow',
+    description: "a server workflow of the job's own (workflow.ts: FedAvg until a target loss) and a pure-TypeScript trainer",
+    from: 'examples/custom-workflow',
+    files: ['job.yaml', 'workflow.ts', 'trainer.ts', 'package.json'],
+  },
 ];
 
 export class NewJobError extends Error {

@@ -7,3 +7,4 @@ export * from './safetensors-header.ts';
 export * from './tensor-stream.ts';
 export * from './model-source.ts';
 export * from './apply-result.ts';
+export * from './model-ref.ts';

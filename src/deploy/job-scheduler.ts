@@ -14,7 +14,7 @@ import type { ConnectInfo, PeerIdentity } from '../transport/peer.ts';
 import { unlessAborted } from '../util/abort.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, fileLogger } from '../util/log.ts';
-import { handOver, runWorkflows } from '../workflows/run-job.ts';
+import { runWorkflows } from '../workflows/run-job.ts';
 import type { JobSummary } from './admin-commands.ts';
 import { packJob } from './job-bundle.ts';
 import type { JobRecord, JobStore } from './job-store.ts';
@@ -204,7 +204,7 @@ export class JobScheduler {
     try {
       const job = loadJob(join(dir, 'app'));
       // loaded before anything is deployed: a bad model fails the job at once
-      const initial = handOver(await loadInitialModel(job));
+      const initial = await loadInitialModel(job);
       rj.bundle = packJob(join(dir, 'app'));
       const connected = new Map(sessions.list().map((s) => [s.site, s.connectedAt]));
       const deployments = sites.map((site) => {

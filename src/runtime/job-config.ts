@@ -59,46 +59,65 @@ const noRobustOffloadMsg = {
   path: ['aggregation'],
 };
 
-export const WorkflowSpecSchema = z.discriminatedUnion('type', [
-  z
-    .strictObject({
-      type: z.literal('fedavg'),
-      ...Broadcasting,
-      /** keep the global model and the running sum on disk (models larger than memory) */
-      offload: z.boolean().default(false),
-      /** `mean` (FedAvg), or a robust rule: median, trimmed_mean {beta}, krum {byzantine, select} */
-      aggregation: Aggregation,
-    })
-    .refine(noRobustOffload, noRobustOffloadMsg),
-  z
-    .strictObject({
-      type: z.literal('fedopt'),
-      ...Broadcasting,
-      /** the server optimizer on the pseudo-gradient: {name: fedavgm | fedadam | fedyogi | fedadagrad, lr, ...} */
-      optimizer: ServerOptimizerSchema,
-      /** the global model, the running sum and the optimizer state on disk */
-      offload: z.boolean().default(false),
-      aggregation: Aggregation,
-    })
-    .refine(noRobustOffload, noRobustOffloadMsg),
-  z.strictObject({
-    type: z.literal('scaffold'),
+// Each built-in workflow's settings; src/workflows/builtins.ts registers each with its schema here.
+export const FedAvgSpecSchema = z
+  .strictObject({
+    type: z.literal('fedavg'),
     ...Broadcasting,
-  }),
-  z.strictObject({
-    type: z.literal('cyclic'),
-    rounds: z.number().int().min(1),
-    order: z.array(z.string()).optional(),
-    taskTimeoutSeconds: Seconds.optional(),
-    /** a site that fails or times out: skip it (the model passes on unchanged) or abort the job */
-    onSiteFailure: z.enum(['skip', 'abort']).default('skip'),
-  }),
-  z.strictObject({
-    type: z.literal('cross_site_eval'),
-    /** also evaluate the global model coming out of the previous workflow */
-    includeGlobal: z.boolean().default(true),
-    taskTimeoutSeconds: Seconds.optional(),
-  }),
+    /** keep the global model and the running sum on disk (models larger than memory) */
+    offload: z.boolean().default(false),
+    /** `mean` (FedAvg), or a robust rule: median, trimmed_mean {beta}, krum {byzantine, select} */
+    aggregation: Aggregation,
+  })
+  .refine(noRobustOffload, noRobustOffloadMsg);
+export const FedOptSpecSchema = z
+  .strictObject({
+    type: z.literal('fedopt'),
+    ...Broadcasting,
+    /** the server optimizer on the pseudo-gradient: {name: fedavgm | fedadam | fedyogi | fedadagrad, lr, ...} */
+    optimizer: ServerOptimizerSchema,
+    /** the global model, the running sum and the optimizer state on disk */
+    offload: z.boolean().default(false),
+    aggregation: Aggregation,
+  })
+  .refine(noRobustOffload, noRobustOffloadMsg);
+export const ScaffoldSpecSchema = z.strictObject({
+  type: z.literal('scaffold'),
+  ...Broadcasting,
+});
+export const CyclicSpecSchema = z.strictObject({
+  type: z.literal('cyclic'),
+  rounds: z.number().int().min(1),
+  order: z.array(z.string()).optional(),
+  taskTimeoutSeconds: Seconds.optional(),
+  /** a site that fails or times out: skip it (the model passes on unchanged) or abort the job */
+  onSiteFailure: z.enum(['skip', 'abort']).default('skip'),
+});
+export const CrossSiteEvalSpecSchema = z.strictObject({
+  type: z.literal('cross_site_eval'),
+  /** also evaluate the global model coming out of the previous workflow */
+  includeGlobal: z.boolean().default(true),
+  taskTimeoutSeconds: Seconds.optional(),
+});
+/**
+ * A workflow module of the job itself: `module` exports (as `export`, default `default`) a
+ * workflow definition `{ name, schema, create }` (defineWorkflow of flotilla/workflows); `args`
+ * are checked against its schema when the job is validated and again when it runs.
+ */
+export const CustomWorkflowSpecSchema = z.strictObject({
+  type: z.literal('custom'),
+  module: RelPath,
+  export: z.string().min(1).default('default'),
+  args: z.record(z.string(), JsonValueSchema).default({}),
+});
+
+export const WorkflowSpecSchema = z.discriminatedUnion('type', [
+  FedAvgSpecSchema,
+  FedOptSpecSchema,
+  ScaffoldSpecSchema,
+  CyclicSpecSchema,
+  CrossSiteEvalSpecSchema,
+  CustomWorkflowSpecSchema,
 ]);
 export type WorkflowSpec = z.infer<typeof WorkflowSpecSchema>;
 

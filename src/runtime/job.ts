@@ -6,7 +6,7 @@
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { JsonValue } from '../core/fl-model.ts';
-import { SafetensorsFile } from '../core/safetensors.ts';
+import { ModelRef } from '../core/model-ref.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import type { Trainer, TrainerHost } from '../client/api.ts';
 import { ExProcessTrainerHost } from '../client/host/process-host.ts';
@@ -40,7 +40,8 @@ export function loadJob(jobDir: string): Job {
   return { dir: resolve(jobDir), file, config };
 }
 
-async function importFrom(job: Job, module: string, exportName: string, what: string): Promise<unknown> {
+/** An export of a job module (its `flotilla/...` imports resolved to this installation); errors name the job file and `what`. */
+export async function importFrom(job: Job, module: string, exportName: string, what: string): Promise<unknown> {
   const path = join(job.dir, module);
   let mod: Record<string, unknown>;
   const cjs = commonJsProblem(path);
@@ -59,20 +60,14 @@ async function importFrom(job: Job, module: string, exportName: string, what: st
 }
 
 /**
- * The initial global model: tensors in memory, or the path of a safetensors file that is
- * read only by the workflows that need it in memory (offloaded FedAvg streams it from disk).
+ * The initial global model as a ModelRef: tensors in memory, or a safetensors file that is read
+ * only by the workflows that need it in memory (offloaded FedAvg streams it from disk).
  * `model: {path}` gives the file; a model module's export may return tensors or a path
  * (absolute, or relative to the job folder), e.g. of a model too large for the job bundle.
  */
-export type InitialModel = TensorDict | string;
-
-export async function loadInitialModel(job: Job): Promise<InitialModel> {
+export async function loadInitialModel(job: Job): Promise<ModelRef> {
   const spec = job.config.model;
-  if ('path' in spec) {
-    const path = join(job.dir, spec.path);
-    await (await SafetensorsFile.open(path)).close(); // a bad file fails the job now, not in round 1
-    return path;
-  }
+  if ('path' in spec) return ModelRef.file(join(job.dir, spec.path)); // a bad file fails the job now, not in round 1
   const fn = await importFrom(job, spec.module, spec.export, 'model');
   if (typeof fn !== 'function')
     throw new JobConfigError(
@@ -82,19 +77,18 @@ export async function loadInitialModel(job: Job): Promise<InitialModel> {
   if (typeof model === 'string' && model.length > 0) {
     const path = resolve(job.dir, model);
     try {
-      await (await SafetensorsFile.open(path)).close();
+      return await ModelRef.file(path);
     } catch (e) {
       throw new JobConfigError(
         `${job.file}: model: ${spec.module}#${spec.export}() returned ${path}, not a readable safetensors file: ${(e as Error).message}`,
       );
     }
-    return path;
   }
   if (!(model instanceof Map))
     throw new JobConfigError(
       `${job.file}: model: ${spec.module}#${spec.export}() must return a Map of tensors (TensorDict) or the path of a safetensors file`,
     );
-  return model as TensorDict;
+  return ModelRef.memory(model as TensorDict);
 }
 
 export function executorSpecFor(job: Job, site: string): ExecutorSpec {

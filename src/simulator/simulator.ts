@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { ServerRuntime } from '../runtime/controller.ts';
 import { type SiteSettings, createTrainerHost, executorSpecFor, loadInitialModel, loadJob } from '../runtime/job.ts';
-import { type JobOutcome, handOver, runWorkflows } from '../workflows/run-job.ts';
+import { type JobOutcome, runWorkflows } from '../workflows/run-job.ts';
 import { runSite } from '../runtime/site.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import type { TransferProgress } from '../streaming/index.ts';
@@ -60,7 +60,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const jobId = `${job.config.name}-${randomUUID().slice(0, 8)}`;
   const log = fileLogger(join(workspace, 'server', 'log.jsonl'), 'server');
   const threads = Math.min(opts.threads ?? Math.min(sites.length, 2), sites.length);
-  const initial = handOver(await loadInitialModel(job));
+  const initial = await loadInitialModel(job);
 
   const settings: SiteSettings = opts.python !== undefined ? { python: opts.python } : {};
   const hub = new InMemoryHub();

@@ -7,6 +7,7 @@
  */
 import { join } from 'node:path';
 import type { FLModelInfo } from '../core/fl-model.ts';
+import { ModelRef } from '../core/model-ref.ts';
 import { type ModelSource, dictSource, fileSource } from '../core/model-source.ts';
 import { writeStreamToFile } from '../core/safetensors.ts';
 import type { TensorDict } from '../core/tensor.ts';
@@ -15,8 +16,8 @@ import type { Workflow, WorkflowContext } from './workflow.ts';
 
 export interface CrossSiteEvalOptions {
   minClients: number;
-  /** the server's model, evaluated as "server": tensors, or a safetensors file */
-  globalModel?: TensorDict | string;
+  /** the server's model, evaluated as "server": tensors, a safetensors file, or a ModelRef */
+  globalModel?: TensorDict | string | ModelRef;
   taskTimeoutMs?: number;
   siteWaitMs?: number;
 }
@@ -34,7 +35,8 @@ export class CrossSiteEval implements Workflow {
     const info = (round = 0): FLModelInfo => ({ paramsType: 'FULL', metrics: {}, meta: {}, currentRound: round, totalRounds: 1 });
     const models = new Map<string, ModelSource>();
     const g = this.opts.globalModel;
-    if (g !== undefined) models.set('server', typeof g === 'string' ? await fileSource(g) : dictSource(g));
+    if (g !== undefined)
+      models.set('server', g instanceof ModelRef ? await g.source() : typeof g === 'string' ? await fileSource(g) : dictSource(g));
     const timeout = this.opts.taskTimeoutMs !== undefined ? { timeoutMs: this.opts.taskTimeoutMs } : {};
     const matrix: EvalMatrix = {};
 

@@ -8,3 +8,4 @@ export * from './run-job.ts';
 export * from './strategy.ts';
 export * from './fedopt.ts';
 export * from './scaffold.ts';
+export * from './registry.ts';

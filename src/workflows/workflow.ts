@@ -1,5 +1,7 @@
 /** What a server-side workflow is given and what it reports. */
 import { z } from 'zod';
+import type { ModelRef } from '../core/model-ref.ts';
+import type { TensorDict } from '../core/tensor.ts';
 import type { Controller } from '../runtime/controller.ts';
 import type { ServerWorkspace } from '../runtime/workspace.ts';
 import type { Logger } from '../util/log.ts';
@@ -53,4 +55,50 @@ export function meanMetrics(perSite: Record<string, Record<string, number>>, wei
   const out: Record<string, number> = {};
   for (const k of Object.keys(sum)) out[k] = w[k]! > 0 ? sum[k]! / w[k]! : sum[k]!;
   return out;
+}
+
+/** What a workflow of a job's chain is created with. */
+export interface WorkflowInput {
+  /** the model the previous workflow produced (the job's initial model for the first); take() it to hold it in memory */
+  model: ModelRef;
+  minClients: number;
+  /** the initial model file's metadata (a model card, a format tag), to keep in every global model saved */
+  metadata: Readonly<Record<string, string>>;
+  /** `--offload`: keep models on disk where the workflow can */
+  offload: boolean;
+  /** 0-based position in the job's chain */
+  index: number;
+  /** the job folder, for a workflow that reads files of its own */
+  jobDir: string;
+}
+
+/** What a workflow of a chain reports: the model it leaves to the next one (none: the input passes on), its rounds, any results. */
+export interface WorkflowOutcome {
+  model?: ModelRef | TensorDict;
+  rounds?: RoundSummary[];
+  /** cross-site evaluation's matrix (summary.json `crossSite`) */
+  crossSite?: unknown;
+}
+
+export interface ChainWorkflow {
+  run(ctx: WorkflowContext): Promise<WorkflowOutcome>;
+}
+
+/**
+ * A workflow as the registry holds it: `schema` validates its settings from job.yaml (for a
+ * job's own module, the entry's `args`), `create` builds it for one run.
+ */
+export interface WorkflowDefinition<Args = unknown> {
+  readonly name: string;
+  readonly schema: z.ZodType<Args>;
+  create(args: Args, input: WorkflowInput): ChainWorkflow | Promise<ChainWorkflow>;
+}
+
+/** Types a workflow definition from its schema (the export of a job's workflow module). */
+export function defineWorkflow<S extends z.ZodType>(def: {
+  name: string;
+  schema: S;
+  create(args: z.output<S>, input: WorkflowInput): ChainWorkflow | Promise<ChainWorkflow>;
+}): WorkflowDefinition<z.output<S>> {
+  return def as WorkflowDefinition<z.output<S>>;
 }

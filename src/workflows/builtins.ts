@@ -1,0 +1,100 @@
+/**
+ * The built-in workflows as registry entries: each names its job.yaml schema (src/runtime/job-config.ts)
+ * and builds its workflow from the validated settings and the model the chain hands it.
+ */
+import { ModelRef } from '../core/model-ref.ts';
+import {
+  CrossSiteEvalSpecSchema,
+  CyclicSpecSchema,
+  FedAvgSpecSchema,
+  FedOptSpecSchema,
+  ScaffoldSpecSchema,
+} from '../runtime/job-config.ts';
+import type { z } from 'zod';
+import { CrossSiteEval } from './cross-site-eval.ts';
+import { Cyclic } from './cyclic.ts';
+import { OffloadedFedAvg } from './fedavg-offload.ts';
+import { FedOpt } from './fedopt.ts';
+import { Scaffold } from './scaffold.ts';
+import { StrategyWorkflow, fedAvgStrategy } from './strategy.ts';
+import { type ChainWorkflow, type WorkflowDefinition, type WorkflowInput, defineWorkflow } from './workflow.ts';
+
+type Broadcasting = z.output<typeof FedAvgSpecSchema> | z.output<typeof FedOptSpecSchema> | z.output<typeof ScaffoldSpecSchema>;
+
+/** FedAvg, FedOpt and SCAFFOLD: one round loop, the server step and the aggregator chosen by the settings. */
+async function createBroadcasting(w: Broadcasting, input: WorkflowInput): Promise<ChainWorkflow> {
+  const common = {
+    rounds: w.rounds,
+    minClients: input.minClients,
+    metadata: input.metadata,
+    ...(w.roundTimeoutSeconds !== undefined && { roundTimeoutMs: w.roundTimeoutSeconds * 1000 }),
+    ...(w.waitAfterMinSeconds !== undefined && { waitAfterMinMs: w.waitAfterMinSeconds * 1000 }),
+    ...(w.sampling && { sampling: w.sampling }),
+    ...(w.proxMu !== undefined && { proxMu: w.proxMu }),
+  };
+  const robust = w.type !== 'scaffold' && w.aggregation.rule !== 'mean';
+  if (robust && input.offload)
+    throw new Error(
+      `workflow ${w.type}: aggregation ${w.aggregation.rule} keeps the global model in memory and cannot run with --offload; drop --offload or use aggregation: {rule: mean}`,
+    );
+  if (w.type !== 'scaffold' && (w.offload || input.offload) && !robust) {
+    const optimizer = w.type === 'fedopt' ? { optimizer: w.optimizer } : {};
+    // a file stays a file (streamed from disk each round); tensors are written to one first
+    const initialModel = input.model.path ?? (await input.model.take());
+    const wf = new OffloadedFedAvg({ ...common, ...optimizer, initialModel });
+    return {
+      run: async (ctx) => {
+        const r = await wf.run(ctx);
+        return { model: await ModelRef.file(r.modelPath), rounds: r.rounds };
+      },
+    };
+  }
+  const opts = { ...common, initialModel: await input.model.take(), ...(w.type !== 'scaffold' && { aggregation: w.aggregation }) };
+  const wf =
+    w.type === 'scaffold'
+      ? new Scaffold(opts)
+      : w.type === 'fedopt'
+        ? new FedOpt({ ...opts, optimizer: w.optimizer })
+        : new StrategyWorkflow(opts, fedAvgStrategy);
+  return {
+    run: async (ctx) => {
+      const r = await wf.run(ctx);
+      return { model: r.model, rounds: r.rounds };
+    },
+  };
+}
+
+export const BUILTIN_WORKFLOWS: readonly WorkflowDefinition<never>[] = [
+  defineWorkflow({ name: 'fedavg', schema: FedAvgSpecSchema, create: createBroadcasting }),
+  defineWorkflow({ name: 'fedopt', schema: FedOptSpecSchema, create: createBroadcasting }),
+  defineWorkflow({ name: 'scaffold', schema: ScaffoldSpecSchema, create: createBroadcasting }),
+  defineWorkflow({
+    name: 'cyclic',
+    schema: CyclicSpecSchema,
+    async create(w, input) {
+      const cyclic = new Cyclic({
+        rounds: w.rounds,
+        minClients: input.minClients,
+        metadata: input.metadata,
+        initialModel: await input.model.take(),
+        ...(w.order && { order: w.order }),
+        onSiteFailure: w.onSiteFailure,
+        ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
+      });
+      return { run: async (ctx) => cyclic.run(ctx) };
+    },
+  }),
+  defineWorkflow({
+    name: 'cross_site_eval',
+    schema: CrossSiteEvalSpecSchema,
+    create(w, input) {
+      const evaluation = new CrossSiteEval({
+        minClients: input.minClients,
+        ...(w.includeGlobal && { globalModel: input.model }),
+        ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
+      });
+      // the model passes on unchanged
+      return { run: async (ctx) => ({ crossSite: (await evaluation.run(ctx)).matrix }) };
+    },
+  }),
+] as unknown as WorkflowDefinition<never>[];
