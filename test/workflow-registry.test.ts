@@ -13,7 +13,7 @@ import { streamToDict } from '../src/core/tensor-stream.ts';
 import { f32 } from '../src/core/tensor.ts';
 import { simulate } from '../src/simulator/simulator.ts';
 import { registeredWorkflows } from '../src/workflows/registry.ts';
-import { freePortPair, repo } from './helpers/federation.ts';
+import { freePortPair, repo, tinyJob } from './helpers/federation.ts';
 
 const example = join(repo, 'examples/custom-workflow');
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-registry-'));
@@ -122,4 +122,39 @@ test("the same custom workflow runs through a POC deployment (server process loa
   } finally {
     run('poc', 'stop', '-w', ws);
   }
+});
+
+test('chained workflows keep separate checkpoints: cyclic then fedavg under server/<index>-<type>/round-<r>/', async () => {
+  const dir = tinyJob(join(tmp, 'chain'), { rounds: 2 });
+  writeFileSync(
+    join(dir, 'job.yaml'),
+    readFileSync(join(dir, 'job.yaml'), 'utf8').replace(
+      '  - type: fedavg\n    rounds: 2\n',
+      '  - type: cyclic\n    rounds: 2\n  - type: fedavg\n    rounds: 2\n',
+    ),
+  );
+  const work = join(tmp, 'chain-ws');
+  const r = await simulate({ jobDir: dir, clients: 2, threads: 0, workspace: work });
+  assert.deepEqual(
+    r.rounds.map((x) => `${x.workflow}:${x.round}`),
+    ['0-cyclic:0', '0-cyclic:1', '1-fedavg:0', '1-fedavg:1'],
+  );
+  const server = join(work, 'server');
+  assert.ok(!existsSync(join(server, 'round-0')), 'no checkpoint outside the workflows’ folders');
+  const byWorkflow: Record<string, number[]> = {};
+  for (const [label, type] of [
+    ['0-cyclic', 'cyclic'],
+    ['1-fedavg', 'fedavg'],
+  ] as const)
+    for (const round of [0, 1]) {
+      const saved = await readSafetensors(join(server, label, `round-${round}`, 'global_model.safetensors'));
+      assert.equal(saved.metadata.workflow, type);
+      assert.equal(saved.metadata.round, String(round));
+      (byWorkflow[label] ??= []).push((saved.tensors.get('w')!.data as Float32Array)[0]!);
+    }
+  // cyclic's last model is what fedavg starts from; each keeps its own rounds
+  assert.notDeepEqual(byWorkflow['0-cyclic'], byWorkflow['1-fedavg']);
+  const latest = await readSafetensors(join(server, 'global_model.safetensors'));
+  assert.deepEqual(latest.tensors.get('w')!.data, r.model!.get('w')!.data);
+  assert.equal(latest.metadata.workflow, 'fedavg');
 });

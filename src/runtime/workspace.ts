@@ -5,22 +5,38 @@
  *   <dir>/server/global_model.safetensors      (latest)
  *   <dir>/server/metrics.jsonl                 (one object per line)
  *   <dir>/server/summary.json
+ * A job of several workflows keeps each one's checkpoints apart (forWorkflow):
+ *   <dir>/server/<index>-<type>/round-<r>/global_model.safetensors
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { writeSafetensors } from '../core/safetensors.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 
 export class ServerWorkspace {
   readonly serverDir: string;
-  constructor(readonly root: string) {
+  /** where round folders go: serverDir, or a workflow's folder under it */
+  private readonly roundsDir: string;
+  constructor(
+    readonly root: string,
+    workflowLabel?: string,
+  ) {
     this.serverDir = join(root, 'server');
-    mkdirSync(this.serverDir, { recursive: true });
+    this.roundsDir = workflowLabel === undefined ? this.serverDir : join(this.serverDir, workflowLabel);
+    mkdirSync(this.roundsDir, { recursive: true });
+  }
+
+  /**
+   * The same workspace with round checkpoints under `server/<label>/` (label "<index>-<type>"), so
+   * chained workflows (cyclic, then fedavg) do not overwrite each other's round-<r> files.
+   */
+  forWorkflow(label: string): ServerWorkspace {
+    return new ServerWorkspace(this.root, label);
   }
 
   roundModelPath(round: number): string {
-    return join(this.serverDir, `round-${round}`, 'global_model.safetensors');
+    return join(this.roundsDir, `round-${round}`, 'global_model.safetensors');
   }
 
   get globalModelPath(): string {
@@ -29,7 +45,7 @@ export class ServerWorkspace {
 
   async saveGlobalModel(round: number, model: TensorDict, metadata: Record<string, string> = {}): Promise<void> {
     const meta = { ...metadata, round: String(round) };
-    mkdirSync(join(this.serverDir, `round-${round}`), { recursive: true });
+    mkdirSync(dirname(this.roundModelPath(round)), { recursive: true });
     await writeSafetensors(this.roundModelPath(round), model, meta);
     await writeSafetensors(this.globalModelPath, model, meta);
   }

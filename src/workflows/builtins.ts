@@ -2,7 +2,6 @@
  * The built-in workflows as registry entries: each names its job.yaml schema (src/runtime/job-config.ts)
  * and builds its workflow from the validated settings and the model the chain hands it.
  */
-import { ModelRef } from '../core/model-ref.ts';
 import {
   CrossSiteEvalSpecSchema,
   CyclicSpecSchema,
@@ -13,10 +12,9 @@ import {
 import type { z } from 'zod';
 import { CrossSiteEval } from './cross-site-eval.ts';
 import { Cyclic } from './cyclic.ts';
-import { OffloadedFedAvg } from './fedavg-offload.ts';
+import { FedAvg } from './fedavg.ts';
 import { FedOpt } from './fedopt.ts';
 import { Scaffold } from './scaffold.ts';
-import { StrategyWorkflow, fedAvgStrategy } from './strategy.ts';
 import { type ChainWorkflow, type WorkflowDefinition, type WorkflowInput, defineWorkflow } from './workflow.ts';
 
 type Broadcasting = z.output<typeof FedAvgSpecSchema> | z.output<typeof FedOptSpecSchema> | z.output<typeof ScaffoldSpecSchema>;
@@ -37,31 +35,13 @@ async function createBroadcasting(w: Broadcasting, input: WorkflowInput): Promis
     throw new Error(
       `workflow ${w.type}: aggregation ${w.aggregation.rule} keeps the global model in memory and cannot run with --offload; drop --offload or use aggregation: {rule: mean}`,
     );
-  if (w.type !== 'scaffold' && (w.offload || input.offload) && !robust) {
-    const optimizer = w.type === 'fedopt' ? { optimizer: w.optimizer } : {};
-    // a file stays a file (streamed from disk each round); tensors are written to one first
-    const initialModel = input.model.path ?? (await input.model.take());
-    const wf = new OffloadedFedAvg({ ...common, ...optimizer, initialModel });
-    return {
-      run: async (ctx) => {
-        const r = await wf.run(ctx);
-        return { model: await ModelRef.file(r.modelPath), rounds: r.rounds };
-      },
-    };
-  }
-  const opts = { ...common, initialModel: await input.model.take(), ...(w.type !== 'scaffold' && { aggregation: w.aggregation }) };
+  const offload = w.type !== 'scaffold' && (w.offload || input.offload) && !robust;
+  // offloaded, a file stays a file (streamed from disk each round); in memory, the tensors are taken
+  const initialModel = offload && input.model.onDisk ? input.model : await input.model.take();
+  const opts = { ...common, initialModel, offload, ...(w.type !== 'scaffold' && { aggregation: w.aggregation }) };
   const wf =
-    w.type === 'scaffold'
-      ? new Scaffold(opts)
-      : w.type === 'fedopt'
-        ? new FedOpt({ ...opts, optimizer: w.optimizer })
-        : new StrategyWorkflow(opts, fedAvgStrategy);
-  return {
-    run: async (ctx) => {
-      const r = await wf.run(ctx);
-      return { model: r.model, rounds: r.rounds };
-    },
-  };
+    w.type === 'scaffold' ? new Scaffold(opts) : w.type === 'fedopt' ? new FedOpt({ ...opts, optimizer: w.optimizer }) : new FedAvg(opts);
+  return { run: (ctx) => wf.runRef(ctx) };
 }
 
 export const BUILTIN_WORKFLOWS: readonly WorkflowDefinition<never>[] = [

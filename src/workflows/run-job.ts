@@ -37,7 +37,8 @@ export async function runWorkflows(job: Job, initial: ModelRef, ctx: WorkflowCon
   for (let index = 0; index < chain.length; index++) {
     const { definition, args, label } = await resolveWorkflow(job, index);
     const wf = await definition.create(args, { model, minClients: job.config.minClients, metadata, offload, index, jobDir: job.dir });
-    const r = await wf.run(ctx);
+    // in a chain, each workflow's round checkpoints go to server/<index>-<type>/round-<r>/
+    const r = await wf.run(chain.length > 1 ? { ...ctx, workspace: ctx.workspace.forWorkflow(label) } : ctx);
     if (r.model) model = r.model instanceof Map ? Ref.memory(r.model) : r.model;
     for (const s of r.rounds ?? []) rounds.push(chain.length > 1 ? { ...s, workflow: label } : s);
     if (r.crossSite !== undefined) crossSite = r.crossSite;
