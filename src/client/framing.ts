@@ -352,10 +352,16 @@ export class FrameReader<T extends ControlMessage> {
         yield c;
       }
     }.call(this);
-    const stream = await decodeStream(aligned(chunks));
-    const declared = stream.layout.dataStart + stream.layout.dataBytes;
-    // check before streamToDict allocates what the header declares
-    if (declared !== total) throw new FrameError(`${what} is ${total} bytes, but its safetensors header declares ${declared}`);
-    return streamToDict(stream);
+    try {
+      const stream = await decodeStream(aligned(chunks));
+      const declared = stream.layout.dataStart + stream.layout.dataBytes;
+      // check before streamToDict allocates what the header declares
+      if (declared !== total) throw new FrameError(`${what} is ${total} bytes, but its safetensors header declares ${declared}`);
+      return await streamToDict(stream);
+    } catch (e) {
+      // a malformed payload is a malformed frame: callers handle one error class
+      if (e instanceof FrameError) throw e;
+      throw new FrameError(`${what}: ${(e as Error).message}`);
+    }
   }
 }

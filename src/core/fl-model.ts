@@ -5,9 +5,33 @@ import type { TensorDict } from './tensor.ts';
 export type ParamsType = 'FULL' | 'DIFF';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };
-export const JsonValueSchema: z.ZodType<JsonValue> = z.lazy(() =>
-  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValueSchema), z.record(z.string(), JsonValueSchema)]),
-);
+/** Deepest nesting a JSON value may have: deeper values are refused (a recursive validator would overflow the stack). */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether `v` is plain JSON (finite numbers, arrays, plain objects) at most MAX_JSON_DEPTH deep: iterative, for any input. */
+function isJsonValue(v: unknown): boolean {
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length > 0) {
+    const [x, depth] = stack.pop()!;
+    if (x === null || typeof x === 'string' || typeof x === 'boolean') continue;
+    if (typeof x === 'number') {
+      if (!Number.isFinite(x)) return false;
+      continue;
+    }
+    if (typeof x !== 'object' || depth >= MAX_JSON_DEPTH) return false;
+    if (Array.isArray(x)) for (const y of x as unknown[]) stack.push([y, depth + 1]);
+    else {
+      const proto = Object.getPrototypeOf(x) as unknown;
+      if (proto !== Object.prototype && proto !== null) return false;
+      for (const y of Object.values(x)) stack.push([y, depth + 1]);
+    }
+  }
+  return true;
+}
+
+export const JsonValueSchema: z.ZodType<JsonValue> = z.custom<JsonValue>(isJsonValue, {
+  error: `must be a JSON value (finite numbers, at most ${MAX_JSON_DEPTH} levels deep)`,
+});
 
 /**
  * What a workflow and a trainer exchange, modelled on NVFlare's FLModel.

@@ -101,18 +101,20 @@ export function dictToStream(dict: TensorDict, opts: { chunkBytes?: number; meta
 /** Materializes a stream (for trainers that want arrays). Checks every tensor arrives whole. */
 export async function streamToDict(stream: TensorStream): Promise<TensorDict> {
   const out: TensorDict = new Map();
-  const buffers = stream.header.tensors.map((t) => new Uint8Array(byteLengthOf(t.dtype, t.shape)));
-  const filled = new Array<number>(buffers.length).fill(0);
+  const sizes = stream.header.tensors.map((t) => byteLengthOf(t.dtype, t.shape));
+  // each tensor's buffer is allocated when its first bytes arrive: a header that declares more than
+  // is ever sent costs at most one tensor, not the whole declared model
+  const buffers: (Uint8Array | undefined)[] = sizes.map(() => undefined);
+  const filled = new Array<number>(sizes.length).fill(0);
   for await (const p of stream.pieces()) {
-    const buf = buffers[p.index];
-    if (!buf || p.offset !== filled[p.index]) throw new Error(`tensor stream out of order at "${p.name}" offset ${p.offset}`);
+    if (p.index >= sizes.length || p.offset !== filled[p.index]) throw new Error(`tensor stream out of order at "${p.name}" offset ${p.offset}`);
+    const buf = (buffers[p.index] ??= new Uint8Array(sizes[p.index]!));
     buf.set(p.bytes, p.offset);
     filled[p.index]! += p.bytes.byteLength;
   }
   stream.header.tensors.forEach((t, i) => {
-    if (filled[i] !== buffers[i]!.byteLength)
-      throw new Error(`tensor "${t.name}" incomplete: ${filled[i]} of ${buffers[i]!.byteLength} bytes`);
-    out.set(t.name, { dtype: t.dtype, shape: [...t.shape], data: viewAs(t.dtype, buffers[i]!) });
+    if (filled[i] !== sizes[i]) throw new Error(`tensor "${t.name}" incomplete: ${filled[i]} of ${sizes[i]} bytes`);
+    out.set(t.name, { dtype: t.dtype, shape: [...t.shape], data: viewAs(t.dtype, buffers[i] ?? new Uint8Array(0)) });
   });
   return out;
 }

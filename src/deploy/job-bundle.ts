@@ -31,7 +31,9 @@ const SafePath = z
   .refine(
     (p) => !p.startsWith('/') && !p.includes('\\') && !p.includes('\0') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..'),
     'must be a relative path inside the job folder (no "..", no absolute paths)',
-  );
+  )
+  // a file system refuses longer names (ENAMETOOLONG): refused here, as a bundle error naming the file
+  .refine((p) => p.split('/').every((s) => Buffer.byteLength(s) <= 255), 'has a file or folder name longer than 255 bytes');
 
 const BundleSchema = z.strictObject({
   files: z
