@@ -96,10 +96,13 @@ function runChild(name: string): Promise<Progress> {
     let watchdog = setTimeout(() => undefined, 0);
     const arm = (): void => {
       clearTimeout(watchdog);
-      watchdog = setTimeout(() => {
-        stalled = true;
-        c.kill('SIGKILL');
-      }, Number(opts.stall) * 1000);
+      watchdog = setTimeout(
+        () => {
+          stalled = true;
+          c.kill('SIGKILL');
+        },
+        Number(opts.stall) * 1000,
+      );
     };
     arm();
     c.stdout.setEncoding('utf8').on('data', (d: string) => {

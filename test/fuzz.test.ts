@@ -8,7 +8,7 @@ import { TARGETS, cleanupFuzz, jsonText, mutateBytes, mutateJson, runCase } from
 
 after(cleanupFuzz);
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
+const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 
 for (const t of TARGETS) {
   test(`fuzz ${t.name}: no crash but its typed error`, async () => {

@@ -107,7 +107,8 @@ export async function streamToDict(stream: TensorStream): Promise<TensorDict> {
   const buffers: (Uint8Array | undefined)[] = sizes.map(() => undefined);
   const filled = new Array<number>(sizes.length).fill(0);
   for await (const p of stream.pieces()) {
-    if (p.index >= sizes.length || p.offset !== filled[p.index]) throw new Error(`tensor stream out of order at "${p.name}" offset ${p.offset}`);
+    if (p.index >= sizes.length || p.offset !== filled[p.index])
+      throw new Error(`tensor stream out of order at "${p.name}" offset ${p.offset}`);
     const buf = (buffers[p.index] ??= new Uint8Array(sizes[p.index]!));
     buf.set(p.bytes, p.offset);
     filled[p.index]! += p.bytes.byteLength;

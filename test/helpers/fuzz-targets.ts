@@ -42,7 +42,22 @@ export interface FuzzTarget {
 // ---- mutations -------------------------------------------------------------------------------
 
 /** Lengths and counts that break parsers: zero, one, the sign bits, the limits and just past them. */
-const INTERESTING = [0, 1, 7, 8, 0x7f, 0x80, 0xff, 0x7fff, 0xffff, 0x7fffffff, 0x80000000, 0xffffffff, MAX_FRAME_BYTES, MAX_FRAME_BYTES + 1];
+const INTERESTING = [
+  0,
+  1,
+  7,
+  8,
+  0x7f,
+  0x80,
+  0xff,
+  0x7fff,
+  0xffff,
+  0x7fffffff,
+  0x80000000,
+  0xffffffff,
+  MAX_FRAME_BYTES,
+  MAX_FRAME_BYTES + 1,
+];
 
 type ByteOp =
   | { op: 'flip'; at: number; bit: number }
@@ -59,7 +74,12 @@ const byteOp: fc.Arbitrary<ByteOp> = fc.oneof(
   fc.record({ op: fc.constant('flip' as const), at, bit: fc.integer({ min: 0, max: 7 }) }),
   fc.record({ op: fc.constant('set' as const), at, value: fc.oneof(fc.constantFrom(0, 0xff, 0x7f, 0x80, 0x22, 0x5c, 0x7b), fc.nat(255)) }),
   fc.record({ op: fc.constant('u32' as const), at, value: fc.oneof(fc.constantFrom(...INTERESTING), fc.nat()) }),
-  fc.record({ op: fc.constant('u64' as const), at, hi: fc.constantFrom(0, 1, 0x1fffff, 0x200000, 0xffffffff), lo: fc.constantFrom(...INTERESTING) }),
+  fc.record({
+    op: fc.constant('u64' as const),
+    at,
+    hi: fc.constantFrom(0, 1, 0x1fffff, 0x200000, 0xffffffff),
+    lo: fc.constantFrom(...INTERESTING),
+  }),
   fc.record({ op: fc.constant('insert' as const), at, bytes: fc.uint8Array({ minLength: 1, maxLength: 32 }) }),
   fc.record({ op: fc.constant('delete' as const), at, n: fc.integer({ min: 1, max: 64 }) }),
   fc.record({ op: fc.constant('repeat' as const), at, n: fc.integer({ min: 1, max: 32 }), times: fc.integer({ min: 2, max: 64 }) }),
@@ -125,7 +145,24 @@ type JsonOp =
 
 const oddValue = fc.oneof(
   fc.jsonValue({ maxDepth: 2 }),
-  fc.constantFrom(-1, 0, 1.5, 2 ** 53, -(2 ** 53), 1e308, -0, 0xffffffff, 0x100000000, '', '..', '../../etc/passwd', '/abs', 'a\\b', '\u0000', '__proto__'),
+  fc.constantFrom(
+    -1,
+    0,
+    1.5,
+    2 ** 53,
+    -(2 ** 53),
+    1e308,
+    -0,
+    0xffffffff,
+    0x100000000,
+    '',
+    '..',
+    '../../etc/passwd',
+    '/abs',
+    'a\\b',
+    '\u0000',
+    '__proto__',
+  ),
   fc.string({ unit: 'binary', maxLength: 40 }),
 );
 const jsonOp: fc.Arbitrary<JsonOp> = fc.oneof(
@@ -141,7 +178,10 @@ const jsonOp: fc.Arbitrary<JsonOp> = fc.oneof(
     }),
   },
   // nesting deep enough to overflow a recursive validator's stack
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('deep' as const), at, depth: fc.constantFrom(65, 200, 5_000), array: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ op: fc.constant('deep' as const), at, depth: fc.constantFrom(65, 200, 5_000), array: fc.boolean() }),
+  },
 );
 
 const DEEP = '\u0000deep:';
@@ -278,7 +318,13 @@ const wireItem: fc.Arbitrary<WireItem> = fc.oneof(
 );
 const frameBytes = fc.array(wireItem, { minLength: 1, maxLength: 5 }).map((fs) => Buffer.concat(fs.flatMap((f) => encodeFrame(f))));
 
-const info = { paramsType: 'FULL', metrics: { loss: 0.5 }, meta: { NUM_STEPS_CURRENT_ROUND: 10, note: ['x', { y: 1 }] }, currentRound: 2, totalRounds: 5 };
+const info = {
+  paramsType: 'FULL',
+  metrics: { loss: 0.5 },
+  meta: { NUM_STEPS_CURRENT_ROUND: 10, note: ['x', { y: 1 }] },
+  currentRound: 2,
+  totalRounds: 5,
+};
 const channelSeeds = [
   { channel: { type: 'resume', control: 3, streams: [{ id: 1, received: 10, consumed: 5, state: 'open' }] } },
   { channel: { type: 'cack', control: 7 } },
@@ -334,13 +380,13 @@ const exSeedsTo = await encodeExFrames([
 /** Valid frame sequences: any slice of whole frames of the seed streams. */
 function exFrames(seed: Buffer): fc.Arbitrary<Uint8Array> {
   const bounds: number[] = [0];
-  for (let off = 0; off < seed.byteLength; ) {
+  for (let off = 0; off < seed.byteLength;) {
     off += 16 + seed.readUInt32LE(off + 4) + Number(seed.readBigUInt64LE(off + 8));
     bounds.push(off);
   }
   return fc
     .tuple(fc.nat(bounds.length - 2), fc.nat(bounds.length - 1))
-    .map(([a, b]) => seed.subarray(bounds[Math.min(a, b)]!, bounds[Math.max(a + 1, b)]!));
+    .map(([a, b]) => seed.subarray(bounds[Math.min(a, b)], bounds[Math.max(a + 1, b)]));
 }
 
 const jobConfig = {
@@ -410,17 +456,34 @@ const bundlePath = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom('job.json', 'model.ts', 'trainer.ts', 'lib/util.ts', 'data/a.bin') },
   {
     weight: 2,
-    arbitrary: fc.constantFrom('../escape', '/etc/passwd', 'a/../../escape', 'a/./b', 'a//b', 'a\\..\\b', 'x\u0000y', '.', '..', '', `${'n'.repeat(300)}`, `a/${'d/'.repeat(300)}f`),
+    arbitrary: fc.constantFrom(
+      '../escape',
+      '/etc/passwd',
+      'a/../../escape',
+      'a/./b',
+      'a//b',
+      'a\\..\\b',
+      'x\u0000y',
+      '.',
+      '..',
+      '',
+      `${'n'.repeat(300)}`,
+      `a/${'d/'.repeat(300)}f`,
+    ),
   },
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 20 }) },
 );
 const bundle = fc
   .tuple(
-    fc.array(fc.record({ path: bundlePath, data: fc.oneof(fc.constant(JSON.stringify(jobConfig)), fc.string({ maxLength: 40 })) }), { maxLength: 6 }),
+    fc.array(fc.record({ path: bundlePath, data: fc.oneof(fc.constant(JSON.stringify(jobConfig)), fc.string({ maxLength: 40 })) }), {
+      maxLength: 6,
+    }),
     fc.array(jsonOp, { maxLength: 2 }),
   )
   .map(([files, ops]) => ({ files: files.map((f) => ({ path: f.path, base64: Buffer.from(f.data).toString('base64') })), ops }))
-  .map(({ files, ops }) => mutateJson({ files: [{ path: 'job.json', base64: Buffer.from(JSON.stringify(jobConfig)).toString('base64') }, ...files] }, ops));
+  .map(({ files, ops }) =>
+    mutateJson({ files: [{ path: 'job.json', base64: Buffer.from(JSON.stringify(jobConfig)).toString('base64') }, ...files] }, ops),
+  );
 
 /** A job folder to pack: files, folders and symbolic links pointing inside, outside or nowhere. */
 const packTree = fc.array(
@@ -515,20 +578,25 @@ export const TARGETS: readonly FuzzTarget[] = [
   {
     name: 'job-bundle-unpack',
     accepts: [BundleError, JobConfigError],
-    arbitrary: fc.oneof({ weight: 4, arbitrary: bundle.map((v) => Buffer.from(jsonText(v))) }, { weight: 1, arbitrary: mutatedBytes(fc.constant(Buffer.from(JSON.stringify({ files: [] })))) }),
+    arbitrary: fc.oneof(
+      { weight: 4, arbitrary: bundle.map((v) => Buffer.from(jsonText(v))) },
+      { weight: 1, arbitrary: mutatedBytes(fc.constant(Buffer.from(JSON.stringify({ files: [] })))) },
+    ),
     async run(input) {
       const root = join(dir(), 'unpack');
       rmSync(root, { recursive: true, force: true });
       mkdirSync(root);
       const dest = join(root, 'jobs', 'job');
+      let refused: Error | null = null;
       try {
         unpackJob(input as Buffer, dest, 4096);
-      } finally {
-        // nothing lands outside dest, and only regular files inside it
-        const all = listTree(root);
-        const outside = all.filter((p) => !p.startsWith(join('jobs', 'job') + '/'));
-        if (outside.length > 0) throw new Error(`unpacking wrote outside the job folder: ${outside.join(', ')}`);
+      } catch (e) {
+        refused = e as Error;
       }
+      // accepted or refused: nothing lands outside dest, and only regular files inside it
+      const outside = listTree(root).filter((p) => !p.startsWith(join('jobs', 'job') + '/'));
+      if (outside.length > 0) throw new Error(`unpacking wrote outside the job folder: ${outside.join(', ')}`);
+      if (refused !== null) throw refused;
     },
   },
   {
@@ -555,7 +623,8 @@ export const TARGETS: readonly FuzzTarget[] = [
         else symlinkSync(p, p);
       }
       const packed = JSON.parse(Buffer.from(packJob(job, { followLinks })).toString('utf8')) as { files: { base64: string }[] };
-      if (packed.files.some((f) => Buffer.from(f.base64, 'base64').toString() === 'outside')) throw new Error('a file outside the job folder was packed');
+      if (packed.files.some((f) => Buffer.from(f.base64, 'base64').toString() === 'outside'))
+        throw new Error('a file outside the job folder was packed');
     },
   },
   {
