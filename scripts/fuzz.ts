@@ -94,17 +94,18 @@ function runChild(name: string): Promise<Progress> {
     let buf = '';
     let stalled = false;
     let watchdog = setTimeout(() => undefined, 0);
-    const arm = (): void => {
+    const arm = (factor = 1): void => {
       clearTimeout(watchdog);
       watchdog = setTimeout(
         () => {
           stalled = true;
           c.kill('SIGKILL');
         },
-        Number(opts.stall) * 1000,
+        Number(opts.stall) * 1000 * factor,
       );
     };
-    arm();
+    // starting up (tsx compiling the sources) on a busy machine takes longer than any case
+    arm(5);
     c.stdout.setEncoding('utf8').on('data', (d: string) => {
       buf += d;
       for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
