@@ -5,7 +5,8 @@
  *   <dir>/server/global_model.safetensors      (latest)
  *   <dir>/server/metrics.jsonl                 (one object per line)
  *   <dir>/server/summary.json
- * A job of several workflows keeps each one's checkpoints apart (forWorkflow):
+ * A job of several round-writing workflows (cyclic then fedavg; cross-site evaluation writes none)
+ * keeps each one's checkpoints apart (forWorkflow):
  *   <dir>/server/<index>-<type>/round-<r>/global_model.safetensors
  */
 import { appendFileSync, mkdirSync } from 'node:fs';

@@ -34,13 +34,15 @@ export async function runWorkflows(job: Job, initial: ModelRef, ctx: WorkflowCon
   const rounds: RoundSummary[] = [];
   let crossSite: unknown;
   const chain = job.config.workflows;
+  // cross-site evaluation writes no round checkpoints: fedavg then cross_site_eval keeps server/round-<r>/
+  const separate = chain.filter((w) => w.type !== 'cross_site_eval').length > 1;
   for (let index = 0; index < chain.length; index++) {
     const { definition, args, label } = await resolveWorkflow(job, index);
     const wf = await definition.create(args, { model, minClients: job.config.minClients, metadata, offload, index, jobDir: job.dir });
-    // in a chain, each workflow's round checkpoints go to server/<index>-<type>/round-<r>/
-    const r = await wf.run(chain.length > 1 ? { ...ctx, workspace: ctx.workspace.forWorkflow(label) } : ctx);
+    // when several workflows write rounds, each one's checkpoints go to server/<index>-<type>/round-<r>/
+    const r = await wf.run(separate ? { ...ctx, workspace: ctx.workspace.forWorkflow(label) } : ctx);
     if (r.model) model = r.model instanceof Map ? Ref.memory(r.model) : r.model;
-    for (const s of r.rounds ?? []) rounds.push(chain.length > 1 ? { ...s, workflow: label } : s);
+    for (const s of r.rounds ?? []) rounds.push(separate ? { ...s, workflow: label } : s);
     if (r.crossSite !== undefined) crossSite = r.crossSite;
   }
   const out = model.onDisk ? { model: null, modelPath: model.path! } : { model: model.released ? null : await model.take() };
