@@ -66,7 +66,9 @@ describe('data plane server: who may connect', () => {
     const link = await dialAs(pems.site, { purpose: 'job', jobId: 'job-1', channelId: 'abcdefgh1234' });
     const mine = accepted.at(-1)!;
     assert.deepEqual(mine.peer, { name: 'site-1', org: 'a', kind: 'client' });
-    assert.deepEqual(mine.info, { purpose: 'job', jobId: 'job-1', channelId: 'abcdefgh1234' });
+    const { remote, ...info } = mine.info;
+    assert.deepEqual(info, { purpose: 'job', jobId: 'job-1', channelId: 'abcdefgh1234' });
+    assert.match(remote ?? '', /^127\.0\.0\.1:\d+$/, 'the connection names where it comes from');
     const big = new Uint8Array(3 << 20).map((_, i) => (i * 7) & 0xff);
     await link.send({ type: 'control', json: '{"hi":1}' });
     await link.send({ type: 'data', stream: 1, bytes: big, last: true, offset: 0, hash: 'ffffffffffffffff' });

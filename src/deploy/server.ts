@@ -16,6 +16,7 @@ import type { ConnectInfo, PeerIdentity } from '../transport/peer.ts';
 import type { TlsLink } from '../transport/tls/link.ts';
 import { TlsDataServer } from '../transport/tls/server.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { lockFolder } from '../util/process-identity.ts';
 import type { SiteEntry } from './admin-commands.ts';
 import { AdminService } from './admin-service.ts';
 import { allowJobImports } from '../runtime/job-imports.ts';
@@ -49,6 +50,8 @@ export class FederationServer {
   /** the data plane: jobs' connections over mutual TLS with the lean framing (null: jobs use gRPC) */
   private readonly data: TlsDataServer | null;
   private readonly log: Logger;
+  /** the workspace's exclusive lock (server.lock): a second server on it would mark this one's running jobs aborted */
+  private readonly lock: { release(): void };
   port = 0;
   /** the data plane's bound port, once started (null without one) */
   dataPort: number | null = null;
@@ -57,10 +60,20 @@ export class FederationServer {
     const ws = resolve(opts.workspace);
     mkdirSync(ws, { recursive: true });
     const log = (this.log = opts.log ?? silentLogger());
+    // taken before the job store is opened: a second server must not touch the first one's jobs
+    const lock = lockFolder(join(ws, 'server.lock'), `the server workspace ${ws}`);
+    this.lock = lock;
+    if (lock.tookOver)
+      log.warn({ holder: lock.tookOver }, `took over the workspace lock of process ${lock.tookOver.pid}, which is no longer running`);
     this.jobsDir = join(ws, 'jobs');
-    mkdirSync(this.jobsDir, { recursive: true });
+    try {
+      mkdirSync(this.jobsDir, { recursive: true });
+      this.store = new JobStore(join(ws, 'jobs.sqlite'));
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
     allowJobImports(this.jobsDir);
-    this.store = new JobStore(join(ws, 'jobs.sqlite'));
     const { kit } = opts;
     this.sessions = new SessionRegistry({
       heartbeatTimeoutSeconds: kit.config.heartbeatTimeoutSeconds,
@@ -117,12 +130,19 @@ export class FederationServer {
     const recovered = this.store.recoverAfterRestart();
     if (recovered.length)
       this.log.warn({ jobs: recovered }, 'jobs that were running when the server stopped are marked ABORTED_BY_RESTART');
-    this.port = await this.grpc.start();
+    try {
+      this.port = await this.grpc.start();
+    } catch (e) {
+      this.store.close();
+      this.lock.release();
+      throw e;
+    }
     try {
       this.dataPort = this.data ? await this.data.start() : null;
     } catch (e) {
       await this.grpc.close(0);
       this.store.close();
+      this.lock.release();
       throw new Error(`${(e as Error).message} (the data plane's port: dataPort in project.yml, or server start --data-port <port|none>)`);
     }
     this.sessions.start();
@@ -139,6 +159,7 @@ export class FederationServer {
     // each job runner records its end before the store closes
     await jobsEnded;
     this.store.close();
+    this.lock.release();
   }
 
   /** Connected sites, in natural order. */
@@ -148,7 +169,7 @@ export class FederationServer {
 
   private onConnect(link: GrpcLink | TlsLink, peer: PeerIdentity, info: ConnectInfo): string | null {
     if (info.purpose === 'session') {
-      this.sessions.connect(link, peer, info.channelId);
+      this.sessions.connect(link, peer, info.channelId, info.remote ?? 'an unknown address');
       return null;
     }
     return this.scheduler.route(link, peer, info);

@@ -17,6 +17,8 @@ interface Session {
   channel: Channel;
   /** the site's name for the session's channel (x-flotilla-channel): a reconnection naming it resumes the session */
   channelId: string | null;
+  /** the session's first connection's address (host:port) */
+  remote: string;
   connectedAt: string;
   lastSeen: number;
   runningJobs: string[];
@@ -97,7 +99,7 @@ export class SessionRegistry {
   }
 
   /** A session call: resumes the site's session when it names its live channel, else serves a new one. */
-  connect(link: Link, peer: PeerIdentity, channelId: string | null): void {
+  connect(link: Link, peer: PeerIdentity, channelId: string | null, remote = 'an unknown address'): void {
     const live = this.sessions.get(peer.name);
     if (channelId !== null && live?.channelId === channelId && !live.channel.isClosed) {
       // the same site's session over a new call: it continues where it stopped
@@ -109,10 +111,10 @@ export class SessionRegistry {
     const resume = channelId !== null ? { timeoutMs: this.timeoutMs, onResumed: () => this.opts.onSitesChanged() } : undefined;
     const onMalformed = (e: MalformedMessageError): void =>
       this.opts.log.warn({ site: peer.name, err: e.detail }, 'malformed session message ignored');
-    void this.serve(new Channel(link, { onMalformed, ...(resume && { resume }) }), peer, channelId);
+    void this.serve(new Channel(link, { onMalformed, ...(resume && { resume }) }), peer, channelId, remote);
   }
 
-  private async serve(channel: Channel, peer: PeerIdentity, channelId: string | null): Promise<void> {
+  private async serve(channel: Channel, peer: PeerIdentity, channelId: string | null, remote: string): Promise<void> {
     const { log } = this.opts;
     let session: Session | null = null;
     const refuse = async (reason: string, what: string): Promise<void> => {
@@ -134,6 +136,15 @@ export class SessionRegistry {
           if (m.site !== peer.name)
             return await refuse(`site name ${m.site} does not match the certificate's common name ${peer.name}`, 'session refused');
           const old = this.sessions.get(peer.name);
+          // a live session of this site means a second process runs with the same kit: refuse the
+          // newcomer, or the two would replace each other's session in a loop. A session whose
+          // connection dropped (resuming) or that went quiet for half the heartbeat timeout is a
+          // restarted site's old one and is replaced.
+          if (old && !old.channel.isDetached && Date.now() - old.lastSeen < this.timeoutMs / 2)
+            return await refuse(
+              `${peer.name} is already connected from ${old.remote} since ${old.connectedAt}: another process runs with this site's kit; stop it (or wait ${this.opts.heartbeatTimeoutSeconds} s after it stopped)`,
+              'second session of a connected site refused',
+            );
           if (old) {
             old.channel.close('replaced by a new session of the same site');
             this.drop(old);
@@ -143,6 +154,7 @@ export class SessionRegistry {
             org: peer.org,
             channel,
             channelId,
+            remote,
             connectedAt: new Date().toISOString(),
             lastSeen: Date.now(),
             runningJobs: [],

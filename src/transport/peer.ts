@@ -22,6 +22,8 @@ export interface ConnectInfo {
    * resumable channel can be handed its new link
    */
   channelId: string | null;
+  /** where the connection comes from (host:port), for messages that name it; absent in memory */
+  remote?: string;
 }
 
 /** How a site (or admin) reaches the server: its address and the credentials of mutual TLS. */

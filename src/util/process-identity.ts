@@ -68,13 +68,14 @@ export class LockedError extends Error {
  * holding this process's identity. A lock file whose process is gone (a crash) is taken over;
  * one whose process is alive is refused with who holds it.
  */
-export function lockFolder(file: string, what: string): { release(): void } {
+export function lockFolder(file: string, what: string): { release(): void; tookOver: LockFile | null } {
   const me = identify(process.pid);
   const content: LockFile = {
     ...(me ?? { pid: process.pid, startTime: '0', cmdline: process.argv.join(' ') }),
     host: hostname(),
     since: new Date().toISOString(),
   };
+  let tookOver: LockFile | null = null;
   for (let attempt = 0; attempt < 3; attempt++) {
     let fd: number;
     try {
@@ -96,6 +97,7 @@ export function lockFolder(file: string, what: string): { release(): void } {
         );
       }
       // the holder is gone (or the file is unreadable): move it aside atomically, then retry O_EXCL
+      tookOver = holder;
       try {
         renameSync(file, `${file}.stale-${process.pid}`);
         rmSync(`${file}.stale-${process.pid}`, { force: true });
@@ -113,7 +115,7 @@ export function lockFolder(file: string, what: string): { release(): void } {
       const h = readHolder(file);
       if (h && h.pid === content.pid && h.startTime === content.startTime) rmSync(file, { force: true });
     };
-    return { release };
+    return { release, tookOver };
   }
   throw new Error(`could not lock ${what} (${file}): another process keeps taking it`);
 }

@@ -156,7 +156,8 @@ export class GrpcServer {
     const channelId = metaString(call.metadata, CONNECT_METADATA.channel);
     if (channelId !== null && !CHANNEL_ID.test(channelId))
       return refuse(grpc.status.INVALID_ARGUMENT, 'metadata x-flotilla-channel must be 8 to 64 letters, digits, "_" or "-"');
-    const refused = this.opts.handlers.onConnect(link, id, { purpose, jobId: purpose === 'job' ? jobId : null, channelId });
+    const remote = call.getPeer().replace(/^ipv[46]:/, '');
+    const refused = this.opts.handlers.onConnect(link, id, { purpose, jobId: purpose === 'job' ? jobId : null, channelId, remote });
     if (refused !== null) {
       link.close(refused, refused);
       this.log.warn({ site: id.name, refused }, 'connection refused');

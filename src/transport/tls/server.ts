@@ -135,6 +135,7 @@ export class TlsDataServer {
           purpose: h.purpose,
           jobId: h.purpose === 'job' ? h.jobId : null,
           channelId: h.channelId,
+          remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
         });
       } catch (e) {
         // a handler's bug ends this connection, never the server
