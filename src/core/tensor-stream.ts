@@ -98,24 +98,41 @@ export function dictToStream(dict: TensorDict, opts: { chunkBytes?: number; meta
   };
 }
 
+/**
+ * Tensors up to this size get their whole buffer when their first byte arrives; larger ones grow
+ * (doubling, capped at the declared size) as bytes arrive, so a header declaring gigabytes that
+ * never come cannot make this side reserve them.
+ */
+const EAGER_TENSOR_BYTES = 64 << 20;
+
 /** Materializes a stream (for trainers that want arrays). Checks every tensor arrives whole. */
 export async function streamToDict(stream: TensorStream): Promise<TensorDict> {
   const out: TensorDict = new Map();
-  const sizes = stream.header.tensors.map((t) => byteLengthOf(t.dtype, t.shape));
-  // each tensor's buffer is allocated when its first bytes arrive: a header that declares more than
-  // is ever sent costs at most one tensor, not the whole declared model
-  const buffers: (Uint8Array | undefined)[] = sizes.map(() => undefined);
-  const filled = new Array<number>(sizes.length).fill(0);
+  const declared = stream.header.tensors.map((t) => byteLengthOf(t.dtype, t.shape));
+  // allocated on each tensor's first piece, never from the header alone
+  const buffers: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(declared.length);
+  const filled = new Array<number>(declared.length).fill(0);
   for await (const p of stream.pieces()) {
-    if (p.index >= sizes.length || p.offset !== filled[p.index])
+    const total = declared[p.index];
+    if (total === undefined || p.offset !== filled[p.index])
       throw new Error(`tensor stream out of order at "${p.name}" offset ${p.offset}`);
-    const buf = (buffers[p.index] ??= new Uint8Array(sizes[p.index]!));
+    const end = p.offset + p.bytes.byteLength;
+    if (end > total) throw new Error(`tensor "${p.name}": ${end} bytes, its header declares ${total}`);
+    let buf = buffers[p.index];
+    if (!buf || buf.byteLength < end) {
+      const grown = new Uint8Array(
+        total <= EAGER_TENSOR_BYTES ? total : Math.min(total, Math.max(EAGER_TENSOR_BYTES, end, 2 * (buf?.byteLength ?? 0))),
+      );
+      if (buf) grown.set(buf.subarray(0, p.offset));
+      buf = buffers[p.index] = grown;
+    }
     buf.set(p.bytes, p.offset);
-    filled[p.index]! += p.bytes.byteLength;
+    filled[p.index] = end;
   }
   stream.header.tensors.forEach((t, i) => {
-    if (filled[i] !== sizes[i]) throw new Error(`tensor "${t.name}" incomplete: ${filled[i]} of ${sizes[i]} bytes`);
-    out.set(t.name, { dtype: t.dtype, shape: [...t.shape], data: viewAs(t.dtype, buffers[i] ?? new Uint8Array(0)) });
+    if (filled[i] !== declared[i]) throw new Error(`tensor "${t.name}" incomplete: ${filled[i]} of ${declared[i]} bytes`);
+    const buf = buffers[i] ?? new Uint8Array(0);
+    out.set(t.name, { dtype: t.dtype, shape: [...t.shape], data: viewAs(t.dtype, buf) });
   });
   return out;
 }

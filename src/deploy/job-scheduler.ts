@@ -203,6 +203,7 @@ export class JobScheduler {
     runtime.start();
     try {
       const job = loadJob(join(dir, 'app'));
+      runtime.limitResults(job.config.maxResultBytes);
       // loaded before anything is deployed: a bad model fails the job at once
       const initial = await loadInitialModel(job);
       rj.bundle = packJob(join(dir, 'app'));

@@ -81,14 +81,24 @@ interface SiteState {
   pending: Map<string, (r: TaskResult) => void>;
   /** when the site last sent anything (a message or payload bytes): its heartbeat */
   lastSeen: number;
+  /** the largest result (encoded bytes) each pending task may return */
+  resultLimits: Map<string, number>;
 }
+
+/** A task's result may be twice the model it was sent plus this much (metadata, a changed dtype). */
+const RESULT_SLACK_BYTES = 64 << 20;
+/** The result limit of a task sent without a model, unless the job sets maxResultBytes. */
+export const DEFAULT_RESULT_LIMIT_BYTES = 8 * 2 ** 30;
 
 export interface ServerRuntimeOptions {
   jobId: string;
   channel?: ChannelOptions;
   log?: Logger;
   onMetric?: (m: MetricEvent) => void;
-  /** largest result a client may send, in bytes (default: unlimited) */
+  /**
+   * largest result a client may send, in bytes (job.yaml maxResultBytes); unset, each task's limit
+   * is twice the model it sent plus 64 MiB, or 8 GiB for a task sent without one
+   */
   maxResultBytes?: number;
   /**
    * a site silent this long (no message, no payload bytes) is dropped from the job: its tasks fail
@@ -109,6 +119,7 @@ export class ServerRuntime implements Controller {
 
   private readonly channelOpts: ChannelOptions;
   private sweeper: NodeJS.Timeout | null = null;
+  private maxResultBytes: number | undefined;
 
   constructor(
     private readonly transport: ServerTransport,
@@ -116,6 +127,7 @@ export class ServerRuntime implements Controller {
   ) {
     this.jobId = opts.jobId;
     this.log = opts.log ?? silentLogger();
+    this.maxResultBytes = opts.maxResultBytes;
     const progress = (t: TransferProgress): void => {
       // payload bytes arriving are a sign of life too: a site busy uploading a large result is not silent
       const s = t.direction === 'receive' ? this.siteMap.get(t.peer) : undefined;
@@ -123,6 +135,11 @@ export class ServerRuntime implements Controller {
       opts.channel?.onTransfer?.(t);
     };
     this.channelOpts = { ...opts.channel, onTransfer: transferLogger(this.log, progress) };
+  }
+
+  /** Sets the result limit of the tasks sent from now on (the job's maxResultBytes, known once its config is read). */
+  limitResults(maxBytes: number | undefined): void {
+    this.maxResultBytes = maxBytes;
   }
 
   start(): void {
@@ -202,9 +219,11 @@ export class ServerRuntime implements Controller {
       const finish = (r: TaskResult): void => {
         timer?.clear();
         s.pending.delete(taskId);
+        s.resultLimits.delete(taskId);
         resolve(r);
       };
       s.pending.set(taskId, finish);
+      s.resultLimits.set(taskId, this.resultLimit(task));
       if (timeoutMs !== undefined) {
         timer = setLongTimeout(() => this.cancel(site, taskId, `task ${task.name} timed out after ${timeoutMs} ms`), timeoutMs);
       }
@@ -215,6 +234,12 @@ export class ServerRuntime implements Controller {
         .catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
     });
     return { taskId, result };
+  }
+
+  /** How many bytes a task's result may have: refused from its header, and never read past. */
+  private resultLimit(task: TaskRequest): number {
+    if (this.maxResultBytes !== undefined) return this.maxResultBytes;
+    return task.params ? 2 * encodedBytes(task.params.header) + RESULT_SLACK_BYTES : DEFAULT_RESULT_LIMIT_BYTES;
   }
 
   relay(task: RelayTask, opts: RelayOptions): AsyncGenerator<RelayHop, TensorDict, undefined> {
@@ -329,7 +354,7 @@ export class ServerRuntime implements Controller {
       this.dropSite(site, `site ${site} reconnected: its tasks on the old connection are lost`, old.channel);
       old.channel.close('replaced by a new connection of the same site');
     }
-    this.siteMap.set(site, { channel, pending: new Map(), lastSeen: Date.now() });
+    this.siteMap.set(site, { channel, pending: new Map(), resultLimits: new Map(), lastSeen: Date.now() });
     const hb = this.opts.heartbeatTimeoutMs;
     await channel.send({ type: 'registered', site, jobId: this.jobId, ...(hb !== undefined && { heartbeatSeconds: hb / 4000 }) });
     this.log.info({ site }, 'site registered');
@@ -379,12 +404,23 @@ export class ServerRuntime implements Controller {
             return;
           }
           const payload = env.payload;
+          const limit = state.resultLimits.get(m.taskId) ?? DEFAULT_RESULT_LIMIT_BYTES;
           try {
-            const limit = this.opts.maxResultBytes;
-            params = await decodeStream(payload, limit === undefined ? {} : { maxBytes: limit });
+            // the declared size is checked before anything is read; decodeStream never reads past it
+            params = await decodeStream(payload, { maxBytes: limit });
           } catch (e) {
-            payload.cancel((e as Error).message);
-            resolve({ ok: false, site, taskId: m.taskId, error: `bad result payload: ${(e as Error).message}` });
+            const why = (e as Error).message;
+            const over = /over the limit/.test(why);
+            payload.cancel(over ? `result too large: ${why}` : why);
+            if (over) this.log.warn({ site, taskId: m.taskId, limit }, `result refused: ${why} (job.yaml maxResultBytes raises the limit)`);
+            resolve({
+              ok: false,
+              site,
+              taskId: m.taskId,
+              error: over
+                ? `result from ${site} refused: ${why} (twice the model sent plus 64 MiB, unless job.yaml sets maxResultBytes)`
+                : `bad result payload: ${why}`,
+            });
             return;
           }
           resolve({ ok: true, site, taskId: m.taskId, info: m.info, params, discard: () => payload.cancel('discarded by the workflow') });

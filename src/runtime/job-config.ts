@@ -148,6 +148,13 @@ export const JobConfigSchema = z.strictObject({
     .min(0.5, 'must be at least 0.5 seconds (sites heartbeat four times per timeout)')
     .max(86_400, 'must be at most 86400 seconds (a day): a longer silence is not a heartbeat')
     .optional(),
+  /** largest result a site may send for one task, in bytes (default: twice the model sent plus 64 MiB) */
+  maxResultBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(2 ** 50)
+    .optional(),
 });
 export type JobConfig = z.infer<typeof JobConfigSchema>;
 
