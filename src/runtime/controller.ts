@@ -5,15 +5,15 @@
  * workflow can aggregate one result while others are still in flight.
  */
 import { randomUUID } from 'node:crypto';
-import type { FLModelInfo } from '../core/fl-model.ts';
-import type { ModelSource } from '../core/model-source.ts';
 import type { TensorDict } from '../core/tensor.ts';
-import { type TensorStream, decodeStream, encodeStream, encodedBytes } from '../core/tensor-stream.ts';
+import { encodeStream, encodedBytes } from '../core/tensor-stream.ts';
 import { Channel, type ChannelOptions, type Envelope, type MalformedMessageError, type TransferProgress } from '../streaming/index.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
-import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { ControllerError } from './errors.ts';
+import { gatherResults } from './broadcast.ts';
+import { readResult } from './result-intake.ts';
+import type { BroadcastOptions, Controller, MetricEvent, TaskRequest, TaskResult } from './controller-api.ts';
 import { ClientMessageSchema, RUNTIME_PROTOCOL } from './messages.ts';
 import { describeZodError } from '../util/zod-error.ts';
 import { type RelayHop, type RelayOptions, type RelayTask, relayOver } from './relay.ts';
@@ -23,57 +23,7 @@ import { type LongTimer, setLongTimeout } from '../util/long-timer.ts';
 export type { RelayFailurePolicy, RelayHop, RelayHopFailed, RelayHopOk, RelayOptions, RelayTask } from './relay.ts';
 export { RelayAbortedError } from './relay.ts';
 
-export interface TaskRequest {
-  /** task name the executor dispatches on: 'train', 'validate', 'submit_model', ... */
-  name: string;
-  info: FLModelInfo;
-  params: ModelSource | null;
-}
-
-export type TaskResult =
-  | { ok: true; site: string; taskId: string; info: FLModelInfo; params: TensorStream | null; discard(): void }
-  | { ok: false; site: string; taskId: string; error: string };
-
-export interface BroadcastOptions {
-  /** sites to send to (default: all connected) */
-  targets?: readonly string[];
-  /** successful results needed (default: all targets) */
-  minResponses?: number;
-  /** overall limit (default: no limit) */
-  timeoutMs?: number;
-  /** once minResponses succeeded, how long to wait for the rest (default: until all answer or timeout) */
-  waitAfterMinMs?: number;
-}
-
-export interface MetricEvent {
-  site: string;
-  key: string;
-  value: number;
-  step?: number;
-  round?: number;
-}
-
-/** What workflows see of the federation. */
-export interface Controller {
-  readonly jobId: string;
-  /** sites connected now, sorted by name */
-  sites(): string[];
-  /** waits until at least `min` sites are connected */
-  waitForSites(min: number, timeoutMs: number): Promise<string[]>;
-  /** sends a task to many sites; yields each result as it arrives */
-  broadcast(task: TaskRequest, opts?: BroadcastOptions): AsyncIterable<TaskResult>;
-  /** sends a task to one site and waits for its result */
-  sendTo(site: string, task: TaskRequest, timeoutMs?: number): Promise<TaskResult>;
-  /**
-   * passes a model from site to site in `opts.order`, each site's result being
-   * the next site's input; yields each hop as it completes and returns the
-   * final model. A failed hop (site error, timeout, no params) throws a
-   * RelayAbortedError (`onFailure: 'abort'`, the default) or is yielded with
-   * `ok: false` and the next site gets the unchanged input (`'skip'`).
-   */
-  relay(task: RelayTask, opts: RelayOptions): AsyncGenerator<RelayHop, TensorDict, undefined>;
-}
-
+export type { BroadcastOptions, Controller, MetricEvent, TaskRequest, TaskResult } from './controller-api.ts';
 export { ControllerError };
 
 interface SiteState {
@@ -248,43 +198,13 @@ export class ServerRuntime implements Controller {
 
   broadcast(task: TaskRequest, opts: BroadcastOptions = {}): AsyncIterable<TaskResult> {
     const targets = [...(opts.targets ?? this.sites())];
-    const min = opts.minResponses ?? targets.length;
-    if (min > targets.length) throw new ControllerError(`task ${task.name} needs ${min} responses but has only ${targets.length} targets`);
-    const out = new AsyncQueue<TaskResult>();
-    const sent = targets.map((site) => ({ site, ...this.dispatch(site, task, opts.timeoutMs), answered: false }));
-    let ok = 0;
-    let answered = 0;
-    let closed = false;
-    let afterMin: LongTimer | undefined;
-    const stop = (err?: Error): void => {
-      if (closed) return;
-      closed = true;
-      afterMin?.clear();
-      out.end(err);
-      // the broadcast is over (enough results, or it failed): the sites still working are told to stop
-      for (const t of sent)
-        if (!t.answered)
-          this.cancel(t.site, t.taskId, `task ${task.name} no longer needed: ${err ? err.message : 'the round has its results'}`);
-    };
-    for (const t of sent) {
-      void t.result.then((r) => {
-        t.answered = true;
-        if (closed) {
-          if (r.ok) r.discard(); // a late result: drop its payload so the sender stops
-          return;
-        }
-        answered++;
-        if (r.ok) ok++;
-        out.push(r);
-        if (answered === targets.length) {
-          stop(ok < min ? new ControllerError(`task ${task.name}: only ${ok} of ${min} required sites succeeded`) : undefined);
-        } else if (ok === min && opts.waitAfterMinMs !== undefined) {
-          afterMin = setLongTimeout(() => stop(), opts.waitAfterMinMs);
-        }
-      });
-    }
-    if (targets.length === 0) stop();
-    return out.drain();
+    return gatherResults(
+      task,
+      targets,
+      opts,
+      (site) => ({ site, ...this.dispatch(site, task, opts.timeoutMs) }),
+      (site, taskId, reason) => this.cancel(site, taskId, reason),
+    );
   }
 
   private async serve(link: Link): Promise<void> {
@@ -393,40 +313,7 @@ export class ServerRuntime implements Controller {
           this.log.warn({ site, taskId: m.taskId }, 'result for an unknown or expired task ignored');
           return;
         }
-        if (m.status === 'error') {
-          resolve({ ok: false, site, taskId: m.taskId, error: m.error });
-          return;
-        }
-        let params: TensorStream | null = null;
-        if (m.hasParams) {
-          if (!env.payload) {
-            resolve({ ok: false, site, taskId: m.taskId, error: 'result announced params but carried none' });
-            return;
-          }
-          const payload = env.payload;
-          const limit = state.resultLimits.get(m.taskId) ?? DEFAULT_RESULT_LIMIT_BYTES;
-          try {
-            // the declared size is checked before anything is read; decodeStream never reads past it
-            params = await decodeStream(payload, { maxBytes: limit });
-          } catch (e) {
-            const why = (e as Error).message;
-            const over = /over the limit/.test(why);
-            payload.cancel(over ? `result too large: ${why}` : why);
-            if (over) this.log.warn({ site, taskId: m.taskId, limit }, `result refused: ${why} (job.yaml maxResultBytes raises the limit)`);
-            resolve({
-              ok: false,
-              site,
-              taskId: m.taskId,
-              error: over
-                ? `result from ${site} refused: ${why} (twice the model sent plus 64 MiB, unless job.yaml sets maxResultBytes)`
-                : `bad result payload: ${why}`,
-            });
-            return;
-          }
-          resolve({ ok: true, site, taskId: m.taskId, info: m.info, params, discard: () => payload.cancel('discarded by the workflow') });
-          return;
-        }
-        resolve({ ok: true, site, taskId: m.taskId, info: m.info, params: null, discard: () => undefined });
+        resolve(await readResult(site, m, env.payload, state.resultLimits.get(m.taskId) ?? DEFAULT_RESULT_LIMIT_BYTES, this.log));
         return;
       }
     }
