@@ -12,6 +12,7 @@ reads land the payload in one ``bytearray`` so tensors can view it writable.
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
 from typing import Any, Sequence
@@ -25,13 +26,28 @@ MAX_CONTROL_BYTES = 16 * 1024 * 1024
 _IOV_BATCH = 512
 
 
+def _non_finite(value: Any, path: str) -> list[tuple[str, float]]:
+    """Where in a message NaN or Infinity sits, as dotted paths (model.metrics.loss)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path or "value", value)]
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in _non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in _non_finite(v, f"{path}[{i}]")]
+    return []
+
+
 def encode_control(control: dict[str, Any]) -> bytes:
     if not isinstance(control.get("type"), str):
         raise ProtocolError(f"control message needs a string 'type', got {control!r}")
     try:
         body = json.dumps(control, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     except ValueError as e:
-        raise ProtocolError(f"{control['type']} message is not valid JSON (NaN/Infinity cannot be sent): {e}") from None
+        bad = ", ".join(f"{path} is {value}" for path, value in _non_finite(control, "")) or str(e)
+        raise ProtocolError(
+            f"{control['type']} message has values that are not finite numbers ({bad}): JSON cannot carry NaN or Infinity; "
+            "check the training (a diverging loss?) or leave them out"
+        ) from None
     if len(body) > MAX_CONTROL_BYTES:
         raise ProtocolError(f"{control['type']} control part is {len(body)} bytes, over the {MAX_CONTROL_BYTES}-byte limit")
     return body

@@ -80,21 +80,31 @@ export class JobStore {
 
   constructor(readonly path: string) {
     mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS jobs (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, submitter TEXT NOT NULL, submitter_org TEXT NOT NULL,
-        state TEXT NOT NULL, submitted_at TEXT NOT NULL, started_at TEXT, ended_at TEXT,
-        sites TEXT, detail TEXT, result TEXT);
-      CREATE TABLE IF NOT EXISTS job_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs(id),
-        at TEXT NOT NULL, state TEXT NOT NULL, detail TEXT);
-      CREATE TABLE IF NOT EXISTS audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, user TEXT NOT NULL, org TEXT NOT NULL, role TEXT NOT NULL,
-        command TEXT NOT NULL, args TEXT NOT NULL, allowed INTEGER NOT NULL, outcome TEXT NOT NULL);
-    `);
+    let db: Database.Database | null = null;
+    try {
+      db = new Database(path);
+      this.db = db;
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS jobs (
+          id TEXT PRIMARY KEY, name TEXT NOT NULL, submitter TEXT NOT NULL, submitter_org TEXT NOT NULL,
+          state TEXT NOT NULL, submitted_at TEXT NOT NULL, started_at TEXT, ended_at TEXT,
+          sites TEXT, detail TEXT, result TEXT);
+        CREATE TABLE IF NOT EXISTS job_events (
+          id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs(id),
+          at TEXT NOT NULL, state TEXT NOT NULL, detail TEXT);
+        CREATE TABLE IF NOT EXISTS audit (
+          id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, user TEXT NOT NULL, org TEXT NOT NULL, role TEXT NOT NULL,
+          command TEXT NOT NULL, args TEXT NOT NULL, allowed INTEGER NOT NULL, outcome TEXT NOT NULL);
+      `);
+    } catch (e) {
+      db?.close();
+      // sqlite's own words ("file is not a database") name neither the file nor a way out
+      throw new Error(
+        `cannot open the job store ${path}: ${(e as Error).message}: if the file is damaged, move it (and any ${path}-wal, ${path}-shm) aside to start with an empty job store, or restore it from a backup`,
+      );
+    }
   }
 
   /** Marks jobs a previous process left RUNNING; returns their ids. */

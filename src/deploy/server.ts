@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import type { Kit, ServerConfig } from '../provision/kit.ts';
 import type { GrpcLink } from '../transport/grpc/link.ts';
 import { GrpcServer } from '../transport/grpc/server.ts';
+import type { ConnectionLimits } from '../transport/guard.ts';
 import type { ConnectInfo, PeerIdentity } from '../transport/peer.ts';
 import type { TlsLink } from '../transport/tls/link.ts';
 import { TlsDataServer } from '../transport/tls/server.ts';
@@ -36,6 +37,8 @@ export interface FederationServerOptions {
    */
   dataPort?: number | null;
   log?: Logger;
+  /** handshake timeout and connection limit of both listeners (default: 10 s, from the descriptor limit) */
+  connectionLimits?: ConnectionLimits;
   /** how long a started job waits for every deployed site to join it */
   siteJoinTimeoutMs?: number;
 }
@@ -103,6 +106,7 @@ export class FederationServer {
       certPem: kit.certPem,
       keyPem: kit.keyPem,
       log,
+      ...(opts.connectionLimits && { limits: opts.connectionLimits }),
       handlers: {
         onConnect: (link, peer, info) => this.onConnect(link, peer, info),
         onAdmin: (peer, req) => this.admin.command(peer, req),
@@ -121,6 +125,7 @@ export class FederationServer {
             certPem: kit.certPem,
             keyPem: kit.keyPem,
             log,
+            ...(opts.connectionLimits && { limits: opts.connectionLimits }),
             onConnect: (link, peer, info) =>
               info.purpose === 'job' ? this.onConnect(link, peer, info) : 'sessions use the gRPC port; the data plane carries jobs only',
           });

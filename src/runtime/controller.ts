@@ -286,8 +286,13 @@ export class ServerRuntime implements Controller {
   private async onMessage(site: string, env: Envelope): Promise<void> {
     const parsed = ClientMessageSchema.safeParse(env.msg);
     if (!parsed.success) {
-      env.payload?.cancel('malformed message');
-      this.log.warn({ site, err: describeZodError(parsed.error) }, 'malformed message from client ignored');
+      const why = `malformed message: ${describeZodError(parsed.error)}`;
+      env.payload?.cancel(why);
+      this.log.warn({ site, err: why }, 'malformed message from client ignored');
+      // a malformed result still answers its task, with the reason, instead of leaving it to time out
+      const raw = env.msg as { type?: unknown; taskId?: unknown } | null;
+      if (raw && typeof raw === 'object' && raw.type === 'result' && typeof raw.taskId === 'string')
+        this.siteMap.get(site)?.pending.get(raw.taskId)?.({ ok: false, site, taskId: raw.taskId, error: `result from ${site}: ${why}` });
       return;
     }
     const m = parsed.data;

@@ -124,6 +124,14 @@ export class ClientRunner {
 
   /** Forwards a trainer's metric to the server. */
   metric(m: MetricRecord): void {
+    if (!Number.isFinite(m.value)) {
+      // JSON has no NaN or Infinity: sent, it would arrive as null and be refused as malformed
+      this.log.warn(
+        { metric: m.key, value: String(m.value) },
+        `metric "${m.key}" is ${m.value}, not a finite number: not sent to the server`,
+      );
+      return;
+    }
     const msg = {
       type: 'metric',
       key: m.key,
@@ -232,6 +240,14 @@ export class ClientRunner {
         () => undefined,
       );
       const out = await Promise.race([work, aborted]);
+      const bad = Object.entries(out.info.metrics).filter(([, v]) => !Number.isFinite(v));
+      if (bad.length > 0) {
+        await out.cleanup?.();
+        const list = bad.map(([k, v]) => `"${k}" is ${v}`).join(', ');
+        throw new Error(
+          `the trainer's result has metrics that are not finite numbers (${list}): JSON cannot carry them; check the training (a diverging loss?) or leave them out of the result`,
+        );
+      }
       const msg = { type: 'result', taskId: task.taskId, status: 'ok', info: out.info, hasParams: out.params !== null };
       try {
         await this.channel.send(

@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { JsonValueSchema } from '../core/fl-model.ts';
 import { zodIssueLines } from '../util/zod-error.ts';
+import { unionByKeys } from '../util/zod-union.ts';
 import { RobustRuleSchema } from '../algorithms/robust.ts';
 import { SamplingSchema } from '../algorithms/sampling.ts';
 import { ServerOptimizerSchema } from '../algorithms/server-optimizer.ts';
@@ -19,7 +20,7 @@ const RelPath = z
   .min(1)
   .refine((p) => !p.startsWith('/') && !p.split(/[\\/]/).includes('..'), 'must be a path inside the job folder (relative, no "..")');
 
-const TrainerSpec = z.union([
+const TrainerSpec = unionByKeys([
   z.strictObject({ module: RelPath, export: z.string().min(1).default('default') }),
   z.strictObject({ module: RelPath, factory: z.string().min(1), args: z.record(z.string(), JsonValueSchema).default({}) }),
 ]);
@@ -34,7 +35,7 @@ const ScriptSpec = z.strictObject({
 /** 'file': the trainer gets the model as a safetensors file path (models larger than memory). */
 const ParamsMode = z.enum(['memory', 'file']).default('memory');
 
-export const ExecutorSpecSchema = z.union([
+export const ExecutorSpecSchema = unionByKeys([
   z.strictObject({ trainer: TrainerSpec, params: ParamsMode }),
   z.strictObject({ script: ScriptSpec, params: ParamsMode }),
 ]);

@@ -10,6 +10,7 @@ import { type PeerCertificate, Server as TlsServer, type TLSSocket } from 'node:
 import { type Logger, silentLogger } from '../../util/log.ts';
 import type { Frame } from '../link.ts';
 import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate, tlsRefusalReason } from '../peer.ts';
+import { type ConnectionLimits, guardConnections } from '../guard.ts';
 import { GrpcLink } from './link.ts';
 import {
   type AdminReplyWire,
@@ -40,6 +41,8 @@ export interface GrpcServerOptions {
   certPem: string;
   keyPem: string;
   handlers: GrpcServerHandlers;
+  /** handshake timeout and connection limit for connections not yet authenticated (guard.ts) */
+  limits?: ConnectionLimits;
   log?: Logger;
 }
 
@@ -106,6 +109,7 @@ export class GrpcServer {
     for (const s of servers.keys()) {
       if (!(s instanceof TlsServer) || this.watched.has(s)) continue;
       this.watched.add(s);
+      guardConnections(s, 'gRPC port', this.opts.limits ?? {}, this.log);
       // the TLS socket is closed by the time of the event: read the address (node caches it) while it is open
       s.on('connection', (raw: Socket) => void raw.remoteAddress);
       s.on('tlsClientError', (err: Error, socket: TLSSocket | undefined) => {

@@ -12,6 +12,7 @@ import { type Logger, silentLogger } from '../../util/log.ts';
 import { describeZodError } from '../../util/zod-error.ts';
 import { CHANNEL_ID, type ConnectInfo, type PeerIdentity, identityOfCertificate, tlsRefusalReason } from '../peer.ts';
 import { FrameDecoder, writeFrame } from '../codec.ts';
+import { type ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT_MS, guardConnections } from '../guard.ts';
 import { TlsLink } from './link.ts';
 
 /** Version of the data plane's handshake; a dialler speaking another is refused with both numbers. */
@@ -36,6 +37,8 @@ export interface TlsDataServerOptions {
   onConnect(link: TlsLink, peer: PeerIdentity, info: ConnectInfo): string | null;
   /** how long a new connection may take to send its hello (default 10 s) */
   helloTimeoutMs?: number;
+  /** handshake timeout and connection limit for connections not yet authenticated (guard.ts) */
+  limits?: ConnectionLimits;
   log?: Logger;
 }
 
@@ -46,9 +49,18 @@ export class TlsDataServer {
 
   constructor(private readonly opts: TlsDataServerOptions) {
     this.log = opts.log ?? silentLogger();
-    this.server = createServer({ key: opts.keyPem, cert: opts.certPem, ca: opts.caPem, requestCert: true, rejectUnauthorized: true }, (s) =>
-      this.accept(s),
+    this.server = createServer(
+      {
+        key: opts.keyPem,
+        cert: opts.certPem,
+        ca: opts.caPem,
+        requestCert: true,
+        rejectUnauthorized: true,
+        handshakeTimeout: opts.limits?.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      },
+      (s) => this.accept(s),
     );
+    guardConnections(this.server, 'data plane', opts.limits ?? {}, this.log);
     this.server.on('tlsClientError', (err: Error, socket: TLSSocket | undefined) => {
       const reason = tlsRefusalReason(err, socket);
       this.log[socket?.authorizationError ? 'warn' : 'info'](
