@@ -13,6 +13,7 @@ import { readJobConfig } from '../src/runtime/job-config.ts';
 import { simulate } from '../src/simulator/simulator.ts';
 import { oneSiteKits, repo, tinyJob } from './helpers/federation.ts';
 
+const PY = process.env.FLOTILLA_PYTHON ?? '/usr/bin/python3';
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-hardening-errors-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -33,9 +34,9 @@ test('a NaN metric fails the task naming the metric, not as a malformed message;
   });
 });
 
-test('the Python package names the metric that is NaN', { skip: spawnSync('python3', ['-c', '1']).status !== 0 }, () => {
+test('the Python package names the metric that is NaN', { skip: spawnSync(PY, ['-c', 'import numpy']).status !== 0 }, () => {
   const r = spawnSync(
-    'python3',
+    PY,
     [
       '-c',
       `from flotilla.framing import encode_control
