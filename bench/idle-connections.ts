@@ -74,7 +74,9 @@ async function runOnce(idle: number, dir: string): Promise<Record<string, unknow
   let flood: ChildProcess | null = null;
   try {
     while (server.siteList().length < 2) await new Promise((r) => setTimeout(r, 50));
-    flood = spawn(process.execPath, ['-e', FLOOD, String(idle), String(port), String(server.dataPort)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    flood = spawn(process.execPath, ['-e', FLOOD, String(idle), String(port), String(server.dataPort)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     flood.stdout!.on('data', (b: Buffer) => (out += b.toString()));
     process.stderr.write(`idle ${idle}: sites connected, flood starting\n`);
