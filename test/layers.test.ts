@@ -21,6 +21,8 @@ const LAYER: Record<string, number> = {
   algorithms: 2,
   runtime: 3,
   workflows: 4,
+  // the dashboard and /metrics: fed by the server and the simulator, which both sit above it
+  dashboard: 4.5,
   simulator: 5,
   deploy: 5,
   admin: 6,

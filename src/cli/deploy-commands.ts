@@ -65,22 +65,31 @@ export function registerDeploymentCommands(program: Command): void {
       "override the kit's data plane port (jobs' model payloads; 0: any free port, none: over the gRPC port)",
       dataPort,
     )
-    .action(async (kitDir: string, o: { workspace?: string; port?: number; dataPort?: number | null }) => {
-      const kit = loadKit(kitDir, 'server');
-      const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
-      const log = fileLogger(join(workspace, 'log.jsonl'), 'server');
-      const s = new FederationServer({
-        kit,
-        workspace,
-        log,
-        ...(o.port !== undefined && { port: o.port }),
-        ...(o.dataPort !== undefined && { dataPort: o.dataPort }),
-      });
-      const p = await s.start();
-      const data = s.dataPort === null ? 'job payloads over gRPC' : `data plane on port ${s.dataPort}`;
-      out(`Server ${kit.config.name} of project ${kit.config.project} listening on port ${p}, ${data} (workspace ${workspace})`);
-      onSignals(() => s.stop());
-    });
+    .option('--metrics-port <port>', 'serve Prometheus metrics at http://<metrics-host>:<port>/metrics (plain HTTP, no token)', port)
+    .option('--metrics-host <host>', 'the address /metrics listens on', '127.0.0.1')
+    .action(
+      async (
+        kitDir: string,
+        o: { workspace?: string; port?: number; dataPort?: number | null; metricsPort?: number; metricsHost: string },
+      ) => {
+        const kit = loadKit(kitDir, 'server');
+        const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
+        const log = fileLogger(join(workspace, 'log.jsonl'), 'server');
+        const s = new FederationServer({
+          kit,
+          workspace,
+          log,
+          ...(o.port !== undefined && { port: o.port }),
+          ...(o.dataPort !== undefined && { dataPort: o.dataPort }),
+          ...(o.metricsPort !== undefined && { metrics: { host: o.metricsHost, port: o.metricsPort } }),
+        });
+        const p = await s.start();
+        const data = s.dataPort === null ? 'job payloads over gRPC' : `data plane on port ${s.dataPort}`;
+        out(`Server ${kit.config.name} of project ${kit.config.project} listening on port ${p}, ${data} (workspace ${workspace})`);
+        if (s.metricsPort !== null) out(`Prometheus metrics at http://${o.metricsHost}:${s.metricsPort}/metrics`);
+        onSignals(() => s.stop());
+      },
+    );
 
   const client = program.command('client').description('a client site');
   client

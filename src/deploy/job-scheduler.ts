@@ -15,6 +15,7 @@ import { unlessAborted } from '../util/abort.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, fileLogger } from '../util/log.ts';
 import { runWorkflows } from '../workflows/run-job.ts';
+import { type Telemetry, totalRounds } from '../dashboard/telemetry.ts';
 import type { JobSummary } from './admin-commands.ts';
 import { packJob } from './job-bundle.ts';
 import type { JobRecord, JobStore } from './job-store.ts';
@@ -72,6 +73,8 @@ export interface JobSchedulerOptions {
   log: Logger;
   /** how long a started job waits for every deployed site to join it */
   siteJoinTimeoutMs?: number;
+  /** fed with each job's transfers, logged metrics and rounds (Prometheus, the dashboard) */
+  telemetry?: Telemetry;
 }
 
 export class JobScheduler {
@@ -190,11 +193,16 @@ export class JobScheduler {
     const dir = this.jobDir(rec.id);
     const sws = new ServerWorkspace(join(dir, 'workspace'));
     const log = fileLogger(join(sws.serverDir, 'log.jsonl'), 'server');
+    const tm = this.opts.telemetry;
     const runtime = new ServerRuntime(rj.hub, {
       jobId: rec.id,
       log,
       heartbeatTimeoutMs,
-      onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }),
+      onMetric: (m) => {
+        sws.appendMetrics({ type: 'metric', ...m });
+        tm?.metricLogged(rec.id, m);
+      },
+      ...(tm && { channel: { onTransfer: (t) => tm.transfer(rec.id, t) } }),
     });
     const signal = rj.abort.signal;
     store.transition(rec.id, 'RUNNING', `deployed to ${sites.join(', ')}`, { sites });
@@ -203,6 +211,7 @@ export class JobScheduler {
     runtime.start();
     try {
       const job = loadJob(join(dir, 'app'));
+      tm?.jobStarted(rec.id, job.config.name, totalRounds(job.config.workflows));
       runtime.limitResults(job.config.maxResultBytes);
       // loaded before anything is deployed: a bad model fails the job at once
       const initial = await loadInitialModel(job);
@@ -214,7 +223,16 @@ export class JobScheduler {
       });
       await unlessAborted(Promise.all(deployments), signal);
       await unlessAborted(runtime.waitForSites(sites.length, this.opts.siteJoinTimeoutMs ?? 120_000), signal);
-      const outcome = await unlessAborted(runWorkflows(job, initial, { controller: runtime, workspace: sws, log, signal }), signal);
+      const outcome = await unlessAborted(
+        runWorkflows(job, initial, {
+          controller: runtime,
+          workspace: sws,
+          log,
+          signal,
+          ...(tm && { onRound: (r) => tm.roundCompleted(rec.id, r), onProgress: (p) => tm.roundProgress(rec.id, p) }),
+        }),
+        signal,
+      );
       const summary: JobSummary = {
         jobId: rec.id,
         job: job.config.name,
@@ -235,6 +253,7 @@ export class JobScheduler {
     } finally {
       await runtime.end(signal.aborted ? (signal.reason as Error).message : 'job finished').catch(() => undefined);
       await runtime.close().catch(() => undefined);
+      tm?.jobEnded(rec.id);
       log.flush?.();
     }
   }

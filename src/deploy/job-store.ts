@@ -157,6 +157,14 @@ export class JobStore {
     return (this.db.prepare(`SELECT * FROM jobs WHERE state = 'SUBMITTED' ORDER BY submitted_at, rowid`).all() as JobRow[]).map(toRecord);
   }
 
+  /** How many jobs are in each state (every state, zero included). */
+  countByState(): Record<JobState, number> {
+    const out = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
+    const rows = this.db.prepare(`SELECT state, COUNT(*) AS n FROM jobs GROUP BY state`).all() as { state: JobState; n: number }[];
+    for (const r of rows) out[r.state] = r.n;
+    return out;
+  }
+
   events(id: string): JobEvent[] {
     return this.db.prepare(`SELECT at, state, detail FROM job_events WHERE job_id = ? ORDER BY id`).all(id) as JobEvent[];
   }

@@ -24,6 +24,9 @@ import { allowJobImports } from '../runtime/job-imports.ts';
 import { JobScheduler } from './job-scheduler.ts';
 import { JobStore } from './job-store.ts';
 import { SessionRegistry } from './session-registry.ts';
+import { Telemetry } from '../dashboard/telemetry.ts';
+import { startMetricsEndpoint } from '../dashboard/metrics-endpoint.ts';
+import type { WebServer } from '../dashboard/http.ts';
 
 export interface FederationServerOptions {
   kit: Kit<ServerConfig>;
@@ -41,6 +44,8 @@ export interface FederationServerOptions {
   connectionLimits?: ConnectionLimits;
   /** how long a started job waits for every deployed site to join it */
   siteJoinTimeoutMs?: number;
+  /** Prometheus' /metrics over plain HTTP on this address (port 0: any free one); absent: not served */
+  metrics?: { host?: string; port: number };
 }
 
 export class FederationServer {
@@ -53,11 +58,16 @@ export class FederationServer {
   /** the data plane: jobs' connections over mutual TLS with the lean framing (null: jobs use gRPC) */
   private readonly data: TlsDataServer | null;
   private readonly log: Logger;
+  /** what jobs and sites report, for /metrics and the dashboard */
+  readonly telemetry: Telemetry;
+  private metricsServer: WebServer | null = null;
   /** the workspace's exclusive lock (server.lock): a second server on it would mark this one's running jobs aborted */
   private readonly lock: { release(): void };
   port = 0;
   /** the data plane's bound port, once started (null without one) */
   dataPort: number | null = null;
+  /** /metrics' bound port, once started (null when not served) */
+  metricsPort: number | null = null;
 
   constructor(private readonly opts: FederationServerOptions) {
     const ws = resolve(opts.workspace);
@@ -85,7 +95,9 @@ export class FederationServer {
       onSitesChanged: () => this.scheduler.schedule(),
       onJobFailed: (jobId, site, error) => this.scheduler.siteFailed(jobId, site, error),
     });
+    this.telemetry = new Telemetry({ connectedSites: () => this.sessions.liveSites().length, jobStates: () => this.store.countByState() });
     this.scheduler = new JobScheduler({
+      telemetry: this.telemetry,
       store: this.store,
       jobsDir: this.jobsDir,
       sessions: this.sessions,
@@ -150,8 +162,25 @@ export class FederationServer {
       this.lock.release();
       throw new Error(`${(e as Error).message} (the data plane's port: dataPort in project.yml, or server start --data-port <port|none>)`);
     }
+    if (this.opts.metrics) {
+      try {
+        const m = this.opts.metrics;
+        this.metricsServer = await startMetricsEndpoint({
+          host: m.host ?? '127.0.0.1',
+          port: m.port,
+          telemetry: this.telemetry,
+          log: this.log,
+        });
+        this.metricsPort = this.metricsServer.port;
+      } catch (e) {
+        await Promise.all([this.grpc.close(0), this.data?.close()]);
+        this.store.close();
+        this.lock.release();
+        throw new Error(`${(e as Error).message} (the metrics port: server start --metrics-port <port>)`);
+      }
+    }
     this.sessions.start();
-    this.log.info({ port: this.port, dataPort: this.dataPort }, 'server listening');
+    this.log.info({ port: this.port, dataPort: this.dataPort, metricsPort: this.metricsPort }, 'server listening');
     this.scheduler.schedule();
     return this.port;
   }
@@ -160,7 +189,7 @@ export class FederationServer {
     const reason = 'server shutting down';
     const jobsEnded = this.scheduler.stop(reason);
     this.sessions.stop(reason);
-    await Promise.all([this.grpc.close(), this.data?.close()]);
+    await Promise.all([this.grpc.close(), this.data?.close(), this.metricsServer?.close()]);
     // each job runner records its end before the store closes
     await jobsEnded;
     this.store.close();
