@@ -331,6 +331,40 @@ describe('resume after a dropped link (in-memory link)', () => {
     await sending;
   });
 
+  test('bytes consumed but not yet acknowledged when the link drops are acknowledged once, by the resume: two cuts in a row still resume', async () => {
+    // chunks far smaller than the ack step (an eighth of the window), so a cut finds bytes consumed and not yet acknowledged
+    const opts = { chunkBytes: 1024, windowBytes: 65_536, resume: { timeoutMs: 5000 } };
+    let p = cuttablePair('rx', 'tx');
+    const tx = new Channel(p.tx, opts);
+    const rx = new Channel(p.rx, opts);
+    const data = randomBytes(256 << 10);
+    const sending = tx.send({ type: 'x' }, once(data));
+    const env = await nextValue(rx.messages());
+    const chunks = env.payload![Symbol.asyncIterator]();
+    const got: Buffer[] = [];
+    const read = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        const r = await chunks.next();
+        if (r.done) return;
+        got.push(Buffer.from(r.value));
+      }
+    };
+    for (let cut = 0; cut < 3; cut++) {
+      await read(3); // 3 KiB consumed past the last acknowledgement
+      p.cut(0);
+      await new Promise((r) => setTimeout(r, 50));
+      p = cuttablePair('rx', 'tx');
+      rx.attach(p.rx);
+      tx.attach(p.tx);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await read(Number.MAX_SAFE_INTEGER);
+    await sending;
+    assert.ok(Buffer.concat(got).equals(data), 'the payload arrives whole after three resumes');
+    assert.equal(tx.stats.resumes, 3);
+    tx.close('done');
+  });
+
   test('a corrupted chunk after a resume is still caught by its hash and sent again', async () => {
     const p = cuttablePair('rx', 'tx');
     const tx = new Channel(p.tx, { chunkBytes: 1000, windowBytes: 8000, resume: { timeoutMs: 5000 } });

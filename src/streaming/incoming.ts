@@ -121,6 +121,17 @@ export class IncomingStream implements Payload {
     this.queue.end(new ChannelClosedError(this.host.peer, reason));
   }
 
+  /**
+   * What this side has of the stream, for the resume handshake. The report acknowledges everything
+   * consumed: bytes consumed but not yet acknowledged are not acknowledged again afterwards (the
+   * sender would count them twice and, at the next resume, find more acknowledged than consumed).
+   */
+  resumeState(): { received: number; consumed: number; complete: boolean } {
+    this.unacked = 0;
+    this.lastAckAt = performance.now();
+    return { received: this.expected, consumed: this.consumed, complete: this.complete };
+  }
+
   private flushAck(): void {
     if (this.unacked === 0) return;
     const bytes = this.unacked;

@@ -98,8 +98,10 @@ export class StreamTable {
   /** This side's half of the handshake: what it has of each stream it receives. */
   resumeReport(): StreamState[] {
     const streams: StreamState[] = [];
-    for (const [id, s] of this.incoming)
-      streams.push({ id, received: s.expected, consumed: s.consumed, state: s.complete ? 'complete' : 'open' });
+    for (const [id, s] of this.incoming) {
+      const st = s.resumeState();
+      streams.push({ id, received: st.received, consumed: st.consumed, state: st.complete ? 'complete' : 'open' });
+    }
     for (const [id, e] of this.endedIncoming) {
       streams.push(
         e.reason === null
