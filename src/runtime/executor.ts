@@ -99,6 +99,8 @@ export interface ClientRunnerOptions {
   channel?: ChannelOptions;
   log?: Logger;
   heartbeatMs?: number;
+  /** task names that run beside the one-at-a-time queue (the swarm aggregator folds results while its trainer trains) */
+  concurrentTasks?: ReadonlySet<string>;
 }
 
 export class ClientRunner {
@@ -188,7 +190,7 @@ export class ClientRunner {
             const payload = env.payload;
             const ctrl = new AbortController();
             this.tasks.set(m.taskId, ctrl);
-            queue = queue.then(async () => {
+            const work = async (): Promise<void> => {
               if (ctrl.signal.aborted) {
                 // cancelled while queued: never started, and the server wants no answer
                 payload?.cancel('task cancelled');
@@ -206,7 +208,9 @@ export class ClientRunner {
               await this.runTask({ taskId: m.taskId, taskName: m.taskName, info: m.info, params }, ctrl.signal);
               payload?.cancel('task finished');
               this.tasks.delete(m.taskId);
-            });
+            };
+            if (this.opts.concurrentTasks?.has(m.taskName)) void work();
+            else queue = queue.then(work);
             break;
           }
         }

@@ -8,3 +8,4 @@ export * from './errors.ts';
 export * from './relay.ts';
 export * from './site.ts';
 export * from './workspace.ts';
+export * from './swarm-site.ts';

@@ -101,6 +101,26 @@ export const CrossSiteEvalSpecSchema = z.strictObject({
   taskTimeoutSeconds: Seconds.optional(),
 });
 /**
+ * Swarm learning (src/workflows/swarm.ts): each round one site aggregates the others' results;
+ * the server only routes the traffic, picks the aggregator and keeps each round's model.
+ */
+export const SwarmSpecSchema = z.strictObject({
+  type: z.literal('swarm'),
+  rounds: z.number().int().min(1),
+  /** how each round's aggregator is picked among the connected sites: in turn by name, or seeded at random */
+  aggregator: z
+    .strictObject({ select: z.enum(['round_robin', 'random']).default('round_robin'), seed: z.number().int().default(0) })
+    .default({ select: 'round_robin', seed: 0 }),
+  /** a trainer that has not answered within this is skipped for the round (default: wait for it or its disconnection) */
+  taskTimeoutSeconds: Seconds.optional(),
+  /** each step of the aggregator (open, one contribution, finish); past it the aggregator is replaced and the round redone */
+  aggregatorTimeoutSeconds: Seconds.optional(),
+  /** how often a round may be redone with a new aggregator before the job fails */
+  maxAttempts: z.number().int().min(1).max(100).default(3),
+  /** the aggregator keeps the global model and the running sum on disk in its workspace */
+  offload: z.boolean().default(false),
+});
+/**
  * A workflow module of the job itself: `module` exports (as `export`, default `default`) a
  * workflow definition `{ name, schema, create }` (defineWorkflow of flotilla/workflows); `args`
  * are checked against its schema when the job is validated and again when it runs.
@@ -118,6 +138,7 @@ export const WorkflowSpecSchema = z.discriminatedUnion('type', [
   ScaffoldSpecSchema,
   CyclicSpecSchema,
   CrossSiteEvalSpecSchema,
+  SwarmSpecSchema,
   CustomWorkflowSpecSchema,
 ]);
 export type WorkflowSpec = z.infer<typeof WorkflowSpecSchema>;

@@ -8,6 +8,7 @@ import type { ChannelOptions } from '../streaming/index.ts';
 import type { Link } from '../transport/link.ts';
 import type { Logger } from '../util/log.ts';
 import { ClientRunner, type Executor, trainerExecutor } from './executor.ts';
+import { SWARM_CONCURRENT_TASKS, swarmExecutor } from './swarm-site.ts';
 
 export interface SiteOptions {
   site: string;
@@ -35,6 +36,8 @@ export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
     );
   const inner = trainerExecutor(opts.host, { params: opts.params ?? 'memory', workspace: opts.workspace });
   const executor: Executor = {
+    // a swarm job's round aggregator runs these on the site, beside its trainer (swarm-site.ts)
+    ...swarmExecutor({ workspace: opts.workspace }),
     '*': async (task, signal) => {
       const err = await started;
       if (err) throw new Error(`trainer could not start: ${err.message}`);
@@ -44,6 +47,7 @@ export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
   runner = new ClientRunner(link, {
     site: opts.site,
     executor,
+    concurrentTasks: SWARM_CONCURRENT_TASKS,
     ...(opts.log && { log: opts.log }),
     ...(opts.channel && { channel: opts.channel }),
   });

@@ -8,6 +8,7 @@ import {
   FedAvgSpecSchema,
   FedOptSpecSchema,
   ScaffoldSpecSchema,
+  SwarmSpecSchema,
 } from '../runtime/job-config.ts';
 import type { z } from 'zod';
 import { CrossSiteEval } from './cross-site-eval.ts';
@@ -15,6 +16,7 @@ import { Cyclic } from './cyclic.ts';
 import { FedAvg } from './fedavg.ts';
 import { FedOpt } from './fedopt.ts';
 import { Scaffold } from './scaffold.ts';
+import { Swarm } from './swarm.ts';
 import { type ChainWorkflow, type WorkflowDefinition, type WorkflowInput, defineWorkflow } from './workflow.ts';
 
 type Broadcasting = z.output<typeof FedAvgSpecSchema> | z.output<typeof FedOptSpecSchema> | z.output<typeof ScaffoldSpecSchema>;
@@ -75,6 +77,25 @@ export const BUILTIN_WORKFLOWS: readonly WorkflowDefinition<never>[] = [
       });
       // the model passes on unchanged
       return { run: async (ctx) => ({ crossSite: (await evaluation.run(ctx)).matrix }) };
+    },
+  }),
+  defineWorkflow({
+    name: 'swarm',
+    schema: SwarmSpecSchema,
+    create(w, input) {
+      const swarm = new Swarm({
+        rounds: w.rounds,
+        minClients: input.minClients,
+        metadata: input.metadata,
+        initialModel: input.model,
+        select: w.aggregator.select,
+        seed: w.aggregator.seed,
+        maxAttempts: w.maxAttempts,
+        offload: w.offload || input.offload,
+        ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
+        ...(w.aggregatorTimeoutSeconds !== undefined && { aggregatorTimeoutMs: w.aggregatorTimeoutSeconds * 1000 }),
+      });
+      return { run: (ctx) => swarm.runRef(ctx) };
     },
   }),
 ] as unknown as WorkflowDefinition<never>[];

@@ -9,3 +9,4 @@ export * from './strategy.ts';
 export * from './fedopt.ts';
 export * from './scaffold.ts';
 export * from './registry.ts';
+export * from './swarm.ts';

@@ -22,6 +22,9 @@ export const RoundSummarySchema = z.object({
   seconds: z.number(),
   /** the workflow of the job's chain that ran this round, as "<index>-<type>" */
   workflow: z.string().optional(),
+  /** swarm: the site that aggregated this round, and how many aggregators it took */
+  aggregator: z.string().optional(),
+  attempts: z.number().int().optional(),
 });
 export type RoundSummary = z.infer<typeof RoundSummarySchema>;
 
