@@ -57,7 +57,7 @@ test('ModelRef: memory and file refs open streams, materialize, persist; take() 
   assert.equal(mem.released, true);
   await assert.rejects(mem.source(), /already taken/);
   await assert.rejects(ModelRef.file(join(tmp, 'missing.safetensors')));
-  assert.deepEqual(registeredWorkflows().sort(), ['cross_site_eval', 'cyclic', 'fedavg', 'fedopt', 'scaffold']);
+  assert.deepEqual(registeredWorkflows().sort(), ['cross_site_eval', 'cyclic', 'fedavg', 'fedopt', 'scaffold', 'swarm']);
 });
 
 test('a job-defined workflow (type: custom) runs in the simulator, then hands its model to cross-site evaluation', async () => {
