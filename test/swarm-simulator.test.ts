@@ -86,6 +86,28 @@ test('seeded random aggregators follow the ranking, and aggregating on the aggre
   assert.deepEqual(await final(r), direct(5, [1, 1, 1]));
 });
 
+test('a trainer silent past taskTimeoutSeconds is skipped; the aggregator, its own training stalled, still folds the others', async () => {
+  const dir = job('stall', (y) =>
+    y
+      .replace('rounds: 4', 'rounds: 3\n    taskTimeoutSeconds: 1')
+      .replace('rate: 0.5', 'rate: 0.5\n      stallSite: site-2\n      stallRound: 1\n      stallMs: 1500'),
+  );
+  const r = await simulate({ jobDir: dir, clients: 3, threads: 0, workspace: join(tmp, 'stall-ws') });
+  const one = r.rounds[1]!;
+  assert.equal(one.aggregator, 'site-2');
+  assert.deepEqual(one.sites, ['site-1', 'site-3'], 'round 1 went on without the stalled trainer');
+  assert.match(one.failures['site-2']!, /timed out after 1000 ms/);
+  assert.deepEqual(r.rounds[0]!.sites, ['site-1', 'site-2', 'site-3']);
+  // whichever sites each round used (site-2 may miss round 2 too on a slow machine), the model is their FedAvg
+  let w = new Array<number>(6).fill(0);
+  for (const s of r.rounds) {
+    const ks = s.sites.map((x) => Number(x.slice(5)));
+    const total = ks.reduce((a, k) => a + 10 * k, 0);
+    w = w.map((x, i) => Math.fround(ks.reduce((a, k) => a + 10 * k * Math.fround(x + 0.5 * (k + i / 4 - x)), 0) / total));
+  }
+  assert.deepEqual(await final(r), w);
+});
+
 test('the swarm settings are validated by their schema, errors naming the field', () => {
   const base = { name: 'j', minClients: 2, model: { path: 'm.safetensors' }, executor: { trainer: { module: 't.ts' } } };
   const ok = parseJobConfig({ ...base, workflows: [{ type: 'swarm', rounds: 2 }] });

@@ -1,41 +1,62 @@
-// Swarm learning in a deployment on loopback: a FederationServer in this process and three
-// `flotilla client start` site processes over mutual TLS (the processes a POC starts). A swarm job gives
-// the direct FedAvg computation; then the same job with the round's aggregator killed (SIGKILL)
-// mid-round: the server names a new aggregator, the round is redone from the last persisted model with
-// the two live sites, and the job finishes with the model a direct computation of that history gives.
+// Swarm learning in a POC deployment (poc prepare with 3 clients, `flotilla poc start`: a server and three
+// site processes over mutual TLS on loopback, driven through the admin API). A swarm job gives the direct
+// FedAvg computation; then the same job with the round's aggregator killed (SIGKILL) mid-round: the
+// server names a new aggregator, the round is redone from the last persisted model with the two live
+// sites, and the job finishes with the model a direct computation of that history gives.
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { AdminClient } from '../src/admin/admin-client.ts';
 import { readSafetensors } from '../src/core/safetensors.ts';
-import { FederationServer } from '../src/deploy/server.ts';
-import { loadKit } from '../src/provision/kit.ts';
-import { capture, repo, until } from './helpers/federation.ts';
-import { type LogEvent, SiteProcesses, federationKits, jobEvents } from './helpers/fault.ts';
+import { pocPrepare } from '../src/deploy/poc.ts';
+import { freePortPair, repo, until } from './helpers/federation.ts';
+import { type LogEvent, jobEvents } from './helpers/fault.ts';
 
-const tmp = mkdtempSync(join(tmpdir(), 'flotilla-swarm-deploy-'));
-let server: FederationServer;
-let sites: SiteProcesses;
+const tmp = mkdtempSync(join(tmpdir(), 'flotilla-swarm-poc-'));
+const ws = join(tmp, 'poc');
+const run = (...args: string[]): string =>
+  execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
 let admin: AdminClient;
-const serverLog = capture();
-const workspace = join(tmp, 'server-ws');
+let workspace = '';
+let pids: Record<string, number> = {};
+
+function killAll(): void {
+  // whatever happened, no POC process outlives the test
+  for (const pid of Object.values(pids))
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+}
 
 before(async () => {
-  const k = await federationKits(join(tmp, 'kits'), 'swarm', 3);
-  const kit = loadKit(k.server!, 'server');
-  server = new FederationServer({ kit, workspace, log: serverLog.log });
-  await server.start();
-  sites = new SiteProcesses(k);
-  for (const s of ['site-1', 'site-2', 'site-3']) sites.start(s, join(tmp, s));
-  admin = new AdminClient(k['boss@hub.org']!, { host: '127.0.0.1', port: kit.config.listen.port });
-  await until('three sites to connect', () => server.siteList().length === 3, 30_000);
+  // prepared in this process (one CLI start less), started by the CLI as a user would
+  const layout = await pocPrepare({ clients: 3, workspace: ws, port: await freePortPair() });
+  assert.match(run('poc', 'start', '-w', ws), /Started server, site-1, site-2, site-3/);
+  pids = Object.fromEntries(
+    Object.entries(JSON.parse(readFileSync(join(ws, 'pids.json'), 'utf8')) as Record<string, { pid: number }>).map(([k, v]) => [k, v.pid]),
+  );
+  workspace = join(layout.server, 'workspace');
+  admin = new AdminClient(join(ws, 'poc', 'prod_01', 'admin@poc.example'));
+  const deadline = Date.now() + 40_000;
+  let sites: string[] = [];
+  while (sites.length < 3 && Date.now() < deadline) {
+    sites = await admin.call('sites').then(
+      (r) => r.map((x) => x.site),
+      () => [],
+    );
+    if (sites.length < 3) await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.deepEqual(sites, ['site-1', 'site-2', 'site-3']);
 });
-after(async () => {
-  admin.close();
-  await sites.stopAll();
-  await server.stop();
+after(() => {
+  admin?.close();
+  if (existsSync(join(ws, 'pids.json'))) run('poc', 'stop', '-w', ws);
+  killAll();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -58,15 +79,29 @@ function direct(perRound: number[][], n = 6): number[] {
   return w;
 }
 
-const ended = (id: string) => (): boolean => ['FINISHED', 'FAILED', 'ABORTED'].includes(server.store.get(id)?.state ?? '');
+/** Polls the job's state until it is over; returns it. */
+async function ended(id: string, ms = 40_000): Promise<{ state: string; detail?: string | null }> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const st = await admin.call('status', { job: id });
+    if (['FINISHED', 'FAILED', 'ABORTED'].includes(st.state) || Date.now() > deadline) return st;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 const finalModel = async (id: string): Promise<number[]> => {
   const m = await readSafetensors(join(workspace, 'jobs', id, 'workspace', 'server', 'global_model.safetensors'));
   return [...(m.tensors.get('w')!.data as Float32Array)];
 };
 
 function dump(id: string): void {
-  console.error([...serverLog.lines, ...jobEvents(workspace, id).map((l) => JSON.stringify(l) + '\n')].join(''));
-  for (const [s, out] of sites.output) console.error(`${s}:`, out.join(''));
+  console.error(
+    jobEvents(workspace, id)
+      .map((l) => JSON.stringify(l))
+      .join('\n'),
+  );
+  for (const name of ['server', 'site-1', 'site-2', 'site-3'])
+    if (existsSync(join(ws, 'logs', `${name}.log`)))
+      console.error(`${name}:`, readFileSync(join(ws, 'logs', `${name}.log`), 'utf8').slice(-4000));
 }
 
 test(
@@ -75,8 +110,7 @@ test(
   async () => {
     const id = await admin.submit(job('plain', { rounds: 3 }));
     try {
-      await until('the job to end', ended(id), 40_000);
-      const st = await admin.call('status', { job: id });
+      const st = await ended(id);
       assert.equal(st.state, 'FINISHED', st.detail ?? undefined);
       const rounds = jobEvents(workspace, id).filter((e) => e.msg === 'swarm round: aggregator chosen');
       assert.deepEqual(
@@ -110,9 +144,8 @@ test(
       assert.equal(chosen().find((e) => e.round === 1)!.aggregator, 'site-2');
       await new Promise((r) => setTimeout(r, 200));
       const killedAt = Date.now();
-      await sites.kill('site-2');
-      await until('the job to end', ended(id), 40_000);
-      const st = await admin.call('status', { job: id });
+      process.kill(pids['site-2']!, 'SIGKILL');
+      const st = await ended(id);
       assert.equal(st.state, 'FINISHED', st.detail ?? undefined);
 
       const events = jobEvents(workspace, id);
