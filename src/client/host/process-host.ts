@@ -4,29 +4,25 @@
  * before connecting, exit mid-task, speak garbage), a pending runTask
  * settles with the reason: exit code or signal plus the tail of its stderr.
  */
-import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import type { FLModel, FLModelInfo } from '../../core/fl-model.ts';
 import type { Tensor, TensorDict } from '../../core/tensor.ts';
 import type { TaskInput, TrainerContext, TrainerHost } from '../api.ts';
 import { FrameReader, FrameWriter, InvalidMessageError, PROTOCOL_VERSION, type TrainerMessage, TrainerMessageSchema } from '../framing.ts';
 import { type LongTimer, setLongTimeout } from '../../util/long-timer.ts';
+import { TrainerChild } from './trainer-child.ts';
 import {
-  CLOSE_AFTER_EXIT_MS,
   EXIT_AFTER_DISCONNECT_MS,
   type ExProcessOptions,
   type ExitStatus,
-  LineTail,
   MAX_SOCKET_PATH,
   TrainerProcessError,
   TrainerTaskError,
   asError,
   deferred,
-  splitLines,
   within,
 } from './child-process.ts';
 
@@ -51,7 +47,7 @@ interface Job {
 
 export class ExProcessTrainerHost implements TrainerHost {
   private ctx: TrainerContext | undefined;
-  private child: ChildProcessByStdio<null, Readable, Readable> | undefined;
+  private readonly proc: TrainerChild;
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
   private writer: FrameWriter | undefined;
@@ -67,20 +63,18 @@ export class ExProcessTrainerHost implements TrainerHost {
   /** terminal: every later runTask rejects with it */
   private failure: Error | undefined;
   private readonly failed = deferred<never>();
-  private exit: ExitStatus | undefined;
-  /** the child has exited and its output is drained */
-  private readonly closed = deferred<void>();
-  private readonly stderrTail = new LineTail();
 
-  constructor(private readonly opts: ExProcessOptions) {}
+  constructor(private readonly opts: ExProcessOptions) {
+    this.proc = new TrainerChild(opts);
+  }
 
   /** How the child ended, once it has. */
   get exitStatus(): ExitStatus | undefined {
-    return this.exit;
+    return this.proc.exit;
   }
 
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.proc.pid;
   }
 
   /** Path of the socket's private directory (removed by stop()). */
@@ -110,7 +104,10 @@ export class ExProcessTrainerHost implements TrainerHost {
         });
       });
       const firstConn = new Promise<net.Socket>((res) => server.once('connection', res));
-      this.spawnChild(ctx, sockPath);
+      this.proc.spawn({ socket: sockPath, siteName: ctx.siteName, jobId: ctx.jobId, workspace: ctx.workspace }, (err) =>
+        this.terminate(err),
+      );
+      void this.proc.closed.promise.then(() => this.terminate(this.exitError()));
 
       const conn = await this.beforeDeadline(firstConn, deadline, 'connect');
       server.close(); // stop listening; the accepted connection stays open
@@ -121,16 +118,16 @@ export class ExProcessTrainerHost implements TrainerHost {
       const hello = await this.beforeDeadline(reader.next(), deadline, 'say hello');
       if (!hello) {
         // most likely it is dying: report how
-        await within(this.closed.promise, EXIT_AFTER_DISCONNECT_MS);
-        throw this.exit ? this.exitError() : this.processError('trainer closed the connection before saying hello');
+        await within(this.proc.closed.promise, EXIT_AFTER_DISCONNECT_MS);
+        throw this.proc.exit ? this.exitError() : this.proc.error('trainer closed the connection before saying hello');
       }
       if (hello.msg.type !== 'hello')
-        throw this.processError(`protocol violation: the trainer's first message must be "hello", got "${hello.msg.type}"`);
+        throw this.proc.error(`protocol violation: the trainer's first message must be "hello", got "${hello.msg.type}"`);
       if (hello.msg.protocol !== PROTOCOL_VERSION) {
         mismatch = true;
         const message = `trainer speaks protocol ${hello.msg.protocol}, client speaks ${PROTOCOL_VERSION}`;
         await this.writer.send({ type: 'error', message }).catch(() => {});
-        throw new TrainerProcessError(message, undefined, this.stderrTail.text());
+        throw new TrainerProcessError(message, undefined, this.proc.stderr);
       }
       await this.writer.send({ type: 'welcome', protocol: PROTOCOL_VERSION, siteName: ctx.siteName, jobId: ctx.jobId });
       this.welcomed = true;
@@ -139,46 +136,11 @@ export class ExProcessTrainerHost implements TrainerHost {
       const err = asError(e);
       this.terminate(err);
       // after an `error` frame the trainer should exit by itself; otherwise don't wait
-      if (mismatch) await within(this.closed.promise, EXIT_AFTER_DISCONNECT_MS);
-      await this.killAndReap();
+      if (mismatch) await within(this.proc.closed.promise, EXIT_AFTER_DISCONNECT_MS);
+      await this.proc.killAndReap();
       await this.cleanup();
       throw err;
     }
-  }
-
-  private spawnChild(ctx: TrainerContext, sockPath: string): void {
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries({ ...process.env, ...this.opts.env })) if (v !== undefined) env[k] = v;
-    Object.assign(env, {
-      FLOTILLA_SOCKET: sockPath,
-      FLOTILLA_PROTOCOL: String(PROTOCOL_VERSION),
-      FLOTILLA_SITE_NAME: ctx.siteName,
-      FLOTILLA_JOB_ID: ctx.jobId,
-      FLOTILLA_WORKSPACE: ctx.workspace,
-    });
-    const child = spawn(this.opts.command, this.opts.args, { cwd: this.opts.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    const log = this.opts.logger;
-    splitLines(child.stdout, (l) => log?.(l, 'stdout'));
-    splitLines(child.stderr, (l) => {
-      this.stderrTail.push(l);
-      log?.(l, 'stderr');
-    });
-    child.on('error', (e) => {
-      // spawn failed (ENOENT, EACCES): there will be no exit status
-      this.terminate(new TrainerProcessError(`could not start trainer "${this.commandLine()}": ${e.message}`, undefined, ''));
-      this.closed.resolve();
-    });
-    child.on('exit', (code, signal) => {
-      this.exit = { code, signal };
-      // a grandchild holding our pipes open must not delay the report forever
-      setTimeout(() => this.closed.resolve(), CLOSE_AFTER_EXIT_MS).unref();
-    });
-    child.on('close', (code, signal) => {
-      this.exit ??= { code, signal };
-      this.closed.resolve();
-    });
-    void this.closed.promise.then(() => this.terminate(this.exitError()));
   }
 
   /** Races p against the hello deadline and the child's death. */
@@ -189,8 +151,8 @@ export class ExProcessTrainerHost implements TrainerHost {
         () => {
           const ms = this.opts.helloTimeoutMs ?? 60_000;
           rej(
-            this.processError(
-              `trainer "${this.commandLine()}" did not ${what} within ${ms} ms (helloTimeoutMs); it must connect to FLOTILLA_SOCKET and send "hello"`,
+            this.proc.error(
+              `trainer "${this.proc.commandLine()}" did not ${what} within ${ms} ms (helloTimeoutMs); it must connect to FLOTILLA_SOCKET and send "hello"`,
             ),
           );
         },
@@ -204,22 +166,7 @@ export class ExProcessTrainerHost implements TrainerHost {
     }
   }
 
-  private commandLine(): string {
-    return [this.opts.command, ...this.opts.args].join(' ');
-  }
-
-  private tailSection(): string {
-    const t = this.stderrTail.text();
-    return t ? `\n--- last lines of the trainer's stderr ---\n${t}` : "\n(the trainer's stderr was empty)";
-  }
-
-  private processError(message: string): TrainerProcessError {
-    return new TrainerProcessError(message + this.tailSection(), this.exit, this.stderrTail.text());
-  }
-
   private exitError(): TrainerProcessError {
-    const x = this.exit;
-    const status = !x ? 'ended' : x.signal ? `was killed by signal ${x.signal}` : `exited with code ${x.code}`;
     const t = this.current && !this.current.settled ? this.current.task : undefined;
     const when = !this.welcomed
       ? ' before completing the handshake'
@@ -228,7 +175,7 @@ export class ExProcessTrainerHost implements TrainerHost {
         : this.stopping
           ? ' after stop'
           : '';
-    return this.processError(`trainer process ${this.child?.pid ?? '?'} (${this.commandLine()}) ${status}${when}`);
+    return this.proc.exitError(when);
   }
 
   /** Terminal failure: rejects everything pending and every later runTask. */
@@ -241,13 +188,6 @@ export class ExProcessTrainerHost implements TrainerHost {
     this.current = undefined;
     for (const j of jobs) this.rejectJob(j, err);
     this.conn?.destroy();
-  }
-
-  private async killAndReap(): Promise<void> {
-    const c = this.child;
-    if (!c || this.exit || c.pid === undefined) return;
-    c.kill('SIGKILL');
-    await within(this.closed.promise, 5000);
   }
 
   private async cleanup(): Promise<void> {
@@ -331,8 +271,8 @@ export class ExProcessTrainerHost implements TrainerHost {
           this.handle(f.msg, f.params);
         } catch (e) {
           // our side failed (e.g. ctx.onMetric threw): not the connection's fault, but the job cannot go on
-          this.terminate(this.processError(`error while handling a "${f.msg.type}" message from the trainer: ${asError(e).message}`));
-          await this.killAndReap();
+          this.terminate(this.proc.error(`error while handling a "${f.msg.type}" message from the trainer: ${asError(e).message}`));
+          await this.proc.killAndReap();
           return;
         }
       }
@@ -343,8 +283,8 @@ export class ExProcessTrainerHost implements TrainerHost {
   }
 
   private violation(message: string): void {
-    this.terminate(this.processError(`protocol violation by the trainer: ${message}`));
-    void this.killAndReap();
+    this.terminate(this.proc.error(`protocol violation by the trainer: ${message}`));
+    void this.proc.killAndReap();
   }
 
   private handle(msg: TrainerMessage, params: TensorDict | undefined): void {
@@ -409,15 +349,15 @@ export class ExProcessTrainerHost implements TrainerHost {
   private async connectionLost(cause: Error | undefined): Promise<void> {
     if (this.failure) return;
     // the trainer usually exits right after its socket closes; its exit code is the useful part
-    if (await within(this.closed.promise, EXIT_AFTER_DISCONNECT_MS)) return; // terminate(exitError) ran
+    if (await within(this.proc.closed.promise, EXIT_AFTER_DISCONNECT_MS)) return; // terminate(exitError) ran
     if (this.failure) return;
     const why = cause ? `: ${cause.message}` : '';
     this.terminate(
-      this.processError(
-        `lost the connection to trainer process ${this.child?.pid ?? '?'}${why} (the process was still running and has been killed)`,
+      this.proc.error(
+        `lost the connection to trainer process ${this.proc.pid ?? '?'}${why} (the process was still running and has been killed)`,
       ),
     );
-    await this.killAndReap();
+    await this.proc.killAndReap();
   }
 
   async stop(): Promise<void> {
@@ -428,7 +368,7 @@ export class ExProcessTrainerHost implements TrainerHost {
         this.rejectJob(j, new Error(`task "${j.task.taskId}" was never started: the trainer host stopped`));
       this.pump(); // a trainer waiting in receive() gets `stop` now, otherwise on its next receive()
     }
-    if (this.child && !this.exit && !(await within(this.closed.promise, this.opts.stopTimeoutMs ?? 10_000))) await this.killAndReap();
+    if (this.proc.running && !(await within(this.proc.closed.promise, this.opts.stopTimeoutMs ?? 10_000))) await this.proc.killAndReap();
     this.terminate(new Error('the trainer host has stopped'));
     await this.cleanup();
   }
