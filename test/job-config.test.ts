@@ -34,7 +34,7 @@ const bad: [string, unknown, RegExp][] = [
   ['unknown workflow type', { ...good, workflows: [{ type: 'fedsgd', rounds: 1 }] }, /workflows\.0\.type/],
   ['path escaping the job folder', { ...good, model: { path: '../../etc/passwd' } }, /model.*inside the job folder/s],
   ['bad job name', { ...good, name: 'has space' }, /name: job names/],
-  ['filters not empty', { ...good, filters: [{ type: 'dp' }] }, /filters: filters are not supported yet/],
+  ['unknown filter type', { ...good, filters: [{ type: 'rot13' }] }, /filters\.0(\.type)?: unknown filter type/],
   ['no executor', { ...good, executor: undefined }, /executor/],
 ];
 for (const [what, raw, re] of bad) {

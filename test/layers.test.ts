@@ -13,11 +13,12 @@ const src = fileURLToPath(new URL('../src', import.meta.url));
 const LAYER: Record<string, number> = {
   util: -1,
   core: 0,
-  provision: 0,
   transport: 1,
   client: 1,
   aggregators: 1,
+  filters: 1,
   streaming: 2,
+  provision: 2,
   algorithms: 2,
   runtime: 3,
   workflows: 4,

@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { ServerRuntime } from '../runtime/controller.ts';
 import { loadInitialModel, loadJob } from '../runtime/job.ts';
+import { loadJobFilters } from '../runtime/filters.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import type { ConnectInfo, PeerIdentity } from '../transport/peer.ts';
@@ -213,6 +214,7 @@ export class JobScheduler {
       const job = loadJob(join(dir, 'app'));
       tm?.jobStarted(rec.id, job.config.name, totalRounds(job.config.workflows));
       runtime.limitResults(job.config.maxResultBytes);
+      runtime.useFilters(await loadJobFilters(job));
       // loaded before anything is deployed: a bad model fails the job at once
       const initial = await loadInitialModel(job);
       rj.bundle = packJob(join(dir, 'app'));

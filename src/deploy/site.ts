@@ -12,6 +12,8 @@ import type { ClientConfig, Kit } from '../provision/kit.ts';
 import { createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
 import { describeZodError } from '../util/zod-error.ts';
 import { runSite } from '../runtime/site.ts';
+import { loadJobFilters } from '../runtime/filters.ts';
+import { policyRefusal } from '../filters/policy.ts';
 import { Channel, type Payload } from '../streaming/index.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
 import { FallbackDialer, dialerFor } from '../transport/dialer.ts';
@@ -204,6 +206,11 @@ export class FederationSite {
         for await (const c of payload) chunks.push(c);
         unpackJob(Buffer.concat(chunks), join(dir, 'app'), this.opts.maxJobBytes);
         const job = loadJob(join(dir, 'app'));
+        // this site's privacy policy has the last word on what it sends; a job that asks for less is refused
+        const privacy = this.opts.kit.config.privacy;
+        const refusal = policyRefusal(this.site, job.config.filters, privacy);
+        if (refusal) throw new Error(`job refused: ${refusal}`);
+        const filters = await loadJobFilters(job, privacy);
         const siteDir = join(dir, this.site);
         const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
         const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog, {
@@ -234,6 +241,7 @@ export class FederationSite {
           log: siteLog,
           params: executorSpecFor(job, this.site).params,
           channel,
+          filters,
         });
         this.log.info({ job: m.jobId, reason }, 'job ended');
       } catch (e) {

@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { describeCert } from './ca.ts';
 import { ADMIN_ROLES } from './project.ts';
 import { describeZodError } from '../util/zod-error.ts';
+import { PrivacyPolicySchema } from '../filters/policy.ts';
 
 export const SIGNATURE_FILE = 'signature.json';
 
@@ -54,6 +55,8 @@ export const ClientConfigSchema = z.strictObject({
   heartbeatSeconds: z.number().positive().max(3600, 'must be at most 3600 seconds').default(5),
   /** this site's Python interpreter: what `{python}` in a job's script executor runs (FLOTILLA_PYTHON overrides it) */
   python: z.string().min(1).optional(),
+  /** this site's privacy policy: filters applied to every result it sends, whatever the job says (docs/filters.md) */
+  privacy: PrivacyPolicySchema.optional(),
 });
 export const AdminConfigSchema = z.strictObject({
   kind: z.literal('admin'),

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { zodIssueLines } from '../util/zod-error.ts';
+import { PrivacyPolicySchema } from '../filters/policy.ts';
 
 const Name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1–64 letters, digits, "_", "." or "-"');
 const Org = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_. -]{0,63}$/, 'must be 1–64 letters, digits, spaces, "_", "." or "-"');
@@ -37,6 +38,8 @@ export const ClientParticipant = z.strictObject({
   org: Org,
   /** the site's Python interpreter, `{python}` in its jobs' script executors (FLOTILLA_PYTHON overrides it) */
   python: z.string().min(1).optional(),
+  /** the site's privacy policy, written into its kit: filters applied to every result it sends (docs/filters.md) */
+  privacy: PrivacyPolicySchema.optional(),
 });
 export const AdminParticipant = z.strictObject({ type: z.literal('admin'), name: Email, org: Org, role: z.enum(ADMIN_ROLES) });
 

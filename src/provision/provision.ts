@@ -111,6 +111,7 @@ function configFor(
         serverName: server.host,
         heartbeatSeconds: 5,
         ...(p.python !== undefined && { python: p.python }),
+        ...(p.privacy !== undefined && { privacy: p.privacy }),
       };
     case 'admin':
       return { kind: 'admin', project: project.name, name: p.name, org: p.org, role: p.role, server: endpoint, serverName: server.host };

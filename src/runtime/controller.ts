@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { TensorDict } from '../core/tensor.ts';
-import { encodeStream, encodedBytes } from '../core/tensor-stream.ts';
+import { type TensorStream, encodeStream, encodedBytes } from '../core/tensor-stream.ts';
 import { Channel, type ChannelOptions, type Envelope, type MalformedMessageError, type TransferProgress } from '../streaming/index.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
@@ -19,6 +19,7 @@ import { describeZodError } from '../util/zod-error.ts';
 import { type RelayHop, type RelayOptions, type RelayTask, relayOver } from './relay.ts';
 import { transferLogger } from './transfer-log.ts';
 import { type LongTimer, setLongTimeout } from '../util/long-timer.ts';
+import { FilterChain } from '../filters/chain.ts';
 
 export type { RelayFailurePolicy, RelayHop, RelayHopFailed, RelayHopOk, RelayOptions, RelayTask } from './relay.ts';
 export { RelayAbortedError } from './relay.ts';
@@ -33,6 +34,8 @@ interface SiteState {
   lastSeen: number;
   /** the largest result (encoded bytes) each pending task may return */
   resultLimits: Map<string, number>;
+  /** each pending task's name (the filters of its result) */
+  taskNames: Map<string, string>;
 }
 
 /** A task's result may be twice the model it was sent plus this much (metadata, a changed dtype). */
@@ -56,6 +59,8 @@ export interface ServerRuntimeOptions {
    * Default: no limit (a site is dropped only when its link fails for good).
    */
   heartbeatTimeoutMs?: number;
+  /** the job's filters: sending halves on tasks, receiving halves on results (src/filters) */
+  filters?: FilterChain;
 }
 
 export class ServerRuntime implements Controller {
@@ -70,6 +75,7 @@ export class ServerRuntime implements Controller {
   private readonly channelOpts: ChannelOptions;
   private sweeper: NodeJS.Timeout | null = null;
   private maxResultBytes: number | undefined;
+  private filters: FilterChain;
 
   constructor(
     private readonly transport: ServerTransport,
@@ -78,6 +84,7 @@ export class ServerRuntime implements Controller {
     this.jobId = opts.jobId;
     this.log = opts.log ?? silentLogger();
     this.maxResultBytes = opts.maxResultBytes;
+    this.filters = opts.filters ?? new FilterChain();
     const progress = (t: TransferProgress): void => {
       // payload bytes arriving are a sign of life too: a site busy uploading a large result is not silent
       const s = t.direction === 'receive' ? this.siteMap.get(t.peer) : undefined;
@@ -90,6 +97,11 @@ export class ServerRuntime implements Controller {
   /** Sets the result limit of the tasks sent from now on (the job's maxResultBytes, known once its config is read). */
   limitResults(maxBytes: number | undefined): void {
     this.maxResultBytes = maxBytes;
+  }
+
+  /** Sets the job's filters (known once its config is read). */
+  useFilters(filters: FilterChain): void {
+    this.filters = filters;
   }
 
   start(): void {
@@ -170,17 +182,23 @@ export class ServerRuntime implements Controller {
         timer?.clear();
         s.pending.delete(taskId);
         s.resultLimits.delete(taskId);
+        s.taskNames.delete(taskId);
         resolve(r);
       };
       s.pending.set(taskId, finish);
       s.resultLimits.set(taskId, this.resultLimit(task));
+      s.taskNames.set(taskId, task.name);
       if (timeoutMs !== undefined) {
         timer = setLongTimeout(() => this.cancel(site, taskId, `task ${task.name} timed out after ${timeoutMs} ms`), timeoutMs);
       }
-      const msg = { type: 'task', taskId, taskName: task.name, info: task.info, hasParams: task.params !== null };
-      const payload = task.params ? encodeStream(task.params.open()) : undefined;
+      const f =
+        task.params &&
+        this.filters.try('send', { info: task.info, params: task.params.open() }, { site, taskName: task.name, direction: 'task' });
+      if (f && !f.ok) return finish({ ok: false, site, taskId, error: `task ${task.name} for ${site}: ${f.reason}` });
+      const out = f && f.value;
+      const msg = { type: 'task', taskId, taskName: task.name, info: out?.info ?? task.info, hasParams: task.params !== null };
       s.channel
-        .send(msg, payload, task.params ? { totalBytes: encodedBytes(task.params.header) } : {})
+        .send(msg, out ? encodeStream(out.params) : undefined, out ? { totalBytes: encodedBytes(out.params.header) } : {})
         .catch((e: Error) => finish({ ok: false, site, taskId, error: `sending task to ${site} failed: ${e.message}` }));
     });
     return { taskId, result };
@@ -274,7 +292,7 @@ export class ServerRuntime implements Controller {
       this.dropSite(site, `site ${site} reconnected: its tasks on the old connection are lost`, old.channel);
       old.channel.close('replaced by a new connection of the same site');
     }
-    this.siteMap.set(site, { channel, pending: new Map(), resultLimits: new Map(), lastSeen: Date.now() });
+    this.siteMap.set(site, { channel, pending: new Map(), resultLimits: new Map(), taskNames: new Map(), lastSeen: Date.now() });
     const hb = this.opts.heartbeatTimeoutMs;
     await channel.send({ type: 'registered', site, jobId: this.jobId, ...(hb !== undefined && { heartbeatSeconds: hb / 4000 }) });
     this.log.info({ site }, 'site registered');
@@ -318,10 +336,19 @@ export class ServerRuntime implements Controller {
           this.log.warn({ site, taskId: m.taskId }, 'result for an unknown or expired task ignored');
           return;
         }
-        resolve(await readResult(site, m, env.payload, state.resultLimits.get(m.taskId) ?? DEFAULT_RESULT_LIMIT_BYTES, this.log));
+        const r = await readResult(site, m, env.payload, state.resultLimits.get(m.taskId) ?? DEFAULT_RESULT_LIMIT_BYTES, this.log);
+        resolve(r.ok && r.params ? this.filterResult(r, r.params, state.taskNames.get(m.taskId) ?? '') : r);
         return;
       }
     }
+  }
+
+  /** A result through the job's receiving filters; a filter that fails fails this result only. */
+  private filterResult(r: TaskResult & { ok: true }, params: TensorStream, taskName: string): TaskResult {
+    const f = this.filters.try('receive', { info: r.info, params }, { site: r.site, taskName, direction: 'result' });
+    if (f.ok) return { ...r, ...f.value };
+    r.discard();
+    return { ok: false, site: r.site, taskId: r.taskId, error: `result from ${r.site}: ${f.reason}` };
   }
 
   /** Drops every site silent for longer than the heartbeat timeout (also one whose link is down and resuming). */

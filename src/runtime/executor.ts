@@ -19,6 +19,8 @@ import { type Logger, silentLogger } from '../util/log.ts';
 import { RUNTIME_PROTOCOL, ServerMessageSchema } from './messages.ts';
 import { describeZodError } from '../util/zod-error.ts';
 import { transferLogger } from './transfer-log.ts';
+import { FilterChain } from '../filters/chain.ts';
+import type { FilterContext } from '../filters/types.ts';
 
 export interface IncomingTask {
   taskId: string;
@@ -101,6 +103,8 @@ export interface ClientRunnerOptions {
   heartbeatMs?: number;
   /** task names that run beside the one-at-a-time queue (the swarm aggregator folds results while its trainer trains) */
   concurrentTasks?: ReadonlySet<string>;
+  /** the job's filters and this site's policy: receiving halves on tasks, sending halves on results (src/filters) */
+  filters?: FilterChain;
 }
 
 export class ClientRunner {
@@ -198,14 +202,16 @@ export class ClientRunner {
                 return;
               }
               let params: TensorStream | null = null;
+              let info = m.info;
               try {
                 params = m.hasParams && payload ? await decodeStream(payload) : null;
+                if (params) ({ info, params } = this.filterChain.receive({ info, params }, this.filterContext(m.taskName, 'task')));
               } catch (e) {
                 payload?.cancel('bad payload');
                 await this.fail(m.taskId, `bad task payload: ${(e as Error).message}`);
                 return;
               }
-              await this.runTask({ taskId: m.taskId, taskName: m.taskName, info: m.info, params }, ctrl.signal);
+              await this.runTask({ taskId: m.taskId, taskName: m.taskName, info, params }, ctrl.signal);
               payload?.cancel('task finished');
               this.tasks.delete(m.taskId);
             };
@@ -226,6 +232,19 @@ export class ClientRunner {
     this.channel.close('client closing');
   }
 
+  private get filterChain(): FilterChain {
+    return (this.opts.filters ??= new FilterChain());
+  }
+
+  private filterContext(taskName: string, direction: 'task' | 'result'): FilterContext {
+    return {
+      site: this.opts.site,
+      taskName,
+      direction,
+      metric: (key, value, round) => this.metric({ site: this.opts.site, key, value, ...(round !== undefined && { round }) }),
+    };
+  }
+
   private async runTask(task: IncomingTask, cancelled: AbortSignal): Promise<void> {
     const handler = this.opts.executor[task.taskName] ?? this.opts.executor['*'];
     const started = Date.now();
@@ -243,24 +262,27 @@ export class ClientRunner {
         (late) => signal.aborted && void late.cleanup?.().catch(() => undefined),
         () => undefined,
       );
-      const out = await Promise.race([work, aborted]);
-      const bad = Object.entries(out.info.metrics).filter(([, v]) => !Number.isFinite(v));
+      const done = await Promise.race([work, aborted]);
+      const bad = Object.entries(done.info.metrics).filter(([, v]) => !Number.isFinite(v));
       if (bad.length > 0) {
-        await out.cleanup?.();
+        await done.cleanup?.();
         const list = bad.map(([k, v]) => `"${k}" is ${v}`).join(', ');
         throw new Error(
           `the trainer's result has metrics that are not finite numbers (${list}): JSON cannot carry them; check the training (a diverging loss?) or leave them out of the result`,
         );
       }
-      const msg = { type: 'result', taskId: task.taskId, status: 'ok', info: out.info, hasParams: out.params !== null };
       try {
+        const out = done.params
+          ? { ...done, ...this.filterChain.send({ info: done.info, params: done.params }, this.filterContext(task.taskName, 'result')) }
+          : done;
+        const msg = { type: 'result', taskId: task.taskId, status: 'ok', info: out.info, hasParams: out.params !== null };
         await this.channel.send(
           msg,
           out.params ? encodeStream(out.params) : undefined,
           out.params ? { totalBytes: encodedBytes(out.params.header) } : {},
         );
       } finally {
-        await out.cleanup?.();
+        await done.cleanup?.();
       }
       this.log.info({ task: task.taskName, ms: Date.now() - started }, 'task done');
     } catch (e) {

@@ -14,6 +14,7 @@ import { RobustRuleSchema } from '../algorithms/robust.ts';
 import { SamplingSchema } from '../algorithms/sampling.ts';
 import { ServerOptimizerSchema } from '../algorithms/server-optimizer.ts';
 import { DurationSeconds, DurationSecondsOrZero } from '../util/long-timer.ts';
+import { FilterListSchema } from '../filters/spec.ts';
 
 const RelPath = z
   .string()
@@ -148,9 +149,6 @@ const ModelSpec = z.union([
   z.strictObject({ module: RelPath, export: z.string().min(1).default('initialModel') }),
 ]);
 
-/** Filters arrive with the privacy issue; the key exists so job folders need no change then. */
-const FilterList = z.array(z.unknown()).max(0, 'filters are not supported yet: leave the list empty');
-
 export const JobConfigSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'job names are 1–64 letters, digits, "_", "." or "-"'),
   minClients: z.number().int().min(1),
@@ -159,7 +157,8 @@ export const JobConfigSchema = z.strictObject({
   executor: ExecutorSpecSchema,
   /** per-site executor overrides, e.g. a Python trainer at one site */
   sites: z.record(z.string(), z.strictObject({ executor: ExecutorSpecSchema })).default({}),
-  filters: FilterList.default([]),
+  /** transforms of tasks and results: quantize, exclude, custom modules (docs/filters.md) */
+  filters: FilterListSchema.default([]),
   /**
    * seconds a site may stay silent on the job's connection before it is dropped from the job (its
    * tasks fail, the rounds go on with the others while minClients holds). Default: the server's

@@ -9,6 +9,7 @@ import type { Link } from '../transport/link.ts';
 import type { Logger } from '../util/log.ts';
 import { ClientRunner, type Executor, trainerExecutor } from './executor.ts';
 import { SWARM_CONCURRENT_TASKS, swarmExecutor } from './swarm-site.ts';
+import type { FilterChain } from '../filters/chain.ts';
 
 export interface SiteOptions {
   site: string;
@@ -20,6 +21,8 @@ export interface SiteOptions {
   params?: 'memory' | 'file';
   /** options of the site's channel to the server (e.g. resume with a redial) */
   channel?: ChannelOptions;
+  /** the job's filters and the site's privacy policy (runtime/filters.ts loadJobFilters) */
+  filters?: FilterChain;
 }
 
 /** Runs a site until the server ends the job; returns the reason. The trainer is stopped in all cases. */
@@ -50,6 +53,7 @@ export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
     concurrentTasks: SWARM_CONCURRENT_TASKS,
     ...(opts.log && { log: opts.log }),
     ...(opts.channel && { channel: opts.channel }),
+    ...(opts.filters && { filters: opts.filters }),
   });
   try {
     return await runner.run();

@@ -12,6 +12,7 @@ import { ServerRuntime } from '../runtime/controller.ts';
 import { type SiteSettings, createTrainerHost, executorSpecFor, loadInitialModel, loadJob } from '../runtime/job.ts';
 import { type JobOutcome, runWorkflows } from '../workflows/run-job.ts';
 import { runSite } from '../runtime/site.ts';
+import { loadJobFilters } from '../runtime/filters.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import type { TransferProgress } from '../streaming/index.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
@@ -61,6 +62,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const log = fileLogger(join(workspace, 'server', 'log.jsonl'), 'server');
   const threads = Math.min(opts.threads ?? Math.min(sites.length, 2), sites.length);
   const initial = await loadInitialModel(job);
+  const filters = await loadJobFilters(job);
 
   const settings: SiteSettings = opts.python !== undefined ? { python: opts.python } : {};
   const hub = new InMemoryHub();
@@ -68,6 +70,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const server = new ServerRuntime(hub, {
     jobId,
     log,
+    filters,
     onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }),
     ...(opts.onTransfer && { channel: { onTransfer: opts.onTransfer } }),
   });
@@ -145,7 +148,8 @@ async function runSitesHere(
       const dir = join(workspace, site);
       const log = fileLogger(join(dir, 'log.jsonl'), site);
       const host = await createTrainerHost(job, site, i, sites.length, dir, log, settings);
-      await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log, params: executorSpecFor(job, site).params });
+      const filters = await loadJobFilters(job);
+      await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log, params: executorSpecFor(job, site).params, filters });
     }),
   );
 }

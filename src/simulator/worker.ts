@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import { type SiteSettings, createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
 import { runSite } from '../runtime/site.ts';
+import { loadJobFilters } from '../runtime/filters.ts';
 import { MessagePortLink } from '../transport/in-memory.ts';
 import { fileLogger } from '../util/log.ts';
 
@@ -36,6 +37,7 @@ const results = await Promise.allSettled(
         host,
         log,
         params: executorSpecFor(job, s.name).params,
+        filters: await loadJobFilters(job),
       });
     })
     .map((p, i) =>

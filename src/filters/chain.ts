@@ -1,0 +1,112 @@
+/**
+ * A side's filters in order. Sending: the entries for that direction and task in list order (the
+ * job's, then the site's privacy policy, which therefore has the last word), quantizers after
+ * every other filter so the others see float tensors. Receiving: quantized tensors are
+ * dequantized first (whatever quantized them: the metadata says how), then the other filters'
+ * receiving halves in reverse order.
+ */
+import type { TensorStream } from '../core/tensor-stream.ts';
+import { excludeTensors } from './exclude.ts';
+import { nameMatcher } from './patterns.ts';
+import { dequantizeStream, quantizeStream } from './quantize.ts';
+import { type FilterSpec, quantFormat } from './spec.ts';
+import type { Direction, Filter, FilterContext, FilterPayload } from './types.ts';
+import { type Result, err, ok } from '../util/result.ts';
+
+export interface ChainEntry {
+  /** where it was configured, for errors: "filters.2 (quantize)", "privacy policy filters.0 (exclude)" */
+  label: string;
+  direction: Direction | 'both';
+  tasks?: readonly string[] | undefined;
+  filter: Filter;
+  /** quantizers run last when sending */
+  quantizer?: boolean;
+}
+
+export class FilterError extends Error {
+  override readonly name = 'FilterError';
+}
+
+/** A built-in filter from its validated spec (custom ones are loaded by the runtime). */
+export function builtinFilter(spec: Exclude<FilterSpec, { type: 'custom' }>): Filter {
+  switch (spec.type) {
+    case 'quantize': {
+      const { format, blockSize } = quantFormat(spec);
+      const skip = spec.exclude ? nameMatcher(spec.exclude) : undefined;
+      return { send: (p) => ({ ...p, params: quantizeStream(p.params, { format, blockSize, ...(skip && { skip }) }) }) };
+    }
+    case 'exclude': {
+      const excluded = nameMatcher(spec.patterns);
+      return { send: (p) => ({ ...p, params: excludeTensors(p.params, excluded) }) };
+    }
+  }
+}
+
+export function entryFor(spec: FilterSpec, label: string, filter: Filter): ChainEntry {
+  return { label, direction: spec.direction, tasks: spec.tasks, filter, quantizer: spec.type === 'quantize' };
+}
+
+/** Prefixes errors of a stream's pieces with the filter that raised them. */
+function labelled(stream: TensorStream, label: string): TensorStream {
+  return {
+    header: stream.header,
+    async *pieces() {
+      try {
+        yield* stream.pieces();
+      } catch (e) {
+        if (e instanceof FilterError) throw e;
+        throw new FilterError(`${label}: ${(e as Error).message}`);
+      }
+    },
+  };
+}
+
+export class FilterChain {
+  constructor(readonly entries: readonly ChainEntry[] = []) {}
+
+  private applicable(ctx: FilterContext): ChainEntry[] {
+    return this.entries.filter(
+      (e) => (e.direction === 'both' || e.direction === ctx.direction) && (!e.tasks || e.tasks.includes(ctx.taskName)),
+    );
+  }
+
+  private step(p: FilterPayload, ctx: FilterContext, e: ChainEntry, half: 'send' | 'receive'): FilterPayload {
+    if (!e.filter[half]) return p;
+    let out: FilterPayload;
+    try {
+      out = e.filter[half](p, ctx);
+    } catch (err) {
+      throw new FilterError(`${e.label}: ${(err as Error).message}`);
+    }
+    return { info: out.info, params: labelled(out.params, e.label) };
+  }
+
+  /** Where a payload leaves this side. */
+  send(p: FilterPayload, ctx: FilterContext): FilterPayload {
+    const es = this.applicable(ctx);
+    for (const e of [...es.filter((x) => !x.quantizer), ...es.filter((x) => x.quantizer)]) p = this.step(p, ctx, e, 'send');
+    return p;
+  }
+
+  /** send or receive, a failure as a reason (the runtime fails that task or result with it) */
+  try(half: 'send' | 'receive', p: FilterPayload, ctx: FilterContext): Result<FilterPayload> {
+    try {
+      return ok(this[half](p, ctx));
+    } catch (e) {
+      return err((e as Error).message);
+    }
+  }
+
+  /** Where a payload arrives. */
+  receive(p: FilterPayload, ctx: FilterContext): FilterPayload {
+    let params: TensorStream;
+    try {
+      params = dequantizeStream(p.params);
+    } catch (e) {
+      throw new FilterError(`dequantizing: ${(e as Error).message}`);
+    }
+    p = params === p.params ? p : { info: p.info, params: labelled(params, 'dequantizing') };
+    for (const e of this.applicable(ctx).reverse()) p = this.step(p, ctx, e, 'receive');
+    return p;
+  }
+}

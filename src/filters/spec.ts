@@ -1,0 +1,81 @@
+/**
+ * job.yaml `filters:` and a site's privacy policy: one entry per filter, validated strictly, each
+ * error naming its field (`filters.0.bits: must be 16, 8 or 4`).
+ */
+import { z } from 'zod';
+import { JsonValueSchema } from '../core/fl-model.ts';
+import type { QuantFormat } from './codecs.ts';
+import { NamePatternSchema } from './patterns.ts';
+
+const RelPath = z
+  .string()
+  .min(1)
+  .refine((p) => !p.startsWith('/') && !p.split(/[\\/]/).includes('..'), 'must be a path inside the job folder (relative, no "..")');
+
+/** Which way a filter acts: on tasks (server → site), on results (site → server), or both. */
+const DirectionSpec = z.enum(['task', 'result', 'both']);
+/** Only these tasks (default: every task). */
+const Tasks = z.array(z.string().min(1)).min(1).optional();
+const Patterns = z.array(NamePatternSchema).min(1);
+
+const isPow2 = (n: number): boolean => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+
+export const QuantizeSpecSchema = z
+  .strictObject({
+    type: z.literal('quantize'),
+    /** 16: float16 or bfloat16; 8: blockwise int8; 4: nf4 or fp4 (each with a float32 absmax per block) */
+    bits: z.number().refine((b) => b === 16 || b === 8 || b === 4, 'must be 16, 8 or 4'),
+    format: z.enum(['float16', 'bfloat16', 'blockwise', 'nf4', 'fp4']).optional(),
+    /** elements per block (8- and 4-bit): a power of two, 16 to 65536; default 256 (8-bit), 64 (4-bit) */
+    blockSize: z
+      .number()
+      .refine(isPow2, 'must be a power of two')
+      .refine((n) => n >= 16 && n <= 65536, 'must be between 16 and 65536')
+      .optional(),
+    /** tensors sent as they are (glob or /regex/) */
+    exclude: Patterns.optional(),
+    direction: DirectionSpec.default('both'),
+    tasks: Tasks,
+  })
+  .superRefine((q, ctx) => {
+    const allowed = q.bits === 16 ? ['float16', 'bfloat16'] : q.bits === 8 ? ['blockwise'] : ['nf4', 'fp4'];
+    if (q.format !== undefined && !allowed.includes(q.format))
+      ctx.addIssue({ code: 'custom', path: ['format'], message: `${q.bits} bits take ${allowed.join(' or ')}, not ${q.format}` });
+    if (q.bits === 16 && q.blockSize !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['blockSize'], message: '16-bit floats have no blocks: leave blockSize out' });
+  });
+export type QuantizeSpec = z.infer<typeof QuantizeSpecSchema>;
+
+export const ExcludeSpecSchema = z.strictObject({
+  type: z.literal('exclude'),
+  /** tensor names that never leave the sender (glob or /regex/) */
+  patterns: Patterns,
+  direction: DirectionSpec.default('result'),
+  tasks: Tasks,
+});
+
+/** A filter module of the job: exports (as `export`, default `default`) defineFilter({ name, schema, create }). */
+export const CustomFilterSpecSchema = z.strictObject({
+  type: z.literal('custom'),
+  module: RelPath,
+  export: z.string().min(1).default('default'),
+  args: z.record(z.string(), JsonValueSchema).default({}),
+  direction: DirectionSpec,
+  tasks: Tasks,
+});
+
+export const FILTER_TYPES = ['quantize', 'exclude', 'custom'] as const;
+
+export const FilterSpecSchema = z.discriminatedUnion('type', [QuantizeSpecSchema, ExcludeSpecSchema, CustomFilterSpecSchema], {
+  error: (iss) => (iss.code === 'invalid_union' ? `unknown filter type: use one of ${FILTER_TYPES.join(', ')}` : undefined),
+});
+export type FilterSpec = z.infer<typeof FilterSpecSchema>;
+
+export const FilterListSchema = z.array(FilterSpecSchema).max(64);
+
+/** The codec and block size a quantize entry means. */
+export function quantFormat(q: QuantizeSpec): { format: QuantFormat; blockSize: number } {
+  if (q.bits === 16) return { format: q.format === 'bfloat16' ? 'bfloat16' : 'float16', blockSize: 0 };
+  if (q.bits === 8) return { format: 'int8', blockSize: q.blockSize ?? 256 };
+  return { format: q.format === 'fp4' ? 'fp4' : 'nf4', blockSize: q.blockSize ?? 64 };
+}
