@@ -40,4 +40,9 @@ export default tseslint.config(
     ...tseslint.configs.disableTypeChecked,
     languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: { ...globals.node } },
   },
+  {
+    // the dashboard's page runs in a browser, with uPlot loaded by its own script tag
+    files: ['src/dashboard/assets/**/*.js'],
+    languageOptions: { globals: { ...globals.browser, uPlot: 'readonly' } },
+  },
 );

@@ -67,10 +67,20 @@ export function registerDeploymentCommands(program: Command): void {
     )
     .option('--metrics-port <port>', 'serve Prometheus metrics at http://<metrics-host>:<port>/metrics (plain HTTP, no token)', port)
     .option('--metrics-host <host>', 'the address /metrics listens on', '127.0.0.1')
+    .option('--dashboard-port <port>', "serve the web dashboard over HTTPS with the server's certificate (docs/dashboard.md)", port)
+    .option('--dashboard-host <host>', "the address the dashboard listens on (default: the kit's listen address)")
     .action(
       async (
         kitDir: string,
-        o: { workspace?: string; port?: number; dataPort?: number | null; metricsPort?: number; metricsHost: string },
+        o: {
+          workspace?: string;
+          port?: number;
+          dataPort?: number | null;
+          metricsPort?: number;
+          metricsHost: string;
+          dashboardPort?: number;
+          dashboardHost?: string;
+        },
       ) => {
         const kit = loadKit(kitDir, 'server');
         const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
@@ -87,6 +97,8 @@ export function registerDeploymentCommands(program: Command): void {
         const data = s.dataPort === null ? 'job payloads over gRPC' : `data plane on port ${s.dataPort}`;
         out(`Server ${kit.config.name} of project ${kit.config.project} listening on port ${p}, ${data} (workspace ${workspace})`);
         if (s.metricsPort !== null) out(`Prometheus metrics at http://${o.metricsHost}:${s.metricsPort}/metrics`);
+        if (s.dashboardPort !== null)
+          out(`Dashboard at https://${kit.config.listen.host}:${s.dashboardPort}/ (sign in: flotilla admin <kit> dashboard-token)`);
         onSignals(() => s.stop());
       },
     );
@@ -147,7 +159,7 @@ export function registerDeploymentCommands(program: Command): void {
           out(o.json ? JSON.stringify({ dir }) : `Downloaded job ${arg} to ${dir}`);
         } else {
           const result = await runCommand(admin, command, arg);
-          out(o.json ? JSON.stringify(result.reply) : format(result));
+          out(o.json ? JSON.stringify(result.reply) : format(result, admin));
         }
       } finally {
         admin.close();
@@ -221,10 +233,12 @@ async function runCommand(
       return { command, reply: await admin.call(command) };
     case 'audit':
       return { command, reply: await admin.call(command) };
+    case 'dashboard-token':
+      return { command, reply: await admin.call(command) };
   }
 }
 
-function format(r: Replied): string {
+function format(r: Replied, admin: AdminClient): string {
   if (r.command === 'list') {
     if (!r.reply.length) return 'no jobs';
     return [
@@ -240,6 +254,16 @@ function format(r: Replied): string {
         (s) =>
           `${s.site.padEnd(20)} ${s.org.padEnd(16)} ${`${(s.lastSeenMsAgo / 1000).toFixed(1)}s`.padEnd(10)} ${s.runningJobs.join(',')}`,
       ),
+    ].join('\n');
+  }
+  if (r.command === 'dashboard-token') {
+    const where = r.reply.dashboardPort === null ? null : `https://${admin.kit.config.server.host}:${r.reply.dashboardPort}/`;
+    return [
+      `Dashboard token for ${r.reply.user} (${r.reply.role}), valid until ${r.reply.expiresAt}:`,
+      r.reply.token,
+      where
+        ? `Open ${where}#token=${r.reply.token}\n(the server's certificate is issued by the project CA: rootCA.pem in your kit)`
+        : 'This server serves no dashboard: start it with --dashboard-port <port>.',
     ].join('\n');
   }
   return JSON.stringify(r.reply, null, 2);

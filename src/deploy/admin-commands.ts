@@ -128,6 +128,20 @@ export const ADMIN_COMMAND_TABLE = {
     policy: 'project-admin',
     summary: 'who ran which command, allowed or not',
   },
+  'dashboard-token': {
+    args: NoArgs,
+    reply: z.object({
+      token: z.string(),
+      expiresAt: z.string(),
+      user: z.string(),
+      role: z.string(),
+      /** the dashboard's HTTPS port on the server's host (null: the server serves no dashboard) */
+      dashboardPort: z.number().int().nullable(),
+    }),
+    operand: null,
+    policy: 'view',
+    summary: 'a sign-in token for the web dashboard, acting with your role (12 h)',
+  },
 } as const satisfies Record<string, CommandSpec>;
 
 export type AdminCommand = keyof typeof ADMIN_COMMAND_TABLE;

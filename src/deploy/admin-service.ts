@@ -33,6 +33,8 @@ export interface AdminServiceOptions {
   sessions: SessionRegistry;
   maxJobBytes: number;
   log: Logger;
+  /** signs dashboard tokens for the calling admin; dashboardPort() says where the page is served */
+  dashboard: { issue(user: AdminUser): { token: string; expiresAt: string }; dashboardPort(): number | null };
 }
 
 interface Call<C extends AdminCommand> {
@@ -199,6 +201,11 @@ export class AdminService {
         // over Admin.Download the files stream (any size); a plain command gets the list only
         const files = write ? await sendResults(root, write) : await listResults(root);
         return { jobId: args.job, state: j.state, files };
+      },
+      'dashboard-token': ({ user, check }) => {
+        check({});
+        const { token, expiresAt } = this.opts.dashboard.issue(user);
+        return { token, expiresAt, user: user.name, role: user.role, dashboardPort: this.opts.dashboard.dashboardPort() };
       },
       'shutdown-site': async ({ args, user, check }) => {
         const org = sessions.orgOf(args.site);

@@ -27,6 +27,9 @@ import { SessionRegistry } from './session-registry.ts';
 import { Telemetry } from '../dashboard/telemetry.ts';
 import { startMetricsEndpoint } from '../dashboard/metrics-endpoint.ts';
 import type { WebServer } from '../dashboard/http.ts';
+import { TokenSigner } from '../dashboard/token.ts';
+import { startDashboard } from '../dashboard/web.ts';
+import { DeployDashboard } from './dashboard-backend.ts';
 
 export interface FederationServerOptions {
   kit: Kit<ServerConfig>;
@@ -46,6 +49,8 @@ export interface FederationServerOptions {
   siteJoinTimeoutMs?: number;
   /** Prometheus' /metrics over plain HTTP on this address (port 0: any free one); absent: not served */
   metrics?: { host?: string; port: number };
+  /** the web dashboard over HTTPS with the server's certificate on this address (port 0: any free one); absent: not served */
+  dashboard?: { host?: string; port: number; tickMs?: number };
 }
 
 export class FederationServer {
@@ -61,6 +66,8 @@ export class FederationServer {
   /** what jobs and sites report, for /metrics and the dashboard */
   readonly telemetry: Telemetry;
   private metricsServer: WebServer | null = null;
+  private dashboardServer: WebServer | null = null;
+  private tokens: TokenSigner | null = null;
   /** the workspace's exclusive lock (server.lock): a second server on it would mark this one's running jobs aborted */
   private readonly lock: { release(): void };
   port = 0;
@@ -68,6 +75,8 @@ export class FederationServer {
   dataPort: number | null = null;
   /** /metrics' bound port, once started (null when not served) */
   metricsPort: number | null = null;
+  /** the dashboard's bound port, once started (null when not served) */
+  dashboardPort: number | null = null;
 
   constructor(private readonly opts: FederationServerOptions) {
     const ws = resolve(opts.workspace);
@@ -110,6 +119,7 @@ export class FederationServer {
       sessions: this.sessions,
       maxJobBytes: kit.config.maxJobBytes,
       log,
+      dashboard: { issue: (user) => this.signer().issue(user), dashboardPort: () => this.dashboardPort },
     });
     this.grpc = new GrpcServer({
       host: opts.host ?? kit.config.listen.host,
@@ -162,34 +172,68 @@ export class FederationServer {
       this.lock.release();
       throw new Error(`${(e as Error).message} (the data plane's port: dataPort in project.yml, or server start --data-port <port|none>)`);
     }
-    if (this.opts.metrics) {
-      try {
-        const m = this.opts.metrics;
-        this.metricsServer = await startMetricsEndpoint({
-          host: m.host ?? '127.0.0.1',
-          port: m.port,
-          telemetry: this.telemetry,
-          log: this.log,
-        });
-        this.metricsPort = this.metricsServer.port;
-      } catch (e) {
-        await Promise.all([this.grpc.close(0), this.data?.close()]);
-        this.store.close();
-        this.lock.release();
-        throw new Error(`${(e as Error).message} (the metrics port: server start --metrics-port <port>)`);
-      }
+    try {
+      await this.startWeb();
+    } catch (e) {
+      await Promise.all([this.grpc.close(0), this.data?.close(), this.metricsServer?.close()]);
+      this.store.close();
+      this.lock.release();
+      throw e;
     }
     this.sessions.start();
-    this.log.info({ port: this.port, dataPort: this.dataPort, metricsPort: this.metricsPort }, 'server listening');
+    this.log.info(
+      { port: this.port, dataPort: this.dataPort, metricsPort: this.metricsPort, dashboardPort: this.dashboardPort },
+      'server listening',
+    );
     this.scheduler.schedule();
     return this.port;
+  }
+
+  /** The workspace's dashboard token signer (dashboard.key, made on first use). */
+  private signer(): TokenSigner {
+    return (this.tokens ??= TokenSigner.open(join(resolve(this.opts.workspace), 'dashboard.key')));
+  }
+
+  /** /metrics and the dashboard, each when asked for. */
+  private async startWeb(): Promise<void> {
+    const { metrics, dashboard, kit } = this.opts;
+    const where = (what: string, flag: string) => (e: Error) => {
+      throw new Error(`${e.message} (the ${what} port: server start ${flag} <port>)`);
+    };
+    if (metrics) {
+      const host = metrics.host ?? '127.0.0.1';
+      this.metricsServer = await startMetricsEndpoint({ host, port: metrics.port, telemetry: this.telemetry, log: this.log }).catch(
+        where('metrics', '--metrics-port'),
+      );
+      this.metricsPort = this.metricsServer.port;
+    }
+    if (dashboard) {
+      const backend = new DeployDashboard({
+        title: `${kit.config.project} · ${kit.config.name}`,
+        store: this.store,
+        scheduler: this.scheduler,
+        sessions: this.sessions,
+        admin: this.admin,
+        tokens: this.signer(),
+      });
+      this.dashboardServer = await startDashboard({
+        host: dashboard.host ?? this.opts.host ?? kit.config.listen.host,
+        port: dashboard.port,
+        tls: { certPem: kit.certPem, keyPem: kit.keyPem },
+        backend,
+        telemetry: this.telemetry,
+        log: this.log,
+        ...(dashboard.tickMs !== undefined && { tickMs: dashboard.tickMs }),
+      }).catch(where('dashboard', '--dashboard-port'));
+      this.dashboardPort = this.dashboardServer.port;
+    }
   }
 
   async stop(): Promise<void> {
     const reason = 'server shutting down';
     const jobsEnded = this.scheduler.stop(reason);
     this.sessions.stop(reason);
-    await Promise.all([this.grpc.close(), this.data?.close(), this.metricsServer?.close()]);
+    await Promise.all([this.grpc.close(), this.data?.close(), this.metricsServer?.close(), this.dashboardServer?.close()]);
     // each job runner records its end before the store closes
     await jobsEnded;
     this.store.close();
