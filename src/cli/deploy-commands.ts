@@ -10,7 +10,7 @@ import { provision } from '../provision/provision.ts';
 import { fileLogger } from '../util/log.ts';
 import { FederationSite } from '../deploy/site.ts';
 import type { DownloadProgress } from '../deploy/download.ts';
-import { POC_ADMIN, pocPrepare, pocStart, pocStop } from '../deploy/poc.ts';
+import { POC_ADMIN, pocPrepare, pocStart, pocStop, readPrivacyFile } from '../deploy/poc.ts';
 import { FederationServer } from '../deploy/server.ts';
 
 const out = (s: string): void => void process.stdout.write(`${s}\n`);
@@ -175,23 +175,35 @@ export function registerDeploymentCommands(program: Command): void {
     .option('--force', 're-provision a folder that already holds a POC (with --keep-jobs or --discard-jobs)')
     .option('--keep-jobs', "with --force: the job store and every job's results survive")
     .option('--discard-jobs', "with --force: the job store and every job's results are deleted")
-    .action(async (o: { clients: number; workspace: string; port: number; force?: boolean; keepJobs?: boolean; discardJobs?: boolean }) => {
-      if (!Number.isInteger(o.clients) || o.clients < 1) throw new InvalidArgumentError('--clients must be a positive integer');
-      if ((o.keepJobs || o.discardJobs) && !o.force) throw new InvalidArgumentError('--keep-jobs and --discard-jobs go with --force');
-      if (o.force && o.keepJobs === o.discardJobs)
-        throw new InvalidArgumentError(
-          '--force needs exactly one of --keep-jobs (the job store survives) or --discard-jobs (it is deleted)',
+    .option('--privacy <file>', "sites' privacy policies: a YAML/JSON file {site-1: {filters: [...]}, ...} (docs/filters.md)")
+    .action(
+      async (o: {
+        clients: number;
+        workspace: string;
+        port: number;
+        force?: boolean;
+        keepJobs?: boolean;
+        discardJobs?: boolean;
+        privacy?: string;
+      }) => {
+        if (!Number.isInteger(o.clients) || o.clients < 1) throw new InvalidArgumentError('--clients must be a positive integer');
+        if ((o.keepJobs || o.discardJobs) && !o.force) throw new InvalidArgumentError('--keep-jobs and --discard-jobs go with --force');
+        if (o.force && o.keepJobs === o.discardJobs)
+          throw new InvalidArgumentError(
+            '--force needs exactly one of --keep-jobs (the job store survives) or --discard-jobs (it is deleted)',
+          );
+        const l = await pocPrepare({
+          clients: o.clients,
+          workspace: o.workspace,
+          port: o.port,
+          ...(o.force && { force: { jobs: o.keepJobs ? ('keep' as const) : ('discard' as const) } }),
+          ...(o.privacy !== undefined && { privacy: readPrivacyFile(o.privacy) }),
+        });
+        out(
+          `POC prepared in ${l.workspace}: server, ${l.clients.length} clients, admin ${POC_ADMIN}\nNext: flotilla poc start -w ${o.workspace}; then flotilla admin ${l.admin} submit <job-dir>`,
         );
-      const l = await pocPrepare({
-        clients: o.clients,
-        workspace: o.workspace,
-        port: o.port,
-        ...(o.force && { force: { jobs: o.keepJobs ? ('keep' as const) : ('discard' as const) } }),
-      });
-      out(
-        `POC prepared in ${l.workspace}: server, ${l.clients.length} clients, admin ${POC_ADMIN}\nNext: flotilla poc start -w ${o.workspace}; then flotilla admin ${l.admin} submit <job-dir>`,
-      );
-    });
+      },
+    );
   poc
     .command('start')
     .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')

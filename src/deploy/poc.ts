@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { stringify } from 'yaml';
+import { parse as parseYaml, stringify } from 'yaml';
 import { z } from 'zod';
 import { provision } from '../provision/provision.ts';
 import { parseProject } from '../provision/project.ts';
@@ -35,6 +35,21 @@ export interface PocPrepareOptions {
   port: number;
   /** re-provision a POC folder of our own; `jobs` says whether its job store survives */
   force?: { jobs: JobStoreChoice };
+  /** sites' privacy policies by site name (validated with project.yml: participants.<i>.privacy...) */
+  privacy?: Record<string, unknown>;
+}
+
+/** `poc prepare --privacy <file>`: site name → privacy policy (each checked when the project is provisioned). */
+export function readPrivacyFile(path: string): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`${path}: not readable YAML or JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new Error(`${path}: must map site names to privacy policies ({site-1: {filters: [...]}})`);
+  return raw as Record<string, unknown>;
 }
 
 export async function pocPrepare(opts: PocPrepareOptions): Promise<PocLayout> {
@@ -58,13 +73,20 @@ export async function pocPrepare(opts: PocPrepareOptions): Promise<PocLayout> {
     if (existsSync(oldWs)) renameSync(oldWs, kept);
   }
   for (const e of entries) if (e !== '.kept-server-workspace') rmSync(join(ws, e), { recursive: true, force: true });
+  const unknown = Object.keys(opts.privacy ?? {}).filter(
+    (s) => !/^site-\d+$/.test(s) || Number(s.slice(5)) > opts.clients || s === 'site-0',
+  );
+  if (unknown.length) throw new Error(`privacy policies for ${unknown.join(', ')}: this POC has sites site-1 … site-${opts.clients}`);
   mkdirSync(ws, { recursive: true });
   const project = {
     name: 'poc',
     participants: [
       // POC stays on this machine: it listens on loopback only
       { type: 'server', name: 'server', org: 'poc', host: 'localhost', bind: '127.0.0.1', port: opts.port },
-      ...Array.from({ length: opts.clients }, (_, i) => ({ type: 'client', name: `site-${i + 1}`, org: 'poc' })),
+      ...Array.from({ length: opts.clients }, (_, i) => {
+        const privacy = opts.privacy?.[`site-${i + 1}`];
+        return { type: 'client', name: `site-${i + 1}`, org: 'poc', ...(privacy !== undefined && { privacy }) };
+      }),
       { type: 'admin', name: POC_ADMIN, org: 'poc', role: 'project_admin' },
     ],
   };
