@@ -67,7 +67,10 @@ export class RoundTable {
       s.seconds.toFixed(1),
     ];
     const widths = ['round', 'sites', ...this.keys, 'seconds'].map((h) => Math.max(h.length, 8));
-    this.out(cells.map((c, i) => c.padStart(widths[i]!)).join('  '));
+    // swarm: the site that aggregated the round (and how many tries it took)
+    const agg =
+      s.aggregator === undefined ? '' : `  aggregated by ${s.aggregator}${(s.attempts ?? 1) > 1 ? ` (attempt ${s.attempts})` : ''}`;
+    this.out(cells.map((c, i) => c.padStart(widths[i]!)).join('  ') + agg);
     const failed = Object.entries(s.failures);
     for (const [site, err] of failed) this.out(`  ! ${site}: ${err.split('\n')[0]}`);
   }
