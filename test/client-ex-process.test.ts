@@ -8,7 +8,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { fileURLToPath } from 'node:url';
-import type { MetricRecord, TaskInput, TrainerContext } from '../src/client/api.ts';
+import { type ScalarRecord, isScalar, type TaskInput, type TrainerContext } from '../src/client/api.ts';
 import { ExProcessTrainerHost, type ExProcessOptions, TrainerProcessError, TrainerTaskError } from '../src/client/host/process-host.ts';
 import {
   ClientMessageSchema,
@@ -47,8 +47,8 @@ after(async () => {
   await rm(workspace, { recursive: true, force: true });
 });
 
-function ctx(metrics: MetricRecord[] = []): TrainerContext {
-  return { siteName: 'site-1', jobId: 'job-42', workspace, onMetric: (m) => metrics.push(m) };
+function ctx(metrics: ScalarRecord[] = []): TrainerContext {
+  return { siteName: 'site-1', jobId: 'job-42', workspace, onMetric: (m) => void (isScalar(m) && metrics.push(m)) };
 }
 
 function task(i: number, params: TensorDict, taskName = 'train'): TaskInput {
@@ -250,7 +250,7 @@ describe('framing', () => {
 
 describe('ExProcessTrainerHost', () => {
   it('runs the add-one trainer as a child: values, dtypes, meta, metrics, log; stop() ends it with code 0', async () => {
-    const metrics: MetricRecord[] = [];
+    const metrics: ScalarRecord[] = [];
     const lines: string[] = [];
     const host = tsTrainer('add-one.ts', { logger: (l, s) => lines.push(`${s}: ${l}`) });
     await host.start(ctx(metrics));

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { ClientAPI, MetricRecord, TaskInput, TrainerContext } from '../src/client/api.ts';
+import { type ClientAPI, type ScalarRecord, isScalar, type TaskInput, type TrainerContext } from '../src/client/api.ts';
 import { InProcessTrainerHost } from '../src/client/host/in-process-host.ts';
 import { f16ToF32 } from '../src/core/dtypes.ts';
 import { type FLModel, flModel } from '../src/core/fl-model.ts';
 import { type TensorDict, f32 } from '../src/core/tensor.ts';
 import { addOneTrainer, sampleParams } from './fixtures/trainers/add-one-lib.ts';
 
-function ctx(metrics: MetricRecord[] = []): TrainerContext {
-  return { siteName: 'site-1', jobId: 'job-42', workspace: '/nonexistent', onMetric: (m) => metrics.push(m) };
+function ctx(metrics: ScalarRecord[] = []): TrainerContext {
+  return { siteName: 'site-1', jobId: 'job-42', workspace: '/nonexistent', onMetric: (m) => void (isScalar(m) && metrics.push(m)) };
 }
 
 function task(i: number, params: TensorDict, taskName = 'train'): TaskInput {
@@ -21,7 +21,7 @@ function task(i: number, params: TensorDict, taskName = 'train'): TaskInput {
 
 describe('InProcessTrainerHost', () => {
   it('runs the add-one trainer over 3 tasks: values, meta, metrics and log round-trip', async () => {
-    const metrics: MetricRecord[] = [];
+    const metrics: ScalarRecord[] = [];
     const host = new InProcessTrainerHost(addOneTrainer);
     await host.start(ctx(metrics));
     const orig = sampleParams();

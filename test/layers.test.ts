@@ -22,6 +22,8 @@ const LAYER: Record<string, number> = {
   algorithms: 2,
   runtime: 3,
   workflows: 4,
+  // experiment tracking's store and exporters: below the dashboard, which reads it
+  tracking: 4.25,
   // the dashboard and /metrics: fed by the server and the simulator, which both sit above it
   dashboard: 4.5,
   simulator: 5,

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import type { MetricRecord, TaskInput, TrainerContext } from '../src/client/api.ts';
+import { type ScalarRecord, isScalar, type TaskInput, type TrainerContext } from '../src/client/api.ts';
 import { ExProcessTrainerHost, TrainerProcessError, TrainerTaskError } from '../src/client/host/process-host.ts';
 import { InProcessTrainerHost } from '../src/client/host/in-process-host.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/core/dtypes.ts';
@@ -45,8 +45,8 @@ before(() => {
 });
 after(() => rmSync(workspace, { recursive: true, force: true }));
 
-function context(metrics: MetricRecord[] = []): TrainerContext {
-  return { siteName: 'site-2', jobId: 'job-py', workspace, onMetric: (m) => metrics.push(m) };
+function context(metrics: ScalarRecord[] = []): TrainerContext {
+  return { siteName: 'site-2', jobId: 'job-py', workspace, onMetric: (m) => void (isScalar(m) && metrics.push(m)) };
 }
 
 function host(script: string, args: string[] = [], stderr: string[] = []): ExProcessTrainerHost {
@@ -88,7 +88,7 @@ function everyDtype(): TensorDict {
 describe('Python trainers through ExProcessTrainerHost', () => {
   it('numpy add-one trainer: every dtype round-trips over 3 tasks, with meta, metrics and logs', async () => {
     requirePython(['numpy']);
-    const metrics: MetricRecord[] = [];
+    const metrics: ScalarRecord[] = [];
     const h = host(path.join(trainers, 'add_one.py'));
     await h.start(context(metrics));
     let params = everyDtype();
@@ -156,7 +156,7 @@ for i, s in [(0, "train"), (1, "val"), (2, "train")]:
 
   it('PyTorch trainer (examples/pytorch-fedavg/train_fl.py): loss falls; evaluate and submit_model tasks; matches the tfjs trainer', async () => {
     requirePython(['numpy', 'torch']);
-    const metrics: MetricRecord[] = [];
+    const metrics: ScalarRecord[] = [];
     const h = host(path.join(example, 'train_fl.py'), ['--site-index', '0', '--out', path.join(workspace, 'model.pt')]);
     await h.start(context(metrics));
     const init = initialModel();

@@ -83,8 +83,13 @@ def is_submit_model() -> bool:
 
 
 def log(key: str, value: Any, step: int | None = None) -> None:
-    """Records a metric with the client."""
+    """Records a scalar (number) or a text (str) with the client, sent to the server while the task runs."""
     default_client().log(key, value, step)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Records run parameters (str, int, float or bool values): MLflow params, a TensorBoard text."""
+    default_client().log_params(params)
 
 
 __all__ = [
@@ -119,4 +124,5 @@ __all__ = [
     "is_evaluate",
     "is_submit_model",
     "log",
+    "log_params",
 ]

@@ -279,13 +279,20 @@ class Client:
 
     # ---- metrics and failures -------------------------------------------------------
 
-    def log(self, key: str, value: float, step: int | None = None) -> None:
-        """Records a metric with the client (simulator table, metrics.jsonl)."""
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"log key must be a non-empty string, got {key!r}")
-        v = _number(value, f"log({key!r}) value")
-        if not math.isfinite(v):
-            raise ValueError(f"log({key!r}) value is {v}; only finite numbers can be logged")
+    def log(self, key: str, value: Any, step: int | None = None) -> None:
+        """Records a scalar (a number) or a text (a str) under ``key``; sent to the server at once,
+        while the task runs (stored per job, site, round and step: docs/tracking.md)."""
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS:
+            raise ValueError(f"log key must be a string of 1-{MAX_KEY_CHARS} characters, got {key!r}")
+        v: float | str
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT_CHARS:
+                raise ValueError(f"log({key!r}): a text is at most {MAX_TEXT_CHARS} characters, got {len(value)}")
+            v = value
+        else:
+            v = _number(value, f"log({key!r}) value")
+            if not math.isfinite(v):
+                raise ValueError(f"log({key!r}) value is {v}; only finite numbers can be logged")
         msg: dict[str, Any] = {"type": "log", "key": key, "value": v}
         if step is not None:
             s = _number(step, f"log({key!r}) step")
@@ -294,6 +301,28 @@ class Client:
             msg["step"] = int(s)
         self._require_ready()
         self._write(msg)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Records run parameters (names to str, int, float or bool): MLflow params, a TensorBoard text."""
+        if not isinstance(params, dict):
+            raise TypeError(f"log_params takes a dict, got {type(params).__name__}")
+        if len(params) > MAX_PARAMS:
+            raise ValueError(f"log_params: at most {MAX_PARAMS} params at once, got {len(params)}")
+        out: dict[str, Any] = {}
+        for k, v in params.items():
+            if not isinstance(k, str) or not 1 <= len(k) <= MAX_KEY_CHARS:
+                raise ValueError(f"log_params: param names are strings of 1-{MAX_KEY_CHARS} characters, got {k!r}")
+            if isinstance(v, bool) or (isinstance(v, str) and len(v) <= MAX_PARAM_CHARS):
+                out[k] = v
+            elif isinstance(v, str):
+                raise ValueError(f"log_params: param {k!r} is longer than {MAX_PARAM_CHARS} characters")
+            else:
+                x = _number(v, f"log_params: param {k!r}")
+                if not math.isfinite(x):
+                    raise ValueError(f"log_params: param {k!r} is {x}; only finite numbers can be logged")
+                out[k] = int(x) if isinstance(v, int) else x
+        self._require_ready()
+        self._write({"type": "params", "params": out})
 
     def fail(self, message: str, tb: str | None = None) -> None:
         """Answers the pending task with ``failed``: the client fails that task with this message."""
@@ -321,6 +350,12 @@ class Client:
         with contextlib.suppress(AttributeError, TypeError):
             setattr(exc, "__flotilla_reported__", True)
         return True
+
+
+MAX_KEY_CHARS = 256
+MAX_TEXT_CHARS = 65536
+MAX_PARAMS = 1000
+MAX_PARAM_CHARS = 4096
 
 
 def _number(v: Any, where: str) -> float:

@@ -12,6 +12,8 @@ import { FederationSite } from '../deploy/site.ts';
 import type { DownloadProgress } from '../deploy/download.ts';
 import { POC_ADMIN, pocPrepare, pocStart, pocStop, readPrivacyFile } from '../deploy/poc.ts';
 import { FederationServer } from '../deploy/server.ts';
+import { FINAL_STATES } from '../deploy/job-store.ts';
+import { CSV_HEADER, TABLE_HEADER, csvLines, tableLines } from '../tracking/format.ts';
 
 const out = (s: string): void => void process.stdout.write(`${s}\n`);
 
@@ -142,8 +144,10 @@ export function registerDeploymentCommands(program: Command): void {
     .option('-o, --out <dir>', 'for download: where results go', 'downloads')
     .option('--json', 'print the raw JSON result')
     .option('--follow-links', 'for submit: follow symbolic links whose target is inside the job folder (default: a link is refused)')
+    .option('--follow', 'for metrics: keep printing rows as the sites log them, until the job ends')
+    .option('--csv', 'for metrics: CSV (id,job,site,round,step,kind,key,value,time)')
     .addHelpText('after', `\nCommands:\n${ADMIN_COMMANDS.map((c) => `  ${c.padEnd(14)} ${ADMIN_COMMAND_TABLE[c].summary}`).join('\n')}`)
-    .action(async (kitDir: string, command: string, arg: string | undefined, o: { out: string; json?: boolean; followLinks?: boolean }) => {
+    .action(async (kitDir: string, command: string, arg: string | undefined, o: AdminFlags) => {
       if (!isAdminCommand(command))
         throw new InvalidArgumentError(`unknown admin command "${command}": use one of ${ADMIN_COMMANDS.join(', ')}`);
       const operand = ADMIN_COMMAND_TABLE[command].operand;
@@ -157,6 +161,8 @@ export function registerDeploymentCommands(program: Command): void {
         } else if (command === 'download') {
           const dir = await withDownloadBar((onProgress) => admin.download(arg!, o.out, onProgress));
           out(o.json ? JSON.stringify({ dir }) : `Downloaded job ${arg} to ${dir}`);
+        } else if (command === 'metrics') {
+          await printMetrics(admin, arg!, o);
         } else {
           const result = await runCommand(admin, command, arg);
           out(o.json ? JSON.stringify(result.reply) : format(result, admin));
@@ -221,12 +227,41 @@ export function registerDeploymentCommands(program: Command): void {
     });
 }
 
+interface AdminFlags {
+  out: string;
+  json?: boolean;
+  followLinks?: boolean;
+  follow?: boolean;
+  csv?: boolean;
+}
+
+/**
+ * `admin metrics <job>`: every row so far, page by page; with --follow, long polls for new rows
+ * (the server answers as soon as one is recorded) until the job has ended and none are left.
+ */
+async function printMetrics(admin: AdminClient, job: string, o: AdminFlags): Promise<void> {
+  let after = 0;
+  let first = true;
+  for (;;) {
+    const r = await admin.call('metrics', { job, after, ...(o.follow && { waitMs: 20_000 }) });
+    if (o.json) for (const row of r.rows) out(JSON.stringify(row));
+    else {
+      if (first) out(o.csv ? CSV_HEADER : TABLE_HEADER);
+      for (const line of o.csv ? csvLines(r.rows) : tableLines(r.rows)) out(line);
+    }
+    first = false;
+    after = r.lastId;
+    const ended = FINAL_STATES.includes(r.state);
+    if (!r.rows.length && (!o.follow || ended)) return;
+  }
+}
+
 type Replied = { [C in AdminCommand]: { command: C; reply: AdminReply<C> } }[AdminCommand];
 
-/** A command other than submit and download, its operand filling its one argument. */
+/** A command other than submit, download and metrics, its operand filling its one argument. */
 async function runCommand(
   admin: AdminClient,
-  command: Exclude<AdminCommand, 'submit' | 'download'>,
+  command: Exclude<AdminCommand, 'submit' | 'download' | 'metrics'>,
   arg: string | undefined,
 ): Promise<Replied> {
   const job = { job: arg! };

@@ -5,7 +5,10 @@ import { JobConfigError, readJobConfig } from '../runtime/job-config.ts';
 import { checkJob } from '../runtime/job-check.ts';
 import { resolveWorkflow } from '../workflows/registry.ts';
 import { registerDeploymentCommands } from './deploy-commands.ts';
-import { simulate } from '../simulator/simulator.ts';
+import { simulate, trackingPath } from '../simulator/simulator.ts';
+import { TrackingStore } from '../tracking/store.ts';
+import { CSV_HEADER, TABLE_HEADER, csvLines, tableLines } from '../tracking/format.ts';
+import { existsSync } from 'node:fs';
 import { createJob, listTemplates, NewJobError } from './new.ts';
 import { RoundTable } from './round-table.ts';
 
@@ -51,6 +54,7 @@ program
       onRound: (s) => table.row(s),
       onProgress: (p) => table.progress(p),
       onTransfer: (t) => table.transfer(t),
+      onTracked: (row) => table.tracked(row),
     });
     if (r.crossSite) printMatrix(r.crossSite as Record<string, Record<string, Record<string, number>>>);
     process.stdout.write(
@@ -92,6 +96,27 @@ program
     process.stdout.write(
       `Created job "${job.name}" in ${job.dir} from template ${o.template}: ${job.files.join(', ')}\nNext: see ${join(job.dir, 'README.md')}; in short, npx flotilla simulate ${dir} --clients ${job.minClients}\n`,
     );
+  });
+
+program
+  .command('metrics')
+  .description("what a simulation's sites logged (its server/tracking.sqlite): scalars, texts, params, round metrics")
+  .argument('[workspace]', 'the simulation workspace, or a tracking.sqlite / jobs.sqlite file', 'workspace')
+  .option('--job <id>', 'the job (default: the last one recorded)')
+  .option('--csv', 'CSV (id,job,site,round,step,kind,key,value,time)')
+  .action((where: string, o: { job?: string; csv?: boolean }) => {
+    const file = where.endsWith('.sqlite') ? where : trackingPath(resolve(where));
+    if (!existsSync(file)) throw new Error(`${file} does not exist: run flotilla simulate first, or name a workspace or .sqlite file`);
+    const store = TrackingStore.open(file);
+    try {
+      const job = o.job ?? store.jobs().at(-1);
+      if (!job) throw new Error(`${file} holds no tracked rows`);
+      const rows = store.all(job);
+      if (!rows.length) throw new Error(`${file} holds no rows of job ${job} (jobs: ${store.jobs().join(', ')})`);
+      process.stdout.write(`${[o.csv ? CSV_HEADER : TABLE_HEADER, ...(o.csv ? csvLines(rows) : tableLines(rows))].join('\n')}\n`);
+    } finally {
+      store.close();
+    }
   });
 
 registerDeploymentCommands(program);

@@ -1,5 +1,7 @@
 /** The simulator's per-round table and progress bar (bar only on a terminal; plain lines otherwise). */
 import { SingleBar, Presets } from 'cli-progress';
+import { RESULT_PREFIX } from '../tracking/record.ts';
+import { SERVER_SITE, type TrackedRow } from '../tracking/types.ts';
 import type { RoundSummary } from '../workflows/workflow.ts';
 
 const PREFERRED = ['train_loss', 'val_loss', 'val_accuracy', 'loss', 'accuracy'];
@@ -11,6 +13,8 @@ export class RoundTable {
   private roundStarted = performance.now();
   private bar: SingleBar | null = null;
   private readonly tty = Boolean(process.stderr.isTTY) && !process.env.CI;
+  /** the last value each site logged (flare.log) of each key, per round */
+  private readonly logged = new Map<number, Map<string, Map<string, number>>>();
 
   constructor(private readonly out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)) {}
 
@@ -50,20 +54,42 @@ export class RoundTable {
     return { moved: human(bytes), rate: `${human(rate)}/s`, eta: left > 0 && rate > 0 ? `${Math.ceil(left / rate)} s` : '-' };
   }
 
+  /** A tracked row: the scalars sites log while they train show in their round's row (mean over sites of each one's last value). */
+  tracked(r: TrackedRow): void {
+    if (r.kind !== 'scalar' || r.site === SERVER_SITE || r.round === null || r.key.startsWith(RESULT_PREFIX)) return;
+    const round = this.logged.get(r.round) ?? new Map<string, Map<string, number>>();
+    this.logged.set(r.round, round);
+    const key = round.get(r.key) ?? new Map<string, number>();
+    round.set(r.key, key);
+    key.set(r.site, r.value!);
+  }
+
+  /** The round's metrics: what the results carried, and the means of what was only logged. */
+  private metricsOf(s: RoundSummary): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [key, bySite] of this.logged.get(s.round) ?? []) {
+      const v = [...bySite.values()];
+      out[key] = v.reduce((a, b) => a + b, 0) / v.length;
+    }
+    this.logged.delete(s.round);
+    return { ...out, ...s.metrics };
+  }
+
   row(s: RoundSummary): void {
     this.bar?.stop();
     this.bar = null;
     this.moved.clear();
     this.roundStarted = performance.now();
+    const metrics = this.metricsOf(s);
     if (!this.keys) {
-      const all = Object.keys(s.metrics);
+      const all = Object.keys(metrics);
       this.keys = [...PREFERRED.filter((k) => all.includes(k)), ...all.filter((k) => !PREFERRED.includes(k)).sort()].slice(0, 6);
       this.out(['round', 'sites', ...this.keys, 'seconds'].map((h) => h.padStart(Math.max(h.length, 8))).join('  '));
     }
     const cells = [
       `${s.round + 1}/${s.totalRounds}`,
       String(s.sites.length),
-      ...this.keys.map((k) => fmt(s.metrics[k])),
+      ...this.keys.map((k) => fmt(metrics[k])),
       s.seconds.toFixed(1),
     ];
     const widths = ['round', 'sites', ...this.keys, 'seconds'].map((h) => Math.max(h.length, 8));

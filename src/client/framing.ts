@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { FLModelInfoSchema } from '../core/fl-model.ts';
 import { type TensorDict, dictBytes } from '../core/tensor.ts';
 import { MAX_MESSAGE_BYTES } from '../util/limits.ts';
+import { LOG_LIMITS } from './api.ts';
 import { decodeStream, dictToStream, encodeStream, streamToDict } from '../core/tensor-stream.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -31,14 +32,38 @@ const Receive = z.object({ type: z.literal('receive') });
 const Task = z.object({ type: z.literal('task'), taskId: z.string().min(1), taskName: z.string().min(1), model: FLModelInfoSchema });
 const Stop = z.object({ type: z.literal('stop'), reason: z.string() });
 const Result = z.object({ type: z.literal('result'), taskId: z.string().min(1), model: FLModelInfoSchema });
-const Log = z.object({ type: z.literal('log'), key: z.string().min(1), value: z.number(), step: z.number().int().optional() });
+const Log = z.object({
+  type: z.literal('log'),
+  key: z.string().min(1).max(LOG_LIMITS.keyChars),
+  /** a number: a scalar; a string: a text */
+  value: z.union([z.number(), z.string().max(LOG_LIMITS.textChars)]),
+  step: z.number().int().min(0).optional(),
+});
+const ParamValueSchema = z.union([z.string().max(LOG_LIMITS.paramChars), z.number(), z.boolean()]);
+const Params = z.object({
+  type: z.literal('params'),
+  params: z
+    .record(z.string().min(1).max(LOG_LIMITS.keyChars), ParamValueSchema)
+    .refine((p) => Object.keys(p).length <= LOG_LIMITS.params, `at most ${LOG_LIMITS.params} params at once`),
+});
 const Failed = z.object({ type: z.literal('failed'), message: z.string(), traceback: z.string().optional() });
 
 /** What a trainer may send to the client. */
-export const TrainerMessageSchema = z.discriminatedUnion('type', [Hello, Receive, Result, Log, Failed]);
+export const TrainerMessageSchema = z.discriminatedUnion('type', [Hello, Receive, Result, Log, Params, Failed]);
 /** What the client may send to a trainer. */
 export const ClientMessageSchema = z.discriminatedUnion('type', [Welcome, ErrorMsg, Task, Stop]);
-export const ControlMessageSchema = z.discriminatedUnion('type', [Hello, Welcome, ErrorMsg, Receive, Task, Stop, Result, Log, Failed]);
+export const ControlMessageSchema = z.discriminatedUnion('type', [
+  Hello,
+  Welcome,
+  ErrorMsg,
+  Receive,
+  Task,
+  Stop,
+  Result,
+  Log,
+  Params,
+  Failed,
+]);
 
 export type TrainerMessage = z.infer<typeof TrainerMessageSchema>;
 export type ClientMessage = z.infer<typeof ClientMessageSchema>;

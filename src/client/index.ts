@@ -18,8 +18,10 @@
  */
 import type { FLModel } from '../core/fl-model.ts';
 import { ExProcessClient } from './trainer/socket-client.ts';
+import type { ParamValue } from './api.ts';
 
-export type { ClientAPI, MetricRecord, TaskInput, Trainer, TrainerContext, TrainerHost } from './api.ts';
+export type { ClientAPI, MetricRecord, ParamValue, ScalarRecord, TaskInput, Trainer, TrainerContext, TrainerHost } from './api.ts';
+export { isScalar } from './api.ts';
 export { TaskNames } from './api.ts';
 export type { FLModel, FLModelInfo, ParamsType } from '../core/fl-model.ts';
 export { MetaKeys, flModel } from '../core/fl-model.ts';
@@ -70,8 +72,13 @@ export function isEvaluate(): boolean {
 export function isSubmitModel(): boolean {
   return defaultClient().isSubmitModel();
 }
-export function log(key: string, value: number, step?: number): void {
+/** A scalar (number) or a text (string) under `key`, sent to the server while the task runs. */
+export function log(key: string, value: number | string, step?: number): void {
   defaultClient().log(key, value, step);
+}
+/** Run parameters (MLflow params, a TensorBoard text). */
+export function logParams(params: Record<string, ParamValue>): void {
+  defaultClient().logParams(params);
 }
 export function taskSignal(): AbortSignal {
   return defaultClient().taskSignal();

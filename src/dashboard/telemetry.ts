@@ -8,6 +8,7 @@
  * share counters.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { isScalar } from '../client/api.ts';
 import type { MetricEvent } from '../runtime/controller.ts';
 import { type TransferProgress, etaSeconds } from '../streaming/index.ts';
 import type { RoundSummary } from '../workflows/workflow.ts';
@@ -252,6 +253,7 @@ export class Telemetry {
 
   /** A value a site logged with flare.log() (a ServerRuntime's onMetric). */
   metricLogged(jobId: string, m: MetricEvent): void {
+    if (!isScalar(m)) return; // texts and params: the tracking store has them
     const j = this.live(jobId);
     this.metricsLogged.inc({ job_name: j.name });
     this.addPoint(j, { site: m.site, key: m.key, value: m.value, round: m.round ?? null, step: m.step ?? null, source: 'log' });

@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { RoundSummarySchema } from '../workflows/workflow.ts';
+import { TrackedRowSchema } from '../tracking/types.ts';
 import { JOB_STATES } from './job-store.ts';
 
 /** Who may run a command (the rules are src/deploy/authz.ts). */
@@ -120,6 +121,20 @@ export const ADMIN_COMMAND_TABLE = {
     operand: { name: 'site', what: 'site name' },
     policy: 'site-org',
     summary: "stop a site's process",
+  },
+  metrics: {
+    args: z.strictObject({
+      job: JobId,
+      /** rows with a larger id than this (the last reply's lastId) */
+      after: z.number().int().min(0).optional(),
+      limit: z.number().int().min(1).max(10_000).optional(),
+      /** when there are no such rows yet, wait this long for one (long polling; --follow) */
+      waitMs: z.number().int().min(0).max(30_000).optional(),
+    }),
+    reply: z.object({ jobId: z.string(), state: State, rows: z.array(TrackedRowSchema), lastId: z.number().int() }),
+    operand: { name: 'job', what: 'job id' },
+    policy: 'view',
+    summary: "what a job's sites logged (scalars, texts, params) and its rounds' metrics; --follow, --csv",
   },
   audit: {
     args: NoArgs,

@@ -24,7 +24,7 @@ import { type AdminUser, type Target, authorize, isRole } from './authz.ts';
 import { listResults, sendResults } from './download.ts';
 import { BundleError, unpackJob } from './job-bundle.ts';
 import type { JobScheduler } from './job-scheduler.ts';
-import type { JobRecord, JobStore } from './job-store.ts';
+import { FINAL_STATES, type JobRecord, type JobStore } from './job-store.ts';
 import type { SessionRegistry } from './session-registry.ts';
 
 export interface AdminServiceOptions {
@@ -167,6 +167,16 @@ export class AdminService {
         check({});
         return sessions.list();
       },
+      metrics: async ({ args, check }) => {
+        check({});
+        this.job(args.job);
+        const after = args.after ?? 0;
+        const limit = args.limit ?? 10_000;
+        // a finished job gains no rows: answer at once
+        const wait = FINAL_STATES.includes(this.job(args.job).state) ? 0 : (args.waitMs ?? 0);
+        const rows = await store.tracking.waitForRows(args.job, after, wait, limit);
+        return { jobId: args.job, state: this.job(args.job).state, rows, lastId: rows.length ? rows[rows.length - 1]!.id : after };
+      },
       audit: ({ check }) => {
         check({});
         return store.auditLog();
@@ -189,6 +199,7 @@ export class AdminService {
             `job ${args.job} is ${j.state}; only ABORTED_BY_RESTART, FAILED or ABORTED jobs can be requeued`,
           );
         rmSync(join(scheduler.jobDir(args.job), 'workspace'), { recursive: true, force: true });
+        store.tracking.deleteJob(args.job);
         store.transition(args.job, 'SUBMITTED', `requeued by ${user.name}`);
         scheduler.schedule();
         return { jobId: args.job, state: 'SUBMITTED' as const };

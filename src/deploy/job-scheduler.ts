@@ -5,6 +5,7 @@
  * its AbortController: an admin's abort, a site that cannot run it and the server's shutdown each
  * abort it with a typed reason, which decides the state it ends in.
  */
+import { trackLogged, trackRound } from '../tracking/record.ts';
 import { join } from 'node:path';
 import { ServerRuntime } from '../runtime/controller.ts';
 import { loadInitialModel, loadJob } from '../runtime/job.ts';
@@ -201,6 +202,7 @@ export class JobScheduler {
       heartbeatTimeoutMs,
       onMetric: (m) => {
         sws.appendMetrics({ type: 'metric', ...m });
+        trackLogged(store.tracking, rec.id, m);
         tm?.metricLogged(rec.id, m);
       },
       ...(tm && { channel: { onTransfer: (t) => tm.transfer(rec.id, t) } }),
@@ -231,7 +233,11 @@ export class JobScheduler {
           workspace: sws,
           log,
           signal,
-          ...(tm && { onRound: (r) => tm.roundCompleted(rec.id, r), onProgress: (p) => tm.roundProgress(rec.id, p) }),
+          onRound: (r) => {
+            trackRound(store.tracking, rec.id, r);
+            tm?.roundCompleted(rec.id, r);
+          },
+          ...(tm && { onProgress: (p) => tm.roundProgress(rec.id, p) }),
         }),
         signal,
       );
@@ -253,6 +259,7 @@ export class JobScheduler {
       if (!this.stopped) store.transition(rec.id, aborted ? 'ABORTED' : 'FAILED', cause.message);
       this.opts.log.warn({ job: rec.id, detail: cause.message }, aborted ? 'job aborted' : 'job failed');
     } finally {
+      store.tracking.flush();
       await runtime.end(signal.aborted ? (signal.reason as Error).message : 'job finished').catch(() => undefined);
       await runtime.close().catch(() => undefined);
       tm?.jobEnded(rec.id);

@@ -8,6 +8,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { TrackingStore } from '../tracking/store.ts';
 
 export const JOB_STATES = ['SUBMITTED', 'RUNNING', 'FINISHED', 'FAILED', 'ABORTED', 'ABORTED_BY_RESTART'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -77,6 +78,8 @@ function toRecord(r: JobRow): JobRecord {
 
 export class JobStore {
   private readonly db: Database.Database;
+  /** what the jobs' sites logged, in the same file (table `tracking`, docs/tracking.md) */
+  readonly tracking: TrackingStore;
 
   constructor(readonly path: string) {
     mkdirSync(dirname(path), { recursive: true });
@@ -98,6 +101,8 @@ export class JobStore {
           id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, user TEXT NOT NULL, org TEXT NOT NULL, role TEXT NOT NULL,
           command TEXT NOT NULL, args TEXT NOT NULL, allowed INTEGER NOT NULL, outcome TEXT NOT NULL);
       `);
+      // a jobs.sqlite of an older version gains the tracking table here (src/tracking/store.ts: migrate)
+      this.tracking = new TrackingStore(this.db);
     } catch (e) {
       db?.close();
       // sqlite's own words ("file is not a database") name neither the file nor a way out
@@ -183,6 +188,7 @@ export class JobStore {
   }
 
   close(): void {
+    this.tracking.close();
     this.db.close();
   }
 }

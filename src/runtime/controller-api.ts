@@ -2,6 +2,7 @@
  * What workflows program against: the Controller (the federation as a workflow sees it) and the
  * task and result shapes that travel through it. ServerRuntime (controller.ts) implements it.
  */
+import type { MetricRecord } from '../client/api.ts';
 import type { FLModelInfo } from '../core/fl-model.ts';
 import type { ModelSource } from '../core/model-source.ts';
 import type { TensorDict } from '../core/tensor.ts';
@@ -30,13 +31,8 @@ export interface BroadcastOptions {
   waitAfterMinMs?: number;
 }
 
-export interface MetricEvent {
-  site: string;
-  key: string;
-  value: number;
-  step?: number;
-  round?: number;
-}
+/** What a site logged (a scalar, a text, params), its `site` the connection's. */
+export type MetricEvent = MetricRecord;
 
 /** What workflows see of the federation. */
 export interface Controller {

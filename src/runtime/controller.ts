@@ -14,7 +14,7 @@ import { ControllerError } from './errors.ts';
 import { gatherResults } from './broadcast.ts';
 import { readResult } from './result-intake.ts';
 import type { BroadcastOptions, Controller, MetricEvent, TaskRequest, TaskResult } from './controller-api.ts';
-import { ClientMessageSchema, RUNTIME_PROTOCOL } from './messages.ts';
+import { type ClientMessage, ClientMessageSchema, RUNTIME_PROTOCOL } from './messages.ts';
 import { describeZodError } from '../util/zod-error.ts';
 import { type RelayHop, type RelayOptions, type RelayTask, relayOver } from './relay.ts';
 import { transferLogger } from './transfer-log.ts';
@@ -321,13 +321,9 @@ export class ServerRuntime implements Controller {
       case 'register':
         return;
       case 'metric':
-        this.opts.onMetric?.({
-          site,
-          key: m.key,
-          value: m.value,
-          ...(m.step !== undefined && { step: m.step }),
-          ...(m.round !== undefined && { round: m.round }),
-        });
+      case 'text':
+      case 'params':
+        this.opts.onMetric?.(metricEvent(site, m));
         return;
       case 'result': {
         const resolve = state.pending.get(m.taskId);
@@ -374,4 +370,10 @@ export class ServerRuntime implements Controller {
     for (const [taskId, resolve] of s.pending) resolve({ ok: false, site, taskId, error: reason });
     this.log.warn({ site, reason }, 'site dropped from the job');
   }
+}
+
+function metricEvent(site: string, m: Extract<ClientMessage, { type: 'metric' | 'text' | 'params' }>): MetricEvent {
+  if (m.type === 'params') return { kind: 'params', site, params: m.params };
+  const where = { ...(m.step !== undefined && { step: m.step }), ...(m.round !== undefined && { round: m.round }) };
+  return m.type === 'text' ? { kind: 'text', site, key: m.key, text: m.text, ...where } : { site, key: m.key, value: m.value, ...where };
 }

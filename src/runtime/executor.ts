@@ -128,9 +128,9 @@ export class ClientRunner {
     return this.jobIdValue;
   }
 
-  /** Forwards a trainer's metric to the server. */
+  /** Forwards what a trainer logged (a scalar, a text, params) to the server, while its task runs. */
   metric(m: MetricRecord): void {
-    if (!Number.isFinite(m.value)) {
+    if (m.kind !== 'params' && m.kind !== 'text' && !Number.isFinite(m.value)) {
       // JSON has no NaN or Infinity: sent, it would arrive as null and be refused as malformed
       this.log.warn(
         { metric: m.key, value: String(m.value) },
@@ -138,13 +138,16 @@ export class ClientRunner {
       );
       return;
     }
-    const msg = {
-      type: 'metric',
-      key: m.key,
-      value: m.value,
-      ...(m.step !== undefined && { step: m.step }),
-      ...(m.round !== undefined && { round: m.round }),
+    const where = {
+      ...(m.kind !== 'params' && m.step !== undefined && { step: m.step }),
+      ...(m.kind !== 'params' && m.round !== undefined && { round: m.round }),
     };
+    const msg =
+      m.kind === 'params'
+        ? { type: 'params', params: m.params }
+        : m.kind === 'text'
+          ? { type: 'text', key: m.key, text: m.text, ...where }
+          : { type: 'metric', key: m.key, value: m.value, ...where };
     void this.channel.send(msg).catch(() => undefined);
   }
 

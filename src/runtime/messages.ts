@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { FLModelInfoSchema } from '../core/fl-model.ts';
+import { LOG_LIMITS } from '../client/api.ts';
 
 export const RUNTIME_PROTOCOL = 1;
 
@@ -30,10 +31,23 @@ export const ClientMessageSchema = z.discriminatedUnion('type', [
   ]),
   z.strictObject({
     type: z.literal('metric'),
-    key: z.string().min(1).max(256),
+    key: z.string().min(1).max(LOG_LIMITS.keyChars),
     value: z.number(),
     step: z.number().int().optional(),
     round: z.number().int().optional(),
+  }),
+  z.strictObject({
+    type: z.literal('text'),
+    key: z.string().min(1).max(LOG_LIMITS.keyChars),
+    text: z.string().max(LOG_LIMITS.textChars),
+    step: z.number().int().optional(),
+    round: z.number().int().optional(),
+  }),
+  z.strictObject({
+    type: z.literal('params'),
+    params: z
+      .record(z.string().min(1).max(LOG_LIMITS.keyChars), z.union([z.string().max(LOG_LIMITS.paramChars), z.number(), z.boolean()]))
+      .refine((p) => Object.keys(p).length <= LOG_LIMITS.params, `at most ${LOG_LIMITS.params} params per message`),
   }),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessageSchema>;

@@ -17,6 +17,7 @@ import { ServerWorkspace } from '../runtime/workspace.ts';
 import type { TransferProgress } from '../streaming/index.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
 import { fileLogger } from '../util/log.ts';
+import { TrackingStore, type TrackedRow, trackLogged, trackRound } from '../tracking/index.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
 import type { WorkerInput, WorkerMessage } from './worker.ts';
 
@@ -33,6 +34,10 @@ export interface SimulateOptions {
   onProgress?: WorkflowContext['onProgress'];
   /** progress of model transfers between the server and the sites */
   onTransfer?: (t: TransferProgress) => void;
+  /** each row tracking records (what the sites log, each round's metrics), as it is recorded */
+  onTracked?: (row: TrackedRow) => void;
+  /** record what the sites log in <workspace>/server/tracking.sqlite (default true) */
+  tracking?: boolean;
   /** the simulated sites' Python interpreter, `{python}` in script executors (FLOTILLA_PYTHON overrides it) */
   python?: string;
 }
@@ -67,11 +72,16 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const settings: SiteSettings = opts.python !== undefined ? { python: opts.python } : {};
   const hub = new InMemoryHub();
   const sws = new ServerWorkspace(workspace);
+  const tracking = opts.tracking === false ? null : TrackingStore.open(trackingPath(workspace));
+  const unsubscribe = opts.onTracked && tracking ? tracking.subscribe(jobId, (rows) => rows.forEach((r) => opts.onTracked!(r))) : null;
   const server = new ServerRuntime(hub, {
     jobId,
     log,
     filters,
-    onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }),
+    onMetric: (m) => {
+      sws.appendMetrics({ type: 'metric', ...m });
+      if (tracking) trackLogged(tracking, jobId, m);
+    },
     ...(opts.onTransfer && { channel: { onTransfer: opts.onTransfer } }),
   });
   server.start();
@@ -95,7 +105,10 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
         controller: server,
         workspace: sws,
         log,
-        ...(opts.onRound && { onRound: opts.onRound }),
+        onRound: (r) => {
+          if (tracking) trackRound(tracking, jobId, r);
+          opts.onRound?.(r);
+        },
         ...(opts.onProgress && { onProgress: opts.onProgress }),
       },
       opts.offload ?? false,
@@ -118,7 +131,14 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
     await server.end('job finished');
     await clientsDone.catch(() => undefined);
     await server.close();
+    unsubscribe?.();
+    tracking?.close();
   }
+}
+
+/** Where a simulation's tracking store is (the same tables as a server's jobs.sqlite). */
+export function trackingPath(workspace: string): string {
+  return join(workspace, 'server', 'tracking.sqlite');
 }
 
 /** waitForSites in 1 s slices, so a site that failed ends the wait (and leaves no long timer behind). */

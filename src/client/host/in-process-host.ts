@@ -5,7 +5,16 @@
  */
 import type { FLModel } from '../../core/fl-model.ts';
 import { cloneDict } from '../../core/tensor.ts';
-import { type ClientAPI, type TaskInput, type Trainer, type TrainerContext, type TrainerHost, TaskNames } from '../api.ts';
+import {
+  type ClientAPI,
+  type TaskInput,
+  type Trainer,
+  type TrainerContext,
+  type TrainerHost,
+  TaskNames,
+  checkLog,
+  checkParams,
+} from '../api.ts';
 
 export interface InProcessOptions {
   /**
@@ -228,13 +237,20 @@ export class InProcessTrainerHost implements TrainerHost {
       isSubmitModel: () => taskName() === TaskNames.submitModel,
       taskSignal: () => lastSignal,
       log: (key, value, step) => {
-        ctx.onMetric({
-          site: ctx.siteName,
-          key,
-          value,
+        checkLog(key, value, step);
+        const where = {
           ...(step === undefined ? {} : { step }),
           ...(this.last ? { round: this.last.model.currentRound } : {}),
-        });
+        };
+        ctx.onMetric(
+          typeof value === 'string'
+            ? { kind: 'text', site: ctx.siteName, key, text: value, ...where }
+            : { site: ctx.siteName, key, value, ...where },
+        );
+      },
+      logParams: (params) => {
+        checkParams(params);
+        ctx.onMetric({ kind: 'params', site: ctx.siteName, params: { ...params } });
       },
     };
   }

@@ -333,15 +333,17 @@ export class ExProcessTrainerHost implements TrainerHost {
       case 'log': {
         const ctx = this.ctx!;
         const round = (this.current?.task ?? this.last)?.model.currentRound;
-        ctx.onMetric({
-          site: ctx.siteName,
-          key: msg.key,
-          value: msg.value,
-          ...(msg.step === undefined ? {} : { step: msg.step }),
-          ...(round === undefined ? {} : { round }),
-        });
+        const where = { ...(msg.step === undefined ? {} : { step: msg.step }), ...(round === undefined ? {} : { round }) };
+        ctx.onMetric(
+          typeof msg.value === 'string'
+            ? { kind: 'text', site: ctx.siteName, key: msg.key, text: msg.value, ...where }
+            : { site: ctx.siteName, key: msg.key, value: msg.value, ...where },
+        );
         return;
       }
+      case 'params':
+        this.ctx!.onMetric({ kind: 'params', site: this.ctx!.siteName, params: msg.params });
+        return;
     }
   }
 

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { z } from 'zod';
 import type { FLModel } from '../../core/fl-model.ts';
 import type { Tensor } from '../../core/tensor.ts';
-import { type ClientAPI, type Trainer, TaskNames } from '../api.ts';
+import { type ClientAPI, type ParamValue, type Trainer, TaskNames, checkLog, checkParams } from '../api.ts';
 import { type ClientMessage, ClientMessageSchema, FrameReader, FrameWriter, PROTOCOL_VERSION } from '../framing.ts';
 
 const EnvSchema = z.object({
@@ -190,12 +190,21 @@ export class ExProcessClient implements ClientAPI {
     return this.lastTaskName === TaskNames.submitModel;
   }
 
-  log(key: string, value: number, step?: number): void {
+  log(key: string, value: number | string, step?: number): void {
     const c = this.connection('log');
-    // JSON cannot carry NaN/Infinity: refuse here, synchronously, rather than poison the connection
-    if (!Number.isFinite(value)) throw new Error(`log("${key}"): value must be a finite number, got ${value}`);
+    checkLog(key, value, step);
     // fire and forget (ClientAPI.log is synchronous); frames stay in order behind the writer's queue
-    c.writer.send({ type: 'log', key, value, ...(step === undefined ? {} : { step }) }).catch((e: unknown) => {
+    this.background(c.writer.send({ type: 'log', key, value, ...(step === undefined ? {} : { step }) }));
+  }
+
+  logParams(params: Record<string, ParamValue>): void {
+    const c = this.connection('logParams');
+    checkParams(params);
+    this.background(c.writer.send({ type: 'params', params: { ...params } }));
+  }
+
+  private background(p: Promise<unknown>): void {
+    p.catch((e: unknown) => {
       this.deferredError ??= e instanceof Error ? e : new Error(String(e));
     });
   }

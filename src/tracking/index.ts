@@ -1,0 +1,13 @@
+/** Experiment tracking: the store of what sites log (docs/tracking.md) and its exporters. */
+export { TrackingStore, type TrackingListener, type TrackingStoreOptions, migrate } from './store.ts';
+export { RESULT_PREFIX, trackLogged, trackRound } from './record.ts';
+export {
+  SERVER_SITE,
+  TRACKED_KINDS,
+  TRACKING_LIMITS,
+  TrackedRowSchema,
+  type TrackedInput,
+  type TrackedKind,
+  type TrackedRow,
+  siteLabel,
+} from './types.ts';
