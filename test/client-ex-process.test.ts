@@ -194,7 +194,7 @@ describe('framing', () => {
 
   it('names the bad field of an invalid message', async () => {
     const pipe = new PassThrough();
-    pipe.end(rawFrame(JSON.stringify({ type: 'log', key: 'loss', value: 'high' })));
+    pipe.end(rawFrame(JSON.stringify({ type: 'log', key: 'loss', value: true })));
     await assert.rejects(
       new FrameReader(pipe, TrainerMessageSchema).next(),
       (e: Error) => /type "log"/.test(e.message) && /value/.test(e.message),
