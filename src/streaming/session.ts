@@ -14,67 +14,10 @@
 import type { Frame, Link } from '../transport/link.ts';
 import { ChannelClosedError, MalformedMessageError } from './errors.ts';
 import { ControlLog } from './control-log.ts';
-import {
-  type ChannelMessage,
-  MAX_REASON,
-  type Message,
-  type ResumeMessage,
-  type StreamHeader,
-  type StreamState,
-  decodeEnvelope,
-  encodeChannel,
-} from './protocol.ts';
+import { type ChannelMessage, MAX_REASON, type ResumeMessage, decodeEnvelope, encodeChannel } from './protocol.ts';
+import { type Outage, type ResumeConfig, type SessionEvents, type SessionStateKind, type State, quietly, safely } from './session-state.ts';
 
-export interface ResumeConfig {
-  timeoutMs: number;
-  redial?: () => Link | Promise<Link>;
-  minDelayMs: number;
-  maxDelayMs: number;
-  onLinkLost?: (reason: string) => void;
-  onResumed?: (info: { resentBytes: number; seconds: number }) => void;
-}
-
-/** What the session hands up to the channel, and asks of it. */
-export interface SessionEvents {
-  onMessage(msg: Message, stream: StreamHeader | null): void;
-  onMalformed(e: MalformedMessageError): void;
-  onStreamFrame(f: Exclude<Frame, { type: 'control' }>): void;
-  resumeReport(): StreamState[];
-  /** the peer's resume: send again what it lacks; returns the payload bytes re-sent */
-  onPeerResume(m: ResumeMessage): number;
-  /** a link is ready for data (after a resume) */
-  onAttached(): void;
-  onClosed(reason: string): void;
-}
-
-/** A dropped link being waited out: since when, why, the resume deadline and the redial backoff. */
-interface Outage {
-  since: number;
-  reason: string;
-  timer: NodeJS.Timeout;
-  dialDelay: number;
-  nextDialAt: number;
-}
-
-type State =
-  | { readonly kind: 'attached'; readonly link: Link }
-  | { readonly kind: 'detached'; readonly link: Link; readonly outage: Outage; pending: Link | null; wake: (() => void) | null }
-  | { readonly kind: 'resuming'; readonly link: Link; readonly outage: Outage }
-  /** this side said goodbye (`peerReason` null) or the peer did: the link's end closes the channel */
-  | { readonly kind: 'ending'; readonly link: Link; readonly peerReason: string | null }
-  | { readonly kind: 'closed'; readonly link: Link; readonly reason: string };
-
-export type SessionStateKind = State['kind'];
-
-const quietly = (p: Promise<void>): void => void p.catch(() => undefined);
-
-function safely(f: () => void): void {
-  try {
-    f();
-  } catch {
-    /* a listener's failure is not the channel's */
-  }
-}
+export type { ResumeConfig, SessionEvents, SessionStateKind } from './session-state.ts';
 
 export class Session {
   private state: State;
