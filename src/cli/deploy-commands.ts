@@ -156,7 +156,9 @@ export function registerDeploymentCommands(program: Command): void {
       const admin = new AdminClient(kitDir);
       try {
         if (command === 'submit') {
-          const jobId = await admin.submit(arg!, { followLinks: o.followLinks ?? false });
+          const jobId = await withWaitLine(`submit ${arg}: packing and sending the job folder`, () =>
+            admin.submit(arg!, { followLinks: o.followLinks ?? false }),
+          );
           out(o.json ? JSON.stringify({ jobId }) : `Submitted job ${jobId}`);
         } else if (command === 'download') {
           const dir = await withDownloadBar((onProgress) => admin.download(arg!, o.out, onProgress));
@@ -164,7 +166,7 @@ export function registerDeploymentCommands(program: Command): void {
         } else if (command === 'metrics') {
           await printMetrics(admin, arg!, o);
         } else {
-          const result = await runCommand(admin, command, arg);
+          const result = await withWaitLine(`${command}: waiting for the server`, () => runCommand(admin, command, arg));
           out(o.json ? JSON.stringify(result.reply) : format(result, admin));
         }
       } finally {
@@ -314,6 +316,31 @@ function format(r: Replied, admin: AdminClient): string {
     ].join('\n');
   }
   return JSON.stringify(r.reply, null, 2);
+}
+
+/**
+ * A line on stderr while an admin command waits longer than a second (a large job folder being
+ * sent, a busy or distant server): what it waits for and for how long, redrawn; only on a
+ * terminal, cleared when the reply comes.
+ */
+async function withWaitLine<T>(what: string, run: () => Promise<T>): Promise<T> {
+  if (!process.stderr.isTTY || process.env.CI) return run();
+  const started = performance.now();
+  const bar = new SingleBar({ format: ' {what} … {secs} s', hideCursor: true, clearOnComplete: true, stream: process.stderr });
+  let shown = false;
+  const timer = setInterval(() => {
+    if (performance.now() - started < 1000) return;
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    if (!shown) bar.start(1, 0, { what, secs });
+    else bar.update(0, { what, secs });
+    shown = true;
+  }, 200);
+  try {
+    return await run();
+  } finally {
+    clearInterval(timer);
+    if (shown) bar.stop();
+  }
 }
 
 /**

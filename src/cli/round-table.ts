@@ -1,62 +1,63 @@
-/** The simulator's per-round table and progress bar (bar only on a terminal; plain lines otherwise). */
-import { SingleBar, Presets } from 'cli-progress';
+/** The simulator's per-round table and its live progress (src/cli/round-progress.ts; drawn on a terminal only). */
+import type { Writable } from 'node:stream';
 import { RESULT_PREFIX } from '../tracking/record.ts';
 import { SERVER_SITE, type TrackedRow } from '../tracking/types.ts';
 import type { RoundSummary } from '../workflows/workflow.ts';
+import { RoundProgress, type TransferEvent } from './round-progress.ts';
 
 const PREFERRED = ['train_loss', 'val_loss', 'val_accuracy', 'loss', 'accuracy'];
 
+export interface RoundTableOptions {
+  /** where the live progress goes (default stderr) */
+  progressStream?: Writable;
+  /** draw the progress even when that stream is not a terminal (default: only on a terminal, not in CI) */
+  forceProgress?: boolean;
+}
+
 export class RoundTable {
   private keys: string[] | null = null;
-  /** bytes moved and announced size per transfer (peer/stream/direction) this round, for the bar */
-  private readonly moved = new Map<string, { bytes: number; total?: number }>();
-  private roundStarted = performance.now();
-  private bar: SingleBar | null = null;
-  private readonly tty = Boolean(process.stderr.isTTY) && !process.env.CI;
+  /** this round's live progress (null between rounds, or when not drawn) */
+  private live: RoundProgress | null = null;
+  private round: number | null = null;
+  private readonly stream: Writable;
+  private readonly draw: boolean;
   /** the last value each site logged (flare.log) of each key, per round */
   private readonly logged = new Map<number, Map<string, Map<string, number>>>();
 
-  constructor(private readonly out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)) {}
+  constructor(
+    private readonly out: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+    opts: RoundTableOptions = {},
+  ) {
+    this.stream = opts.progressStream ?? process.stderr;
+    this.draw = opts.forceProgress ?? (Boolean((this.stream as { isTTY?: boolean }).isTTY) && !process.env.CI);
+  }
 
+  /** Results so far in a round; the workflow reports done 0 when the round starts, so the progress shows from its first second. */
   progress(p: { round: number; done: number; expected: number }): void {
-    if (!this.tty) return;
-    if (!this.bar) {
-      this.bar = new SingleBar(
-        {
-          format: ' round {round} [{bar}] {value}/{total} sites | {moved} moved, {rate}, ETA {eta}',
-          clearOnComplete: true,
-          hideCursor: true,
-          stream: process.stderr,
-        },
-        Presets.shades_classic,
-      );
-      this.bar.start(p.expected, 0, { round: p.round + 1, ...this.traffic() });
+    if (this.round !== p.round) {
+      this.live?.stop();
+      this.live = null;
+      this.round = p.round;
     }
-    this.bar.update(p.done, { round: p.round + 1, ...this.traffic() });
+    this.progressOf()?.progress(p.done, p.expected);
   }
 
-  /** Model bytes moving between the server and the sites (both directions). */
-  transfer(t: { peer: string; stream: number; direction: string; bytes: number; total?: number }): void {
-    this.moved.set(`${t.peer}/${t.stream}/${t.direction}`, { bytes: t.bytes, ...(t.total !== undefined && { total: t.total }) });
-    this.bar?.update({ ...this.traffic() });
+  /** Model bytes moving between the server and the sites (send: the model to a site, receive: its result). */
+  transfer(t: TransferEvent): void {
+    this.progressOf()?.transfer(t);
   }
 
-  /** Bytes moved this round, the rate, and the time left for the transfers under way (those that announced a size). */
-  private traffic(): { moved: string; rate: string; eta: string } {
-    let bytes = 0;
-    let left = 0;
-    for (const m of this.moved.values()) {
-      bytes += m.bytes;
-      if (m.total !== undefined) left += Math.max(0, m.total - m.bytes);
-    }
-    const s = (performance.now() - this.roundStarted) / 1000;
-    const rate = bytes / Math.max(s, 1e-3);
-    return { moved: human(bytes), rate: `${human(rate)}/s`, eta: left > 0 && rate > 0 ? `${Math.ceil(left / rate)} s` : '-' };
+  private progressOf(): RoundProgress | null {
+    if (!this.draw) return null;
+    // cli-progress draws on a terminal by itself; on another stream only when forced
+    this.live ??= new RoundProgress(this.round, this.stream, !(this.stream as { isTTY?: boolean }).isTTY);
+    return this.live;
   }
 
   /** A tracked row: the scalars sites log while they train show in their round's row (mean over sites of each one's last value). */
   tracked(r: TrackedRow): void {
     if (r.kind !== 'scalar' || r.site === SERVER_SITE || r.round === null || r.key.startsWith(RESULT_PREFIX)) return;
+    this.live?.logged(r.site, r.key, r.value!, r.step);
     const round = this.logged.get(r.round) ?? new Map<string, Map<string, number>>();
     this.logged.set(r.round, round);
     const key = round.get(r.key) ?? new Map<string, number>();
@@ -76,10 +77,9 @@ export class RoundTable {
   }
 
   row(s: RoundSummary): void {
-    this.bar?.stop();
-    this.bar = null;
-    this.moved.clear();
-    this.roundStarted = performance.now();
+    this.live?.stop();
+    this.live = null;
+    this.round = null; // transfers until the next round starts are other tasks (cross-site evaluation)
     const metrics = this.metricsOf(s);
     if (!this.keys) {
       const all = Object.keys(metrics);
@@ -100,17 +100,6 @@ export class RoundTable {
     const failed = Object.entries(s.failures);
     for (const [site, err] of failed) this.out(`  ! ${site}: ${err.split('\n')[0]}`);
   }
-}
-
-function human(bytes: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
 }
 
 function fmt(v: number | undefined): string {

@@ -74,6 +74,8 @@ export async function fedAvgRound(
     },
   );
   let done = 0;
+  // the round has started: a terminal shows its progress from now, not from the first result
+  ctx.onProgress?.({ round, done, expected: sites.length });
   // Results are folded concurrently as they arrive (WeightedAverage chunk by chunk, OffloadedAverage
   // taking turns per tensor): a result left unread while others are folded whole would stall its sender.
   const folding: { discard(): void; done: Promise<void> }[] = [];
