@@ -11,6 +11,7 @@ import { CSV_HEADER, TABLE_HEADER, csvLines, tableLines } from '../tracking/form
 import { existsSync } from 'node:fs';
 import { createJob, listTemplates, NewJobError } from './new.ts';
 import { RoundTable } from './round-table.ts';
+import { type SimulationDashboardServer, serveSimulationDashboard } from './simulate-dashboard.ts';
 
 function positiveInt(name: string, min = 1) {
   return (v: string): number => {
@@ -38,29 +39,73 @@ program
     '--python <interpreter>',
     'what {python} in script executors runs: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)',
   )
-  .action(async (jobDir: string, o: { clients: number; threads?: number; workspace?: string; offload?: boolean; python?: string }) => {
-    const { config } = readJobConfig(jobDir);
-    // an explicit flag wins over the environment, like the variable itself over site settings
-    if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
-    const workspace = resolve(o.workspace ?? join('workspace', config.name));
-    const table = new RoundTable();
-    process.stdout.write(`Simulating job "${config.name}" with ${o.clients} clients (workspace ${workspace})\n`);
-    const r = await simulate({
-      jobDir,
-      clients: o.clients,
-      workspace,
-      ...(o.threads !== undefined && { threads: o.threads }),
-      ...(o.offload && { offload: true }),
-      onRound: (s) => table.row(s),
-      onProgress: (p) => table.progress(p),
-      onTransfer: (t) => table.transfer(t),
-      onTracked: (row) => table.tracked(row),
-    });
-    if (r.crossSite) printMatrix(r.crossSite as Record<string, Record<string, Record<string, number>>>);
-    process.stdout.write(
-      `\nDone in ${r.seconds.toFixed(1)} s. Global model: ${join(workspace, 'server', 'global_model.safetensors')}\nMetrics: ${join(workspace, 'server', 'metrics.jsonl')}\n`,
-    );
-  });
+  .option('--dashboard [port]', 'serve the web dashboard of the run on http://127.0.0.1:<port> (default 8480; 0: any free port)')
+  .action(
+    async (
+      jobDir: string,
+      o: { clients: number; threads?: number; workspace?: string; offload?: boolean; python?: string; dashboard?: string | true },
+    ) => {
+      const { config } = readJobConfig(jobDir);
+      // an explicit flag wins over the environment, like the variable itself over site settings
+      if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
+      const workspace = resolve(o.workspace ?? join('workspace', config.name));
+      const table = new RoundTable();
+      process.stdout.write(`Simulating job "${config.name}" with ${o.clients} clients (workspace ${workspace})\n`);
+      const dash = o.dashboard === undefined ? null : await serveSimulationDashboard(config.name, workspace, dashboardPort(o.dashboard));
+      if (dash) process.stdout.write(`Dashboard at ${dash.url}\n`);
+      let r: Awaited<ReturnType<typeof simulate>>;
+      try {
+        r = await simulate({
+          jobDir,
+          clients: o.clients,
+          workspace,
+          ...(o.threads !== undefined && { threads: o.threads }),
+          ...(o.offload && { offload: true }),
+          ...(dash && { onStart: dash.hooks.onStart, onMetric: dash.hooks.onMetric, signal: dash.hooks.signal }),
+          onRound: (s) => {
+            table.row(s);
+            dash?.hooks.onRound(s);
+          },
+          onProgress: (p) => {
+            table.progress(p);
+            dash?.hooks.onProgress(p);
+          },
+          onTransfer: (t) => {
+            table.transfer(t);
+            dash?.hooks.onTransfer(t);
+          },
+          onTracked: (row) => table.tracked(row),
+        });
+        dash?.ended(r);
+      } catch (e) {
+        dash?.ended(e as Error);
+        await lingerThenClose(dash);
+        throw e;
+      }
+      await lingerThenClose(dash);
+      if (r.crossSite) printMatrix(r.crossSite as Record<string, Record<string, Record<string, number>>>);
+      process.stdout.write(
+        `\nDone in ${r.seconds.toFixed(1)} s. Global model: ${join(workspace, 'server', 'global_model.safetensors')}\nMetrics: ${join(workspace, 'server', 'metrics.jsonl')}\n`,
+      );
+    },
+  );
+
+function dashboardPort(v: string | true): number {
+  if (v === true) return 8480;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`--dashboard takes a port 0–65535, got "${v}"`);
+  return n;
+}
+
+/** On a terminal the dashboard stays up after the run until Ctrl-C, so its results can be read; otherwise it closes. */
+async function lingerThenClose(dash: SimulationDashboardServer | null): Promise<void> {
+  if (!dash) return;
+  if (process.stdin.isTTY && process.stdout.isTTY) {
+    process.stdout.write(`The run is over; the dashboard stays at ${dash.url.split('#')[0]} until Ctrl-C.\n`);
+    await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+  }
+  await dash.close();
+}
 
 program
   .command('validate')

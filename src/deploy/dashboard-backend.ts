@@ -4,9 +4,10 @@
  * the same name through the AdminService, with the token's user as the caller, so they are
  * authorized by the same policy (authz.ts) and written to the same audit log.
  */
-import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import type { ActionOutcome, AuditRow, DashboardBackend, FileOutcome, JobDetail, JobRow, SiteRow } from '../dashboard/backend.ts';
+import { tailLines } from '../dashboard/tail.ts';
 import type { DashboardUser, TokenSigner } from '../dashboard/token.ts';
 import type { PeerIdentity } from '../transport/peer.ts';
 import { JobSummarySchema } from './admin-commands.ts';
@@ -25,29 +26,9 @@ export interface DeployDashboardOptions {
   tokens: TokenSigner;
 }
 
-/** Last bytes of a job's log read for the page: enough for a few hundred lines. */
-const LOG_TAIL_BYTES = 256 * 1024;
-
 function row(j: JobRecord): JobRow {
   const { result: _r, ...rest } = j;
   return rest;
-}
-
-/** The last `maxLines` lines of a file, reading only its tail. */
-export function tailLines(path: string, maxLines: number, maxBytes = LOG_TAIL_BYTES): string[] {
-  if (!existsSync(path)) return [];
-  const size = statSync(path).size;
-  const start = Math.max(0, size - maxBytes);
-  const buf = Buffer.alloc(size - start);
-  const fd = openSync(path, 'r');
-  try {
-    readSync(fd, buf, 0, buf.length, start);
-  } finally {
-    closeSync(fd);
-  }
-  const lines = buf.toString('utf8').split('\n');
-  if (start > 0) lines.shift(); // a partial first line
-  return lines.filter((l) => l.length > 0).slice(-maxLines);
 }
 
 export class DeployDashboard implements DashboardBackend {

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { ServerRuntime } from '../runtime/controller.ts';
+import { type MetricEvent, ServerRuntime } from '../runtime/controller.ts';
 import { type SiteSettings, createTrainerHost, executorSpecFor, loadInitialModel, loadJob } from '../runtime/job.ts';
 import { type JobOutcome, runWorkflows } from '../workflows/run-job.ts';
 import { runSite } from '../runtime/site.ts';
@@ -16,6 +16,7 @@ import { loadJobFilters } from '../runtime/filters.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import type { TransferProgress } from '../streaming/index.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
+import { unlessAborted } from '../util/abort.ts';
 import { fileLogger } from '../util/log.ts';
 import { TrackingStore, type TrackedRow, trackLogged, trackRound } from '../tracking/index.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
@@ -40,6 +41,12 @@ export interface SimulateOptions {
   tracking?: boolean;
   /** the simulated sites' Python interpreter, `{python}` in script executors (FLOTILLA_PYTHON overrides it) */
   python?: string;
+  /** values the sites log with flare.log() */
+  onMetric?: (m: MetricEvent) => void;
+  /** the run's job id and sites, once the job is loaded (the dashboard) */
+  onStart?: (info: { jobId: string; name: string; sites: string[]; workflows: ReturnType<typeof loadJob>['config']['workflows'] }) => void;
+  /** stops the run (the dashboard's abort): the workflows end with the signal's reason */
+  signal?: AbortSignal;
 }
 
 export interface SimulationResult extends JobOutcome {
@@ -67,6 +74,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const log = fileLogger(join(workspace, 'server', 'log.jsonl'), 'server');
   const threads = Math.min(opts.threads ?? Math.min(sites.length, 2), sites.length);
   const initial = await loadInitialModel(job);
+  opts.onStart?.({ jobId, name: job.config.name, sites, workflows: job.config.workflows });
   const filters = await loadJobFilters(job);
 
   const settings: SiteSettings = opts.python !== undefined ? { python: opts.python } : {};
@@ -81,6 +89,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
     onMetric: (m) => {
       sws.appendMetrics({ type: 'metric', ...m });
       if (tracking) trackLogged(tracking, jobId, m);
+      opts.onMetric?.(m);
     },
     ...(opts.onTransfer && { channel: { onTransfer: opts.onTransfer } }),
   });
@@ -98,7 +107,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
     // like NVFlare's simulator: start once every simulated site is up, so round 1 sees all of them
     // ...but a site that cannot come up (its trainer module fails to load, say) fails the run now, with its error
     await Promise.race([waitForAll(server, sites.length, 120_000, clients), clientsDone.then(() => new Promise<never>(() => undefined))]);
-    const outcome = await runWorkflows(
+    const running = runWorkflows(
       job,
       initial,
       {
@@ -110,9 +119,12 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
           opts.onRound?.(r);
         },
         ...(opts.onProgress && { onProgress: opts.onProgress }),
+        ...(opts.signal && { signal: opts.signal }),
       },
       opts.offload ?? false,
     );
+    // aborted, the run ends at once (the workflows see the signal too, between rounds)
+    const outcome = await (opts.signal ? unlessAborted(running, opts.signal) : running);
     const result: SimulationResult = { ...outcome, jobId, workspace, seconds: (Date.now() - started) / 1000 };
     await sws.writeJson('summary.json', {
       jobId,
