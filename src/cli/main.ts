@@ -74,7 +74,10 @@ program
             table.transfer(t);
             dash?.hooks.onTransfer(t);
           },
-          onTracked: (row) => table.tracked(row),
+          onTracked: (row) => {
+            table.tracked(row);
+            dash?.hooks.onTracked(row);
+          },
         });
         dash?.ended(r);
       } catch (e) {

@@ -7,12 +7,13 @@ import { Telemetry, totalRounds } from '../dashboard/telemetry.ts';
 import { TokenSigner } from '../dashboard/token.ts';
 import { startDashboard } from '../dashboard/web.ts';
 import type { WebServer } from '../dashboard/http.ts';
+import { RowBuffer } from '../dashboard/row-buffer.ts';
 import { SimulationDashboard } from '../simulator/dashboard.ts';
 import type { SimulateOptions } from '../simulator/simulator.ts';
 import { silentLogger } from '../util/log.ts';
 import type { RoundSummary } from '../workflows/workflow.ts';
 
-type Hooks = Required<Pick<SimulateOptions, 'onStart' | 'onRound' | 'onProgress' | 'onTransfer' | 'onMetric' | 'signal'>>;
+type Hooks = Required<Pick<SimulateOptions, 'onStart' | 'onRound' | 'onProgress' | 'onTransfer' | 'onMetric' | 'onTracked' | 'signal'>>;
 
 export interface SimulationDashboardServer {
   url: string;
@@ -33,7 +34,8 @@ export async function serveSimulationDashboard(jobName: string, workspace: strin
     connectedSites: () => backend.sites().filter((s) => s.state === 'connected').length,
     jobStates: () => Object.fromEntries(backend.jobs().map((j) => [j.state, 1])),
   });
-  const web: WebServer = await startDashboard({ host: '127.0.0.1', port, backend, telemetry, log: silentLogger() });
+  const rows = new RowBuffer();
+  const web: WebServer = await startDashboard({ host: '127.0.0.1', port, backend, telemetry, rows, log: silentLogger() });
   let jobId = '';
   return {
     url: `${web.url}/#token=${backend.token()}`,
@@ -47,6 +49,7 @@ export async function serveSimulationDashboard(jobName: string, workspace: strin
       onProgress: (p) => telemetry.roundProgress(jobId, p),
       onTransfer: (t) => telemetry.transfer(jobId, t),
       onMetric: (m) => telemetry.metricLogged(jobId, m),
+      onTracked: (r) => rows.add(r),
       signal: abort.signal,
     },
     ended: (outcome) => {

@@ -1,20 +1,22 @@
 /**
  * The dashboard's live updates as server-sent events (text/event-stream): `overview` (jobs with
  * progress, sites, transfers in flight), and for the job the page shows, `job` (state, rounds,
- * progress, what the user may do), `points` (new metric points only, by sequence number) and
- * `logs` (the server log's tail). Each is sent when it changed: at once after the telemetry reports
- * a change (a round, a metric, a result in), and every tick for what moves on its own (transfer
+ * progress, params, what the user may do), `points` (new metric points and texts only, by the
+ * tracking store's row id) and
+ * `logs` (the server log's tail). Each is sent when it changed: within 50 ms of the telemetry or the
+ * tracking store reporting a change (a round, a logged value, a result in), and every tick for what moves on its own (transfer
  * rates, heartbeats). The token is checked again every tick: a stream ends when its token expires.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { DashboardBackend } from './backend.ts';
 import type { Telemetry } from './telemetry.ts';
 import type { DashboardUser } from './token.ts';
-import { jobPoints, jobView, overview } from './views.ts';
+import { type MetricRows, jobPoints, jobView, overview } from './views.ts';
 
 export interface EventStreamOptions {
   backend: DashboardBackend;
   telemetry: Telemetry;
+  rows: MetricRows;
   user: DashboardUser;
   token: string;
   job: string | null;
@@ -32,8 +34,7 @@ export function serveEvents(req: IncomingMessage, res: ServerResponse, o: EventS
   let lastOverview = '';
   let lastJob = '';
   let lastLog = '';
-  let seq = 0;
-  let sentSummary = false;
+  let lastId = 0;
   let closed = false;
   let pending: NodeJS.Timeout | null = null;
 
@@ -49,21 +50,16 @@ export function serveEvents(req: IncomingMessage, res: ServerResponse, o: EventS
       res.write(`event: overview\ndata: ${ov}\n\n`);
     }
     if (o.job === null) return;
-    const view = jobView(b, t, o.user, o.job);
+    const view = jobView(b, t, o.rows, o.user, o.job);
     if (!view) return;
     const jv = JSON.stringify(view);
     if (jv !== lastJob) {
       lastJob = jv;
       res.write(`event: job\ndata: ${jv}\n\n`);
     }
-    const points = jobPoints(t, b.job(o.job)!, seq);
-    // a job known only from its summary has points of seq 0: sent once
-    const fromSummary = points.length > 0 && points[0]!.seq === 0;
-    if (points.length > 0 && !(fromSummary && sentSummary)) {
-      send('points', { points });
-      if (fromSummary) sentSummary = true;
-      else seq = points.at(-1)!.seq;
-    }
+    const p = jobPoints(o.rows, o.job, lastId);
+    if (p.points.length || p.notes.length) send('points', { points: p.points, notes: p.notes });
+    lastId = p.lastId;
     const logs = b.logs(o.job, LOG_LINES);
     const tail = `${logs.length}:${logs.at(-1) ?? ''}`;
     if (tail !== lastLog) {
@@ -80,7 +76,12 @@ export function serveEvents(req: IncomingMessage, res: ServerResponse, o: EventS
   };
   const tick = setInterval(flush, o.tickMs);
   const keepalive = setInterval(() => res.write(': keepalive\n\n'), KEEPALIVE_MS);
-  const unsubscribe = t.onChange(soon);
+  const offTelemetry = t.onChange(soon);
+  const offRows = o.rows.subscribe?.(o.job, soon);
+  const unsubscribe = (): void => {
+    offTelemetry();
+    offRows?.();
+  };
   function end(): void {
     if (closed) return;
     closed = true;

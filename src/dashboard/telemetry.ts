@@ -2,8 +2,8 @@
  * What a running federation reports about itself, for the Prometheus endpoint and the web
  * dashboard: the server (src/deploy) and the simulator feed it from the hooks the runtime already
  * has (a ServerRuntime's onTransfer and onMetric, a workflow's onRound and onProgress), and it
- * keeps the live state the dashboard shows (transfers in flight, each job's progress and metric
- * points) next to the prom-client metrics scraped from /metrics. One instance per server: its
+ * keeps the live state the dashboard shows (transfers in flight, each job's progress and
+ * rounds; the metric points are the tracking store's) next to the prom-client metrics scraped from /metrics. One instance per server: its
  * own prom-client Registry, never the global one, so two servers in one process (tests) do not
  * share counters.
  */
@@ -37,17 +37,6 @@ export interface TransferView {
   etaSeconds: number | null;
 }
 
-/** One plotted value: a flare.log() metric (with its step) or a metric a site sent with its round's result. */
-export interface MetricPoint {
-  seq: number;
-  site: string;
-  key: string;
-  value: number;
-  round: number | null;
-  step: number | null;
-  source: 'log' | 'result';
-}
-
 export interface JobProgress {
   /** rounds of every round-writing workflow of the job (0 when unknown) */
   totalRounds: number;
@@ -60,7 +49,6 @@ interface JobLive {
   name: string;
   progress: JobProgress;
   rounds: RoundSummary[];
-  points: MetricPoint[];
 }
 
 interface Flight {
@@ -76,8 +64,6 @@ interface Flight {
 
 /** Jobs whose live state is kept (the oldest is dropped first). */
 const MAX_JOBS = 32;
-/** Metric points kept per job: past this the oldest go (a plot of 100,000 points is unreadable anyway). */
-const MAX_POINTS = 100_000;
 const STALE_MS = 120_000;
 
 /** Rounds a job's workflows will run (those with rounds: cross-site evaluation and custom workflows count none). */
@@ -99,7 +85,6 @@ export class Telemetry {
   readonly registry = new Registry();
   private readonly jobs = new Map<string, JobLive>();
   private readonly flights = new Map<string, Flight>();
-  private seq = 0;
   private readonly listeners = new Set<(jobId: string | null) => void>();
 
   private readonly rounds: Counter<'job_name'>;
@@ -207,7 +192,7 @@ export class Telemetry {
   private live(jobId: string, name = jobId): JobLive {
     let j = this.jobs.get(jobId);
     if (!j) {
-      j = { name, progress: { totalRounds: 0, roundsDone: 0, current: null }, rounds: [], points: [] };
+      j = { name, progress: { totalRounds: 0, roundsDone: 0, current: null }, rounds: [] };
       this.jobs.set(jobId, j);
       if (this.jobs.size > MAX_JOBS) this.jobs.delete(this.jobs.keys().next().value!);
     }
@@ -219,7 +204,6 @@ export class Telemetry {
     j.name = name;
     j.progress = { totalRounds, roundsDone: 0, current: null };
     j.rounds = [];
-    j.points = [];
     this.changed(jobId);
   }
 
@@ -236,7 +220,7 @@ export class Telemetry {
     this.changed(jobId);
   }
 
-  /** A round completed (a workflow's onRound): counted, timed, its failures counted, its sites' metrics plotted. */
+  /** A round completed (a workflow's onRound): counted, timed, its failures counted. */
   roundCompleted(jobId: string, s: RoundSummary): void {
     const j = this.live(jobId);
     this.rounds.inc({ job_name: j.name });
@@ -246,23 +230,14 @@ export class Telemetry {
     j.progress.roundsDone = j.rounds.length;
     j.progress.totalRounds = Math.max(j.progress.totalRounds, j.progress.roundsDone);
     j.progress.current = null;
-    for (const [site, ms] of Object.entries(s.siteMetrics))
-      for (const [key, value] of Object.entries(ms)) this.addPoint(j, { site, key, value, round: s.round, step: null, source: 'result' });
     this.changed(jobId);
   }
 
-  /** A value a site logged with flare.log() (a ServerRuntime's onMetric). */
+  /** A value a site logged with flare.log() (a ServerRuntime's onMetric): counted (the tracking store keeps it). */
   metricLogged(jobId: string, m: MetricEvent): void {
     if (!isScalar(m)) return; // texts and params: the tracking store has them
     const j = this.live(jobId);
     this.metricsLogged.inc({ job_name: j.name });
-    this.addPoint(j, { site: m.site, key: m.key, value: m.value, round: m.round ?? null, step: m.step ?? null, source: 'log' });
-    this.changed(jobId);
-  }
-
-  private addPoint(j: JobLive, p: Omit<MetricPoint, 'seq'>): void {
-    j.points.push({ seq: ++this.seq, ...p });
-    if (j.points.length > MAX_POINTS) j.points.splice(0, j.points.length - MAX_POINTS);
   }
 
   /** A transfer's progress report (a ServerRuntime's channel onTransfer): bytes counted as they move. */
@@ -313,20 +288,5 @@ export class Telemetry {
 
   roundSummaries(jobId: string): RoundSummary[] {
     return [...(this.jobs.get(jobId)?.rounds ?? [])];
-  }
-
-  /** A job's metric points after `afterSeq` (0: all), oldest first. */
-  points(jobId: string, afterSeq = 0): MetricPoint[] {
-    const pts = this.jobs.get(jobId)?.points ?? [];
-    if (afterSeq <= 0) return [...pts];
-    // points are in seq order: find the first one after afterSeq
-    let lo = 0;
-    let hi = pts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (pts[mid]!.seq <= afterSeq) lo = mid + 1;
-      else hi = mid;
-    }
-    return pts.slice(lo);
   }
 }

@@ -16,12 +16,14 @@ import type { DashboardBackend } from './backend.ts';
 import { type ListenOptions, type WebServer, listen, sendJson, sendText } from './http.ts';
 import { serveEvents } from './events.ts';
 import type { Telemetry } from './telemetry.ts';
-import { jobPoints, jobView, overview } from './views.ts';
+import { type MetricRows, jobPoints, jobView, overview } from './views.ts';
 import type { DashboardUser } from './token.ts';
 
 export interface DashboardOptions extends ListenOptions {
   backend: DashboardBackend;
   telemetry: Telemetry;
+  /** the tracking store's rows: the plotted metrics */
+  rows: MetricRows;
   log: Logger;
   /** how often the event stream sends what changed (default 1000 ms) */
   tickMs?: number;
@@ -57,7 +59,7 @@ export function bearer(req: IncomingMessage): string | null {
 }
 
 export function startDashboard(opts: DashboardOptions): Promise<WebServer> {
-  const { backend: b, telemetry: t } = opts;
+  const { backend: b, telemetry: t, rows } = opts;
   const index = readFileSync(`${assetsDir}index.html`, 'utf8');
 
   const authed = (req: IncomingMessage, res: ServerResponse): DashboardUser | null => {
@@ -103,6 +105,7 @@ export function startDashboard(opts: DashboardOptions): Promise<WebServer> {
         return serveEvents(req, res, {
           backend: b,
           telemetry: t,
+          rows,
           user,
           token: bearer(req)!,
           job: url.searchParams.get('job'),
@@ -113,8 +116,14 @@ export function startDashboard(opts: DashboardOptions): Promise<WebServer> {
       const id = decodeURIComponent(m[1]!);
       const sub = m[2] ?? '';
       if (method === 'GET' && sub === '') {
-        const v = jobView(b, t, user, id);
-        return v ? sendJson(res, 200, { ...v, points: jobPoints(t, b.job(id)!) }) : sendJson(res, 404, { error: `no job ${id}` });
+        const v = jobView(b, t, rows, user, id);
+        return v ? sendJson(res, 200, { ...v, ...jobPoints(rows, id) }) : sendJson(res, 404, { error: `no job ${id}` });
+      }
+      if (method === 'GET' && sub === '/metrics') {
+        if (!b.job(id)) return sendJson(res, 404, { error: `no job ${id}` });
+        const after = Math.max(0, Number(url.searchParams.get('after') ?? 0) || 0);
+        const limit = Math.min(Math.max(Number(url.searchParams.get('limit') ?? 10_000) || 10_000, 1), 10_000);
+        return sendJson(res, 200, rows.metricsSince(id, after, limit));
       }
       if (method === 'GET' && sub === '/logs') {
         if (!b.job(id)) return sendJson(res, 404, { error: `no job ${id}` });

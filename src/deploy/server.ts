@@ -222,6 +222,7 @@ export class FederationServer {
         tls: { certPem: kit.certPem, keyPem: kit.keyPem },
         backend,
         telemetry: this.telemetry,
+        rows: this.store.tracking,
         log: this.log,
         ...(dashboard.tickMs !== undefined && { tickMs: dashboard.tickMs }),
       }).catch(where('dashboard', '--dashboard-port'));

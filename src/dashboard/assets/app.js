@@ -176,10 +176,13 @@
     } else if (event === 'job') {
       state.job = data;
       renderJobHeader();
+      renderParams();
       renderRounds();
     } else if (event === 'points') {
       state.points.push(...data.points);
+      state.notes.push(...data.notes);
       renderCharts();
+      renderNotes();
     } else if (event === 'logs') {
       state.logs = data.lines;
       renderLogs();
@@ -252,6 +255,7 @@
     if (r.page === 'job') {
       state.job = null;
       state.points = [];
+      state.notes = [];
       state.logs = [];
       renderJobPage(r.id);
       openStream(r.id);
@@ -395,6 +399,13 @@
         h('div', { class: 'charts' }),
         h('div', { class: 'empty', id: 'no-metrics', text: 'No metrics yet: they appear as the sites log them and rounds complete.' }),
       ),
+      h('section', { class: 'card', id: 'params', hidden: true }, h('h2', { text: 'Parameters' }), h('div', { class: 'body' })),
+      h(
+        'section',
+        { class: 'card', id: 'notes', hidden: true },
+        h('h2', { text: 'Notes logged by the sites' }),
+        h('div', { class: 'body' }),
+      ),
       h('section', { class: 'card', id: 'rounds' }, h('h2', { text: 'Rounds' }), h('div', { class: 'body' })),
       h('section', { class: 'card', id: 'events' }, h('h2', { text: 'History' }), h('div', { class: 'body' })),
       h('section', { class: 'card', id: 'job-logs' }, h('h2', { text: 'Server log' }), h('pre', { class: 'logs', id: 'logs' })),
@@ -456,6 +467,59 @@
           ),
         ),
         'No history.',
+      ),
+    );
+  }
+
+  function renderParams() {
+    const j = state.job;
+    const sec = document.getElementById('params');
+    if (!j || !sec) return;
+    const sites = Object.keys(j.params || {}).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    sec.hidden = sites.length === 0;
+    sec.querySelector('.body').replaceChildren(
+      table(
+        ['Site', 'Parameters'],
+        sites.map((s) =>
+          h(
+            'tr',
+            {},
+            h('td', { text: s || 'server' }),
+            h('td', {
+              class: 'mono',
+              text: Object.entries(j.params[s])
+                .map(([k, v]) => `${k}=${v}`)
+                .join('  '),
+            }),
+          ),
+        ),
+        '',
+      ),
+    );
+  }
+
+  function renderNotes() {
+    const sec = document.getElementById('notes');
+    if (!sec) return;
+    sec.hidden = state.notes.length === 0;
+    sec.querySelector('.body').replaceChildren(
+      table(
+        ['Site', 'Round', 'Step', 'Key', 'Text'],
+        state.notes
+          .slice(-100)
+          .reverse()
+          .map((n) =>
+            h(
+              'tr',
+              {},
+              h('td', { text: n.site }),
+              h('td', { text: n.round ?? '–' }),
+              h('td', { text: n.step ?? '–' }),
+              h('td', { class: 'mono', text: n.key }),
+              h('td', { text: n.text }),
+            ),
+          ),
+        '',
       ),
     );
   }
@@ -553,7 +617,10 @@
     for (const [id, g] of [...groups].sort((a, b) => a[0].localeCompare(b[0]))) {
       const byStep = g.points.some((p) => p.step !== null);
       const xOf = (p) => (byStep ? (p.step ?? 0) : (p.round ?? 0));
-      const sites = [...new Set(g.points.map((p) => p.site))].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+      // the sites in natural order, the round's mean (the server's rows) last
+      const sites = [...new Set(g.points.map((p) => p.site))].sort((a, b) =>
+        a === 'mean' ? 1 : b === 'mean' ? -1 : a.localeCompare(b, undefined, { numeric: true }),
+      );
       const xs = [...new Set(g.points.map(xOf))].sort((a, b) => a - b);
       const xi = new Map(xs.map((x, i) => [x, i]));
       const ys = sites.map(() => xs.map(() => null));
@@ -586,13 +653,11 @@
             ],
             series: [
               { label: byStep ? 'step' : 'round' },
-              ...sites.map((s, i) => ({
-                label: s,
-                stroke: COLORS[i % COLORS.length],
-                width: 2,
-                spanGaps: true,
-                points: { show: true, size: 5 },
-              })),
+              ...sites.map((s, i) =>
+                s === 'mean'
+                  ? { label: 'mean', stroke: '#6b7280', width: 2, dash: [6, 4], spanGaps: true, points: { show: false } }
+                  : { label: s, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true, points: { show: true, size: 5 } },
+              ),
             ],
           },
           data,
