@@ -32,7 +32,11 @@ const cases: [string, unknown[], RegExp][] = [
     ],
     /filters\.1\.format: 4 bits take nf4 or fp4/,
   ],
-  ['unknown type', [{ type: 'rot13' }], /filters\.0(\.type)?: unknown filter type: use one of quantize, exclude, custom/],
+  [
+    'unknown type',
+    [{ type: 'rot13' }],
+    /filters\.0(\.type)?: unknown filter type: use one of quantize, exclude, dp_gaussian, percentile_privacy, svt_privacy, custom/,
+  ],
   ['bad regex', [{ type: 'exclude', patterns: ['/a(/'] }], /filters\.0\.patterns\.0: not a valid regular expression/],
   ['unknown key', [{ type: 'quantize', bits: 8, bist: 4 }], /filters\.0: unknown key\(s\) "bist"/],
   ['custom without direction', [{ type: 'custom', module: 'f.ts' }], /filters\.0\.direction/],

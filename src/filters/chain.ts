@@ -7,6 +7,7 @@
  */
 import type { TensorStream } from '../core/tensor-stream.ts';
 import { excludeTensors } from './exclude.ts';
+import { dpGaussian, gaussianNoise, percentilePrivacy, svtPrivacy } from './dp.ts';
 import { nameMatcher } from './patterns.ts';
 import { dequantizeStream, quantizeStream } from './quantize.ts';
 import { type FilterSpec, quantFormat } from './spec.ts';
@@ -39,10 +40,20 @@ export function builtinFilter(spec: Exclude<FilterSpec, { type: 'custom' }>): Fi
       const excluded = nameMatcher(spec.patterns);
       return { send: (p) => ({ ...p, params: excludeTensors(p.params, excluded) }) };
     }
+    case 'dp_gaussian':
+      return dpGaussian({ clip: spec.clip, noiseMultiplier: gaussianNoise(spec), delta: spec.delta });
+    case 'percentile_privacy':
+      return percentilePrivacy(spec);
+    case 'svt_privacy':
+      return svtPrivacy(spec);
   }
 }
 
+const PRIVACY = new Set(['dp_gaussian', 'percentile_privacy', 'svt_privacy']);
+
 export function entryFor(spec: FilterSpec, label: string, filter: Filter): ChainEntry {
+  // a privacy filter sees the task too (it keeps the task's model to compute the site's update); train tasks by default
+  if (PRIVACY.has(spec.type)) return { label, direction: 'both', tasks: spec.tasks ?? ['train'], filter };
   return { label, direction: spec.direction, tasks: spec.tasks, filter, quantizer: spec.type === 'quantize' };
 }
 

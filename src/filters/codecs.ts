@@ -177,6 +177,9 @@ export function fromFloat32(dtype: DType, v: Float32Array): Uint8Array {
 
 // ---- blocks --------------------------------------------------------------------------------------
 
+const SCALE = new Float32Array(1);
+const SCALE_BYTES = new Uint8Array(SCALE.buffer);
+
 /**
  * Encodes `len` values from src[start] as one record at out[o]; returns the bytes written.
  * Throws on a non-finite value: it would poison the aggregate, and no scale can represent it.
@@ -184,54 +187,66 @@ export function fromFloat32(dtype: DType, v: Float32Array): Uint8Array {
 export function encodeBlock(format: BlockFormat, src: Float32Array, start: number, len: number, out: Uint8Array, o: number): number {
   let absmax = 0;
   let bad = false;
-  for (let i = start; i < start + len; i++) {
-    const a = Math.abs(src[i]!);
+  const end = start + len;
+  for (let i = start; i < end; i++) {
+    const x = src[i]!;
+    const a = x < 0 ? -x : x;
     if (a > absmax) absmax = a;
     else if (!(a <= absmax)) bad = true;
   }
-  if (bad || !Number.isFinite(absmax)) throw new QuantizeError('a non-finite value (NaN or ±Infinity) cannot be quantized');
-  new DataView(out.buffer, out.byteOffset + o, 4).setFloat32(0, absmax, true);
+  if (bad || absmax === Infinity) throw new QuantizeError('a non-finite value (NaN or ±Infinity) cannot be quantized');
   // absmax is a float32 already (a value of src), so the scale read back is exactly the one used here
+  SCALE[0] = absmax;
+  out[o] = SCALE_BYTES[0]!;
+  out[o + 1] = SCALE_BYTES[1]!;
+  out[o + 2] = SCALE_BYTES[2]!;
+  out[o + 3] = SCALE_BYTES[3]!;
   const inv = absmax === 0 ? 0 : 1 / absmax;
   let p = o + 4;
   if (format === 'int8') {
     const k = 127 * inv;
-    const q = new Int8Array(out.buffer, out.byteOffset + p, len);
-    for (let i = 0; i < len; i++) q[i] = Math.round(src[start + i]! * k);
+    for (let i = start; i < end; i++) out[p++] = Math.round(src[i]! * k) & 255;
     return 4 + len;
   }
   const M = format === 'nf4' ? NF4_MIDS : FP4_MIDS;
-  let byte = 0;
-  for (let i = 0; i < len; i++) {
-    const v = src[start + i]! * inv;
-    let c = v > M[7]! ? 8 : 0;
-    c += v > M[c + 3]! ? 4 : 0;
-    c += v > M[c + 1]! ? 2 : 0;
-    c += v > M[c]! ? 1 : 0;
-    if ((i & 1) === 0) byte = c;
-    else out[p++] = byte | (c << 4);
+  const m7 = M[7]!;
+  let i = start;
+  for (; i + 1 < end; i += 2) {
+    out[p++] = code4(src[i]! * inv, M, m7) | (code4(src[i + 1]! * inv, M, m7) << 4);
   }
-  if (len & 1) out[p++] = byte;
+  if (i < end) out[p++] = code4(src[i]! * inv, M, m7);
   return p - o;
+}
+
+/** The index of the level nearest v (levels ascending, M their 15 midpoints): four comparisons. */
+function code4(v: number, M: Float64Array, m7: number): number {
+  let c = v > m7 ? 8 : 0;
+  c += v > M[c + 3]! ? 4 : 0;
+  c += v > M[c + 1]! ? 2 : 0;
+  return c + (v > M[c]! ? 1 : 0);
 }
 
 /** Decodes one record at bytes[o] into `len` values at dst[d]; returns the bytes read. */
 export function decodeBlock(format: BlockFormat, bytes: Uint8Array, o: number, len: number, dst: Float32Array, d: number): number {
-  const absmax = new DataView(bytes.buffer, bytes.byteOffset + o, 4).getFloat32(0, true);
+  SCALE_BYTES[0] = bytes[o]!;
+  SCALE_BYTES[1] = bytes[o + 1]!;
+  SCALE_BYTES[2] = bytes[o + 2]!;
+  SCALE_BYTES[3] = bytes[o + 3]!;
+  const absmax = SCALE[0]!;
   if (!Number.isFinite(absmax) || absmax < 0) throw new QuantizeError(`a block scale of ${absmax}: not a quantized block`);
   const p = o + 4;
   if (format === 'int8') {
     const k = absmax / 127;
-    const q = new Int8Array(bytes.buffer, bytes.byteOffset + p, len);
-    for (let i = 0; i < len; i++) dst[d + i] = q[i]! * k;
+    for (let i = 0; i < len; i++) dst[d + i] = ((bytes[p + i]! << 24) >> 24) * k;
     return 4 + len;
   }
   const L = format === 'nf4' ? NF4_LEVELS : FP4_LEVELS;
-  const n = Math.ceil(len / 2);
+  const n = len >> 1;
   for (let j = 0; j < n; j++) {
     const b = bytes[p + j]!;
     dst[d + 2 * j] = L[b & 15]! * absmax;
-    if (2 * j + 1 < len) dst[d + 2 * j + 1] = L[b >> 4]! * absmax;
+    dst[d + 2 * j + 1] = L[b >> 4]! * absmax;
   }
-  return 4 + n;
+  if (len & 1) dst[d + len - 1] = L[bytes[p + n]! & 15]! * absmax;
+  return 4 + ((len + 1) >> 1);
 }

@@ -7,3 +7,6 @@ export * from './patterns.ts';
 export * from './spec.ts';
 export * from './chain.ts';
 export * from './policy.ts';
+export * from './dp.ts';
+export * from './rdp.ts';
+export * from './update-spool.ts';

@@ -64,11 +64,59 @@ export const CustomFilterSpecSchema = z.strictObject({
   tasks: Tasks,
 });
 
-export const FILTER_TYPES = ['quantize', 'exclude', 'custom'] as const;
+/** Privacy filters act on a site's results (and keep the task's model to compute the update); default: train tasks. */
+const ResultOnly = z.literal('result', { error: 'privacy filters act on results: leave direction out' }).default('result');
+const Positive = z.number().positive('must be > 0');
 
-export const FilterSpecSchema = z.discriminatedUnion('type', [QuantizeSpecSchema, ExcludeSpecSchema, CustomFilterSpecSchema], {
-  error: (iss) => (iss.code === 'invalid_union' ? `unknown filter type: use one of ${FILTER_TYPES.join(', ')}` : undefined),
+export const DpGaussianSpecSchema = z
+  .strictObject({
+    type: z.literal('dp_gaussian'),
+    /** L2 norm bound of each site's update (all float tensors together) */
+    clip: Positive,
+    /** σ: the noise's standard deviation is σ · clip; or give epsilon and rounds */
+    noiseMultiplier: Positive.optional(),
+    /** the ε to reach after `rounds` releases at delta (the noise multiplier is derived) */
+    epsilon: Positive.optional(),
+    rounds: z.number().int().min(1).optional(),
+    delta: z.number().gt(0, 'must be in (0, 1)').lt(1, 'must be in (0, 1)').default(1e-5),
+    direction: ResultOnly,
+    tasks: Tasks,
+  })
+  .superRefine((d, ctx) => {
+    if ((d.noiseMultiplier === undefined) === (d.epsilon === undefined))
+      ctx.addIssue({ code: 'custom', path: ['noiseMultiplier'], message: 'give either noiseMultiplier or epsilon (with rounds)' });
+    if (d.epsilon !== undefined && d.rounds === undefined)
+      ctx.addIssue({ code: 'custom', path: ['rounds'], message: 'epsilon needs the number of rounds it must last' });
+  });
+export const PercentilePrivacySpecSchema = z.strictObject({
+  type: z.literal('percentile_privacy'),
+  /** values of |update| below this percentile become 0 */
+  percentile: z.number().min(0, 'must be in [0, 100]').max(100, 'must be in [0, 100]').default(10),
+  /** the rest are clipped to [−gamma, gamma] */
+  gamma: Positive.default(0.01),
+  direction: ResultOnly,
+  tasks: Tasks,
 });
+export const SvtPrivacySpecSchema = z.strictObject({
+  type: z.literal('svt_privacy'),
+  fraction: z.number().gt(0, 'must be in (0, 1]').max(1, 'must be in (0, 1]').default(0.1),
+  epsilon: Positive.default(0.1),
+  noiseVar: Positive.default(0.1),
+  gamma: Positive.default(1e-5),
+  tau: z.number().min(0).default(1e-6),
+  direction: ResultOnly,
+  tasks: Tasks,
+});
+
+export const FILTER_TYPES = ['quantize', 'exclude', 'dp_gaussian', 'percentile_privacy', 'svt_privacy', 'custom'] as const;
+
+export const FilterSpecSchema = z.discriminatedUnion(
+  'type',
+  [QuantizeSpecSchema, ExcludeSpecSchema, DpGaussianSpecSchema, PercentilePrivacySpecSchema, SvtPrivacySpecSchema, CustomFilterSpecSchema],
+  {
+    error: (iss) => (iss.code === 'invalid_union' ? `unknown filter type: use one of ${FILTER_TYPES.join(', ')}` : undefined),
+  },
+);
 export type FilterSpec = z.infer<typeof FilterSpecSchema>;
 
 export const FilterListSchema = z.array(FilterSpecSchema).max(64);
