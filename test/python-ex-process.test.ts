@@ -196,7 +196,13 @@ for i, s in [(0, "train"), (1, "val"), (2, "train")]:
 
     // the tfjs trainer of hello-fedavg on the same tasks: same data, init and SGD, so the same model
     const ts = new InProcessTrainerHost(
-      createTrainer({ site: 'site-1', siteIndex: 0, numSites: 1, args: {}, jobDir: path.join(repoRoot, 'examples/hello-fedavg') }),
+      await createTrainer.create({
+        site: 'site-1',
+        siteIndex: 0,
+        numSites: 1,
+        args: createTrainer.schema.parse({}),
+        jobDir: path.join(repoRoot, 'examples/hello-fedavg'),
+      }),
     );
     await ts.start(context());
     let tsParams = init;

@@ -3,17 +3,23 @@
  * user would: receive the global model, train a few epochs on local data,
  * send the weights back with the number of steps as the FedAvg weight.
  */
-import type { ClientAPI, Trainer } from 'flotilla/client';
+import { type ClientAPI, type TrainerFactoryContext, defineTrainer, z } from 'flotilla/client';
 import { assignVariables, loadTf, readVariables } from './tfjs.ts';
-import type { TrainerFactoryContext } from 'flotilla/runtime';
 import { CLASSES, FEATURES, siteData } from './data.ts';
 import { HIDDEN } from './model.ts';
 
-export function createTrainer(ctx: TrainerFactoryContext): Trainer {
-  const epochs = Number(ctx.args.epochs ?? 2);
-  const batch = Number(ctx.args.batchSize ?? 32);
-  const lr = Number(ctx.args.learningRate ?? 0.05);
-  const samples = Number(ctx.args.samples ?? 600);
+/** The trainer's settings (`executor.trainer.args` in job.yaml), checked before any site starts. */
+const Args = z.strictObject({
+  epochs: z.number().int().min(1).default(2),
+  batchSize: z.number().int().min(1).default(32),
+  learningRate: z.number().positive().default(0.05),
+  samples: z.number().int().min(1).default(600),
+});
+
+export const createTrainer = defineTrainer({ schema: Args, create: trainer });
+
+function trainer(ctx: TrainerFactoryContext<z.output<typeof Args>>) {
+  const { epochs, batchSize: batch, learningRate: lr, samples } = ctx.args;
 
   return async (flare: ClientAPI) => {
     const tf = await loadTf();

@@ -23,6 +23,9 @@ import type { ParamValue } from './api.ts';
 export type { ClientAPI, MetricRecord, ParamValue, ScalarRecord, TaskInput, Trainer, TrainerContext, TrainerHost } from './api.ts';
 export { isScalar } from './api.ts';
 export { TaskNames } from './api.ts';
+export { type TrainerDefinition, type TrainerFactory, type TrainerFactoryContext, defineTrainer } from './trainer-definition.ts';
+/** The zod Flotilla validates with, for a trainer's declared schema (one copy, resolvable from any job folder). */
+export { z } from 'zod';
 export type { FLModel, FLModelInfo, ParamsType } from '../core/fl-model.ts';
 export { MetaKeys, flModel } from '../core/fl-model.ts';
 export { ExProcessClient, runTrainer } from './trainer/socket-client.ts';

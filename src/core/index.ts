@@ -8,3 +8,4 @@ export * from './tensor-stream.ts';
 export * from './model-source.ts';
 export * from './apply-result.ts';
 export * from './model-ref.ts';
+export * from './model-definition.ts';

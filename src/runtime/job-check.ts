@@ -15,6 +15,7 @@ import { pathToFileURL } from 'node:url';
 import { SafetensorsFile } from '../core/safetensors.ts';
 import { type ExecutorSpec, JobConfigError } from './job-config.ts';
 import { registerJobImports } from './job-imports.ts';
+import { isDefinition, parseDeclaredArgs } from '../util/declared-args.ts';
 import { FLOTILLA_ROOT, type Job, type SiteSettings, loadJob, resolvePython } from './job.ts';
 
 /** Loads the job and checks everything it names; throws a JobConfigError naming the file and field. */
@@ -33,7 +34,8 @@ export async function checkJob(jobDir: string, settings: SiteSettings = {}): Pro
       fail('model.path', `${path} is not a readable safetensors file: ${(e as Error).message}`);
     }
   } else {
-    await checkExport(job, spec.module, spec.export, 'model', fail);
+    const hook = await checkExport(job, spec.module, spec.export, 'model', fail);
+    checkDeclaredArgs(job, hook, spec.args, 'model.args', spec.module);
   }
   await checkExecutor(job, job.config.executor, 'executor', settings, fail);
   for (const [site, s] of Object.entries(job.config.sites)) await checkExecutor(job, s.executor, `sites.${site}.executor`, settings, fail);
@@ -42,7 +44,8 @@ export async function checkJob(jobDir: string, settings: SiteSettings = {}): Pro
 
 type Fail = (field: string, msg: string) => never;
 
-async function checkExport(job: Job, module: string, name: string, field: string, fail: Fail): Promise<void> {
+/** Imports a job module's export and checks it is a function or a `{ schema, create }` definition; returns it. */
+async function checkExport(job: Job, module: string, name: string, field: string, fail: Fail): Promise<unknown> {
   const path = join(job.dir, module);
   if (!existsSync(path)) fail(`${field}.module`, `${path} does not exist`);
   let mod: Record<string, unknown>;
@@ -53,13 +56,26 @@ async function checkExport(job: Job, module: string, name: string, field: string
     return fail(`${field}.module`, `cannot load ${path}: ${(e as Error).message}`);
   }
   if (!(name in mod)) fail(`${field}`, `${module} has no export "${name}" (it exports ${Object.keys(mod).join(', ') || 'nothing'})`);
-  if (typeof mod[name] !== 'function') fail(`${field}`, `export "${name}" of ${module} must be a function, it is ${typeof mod[name]}`);
+  const value = mod[name];
+  if (typeof value !== 'function' && !isDefinition(value))
+    fail(`${field}`, `export "${name}" of ${module} must be a function or a { schema, create } definition, it is ${typeof value}`);
+  return value;
+}
+
+/** A definition's args, parsed by the schema it declares (a plain function takes them as written). */
+function checkDeclaredArgs(job: Job, value: unknown, args: unknown, field: string, module: string): void {
+  if (!isDefinition(value)) return;
+  const parsed = parseDeclaredArgs(value.schema, args, field);
+  if (!parsed.ok) throw new JobConfigError(`${job.file}: ${parsed.reason} (the schema ${module} declares)`);
 }
 
 async function checkExecutor(job: Job, spec: ExecutorSpec, field: string, settings: SiteSettings, fail: Fail): Promise<void> {
   if ('trainer' in spec) {
     const t = spec.trainer;
-    await checkExport(job, t.module, 'factory' in t ? t.factory : t.export, `${field}.trainer`, fail);
+    const value = await checkExport(job, t.module, 'factory' in t ? t.factory : t.export, `${field}.trainer`, fail);
+    if ('factory' in t) checkDeclaredArgs(job, value, t.args, `${field}.trainer.args`, t.module);
+    else if (isDefinition(value))
+      fail(`${field}.trainer`, `export "${t.export}" of ${t.module} is a trainer definition: name it with factory: ${t.export}`);
     return;
   }
   const s = spec.script;

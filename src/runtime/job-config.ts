@@ -146,7 +146,12 @@ export type WorkflowSpec = z.infer<typeof WorkflowSpecSchema>;
 
 const ModelSpec = z.union([
   z.strictObject({ path: RelPath }),
-  z.strictObject({ module: RelPath, export: z.string().min(1).default('initialModel') }),
+  z.strictObject({
+    module: RelPath,
+    export: z.string().min(1).default('initialModel'),
+    /** settings for a hook made with defineInitialModel, parsed by the schema it declares */
+    args: z.record(z.string(), JsonValueSchema).default({}),
+  }),
 ]);
 
 export const JobConfigSchema = z.strictObject({

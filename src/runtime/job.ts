@@ -5,10 +5,12 @@
  */
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { JsonValue } from '../core/fl-model.ts';
 import { ModelRef } from '../core/model-ref.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import type { Trainer, TrainerHost } from '../client/api.ts';
+import type { TrainerDefinition, TrainerFactory } from '../client/trainer-definition.ts';
+import type { InitialModelDefinition } from '../core/model-definition.ts';
+import { isDefinition, parseDeclaredArgs } from '../util/declared-args.ts';
 import { ExProcessTrainerHost } from '../client/host/process-host.ts';
 import { InProcessTrainerHost } from '../client/host/in-process-host.ts';
 import type { Logger } from '../util/log.ts';
@@ -18,16 +20,7 @@ import { commonJsProblem, registerJobImports } from './job-imports.ts';
 /** The installed Flotilla (repo root): `{flotillaRoot}` in script args/env, e.g. for PYTHONPATH={flotillaRoot}/python. */
 export const FLOTILLA_ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 
-/** What a trainer factory named in `executor.trainer.factory` receives. */
-export interface TrainerFactoryContext {
-  site: string;
-  /** 0-based position of this site among the job's sites */
-  siteIndex: number;
-  numSites: number;
-  args: Record<string, JsonValue>;
-  jobDir: string;
-}
-export type TrainerFactory = (ctx: TrainerFactoryContext) => Trainer | Promise<Trainer>;
+export type { TrainerFactory, TrainerFactoryContext } from '../client/trainer-definition.ts';
 
 export interface Job {
   dir: string;
@@ -69,11 +62,16 @@ export async function loadInitialModel(job: Job): Promise<ModelRef> {
   const spec = job.config.model;
   if ('path' in spec) return ModelRef.file(join(job.dir, spec.path)); // a bad file fails the job now, not in round 1
   const fn = await importFrom(job, spec.module, spec.export, 'model');
-  if (typeof fn !== 'function')
+  let model: unknown;
+  if (isDefinition(fn)) {
+    const args = parseDeclaredArgs(fn.schema, spec.args, 'model.args');
+    if (!args.ok) throw new JobConfigError(`${job.file}: ${args.reason} (the schema ${spec.module} declares)`);
+    model = await (fn as InitialModelDefinition).create(args.value);
+  } else if (typeof fn !== 'function')
     throw new JobConfigError(
-      `${job.file}: model: export "${spec.export}" of ${spec.module} must be a function returning the initial tensors`,
+      `${job.file}: model: export "${spec.export}" of ${spec.module} must be a function returning the initial tensors, or a defineInitialModel({ schema, create })`,
     );
-  const model = await (fn as () => unknown)();
+  else model = await (fn as () => unknown)();
   if (typeof model === 'string' && model.length > 0) {
     const path = resolve(job.dir, model);
     try {
@@ -93,6 +91,11 @@ export async function loadInitialModel(job: Job): Promise<ModelRef> {
 
 export function executorSpecFor(job: Job, site: string): ExecutorSpec {
   return job.config.sites[site]?.executor ?? job.config.executor;
+}
+
+/** Where a site's executor is written in job.yaml: `sites.<site>.executor` or `executor`. */
+function executorField(job: Job, site: string): string {
+  return job.config.sites[site] ? `sites.${site}.executor` : 'executor';
 }
 
 /** The default of `{python}`: the interpreter named `python3` on the site's PATH. */
@@ -156,9 +159,17 @@ export async function createTrainerHost(
   const t = spec.trainer;
   if ('factory' in t) {
     const factory = await importFrom(job, t.module, t.factory, 'executor.trainer');
-    if (typeof factory !== 'function') throw new JobConfigError(`${job.file}: executor.trainer.factory "${t.factory}" must be a function`);
-    const trainer = await (factory as TrainerFactory)({ site, siteIndex, numSites, args: t.args, jobDir: job.dir });
-    return new InProcessTrainerHost(trainer);
+    const ctx = { site, siteIndex, numSites, jobDir: job.dir };
+    if (isDefinition(factory)) {
+      const args = parseDeclaredArgs(factory.schema, t.args, `${executorField(job, site)}.trainer.args`);
+      if (!args.ok) throw new JobConfigError(`${job.file}: ${args.reason} (the schema ${t.module} declares)`);
+      return new InProcessTrainerHost(await (factory as TrainerDefinition).create({ ...ctx, args: args.value }));
+    }
+    if (typeof factory !== 'function')
+      throw new JobConfigError(
+        `${job.file}: executor.trainer.factory "${t.factory}" must be a function or a defineTrainer({ schema, create })`,
+      );
+    return new InProcessTrainerHost(await (factory as TrainerFactory)({ ...ctx, args: t.args }));
   }
   const trainer = await importFrom(job, t.module, t.export, 'executor.trainer');
   if (typeof trainer !== 'function')
