@@ -136,10 +136,10 @@ test(
   'the aggregator killed mid-round: replaced, the round redone from the last persisted model, the job finishes',
   { timeout: 60_000 },
   async () => {
-    const id = await admin.submit(job('kill', { rounds: 4, sleepMs: 600, extra: 'heartbeatTimeoutSeconds: 2\n' }));
+    const id = await admin.submit(job('kill', { rounds: 4, sleepMs: 1200, extra: 'heartbeatTimeoutSeconds: 2\n' }));
     try {
       const chosen = (): LogEvent[] => jobEvents(workspace, id).filter((e) => e.msg === 'swarm round: aggregator chosen');
-      // round 1's aggregator is site-2 (round-robin); kill it while every site trains
+      // round 1's aggregator is site-2 (round-robin); kill it while every site trains (1.2 s per round: a margin on a loaded machine)
       await until('round 1 to start', () => chosen().some((e) => e.round === 1), 30_000);
       assert.equal(chosen().find((e) => e.round === 1)!.aggregator, 'site-2');
       await new Promise((r) => setTimeout(r, 200));
