@@ -2,7 +2,7 @@
 
 A line-for-line port of examples/hello-fedavg/data.ts (same seeded Mulberry32 stream, same teacher,
 same per-site shifts), so a PyTorch site and a TypeScript site of one federation see the same task;
-test/python-ex-process.test.ts checks both produce the same arrays. Each site draws its inputs from
+test/e2e/python/python-ex-process.test.ts checks both produce the same arrays. Each site draws its inputs from
 a differently shifted Gaussian (non-IID), labelled by one fixed random "teacher".
 """
 import math

@@ -200,7 +200,7 @@ class TaskLoopTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "step must be an integer"):
             c.log("loss", 1.0, step=1.5)
         with self.assertRaises(TypeError):
-            c.log("loss", "high")  # type: ignore[arg-type]
+            c.log("loss", [0.5])  # type: ignore[arg-type]  (a text is fine: c.log("note", "high"))
         self.assertEqual(
             th.join(),
             [

@@ -3,7 +3,7 @@
  * of Mironov, Talwar and Zhang 2019) at integer orders, as TF-Privacy's rdp_accountant computes it:
  * RDP(α) of `steps` compositions of the Gaussian mechanism with noise multiplier σ, each step
  * sampled with probability q, and the (ε, δ) it gives, ε = min over α of RDP(α) + log(1/δ)/(α − 1)
- * (Mironov 2017, Proposition 3). test/filters-dp.test.ts checks it against TF-Privacy's published
+ * (Mironov 2017, Proposition 3). test/e2e/filters/filters-dp.test.ts checks it against TF-Privacy's published
  * test values.
  */
 

@@ -3,7 +3,7 @@
  * (valid inputs, then mutated) and a run that feeds the parser. A run returns when the parser
  * accepted the input or refused it with its own typed error; anything else it throws (a TypeError,
  * a RangeError, a stack overflow, an error class the callers do not expect) is a finding.
- * test/fuzz.test.ts runs each for a few hundred cases, scripts/fuzz.ts for as many as asked.
+ * test/unit/util/fuzz.test.ts runs each for a few hundred cases, scripts/fuzz.ts for as many as asked.
  */
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

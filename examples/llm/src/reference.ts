@@ -1,7 +1,7 @@
 /**
  * Compares this model's logits on stories260K with the numpy llama2.c
  * reference (scripts/reference/llama_ref.py); used by the experiment report.
- * The test (test/llm-reference.test.ts) does the same check on its own.
+ * The test (test/e2e/examples/llm-reference.test.ts) does the same check on its own.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';

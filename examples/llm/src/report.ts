@@ -404,7 +404,7 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
   }
   if (extras.reference)
     out.push(
-      `| stories260K logits match the numpy reference to 1e-4 | max abs diff ${extras.reference.maxDiff.toExponential(2)}: ${yes(extras.reference.maxDiff < 1e-4)} (\`test/llm-reference.test.ts\`, run by \`npm test\` in CI) | |`,
+      `| stories260K logits match the numpy reference to 1e-4 | max abs diff ${extras.reference.maxDiff.toExponential(2)}: ${yes(extras.reference.maxDiff < 1e-4)} (\`test/e2e/examples/llm-reference.test.ts\`, run by \`npm test\` in CI) | |`,
     );
   out.push('');
   out.push('## Generations (greedy, 48 tokens)');

@@ -13,7 +13,7 @@
  * With onnxruntime-node (a pinned dependency), sequences are run in batches:
  * sorted by length, padded with `<pad>` and masked with `attention_mask`, so a
  * protein's embedding does not depend on what it was batched with. The whole
- * path is tested end to end (test/protein-esm.test.ts) on a tiny ESM-2-shaped
+ * path is tested end to end (test/unit/examples/protein-esm.test.ts) on a tiny ESM-2-shaped
  * ONNX model written by tiny-esm.ts, against hidden states computed in the
  * test from the same weights. The @huggingface/transformers path (not
  * installed here) is kept for users who have it and is not run by the tests.

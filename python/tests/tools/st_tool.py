@@ -1,4 +1,4 @@
-"""safetensors helper for the cross-language tests (test/python-safetensors.test.ts).
+"""safetensors helper for the cross-language tests (test/e2e/python/python-safetensors.test.ts).
 
     st_tool.py describe FILE      JSON: metadata and, per tensor, dtype, shape and decoded values
     st_tool.py copy IN OUT        read IN with flotilla.safetensors, write its tensors and metadata to OUT

@@ -1,5 +1,5 @@
 """SCAFFOLD on a quadratic: site k pulls w towards its own target; K SGD steps, each corrected by c - c_i
-(the TypeScript twin is in test/algorithms-python.test.ts; both must give the same global model)."""
+(the TypeScript twin is in test/e2e/algorithms/algorithms-python.test.ts; both must give the same global model)."""
 import numpy as np
 
 import flotilla
