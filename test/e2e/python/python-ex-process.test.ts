@@ -56,7 +56,7 @@ function host(script: string, args: string[] = [], stderr: string[] = []): ExPro
     cwd: path.dirname(script),
     env: pythonEnv,
     helloTimeoutMs: 30_000,
-    stopTimeoutMs: 10_000,
+    stopTimeoutMs: 60_000, // the script exits by itself after the last task; a loaded machine may take a while
     logger: (line, stream) => {
       if (stream === 'stderr') stderr.push(line);
     },
