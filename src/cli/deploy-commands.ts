@@ -13,6 +13,7 @@ import type { DownloadProgress } from '../deploy/download.ts';
 import { POC_ADMIN, pocPrepare, pocStart, pocStop, readPrivacyFile } from '../deploy/poc.ts';
 import { FederationServer } from '../deploy/server.ts';
 import { FINAL_STATES } from '../deploy/job-store.ts';
+import { formatJobStatus } from './job-status.ts';
 import { CSV_HEADER, TABLE_HEADER, csvLines, tableLines } from '../tracking/format.ts';
 
 const out = (s: string): void => void process.stdout.write(`${s}\n`);
@@ -315,6 +316,7 @@ function format(r: Replied, admin: AdminClient): string {
         : 'This server serves no dashboard: start it with --dashboard-port <port>.',
     ].join('\n');
   }
+  if (r.command === 'status') return formatJobStatus(r.reply);
   return JSON.stringify(r.reply, null, 2);
 }
 

@@ -45,6 +45,17 @@ export type JobListEntry = z.infer<typeof JobEntry>;
 
 const JobStatus = JobEntry.extend({
   result: JobSummarySchema.nullable(),
+  /** why a queued job has not started ("waiting for 3 sites, 2 connected: site-1, site-2"); null otherwise */
+  waiting: z.string().nullable().default(null),
+  /** a running job's rounds: done of total, and the current round's results in of expected */
+  progress: z
+    .object({
+      totalRounds: z.number(),
+      roundsDone: z.number(),
+      current: z.object({ round: z.number(), done: z.number(), expected: z.number() }).nullable(),
+    })
+    .nullable()
+    .default(null),
   events: z.array(z.object({ at: z.string(), state: State, detail: z.string().nullable() })),
 });
 

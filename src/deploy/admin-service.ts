@@ -161,7 +161,13 @@ export class AdminService {
       status: ({ args, check }) => {
         check({});
         const j = this.job(args.job);
-        return { ...j, result: j.result as AdminReply<'status'>['result'], events: store.events(args.job) };
+        return {
+          ...j,
+          result: j.result as AdminReply<'status'>['result'],
+          events: store.events(args.job),
+          waiting: this.opts.scheduler.waitingReason(args.job),
+          progress: this.opts.scheduler.progress(args.job),
+        };
       },
       sites: ({ check }) => {
         check({});

@@ -110,6 +110,31 @@ export class JobScheduler {
     this.start(next, (heartbeatTimeoutSeconds ?? sessions.heartbeatTimeoutSeconds) * 1000);
   }
 
+  /** Why a queued job has not started yet, in words; null when it is not queued. */
+  waitingReason(jobId: string): string | null {
+    const { store, sessions } = this.opts;
+    const queued = store.queued();
+    const at = queued.findIndex((j) => j.id === jobId);
+    if (at < 0) return null;
+    const running = [...this.running.keys()];
+    if (running.length > 0) return `queued behind running job ${running.join(', ')}`;
+    if (at > 0) return `queued behind ${queued[0]!.id}`;
+    let minClients: number;
+    try {
+      ({ minClients } = loadJob(join(this.jobDir(jobId), 'app')).config);
+    } catch {
+      return null;
+    }
+    const live = sessions.liveSites();
+    if (live.length >= minClients) return 'starting';
+    return `waiting for ${minClients} sites, ${live.length} connected${live.length ? `: ${live.join(', ')}` : ''}`;
+  }
+
+  /** A running job's progress (rounds done of total, the current round's results), when known. */
+  progress(jobId: string): ReturnType<Telemetry['progress']> {
+    return this.running.has(jobId) ? (this.opts.telemetry?.progress(jobId) ?? null) : null;
+  }
+
   /** A job connection (gRPC call or data plane): routed to its running job, or refused with the reason. */
   route(link: Link & { resumeId: string | null }, peer: PeerIdentity, info: ConnectInfo): string | null {
     const job = this.running.get(info.jobId ?? '');
