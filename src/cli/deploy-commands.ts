@@ -216,8 +216,8 @@ export function registerDeploymentCommands(program: Command): void {
   poc
     .command('start')
     .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
-    .action((o: { workspace: string }) => {
-      const { pids } = pocStart(o.workspace);
+    .action(async (o: { workspace: string }) => {
+      const { pids } = await withWaitLine('poc start: waiting for the server to listen', () => pocStart(o.workspace));
       out(`Started ${Object.keys(pids).join(', ')} (logs in ${join(resolve(o.workspace), 'logs')})`);
     });
   poc

@@ -4,11 +4,13 @@
  * provisions it; `start` launches the server and the clients as detached
  * processes (logs in <ws>/logs, pids in <ws>/pids.json); `stop` ends them.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { connect, createServer } from 'node:net';
 import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse as parseYaml, stringify } from 'yaml';
 import { z } from 'zod';
+import { loadKit } from '../provision/kit.ts';
 import { provision } from '../provision/provision.ts';
 import { parseProject } from '../provision/project.ts';
 import { ProcessIdentity, identify, isSameProcess } from '../util/process-identity.ts';
@@ -110,14 +112,21 @@ export function selfCommand(): string[] {
   return [...process.execArgv, process.argv[1]!];
 }
 
-export function pocStart(workspace: string): { pids: Record<string, ProcessIdentity> } {
+/** How long `poc start` waits for the server to listen before it reports the server's own error. */
+const SERVER_UP_TIMEOUT_MS = 60_000;
+
+/**
+ * Starts the POC's server, waits until it listens (or reports why it died, from its log), then
+ * the sites; a server that does not come up leaves nothing running and no pids.json.
+ */
+export async function pocStart(workspace: string): Promise<{ pids: Record<string, ProcessIdentity> }> {
   const ws = resolve(workspace);
   if (!existsSync(layoutFile(ws))) throw new Error(`${ws} holds no prepared POC: run "flotilla poc prepare" first`);
   if (existsSync(join(ws, 'pids.json'))) throw new Error(`the POC in ${ws} is already started: run "flotilla poc stop" first`);
   const layout = JSON.parse(readFileSync(layoutFile(ws), 'utf8')) as PocLayout;
   mkdirSync(join(ws, 'logs'), { recursive: true });
   const pids: Record<string, ProcessIdentity> = {};
-  const launch = (name: string, args: string[]): void => {
+  const launch = (name: string, args: string[]): ChildProcess => {
     const out = openSync(join(ws, 'logs', `${name}.log`), 'a');
     const argv = [...selfCommand(), ...args];
     const child = spawn(process.execPath, argv, { detached: true, stdio: ['ignore', out, out] });
@@ -125,11 +134,60 @@ export function pocStart(workspace: string): { pids: Record<string, ProcessIdent
     const pid = child.pid!;
     // the kernel's start time names this process; the command line is what we asked to run
     pids[name] = { pid, startTime: identify(pid)?.startTime ?? '0', cmdline: [process.execPath, ...argv].join(' ') };
+    return child;
   };
-  launch('server', ['server', 'start', layout.server]);
+  const { listen } = loadKit(layout.server, 'server').config as { listen: { host: string; port: number } };
+  // a port another program holds would answer the health check below: refuse it up front, by name
+  for (const port of [listen.port, listen.port + 1]) {
+    const taken = await portTaken(listen.host, port);
+    if (taken)
+      throw new Error(
+        `port ${port} on ${listen.host} is in use (${taken}): stop what holds it, or prepare the POC on other ports (flotilla poc prepare -p <port> --force)`,
+      );
+  }
+  const logFile = join(ws, 'logs', 'server.log');
+  const logStart = existsSync(logFile) ? readFileSync(logFile).length : 0;
+  const server = launch('server', ['server', 'start', layout.server]);
+  const up = await serverUp(server, listen.port, SERVER_UP_TIMEOUT_MS);
+  if (up !== null) {
+    if (server.exitCode === null) server.kill('SIGKILL');
+    const tail = readFileSync(logFile).subarray(logStart).toString('utf8').trim().split('\n').slice(-5).join('\n');
+    throw new Error(`the POC server did not start (${up}); its log (${logFile}):\n${tail || '(empty)'}`);
+  }
   layout.clients.forEach((c, i) => launch(`site-${i + 1}`, ['client', 'start', c]));
   writeFileSync(join(ws, 'pids.json'), `${JSON.stringify(pids, null, 2)}\n`);
   return { pids };
+}
+
+/** Why `port` cannot be listened on (EADDRINUSE, EACCES), or null when it is free. */
+function portTaken(host: string, port: number): Promise<string | null> {
+  return new Promise((res) => {
+    const probe = createServer();
+    probe.once('error', (e: NodeJS.ErrnoException) => res(e.code ?? e.message));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => res(null)));
+  });
+}
+
+/** null once `port` accepts connections on loopback; otherwise why not (the process exited, or the time ran out). */
+async function serverUp(child: ChildProcess, port: number, timeoutMs: number): Promise<string | null> {
+  let exited: string | null = null;
+  child.once('exit', (code, signal) => (exited = signal ? `it was killed by ${signal}` : `it exited with code ${code}`));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (exited !== null) return exited;
+    const open = await new Promise<boolean>((res) => {
+      const sock = connect({ host: '127.0.0.1', port });
+      sock.once('connect', () => {
+        sock.destroy();
+        res(true);
+      });
+      sock.once('error', () => res(false));
+    });
+    // the port answers, and it is our server's (not another program's that held it first)
+    if (open && exited === null && (await new Promise((r) => setTimeout(r, 300, true))) && exited === null) return null;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return exited ?? `port ${port} did not open within ${timeoutMs / 1000} s`;
 }
 
 export interface PocStopReport {

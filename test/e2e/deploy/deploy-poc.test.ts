@@ -4,6 +4,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AdminClient } from '../../../src/admin/admin-client.ts';
@@ -130,6 +132,23 @@ test('poc stop leaves alone a process whose PID it did not start (PID reuse)', a
     process.kill(pid, 0);
   } finally {
     foreign.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('poc start on a port another program holds fails at once, naming the port, and starts nothing', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-pocport-'));
+  const port = await freePortPair();
+  const holder = createServer().listen(port, '127.0.0.1');
+  await once(holder, 'listening');
+  try {
+    assert.equal(cli('poc', 'prepare', '--clients', '1', '-w', dir, '-p', String(port)).status, 0);
+    const r = cli('poc', 'start', '-w', dir);
+    assert.notEqual(r.status, 0, r.out);
+    assert.match(r.out, new RegExp(`port ${port} on \\S+ is in use \\(EADDRINUSE\\).*poc prepare -p`));
+    assert.ok(!existsSync(join(dir, 'pids.json')), 'nothing recorded as started');
+  } finally {
+    holder.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
