@@ -13,7 +13,7 @@ import type { DownloadProgress } from '../deploy/download.ts';
 import { POC_ADMIN, pocPrepare, pocStart, pocStop, readPrivacyFile } from '../deploy/poc.ts';
 import { FederationServer } from '../deploy/server.ts';
 import { FINAL_STATES } from '../deploy/job-store.ts';
-import { formatJobStatus } from './job-status.ts';
+import { followJob, formatJobStatus } from './job-status.ts';
 import { CSV_HEADER, TABLE_HEADER, csvLines, tableLines } from '../tracking/format.ts';
 
 const out = (s: string): void => void process.stdout.write(`${s}\n`);
@@ -145,7 +145,8 @@ export function registerDeploymentCommands(program: Command): void {
     .option('-o, --out <dir>', 'for download: where results go', 'downloads')
     .option('--json', 'print the raw JSON result')
     .option('--follow-links', 'for submit: follow symbolic links whose target is inside the job folder (default: a link is refused)')
-    .option('--follow', 'for metrics: keep printing rows as the sites log them, until the job ends')
+    .option('--follow', 'for metrics: keep printing rows as the sites log them; for status: a line per change; until the job ends')
+    .option('--wait', 'for submit: follow the job until it ends (exit code 1 unless it FINISHED)')
     .option('--csv', 'for metrics: CSV (id,job,site,round,step,kind,key,value,time)')
     .addHelpText('after', `\nCommands:\n${ADMIN_COMMANDS.map((c) => `  ${c.padEnd(14)} ${ADMIN_COMMAND_TABLE[c].summary}`).join('\n')}`)
     .action(async (kitDir: string, command: string, arg: string | undefined, o: AdminFlags) => {
@@ -161,6 +162,9 @@ export function registerDeploymentCommands(program: Command): void {
             admin.submit(arg!, { followLinks: o.followLinks ?? false }),
           );
           out(o.json ? JSON.stringify({ jobId }) : `Submitted job ${jobId}`);
+          if (o.wait) await follow(admin, jobId, o);
+        } else if (command === 'status' && o.follow) {
+          await follow(admin, arg!, o);
         } else if (command === 'download') {
           const dir = await withDownloadBar((onProgress) => admin.download(arg!, o.out, onProgress));
           out(o.json ? JSON.stringify({ dir }) : `Downloaded job ${arg} to ${dir}`);
@@ -230,8 +234,20 @@ export function registerDeploymentCommands(program: Command): void {
     });
 }
 
+/** Follows a job to its end, a line per change (the summary at the end); exit code 1 unless it FINISHED. */
+async function follow(admin: AdminClient, job: string, o: AdminFlags): Promise<void> {
+  const final = await followJob(
+    () => admin.call('status', { job }),
+    (state) => (FINAL_STATES as readonly string[]).includes(state),
+    (line) => (o.json ? undefined : out(line)),
+  );
+  out(o.json ? JSON.stringify(final) : formatJobStatus(final));
+  if (final.state !== 'FINISHED') process.exitCode = 1;
+}
+
 interface AdminFlags {
   out: string;
+  wait?: boolean;
   json?: boolean;
   followLinks?: boolean;
   follow?: boolean;

@@ -37,3 +37,33 @@ export function formatJobStatus(s: AdminReply<'status'>): string {
   }
   return lines.join('\n');
 }
+
+/** One line of a followed job: what changed since the last one (state, waiting reason, round progress). */
+export function progressLine(s: AdminReply<'status'>): string {
+  const r = s.result?.rounds;
+  const p = s.progress ?? (r?.length ? { roundsDone: r.length, totalRounds: r.length, current: null } : null);
+  const rounds = p ? ` · rounds ${p.roundsDone}${p.totalRounds ? `/${p.totalRounds}` : ''}` : '';
+  const current = p?.current ? ` · round ${p.current.round + 1}: ${p.current.done}/${p.current.expected} results` : '';
+  return `${s.id}: ${s.state}${s.waiting ? ` (${s.waiting})` : ''}${rounds}${current}`;
+}
+
+/**
+ * Polls a job's status until it reaches a final state, calling `print` with each new progress
+ * line; resolves with the last status (`admin submit --wait`, `admin status --follow`).
+ */
+export async function followJob(
+  status: () => Promise<AdminReply<'status'>>,
+  isFinal: (state: string) => boolean,
+  print: (line: string) => void,
+  pollMs = 1000,
+): Promise<AdminReply<'status'>> {
+  let last = '';
+  for (;;) {
+    const s = await status();
+    const line = progressLine(s);
+    if (line !== last) print(line);
+    last = line;
+    if (isFinal(s.state)) return s;
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}

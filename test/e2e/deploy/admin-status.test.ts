@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { AdminClient } from '../../../src/admin/admin-client.ts';
-import { formatJobStatus } from '../../../src/cli/job-status.ts';
+import { followJob, formatJobStatus } from '../../../src/cli/job-status.ts';
+import { FINAL_STATES } from '../../../src/deploy/job-store.ts';
 import { FederationServer } from '../../../src/deploy/server.ts';
 import { FederationSite } from '../../../src/deploy/site.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
@@ -46,16 +47,20 @@ test(
       assert.match(formatJobStatus(queued), /: SUBMITTED\n[\s\S]*waiting for 2 sites, 1 connected: site-1/);
 
       void s2.run();
-      let done = queued;
-      const deadline = Date.now() + 45_000;
-      while (done.state !== 'FINISHED' && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 200));
-        done = await admin.call('status', { job: id });
-        if (done.state === 'RUNNING') assert.equal(done.waiting, null, 'a running job waits for nothing');
-      }
+      // what `admin submit --wait` and `admin status --follow` print: a line per change, to the end
+      const lines: string[] = [];
+      const done = await followJob(
+        () => admin.call('status', { job: id }),
+        (state) => (FINAL_STATES as readonly string[]).includes(state),
+        (l) => lines.push(l),
+        100,
+      );
+      console.log(lines.join('\n'));
+      assert.match(lines[0]!, /: SUBMITTED \(waiting for 2 sites, 1 connected: site-1\)|: RUNNING/);
+      assert.match(lines.at(-1)!, new RegExp(`^${id}: FINISHED · rounds 2/2$`));
       assert.equal(done.state, 'FINISHED');
       const text = formatJobStatus(done);
-    console.log(text);
+      console.log(text);
       assert.match(text, new RegExp(`^Job ${id} \\(\\w[\\w-]*\\): FINISHED`));
       assert.match(text, /last round 2\/2 \(2 sites/);
       assert.match(text, /history:\n.*SUBMITTED[\s\S]*RUNNING[\s\S]*FINISHED/);
