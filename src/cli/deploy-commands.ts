@@ -10,7 +10,7 @@ import { provision } from '../provision/provision.ts';
 import { fileLogger } from '../util/log.ts';
 import { FederationSite } from '../deploy/site.ts';
 import type { DownloadProgress } from '../deploy/download.ts';
-import { POC_ADMIN, pocPrepare, pocStart, pocStop, readPrivacyFile } from '../deploy/poc.ts';
+import { POC_ADMIN, pocPrepare, pocStart, pocStatus, pocStop, readPrivacyFile } from '../deploy/poc.ts';
 import { FederationServer } from '../deploy/server.ts';
 import { FINAL_STATES } from '../deploy/job-store.ts';
 import { followJob, formatJobStatus } from './job-status.ts';
@@ -223,6 +223,19 @@ export function registerDeploymentCommands(program: Command): void {
     .action(async (o: { workspace: string }) => {
       const { pids } = await withWaitLine('poc start: waiting for the server to listen', () => pocStart(o.workspace));
       out(`Started ${Object.keys(pids).join(', ')} (logs in ${join(resolve(o.workspace), 'logs')})`);
+    });
+  poc
+    .command('status')
+    .description('whether each POC process (server, sites) still runs')
+    .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
+    .action((o: { workspace: string }) => {
+      const rows = pocStatus(o.workspace);
+      for (const r of rows) out(`${r.name.padEnd(10)} pid ${String(r.pid).padEnd(8)} ${r.running ? 'running' : `not running: ${r.why}`}`);
+      const down = rows.filter((r) => !r.running).map((r) => r.name);
+      if (down.length) {
+        out(`${down.join(', ')} not running: see ${join(resolve(o.workspace), 'logs')}; restart with flotilla poc stop, then poc start`);
+        process.exitCode = 1;
+      }
     });
   poc
     .command('stop')

@@ -197,7 +197,8 @@ export interface PocStopReport {
 }
 
 /** Signals each process `poc start` launched, after checking the PID still names that process. */
-export function pocStop(workspace: string): PocStopReport {
+/** The processes `poc start` recorded, validated (a hand-edited or older file is refused, saying what to do). */
+function readPids(workspace: string): { file: string; pids: z.infer<typeof PidsFile> } {
   const ws = resolve(workspace);
   const file = join(ws, 'pids.json');
   if (!existsSync(file)) throw new Error(`no POC is running in ${ws} (no pids.json)`);
@@ -212,8 +213,22 @@ export function pocStop(workspace: string): PocStopReport {
     throw new Error(
       `${file} does not record process identities (start time, command line): an older POC or a hand edit; stop its processes by hand (see logs/), then delete ${file}`,
     );
+  return { file, pids: parsed.data };
+}
+
+/** Each POC process: running (the PID still names the process `poc start` launched) or why not. */
+export function pocStatus(workspace: string): { name: string; pid: number; running: boolean; why: string | null }[] {
+  const { pids } = readPids(workspace);
+  return Object.entries(pids).map(([name, id]) => {
+    const v = isSameProcess(id);
+    return { name, pid: id.pid, running: v.same, why: v.same ? null : v.why };
+  });
+}
+
+export function pocStop(workspace: string): PocStopReport {
+  const { file, pids } = readPids(workspace);
   const report: PocStopReport = { stopped: [], skipped: [] };
-  for (const [name, id] of Object.entries(parsed.data)) {
+  for (const [name, id] of Object.entries(pids)) {
     const v = isSameProcess(id);
     if (!v.same) {
       report.skipped.push({ name, pid: id.pid, why: v.why });

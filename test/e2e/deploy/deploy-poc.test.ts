@@ -29,6 +29,11 @@ after(() => {
   rmSync(join(ws, '..'), { recursive: true, force: true });
 });
 
+const cli = (...args: string[]): { status: number | null; out: string } => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+};
+
 test('poc prepare / start / stop runs a local federation', async () => {
   const port = await freePortPair(); // the server listens on port and port + 1 (data plane)
   assert.match(run('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(port)), /POC prepared/);
@@ -53,7 +58,11 @@ test('poc prepare / start / stop runs a local federation', async () => {
   } finally {
     admin.close();
   }
+  assert.match(run('poc', 'status', '-w', ws), /^server\s+pid \d+\s+running\nsite-1\s+pid \d+\s+running\nsite-2\s+pid \d+\s+running\n$/);
   assert.match(run('poc', 'stop', '-w', ws), /Stopped server, site-1, site-2/);
+  const stopped = cli('poc', 'status', '-w', ws);
+  assert.notEqual(stopped.status, 0);
+  assert.match(stopped.out, /no POC is running/);
   assert.ok(!existsSync(join(ws, 'pids.json')));
   const alive = (pid: number): boolean => {
     try {
@@ -67,11 +76,6 @@ test('poc prepare / start / stop runs a local federation', async () => {
   while (Object.values(pids).some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(Object.values(pids).filter(alive), [], 'every POC process is gone');
 });
-
-const cli = (...args: string[]): { status: number | null; out: string } => {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-};
 
 test('poc prepare refuses a non-empty folder that holds no POC, and re-provisions its own only with --force', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'flotilla-pocprep-'));
