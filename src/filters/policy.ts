@@ -6,11 +6,25 @@
  * with other settings than its owner expects.
  */
 import { z } from 'zod';
-import { ExcludeSpecSchema, type FilterSpec, QuantizeSpecSchema } from './spec.ts';
+import {
+  DpGaussianSpecSchema,
+  ExcludeSpecSchema,
+  type FilterSpec,
+  PercentilePrivacySpecSchema,
+  QuantizeSpecSchema,
+  SvtPrivacySpecSchema,
+} from './spec.ts';
 
-const PolicyFilterSchema = z.discriminatedUnion('type', [QuantizeSpecSchema, ExcludeSpecSchema], {
-  error: (iss) => (iss.code === 'invalid_union' ? 'a privacy policy takes the built-in filters quantize and exclude' : undefined),
-});
+const PolicyFilterSchema = z.discriminatedUnion(
+  'type',
+  [QuantizeSpecSchema, ExcludeSpecSchema, DpGaussianSpecSchema, PercentilePrivacySpecSchema, SvtPrivacySpecSchema],
+  {
+    error: (iss) =>
+      iss.code === 'invalid_union'
+        ? 'a privacy policy takes the built-in filters quantize, exclude, dp_gaussian, percentile_privacy, svt_privacy'
+        : undefined,
+  },
+);
 
 export const PrivacyPolicySchema = z.strictObject({
   /** applied to every result this site sends, whatever the job says */
@@ -32,7 +46,9 @@ export type PrivacyPolicy = z.infer<typeof PrivacyPolicySchema>;
 
 /** Policy filters act on results only, whatever their direction says. */
 export function policyFilters(policy: PrivacyPolicy | undefined): FilterSpec[] {
-  return (policy?.filters ?? []).map((f) => ({ ...f, direction: 'result' as const }));
+  return (policy?.filters ?? []).map((f): FilterSpec =>
+    f.type === 'quantize' || f.type === 'exclude' ? { ...f, direction: 'result' as const } : f,
+  );
 }
 
 /** Why `site` refuses a job with these filters under its policy, or null when it runs it. */

@@ -2,6 +2,7 @@
  * Programmatic simulation with trainer functions (examples, experiments,
  * tests): the same runtime as `flotilla simulate`, every site in this thread.
  */
+import type { FilterChain } from '../filters/chain.ts';
 import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { Trainer, TrainerHost } from '../client/api.ts';
@@ -26,13 +27,20 @@ export async function simulateInProcess<R extends object>(opts: {
   workspace: string;
   onRound?: (s: RoundSummary) => void;
   log?: Logger;
+  /** the job's filters, on the server and every site (each site gets its own chain: a filter keeps per-site state) */
+  filters?: () => FilterChain;
 }): Promise<R & { jobId: string }> {
   const workspace = resolve(opts.workspace);
   const jobId = `${opts.workflow.name}-${randomUUID().slice(0, 8)}`;
   const log = opts.log ?? fileLogger(join(workspace, 'server', 'log.jsonl'), 'server');
   const hub = new InMemoryHub();
   const sws = new ServerWorkspace(workspace);
-  const server = new ServerRuntime(hub, { jobId, log, onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }) });
+  const server = new ServerRuntime(hub, {
+    jobId,
+    log,
+    onMetric: (m) => sws.appendMetrics({ type: 'metric', ...m }),
+    ...(opts.filters && { filters: opts.filters() }),
+  });
   server.start();
   const clients = Promise.all(
     opts.sites.map((s) =>
@@ -42,6 +50,7 @@ export async function simulateInProcess<R extends object>(opts: {
         workspace: join(workspace, s.name),
         host: 'host' in s ? s.host : new InProcessTrainerHost(s.trainer),
         log,
+        ...(opts.filters && { filters: opts.filters() }),
       }),
     ),
   );

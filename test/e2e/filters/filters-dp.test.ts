@@ -11,7 +11,12 @@ import { type Tensor, f32 } from '../../../src/core/tensor.ts';
 import { dictToStream, streamToDict } from '../../../src/core/tensor-stream.ts';
 import {
   type Filter,
+  FilterChain,
+  PrivacyPolicySchema,
+  builtinFilter,
   computeRdp,
+  entryFor,
+  policyFilters,
   dpGaussian,
   epsilonFromRdp,
   gaussianEpsilon,
@@ -178,5 +183,26 @@ test('DP-FedAvg in a job: every site reports ε after every round to the server 
   assert.ok(
     w.every((x) => Number.isFinite(x) && Math.abs(x - 1.5 * (1 - 0.5 ** 3)) > 1e-6),
     String(w),
+  );
+});
+
+test("a site's privacy policy may require DP: its dp_gaussian runs on the site's results whatever the job says", async () => {
+  const policy = PrivacyPolicySchema.parse({ filters: [{ type: 'dp_gaussian', clip: 1, noiseMultiplier: 1e-6 }] });
+  const specs = policyFilters(policy);
+  const chain = new FilterChain(
+    specs.map((s, i) => entryFor(s, `privacy policy filters.${i}`, builtinFilter(s as Exclude<typeof s, { type: 'custom' }>))),
+  );
+  const task = new Float32Array(100);
+  const t = chain.receive({ info: info(), params: dictToStream(new Map([['w', f32([100], task)]])) }, ctx('task'));
+  await streamToDict(t.params);
+  const out = chain.send(
+    { info: info(), params: dictToStream(new Map([['w', f32([100], new Float32Array(100).fill(1))]])) },
+    ctx('result'),
+  );
+  assert.equal(out.info.paramsType, 'DIFF');
+  for (const v of (await streamToDict(out.params)).get('w')!.data as Float32Array) assert.ok(Math.abs(v - 0.1) < 1e-4, String(v)); // norm 10 → 1
+  assert.throws(
+    () => PrivacyPolicySchema.parse({ filters: [{ type: 'custom', module: 'x.ts', direction: 'result' }] }),
+    /a privacy policy takes the built-in filters/,
   );
 });
