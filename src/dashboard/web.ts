@@ -41,7 +41,8 @@ const CSP = [
   "form-action 'none'",
 ].join('; ');
 
-const assetsDir = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './assets/' : '../../src/dashboard/assets/', import.meta.url));
+// beside this module: src/dashboard/assets/ in a checkout, dist/dashboard/assets/ (copied by `npm run build`) in the package
+const assetsDir = fileURLToPath(new URL('./assets/', import.meta.url));
 const require = createRequire(import.meta.url);
 
 /** The files the page is made of: name → [path, content type]. */

@@ -17,18 +17,23 @@ const PY = process.env.FLOTILLA_PYTHON ?? '/usr/bin/python3';
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-hardening-errors-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-test('a NaN metric fails the task naming the metric, not as a malformed message; a NaN logged metric is dropped with a warning', async () => {
-  const dir = tinyJob(join(tmp, 'nan'), { rounds: 1 });
-  const f = join(dir, 'trainer.ts');
-  writeFileSync(
-    f,
-    readFileSync(f, 'utf8')
-      .replace("flare.log('loss', loss);", "flare.log('loss', NaN);")
-      .replace('metrics: { loss,', 'metrics: { loss: NaN,'),
-  );
-  const ws = join(tmp, 'nan-ws');
-  await assert.rejects(simulate({ jobDir: dir, clients: 2, threads: 0, workspace: ws }), (e: Error) => {
+test('a NaN metric fails the task naming the metric, not as a malformed message, whether logged or in the result', async () => {
+  const nanJob = (name: string, edit: (src: string) => string): string => {
+    const dir = tinyJob(join(tmp, name), { rounds: 1 });
+    const f = join(dir, 'trainer.ts');
+    writeFileSync(f, edit(readFileSync(f, 'utf8')));
+    return dir;
+  };
+  const inResult = nanJob('nan-result', (s) => s.replace('metrics: { loss,', 'metrics: { loss: NaN,'));
+  await assert.rejects(simulate({ jobDir: inResult, clients: 2, threads: 0, workspace: join(tmp, 'ws-r') }), (e: Error) => {
     assert.match(e.message, /metrics that are not finite numbers \(\\?"loss\\?" is NaN\)/);
+    assert.doesNotMatch(e.message, /malformed/);
+    return true;
+  });
+  // flare.log refuses it at the call (as the Python package's log does), naming the key
+  const logged = nanJob('nan-log', (s) => s.replace("flare.log('loss', loss);", "flare.log('loss', NaN);"));
+  await assert.rejects(simulate({ jobDir: logged, clients: 2, threads: 0, workspace: join(tmp, 'ws-l') }), (e: Error) => {
+    assert.match(e.message, /log\(\\?"loss\\?"\): value must be a finite number or a string, got NaN/);
     assert.doesNotMatch(e.message, /malformed/);
     return true;
   });
