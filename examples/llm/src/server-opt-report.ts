@@ -73,7 +73,7 @@ out.push(
 );
 out.push('');
 out.push(
-  `Same federation as the SFT section above (3 clients, seed ${s.seed}, ${s.rounds} rounds × ${s.localSteps} local steps × batch ${s.batch}, client AdamW lr ${s.lr}, ${s.valPerClient} validation examples per client), with the FedAvg aggregate taken as a pseudo-gradient by a server optimizer (docs/algorithms.md, \`type: fedopt\`). Centralized and FedAvg are the page's own run; server-opt.ts's FedAvg reproduces its curve (round 1: 4.6740, the same to 4 decimals), so the rows compare at equal budget and seed. One seed only: the SFT gap moved by about half a point between seeds 42 and 43 (above), which is the noise to read these differences against.`,
+  `Same federation as the SFT section above (3 clients, seed ${s.seed}, ${s.rounds} rounds × ${s.localSteps} local steps × batch ${s.batch}, client AdamW lr ${s.lr}, ${s.valPerClient} validation examples per client), with the FedAvg aggregate taken as a pseudo-gradient by a server optimizer (docs/algorithms.md, \`type: fedopt\`). Centralized and FedAvg are the page's own run; server-opt.ts run with FedAvg (stopped after round 1, to leave the shared machine to the other runs) gave 4.6740 after round 1, the page's value to 4 decimals, so the rows compare at equal budget and seed. One seed only: the SFT gap moved by about half a point between seeds 42 and 43 (above), which is the noise to read these differences against.`,
 );
 out.push('');
 out.push(`Pooled validation loss (nats/token) after r rounds; last column: the final model against centralized.`);
