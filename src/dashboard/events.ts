@@ -3,7 +3,7 @@
  * progress, sites, transfers in flight), and for the job the page shows, `job` (state, rounds,
  * progress, params, what the user may do), `points` (new metric points and texts only, by the
  * tracking store's row id) and
- * `logs` (the server log's tail). Each is sent when it changed: within 50 ms of the telemetry or the
+ * `logs` (the server log's tail). Each is sent when it changed: within 200 ms of the telemetry or the
  * tracking store reporting a change (a round, a logged value, a result in), and every tick for what moves on its own (transfer
  * rates, heartbeats). The token is checked again every tick: a stream ends when its token expires.
  */
@@ -72,7 +72,7 @@ export function serveEvents(req: IncomingMessage, res: ServerResponse, o: EventS
     pending = setTimeout(() => {
       pending = null;
       flush();
-    }, 50);
+    }, 200);
   };
   const tick = setInterval(flush, o.tickMs);
   const keepalive = setInterval(() => res.write(': keepalive\n\n'), KEEPALIVE_MS);
