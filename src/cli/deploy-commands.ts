@@ -219,9 +219,19 @@ export function registerDeploymentCommands(program: Command): void {
   poc
     .command('start')
     .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
-    .action(async (o: { workspace: string }) => {
-      const { pids } = await withWaitLine('poc start: waiting for the server to listen', () => pocStart(o.workspace));
+    .option('--dashboard-port <port>', "the server's web dashboard over HTTPS (docs/dashboard.md)", port)
+    .option('--metrics-port <port>', "the server's Prometheus /metrics on 127.0.0.1", port)
+    .action(async (o: { workspace: string; dashboardPort?: number; metricsPort?: number }) => {
+      const { pids } = await withWaitLine('poc start: waiting for the server to listen', () =>
+        pocStart(o.workspace, {
+          ...(o.dashboardPort !== undefined && { dashboardPort: o.dashboardPort }),
+          ...(o.metricsPort !== undefined && { metricsPort: o.metricsPort }),
+        }),
+      );
       out(`Started ${Object.keys(pids).join(', ')} (logs in ${join(resolve(o.workspace), 'logs')})`);
+      if (o.dashboardPort !== undefined)
+        out(`Dashboard at https://localhost:${o.dashboardPort}/ (sign in: flotilla admin <admin-kit> dashboard-token)`);
+      if (o.metricsPort !== undefined) out(`Prometheus metrics at http://127.0.0.1:${o.metricsPort}/metrics`);
     });
   poc
     .command('status')

@@ -115,11 +115,17 @@ export function selfCommand(): string[] {
 /** How long `poc start` waits for the server to listen before it reports the server's own error. */
 const SERVER_UP_TIMEOUT_MS = 60_000;
 
+/** What `poc start` asks of the server beyond its kit: the dashboard's and /metrics' ports (docs/dashboard.md). */
+export interface PocServerOptions {
+  dashboardPort?: number;
+  metricsPort?: number;
+}
+
 /**
  * Starts the POC's server, waits until it listens (or reports why it died, from its log), then
  * the sites; a server that does not come up leaves nothing running and no pids.json.
  */
-export async function pocStart(workspace: string): Promise<{ pids: Record<string, ProcessIdentity> }> {
+export async function pocStart(workspace: string, server: PocServerOptions = {}): Promise<{ pids: Record<string, ProcessIdentity> }> {
   const ws = resolve(workspace);
   if (!existsSync(layoutFile(ws))) throw new Error(`${ws} holds no prepared POC: run "flotilla poc prepare" first`);
   if (existsSync(join(ws, 'pids.json'))) throw new Error(`the POC in ${ws} is already started: run "flotilla poc stop" first`);
@@ -147,10 +153,16 @@ export async function pocStart(workspace: string): Promise<{ pids: Record<string
   }
   const logFile = join(ws, 'logs', 'server.log');
   const logStart = existsSync(logFile) ? readFileSync(logFile).length : 0;
-  const server = launch('server', ['server', 'start', layout.server]);
-  const up = await serverUp(server, listen.port, SERVER_UP_TIMEOUT_MS);
+  const serverProcess = launch('server', [
+    'server',
+    'start',
+    layout.server,
+    ...(server.dashboardPort !== undefined ? ['--dashboard-port', String(server.dashboardPort)] : []),
+    ...(server.metricsPort !== undefined ? ['--metrics-port', String(server.metricsPort)] : []),
+  ]);
+  const up = await serverUp(serverProcess, listen.port, SERVER_UP_TIMEOUT_MS);
   if (up !== null) {
-    if (server.exitCode === null) server.kill('SIGKILL');
+    if (serverProcess.exitCode === null) serverProcess.kill('SIGKILL');
     const tail = readFileSync(logFile).subarray(logStart).toString('utf8').trim().split('\n').slice(-5).join('\n');
     throw new Error(`the POC server did not start (${up}); its log (${logFile}):\n${tail || '(empty)'}`);
   }

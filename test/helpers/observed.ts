@@ -75,22 +75,42 @@ export async function observedFederation(
   };
 }
 
-/** A Prometheus server of our own (Debian's `prometheus`), scraping `target` every second, on loopback. */
-export async function startPrometheus(dir: string, target: string): Promise<{ url: string; stop(): Promise<void>; log: () => string }> {
+/**
+ * A Prometheus server of our own (Debian's `prometheus`), scraping `target` (plain HTTP) every second
+ * as job "flotilla", and, given `secure`, the dashboard's HTTPS /metrics with a bearer token as job
+ * "flotilla-https", on loopback.
+ */
+export async function startPrometheus(
+  dir: string,
+  target: string,
+  secure?: { target: string; token: string; caFile: string; serverName: string },
+): Promise<{ url: string; stop(): Promise<void>; log: () => string }> {
   mkdirSync(dir, { recursive: true });
   const config = join(dir, 'prometheus.yml');
-  writeFileSync(
-    config,
-    [
-      'global:',
-      '  scrape_interval: 1s',
-      'scrape_configs:',
-      '  - job_name: flotilla',
+  const lines = [
+    'global:',
+    '  scrape_interval: 1s',
+    'scrape_configs:',
+    '  - job_name: flotilla',
+    '    static_configs:',
+    `      - targets: ['${target}']`,
+  ];
+  if (secure) {
+    writeFileSync(join(dir, 'token'), secure.token);
+    lines.push(
+      '  - job_name: flotilla-https',
+      '    scheme: https',
+      '    authorization:',
+      '      type: Bearer',
+      `      credentials_file: ${join(dir, 'token')}`,
+      '    tls_config:',
+      `      ca_file: ${secure.caFile}`,
+      `      server_name: ${secure.serverName}`,
       '    static_configs:',
-      `      - targets: ['${target}']`,
-      '',
-    ].join('\n'),
-  );
+      `      - targets: ['${secure.target}']`,
+    );
+  }
+  writeFileSync(config, `${lines.join('\n')}\n`);
   const port = await freePort();
   let out = '';
   const child: ChildProcess = spawn(
@@ -134,6 +154,8 @@ interface PromVector {
 /** A PromQL instant query: each series' labels and value. */
 export async function promQuery(url: string, query: string): Promise<{ metric: Record<string, string>; value: number }[]> {
   const r = await fetch(`${url}/api/v1/query?query=${encodeURIComponent(query)}`);
+  // a Prometheus still starting its query engine answers 503: no series yet
+  if (r.status === 503) return [];
   const body = (await r.json()) as PromVector;
   if (body.status !== 'success') throw new Error(`query ${query} failed: ${JSON.stringify(body)}`);
   return body.data.result.map((s) => ({ metric: s.metric, value: Number(s.value[1]) }));
