@@ -38,7 +38,10 @@ test('a real Prometheus scrapes /metrics of a running federation and answers Pro
     await until(
       'the first scrape',
       () => {
-        void promQuery(p.url, 'up').then((r) => (up = r), () => undefined);
+        void promQuery(p.url, 'up').then(
+          (r) => (up = r),
+          () => undefined,
+        );
         return up.length === 2 && up.every((u) => u.value === 1);
       },
       10_000,
@@ -53,7 +56,10 @@ test('a real Prometheus scrapes /metrics of a running federation and answers Pro
       await until(
         `${query} (last: ${JSON.stringify(last)})`,
         () => {
-          void promQuery(p.url, query).then((r) => (last = r), () => undefined);
+          void promQuery(p.url, query).then(
+            (r) => (last = r),
+            () => undefined,
+          );
           return ok(last);
         },
         8_000,
