@@ -43,6 +43,6 @@ export default tseslint.config(
   {
     // the dashboard's page runs in a browser, with uPlot loaded by its own script tag
     files: ['src/dashboard/assets/**/*.js'],
-    languageOptions: { globals: { ...globals.browser, uPlot: 'readonly' } },
+    languageOptions: { sourceType: 'module', globals: { ...globals.browser, uPlot: 'readonly' } },
   },
 );

@@ -47,7 +47,12 @@ const require = createRequire(import.meta.url);
 
 /** The files the page is made of: name → [path, content type]. */
 const ASSETS: Record<string, [string, string]> = {
-  'app.js': [`${assetsDir}app.js`, 'text/javascript; charset=utf-8'],
+  ...Object.fromEntries(
+    ['app.js', 'state.js', 'dom.js', 'api.js', 'signin.js', 'overview.js', 'job-page.js'].map((m) => [
+      m,
+      [`${assetsDir}${m}`, 'text/javascript; charset=utf-8'] as [string, string],
+    ]),
+  ),
   'style.css': [`${assetsDir}style.css`, 'text/css; charset=utf-8'],
   'uPlot.iife.min.js': [require.resolve('uplot/dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
   'uPlot.min.css': [require.resolve('uplot/dist/uPlot.min.css'), 'text/css; charset=utf-8'],
