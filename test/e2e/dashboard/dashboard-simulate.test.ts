@@ -12,7 +12,7 @@ import { repo, tinyJob, until } from '../../helpers/federation.ts';
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-simdash-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-test('simulate --dashboard serves the run behind its token and aborts it from the dashboard', { timeout: 30_000 }, async () => {
+test('simulate --dashboard serves the run behind its token and aborts it from the dashboard', { timeout: 120_000 }, async () => {
   const job = tinyJob(join(tmp, 'job'), { rounds: 40, sleepMs: 150 });
   const child = spawn(
     process.execPath,
@@ -24,7 +24,7 @@ test('simulate --dashboard serves the run behind its token and aborts it from th
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   try {
-    await until('the dashboard link', () => /Dashboard at (http:\/\/127\.0\.0\.1:\d+)\/#token=(\S+)/.test(out), 15_000);
+    await until('the dashboard link', () => /Dashboard at (http:\/\/127\.0\.0\.1:\d+)\/#token=(\S+)/.test(out), 60_000);
     const [, base, token] = /Dashboard at (http:\/\/127\.0\.0\.1:\d+)\/#token=(\S+)/.exec(out)!;
     const auth = { authorization: `Bearer ${token}` };
     for (const path of ['/api/overview', '/api/events', '/metrics'])
