@@ -1,8 +1,10 @@
 /**
  * bench/aggregate: FedAvg of N client updates of a large model.
  *
- *   streaming  WeightedAverage folds each update into one running sum as its
- *              pieces arrive (what the server does)
+ *   streaming  WeightedAverage stages each update as its pieces arrive and folds it
+ *              into one running sum when it has ended (updates one after another)
+ *   concurrent the same with all N updates arriving at once (what a round does): one
+ *              model's worth is staged in memory, the rest in files until each ends
  *   offload    the same with the global model and the sum in files (--offload):
  *              each update is spooled to disk, then folded chunk by chunk
  *   naive      collect all N updates in memory, then average (what a simple
@@ -102,6 +104,10 @@ async function runVariant(variant: string): Promise<void> {
     const agg = new WeightedAverage(global);
     for (let c = 0; c < CLIENTS; c++) await agg.add(clientUpdate(c, tensors), weights[c]!, 'FULL');
     result = agg.result();
+  } else if (variant === 'concurrent') {
+    const agg = new WeightedAverage(global);
+    await Promise.all(weights.map((w, c) => agg.add(clientUpdate(c, tensors), w, 'FULL')));
+    result = agg.result();
   } else if (variant === 'offload') {
     // the global model lives in a file: write it, then drop it from memory before timing starts
     const dir = mkdtempSync(join(tmpdir(), 'flotilla-bench-'));
@@ -168,6 +174,7 @@ async function main(): Promise<void> {
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as { variant: string; seconds: number; peakRssMB: number; check: boolean };
   };
   const streaming = run('streaming');
+  const concurrent = run('concurrent');
   const offload = run('offload');
   const naive = run('naive');
   const updateGB = (CLIENTS * MB) / 1024;
@@ -177,6 +184,7 @@ async function main(): Promise<void> {
       clients: CLIENTS,
       modelMB: MB,
       streaming: { ...streaming, gbPerSecond: updateGB / streaming.seconds, peakRssInModels: streaming.peakRssMB / MB },
+      concurrent: { ...concurrent, gbPerSecond: updateGB / concurrent.seconds, peakRssInModels: concurrent.peakRssMB / MB },
       offload: { ...offload, gbPerSecond: updateGB / offload.seconds, peakRssInModels: offload.peakRssMB / MB },
       naive: { ...naive, gbPerSecond: updateGB / naive.seconds, peakRssInModels: naive.peakRssMB / MB },
       memoryRatio: naive.peakRssMB / streaming.peakRssMB,

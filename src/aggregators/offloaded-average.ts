@@ -3,28 +3,31 @@
  * disk (`--offload`): server memory no longer depends on model size, only on
  * the chunk size.
  *
- * Each result's tensors are staged one at a time in a scratch file of that
- * result, and a tensor is folded into the accumulator file (float64, or
- * double-double for F64/I64 tensors, as in exact-sum.ts; chunk by chunk) once it is complete, so a result that breaks off mid-stream leaves
- * every tensor either fully counted or not at all (weights are kept per
- * tensor), as in WeightedAverage. Results of a round are read concurrently as
+ * Each result is staged whole as it arrives (result-stage.ts: a small shared
+ * memory budget, then a scratch file of that result) and folded into the
+ * accumulator file (float64, or double-double for F64/I64 tensors, as in
+ * exact-sum.ts; piece by piece) once its stream has ended, so a result that
+ * breaks off counts for nothing. Results of a round are read concurrently as
  * they arrive; only the folds take turns. Disk: the accumulator plus, per
- * result in flight, one staged tensor.
+ * result in flight, the part of it outside the memory budget (up to one model).
  */
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type DType, dtypeSize, allocate, viewAs } from '../core/dtypes.ts';
+import { dtypeSize, allocate, viewAs } from '../core/dtypes.ts';
 import type { ParamsType } from '../core/fl-model.ts';
 import { SafetensorsFile, SafetensorsWriter } from '../core/safetensors.ts';
-import type { TensorEntry } from '../core/safetensors-header.ts';
+import type { TensorEntry, TensorInfo } from '../core/safetensors-header.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
 import { numel } from '../core/tensor.ts';
 import { accWidth, finishInto, foldInto, totalWeight } from './exact-sum.ts';
 import { FifoLock } from './fifo-lock.ts';
+import { ResultStage, StageBudget, type StagedPiece } from './result-stage.ts';
 import { AggregationError } from './weighted-average.ts';
 
 const CHUNK_ELEMS = 1 << 18; // 2 MiB of float64 accumulator per step
+/** memory the staged results in flight may hold together: small, memory must not grow with the model */
+const STAGE_MEMORY_BYTES = 16 << 20;
 
 interface Slot {
   entry: TensorEntry;
@@ -43,6 +46,7 @@ export class OffloadedAverage {
   private total = 0;
   private done = false;
   private readonly lock = new FifoLock();
+  private readonly budget = new StageBudget(STAGE_MEMORY_BYTES);
 
   private constructor(
     private readonly global: SafetensorsFile,
@@ -89,11 +93,10 @@ export class OffloadedAverage {
         );
       }
     }
-    // Each result stages one tensor at a time in its own scratch file (disk: the largest tensor
-    // per result in flight) and folds it into the accumulator under a lock, so concurrent
-    // results are read as they arrive and take turns only for the fold itself.
-    const stagePath = join(this.dir, `stage-${randomBytes(4).toString('hex')}.bin`);
-    const stage = await open(stagePath, 'w+');
+    // Each result is staged whole (memory within a small budget, then its own scratch file) and
+    // folded under a lock once its stream has ended: concurrent results are read as they arrive and
+    // take turns only for the fold, and a result that breaks off is dropped with its stage.
+    const stage = new ResultStage(this.budget, async () => this.dir);
     const diff = paramsType === 'DIFF';
     try {
       let current = -1;
@@ -101,53 +104,56 @@ export class OffloadedAverage {
       for await (const p of stream.pieces()) {
         const info = stream.header.tensors[p.index]!;
         if (p.index !== current) {
+          if (current >= 0 && filled !== tensorBytes(stream.header.tensors[current]!)) {
+            throw new AggregationError(
+              `tensor "${stream.header.tensors[current]!.name}" ended after ${filled} of ${tensorBytes(stream.header.tensors[current]!)} bytes`,
+            );
+          }
           current = p.index;
           filled = 0;
         }
-        await writeFrom(stage, p.bytes, p.bytes.byteLength, p.offset);
+        if (p.offset !== filled) throw new AggregationError(`tensor "${info.name}": piece at byte ${p.offset}, expected ${filled}`);
+        await stage.put(p.index, p.offset, p.bytes);
         filled += p.bytes.byteLength;
-        if (filled === numel(info.shape) * dtypeSize(info.dtype)) {
-          const read = async (offset: number, length: number): Promise<Uint8Array> => {
-            const buf = new Uint8Array(length);
-            await readInto(stage, buf, length, offset);
-            return buf;
-          };
-          if (weight > 0) await this.lock.run(() => this.fold(read, info.name, info.dtype, weight, diff));
-        }
       }
+      if (current >= 0 && filled !== tensorBytes(stream.header.tensors[current]!)) {
+        throw new AggregationError(`result ended inside tensor "${stream.header.tensors[current]!.name}"`);
+      }
+      if (weight > 0) await this.lock.run(() => this.foldStaged(stage.replay(), stream.header.tensors, weight, diff));
     } finally {
-      await stage.close().catch(() => undefined);
-      await rm(stagePath, { force: true });
+      await stage.close();
     }
     this.contributions++;
     this.total += weight;
   }
 
-  /** Folds one complete tensor of a result, read through `read(byteOffset, length)`, into the accumulator. */
-  private async fold(
-    read: (offset: number, length: number) => Promise<Uint8Array>,
-    name: string,
-    dtype: DType,
-    w: number,
-    diff: boolean,
-  ): Promise<void> {
-    const s = this.slots.get(name)!;
-    const size = dtypeSize(dtype);
-    const gsize = dtypeSize(s.entry.dtype);
-    const acc = new Float64Array(CHUNK_ELEMS * s.width);
-    const accBytes = new Uint8Array(acc.buffer);
-    for (let i = 0; i < s.n; i += CHUNK_ELEMS) {
-      const m = Math.min(CHUNK_ELEMS, s.n - i);
-      const xs = viewAs(dtype, await read(i * size, m * size));
-      const gs = diff ? viewAs(s.entry.dtype, await this.global.readRange(name, i * gsize, m * gsize)) : null;
-      const len = m * s.width * 8;
-      const pos = s.accStart + i * s.width * 8;
-      if (s.weights.length > 0) await readInto(this.acc, accBytes, len, pos);
-      else acc.fill(-0, 0, m * s.width); // -0 + x is x, signed zeros included
-      foldInto(acc, 0, s.width, { dtype, data: xs }, w, gs && { dtype: s.entry.dtype, data: gs });
-      await writeFrom(this.acc, accBytes, len, pos);
+  /** Folds a staged result's pieces (in stream order) into the accumulator, then counts it for the tensors it completed. */
+  private async foldStaged(pieces: AsyncIterable<StagedPiece>, tensors: readonly TensorInfo[], w: number, diff: boolean): Promise<void> {
+    const completed: Slot[] = [];
+    for await (const p of pieces) {
+      const info = tensors[p.index]!;
+      const s = this.slots.get(info.name)!;
+      const size = dtypeSize(info.dtype);
+      const gsize = dtypeSize(s.entry.dtype);
+      const xs = viewAs(info.dtype, p.bytes);
+      const first = p.offset / size;
+      // the accumulator in steps of CHUNK_ELEMS elements
+      for (let j = 0; j < xs.length; j += CHUNK_ELEMS) {
+        const m = Math.min(CHUNK_ELEMS, xs.length - j);
+        const i = first + j;
+        const acc = new Float64Array(m * s.width);
+        const accBytes = new Uint8Array(acc.buffer);
+        const gs = diff ? viewAs(s.entry.dtype, await this.global.readRange(info.name, i * gsize, m * gsize)) : null;
+        const pos = s.accStart + i * s.width * 8;
+        if (s.weights.length > 0) await readInto(this.acc, accBytes, accBytes.byteLength, pos);
+        else acc.fill(-0); // -0 + x is x, signed zeros included
+        foldInto(acc, 0, s.width, { dtype: info.dtype, data: xs.subarray(j, j + m) }, w, gs && { dtype: s.entry.dtype, data: gs });
+        await writeFrom(this.acc, accBytes, accBytes.byteLength, pos);
+      }
+      if (first + xs.length === s.n) completed.push(s);
     }
-    s.weights.push(w);
+    // weights last: `s.weights.length > 0` above means "the accumulator holds an earlier result"
+    for (const s of completed) s.weights.push(w);
   }
 
   /** Writes the new global model to `outPath` (a safetensors file, written atomically) and releases the accumulator. */
@@ -189,6 +195,10 @@ export class OffloadedAverage {
     await rm(this.accPath, { force: true });
     await this.global.close().catch(() => undefined);
   }
+}
+
+function tensorBytes(t: TensorInfo): number {
+  return numel(t.shape) * dtypeSize(t.dtype);
 }
 
 async function readInto(fh: FileHandle, buf: Uint8Array, length: number, position: number): Promise<void> {

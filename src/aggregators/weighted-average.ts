@@ -1,18 +1,12 @@
 /**
  * FedAvg's aggregator: one running weighted sum, never N models.
  *
- * Each result is folded in chunk by chunk as its stream arrives: a piece is
- * added to the accumulator (float64, or double-double for F64/I64 tensors:
- * exact-sum.ts) and dropped, so memory is the global model, one accumulator
- * and the pieces in flight, whatever the size of the largest
- * tensor or the number of results. Results are added concurrently, each at the
- * pace of its own stream (no result waits for another, so no sender stalls).
- *
- * Weights are kept per element range: a tensor a result delivered whole counts
- * with the result's weight; a result that breaks off inside a tensor counts
- * only for the elements it delivered (its weight is recorded up to that
- * offset), so every element is the exact weighted mean of the values that
- * reached it. An element nobody delivered keeps the global value.
+ * Each result is staged as its stream arrives (result-stage.ts: in memory within a shared budget,
+ * the rest in a scratch file of that result) and folded into the accumulator (float64, or
+ * double-double for F64/I64 tensors: exact-sum.ts) once its stream has ended, so a result that
+ * breaks off counts for nothing (its stage is dropped). Memory is the global model, one
+ * accumulator and the staging budget, whatever the size of the largest tensor or the number of
+ * results; results are read concurrently, each at the pace of its own stream (no sender stalls).
  *
  * FULL results are averaged as they are; a DIFF result d counts as global + d,
  * so FULL and DIFF results can be mixed in one round. Tensors a client leaves
@@ -23,7 +17,19 @@ import { type DType, type TypedArray, dtypeSize, viewAs, allocate } from '../cor
 import type { ParamsType } from '../core/fl-model.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
 import { type TensorDict, numel } from '../core/tensor.ts';
-import { type Weight, accWidth, finishInto, foldInto, totalWeight } from './exact-sum.ts';
+import { tmpdir } from 'node:os';
+import { accWidth, finishInto, foldInto, totalWeight } from './exact-sum.ts';
+import { ResultStage, StageBudget } from './result-stage.ts';
+
+/** The least memory all results in flight may hold while staged (the default is this or one model, the larger). */
+export const MIN_STAGE_MEMORY_BYTES = 64 << 20;
+
+export interface StageOptions {
+  /** where staged results that outgrow the memory budget go (default: the OS temp dir); each file is removed with its result */
+  stageDir?: string;
+  /** memory all results in flight may hold while staged, in bytes (default: the global model's size, at least 64 MiB) */
+  stageMemoryBytes?: number;
+}
 
 export class AggregationError extends Error {
   override readonly name = 'AggregationError';
@@ -36,10 +42,8 @@ interface Slot {
   n: number;
   width: 1 | 2;
   acc: Float64Array | null;
-  /** weights of the results that delivered this tensor whole */
+  /** weights of the results folded into this tensor */
   weights: number[];
-  /** results that broke off inside this tensor: `weight` counts for elements [0, upTo) */
-  partial: { upTo: number; weight: number }[];
   global: TypedArray;
 }
 
@@ -48,8 +52,17 @@ export class WeightedAverage {
   private contributions = 0;
   private total = 0;
   private done = false;
+  private readonly budget: StageBudget;
+  private readonly stageDir: string;
 
-  constructor(private readonly global: TensorDict) {
+  constructor(
+    private readonly global: TensorDict,
+    stage: StageOptions = {},
+  ) {
+    // one model staged in memory: a round's results, whatever their number, add at most one model
+    const modelBytes = [...global.values()].reduce((n, t) => n + t.data.byteLength, 0);
+    this.budget = new StageBudget(stage.stageMemoryBytes ?? Math.max(MIN_STAGE_MEMORY_BYTES, modelBytes));
+    this.stageDir = stage.stageDir ?? tmpdir();
     for (const [name, t] of global) {
       this.slots.set(name, {
         name,
@@ -59,7 +72,6 @@ export class WeightedAverage {
         width: accWidth(t.dtype),
         acc: null,
         weights: [],
-        partial: [],
         global: t.data,
       });
     }
@@ -86,56 +98,52 @@ export class WeightedAverage {
       }
       if (t.dtype === 'BOOL' && s.dtype !== 'BOOL') throw new AggregationError(`tensor "${t.name}": BOOL result for a ${s.dtype} tensor`);
     }
-    const diff = paramsType === 'DIFF';
-    // the tensor being folded and how many of its elements arrived (null between tensors)
+    // the tensor being staged and how many of its elements arrived (null between tensors)
     let open: { s: Slot; filled: number } | null = null;
+    const stage = new ResultStage(this.budget, async () => this.stageDir);
     try {
       for await (const p of stream.pieces()) {
         const s = this.slots.get(stream.header.tensors[p.index]!.name)!;
         if (open && open.s !== s) throw new AggregationError(`tensor "${open.s.name}" ended after ${open.filled} of ${open.s.n} elements`);
         open ??= { s, filled: 0 };
-        const start = p.offset / dtypeSize(p.dtype);
+        const size = dtypeSize(p.dtype);
+        const start = p.offset / size;
         if (start !== open.filled) throw new AggregationError(`tensor "${s.name}": piece at element ${start}, expected ${open.filled}`);
-        const view = viewAs(p.dtype, p.bytes);
+        await stage.put(p.index, p.offset, p.bytes);
+        open.filled += p.bytes.byteLength / size;
+        if (open.filled === s.n) open = null;
+      }
+      if (open) throw new AggregationError(`result ended inside tensor "${open.s.name}" (${open.filled} of ${open.s.n} elements)`);
+      if (this.done) throw new AggregationError('result() was taken while this result arrived');
+      // the whole result is here: fold it (a result of weight 0 counts for nothing, not even its NaNs)
+      const diff = paramsType === 'DIFF';
+      let filled = 0;
+      for await (const p of stage.replay()) {
+        const info = stream.header.tensors[p.index]!;
+        const s = this.slots.get(info.name)!;
+        const view = viewAs(info.dtype, p.bytes);
+        const start = p.offset / dtypeSize(info.dtype);
         s.acc ??= new Float64Array(s.n * s.width).fill(-0); // -0 + x is x, signed zeros included
-        // a result of weight 0 counts for nothing (not even its NaNs and infinities)
         if (weight > 0)
           foldInto(
             s.acc,
             start,
             s.width,
-            { dtype: p.dtype, data: view },
+            { dtype: info.dtype, data: view },
             weight,
             diff ? { dtype: s.dtype, data: s.global.subarray(start, start + view.length) } : null,
           );
-        open.filled += view.length;
-        if (open.filled === s.n) {
-          s.weights.push(weight);
-          open = null;
-        }
+        filled = start + view.length;
+        if (filled === s.n) s.weights.push(weight);
       }
-      if (open) throw new AggregationError(`result ended inside tensor "${open.s.name}" (${open.filled} of ${open.s.n} elements)`);
     } finally {
-      // a result that broke off mid-tensor counts for the elements it delivered
-      if (open && open.filled > 0) open.s.partial.push({ upTo: open.filled, weight });
+      await stage.close();
     }
     this.contributions++;
     this.total += weight;
   }
 
-  /** Calls `each(from, to, weight)` over [0, n) in ranges of equal total weight (whole results plus partial ones). */
-  private static ranges(s: Slot, each: (from: number, to: number, weight: Weight) => void): void {
-    const cuts = [...s.partial].sort((a, b) => a.upTo - b.upTo);
-    let from = 0;
-    for (const [k, c] of cuts.entries()) {
-      // the results that reached beyond `from`: whole ones and the partial ones from this cut on
-      if (c.upTo > from) each(from, c.upTo, totalWeight([...s.weights, ...cuts.slice(k).map((p) => p.weight)]));
-      from = Math.max(from, c.upTo);
-    }
-    if (from < s.n) each(from, s.n, totalWeight(s.weights));
-  }
-
-  /** The new global model: per element, the weighted mean of what arrived (by exact-sum.ts's rule), else the global value. */
+  /** The new global model: per tensor, the weighted mean of the results folded (by exact-sum.ts's rule), else the global value. */
   result(): TensorDict {
     if (this.done) throw new AggregationError('result() was already taken from this aggregator');
     this.done = true;
@@ -143,27 +151,17 @@ export class WeightedAverage {
     for (const [name, s] of this.slots) {
       const g = this.global.get(name)!;
       const acc = s.acc;
-      if (!acc || [...s.weights, ...s.partial.map((p) => p.weight)].every((w) => w === 0)) {
+      const w = totalWeight(s.weights);
+      if (!acc || !(w.hi > 0)) {
         out.set(name, g);
         continue;
       }
       const data = allocate(s.dtype, s.n);
-      WeightedAverage.ranges(s, (from, to, w) => {
-        if (w.hi > 0) finishInto(acc, from, s.width, w, s.dtype, data, from, to - from);
-        else copyElements(s.global, data, from, to, dtypeSize(s.dtype));
-      });
+      finishInto(acc, 0, s.width, w, s.dtype, data, 0, s.n);
       // released tensor by tensor, so the accumulator shrinks as the result grows
       s.acc = null;
       out.set(name, { dtype: s.dtype, shape: s.shape, data });
     }
     return out;
   }
-}
-
-/** data[from, to) = src[from, to), as bytes (both of one dtype of `size` bytes). */
-function copyElements(src: TypedArray, data: TypedArray, from: number, to: number, size: number): void {
-  new Uint8Array(data.buffer, data.byteOffset, data.byteLength).set(
-    new Uint8Array(src.buffer, src.byteOffset + from * size, (to - from) * size),
-    from * size,
-  );
 }

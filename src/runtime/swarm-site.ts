@@ -106,7 +106,7 @@ export function swarmExecutor(opts: { workspace: string }): Executor {
           },
         };
       } else {
-        const agg = new WeightedAverage(await streamToDict(task.params));
+        const agg = new WeightedAverage(await streamToDict(task.params), { stageDir: join(opts.workspace, 'swarm', 'staging') });
         current = {
           id,
           round,

@@ -197,7 +197,8 @@ export class StrategyWorkflow implements Workflow {
         const task = dictSource(this.strategy.taskParams?.(global) ?? global);
         let aggregate: TensorDict;
         if (rule.rule === 'mean') {
-          const agg = new WeightedAverage(template);
+          // results are staged until they end (a failed one counts for nothing); past one model's worth, on this disk
+          const agg = new WeightedAverage(template, { stageDir: join(ctx.workspace.serverDir, 'staging') });
           summary = await fedAvgRound(ctx, { ...o, select, meta }, round, task, agg);
           aggregate = agg.result();
         } else {
