@@ -6,7 +6,8 @@ import { ADMIN_COMMANDS, ADMIN_COMMAND_TABLE, type AdminCommand, type AdminReply
 import { loadKit } from '../provision/kit.ts';
 import { readProject } from '../provision/project.ts';
 import { provision } from '../provision/provision.ts';
-import { fileLogger } from '../util/log.ts';
+import { type LogLevel, fileLogger } from '../util/log.ts';
+import { applyLogLevel, logLevelOption } from './log-level.ts';
 import { FederationSite } from '../deploy/site.ts';
 import { withDownloadBar, withWaitLine } from './wait-line.ts';
 import { POC_ADMIN, pocPrepare, pocStart, pocStatus, pocStop, readPrivacyFile } from '../deploy/poc.ts';
@@ -71,6 +72,7 @@ export function registerDeploymentCommands(program: Command): void {
     .option('--metrics-host <host>', 'the address /metrics listens on', '127.0.0.1')
     .option('--dashboard-port <port>', "serve the web dashboard over HTTPS with the server's certificate (docs/dashboard.md)", port)
     .option('--dashboard-host <host>', "the address the dashboard listens on (default: the kit's listen address)")
+    .addOption(logLevelOption())
     .action(
       async (
         kitDir: string,
@@ -82,8 +84,10 @@ export function registerDeploymentCommands(program: Command): void {
           metricsHost: string;
           dashboardPort?: number;
           dashboardHost?: string;
+          logLevel?: LogLevel;
         },
       ) => {
+        applyLogLevel(o.logLevel);
         const kit = loadKit(kitDir, 'server');
         const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
         const log = fileLogger(join(workspace, 'log.jsonl'), 'server');
@@ -111,7 +115,9 @@ export function registerDeploymentCommands(program: Command): void {
     .description('connect this site to the server and run the jobs it deploys')
     .argument('<kit>', 'the client kit folder (or its startup/ folder)')
     .option('-w, --workspace <dir>', 'where deployed jobs run (default: <kit>/workspace)')
-    .action(async (kitDir: string, o: { workspace?: string }) => {
+    .addOption(logLevelOption())
+    .action(async (kitDir: string, o: { workspace?: string; logLevel?: LogLevel }) => {
+      applyLogLevel(o.logLevel);
       const kit = loadKit(kitDir, 'client');
       const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
       const log = fileLogger(join(workspace, 'log.jsonl'), kit.config.name);
@@ -221,9 +227,11 @@ export function registerDeploymentCommands(program: Command): void {
     .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
     .option('--dashboard-port <port>', "the server's web dashboard over HTTPS (docs/dashboard.md)", port)
     .option('--metrics-port <port>', "the server's Prometheus /metrics on 127.0.0.1", port)
-    .action(async (o: { workspace: string; dashboardPort?: number; metricsPort?: number }) => {
+    .addOption(logLevelOption())
+    .action(async (o: { workspace: string; dashboardPort?: number; metricsPort?: number; logLevel?: LogLevel }) => {
       const { pids } = await withWaitLine('poc start: waiting for the server to listen', () =>
         pocStart(o.workspace, {
+          ...(o.logLevel !== undefined && { logLevel: o.logLevel }),
           ...(o.dashboardPort !== undefined && { dashboardPort: o.dashboardPort }),
           ...(o.metricsPort !== undefined && { metricsPort: o.metricsPort }),
         }),

@@ -11,6 +11,8 @@ import { CSV_HEADER, TABLE_HEADER, csvLines, tableLines } from '../tracking/form
 import { existsSync } from 'node:fs';
 import { createJob, listTemplates, NewJobError } from './new.ts';
 import { RoundTable } from './round-table.ts';
+import type { LogLevel } from '../util/log.ts';
+import { applyLogLevel, logLevelOption } from './log-level.ts';
 import { type SimulationDashboardServer, serveSimulationDashboard } from './simulate-dashboard.ts';
 
 function positiveInt(name: string, min = 1) {
@@ -40,11 +42,21 @@ program
     'what {python} in script executors runs: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)',
   )
   .option('--dashboard [port]', 'serve the web dashboard of the run on http://127.0.0.1:<port> (default 8480; 0: any free port)')
+  .addOption(logLevelOption())
   .action(
     async (
       jobDir: string,
-      o: { clients: number; threads?: number; workspace?: string; offload?: boolean; python?: string; dashboard?: string | true },
+      o: {
+        clients: number;
+        threads?: number;
+        workspace?: string;
+        offload?: boolean;
+        python?: string;
+        dashboard?: string | true;
+        logLevel?: LogLevel;
+      },
     ) => {
+      applyLogLevel(o.logLevel);
       const { config } = readJobConfig(jobDir);
       // an explicit flag wins over the environment, like the variable itself over site settings
       if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;

@@ -115,10 +115,12 @@ export function selfCommand(): string[] {
 /** How long `poc start` waits for the server to listen before it reports the server's own error. */
 const SERVER_UP_TIMEOUT_MS = 60_000;
 
-/** What `poc start` asks of the server beyond its kit: the dashboard's and /metrics' ports (docs/dashboard.md). */
+/** What `poc start` asks of the server beyond its kit: the dashboard's and /metrics' ports (docs/dashboard.md), the log level. */
 export interface PocServerOptions {
   dashboardPort?: number;
   metricsPort?: number;
+  /** `--log-level` of the server and every site */
+  logLevel?: string;
 }
 
 /**
@@ -151,6 +153,7 @@ export async function pocStart(workspace: string, server: PocServerOptions = {})
         `port ${port} on ${listen.host} is in use (${taken}): stop what holds it, or prepare the POC on other ports (flotilla poc prepare -p <port> --force)`,
       );
   }
+  const level = server.logLevel !== undefined ? ['--log-level', server.logLevel] : [];
   const logFile = join(ws, 'logs', 'server.log');
   const logStart = existsSync(logFile) ? readFileSync(logFile).length : 0;
   const serverProcess = launch('server', [
@@ -159,6 +162,7 @@ export async function pocStart(workspace: string, server: PocServerOptions = {})
     layout.server,
     ...(server.dashboardPort !== undefined ? ['--dashboard-port', String(server.dashboardPort)] : []),
     ...(server.metricsPort !== undefined ? ['--metrics-port', String(server.metricsPort)] : []),
+    ...level,
   ]);
   const up = await serverUp(serverProcess, listen.port, SERVER_UP_TIMEOUT_MS);
   if (up !== null) {
@@ -166,7 +170,7 @@ export async function pocStart(workspace: string, server: PocServerOptions = {})
     const tail = readFileSync(logFile).subarray(logStart).toString('utf8').trim().split('\n').slice(-5).join('\n');
     throw new Error(`the POC server did not start (${up}); its log (${logFile}):\n${tail || '(empty)'}`);
   }
-  layout.clients.forEach((c, i) => launch(`site-${i + 1}`, ['client', 'start', c]));
+  layout.clients.forEach((c, i) => launch(`site-${i + 1}`, ['client', 'start', c, ...level]));
   writeFileSync(join(ws, 'pids.json'), `${JSON.stringify(pids, null, 2)}\n`);
   return { pids };
 }
