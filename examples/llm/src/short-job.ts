@@ -15,9 +15,11 @@ export interface JobSizes {
   valCount: number;
   maxTrain: number;
   ctx: number;
+  /** a PyTorch script's `--seed` (the tfjs trainers keep their own) */
+  seed?: number;
 }
 
-const FLAGS: Record<keyof Omit<JobSizes, 'rounds'>, string> = {
+const FLAGS: Record<keyof Omit<JobSizes, 'rounds' | 'seed'>, string> = {
   localSteps: '--local-steps',
   batch: '--batch',
   valCount: '--val-count',
@@ -26,9 +28,14 @@ const FLAGS: Record<keyof Omit<JobSizes, 'rounds'>, string> = {
 };
 
 function resize(e: ExecutorSpec, s: JobSizes): ExecutorSpec {
-  const { rounds: _, ...sizes } = s;
+  const { rounds: _, seed, ...sizes } = s;
   if ('script' in e) {
     const args = [...e.script.args];
+    if (seed !== undefined) {
+      const i = args.indexOf('--seed');
+      if (i >= 0) args[i + 1] = String(seed);
+      else args.push('--seed', String(seed));
+    }
     for (const [key, flag] of Object.entries(FLAGS)) {
       const v = String(sizes[key as keyof typeof FLAGS]);
       const i = args.indexOf(flag);

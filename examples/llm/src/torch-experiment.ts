@@ -32,13 +32,31 @@ const o = new Command()
   .option('--max-train <n>', 'training examples per site', int, 300)
   .option('--ctx <n>', 'sequence length (toolformer prompts need 192)', int, 192)
   .option('--jobs <list>', 'which jobs', 'peft-torch,sft-torch,mixed')
+  .option('--seed <n>', 'seed of every PyTorch site and baseline (data order, LoRA init, dropout)', int, 0)
   .option('--out <file>', 'JSON results', path.join(repoRoot, 'docs/examples/llm/torch-results.json'))
   .parse()
-  .opts<{ rounds: number; localSteps: number; batch: number; val: number; maxTrain: number; ctx: number; jobs: string; out: string }>();
+  .opts<{
+    rounds: number;
+    localSteps: number;
+    batch: number;
+    val: number;
+    maxTrain: number;
+    ctx: number;
+    jobs: string;
+    seed: number;
+    out: string;
+  }>();
 
 const SITES = 3;
 const dataOf = (i: number) => CLIENT_SOURCES[i % CLIENT_SOURCES.length]!.name;
-const sizes: Omit<JobSizes, 'rounds'> = { localSteps: o.localSteps, batch: o.batch, valCount: o.val, maxTrain: o.maxTrain, ctx: o.ctx };
+const sizes: Omit<JobSizes, 'rounds'> = {
+  localSteps: o.localSteps,
+  batch: o.batch,
+  valCount: o.val,
+  maxTrain: o.maxTrain,
+  ctx: o.ctx,
+  seed: o.seed,
+};
 type PerSite = Record<string, number>;
 const mean = (p: PerSite) => Object.values(p).reduce((a, b) => a + b, 0) / Object.values(p).length;
 const r4 = (x: number) => Number(x.toFixed(4));
@@ -83,7 +101,7 @@ async function fedavg(job: string) {
 function standalone(mode: 'peft' | 'sft', sites: number[], steps: number): { curve: PerSite[]; final: PerSite } {
   const args = [path.join(exampleDir, 'python/train_llm.py'), '--mode', mode, '--site-index', String(sites[0]), '--sites', sites.join(',')];
   args.push('--standalone', String(o.rounds), '--local-steps', String(steps), '--batch', String(o.batch));
-  args.push('--val-count', String(o.val), '--max-train', String(o.maxTrain), '--ctx', String(o.ctx), '--seed', '0');
+  args.push('--val-count', String(o.val), '--max-train', String(o.maxTrain), '--ctx', String(o.ctx), '--seed', String(o.seed));
   const out = execFileSync(PYTHON, args, { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
   const curve = out
     .trim()
@@ -133,6 +151,6 @@ const section = [
   '',
   ...rows,
 ];
-const md = path.join(path.dirname(o.out), 'torch-results.md');
+const md = o.out.replace(/\.json$/, '') + '.md';
 writeFileSync(md, section.join('\n') + '\n');
 console.log(section.join('\n'));

@@ -1,7 +1,7 @@
 /**
  * PyTorch sites of the LLM example (python/train_llm.py: transformers + peft) through the simulator,
  * shortened to 2 rounds of 2 local steps on tiny splits: jobs/peft-torch (every site PyTorch) and
- * jobs/mixed (site-2 PyTorch, the others tfjs, one global LoRA model). The job's own config is read,
+ * jobs/mixed (site-2 PyTorch, the others tfjs, one global LoRA model) and jobs/sft-torch (full SFT, `params: file`). The job's own config is read,
  * only sizes are overridden (as test/e2e/examples/llm-jobs.test.ts does): the scratch job folder's job.ts
  * re-exports the real one.
  */
@@ -70,4 +70,13 @@ test('jobs/mixed: tfjs and PyTorch sites fine-tune the same global LoRA model', 
   const initial = await initialModelFor('peft', 'args' in config.executor.trainer ? config.executor.trainer.args : {});
   assert.deepEqual(shapes(model), shapes(initial));
   assert.ok(changed(model, initial) === initial.size, `every adapter tensor moved: ${changed(model, initial)}/${initial.size}`);
+});
+
+test('jobs/sft-torch: PyTorch sites in file mode train every weight of the full model', async () => {
+  const { model, config } = await runJob('sft-torch');
+  assert.ok('script' in config.executor);
+  assert.equal(config.executor.params, 'file', 'the job runs the large-model path: safetensors files in and out');
+  const initial = await initialModelFor('sft');
+  assert.deepEqual(shapes(model), shapes(initial));
+  assert.equal(changed(model, initial), initial.size, 'every tensor of the full model moved');
 });
