@@ -92,6 +92,7 @@ export const BUILTIN_WORKFLOWS: readonly WorkflowDefinition<never>[] = [
         seed: w.aggregator.seed,
         maxAttempts: w.maxAttempts,
         offload: w.offload || input.offload,
+        ...(input.startRound !== undefined && { startRound: input.startRound }),
         ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
         ...(w.aggregatorTimeoutSeconds !== undefined && { aggregatorTimeoutMs: w.aggregatorTimeoutSeconds * 1000 }),
       });

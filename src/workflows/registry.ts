@@ -21,6 +21,11 @@ export function registeredWorkflows(): string[] {
   return [...registry.keys()];
 }
 
+/** The definition registered under `name` (a built-in's, to build it with other input), or undefined. */
+export function registeredWorkflow(name: string): WorkflowDefinition<never> | undefined {
+  return registry.get(name);
+}
+
 /** Whether `value` has the shape of a workflow definition; what is wrong with it otherwise. */
 export function definitionProblem(value: unknown): string | null {
   if (typeof value !== 'object' || value === null) return `it is ${value === null ? 'null' : typeof value}, not { name, schema, create }`;

@@ -18,6 +18,10 @@
  * round needs minClients results). An aggregator that disconnects, fails a step or passes
  * aggregatorTimeoutMs is replaced (the next site in the selection order) and the round is redone
  * from the last persisted model, at most maxAttempts times.
+ *
+ * Resume: a swarm job after a server restart continues with `startRound` r from the model persisted
+ * after round r - 1 (the server's checkpoint, not a site's memory: any site may have gone); round r's
+ * aggregator is the one an uninterrupted job would have chosen (the choice depends on the round only).
  */
 import { copyFile, rename } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
@@ -39,7 +43,13 @@ export type AggregatorSelection = 'round_robin' | 'random';
 export interface SwarmOptions {
   rounds: number;
   minClients: number;
+  /** the model to start from: the initial one, or (resumed at startRound) the global model after round startRound - 1 */
   initialModel: ModelRef;
+  /**
+   * first round to run (resumed after a server restart, as FedAvg's startRound): the rounds before
+   * it are done and their checkpoints are in the workspace; the aggregators go on in the same order
+   */
+  startRound?: number;
   /** the initial model's safetensors metadata, kept in every global model saved */
   metadata?: Readonly<Record<string, string>>;
   select?: AggregatorSelection;
@@ -135,7 +145,10 @@ export class Swarm implements Workflow {
     let path = first.path!;
     const rounds: RoundSummary[] = [];
     const maxAttempts = o.maxAttempts ?? 3;
-    for (let round = 0; round < o.rounds; round++) {
+    const start = o.startRound ?? 0;
+    if (!Number.isInteger(start) || start < 0 || start > o.rounds)
+      throw new Error(`swarm: startRound must be an integer in 0..${o.rounds} (rounds), got ${start}`);
+    for (let round = start; round < o.rounds; round++) {
       const started = Date.now();
       const failed: string[] = [];
       const failures: Record<string, string> = {};

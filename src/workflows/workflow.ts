@@ -73,6 +73,8 @@ export interface WorkflowInput {
   index: number;
   /** the job folder, for a workflow that reads files of its own */
   jobDir: string;
+  /** resumed after a server restart: the first round to run (`model` is the global model after the round before) */
+  startRound?: number;
 }
 
 /** What a workflow of a chain reports: the model it leaves to the next one (none: the input passes on), its rounds, any results. */

@@ -124,3 +124,46 @@ test('the swarm settings are validated by their schema, errors naming the field'
   );
   assert.throws(() => parseJobConfig({ ...base, workflows: [{ type: 'swarm', rounds: 2, aggregater: {} }] }), /aggregater/);
 });
+
+test('a swarm job resumed at round 2 from the persisted round-1 model (a server restart) ends bit for bit as an uninterrupted one', async () => {
+  const first = await simulate({
+    jobDir: job('first', (y) => y.replace('rounds: 4', 'rounds: 2')),
+    clients: 3,
+    threads: 0,
+    workspace: join(tmp, 'first-ws'),
+  });
+  assert.deepEqual(await final(first), direct(2, [1, 2, 3]));
+  const from = join(tmp, 'first-ws', 'server', 'round-1', 'global_model.safetensors');
+  // the swarm workflow as the job runner builds it on a resume (WorkflowInput.startRound 2, the model after round 1)
+  const dir = job('resumed', (y) =>
+    y.replace(/type: swarm\n.*\n.*aggregator.*\n/, `type: custom\n    module: resume.ts\n    args: { from: ${JSON.stringify(from)} }\n`),
+  );
+  writeFileSync(
+    join(dir, 'resume.ts'),
+    [
+      "import { z } from 'flotilla/client';",
+      "import { ModelRef } from 'flotilla/core';",
+      "import { defineWorkflow, registeredWorkflow } from 'flotilla/workflows';",
+      'export default defineWorkflow({',
+      "  name: 'swarm_resumed',",
+      '  schema: z.strictObject({ from: z.string() }),',
+      '  async create(a, input) {',
+      "    const swarm = registeredWorkflow('swarm')!;",
+      "    const spec = { type: 'swarm', rounds: 4, aggregator: { select: 'round_robin' } };",
+      '    return swarm.create(swarm.schema.parse(spec) as never, { ...input, model: await ModelRef.file(a.from), startRound: 2 });',
+      '  },',
+      '});',
+      '',
+    ].join('\n'),
+  );
+  const resumed = await simulate({ jobDir: dir, clients: 3, threads: 0, workspace: join(tmp, 'resumed-ws') });
+  assert.deepEqual(
+    resumed.rounds.map((s) => [s.round, s.aggregator]),
+    [
+      [2, 'site-3'],
+      [3, 'site-1'],
+    ],
+    'rounds 2 and 3 only, with the aggregators an uninterrupted job chooses',
+  );
+  assert.deepEqual(await final(resumed), direct(4, [1, 2, 3]));
+});
