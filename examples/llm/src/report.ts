@@ -439,6 +439,9 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
   // the PyTorch and mixed sites' section is written by torch-experiment.ts; kept when the page is regenerated
   const torchSection = path.join(path.dirname(docFile), 'llm', 'torch-results.md');
   if (existsSync(torchSection)) out.push(readFileSync(torchSection, 'utf8').trim(), '');
+  // the PyTorch PEFT job over seeds (torch-seeds.ts); kept likewise
+  const torchSeeds = path.join(path.dirname(docFile), 'llm', 'torch-seeds.md');
+  if (existsSync(torchSeeds)) out.push(readFileSync(torchSeeds, 'utf8').trim(), '');
   // the server-optimizer comparison (server-opt.ts, written up by server-opt-report.ts); kept likewise
   const serverOpt = path.join(path.dirname(docFile), 'llm', 'server-opt.md');
   if (existsSync(serverOpt)) out.push(readFileSync(serverOpt, 'utf8').trim(), '');
