@@ -14,7 +14,7 @@ import { repoRoot } from './paths.ts';
 
 const dir = path.join(repoRoot, 'docs/examples/llm');
 const PerSite = z.record(z.string(), z.number());
-const Job = z.object({ fedavg: z.object({ final: PerSite }), localOnly: PerSite, centralized: PerSite });
+const Job = z.object({ fedavg: z.object({ final: PerSite, curve: z.array(PerSite) }), localOnly: PerSite, centralized: PerSite });
 const Results = z.object({ settings: z.object({ seed: z.number().optional() }).passthrough(), 'peft-torch': Job });
 
 const runs: { seed: number; job: z.infer<typeof Job> }[] = [];
@@ -34,6 +34,7 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const sd = (xs: number[]) => Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / Math.max(1, xs.length - 1));
 const siteMean = (p: Record<string, number>) => mean(Object.values(p));
 const rows: [string, (j: z.infer<typeof Job>) => Record<string, number>][] = [
+  ['base model', (j) => j.fedavg.curve[0]!],
   ['local only', (j) => j.localOnly],
   ['centralized', (j) => j.centralized],
   ['FedAvg', (j) => j.fedavg.final],
@@ -44,7 +45,7 @@ const gap = runs.map((r) => siteMean(r.job.fedavg.final) - siteMean(r.job.centra
 const out = [
   '### PyTorch PEFT over seeds',
   '',
-  `jobs/peft-torch with its baselines, the budget above, seeds ${runs.map((r) => r.seed).join(', ')} (\`torch-experiment.ts --rounds 3 --local-steps 6 --jobs peft-torch --seed k --out docs/examples/llm/torch-results-peft-seed<k>.json\`; seed 0 is the run above; summarized by \`examples/llm/src/torch-seeds.ts\`). The seed sets each PyTorch site's data order and dropout (train_llm.py: \`seed + site index\`); the initial LoRA adapters are the same in every run. Mean validation loss over the 3 sites' own splits: mean ± sample standard deviation over the seeds, range, and each seed's value.`,
+  `jobs/peft-torch with its baselines, the budget above, seeds ${runs.map((r) => r.seed).join(', ')} (\`torch-experiment.ts --rounds 3 --local-steps 6 --jobs peft-torch --seed k --out docs/examples/llm/torch-results-peft-seed<k>.json\`; seed 0 is the run above; summarized by \`examples/llm/src/torch-seeds.ts\`). The seed draws each site's training/validation split (hence the base model's loss differs) and sets the PyTorch sites' data order and dropout (train_llm.py: \`seed + site index\`); the initial LoRA adapters are the same in every run. Mean validation loss over the 3 sites' own splits: mean ± sample standard deviation over the seeds, range, and each seed's value.`,
   '',
   '| peft-torch | mean ± sd | range | per seed |',
   '|---|---|---|---|',
