@@ -72,6 +72,7 @@ export function registerDeploymentCommands(program: Command): void {
     .option('--metrics-host <host>', 'the address /metrics listens on', '127.0.0.1')
     .option('--dashboard-port <port>', "serve the web dashboard over HTTPS with the server's certificate (docs/dashboard.md)", port)
     .option('--dashboard-host <host>', "the address the dashboard listens on (default: the kit's listen address)")
+    .option('--no-resume', 'a job the server was running when it stopped is marked ABORTED_BY_RESTART (requeue: round 0), not resumed')
     .addOption(logLevelOption())
     .action(
       async (
@@ -85,6 +86,7 @@ export function registerDeploymentCommands(program: Command): void {
           dashboardPort?: number;
           dashboardHost?: string;
           logLevel?: LogLevel;
+          resume: boolean;
         },
       ) => {
         applyLogLevel(o.logLevel);
@@ -95,6 +97,7 @@ export function registerDeploymentCommands(program: Command): void {
           kit,
           workspace,
           log,
+          resumeJobs: o.resume,
           ...(o.port !== undefined && { port: o.port }),
           ...(o.dataPort !== undefined && { dataPort: o.dataPort }),
           ...(o.metricsPort !== undefined && { metrics: { host: o.metricsHost, port: o.metricsPort } }),

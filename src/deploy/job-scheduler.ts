@@ -16,6 +16,7 @@ import type { ConnectInfo, PeerIdentity } from '../transport/peer.ts';
 import { unlessAborted } from '../util/abort.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
 import { type Logger, fileLogger } from '../util/log.ts';
+import { readProgress } from '../workflows/progress.ts';
 import { runWorkflows } from '../workflows/run-job.ts';
 import { type Telemetry, totalRounds } from '../dashboard/telemetry.ts';
 import type { JobSummary } from './admin-commands.ts';
@@ -252,18 +253,31 @@ export class JobScheduler {
       });
       await unlessAborted(Promise.all(deployments), signal);
       await unlessAborted(runtime.waitForSites(sites.length, this.opts.siteJoinTimeoutMs ?? 120_000), signal);
+      // a job the server restarted under goes on from its last completed round (requeue cleared this)
+      const resume = readProgress(sws.serverDir);
+      if (resume)
+        log.info(
+          { job: rec.id, workflow: resume.index, lastRound: resume.round, rounds: resume.rounds.length },
+          'job resumed from its last completed round',
+        );
       const outcome = await unlessAborted(
-        runWorkflows(job, initial, {
-          controller: runtime,
-          workspace: sws,
-          log,
-          signal,
-          onRound: (r) => {
-            trackRound(store.tracking, rec.id, r);
-            tm?.roundCompleted(rec.id, r);
+        runWorkflows(
+          job,
+          initial,
+          {
+            controller: runtime,
+            workspace: sws,
+            log,
+            signal,
+            onRound: (r) => {
+              trackRound(store.tracking, rec.id, r);
+              tm?.roundCompleted(rec.id, r);
+            },
+            ...(tm && { onProgress: (p) => tm.roundProgress(rec.id, p) }),
           },
-          ...(tm && { onProgress: (p) => tm.roundProgress(rec.id, p) }),
-        }),
+          false,
+          resume,
+        ),
         signal,
       );
       const summary: JobSummary = {

@@ -112,11 +112,16 @@ export class JobStore {
     }
   }
 
-  /** Marks jobs a previous process left RUNNING; returns their ids. */
-  recoverAfterRestart(): string[] {
+  /**
+   * Jobs a previous process left RUNNING: queued again to resume from their last completed round
+   * (`resume`), else marked ABORTED_BY_RESTART (a requeue runs them from round 0). Returns their ids.
+   */
+  recoverAfterRestart(resume = false): string[] {
     const running = this.db.prepare(`SELECT id FROM jobs WHERE state = 'RUNNING'`).all() as { id: string }[];
     for (const { id } of running)
-      this.transition(id, 'ABORTED_BY_RESTART', 'the server stopped while the job was running; requeue it to run it again');
+      if (resume)
+        this.transition(id, 'SUBMITTED', 'the server restarted while the job was running: it resumes from its last completed round');
+      else this.transition(id, 'ABORTED_BY_RESTART', 'the server stopped while the job was running; requeue it to run it again');
     return running.map((r) => r.id);
   }
 

@@ -51,6 +51,11 @@ export interface FederationServerOptions {
   metrics?: { host?: string; port: number };
   /** the web dashboard over HTTPS with the server's certificate on this address (port 0: any free one); absent: not served */
   dashboard?: { host?: string; port: number; tickMs?: number };
+  /**
+   * a job left running by a previous server process resumes from its last completed round
+   * (default); false: it is marked ABORTED_BY_RESTART and `admin requeue` runs it from round 0
+   */
+  resumeJobs?: boolean;
 }
 
 export class FederationServer {
@@ -154,9 +159,15 @@ export class FederationServer {
   }
 
   async start(): Promise<number> {
-    const recovered = this.store.recoverAfterRestart();
+    const resume = this.opts.resumeJobs ?? true;
+    const recovered = this.store.recoverAfterRestart(resume);
     if (recovered.length)
-      this.log.warn({ jobs: recovered }, 'jobs that were running when the server stopped are marked ABORTED_BY_RESTART');
+      this.log.warn(
+        { jobs: recovered },
+        resume
+          ? 'jobs that were running when the server stopped are queued to resume from their last completed round'
+          : 'jobs that were running when the server stopped are marked ABORTED_BY_RESTART',
+      );
     try {
       this.port = await this.grpc.start();
     } catch (e) {

@@ -31,6 +31,7 @@ async function createBroadcasting(w: Broadcasting, input: WorkflowInput): Promis
     ...(w.waitAfterMinSeconds !== undefined && { waitAfterMinMs: w.waitAfterMinSeconds * 1000 }),
     ...(w.sampling && { sampling: w.sampling }),
     ...(w.proxMu !== undefined && { proxMu: w.proxMu }),
+    ...(input.startRound !== undefined && { startRound: input.startRound }),
   };
   const robust = w.type !== 'scaffold' && w.aggregation.rule !== 'mean';
   if (robust && input.offload)
@@ -61,6 +62,7 @@ export const BUILTIN_WORKFLOWS: readonly WorkflowDefinition<never>[] = [
         initialModel: await input.model.take(),
         ...(w.order && { order: w.order }),
         onSiteFailure: w.onSiteFailure,
+        ...(input.startRound !== undefined && { startRound: input.startRound }),
         ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
       });
       return { run: async (ctx) => cyclic.run(ctx) };

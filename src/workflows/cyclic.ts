@@ -13,6 +13,8 @@ export interface CyclicOptions {
   rounds: number;
   minClients: number;
   initialModel: TensorDict;
+  /** first round number (resumed after a server restart: initialModel is the model after the round before) */
+  startRound?: number;
   /** the initial model's safetensors metadata, kept in every global model saved */
   metadata?: Readonly<Record<string, string>>;
   /** site order; default: sorted connected sites */
@@ -43,7 +45,7 @@ export class Cyclic implements Workflow {
 
   async run(ctx: WorkflowContext): Promise<{ model: TensorDict; rounds: RoundSummary[] }> {
     const rounds: RoundSummary[] = [];
-    for (let round = 0; round < this.opts.rounds; round++) {
+    for (let round = this.opts.startRound ?? 0; round < this.opts.rounds; round++) {
       const started = Date.now();
       const connected = await ctx.controller.waitForSites(this.opts.minClients, this.opts.siteWaitMs ?? 60_000);
       const order = this.opts.order ?? connected;

@@ -9,6 +9,10 @@ import type { ModelRef } from '../core/model-ref.ts';
 import { ModelRef as Ref } from '../core/model-ref.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import type { Job } from '../runtime/job.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { JsonValue } from '../core/fl-model.ts';
+import { type Progress, writeProgress } from './progress.ts';
 import { resolveWorkflow } from './registry.ts';
 import type { RoundSummary, WorkflowContext } from './workflow.ts';
 
@@ -27,23 +31,74 @@ export interface JobOutcome {
  * ref keeps no model alive. `offload` keeps FedAvg's global model and running sum on disk
  * whatever the job says.
  */
-export async function runWorkflows(job: Job, initial: ModelRef, ctx: WorkflowContext, offload = false): Promise<JobOutcome> {
+export async function runWorkflows(
+  job: Job,
+  initial: ModelRef,
+  ctx: WorkflowContext,
+  offload = false,
+  resume: Progress | null = null,
+): Promise<JobOutcome> {
   let model = initial;
   // the initial file's metadata (a model card, a format tag) goes into every global model saved
   const { round: _round, workflow: _workflow, ...metadata } = initial.metadata;
-  const rounds: RoundSummary[] = [];
-  let crossSite: unknown;
+  const rounds: RoundSummary[] = [...(resume?.rounds ?? [])];
+  let crossSite: unknown = resume?.crossSite;
   const chain = job.config.workflows;
   // cross-site evaluation writes no round checkpoints: fedavg then cross_site_eval keeps server/round-<r>/
   const separate = chain.filter((w) => w.type !== 'cross_site_eval').length > 1;
-  for (let index = 0; index < chain.length; index++) {
+  // resumed: the workflows before resume.index are done; the model goes on from resume.modelPath
+  if (resume?.modelPath) model = await Ref.file(resume.modelPath);
+  let modelPath = resume?.modelPath ?? (initial.onDisk ? initial.path! : null);
+  const progress = (index: number, round: number | null, so: RoundSummary[]): Promise<void> =>
+    writeProgress(ctx.workspace.serverDir, {
+      index,
+      round,
+      modelPath,
+      rounds: so,
+      ...(crossSite !== undefined && { crossSite: crossSite as JsonValue }),
+    });
+  let pending = Promise.resolve();
+  for (let index = resume?.index ?? 0; index < chain.length; index++) {
     const { definition, args, label } = await resolveWorkflow(job, index);
-    const wf = await definition.create(args, { model, minClients: job.config.minClients, metadata, offload, index, jobDir: job.dir });
+    const startRound = resume && resume.index === index && resume.round !== null ? resume.round + 1 : 0;
+    const wf = await definition.create(args, {
+      model,
+      minClients: job.config.minClients,
+      metadata,
+      offload,
+      index,
+      jobDir: job.dir,
+      ...(startRound > 0 && { startRound }),
+    });
     // when several workflows write rounds, each one's checkpoints go to server/<index>-<type>/round-<r>/
-    const r = await wf.run(separate ? { ...ctx, workspace: ctx.workspace.forWorkflow(label) } : ctx);
+    const wctx = separate ? { ...ctx, workspace: ctx.workspace.forWorkflow(label) } : ctx;
+    const done: RoundSummary[] = [];
+    const r = await wf.run({
+      ...wctx,
+      onRound: (s) => {
+        const checkpoint = wctx.workspace.roundModelPath(s.round);
+        // recordRound comes after the round's checkpoint: from now on, resume from there
+        if (existsSync(checkpoint)) {
+          done.push(separate ? { ...s, workflow: label } : s);
+          modelPath = checkpoint;
+          pending = pending
+            .then(() => progress(index, s.round, [...rounds, ...done]))
+            .catch((e: Error) => ctx.log.warn({ err: e.message }, 'progress not saved'));
+        }
+        ctx.onRound?.(s);
+      },
+    });
+    await pending;
     if (r.model) model = r.model instanceof Map ? Ref.memory(r.model) : r.model;
     for (const s of r.rounds ?? []) rounds.push(separate ? { ...s, workflow: label } : s);
     if (r.crossSite !== undefined) crossSite = r.crossSite;
+    if (r.model) {
+      // the model the next workflow starts from, on disk (its own file, else written once here)
+      if (model.onDisk) modelPath = model.path!;
+      else if (index + 1 < chain.length && !model.released)
+        modelPath = (await model.persist(join(ctx.workspace.serverDir, `chain-${index}.safetensors`), { ...metadata })).path!;
+    }
+    await progress(index + 1, null, rounds);
   }
   const out = model.onDisk ? { model: null, modelPath: model.path! } : { model: model.released ? null : await model.take() };
   return { ...out, rounds, ...(crossSite !== undefined && { crossSite }) };

@@ -73,7 +73,7 @@ test(
       await first.stop();
 
       log2 = capture();
-      second = new FederationServer({ kit, workspace, host: '127.0.0.1', port, log: log2.log });
+      second = new FederationServer({ kit, workspace, host: '127.0.0.1', port, log: log2.log, resumeJobs: false });
       await second.start();
       const after = await admin.call('status', { job: id });
       assert.equal(after.state, 'ABORTED_BY_RESTART');
