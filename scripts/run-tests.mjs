@@ -2,6 +2,8 @@
 // The test runner's file list: `unit` (test/unit/**: no processes, servers or Python; `npm run test:unit`),
 // `e2e` (test/e2e/**: deployments, child processes, Python, browsers) or `all` (`npm test`). Test files
 // directly under test/ count as e2e until they are filed. Extra arguments go to `node --test`.
+// Files run two at a time by default (node's default is one fewer than the cores: one on CI's two): most
+// e2e files wait on processes, sockets and timers rather than compute. FLOTILLA_TEST_CONCURRENCY overrides.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,9 +24,23 @@ const unfiled = readdirSync('test')
   .filter((f) => f.endsWith('.test.ts'))
   .map((f) => join('test', f));
 const files = [...(which !== 'e2e' ? under('test/unit') : []), ...(which !== 'unit' ? [...under('test/e2e'), ...unfiled] : [])];
+const concurrency = process.env.FLOTILLA_TEST_CONCURRENCY ?? '2';
+if (!/^[1-9]\d*$/.test(concurrency)) {
+  process.stderr.write(`FLOTILLA_TEST_CONCURRENCY must be a positive integer, got ${JSON.stringify(concurrency)}\n`);
+  process.exit(2);
+}
 const r = spawnSync(
   process.execPath,
-  ['--conditions=flotilla-source', '--import', 'tsx', '--test', '--test-reporter=spec', ...rest, ...files],
+  [
+    '--conditions=flotilla-source',
+    '--import',
+    'tsx',
+    '--test',
+    '--test-reporter=spec',
+    `--test-concurrency=${concurrency}`,
+    ...rest,
+    ...files,
+  ],
   {
     stdio: 'inherit',
   },
