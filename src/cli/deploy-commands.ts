@@ -24,9 +24,9 @@ function port(v: string): number {
   return n;
 }
 
-/** --data-port: a port, or "none" to carry job payloads over the gRPC port. */
-function dataPort(v: string): number | null {
-  if (v === 'none') return null;
+/** --data-port: a port, or "none" to carry job payloads over the gRPC port (commander turns a parser's null into ''). */
+function dataPort(v: string): number | 'none' {
+  if (v === 'none') return 'none';
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`--data-port must be 0–65535 or "none", got "${v}"`);
   return n;
@@ -80,7 +80,7 @@ export function registerDeploymentCommands(program: Command): void {
         o: {
           workspace?: string;
           port?: number;
-          dataPort?: number | null;
+          dataPort?: number | 'none';
           metricsPort?: number;
           metricsHost: string;
           dashboardPort?: number;
@@ -99,7 +99,7 @@ export function registerDeploymentCommands(program: Command): void {
           log,
           resumeJobs: o.resume,
           ...(o.port !== undefined && { port: o.port }),
-          ...(o.dataPort !== undefined && { dataPort: o.dataPort }),
+          ...(o.dataPort !== undefined && { dataPort: o.dataPort === 'none' ? null : o.dataPort }),
           ...(o.metricsPort !== undefined && { metrics: { host: o.metricsHost, port: o.metricsPort } }),
         });
         const p = await s.start();

@@ -49,7 +49,7 @@ test('simulate --log-level warn keeps info lines out of every log.jsonl (info is
     );
 });
 
-test('server start --log-level warn writes no info line; an unknown level is refused naming the flag', async () => {
+test('server start --log-level warn writes no info line (with --data-port none: payloads over gRPC); an unknown level is refused naming the flag', async () => {
   const kits = await federationKits(join(tmp, 'kits'), 'loglevel', 1);
   const bad = spawnSync(process.execPath, [...CLI, 'server', 'start', kits.server!, '--log-level', 'loud'], {
     cwd: repo,
@@ -61,7 +61,7 @@ test('server start --log-level warn writes no info line; an unknown level is ref
   // at info (the default) the server's first line is its "listening" line (level 30)
   for (const level of ['warn']) {
     const ws = join(tmp, `server-${level}`);
-    const p = spawn(process.execPath, [...CLI, 'server', 'start', kits.server!, '-w', ws, '--log-level', level], {
+    const p = spawn(process.execPath, [...CLI, 'server', 'start', kits.server!, '-w', ws, '--log-level', level, '--data-port', 'none'], {
       cwd: repo,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -71,7 +71,7 @@ test('server start --log-level warn writes no info line; an unknown level is ref
     p.stdout.on('data', (b: Buffer) => (out += b.toString()));
     p.stderr.on('data', (b: Buffer) => (out += b.toString()));
     await until(`server (${level}) listening`, () => /listening on port|rror/.test(out), 30_000);
-    assert.match(out, /listening on port/);
+    assert.match(out, /listening on port \d+, job payloads over gRPC/);
     p.kill('SIGTERM');
     await new Promise((r) => p.once('exit', r));
     const got = levels(join(ws, 'log.jsonl'));
