@@ -6,7 +6,7 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: ['**/node_modules/', 'dist/', '.venv/', 'workspace/', 'examples/*/data/', 'examples/*/base/', 'test/fixtures/', 'python/'],
+    ignores: ['**/node_modules/', 'dist/', '.venv/', '.venv-mlflow/', 'workspace/', 'examples/*/data/', 'examples/*/base/', 'test/fixtures/', 'python/'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,

@@ -74,6 +74,7 @@ export function registerDeploymentCommands(program: Command): void {
     .option('--dashboard-host <host>', "the address the dashboard listens on (default: the kit's listen address)")
     .option('--no-resume', 'a job the server was running when it stopped is marked ABORTED_BY_RESTART (requeue: round 0), not resumed')
     .addOption(logLevelOption())
+    .option('--mlflow <uri>', "export every job's tracked metrics to this MLflow tracking server (http://host:port; docs/tracking.md)")
     .action(
       async (
         kitDir: string,
@@ -87,6 +88,7 @@ export function registerDeploymentCommands(program: Command): void {
           dashboardHost?: string;
           logLevel?: LogLevel;
           resume: boolean;
+          mlflow?: string;
         },
       ) => {
         applyLogLevel(o.logLevel);
@@ -101,6 +103,7 @@ export function registerDeploymentCommands(program: Command): void {
           ...(o.port !== undefined && { port: o.port }),
           ...(o.dataPort !== undefined && { dataPort: o.dataPort === 'none' ? null : o.dataPort }),
           ...(o.metricsPort !== undefined && { metrics: { host: o.metricsHost, port: o.metricsPort } }),
+          ...(o.mlflow !== undefined && { mlflowUri: o.mlflow }),
         });
         const p = await s.start();
         const data = s.dataPort === null ? 'job payloads over gRPC' : `data plane on port ${s.dataPort}`;

@@ -42,6 +42,7 @@ program
     'what {python} in script executors runs: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)',
   )
   .option('--dashboard [port]', 'serve the web dashboard of the run on http://127.0.0.1:<port> (default 8480; 0: any free port)')
+  .option('--mlflow <uri>', 'also export what the sites log to this MLflow tracking server (http://host:port; docs/tracking.md)')
   .addOption(logLevelOption())
   .action(
     async (
@@ -54,6 +55,7 @@ program
         python?: string;
         dashboard?: string | true;
         logLevel?: LogLevel;
+        mlflow?: string;
       },
     ) => {
       applyLogLevel(o.logLevel);
@@ -73,6 +75,7 @@ program
           workspace,
           ...(o.threads !== undefined && { threads: o.threads }),
           ...(o.offload && { offload: true }),
+          ...(o.mlflow !== undefined && { mlflowUri: o.mlflow }),
           ...(dash && { onStart: dash.hooks.onStart, onMetric: dash.hooks.onMetric, signal: dash.hooks.signal }),
           onRound: (s) => {
             table.row(s);

@@ -6,6 +6,7 @@
  * abort it with a typed reason, which decides the state it ends in.
  */
 import { trackLogged, trackRound } from '../tracking/record.ts';
+import { startJobExporters } from '../tracking/job-exporters.ts';
 import { join } from 'node:path';
 import { ServerRuntime } from '../runtime/controller.ts';
 import { loadInitialModel, loadJob } from '../runtime/job.ts';
@@ -78,6 +79,8 @@ export interface JobSchedulerOptions {
   siteJoinTimeoutMs?: number;
   /** fed with each job's transfers, logged metrics and rounds (Prometheus, the dashboard) */
   telemetry?: Telemetry;
+  /** an MLflow tracking server every job's tracked rows are exported to (docs/tracking.md) */
+  mlflowUri?: string;
 }
 
 export class JobScheduler {
@@ -233,6 +236,16 @@ export class JobScheduler {
       },
       ...(tm && { channel: { onTransfer: (t) => tm.transfer(rec.id, t) } }),
     });
+    // TensorBoard runs in the job's server folder (downloaded with its results), MLflow if configured
+    const exporters = startJobExporters({
+      store: store.tracking,
+      jobId: rec.id,
+      jobName: rec.name,
+      serverDir: sws.serverDir,
+      mlflowUri: this.opts.mlflowUri,
+      log,
+    });
+    let exported = false;
     const signal = rj.abort.signal;
     store.transition(rec.id, 'RUNNING', `deployed to ${sites.join(', ')}`, { sites });
     this.opts.log.info({ job: rec.id, sites }, 'job started');
@@ -289,6 +302,9 @@ export class JobScheduler {
         seconds: (Date.now() - started) / 1000,
       };
       await sws.writeJson('summary.json', summary);
+      // every row exported and the runs finished before the job reads FINISHED (a reader may go look)
+      exported = true;
+      await exporters.close('FINISHED');
       store.transition(rec.id, 'FINISHED', `${outcome.rounds.length} rounds on ${sites.length} sites`, { result: summary });
       this.opts.log.info({ job: rec.id }, 'job finished');
     } catch (e) {
@@ -299,6 +315,7 @@ export class JobScheduler {
       this.opts.log.warn({ job: rec.id, detail: cause.message }, aborted ? 'job aborted' : 'job failed');
     } finally {
       store.tracking.flush();
+      if (!exported) await exporters.close('FAILED');
       await runtime.end(signal.aborted ? (signal.reason as Error).message : 'job finished').catch(() => undefined);
       await runtime.close().catch(() => undefined);
       tm?.jobEnded(rec.id);

@@ -56,6 +56,8 @@ export interface FederationServerOptions {
    * (default); false: it is marked ABORTED_BY_RESTART and `admin requeue` runs it from round 0
    */
   resumeJobs?: boolean;
+  /** export every job's tracked metrics to this MLflow tracking server (http://host:port) */
+  mlflowUri?: string;
 }
 
 export class FederationServer {
@@ -117,6 +119,7 @@ export class FederationServer {
       sessions: this.sessions,
       log,
       ...(opts.siteJoinTimeoutMs !== undefined && { siteJoinTimeoutMs: opts.siteJoinTimeoutMs }),
+      ...(opts.mlflowUri !== undefined && { mlflowUri: opts.mlflowUri }),
     });
     this.admin = new AdminService({
       store: this.store,

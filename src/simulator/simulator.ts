@@ -5,7 +5,7 @@
  * folder runs unchanged in the simulator and in a real deployment.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { type MetricEvent, ServerRuntime } from '../runtime/controller.ts';
@@ -18,7 +18,7 @@ import type { TransferProgress } from '../streaming/index.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
 import { unlessAborted } from '../util/abort.ts';
 import { fileLogger } from '../util/log.ts';
-import { TrackingStore, type TrackedRow, trackLogged, trackRound } from '../tracking/index.ts';
+import { TrackingStore, type TrackedRow, startJobExporters, tensorboardDir, trackLogged, trackRound } from '../tracking/index.ts';
 import type { RoundSummary, WorkflowContext } from '../workflows/workflow.ts';
 import type { WorkerInput, WorkerMessage } from './worker.ts';
 
@@ -37,8 +37,10 @@ export interface SimulateOptions {
   onTransfer?: (t: TransferProgress) => void;
   /** each row tracking records (what the sites log, each round's metrics), as it is recorded */
   onTracked?: (row: TrackedRow) => void;
-  /** record what the sites log in <workspace>/server/tracking.sqlite (default true) */
+  /** record what the sites log in <workspace>/server/tracking.sqlite and TensorBoard runs in <workspace>/server/tensorboard (default true) */
   tracking?: boolean;
+  /** also export to this MLflow tracking server (http://host:port) */
+  mlflowUri?: string;
   /** the simulated sites' Python interpreter, `{python}` in script executors (FLOTILLA_PYTHON overrides it) */
   python?: string;
   /** values the sites log with flare.log() */
@@ -81,6 +83,12 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const hub = new InMemoryHub();
   const sws = new ServerWorkspace(workspace);
   const tracking = opts.tracking === false ? null : TrackingStore.open(trackingPath(workspace));
+  // this simulation's TensorBoard runs replace the previous one's (the store keeps every job)
+  if (tracking) rmSync(tensorboardDir(sws.serverDir), { recursive: true, force: true });
+  const exporters = tracking
+    ? startJobExporters({ store: tracking, jobId, jobName: job.config.name, serverDir: sws.serverDir, mlflowUri: opts.mlflowUri, log })
+    : null;
+  let succeeded = false;
   const unsubscribe = opts.onTracked && tracking ? tracking.subscribe(jobId, (rows) => rows.forEach((r) => opts.onTracked!(r))) : null;
   const server = new ServerRuntime(hub, {
     jobId,
@@ -125,6 +133,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
     );
     // aborted, the run ends at once (the workflows see the signal too, between rounds)
     const outcome = await (opts.signal ? unlessAborted(running, opts.signal) : running);
+    succeeded = true;
     const result: SimulationResult = { ...outcome, jobId, workspace, seconds: (Date.now() - started) / 1000 };
     await sws.writeJson('summary.json', {
       jobId,
@@ -143,6 +152,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
     await server.end('job finished');
     await clientsDone.catch(() => undefined);
     await server.close();
+    await exporters?.close(succeeded ? 'FINISHED' : 'FAILED');
     unsubscribe?.();
     tracking?.close();
   }

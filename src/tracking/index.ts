@@ -11,3 +11,7 @@ export {
   type TrackedRow,
   siteLabel,
 } from './types.ts';
+export { type AttachedExporters, type TrackingExporter, attachExporters, exportJob } from './exporter.ts';
+export { TensorBoardExporter, exportStep, exportTag } from './tensorboard.ts';
+export { MlflowError, MlflowExporter, type MlflowOptions } from './mlflow.ts';
+export { type JobExportOptions, startJobExporters, tensorboardDir } from './job-exporters.ts';

@@ -1,0 +1,170 @@
+/**
+ * MLflow exporter over MLflow's REST API (/api/2.0/mlflow): the job is an experiment named after
+ * it (created if absent) holding a parent run (the job id) and a nested run per site (and one for
+ * the server's round means). Scalars are metrics at step = the row's step, or its round when none
+ * was given; params are params (MLflow's are write-once: a key logged again is skipped); a text
+ * is a tag `text/<key>` holding its latest value (MLflow has no text metrics). Rows go in
+ * runs/log-batch calls within MLflow's limits (1000 metrics, 100 params, 100 tags per call).
+ */
+import { z } from 'zod';
+import type { TrackingExporter } from './exporter.ts';
+import { exportStep } from './tensorboard.ts';
+import { type TrackedRow, siteLabel } from './types.ts';
+
+const MAX_METRICS = 1000;
+const MAX_PARAMS = 100;
+const MAX_TAGS = 100;
+const MAX_TAG_CHARS = 5000;
+const MAX_PARAM_CHARS = 6000;
+
+export interface MlflowOptions {
+  /** the tracking server, e.g. http://127.0.0.1:5000 */
+  uri: string;
+  experiment: string;
+  jobId: string;
+  /** per request (default 30 s) */
+  timeoutMs?: number;
+}
+
+export class MlflowError extends Error {
+  override readonly name = 'MlflowError';
+}
+
+const RunCreated = z.object({ run: z.object({ info: z.object({ run_id: z.string() }) }) });
+const ExperimentFound = z.object({ experiment: z.object({ experiment_id: z.string() }) });
+const ExperimentCreated = z.object({ experiment_id: z.string() });
+
+interface Batch {
+  metrics: { key: string; value: number; timestamp: number; step: number }[];
+  params: { key: string; value: string }[];
+  tags: { key: string; value: string }[];
+}
+
+export class MlflowExporter implements TrackingExporter {
+  readonly name = 'mlflow';
+  private experimentId: Promise<string> | null = null;
+  private parent: Promise<string> | null = null;
+  private readonly runs = new Map<string, Promise<string>>();
+  private readonly paramsSent = new Map<string, Set<string>>();
+
+  constructor(private readonly o: MlflowOptions) {}
+
+  /** The run id of a site ('' = the server), for tests and links. */
+  runId(site: string): Promise<string> | undefined {
+    return this.runs.get(site);
+  }
+
+  async write(rows: readonly TrackedRow[]): Promise<void> {
+    const bySite = new Map<string, TrackedRow[]>();
+    for (const r of rows) {
+      const list = bySite.get(r.site) ?? [];
+      bySite.set(r.site, list);
+      list.push(r);
+    }
+    for (const [site, list] of bySite) {
+      const runId = await this.run(site);
+      for (const b of this.batches(site, list)) await this.call('runs/log-batch', { run_id: runId, ...b });
+    }
+  }
+
+  async close(status: 'FINISHED' | 'FAILED'): Promise<void> {
+    const ids = await Promise.all([...this.runs.values(), ...(this.parent ? [this.parent] : [])]);
+    for (const id of ids) await this.call('runs/update', { run_id: id, status, end_time: Date.now() });
+  }
+
+  private batches(site: string, rows: TrackedRow[]): Batch[] {
+    const sent = this.paramsSent.get(site) ?? new Set<string>();
+    this.paramsSent.set(site, sent);
+    const out: Batch[] = [];
+    let b: Batch = { metrics: [], params: [], tags: [] };
+    const texts = new Map<string, string>();
+    for (const r of rows) {
+      if (r.kind === 'scalar') b.metrics.push({ key: r.key, value: r.value!, timestamp: r.at, step: exportStep(r) });
+      else if (r.kind === 'param') {
+        if (sent.has(r.key)) continue;
+        sent.add(r.key);
+        b.params.push({ key: r.key, value: (r.text ?? '').slice(0, MAX_PARAM_CHARS) });
+      } else texts.set(`text/${r.key}`, (r.text ?? '').slice(0, MAX_TAG_CHARS));
+      if (b.metrics.length >= MAX_METRICS || b.params.length >= MAX_PARAMS) {
+        out.push(b);
+        b = { metrics: [], params: [], tags: [] };
+      }
+    }
+    if (b.metrics.length || b.params.length) out.push(b);
+    const tags = [...texts].map(([key, value]) => ({ key, value }));
+    for (let i = 0; i < tags.length; i += MAX_TAGS) out.push({ metrics: [], params: [], tags: tags.slice(i, i + MAX_TAGS) });
+    return out;
+  }
+
+  private run(site: string): Promise<string> {
+    let r = this.runs.get(site);
+    if (!r) {
+      r = (async () => {
+        const parent = await this.parentRun();
+        return this.createRun(siteLabel(site), [
+          { key: 'mlflow.parentRunId', value: parent },
+          { key: 'flotilla.job_id', value: this.o.jobId },
+          { key: 'flotilla.site', value: siteLabel(site) },
+        ]);
+      })();
+      this.runs.set(site, r);
+    }
+    return r;
+  }
+
+  private parentRun(): Promise<string> {
+    this.parent ??= this.createRun(this.o.jobId, [{ key: 'flotilla.job_id', value: this.o.jobId }]);
+    return this.parent;
+  }
+
+  private async createRun(name: string, tags: { key: string; value: string }[]): Promise<string> {
+    const experiment_id = await this.experiment();
+    const r = await this.call('runs/create', { experiment_id, run_name: name, start_time: Date.now(), tags });
+    return parse(RunCreated, r, 'runs/create').run.info.run_id;
+  }
+
+  private experiment(): Promise<string> {
+    this.experimentId ??= (async () => {
+      const found = await this.call('experiments/get-by-name', null, { experiment_name: this.o.experiment }, true);
+      if (found !== null) return parse(ExperimentFound, found, 'experiments/get-by-name').experiment.experiment_id;
+      try {
+        return parse(ExperimentCreated, await this.call('experiments/create', { name: this.o.experiment }), 'experiments/create')
+          .experiment_id;
+      } catch (e) {
+        // another job created it meanwhile
+        const again = await this.call('experiments/get-by-name', null, { experiment_name: this.o.experiment }, true);
+        if (again === null) throw e;
+        return parse(ExperimentFound, again, 'experiments/get-by-name').experiment.experiment_id;
+      }
+    })();
+    return this.experimentId;
+  }
+
+  /** One REST call; `missingOk` turns RESOURCE_DOES_NOT_EXIST into null. */
+  private async call(path: string, body: object | null, query?: Record<string, string>, missingOk = false): Promise<unknown> {
+    const url = new URL(`api/2.0/mlflow/${path}`, this.o.uri.endsWith('/') ? this.o.uri : `${this.o.uri}/`);
+    for (const [k, v] of Object.entries(query ?? {})) url.searchParams.set(k, v);
+    const res = await fetch(url, {
+      method: body === null ? 'GET' : 'POST',
+      headers: { 'content-type': 'application/json' },
+      ...(body !== null && { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(this.o.timeoutMs ?? 30_000),
+    });
+    const text = await res.text();
+    if (!res.ok) {
+      if (missingOk && text.includes('RESOURCE_DOES_NOT_EXIST')) return null;
+      throw new MlflowError(`MLflow ${path}: HTTP ${res.status}: ${text.slice(0, 500)}`);
+    }
+    try {
+      return JSON.parse(text || '{}') as unknown;
+    } catch {
+      throw new MlflowError(`MLflow ${path}: the reply is not JSON: ${text.slice(0, 200)}`);
+    }
+  }
+}
+
+function parse<T>(schema: z.ZodType<T>, v: unknown, what: string): T {
+  const r = schema.safeParse(v);
+  if (!r.success) throw new MlflowError(`MLflow ${what}: unexpected reply ${JSON.stringify(v).slice(0, 300)}`);
+  return r.data;
+}
