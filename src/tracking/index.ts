@@ -13,5 +13,5 @@ export {
 } from './types.ts';
 export { type AttachedExporters, type TrackingExporter, attachExporters, exportJob } from './exporter.ts';
 export { TensorBoardExporter, exportStep, exportTag } from './tensorboard.ts';
-export { MlflowError, MlflowExporter, type MlflowOptions } from './mlflow.ts';
+export { MlflowError, MlflowExporter, type MlflowOptions, mlflowKey } from './mlflow.ts';
 export { type JobExportOptions, startJobExporters, tensorboardDir } from './job-exporters.ts';

@@ -3,7 +3,8 @@
  * it (created if absent) holding a parent run (the job id) and a nested run per site (and one for
  * the server's round means). Scalars are metrics at step = the row's step, or its round when none
  * was given; params are params (MLflow's are write-once: a key logged again is skipped); a text
- * is a tag `text/<key>` holding its latest value (MLflow has no text metrics). Rows go in
+ * is a tag `text/<key>` holding its latest value (MLflow has no text metrics). Keys MLflow would
+ * refuse are made acceptable (`mlflowKey`). Rows go in
  * runs/log-batch calls within MLflow's limits (1000 metrics, 100 params, 100 tags per call).
  */
 import { z } from 'zod';
@@ -16,6 +17,25 @@ const MAX_PARAMS = 100;
 const MAX_TAGS = 100;
 const MAX_TAG_CHARS = 5000;
 const MAX_PARAM_CHARS = 6000;
+const MAX_KEY_CHARS = 250;
+
+/**
+ * A key as MLflow accepts it (mlflow/utils/validation.py): at most 250 characters of letters (any script),
+ * digits, `_ - . / :` and spaces, and no path that normalizes to another (`a//b`, `./a`, `a/`,
+ * `..a`). Anything else becomes `_`, so one odd key never makes the server refuse a whole batch.
+ */
+export function mlflowKey(key: string): string {
+  const segments = (k: string): string =>
+    k
+      .split('/')
+      .map((p) => (p === '' || p === '.' || p === '..' ? '_' : p))
+      .join('/');
+  let k = segments(key.replace(/[^\p{L}\p{N}_\-./: ]/gu, '_')).slice(0, MAX_KEY_CHARS);
+  k = segments(k);
+  if (k.length > MAX_KEY_CHARS) k = segments(`${k.slice(0, MAX_KEY_CHARS - 1)}_`);
+  // MLflow also refuses any key starting with '..' ('..a')
+  return k.startsWith('..') ? `_${k.slice(1)}` : k;
+}
 
 export interface MlflowOptions {
   /** the tracking server, e.g. http://127.0.0.1:5000 */
@@ -69,7 +89,8 @@ export class MlflowExporter implements TrackingExporter {
 
   async close(status: 'FINISHED' | 'FAILED'): Promise<void> {
     const ids = await Promise.all([...this.runs.values(), ...(this.parent ? [this.parent] : [])]);
-    for (const id of ids) await this.call('runs/update', { run_id: id, status, end_time: Date.now() });
+    // at once: a server that stopped answering costs one timeout, not one per run
+    await Promise.all(ids.map((id) => this.call('runs/update', { run_id: id, status, end_time: Date.now() })));
   }
 
   private batches(site: string, rows: TrackedRow[]): Batch[] {
@@ -79,12 +100,13 @@ export class MlflowExporter implements TrackingExporter {
     let b: Batch = { metrics: [], params: [], tags: [] };
     const texts = new Map<string, string>();
     for (const r of rows) {
-      if (r.kind === 'scalar') b.metrics.push({ key: r.key, value: r.value!, timestamp: r.at, step: exportStep(r) });
+      if (r.kind === 'scalar') b.metrics.push({ key: mlflowKey(r.key), value: r.value!, timestamp: r.at, step: exportStep(r) });
       else if (r.kind === 'param') {
-        if (sent.has(r.key)) continue;
-        sent.add(r.key);
-        b.params.push({ key: r.key, value: (r.text ?? '').slice(0, MAX_PARAM_CHARS) });
-      } else texts.set(`text/${r.key}`, (r.text ?? '').slice(0, MAX_TAG_CHARS));
+        const key = mlflowKey(r.key);
+        if (sent.has(key)) continue;
+        sent.add(key);
+        b.params.push({ key, value: (r.text ?? '').slice(0, MAX_PARAM_CHARS) });
+      } else texts.set(mlflowKey(`text/${r.key}`), (r.text ?? '').slice(0, MAX_TAG_CHARS));
       if (b.metrics.length >= MAX_METRICS || b.params.length >= MAX_PARAMS) {
         out.push(b);
         b = { metrics: [], params: [], tags: [] };

@@ -14,7 +14,7 @@ import { loadKit } from '../../../src/provision/kit.ts';
 import { parseProject } from '../../../src/provision/project.ts';
 import { provision } from '../../../src/provision/provision.ts';
 import { simulate, trackingPath } from '../../../src/simulator/simulator.ts';
-import { MlflowExporter, TrackingStore, type TrackedRow, tensorboardDir } from '../../../src/tracking/index.ts';
+import { MlflowExporter, TrackingStore, type TrackedRow, mlflowKey, tensorboardDir } from '../../../src/tracking/index.ts';
 import { capture, freePortPair, repo, until } from '../../helpers/federation.ts';
 import { type MlflowServer, mlflowExpected, readMlflowJob, startMlflow } from '../../helpers/mlflow.ts';
 import { tensorboardExpected, tensorboardRead } from '../../helpers/tracking.ts';
@@ -127,6 +127,26 @@ test('a second job of the same name joins the experiment; a bad server fails the
   const job = await readMlflowJob(server.uri, 'hello-fedavg', 'other-1');
   assert.equal(job.runs['other-1']!.status, 'FAILED');
   assert.deepEqual(job.runs['site-1']!.metrics.loss, [[0, 0.5]]);
+  // keys MLflow's validator refuses as they are go in as mlflowKey makes them: the batch is accepted
+  const odd = new MlflowExporter({ uri: server.uri, experiment: 'odd-keys', jobId: 'odd-1' });
+  const oddRows: TrackedRow[] = [
+    { id: 1, jobId: 'odd-1', site: 'site-1', round: 0, step: 3, kind: 'scalar', key: 'acc@top-1 (%)', value: 0.25, text: null, at },
+    { id: 2, jobId: 'odd-1', site: 'site-1', round: 0, step: 3, kind: 'scalar', key: '/abs//x/', value: 1, text: null, at },
+    { id: 3, jobId: 'odd-1', site: 'site-1', round: 0, step: 3, kind: 'scalar', key: '..up', value: 2, text: null, at },
+    { id: 4, jobId: 'odd-1', site: 'site-1', round: null, step: null, kind: 'param', key: 'lr=?', value: null, text: '0.1', at },
+    { id: 5, jobId: 'odd-1', site: 'site-1', round: 0, step: null, kind: 'text', key: 'note#1', value: null, text: 'hi', at },
+  ];
+  await odd.write(oddRows);
+  await odd.close('FINISHED');
+  const oddJob = await readMlflowJob(server.uri, 'odd-keys', 'odd-1');
+  assert.deepEqual(oddJob.runs['site-1']!.metrics, {
+    [mlflowKey('acc@top-1 (%)')]: [[3, 0.25]],
+    [mlflowKey('/abs//x/')]: [[3, 1]],
+    [mlflowKey('..up')]: [[3, 2]],
+  });
+  assert.deepEqual(oddJob.runs['site-1']!.params, { lr__: '0.1' });
+  assert.equal(oddJob.runs['site-1']!.tags['text/note_1'], 'hi');
+
   const bad = new MlflowExporter({ uri: `${server.uri}/nothing-here/`, experiment: 'x', jobId: 'j' });
   await assert.rejects(
     Promise.resolve(
@@ -134,4 +154,23 @@ test('a second job of the same name joins the experiment; a bad server fails the
     ),
     /MLflow experiments\/(get-by-name|create): HTTP 404/,
   );
+});
+
+test('an MLflow server that is not there: the job finishes, its TensorBoard runs are written, the log says why', async () => {
+  const ws = join(tmp, 'down');
+  const closed = `http://127.0.0.1:${await freePortPair()}`;
+  const sim = await simulate({
+    jobDir: join(repo, 'test/fixtures/jobs/tracked'),
+    clients: 2,
+    threads: 0,
+    workspace: ws,
+    mlflowUri: closed,
+  });
+  assert.equal(sim.rounds.length, 2);
+  const store = TrackingStore.open(trackingPath(ws));
+  const rows = store.all(sim.jobId);
+  store.close();
+  assert.deepEqual(tensorboardRead(tensorboardDir(join(ws, 'server'))), tensorboardExpected(rows));
+  const log = readFileSync(join(ws, 'server', 'log.jsonl'), 'utf8');
+  assert.match(log, /"exporter":"mlflow".*tracking exporter failed/);
 });
