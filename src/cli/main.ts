@@ -1,19 +1,13 @@
 /** `flotilla` command line. Each subcommand validates its flags and says what to do next on error. */
 import { Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
-import { JobConfigError, readJobConfig } from '../runtime/job-config.ts';
-import { checkJob } from '../runtime/job-check.ts';
-import { resolveWorkflow } from '../workflows/registry.ts';
-import { registerDeploymentCommands } from './deploy-commands.ts';
-import { simulate, trackingPath } from '../simulator/simulator.ts';
-import { TrackingStore } from '../tracking/store.ts';
-import { CSV_HEADER, TABLE_HEADER, csvLines, tableLines } from '../tracking/format.ts';
 import { existsSync } from 'node:fs';
-import { createJob, listTemplates, NewJobError } from './new.ts';
-import { RoundTable } from './round-table.ts';
 import type { LogLevel } from '../util/log.ts';
 import { applyLogLevel, logLevelOption } from './log-level.ts';
-import { type SimulationDashboardServer, serveSimulationDashboard } from './simulate-dashboard.ts';
+// Everything else is imported by the action that needs it: a command loads only its own module
+// graph (validate does not pay for gRPC, SQLite, the simulator or the dashboard; docs/benchmarks.md).
+import type { simulate as Simulate } from '../simulator/simulator.ts';
+import type { SimulationDashboardServer } from './simulate-dashboard.ts';
 
 function positiveInt(name: string, min = 1) {
   return (v: string): number => {
@@ -59,6 +53,12 @@ program
       },
     ) => {
       applyLogLevel(o.logLevel);
+      const [{ readJobConfig }, { simulate }, { RoundTable }, { serveSimulationDashboard }] = await Promise.all([
+        import('../runtime/job-config.ts'),
+        import('../simulator/simulator.ts'),
+        import('./round-table.ts'),
+        import('./simulate-dashboard.ts'),
+      ]);
       const { config } = readJobConfig(jobDir);
       // an explicit flag wins over the environment, like the variable itself over site settings
       if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
@@ -67,7 +67,7 @@ program
       process.stdout.write(`Simulating job "${config.name}" with ${o.clients} clients (workspace ${workspace})\n`);
       const dash = o.dashboard === undefined ? null : await serveSimulationDashboard(config.name, workspace, dashboardPort(o.dashboard));
       if (dash) process.stdout.write(`Dashboard at ${dash.url}\n`);
-      let r: Awaited<ReturnType<typeof simulate>>;
+      let r: Awaited<ReturnType<typeof Simulate>>;
       try {
         r = await simulate({
           jobDir,
@@ -132,7 +132,9 @@ program
   .option('--python <interpreter>', 'what {python} resolves to: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)')
   .action(async (jobDir: string, o: { python?: string }) => {
     if (o.python !== undefined) process.env.FLOTILLA_PYTHON = o.python;
+    const { checkJob } = await import('../runtime/job-check.ts');
     const job = await checkJob(jobDir);
+    const { resolveWorkflow } = await import('../workflows/registry.ts');
     // each workflow module of the job loads and its args pass its schema (fail fast, file and field named)
     for (let i = 0; i < job.config.workflows.length; i++) await resolveWorkflow(job, i);
     const { config, file } = job;
@@ -147,7 +149,8 @@ program
   .argument('[dir]', 'the new job folder (absent or empty)')
   .option('--template <name>', 'the template (flotilla new --list)')
   .option('--list', 'list the templates')
-  .action((dir: string | undefined, o: { template?: string; list?: boolean }) => {
+  .action(async (dir: string | undefined, o: { template?: string; list?: boolean }) => {
+    const { createJob, listTemplates, NewJobError } = await import('./new.ts');
     if (o.list) {
       process.stdout.write(listTemplates());
       return;
@@ -167,7 +170,12 @@ program
   .argument('[workspace]', 'the simulation workspace, or a tracking.sqlite / jobs.sqlite file', 'workspace')
   .option('--job <id>', 'the job (default: the last one recorded)')
   .option('--csv', 'CSV (id,job,site,round,step,kind,key,value,time)')
-  .action((where: string, o: { job?: string; csv?: boolean }) => {
+  .action(async (where: string, o: { job?: string; csv?: boolean }) => {
+    const [{ trackingPath }, { TrackingStore }, { CSV_HEADER, TABLE_HEADER, csvLines, tableLines }] = await Promise.all([
+      import('../simulator/simulator.ts'),
+      import('../tracking/store.ts'),
+      import('../tracking/format.ts'),
+    ]);
     const file = where.endsWith('.sqlite') ? where : trackingPath(resolve(where));
     if (!existsSync(file)) throw new Error(`${file} does not exist: run flotilla simulate first, or name a workspace or .sqlite file`);
     const store = TrackingStore.open(file);
@@ -182,7 +190,10 @@ program
     }
   });
 
-registerDeploymentCommands(program);
+// The deployment commands' module graph (gRPC, TLS, SQLite, provisioning) loads only when the
+// command line may name one of them: not for the local commands above, whose names come first.
+const LOCAL_COMMANDS = ['simulate', 'validate', 'new', 'metrics', '--version', '-V'];
+if (!LOCAL_COMMANDS.includes(process.argv[2] ?? '')) (await import('./deploy-commands.ts')).registerDeploymentCommands(program);
 
 function printMatrix(m: Record<string, Record<string, Record<string, number> | { error: string }>>): void {
   const evaluators = [...new Set(Object.values(m).flatMap((r) => Object.keys(r)))].sort();
@@ -209,7 +220,7 @@ try {
   await program.parseAsync(process.argv);
 } catch (e) {
   const err = e as Error;
-  process.stderr.write(`flotilla: ${err instanceof JobConfigError ? err.message : err.message}\n`);
+  process.stderr.write(`flotilla: ${err.message}\n`);
   if (process.env.FLOTILLA_DEBUG) process.stderr.write(`${err.stack}\n`);
   process.exitCode = 1;
 }

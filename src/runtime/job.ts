@@ -11,8 +11,6 @@ import type { Trainer, TrainerHost } from '../client/api.ts';
 import type { TrainerDefinition, TrainerFactory } from '../client/trainer-definition.ts';
 import type { InitialModelDefinition } from '../core/model-definition.ts';
 import { isDefinition, parseDeclaredArgs } from '../util/declared-args.ts';
-import { ExProcessTrainerHost } from '../client/host/process-host.ts';
-import { InProcessTrainerHost } from '../client/host/in-process-host.ts';
 import type { Logger } from '../util/log.ts';
 import { type ExecutorSpec, type JobConfig, JobConfigError, readJobConfig } from './job-config.ts';
 import { commonJsProblem, registerJobImports } from './job-imports.ts';
@@ -135,6 +133,11 @@ export async function createTrainerHost(
   settings: SiteSettings = {},
 ): Promise<TrainerHost> {
   const spec = executorSpecFor(job, site);
+  // the hosts (framing, child processes) load with the first trainer, not with every reader of a job (flotilla validate)
+  const [{ ExProcessTrainerHost }, { InProcessTrainerHost }] = await Promise.all([
+    import('../client/host/process-host.ts'),
+    import('../client/host/in-process-host.ts'),
+  ]);
   if ('script' in spec) {
     const python = resolvePython(settings.python);
     const fill = (s: string): string =>
