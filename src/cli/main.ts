@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
+import type { MetricsExportOptions } from './metrics-export.ts';
 import type { LogLevel } from '../util/log.ts';
 import { applyLogLevel, logLevelOption } from './log-level.ts';
 // Everything else is imported by the action that needs it: a command loads only its own module
@@ -170,7 +171,10 @@ program
   .argument('[workspace]', 'the simulation workspace, or a tracking.sqlite / jobs.sqlite file', 'workspace')
   .option('--job <id>', 'the job (default: the last one recorded)')
   .option('--csv', 'CSV (id,job,site,round,step,kind,key,value,time)')
-  .action(async (where: string, o: { job?: string; csv?: boolean }) => {
+  .option('--tensorboard <dir>', 'instead of printing: write the job as TensorBoard runs under <dir> (docs/tracking.md)')
+  .option('--mlflow <uri>', 'instead of printing: export the job to this MLflow tracking server (http://host:port)')
+  .option('--experiment <name>', "with --mlflow: the MLflow experiment (default: the job's name, else its id)")
+  .action(async (where: string, o: { job?: string; csv?: boolean } & MetricsExportOptions) => {
     const [{ trackingPath }, { TrackingStore }, { CSV_HEADER, TABLE_HEADER, csvLines, tableLines }] = await Promise.all([
       import('../simulator/simulator.ts'),
       import('../tracking/store.ts'),
@@ -184,6 +188,11 @@ program
       if (!job) throw new Error(`${file} holds no tracked rows`);
       const rows = store.all(job);
       if (!rows.length) throw new Error(`${file} holds no rows of job ${job} (jobs: ${store.jobs().join(', ')})`);
+      if (o.tensorboard || o.mlflow) {
+        const { exportRecordedJob } = await import('./metrics-export.ts');
+        for (const line of await exportRecordedJob(store, file, job, o)) process.stdout.write(`Exported ${line}\n`);
+        return;
+      }
       process.stdout.write(`${[o.csv ? CSV_HEADER : TABLE_HEADER, ...(o.csv ? csvLines(rows) : tableLines(rows))].join('\n')}\n`);
     } finally {
       store.close();

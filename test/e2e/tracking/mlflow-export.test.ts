@@ -3,10 +3,12 @@
 // nested run per site and one for the server; every metric's history (tag, step, value), the params
 // and the text tags equal the tracking store's.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
 import { AdminClient } from '../../../src/admin/admin-client.ts';
 import { FederationServer } from '../../../src/deploy/server.ts';
 import { FederationSite } from '../../../src/deploy/site.ts';
@@ -19,6 +21,7 @@ import { capture, freePortPair, repo, until } from '../../helpers/federation.ts'
 import { type MlflowServer, mlflowExpected, readMlflowJob, startMlflow } from '../../helpers/mlflow.ts';
 import { tensorboardExpected, tensorboardRead } from '../../helpers/tracking.ts';
 
+const run = promisify(execFile);
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-mlflow-'));
 let server: MlflowServer;
 before(async () => {
@@ -173,4 +176,25 @@ test('an MLflow server that is not there: the job finishes, its TensorBoard runs
   assert.deepEqual(tensorboardRead(tensorboardDir(join(ws, 'server'))), tensorboardExpected(rows));
   const log = readFileSync(join(ws, 'server', 'log.jsonl'), 'utf8');
   assert.match(log, /"exporter":"mlflow".*tracking exporter failed/);
+});
+
+test('flotilla metrics --mlflow --tensorboard exports a recorded job after the fact (the job above, whose MLflow was down)', async () => {
+  const ws = join(tmp, 'down');
+  const logdir = join(tmp, 'tb-after');
+  const { stdout } = await run(process.execPath, [
+    join(repo, 'bin/flotilla.js'),
+    'metrics',
+    ws,
+    '--mlflow',
+    server.uri,
+    '--tensorboard',
+    logdir,
+  ]);
+  const store = TrackingStore.open(trackingPath(ws));
+  const jobId = store.jobs().at(-1)!;
+  const rows = store.all(jobId);
+  store.close();
+  assert.match(stdout, new RegExp(`Exported ${rows.length} rows of job ${jobId} to MLflow at ${server.uri}, experiment "tracked"`));
+  await assertInMlflow('tracked', jobId, rows, ['site-1', 'site-2']);
+  assert.deepEqual(tensorboardRead(logdir), tensorboardExpected(rows));
 });
