@@ -1,7 +1,9 @@
 /**
  * SFT with a server optimizer: the federation of experiment.ts (same clients, trainer, seed,
  * rounds × local steps × batch) run with FedAvg, FedAvgM or FedAdam, printing the pooled
- * validation loss after each round and at the end as one JSON object per workflow.
+ * validation loss after each round and at the end as one JSON object per workflow. `centralized`
+ * is experiment.ts's centralized baseline (the pooled data, rounds × local steps × clients steps,
+ * its seeds), so a seed's table needs no experiment.ts run.
  *
  *   nice node --conditions=flotilla-source --import tsx examples/llm/src/server-opt.ts --workflows fedavgm,fedadam --rounds 12 --local-steps 6 --batch 4 --val 64
  */
@@ -15,13 +17,14 @@ import { FedOpt } from 'flotilla/workflows';
 import { StrategyWorkflow, fedAvgStrategy } from 'flotilla/workflows';
 import { initBackend } from './backend.ts';
 import { BpeTokenizer } from './bpe.ts';
-import { evaluate } from './finetune.ts';
-import { loadClients } from './instruct.ts';
+import { Finetuner, evaluate } from './finetune.ts';
+import { BatchSampler, loadClients } from './instruct.ts';
+import { Rng } from './rng.ts';
 import { baseDir } from './paths.ts';
 import { DEFAULT_LORA, incoming, initialGlobalModel, llmTrainer, prepareModel } from './trainers.ts';
 
 const o = new Command()
-  .option('--workflows <list>', 'fedavg, fedavgm, fedadam (comma-separated)', 'fedavgm,fedadam')
+  .option('--workflows <list>', 'fedavg, fedavgm, fedadam, centralized (comma-separated)', 'fedavgm,fedadam')
   .option('--rounds <n>', 'rounds', '12')
   .option('--local-steps <n>', 'steps per client per round', '6')
   .option('--batch <n>', 'examples per step', '4')
@@ -42,19 +45,43 @@ async function main(): Promise<void> {
   const tok = BpeTokenizer.load(path.join(base, 'tokenizer.json'));
   const probe = await prepareModel('sft', base, DEFAULT_LORA, seed);
   const clients = loadClients(tok, { ctx: probe.config.maxSeqLen, seed, valCount: Number(o.val), maxTrain: Number(o.maxTrain) });
-  const pooled = (): { pooled: number; perDataset: Record<string, number> } => {
+  const pooledOf = (model: typeof probe): { pooled: number; perDataset: Record<string, number> } => {
     let sum = 0;
     let tokens = 0;
     const perDataset: Record<string, number> = {};
     for (const c of clients) {
-      const e = evaluate(probe, c.val);
+      const e = evaluate(model, c.val);
       perDataset[c.name] = e.loss;
       sum += e.loss * e.tokens;
       tokens += e.tokens;
     }
     return { pooled: sum / tokens, perDataset };
   };
+  const pooled = (): { pooled: number; perDataset: Record<string, number> } => pooledOf(probe);
+  const evalPooled = (model: typeof probe): number => pooledOf(model).pooled;
   for (const name of o.workflows!.split(',')) {
+    if (name === 'centralized') {
+      // experiment.ts's trainAlone for the pooled data: model seed + 100, batches Rng(seed + 117)
+      const t0 = performance.now();
+      const model = await prepareModel('sft', base, DEFAULT_LORA, seed + 100);
+      const ft = new Finetuner(model, { lr: Number(o.lr) });
+      const sampler = new BatchSampler(
+        clients.flatMap((c) => c.train),
+        Number(o.batch),
+        new Rng(seed + 100 + 17),
+      );
+      const curve: [number, number][] = [[0, pooled().pooled]];
+      for (let r = 1; r <= rounds; r++) {
+        for (let s = 0; s < Number(o.localSteps) * clients.length; s++) ft.step(sampler.next());
+        if (r < rounds) curve.push([r, evalPooled(model)]);
+        console.error(`[centralized] round ${r} done`);
+      }
+      const final = pooledOf(model);
+      ft.dispose();
+      model.dispose();
+      console.log(JSON.stringify({ workflow: name, settings: {}, rounds, seed, final, curve, seconds: (performance.now() - t0) / 1000 }));
+      continue;
+    }
     const initialModel = await initialGlobalModel('sft', base, DEFAULT_LORA, seed);
     const common = { rounds, minClients: clients.length, initialModel };
     const wf =
