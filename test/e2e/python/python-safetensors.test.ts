@@ -2,7 +2,9 @@
  * safetensors across languages: files written by src/core/safetensors.ts are
  * read by python/flotilla/safetensors.py with identical values, and the
  * reverse, for every dtype; each side's writer reproduces the other's bytes.
- * Python side: python/tests/tools/st_tool.py (describe / copy / generate / check).
+ * Python side: python/tests/tools/st_tool.py (describe / copy / generate / check). PyPI's
+ * safetensors (pinned in examples/llm/python/requirements.txt, installed by .ci/run) is the
+ * independent reader: neither of our implementations checks only itself.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -122,6 +124,45 @@ describe('safetensors between TypeScript and Python', () => {
     const check = python('check', e);
     assert.equal(check.status, 0, check.stdout + check.stderr);
     assert.equal(check.stdout.trim(), 'identical');
+  });
+
+  it("PyPI's safetensors reads the TypeScript file with the same values; its save_file's file reads back the same in TypeScript", async () => {
+    const tensors = tsTensors();
+    const metadata = { written_by: 'typescript', ключ: 'значение "q"\n' };
+    const a = path.join(dir, 'ts-for-pypi.safetensors');
+    const b = path.join(dir, 'pypi.safetensors');
+    await writeSafetensors(a, tensors, metadata);
+    // values in decode()'s notation: floats exact (float64), "nan"/"inf"/"-inf"/"-0"; 64-bit ints as strings
+    const script = [
+      'import json, math, sys, torch',
+      'from safetensors import safe_open',
+      'from safetensors.torch import save_file',
+      'DT = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",',
+      '      torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}',
+      'def f(v):',
+      '    if math.isnan(v): return "nan"',
+      '    if math.isinf(v): return "inf" if v > 0 else "-inf"',
+      '    if v == 0 and math.copysign(1, v) < 0: return "-0"',
+      '    return v',
+      'def values(t):',
+      '    if t.is_floating_point(): return [f(x) for x in t.to(torch.float64).flatten().tolist()]',
+      '    if t.dtype == torch.int64: return [str(x) for x in t.flatten().tolist()]',
+      '    return [int(x) for x in t.flatten().tolist()]',
+      'with safe_open(sys.argv[1], framework="pt") as st:',
+      '    meta = st.metadata()',
+      '    tensors = {k: st.get_tensor(k) for k in st.keys()}',
+      'save_file(tensors, sys.argv[2], metadata=meta)',
+      'print(json.dumps({"metadata": meta, "tensors": [{"name": k, "dtype": DT[t.dtype], "shape": list(t.shape), "values": values(t)} for k, t in tensors.items()]}))',
+    ].join('\n');
+    const r = spawnSync(PYTHON, ['-c', script, a, b], { encoding: 'utf8' });
+    if (/No module named 'safetensors'/.test(r.stderr))
+      assert.fail(`${PYTHON} has no safetensors: pip install -r examples/llm/python/requirements.txt (.ci/run does)`);
+    assert.equal(r.status, 0, r.stderr);
+    const byName = (d: Description): Description => ({ ...d, tensors: [...d.tensors].sort((x, y) => (x.name < y.name ? -1 : 1)) });
+    const expected = byName(describeDict(tensors, metadata));
+    assert.deepEqual(byName(JSON.parse(r.stdout) as Description), expected);
+    const back = await readSafetensors(b);
+    assert.deepEqual(byName(describeDict(back.tensors, back.metadata)), expected);
   });
 
   it('both readers refuse the same truncated file', async () => {
