@@ -5,14 +5,16 @@
  * fastest wall time in ms, with the 1-minute load average (the machine may be shared).
  * Cases: `--version` (the CLI's start alone), a job whose trainer module is missing (the error
  * path), examples/hello-fedavg (a TypeScript trainer that imports tfjs), examples/pytorch-fedavg
- * (a script executor: one Python start). --built runs the compiled CLI (dist/, `npm run build`
+ * (a script executor: one Python start). On Linux also the CPU time (user + system) of each run,
+ * its child processes included (/proc/self/stat's cutime + cstime): on a shared machine the wall
+ * time scales with the load, the CPU time much less. --built runs the compiled CLI (dist/, `npm run build`
  * first) from a folder without src/, as the npm package does; --cli <bin> another checkout's.
  * Prints one JSON object.
  *
  *   node bench/validate.ts [--repeat 5] [--built] [--cli path/to/bin/flotilla.js]
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,18 +56,33 @@ const cases: Record<string, { argv: string[]; exit: number }> = {
   'pytorch-fedavg': { argv: ['validate', join(repo, 'examples', 'pytorch-fedavg')], exit: 0 },
 };
 
-const result: Record<string, { medianMs: number; minMs: number; runs: number[] }> = {};
+/** CPU ms of this process's waited-for children so far (Linux), else null. */
+function childCpuMs(): number | null {
+  try {
+    const f = readFileSync('/proc/self/stat', 'utf8');
+    const fields = f.slice(f.lastIndexOf(')') + 2).split(' '); // fields from the 3rd (state) on
+    return (Number(fields[13]) + Number(fields[14])) * 10; // cutime + cstime, in clock ticks of 10 ms
+  } catch {
+    return null;
+  }
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const result: Record<string, { medianMs: number; minMs: number; runs: number[]; cpuMedianMs: number | null }> = {};
 try {
   for (const [name, c] of Object.entries(cases)) {
     const runs: number[] = [];
+    const cpu: number[] = [];
     for (let i = 0; i < repeat; i++) {
       const t = performance.now();
+      const c0 = childCpuMs();
       const r = spawnSync(process.execPath, [cli, ...c.argv], { encoding: 'utf8' });
       runs.push(Math.round(performance.now() - t));
+      const c1 = childCpuMs();
+      if (c0 !== null && c1 !== null) cpu.push(c1 - c0);
       if (r.status !== c.exit) throw new Error(`${name}: exit ${r.status}, expected ${c.exit}: ${r.stderr}${r.stdout}`);
     }
-    const sorted = [...runs].sort((a, b) => a - b);
-    result[name] = { medianMs: sorted[Math.floor(sorted.length / 2)]!, minMs: sorted[0]!, runs };
+    result[name] = { medianMs: median(runs), minMs: Math.min(...runs), runs, cpuMedianMs: cpu.length ? median(cpu) : null };
   }
 } finally {
   rmSync(tmp, { recursive: true, force: true });
