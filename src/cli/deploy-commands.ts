@@ -200,6 +200,7 @@ export function registerDeploymentCommands(program: Command): void {
     .option('--keep-jobs', "with --force: the job store and every job's results survive")
     .option('--discard-jobs', "with --force: the job store and every job's results are deleted")
     .option('--privacy <file>', "sites' privacy policies: a YAML/JSON file {site-1: {filters: [...]}, ...} (docs/filters.md)")
+    .option('--he', 'provision CKKS keys for jobs with the he filter: sites get the secret key, the server the public context')
     .action(
       async (o: {
         clients: number;
@@ -209,6 +210,7 @@ export function registerDeploymentCommands(program: Command): void {
         keepJobs?: boolean;
         discardJobs?: boolean;
         privacy?: string;
+        he?: boolean;
       }) => {
         if (!Number.isInteger(o.clients) || o.clients < 1) throw new InvalidArgumentError('--clients must be a positive integer');
         if ((o.keepJobs || o.discardJobs) && !o.force) throw new InvalidArgumentError('--keep-jobs and --discard-jobs go with --force');
@@ -222,6 +224,7 @@ export function registerDeploymentCommands(program: Command): void {
           port: o.port,
           ...(o.force && { force: { jobs: o.keepJobs ? ('keep' as const) : ('discard' as const) } }),
           ...(o.privacy !== undefined && { privacy: readPrivacyFile(o.privacy) }),
+          ...(o.he && { he: true }),
         });
         out(
           `POC prepared in ${l.workspace}: server, ${l.clients.length} clients, admin ${POC_ADMIN}\nNext: flotilla poc start -w ${o.workspace}; then flotilla admin ${l.admin} submit <job-dir>`,

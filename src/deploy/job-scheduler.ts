@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { ServerRuntime } from '../runtime/controller.ts';
 import { loadInitialModel, loadJob } from '../runtime/job.ts';
 import { loadJobFilters } from '../runtime/filters.ts';
+import { heFilterIndex } from '../filters/spec.ts';
+import { serverHeContext } from './he-keys.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import type { Link, ServerTransport } from '../transport/link.ts';
 import type { ConnectInfo, PeerIdentity } from '../transport/peer.ts';
@@ -81,6 +83,8 @@ export interface JobSchedulerOptions {
   telemetry?: Telemetry;
   /** an MLflow tracking server every job's tracked rows are exported to (docs/tracking.md) */
   mlflowUri?: string;
+  /** the server's startup folder: its he_context.json (public key only) for jobs with the he filter */
+  kitStartup?: string;
 }
 
 export class JobScheduler {
@@ -256,6 +260,10 @@ export class JobScheduler {
       tm?.jobStarted(rec.id, job.config.name, totalRounds(job.config.workflows));
       runtime.limitResults(job.config.maxResultBytes);
       runtime.useFilters(await loadJobFilters(job));
+      // a job with the he filter: the server sums ciphertexts with its kit's public context
+      const he = this.opts.kitStartup ? await serverHeContext(this.opts.kitStartup, job.config.filters) : undefined;
+      if (!he && heFilterIndex(job.config.filters) >= 0)
+        throw new Error('the he filter needs a provisioned server (its kit holds the HE context)');
       // loaded before anything is deployed: a bad model fails the job at once
       const initial = await loadInitialModel(job);
       rj.bundle = packJob(join(dir, 'app'));
@@ -282,6 +290,7 @@ export class JobScheduler {
             workspace: sws,
             log,
             signal,
+            ...(he && { he }),
             onRound: (r) => {
               trackRound(store.tracking, rec.id, r);
               tm?.roundCompleted(rec.id, r);

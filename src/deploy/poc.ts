@@ -39,6 +39,8 @@ export interface PocPrepareOptions {
   force?: { jobs: JobStoreChoice };
   /** sites' privacy policies by site name (validated with project.yml: participants.<i>.privacy...) */
   privacy?: Record<string, unknown>;
+  /** provision CKKS keys for jobs with the he filter (project.yml homomorphicEncryption) */
+  he?: boolean;
 }
 
 /** `poc prepare --privacy <file>`: site name → privacy policy (each checked when the project is provisioned). */
@@ -82,6 +84,7 @@ export async function pocPrepare(opts: PocPrepareOptions): Promise<PocLayout> {
   mkdirSync(ws, { recursive: true });
   const project = {
     name: 'poc',
+    ...(opts.he && { homomorphicEncryption: true }),
     participants: [
       // POC stays on this machine: it listens on loopback only
       { type: 'server', name: 'server', org: 'poc', host: 'localhost', bind: '127.0.0.1', port: opts.port },

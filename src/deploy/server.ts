@@ -118,6 +118,7 @@ export class FederationServer {
       jobsDir: this.jobsDir,
       sessions: this.sessions,
       log,
+      kitStartup: kit.startup,
       ...(opts.siteJoinTimeoutMs !== undefined && { siteJoinTimeoutMs: opts.siteJoinTimeoutMs }),
       ...(opts.mlflowUri !== undefined && { mlflowUri: opts.mlflowUri }),
     });

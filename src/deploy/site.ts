@@ -13,6 +13,7 @@ import { createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
 import { describeZodError } from '../util/zod-error.ts';
 import { runSite } from '../runtime/site.ts';
 import { loadJobFilters } from '../runtime/filters.ts';
+import { siteHeContext } from './he-keys.ts';
 import { policyRefusal } from '../filters/policy.ts';
 import { Channel, type Payload } from '../streaming/index.ts';
 import { GrpcClient } from '../transport/grpc/client.ts';
@@ -210,7 +211,7 @@ export class FederationSite {
         const privacy = this.opts.kit.config.privacy;
         const refusal = policyRefusal(this.site, job.config.filters, privacy);
         if (refusal) throw new Error(`job refused: ${refusal}`);
-        const filters = await loadJobFilters(job, privacy);
+        const filters = await loadJobFilters(job, privacy, await siteHeContext(this.opts.kit.startup, job.config.filters));
         const siteDir = join(dir, this.site);
         const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
         const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog, {

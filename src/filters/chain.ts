@@ -9,6 +9,8 @@ import type { TensorStream } from '../core/tensor-stream.ts';
 import { excludeTensors } from './exclude.ts';
 import { dpGaussian, gaussianNoise, percentilePrivacy, svtPrivacy } from './dp.ts';
 import { nameMatcher } from './patterns.ts';
+import { HE_SLOTS, type HeContext, ciphertextBytes } from './he-context.ts';
+import { decryptStream, encryptStream } from './he-stream.ts';
 import { dequantizeStream, quantizeStream } from './quantize.ts';
 import { type FilterSpec, quantFormat } from './spec.ts';
 import type { Direction, Filter, FilterContext, FilterPayload } from './types.ts';
@@ -20,17 +22,29 @@ export interface ChainEntry {
   direction: Direction | 'both';
   tasks?: readonly string[] | undefined;
   filter: Filter;
-  /** quantizers run last when sending */
+  /** quantizers and encryption run last when sending (and encryption first when receiving) */
   quantizer?: boolean;
+  /** the he filter (results grow: FilterChain.resultGrowth) */
+  he?: boolean;
 }
 
 export class FilterError extends Error {
   override readonly name = 'FilterError';
 }
 
-/** A built-in filter from its validated spec (custom ones are loaded by the runtime). */
-export function builtinFilter(spec: Exclude<FilterSpec, { type: 'custom' }>): Filter {
+/**
+ * A built-in filter from its validated spec (custom ones are loaded by the runtime). `he` is the
+ * site's HE context (its kit's): there the he filter encrypts results and decrypts tasks; without
+ * one (the server) it does nothing, the server's aggregator sums the ciphertexts.
+ */
+export function builtinFilter(spec: Exclude<FilterSpec, { type: 'custom' }>, he?: HeContext): Filter {
   switch (spec.type) {
+    case 'he':
+      if (!he) return {};
+      return {
+        send: (p) => ({ ...p, params: encryptStream(p.params, he) }),
+        receive: (p) => ({ ...p, params: decryptStream(p.params, he) }),
+      };
     case 'quantize': {
       const { format, blockSize } = quantFormat(spec);
       const skip = spec.exclude ? nameMatcher(spec.exclude) : undefined;
@@ -49,12 +63,16 @@ export function builtinFilter(spec: Exclude<FilterSpec, { type: 'custom' }>): Fi
   }
 }
 
+/** a fresh ciphertext's bytes per value over a float16's 2 */
+const HE_RESULT_GROWTH = Math.ceil(ciphertextBytes(3) / HE_SLOTS / 2);
+
 const PRIVACY = new Set(['dp_gaussian', 'percentile_privacy', 'svt_privacy']);
 
 export function entryFor(spec: FilterSpec, label: string, filter: Filter): ChainEntry {
   // a privacy filter sees the task too (it keeps the task's model to compute the site's update); train tasks by default
   if (PRIVACY.has(spec.type)) return { label, direction: 'both', tasks: spec.tasks ?? ['train'], filter };
-  return { label, direction: spec.direction, tasks: spec.tasks, filter, quantizer: spec.type === 'quantize' };
+  const he = spec.type === 'he';
+  return { label, direction: spec.direction, tasks: spec.tasks, filter, quantizer: spec.type === 'quantize' || he, ...(he && { he }) };
 }
 
 /** Prefixes errors of a stream's pieces with the filter that raised them. */
@@ -74,6 +92,11 @@ function labelled(stream: TensorStream, label: string): TensorStream {
 
 export class FilterChain {
   constructor(readonly entries: readonly ChainEntry[] = []) {}
+
+  /** How many times the plain model a result may be on the wire: CKKS ciphertexts are ~24× float32, ~48× float16. */
+  get resultGrowth(): number {
+    return this.entries.some((e) => e.he) ? HE_RESULT_GROWTH : 1;
+  }
 
   private applicable(ctx: FilterContext): ChainEntry[] {
     return this.entries.filter(
@@ -117,7 +140,8 @@ export class FilterChain {
       throw new FilterError(`dequantizing: ${(e as Error).message}`);
     }
     p = params === p.params ? p : { info: p.info, params: labelled(params, 'dequantizing') };
-    for (const e of this.applicable(ctx).reverse()) p = this.step(p, ctx, e, 'receive');
+    const es = this.applicable(ctx).reverse();
+    for (const e of [...es.filter((x) => x.quantizer), ...es.filter((x) => !x.quantizer)]) p = this.step(p, ctx, e, 'receive');
     return p;
   }
 }

@@ -10,3 +10,5 @@ export * from './policy.ts';
 export * from './dp.ts';
 export * from './rdp.ts';
 export * from './update-spool.ts';
+export * from './he-context.ts';
+export * from './he-stream.ts';

@@ -108,18 +108,61 @@ export const SvtPrivacySpecSchema = z.strictObject({
   tasks: Tasks,
 });
 
-export const FILTER_TYPES = ['quantize', 'exclude', 'dp_gaussian', 'percentile_privacy', 'svt_privacy', 'custom'] as const;
+/**
+ * Homomorphic encryption (CKKS): each site encrypts its results with its kit's context and
+ * decrypts the server's encrypted aggregate when a task brings it; the server sums ciphertexts
+ * (FedAvg only). Keys come from provisioning (project.yml `homomorphicEncryption: true`).
+ */
+export const HeSpecSchema = z.strictObject({
+  type: z.literal('he'),
+  direction: z.literal('both', { error: 'he encrypts results and decrypts tasks: leave direction out' }).default('both'),
+  tasks: Tasks,
+});
+
+export const FILTER_TYPES = ['quantize', 'exclude', 'dp_gaussian', 'percentile_privacy', 'svt_privacy', 'he', 'custom'] as const;
 
 export const FilterSpecSchema = z.discriminatedUnion(
   'type',
-  [QuantizeSpecSchema, ExcludeSpecSchema, DpGaussianSpecSchema, PercentilePrivacySpecSchema, SvtPrivacySpecSchema, CustomFilterSpecSchema],
+  [
+    QuantizeSpecSchema,
+    ExcludeSpecSchema,
+    DpGaussianSpecSchema,
+    PercentilePrivacySpecSchema,
+    SvtPrivacySpecSchema,
+    HeSpecSchema,
+    CustomFilterSpecSchema,
+  ],
   {
     error: (iss) => (iss.code === 'invalid_union' ? `unknown filter type: use one of ${FILTER_TYPES.join(', ')}` : undefined),
   },
 );
 export type FilterSpec = z.infer<typeof FilterSpecSchema>;
 
-export const FilterListSchema = z.array(FilterSpecSchema).max(64);
+/** Filters that cannot run with he: the server sums encrypted FULL models of every tensor. */
+const NOT_WITH_HE = new Set(['quantize', 'exclude', 'dp_gaussian', 'percentile_privacy', 'svt_privacy']);
+
+export const FilterListSchema = z
+  .array(FilterSpecSchema)
+  .max(64)
+  .superRefine((fs, ctx) => {
+    const he = fs.findIndex((f) => f.type === 'he');
+    if (he < 0) return;
+    fs.forEach((f, i) => {
+      if (f.type === 'he' && i !== he)
+        ctx.addIssue({ code: 'custom', path: [i, 'type'], message: `he is already filters.${he}: give it once` });
+      if (NOT_WITH_HE.has(f.type))
+        ctx.addIssue({
+          code: 'custom',
+          path: [i, 'type'],
+          message: `${f.type} cannot run with he (filters.${he}): the server sums encrypted FULL models of all float tensors${f.type === 'quantize' ? '; ciphertexts do not quantize' : f.type === 'exclude' ? '' : `, and ${f.type} sends DIFF updates`}`,
+        });
+    });
+  });
+
+/** The index of the job's he filter, or -1. */
+export function heFilterIndex(filters: readonly FilterSpec[]): number {
+  return filters.findIndex((f) => f.type === 'he');
+}
 
 /** The codec and block size a quantize entry means. */
 export function quantFormat(q: QuantizeSpec): { format: QuantFormat; blockSize: number } {

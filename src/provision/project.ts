@@ -49,6 +49,11 @@ export const ProjectSchema = z
     description: z.string().max(1000).optional(),
     /** certificate lifetime in days */
     validityDays: z.number().int().min(1).max(3650).default(360),
+    /**
+     * CKKS keys for jobs with the he filter (docs/filters.md): every site's kit gets the context with
+     * the secret key, the server's the public context only. Made once, kept in state/ with the CA.
+     */
+    homomorphicEncryption: z.boolean().default(false),
     participants: z.array(z.discriminatedUnion('type', [ServerParticipant, ClientParticipant, AdminParticipant])).min(1),
   })
   .superRefine((p, ctx) => {

@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { type CertAuthority, createCA, issueCert } from './ca.ts';
 import { type AdminConfig, type ClientConfig, CONFIG_FILES, type ServerConfig, signKit } from './kit.ts';
 import type { Participant, Project } from './project.ts';
+import { HE_CONTEXT_FILE, type HeKeyFile, generateHeKeys, readHeKeyFile } from '../filters/he-context.ts';
 
 export interface ProvisionResult {
   projectDir: string;
@@ -37,6 +38,20 @@ function loadOrCreateCA(stateDir: string, project: Project): Promise<CertAuthori
   });
 }
 
+/** The project's HE key set: made on the first provisioning with homomorphicEncryption, then reused (like the CA), so later kits join the same context. */
+async function loadOrCreateHeKeys(stateDir: string): Promise<{ site: HeKeyFile; server: HeKeyFile }> {
+  const path = join(stateDir, HE_CONTEXT_FILE);
+  if (existsSync(path)) {
+    const site = readHeKeyFile(path);
+    const { secretKey: _, ...server } = site;
+    return { site, server };
+  }
+  const keys = await generateHeKeys();
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeFileSync(path, `${JSON.stringify(keys.site, null, 2)}\n`, { mode: 0o600 });
+  return keys;
+}
+
 function nextProdDir(projectDir: string): string {
   const used = existsSync(projectDir)
     ? readdirSync(projectDir)
@@ -61,6 +76,7 @@ export async function provision(project: Project, opts: ProvisionOptions): Promi
   if (!server || server.type !== 'server') throw new Error('project has no server');
   const notAfter = opts.notAfter ?? new Date(Date.now() + project.validityDays * 86_400_000);
   const kits: Record<string, string> = {};
+  const he = project.homomorphicEncryption ? await loadOrCreateHeKeys(join(projectDir, 'state')) : null;
   for (const p of project.participants) {
     const root = join(prodDir, p.name);
     const startup = join(root, 'startup');
@@ -77,6 +93,11 @@ export async function provision(project: Project, opts: ProvisionOptions): Promi
     writeFileSync(join(startup, CONFIG_FILES[p.type]), `${JSON.stringify(configFor(project, p, server), null, 2)}\n`);
     writeFileSync(join(startup, 'start.sh'), startScript(p.type));
     chmodSync(join(startup, 'start.sh'), 0o755);
+    // sites get the secret key, the server only the public context; admins none
+    if (he && p.type !== 'admin')
+      writeFileSync(join(startup, HE_CONTEXT_FILE), `${JSON.stringify(p.type === 'client' ? he.site : he.server, null, 2)}\n`, {
+        mode: 0o600,
+      });
     signKit(startup, ca.keyPem);
     kits[p.name] = root;
   }

@@ -207,7 +207,8 @@ export class ServerRuntime implements Controller {
   /** How many bytes a task's result may have: refused from its header, and never read past. */
   private resultLimit(task: TaskRequest): number {
     if (this.maxResultBytes !== undefined) return this.maxResultBytes;
-    return task.params ? 2 * encodedBytes(task.params.header) + RESULT_SLACK_BYTES : DEFAULT_RESULT_LIMIT_BYTES;
+    // an encrypting filter (he) makes a result many times the plain model it was sent
+    return task.params ? 2 * this.filters.resultGrowth * encodedBytes(task.params.header) + RESULT_SLACK_BYTES : DEFAULT_RESULT_LIMIT_BYTES;
   }
 
   relay(task: RelayTask, opts: RelayOptions): AsyncGenerator<RelayHop, TensorDict, undefined> {

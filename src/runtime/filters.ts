@@ -4,6 +4,7 @@
  * privacy policy after them (src/filters/policy.ts).
  */
 import { FilterChain, type ChainEntry, builtinFilter, entryFor } from '../filters/chain.ts';
+import type { HeContext } from '../filters/he-context.ts';
 import { type PrivacyPolicy, policyFilters } from '../filters/policy.ts';
 import type { FilterDefinition } from '../filters/types.ts';
 import { zodIssues } from '../util/zod-error.ts';
@@ -19,13 +20,16 @@ function definitionProblem(value: unknown): string | null {
   return null;
 }
 
-/** The job's filter chain (and, at a site, its policy's); custom modules are imported and their args validated. */
-export async function loadJobFilters(job: Job, policy?: PrivacyPolicy): Promise<FilterChain> {
+/**
+ * The job's filter chain (and, at a site, its policy's); custom modules are imported and their args
+ * validated. `he`: a site's HE context, for a job with the he filter.
+ */
+export async function loadJobFilters(job: Job, policy?: PrivacyPolicy, he?: HeContext): Promise<FilterChain> {
   const entries: ChainEntry[] = [];
   for (const [i, spec] of job.config.filters.entries()) {
     const field = `filters.${i}`;
     if (spec.type !== 'custom') {
-      entries.push(entryFor(spec, `${field} (${spec.type})`, builtinFilter(spec)));
+      entries.push(entryFor(spec, `${field} (${spec.type})`, builtinFilter(spec, he)));
       continue;
     }
     const value = await importFrom(job, spec.module, spec.export, `${field}.module`);

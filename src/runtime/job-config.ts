@@ -14,7 +14,7 @@ import { RobustRuleSchema } from '../algorithms/robust.ts';
 import { SamplingSchema } from '../algorithms/sampling.ts';
 import { ServerOptimizerSchema } from '../algorithms/server-optimizer.ts';
 import { DurationSeconds, DurationSecondsOrZero } from '../util/long-timer.ts';
-import { FilterListSchema } from '../filters/spec.ts';
+import { FilterListSchema, heFilterIndex } from '../filters/spec.ts';
 
 const RelPath = z
   .string()
@@ -154,34 +154,56 @@ const ModelSpec = z.union([
   }),
 ]);
 
-export const JobConfigSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'job names are 1–64 letters, digits, "_", "." or "-"'),
-  minClients: z.number().int().min(1),
-  model: ModelSpec,
-  workflows: z.array(WorkflowSpecSchema).min(1),
-  executor: ExecutorSpecSchema,
-  /** per-site executor overrides, e.g. a Python trainer at one site */
-  sites: z.record(z.string(), z.strictObject({ executor: ExecutorSpecSchema })).default({}),
-  /** transforms of tasks and results: quantize, exclude, custom modules (docs/filters.md) */
-  filters: FilterListSchema.default([]),
-  /**
-   * seconds a site may stay silent on the job's connection before it is dropped from the job (its
-   * tasks fail, the rounds go on with the others while minClients holds). Default: the server's
-   * heartbeatTimeoutSeconds (30 s in a provisioned kit).
-   */
-  heartbeatTimeoutSeconds: z
-    .number()
-    .min(0.5, 'must be at least 0.5 seconds (sites heartbeat four times per timeout)')
-    .max(86_400, 'must be at most 86400 seconds (a day): a longer silence is not a heartbeat')
-    .optional(),
-  /** largest result a site may send for one task, in bytes (default: twice the model sent plus 64 MiB) */
-  maxResultBytes: z
-    .number()
-    .int()
-    .min(1024)
-    .max(2 ** 50)
-    .optional(),
-});
+export const JobConfigSchema = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'job names are 1–64 letters, digits, "_", "." or "-"'),
+    minClients: z.number().int().min(1),
+    model: ModelSpec,
+    workflows: z.array(WorkflowSpecSchema).min(1),
+    executor: ExecutorSpecSchema,
+    /** per-site executor overrides, e.g. a Python trainer at one site */
+    sites: z.record(z.string(), z.strictObject({ executor: ExecutorSpecSchema })).default({}),
+    /** transforms of tasks and results: quantize, exclude, custom modules (docs/filters.md) */
+    filters: FilterListSchema.default([]),
+    /**
+     * seconds a site may stay silent on the job's connection before it is dropped from the job (its
+     * tasks fail, the rounds go on with the others while minClients holds). Default: the server's
+     * heartbeatTimeoutSeconds (30 s in a provisioned kit).
+     */
+    heartbeatTimeoutSeconds: z
+      .number()
+      .min(0.5, 'must be at least 0.5 seconds (sites heartbeat four times per timeout)')
+      .max(86_400, 'must be at most 86400 seconds (a day): a longer silence is not a heartbeat')
+      .optional(),
+    /** largest result a site may send for one task, in bytes (default: twice the model sent plus 64 MiB) */
+    maxResultBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(2 ** 50)
+      .optional(),
+  })
+  .superRefine((j, ctx) => {
+    // the server sums ciphertexts as FedAvg's running mean, in memory: no other server step can run on them
+    const he = heFilterIndex(j.filters);
+    if (he < 0) return;
+    j.workflows.forEach((w, i) => {
+      const why =
+        w.type !== 'fedavg'
+          ? `${w.type} needs the plain model on the server`
+          : w.offload
+            ? 'the encrypted sum is kept in memory: set offload: false'
+            : w.aggregation.rule !== 'mean'
+              ? `aggregation ${w.aggregation.rule} needs the plain values on the server: use {rule: mean}`
+              : null;
+      if (why)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['workflows', i],
+          message: `filters.${he} (he) works with the fedavg workflow only (the server sums ciphertexts): ${why}`,
+        });
+    });
+  });
 export type JobConfig = z.infer<typeof JobConfigSchema>;
 
 export const JOB_CONFIG_FILES = ['job.yaml', 'job.yml', 'job.json'] as const;

@@ -13,6 +13,7 @@ import { type SiteSettings, createTrainerHost, executorSpecFor, loadInitialModel
 import { type JobOutcome, runWorkflows } from '../workflows/run-job.ts';
 import { runSite } from '../runtime/site.ts';
 import { loadJobFilters } from '../runtime/filters.ts';
+import { prepareSimulatedHe, simulatedSiteHe } from './he.ts';
 import { ServerWorkspace } from '../runtime/workspace.ts';
 import type { TransferProgress } from '../streaming/index.ts';
 import { InMemoryHub, MessagePortLink } from '../transport/in-memory.ts';
@@ -78,6 +79,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
   const initial = await loadInitialModel(job);
   opts.onStart?.({ jobId, name: job.config.name, sites, workflows: job.config.workflows });
   const filters = await loadJobFilters(job);
+  const he = await prepareSimulatedHe(job, workspace);
 
   const settings: SiteSettings = opts.python !== undefined ? { python: opts.python } : {};
   const hub = new InMemoryHub();
@@ -128,6 +130,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulationResult>
         },
         ...(opts.onProgress && { onProgress: opts.onProgress }),
         ...(opts.signal && { signal: opts.signal }),
+        ...(he && { he }),
       },
       opts.offload ?? false,
     );
@@ -190,7 +193,7 @@ async function runSitesHere(
       const dir = join(workspace, site);
       const log = fileLogger(join(dir, 'log.jsonl'), site);
       const host = await createTrainerHost(job, site, i, sites.length, dir, log, settings);
-      const filters = await loadJobFilters(job);
+      const filters = await loadJobFilters(job, undefined, await simulatedSiteHe(job, workspace));
       await runSite(hub.connect(site), { site, jobId, workspace: dir, host, log, params: executorSpecFor(job, site).params, filters });
     }),
   );

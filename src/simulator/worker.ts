@@ -4,6 +4,7 @@ import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import { type SiteSettings, createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
 import { runSite } from '../runtime/site.ts';
 import { loadJobFilters } from '../runtime/filters.ts';
+import { simulatedSiteHe } from './he.ts';
 import { MessagePortLink } from '../transport/in-memory.ts';
 import { fileLogger } from '../util/log.ts';
 
@@ -37,7 +38,7 @@ const results = await Promise.allSettled(
         host,
         log,
         params: executorSpecFor(job, s.name).params,
-        filters: await loadJobFilters(job),
+        filters: await loadJobFilters(job, undefined, await simulatedSiteHe(job, input.workspace)),
       });
     })
     .map((p, i) =>

@@ -15,6 +15,7 @@ import { dictSource, fileSource } from '../core/model-source.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import { OffloadedAverage } from '../aggregators/offloaded-average.ts';
 import { WeightedAverage } from '../aggregators/weighted-average.ts';
+import { HeWeightedSum } from '../filters/he-stream.ts';
 import { RobustAggregator, type RobustRuleInput, RobustRuleSchema } from '../algorithms/robust.ts';
 import { type SamplingInput, SamplingSchema, sampleSites } from '../algorithms/sampling.ts';
 import { dictReader } from '../algorithms/tensor-io.ts';
@@ -150,6 +151,12 @@ export class StrategyWorkflow implements Workflow {
   async runRef(ctx: WorkflowContext): Promise<{ model: ModelRef; rounds: RoundSummary[] }> {
     const o = this.opts;
     const offload = o.offload ?? false;
+    if (ctx.he && (offload || this.strategy !== fedAvgStrategy || (o.aggregation && o.aggregation.rule !== 'mean')))
+      throw new Error(
+        `he: the server sums ciphertexts with FedAvg's mean in memory; ${this.name}${offload ? ' offloaded' : ''} cannot run on them`,
+      );
+    // he: the encrypted global model's description (src/filters/he-stream.ts), sent with every task after the first round
+    let heMeta: Record<string, string> = {};
     const scratch = join(ctx.workspace.serverDir, 'offload');
     const ref = await this.takeInitial();
     // in memory: the tensors; on disk: the model's file (tensors are written to one first). The
@@ -194,9 +201,16 @@ export class StrategyWorkflow implements Workflow {
         const global = model!;
         const template = this.strategy.resultTemplate?.(global) ?? global;
         const rule = o.aggregation ?? { rule: 'mean' };
-        const task = dictSource(this.strategy.taskParams?.(global) ?? global);
+        const task = dictSource(this.strategy.taskParams?.(global) ?? global, heMeta);
         let aggregate: TensorDict;
-        if (rule.rule === 'mean') {
+        if (ctx.he) {
+          const agg = new HeWeightedSum(ctx.he);
+          summary = await fedAvgRound(ctx, { ...o, select, meta }, round, task, agg);
+          const r = agg.result();
+          if (!r) throw new Error(`round ${round}: no result with a weight above 0`);
+          aggregate = r.model;
+          heMeta = r.metadata;
+        } else if (rule.rule === 'mean') {
           // results are staged until they end (a failed one counts for nothing); past one model's worth, on this disk
           const agg = new WeightedAverage(template, { stageDir: join(ctx.workspace.serverDir, 'staging') });
           summary = await fedAvgRound(ctx, { ...o, select, meta }, round, task, agg);
@@ -211,7 +225,7 @@ export class StrategyWorkflow implements Workflow {
           }
         }
         model = await this.strategy.update(global, aggregate, { round, used: summary.sites.length, connected: connected() });
-        await ctx.workspace.saveGlobalModel(round, model, { ...o.metadata, workflow: this.name });
+        await ctx.workspace.saveGlobalModel(round, model, { ...o.metadata, workflow: this.name, ...heMeta });
       }
       await this.strategy.save?.(roundDir(ctx.workspace, round), round);
       const full = { ...summary, seconds: (Date.now() - started) / 1000 };

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import type { ModelRef } from '../core/model-ref.ts';
 import type { TensorDict } from '../core/tensor.ts';
+import type { HeContext } from '../filters/he-context.ts';
 import type { Controller } from '../runtime/controller.ts';
 import type { ServerWorkspace } from '../runtime/workspace.ts';
 import type { Logger } from '../util/log.ts';
@@ -37,6 +38,8 @@ export interface WorkflowContext {
   /** called as results arrive within a round */
   onProgress?: (p: { round: number; done: number; expected: number }) => void;
   signal?: AbortSignal;
+  /** a job with the he filter: the server's HE context (no secret key), with which FedAvg sums the encrypted results */
+  he?: HeContext;
 }
 
 export interface Workflow {

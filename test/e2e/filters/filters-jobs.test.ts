@@ -35,7 +35,7 @@ const cases: [string, unknown[], RegExp][] = [
   [
     'unknown type',
     [{ type: 'rot13' }],
-    /filters\.0(\.type)?: unknown filter type: use one of quantize, exclude, dp_gaussian, percentile_privacy, svt_privacy, custom/,
+    /filters\.0(\.type)?: unknown filter type: use one of quantize, exclude, dp_gaussian, percentile_privacy, svt_privacy, he, custom/,
   ],
   ['bad regex', [{ type: 'exclude', patterns: ['/a(/'] }], /filters\.0\.patterns\.0: not a valid regular expression/],
   ['unknown key', [{ type: 'quantize', bits: 8, bist: 4 }], /filters\.0: unknown key\(s\) "bist"/],

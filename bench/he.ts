@@ -1,0 +1,182 @@
+/**
+ * bench/he: one FedAvg round with CKKS homomorphic encryption (the he filter) against plain
+ * FedAvg, for the protein MLP (examples/protein: 479 → 128 → 10, 62,730 float32 values) and the
+ * LLM example's LoRA adapters (examples/llm jobs/peft: rank 4 on all 7 projections).
+ *
+ * Per round and model, with N sites: bytes on the wire (each site's upload, each site's download
+ * of the global model) and CPU time of the HE work: a site encrypting its update, the server
+ * summing N ciphertext updates (weight multiplication, addition, division by the total weight),
+ * a site decrypting the aggregate; against the plain round's server aggregation (WeightedAverage)
+ * and the plain bytes. Sites work in parallel, so the round's added time is one site's
+ * encryption + the server's sum + one site's decryption (plus the extra transfer). The decrypted
+ * aggregate is compared to plain FedAvg (largest absolute error).
+ *
+ * Prints one JSON object. Usage:
+ *   node --conditions=flotilla-source --import tsx bench/he.ts [--sites 3] [--models protein,lora]
+ */
+import { cpus } from 'node:os';
+import { WeightedAverage } from '../src/aggregators/weighted-average.ts';
+import { dictToStream, encodedBytes, streamToDict } from '../src/core/tensor-stream.ts';
+import { type TensorDict, numel, tensor } from '../src/core/tensor.ts';
+import { HeContext, HeWeightedSum, decryptStream, encryptStream, generateHeKeys } from '../src/filters/index.ts';
+import { commitFacts } from './commit.ts';
+import { exitOnHelp } from './usage.ts';
+
+exitOnHelp(import.meta.url);
+
+const argv = process.argv.slice(2);
+const opt = (name: string, def: string): string => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1]! : def;
+};
+const sites = Number(opt('sites', '3'));
+const models = opt('models', 'protein,lora').split(',');
+
+function cpuSeconds<T>(f: () => Promise<T>): Promise<{ value: T; cpu: number; wall: number }> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  return f().then((value) => {
+    const c = process.cpuUsage(c0);
+    return { value, cpu: (c.user + c.system) / 1e6, wall: (performance.now() - t0) / 1000 };
+  });
+}
+
+function proteinMlp(): TensorDict {
+  const shapes: [string, number[]][] = [
+    ['layers.0.weight', [479, 128]],
+    ['layers.0.bias', [128]],
+    ['layers.1.weight', [128, 10]],
+    ['layers.1.bias', [10]],
+  ];
+  return new Map(
+    shapes.map(([n, s]) => [
+      n,
+      tensor(
+        'F32',
+        s,
+        Float32Array.from({ length: numel(s) }, (_, i) => Math.sin(i) * 0.05),
+      ),
+    ]),
+  );
+}
+
+async function loraAdapters(): Promise<TensorDict> {
+  const { initialModelFor } = await import('../examples/llm/src/job-entry.ts');
+  return initialModelFor('peft', { rank: 4, seed: 0 });
+}
+
+/** Site k's result: the model plus a small update of its own. */
+function siteResult(model: TensorDict, k: number): TensorDict {
+  return new Map(
+    [...model].map(([n, t]) => {
+      const d = t.data as Float32Array;
+      return [
+        n,
+        tensor(
+          'F32',
+          t.shape,
+          d.map((v, i) => v + Math.sin(i * 0.37 * (k + 1)) * 0.01),
+        ),
+      ];
+    }),
+  );
+}
+
+const r4 = (x: number): number => +x.toFixed(4);
+
+async function measure(name: string, model: TensorDict, site: HeContext, server: HeContext) {
+  const results = Array.from({ length: sites }, (_, k) => siteResult(model, k));
+  const weights = results.map((_, k) => 10 * (k + 1));
+  const plainBytes = encodedBytes(dictToStream(model).header);
+
+  // plain FedAvg: the server's aggregation
+  const plain = await cpuSeconds(async () => {
+    const agg = new WeightedAverage(model);
+    for (const [k, r] of results.entries()) await agg.add(dictToStream(r), weights[k]!, 'FULL');
+    return agg.result();
+  });
+
+  // HE: each site encrypts (one site's time shown: they run in parallel), the server sums, a site decrypts
+  const encrypted: { wire: TensorDict; metadata: Record<string, string> }[] = [];
+  const enc: number[] = [];
+  let uploadBytes = 0;
+  for (const r of results) {
+    const e = await cpuSeconds(async () => {
+      const s = encryptStream(dictToStream(r), site);
+      return { wire: await streamToDict(s), metadata: { ...s.header.metadata }, bytes: encodedBytes(s.header) };
+    });
+    enc.push(e.cpu);
+    uploadBytes = e.value.bytes;
+    encrypted.push(e.value);
+  }
+  const sum = await cpuSeconds(async () => {
+    const agg = new HeWeightedSum(server);
+    for (const [k, e] of encrypted.entries()) await agg.add(dictToStream(e.wire, { metadata: e.metadata }), weights[k]!, 'FULL');
+    return agg.result()!;
+  });
+  const downloadBytes = encodedBytes(dictToStream(sum.value.model, { metadata: sum.value.metadata }).header);
+  const dec = await cpuSeconds(() => streamToDict(decryptStream(dictToStream(sum.value.model, { metadata: sum.value.metadata }), site)));
+  let maxAbsError = 0;
+  for (const [n, t] of plain.value) {
+    const a = t.data as Float32Array;
+    const b = dec.value.get(n)!.data as Float32Array;
+    for (let i = 0; i < a.length; i++) maxAbsError = Math.max(maxAbsError, Math.abs(a[i]! - b[i]!));
+  }
+  const values = [...model.values()].reduce((n, t) => n + numel(t.shape), 0);
+  const encryptCpu = enc.reduce((a, b) => a + b, 0) / enc.length;
+  const added = encryptCpu + sum.cpu + dec.cpu;
+  return {
+    model: name,
+    tensors: model.size,
+    values,
+    ciphertextsPerModel: Math.round(uploadBytes / 393_329),
+    bytes: {
+      plainPerTransfer: plainBytes,
+      heUploadPerSite: uploadBytes,
+      heDownloadPerSite: downloadBytes,
+      uploadRatio: r4(uploadBytes / plainBytes),
+      downloadRatio: r4(downloadBytes / plainBytes),
+      plainRound: 2 * sites * plainBytes,
+      heRound: sites * (uploadBytes + downloadBytes),
+    },
+    cpuSeconds: {
+      plainServerAggregate: r4(plain.cpu),
+      heSiteEncrypt: r4(encryptCpu),
+      heServerSum: r4(sum.cpu),
+      heSiteDecrypt: r4(dec.cpu),
+      heAddedPerRound: r4(added - plain.cpu),
+    },
+    maxAbsErrorVsPlainFedAvg: maxAbsError,
+  };
+}
+
+const keygen = await cpuSeconds(() => generateHeKeys());
+const ctxLoad = await cpuSeconds(async () => ({
+  site: await HeContext.load(keygen.value.site),
+  server: await HeContext.load(keygen.value.server),
+}));
+const out = [];
+for (const m of models) {
+  const model = m === 'protein' ? proteinMlp() : m === 'lora' ? await loraAdapters() : null;
+  if (!model) throw new Error(`--models: unknown model ${m} (protein, lora)`);
+  out.push(await measure(m, model, ctxLoad.value.site, ctxLoad.value.server));
+}
+process.stdout.write(
+  `${JSON.stringify(
+    {
+      bench: 'he',
+      ...commitFacts(),
+      node: process.version,
+      cpus: cpus().length,
+      loadavg: (await import('node:os')).loadavg().map((x) => +x.toFixed(1)),
+      scheme: 'CKKS, N 8192, moduli 60-40-40-60, scale 2^40 (node-seal 6.0.3, SEAL 4.x WASM)',
+      sites,
+      keygenCpuSeconds: r4(keygen.cpu),
+      contextLoadCpuSeconds: r4(ctxLoad.cpu),
+      models: out,
+      peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+    },
+    null,
+    2,
+  )}\n`,
+);
