@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { SafetensorsFile } from '../../../src/core/safetensors.ts';
 import { streamToDict } from '../../../src/core/tensor-stream.ts';
-import { HE_KEY, decryptStream, heContextFromFile, readHeKeyFile } from '../../../src/filters/index.ts';
+import { HE_KEY, HE_TENSOR, decryptStream, heContextFromFile, readHeKeyFile } from '../../../src/filters/index.ts';
 import { freePortPair, repo } from '../../helpers/federation.ts';
 import { N, siteWeight, update } from '../../fixtures/jobs/he/trainer.ts';
 
@@ -150,8 +150,8 @@ test(
         const stream = file.stream();
         assert.ok(stream.header.metadata[HE_KEY]);
         assert.deepEqual(
-          stream.header.tensors.map((t) => t.dtype),
-          ['U8', 'U8'],
+          stream.header.tensors.map((t) => [t.name, t.dtype]),
+          [[HE_TENSOR, 'U8']],
         );
         const plain = await streamToDict(decryptStream(stream, await heContextFromFile(siteFile)));
         let worst = 0;

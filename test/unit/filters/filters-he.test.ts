@@ -8,6 +8,7 @@ import { dictToStream, streamToDict } from '../../../src/core/tensor-stream.ts';
 import {
   HE_KEY,
   HE_SLOTS,
+  HE_TENSOR,
   HeContext,
   HeWeightedSum,
   ciphertextBytes,
@@ -48,8 +49,11 @@ test('the server context holds no secret key and cannot decrypt; the decrypted a
     const enc = encryptStream(dictToStream(m, { chunkBytes: 1000 }), siteCtx);
     const meta = readHeMeta(enc.header.metadata)!;
     assert.equal(meta.ct, ciphertextBytes(3));
-    const fc1 = enc.header.tensors.find((t) => t.name === 'fc1.weight')!;
-    assert.deepEqual([fc1.dtype, fc1.shape], ['U8', [Math.ceil(9050 / HE_SLOTS) * meta.ct]]);
+    // all 9,115 values packed into 3 ciphertexts, one tensor of them
+    assert.deepEqual(
+      enc.header.tensors.map((t) => [t.name, t.dtype, t.shape]),
+      [[HE_TENSOR, 'U8', [Math.ceil(9115 / HE_SLOTS) * meta.ct]]],
+    );
     const wire = await streamToDict(enc);
     await agg.add(dictToStream(wire, { chunkBytes: 65536, metadata: { ...enc.header.metadata } }), weights[i]!, 'FULL');
   }
@@ -85,8 +89,16 @@ test('a ciphertext of another context, a plain result, a DIFF and malformed byte
   // same header, garbage ciphertext bytes: refused before SEAL's loader sees them
   const enc = encryptStream(dictToStream(m), siteCtx);
   const wire = await streamToDict(enc);
-  (wire.get('fc1.bias')!.data as Uint8Array).fill(7);
-  await assert.rejects(agg.add(dictToStream(wire, { metadata: { ...enc.header.metadata } }), 1, 'FULL'), /fc1.bias.*not a ciphertext/);
+  const bytes = wire.get(HE_TENSOR)!.data as Uint8Array;
+  const ct = bytes.byteLength / 3;
+  const corrupt = async (from: number, to: number, value: number): Promise<void> => {
+    const copy = new Map([[HE_TENSOR, tensor('U8', [bytes.byteLength], bytes.slice())]]);
+    copy.get(HE_TENSOR)!.data.fill(value, from, to);
+    await agg.add(dictToStream(copy, { metadata: { ...enc.header.metadata } }), 1, 'FULL');
+  };
+  // ciphertext 1's SEAL header, then coefficients of ciphertext 2 above every modulus
+  await assert.rejects(corrupt(ct, ct + 4, 7), /ciphertext 1: not a ciphertext \(not a SEAL object\)/);
+  await assert.rejects(corrupt(2 * ct + 1000, 2 * ct + 2000, 0xff), /ciphertext 2: not a ciphertext of this context/);
   assert.equal(agg.count, 0);
   // the site refuses an aggregate of another context too
   const foreign = encryptStream(dictToStream(m), otherCtx);
@@ -101,7 +113,12 @@ test('a ciphertext of another context, a plain result, a DIFF and malformed byte
   // still usable
   await agg.add(encryptStream(dictToStream(m), siteCtx), 1, 'FULL');
   const back = await streamToDict(decryptStream(dictToStream(agg.result()!.model, { metadata: {} }), siteCtx));
-  assert.equal(back.get('fc1.bias')!.dtype, 'U8', 'without its metadata the aggregate stays ciphertext bytes');
+  assert.deepEqual([...back.keys()], [HE_TENSOR], 'without its metadata the aggregate stays ciphertext bytes');
+  // an he job's results are float tensors only
+  assert.throws(
+    () => encryptStream(dictToStream(new Map([['steps', tensor('I64', [1])]])), siteCtx),
+    /"steps" is I64: .*float tensors only/,
+  );
 });
 
 test('job.yaml: he runs with fedavg only, alone among the built-in filters, each refusal naming the field', () => {
