@@ -11,6 +11,7 @@ import {
   SwarmSpecSchema,
 } from '../runtime/job-config.ts';
 import type { z } from 'zod';
+import { HE_KEY } from '../filters/he-stream.ts';
 import { CrossSiteEval } from './cross-site-eval.ts';
 import { Cyclic } from './cyclic.ts';
 import { FedAvg } from './fedavg.ts';
@@ -40,8 +41,16 @@ async function createBroadcasting(w: Broadcasting, input: WorkflowInput): Promis
     );
   const offload = w.type !== 'scaffold' && (w.offload || input.offload) && !robust;
   // offloaded, a file stays a file (streamed from disk each round); in memory, the tensors are taken
+  // an encrypted model (a he job resumed from its checkpoint) keeps its description
+  const he = input.model.metadata[HE_KEY];
   const initialModel = offload && input.model.onDisk ? input.model : await input.model.take();
-  const opts = { ...common, initialModel, offload, ...(w.type !== 'scaffold' && { aggregation: w.aggregation }) };
+  const opts = {
+    ...common,
+    initialModel,
+    offload,
+    ...(w.type !== 'scaffold' && { aggregation: w.aggregation }),
+    ...(he !== undefined && { encryptedModel: { [HE_KEY]: he } }),
+  };
   const wf =
     w.type === 'scaffold' ? new Scaffold(opts) : w.type === 'fedopt' ? new FedOpt({ ...opts, optimizer: w.optimizer }) : new FedAvg(opts);
   return { run: (ctx) => wf.runRef(ctx) };

@@ -82,6 +82,8 @@ export interface StrategyOptions extends Omit<FedAvgOptions, 'initialModel'> {
   proxMu?: number;
   /** default `{ rule: 'mean' }`: FedAvg's weighted running mean */
   aggregation?: RobustRuleInput | { rule: 'mean' };
+  /** he: the initial model is ciphertexts (a job resumed from an encrypted checkpoint) described by this metadata */
+  encryptedModel?: Record<string, string>;
 }
 
 /** fedAvgRound's hooks for client sampling and FedProx's μ (shared by the in-memory and the offloaded loops). */
@@ -156,7 +158,7 @@ export class StrategyWorkflow implements Workflow {
         `he: the server sums ciphertexts with FedAvg's mean in memory; ${this.name}${offload ? ' offloaded' : ''} cannot run on them`,
       );
     // he: the encrypted global model's description (src/filters/he-stream.ts), sent with every task after the first round
-    let heMeta: Record<string, string> = {};
+    let heMeta: Record<string, string> = ctx.he ? { ...o.encryptedModel } : {};
     const scratch = join(ctx.workspace.serverDir, 'offload');
     const ref = await this.takeInitial();
     // in memory: the tensors; on disk: the model's file (tensors are written to one first). The
