@@ -199,9 +199,42 @@ program
     }
   });
 
+program
+  .command('decrypt')
+  .description("an he job's encrypted global model (global_model.safetensors) decrypted with a site's HE context (docs/filters.md)")
+  .argument('<model>', 'the encrypted model file')
+  .requiredOption('--context <path>', "a site's he_context.json, or its startup kit folder")
+  .requiredOption('-o, --out <file>', 'where the plain model goes (safetensors)')
+  .action(async (model: string, o: { context: string; out: string }) => {
+    const [
+      { SafetensorsFile, writeStreamToFile },
+      { HE_CONTEXT_FILE, heContextFromFile },
+      { decryptStream, readHeMeta },
+      { resolveStartup },
+    ] = await Promise.all([
+      import('../core/safetensors.ts'),
+      import('../filters/he-context.ts'),
+      import('../filters/he-stream.ts'),
+      import('../provision/kit.ts'),
+    ]);
+    const ctxFile = o.context.endsWith('.json') ? o.context : join(resolveStartup(o.context), HE_CONTEXT_FILE);
+    const ctx = await heContextFromFile(ctxFile);
+    if (!ctx.canDecrypt) throw new Error(`${ctxFile} has no secret key (a server's context cannot decrypt): use a site's`);
+    const file = await SafetensorsFile.open(model);
+    try {
+      const stream = file.stream();
+      if (!readHeMeta(stream.header.metadata)) throw new Error(`${model} is not encrypted (no flotilla.he metadata)`);
+      const plain = decryptStream(stream, ctx);
+      await writeStreamToFile(o.out, plain);
+      process.stdout.write(`Decrypted ${model} to ${o.out}: ${plain.header.tensors.length} tensors\n`);
+    } finally {
+      await file.close();
+    }
+  });
+
 // The deployment commands' module graph (gRPC, TLS, SQLite, provisioning) loads only when the
 // command line may name one of them: not for the local commands above, whose names come first.
-const LOCAL_COMMANDS = ['simulate', 'validate', 'new', 'metrics', '--version', '-V'];
+const LOCAL_COMMANDS = ['simulate', 'validate', 'new', 'metrics', 'decrypt', '--version', '-V'];
 if (!LOCAL_COMMANDS.includes(process.argv[2] ?? '')) (await import('./deploy-commands.ts')).registerDeploymentCommands(program);
 
 function printMatrix(m: Record<string, Record<string, Record<string, number> | { error: string }>>): void {

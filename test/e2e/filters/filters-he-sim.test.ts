@@ -2,11 +2,12 @@
 // ciphertext, the sites' context decrypts it to plain FedAvg within 1e-3; the sites got round 0's
 // aggregate decrypted.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { SafetensorsFile } from '../../../src/core/safetensors.ts';
+import { SafetensorsFile, readSafetensors } from '../../../src/core/safetensors.ts';
 import { streamToDict } from '../../../src/core/tensor-stream.ts';
 import { HE_TENSOR, decryptStream, heContextFromFile, readHeKeyFile } from '../../../src/filters/index.ts';
 import { simulate } from '../../../src/simulator/simulator.ts';
@@ -39,4 +40,22 @@ test('he in the simulator: encrypted global model, decrypted by the sites to pla
   } finally {
     await file.close();
   }
+  // the CLI does the same (a site's kit or its he_context.json), and names a server's context as unable to
+  const out = join(tmp, 'plain.safetensors');
+  const cli = (...args: string[]): string =>
+    execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], {
+      cwd: repo,
+      encoding: 'utf8',
+      stdio: 'pipe',
+    });
+  assert.match(cli('decrypt', join(ws, 'server', 'global_model.safetensors'), '--context', siteFile, '-o', out), /Decrypted .* 2 tensors/);
+  const w = (await readSafetensors(out)).tensors.get('w')!.data as Float32Array;
+  assert.ok(Math.abs(w[0]! - expectedGlobal(sites, 2).get('w')![0]!) < 1e-3);
+  const { secretKey: _, ...server } = readHeKeyFile(siteFile);
+  const serverFile = join(tmp, 'server_context.json');
+  writeFileSync(serverFile, JSON.stringify(server));
+  assert.throws(
+    () => cli('decrypt', join(ws, 'server', 'global_model.safetensors'), '--context', serverFile, '-o', out),
+    /has no secret key \(a server's context cannot decrypt\)/,
+  );
 });
