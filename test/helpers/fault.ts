@@ -10,10 +10,16 @@ import { provision } from '../../src/provision/provision.ts';
 import { freePortPair, repo } from './federation.ts';
 
 /** Kits of a project with a server on 127.0.0.1 (a free port pair: gRPC and the data plane), `n` sites and an admin. */
-export async function federationKits(outDir: string, name: string, n: number): Promise<Record<string, string>> {
+export async function federationKits(
+  outDir: string,
+  name: string,
+  n: number,
+  opts: { he?: boolean } = {},
+): Promise<Record<string, string>> {
   const port = await freePortPair();
   const project = parseProject({
     name,
+    ...(opts.he && { homomorphicEncryption: true }),
     participants: [
       { type: 'server', name: 'server', org: 'hub', host: 'localhost', bind: '127.0.0.1', port },
       ...Array.from({ length: n }, (_, i) => ({ type: 'client' as const, name: `site-${i + 1}`, org: `org-${i + 1}` })),

@@ -1,0 +1,112 @@
+// An he job whose server is killed -9 mid-job and started again (server and two sites are real
+// processes from kits provisioned with homomorphicEncryption): the job resumes from its encrypted
+// checkpoint, the sites keep decrypting the tasks, and the final model decrypts to plain FedAvg of
+// all rounds within 1e-3.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { AdminClient } from '../../../src/admin/admin-client.ts';
+import { SafetensorsFile } from '../../../src/core/safetensors.ts';
+import { streamToDict } from '../../../src/core/tensor-stream.ts';
+import { decryptStream, heContextFromFile } from '../../../src/filters/index.ts';
+import { loadKit } from '../../../src/provision/kit.ts';
+import { repo, until } from '../../helpers/federation.ts';
+import { type LogEvent, SiteProcesses, federationKits, jobEvents } from '../../helpers/fault.ts';
+import { expectedGlobal } from '../../fixtures/jobs/he/trainer.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'flotilla-he-restart-'));
+const servers: ChildProcess[] = [];
+after(() => {
+  for (const p of servers) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const ROUNDS = 4;
+
+function startServer(kit: string, workspace: string, out: string[]): ChildProcess {
+  const p = spawn(
+    process.execPath,
+    ['--conditions=flotilla-source', '--import', 'tsx', join(repo, 'src/cli/main.ts'), 'server', 'start', kit, '-w', workspace],
+    { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  p.stdout.on('data', (b: Buffer) => out.push(b.toString()));
+  p.stderr.on('data', (b: Buffer) => out.push(b.toString()));
+  servers.push(p);
+  return p;
+}
+
+test(
+  'he: a server killed -9 mid-job resumes from its encrypted checkpoint; the final model is plain FedAvg within 1e-3',
+  { timeout: 150_000 },
+  async () => {
+    const k = await federationKits(join(tmp, 'kits'), 'he-restart', 2, { he: true });
+    const port = loadKit(k.server!, 'server').config.listen.port;
+    const workspace = join(tmp, 'server');
+    const out: string[] = [];
+    let server = startServer(k.server!, workspace, out);
+    const sites = new SiteProcesses(k);
+    for (const s of ['site-1', 'site-2']) sites.start(s, join(tmp, s));
+    const job = join(tmp, 'job');
+    cpSync(join(repo, 'test/fixtures/jobs/he'), job, { recursive: true });
+    const yaml = readFileSync(join(job, 'job.yaml'), 'utf8')
+      .replace('rounds: 2', `rounds: ${ROUNDS}`)
+      .replace('factory: createTrainer', 'factory: createTrainer\n    args: { sleepMs: 300 }');
+    writeFileSync(join(job, 'job.yaml'), yaml);
+    let id = '';
+    const admin = (): AdminClient => new AdminClient(k['boss@hub.org']!, { host: '127.0.0.1', port });
+    try {
+      await until('the server to listen', () => out.join('').includes('listening on port'), 40_000);
+      await until('two sites', () => [...sites.output.values()].every((o) => o.join('').includes('connected to')), 40_000);
+      const a1 = admin();
+      id = await a1.submit(job);
+      a1.close();
+      const rounds = (): LogEvent[] => jobEvents(workspace, id).filter((e) => e.msg === 'round done');
+      await until('round 1 done', () => rounds().length >= 2, 60_000);
+      server.kill('SIGKILL');
+      await new Promise((r) => server.once('exit', r));
+      const lastDone = Math.max(...rounds().map((e) => e.round as number));
+      assert.ok(lastDone < ROUNDS - 1, 'the job ended before the kill');
+
+      server = startServer(k.server!, workspace, out);
+      await until(
+        'the job resumed',
+        () => jobEvents(workspace, id).some((e) => e.msg === 'job resumed from its last completed round'),
+        40_000,
+      );
+      const a2 = admin();
+      let st = await a2.call('status', { job: id });
+      for (let i = 0; i < 600 && st.state !== 'FINISHED' && st.state !== 'FAILED'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        st = await a2.call('status', { job: id });
+      }
+      a2.close();
+      assert.equal(st.state, 'FINISHED', st.detail ?? undefined);
+      const file = await SafetensorsFile.open(join(workspace, 'jobs', id, 'workspace', 'server', 'global_model.safetensors'));
+      try {
+        const site = await heContextFromFile(join(k['site-1']!, 'startup', 'he_context.json'));
+        const plain = await streamToDict(decryptStream(file.stream(), site));
+        let worst = 0;
+        for (const [name, want] of expectedGlobal(['site-1', 'site-2'], ROUNDS)) {
+          const got = plain.get(name)!.data as Float32Array;
+          for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+        }
+        assert.ok(worst < 1e-3, `largest error ${worst}`);
+      } finally {
+        await file.close();
+      }
+    } catch (e) {
+      console.error(out.join(''), ...jobEvents(workspace, id).map((l) => JSON.stringify(l) + '\n'));
+      for (const [s, o] of sites.output) console.error(`${s}:`, o.join(''));
+      throw e;
+    } finally {
+      await sites.stopAll();
+      if (server.exitCode === null && server.signalCode === null) {
+        server.kill('SIGTERM');
+        await new Promise((r) => server.once('exit', r));
+      }
+    }
+  },
+);
