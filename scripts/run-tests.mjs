@@ -4,6 +4,8 @@
 // directly under test/ count as e2e until they are filed. Extra arguments go to `node --test`.
 // Files run two at a time by default (node's default is one fewer than the cores: one on CI's two): most
 // e2e files wait on processes, sockets and timers rather than compute. FLOTILLA_TEST_CONCURRENCY overrides.
+// --test-force-exit: a file whose test timed out with a handle still open (a server, a browser) ends with its
+// failure reported instead of holding the whole run until CI's limit.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,6 +40,7 @@ const r = spawnSync(
     '--test',
     '--test-reporter=spec',
     `--test-concurrency=${concurrency}`,
+    '--test-force-exit',
     ...rest,
     ...files,
   ],

@@ -37,7 +37,7 @@ function get(port: number, path: string, ca: string, token?: string): Promise<{ 
 const points = async (page: Page, metric: string, source: string): Promise<number> =>
   Number((await page.getAttribute(`.chart[data-metric="${metric}"][data-source="${source}"]`, 'data-points', { timeout: 10_000 })) ?? 0);
 
-test('the dashboard shows a live job, plots its rounds and enforces the role of the token on abort', { timeout: 30_000 }, async () => {
+test('the dashboard shows a live job, plots its rounds and enforces the role of the token on abort', { timeout: 90_000 }, async () => {
   const fed = await observedFederation(join(tmp, 'fed'), { dashboard: { host: '127.0.0.1', port: 0, tickMs: 200 } });
   let browser: Browser | null = null;
   try {
