@@ -445,5 +445,8 @@ export function writeReport(outDir: string, docFile: string, extras: ReportExtra
   // the server-optimizer comparison (server-opt.ts, written up by server-opt-report.ts); kept likewise
   const serverOpt = path.join(path.dirname(docFile), 'llm', 'server-opt.md');
   if (existsSync(serverOpt)) out.push(readFileSync(serverOpt, 'utf8').trim(), '');
+  // quantized uploads (quant-upload.ts --report); kept likewise
+  const quantUpload = path.join(path.dirname(docFile), 'llm', 'quant-upload.md');
+  if (existsSync(quantUpload)) out.push(readFileSync(quantUpload, 'utf8').trim(), '');
   writeFileSync(docFile, out.join('\n'));
 }
