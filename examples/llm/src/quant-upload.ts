@@ -191,13 +191,23 @@ function report(): void {
     for (const f of Object.keys(FORMATS) as Format[]) {
       const x = runs.find((r) => r.format === f);
       if (!x) continue;
-      const delta = base ? `${(((x.finalValLoss - base.finalValLoss) / base.finalValLoss) * 100).toFixed(2)} %` : '–';
+      const rel = base ? ((x.finalValLoss - base.finalValLoss) / base.finalValLoss) * 100 : NaN;
+      const delta = base ? `${Math.abs(rel) < 0.005 ? '0.00' : (rel > 0 ? '+' : '') + rel.toFixed(2)} %` : '–';
       lines.push(
         `| ${LABEL[f]} | ${x.uploadBytes.toLocaleString('en-US')} | ${(x.uploadFraction * 100).toFixed(1)} % | ${x.finalValLoss.toFixed(4)} | ${f === 'float32' ? '–' : delta} | ${x.valLossPerRound.map((v) => v.toFixed(4)).join(', ')} |`,
       );
     }
     lines.push('');
   }
+  lines.push(
+    "**What this shows.** float16 and blockwise 8-bit uploads leave the loss where float32 puts it (the issue's target:",
+    '8-bit within 1 % of float32); for the adapters the 8-bit upload is a third of float32, not a quarter, because',
+    "LoRA's small tensors carry a scale per block and their names in the header. NF4 (4-bit with a per-block scale) is",
+    'close for the adapters and costs the full fine-tuning loss a few percent: the large weights of SFT lose more',
+    'to 16 levels per block than the low-rank adapters, whose updates are small. The machine was shared (load',
+    'average 7–17), which changes the wall time, not the losses: the runs are deterministic given the seeds.',
+    '',
+  );
   lines.push(`Raw results: ${files.map((f) => `docs/examples/llm/${f}`).join(', ')}.`, '');
   writeFileSync(path.join(dir, 'quant-upload.md'), lines.join('\n'));
   console.log(lines.join('\n'));
