@@ -8,6 +8,7 @@ import { readProject } from '../provision/project.ts';
 import { provision } from '../provision/provision.ts';
 import { type LogLevel, fileLogger } from '../util/log.ts';
 import { applyLogLevel, logLevelOption } from './log-level.ts';
+import { mlflowFlag } from './mlflow-flag.ts';
 import { FederationSite } from '../deploy/site.ts';
 import { withDownloadBar, withWaitLine } from './wait-line.ts';
 import { POC_ADMIN, pocPrepare, pocStart, pocStatus, pocStop, readPrivacyFile } from '../deploy/poc.ts';
@@ -74,7 +75,11 @@ export function registerDeploymentCommands(program: Command): void {
     .option('--dashboard-host <host>', "the address the dashboard listens on (default: the kit's listen address)")
     .option('--no-resume', 'a job the server was running when it stopped is marked ABORTED_BY_RESTART (requeue: round 0), not resumed')
     .addOption(logLevelOption())
-    .option('--mlflow <uri>', "export every job's tracked metrics to this MLflow tracking server (http://host:port; docs/tracking.md)")
+    .option(
+      '--mlflow <uri>',
+      "export every job's tracked metrics to this MLflow tracking server (http://host:port; docs/tracking.md)",
+      mlflowFlag,
+    )
     .action(
       async (
         kitDir: string,
@@ -236,13 +241,19 @@ export function registerDeploymentCommands(program: Command): void {
     .option('-w, --workspace <dir>', 'POC folder', 'workspace/poc')
     .option('--dashboard-port <port>', "the server's web dashboard over HTTPS (docs/dashboard.md)", port)
     .option('--metrics-port <port>', "the server's Prometheus /metrics on 127.0.0.1", port)
+    .option(
+      '--mlflow <uri>',
+      "the server exports every job's tracked metrics to this MLflow tracking server (docs/tracking.md)",
+      mlflowFlag,
+    )
     .addOption(logLevelOption())
-    .action(async (o: { workspace: string; dashboardPort?: number; metricsPort?: number; logLevel?: LogLevel }) => {
+    .action(async (o: { workspace: string; dashboardPort?: number; metricsPort?: number; mlflow?: string; logLevel?: LogLevel }) => {
       const { pids } = await withWaitLine('poc start: waiting for the server to listen', () =>
         pocStart(o.workspace, {
           ...(o.logLevel !== undefined && { logLevel: o.logLevel }),
           ...(o.dashboardPort !== undefined && { dashboardPort: o.dashboardPort }),
           ...(o.metricsPort !== undefined && { metricsPort: o.metricsPort }),
+          ...(o.mlflow !== undefined && { mlflow: o.mlflow }),
         }),
       );
       out(`Started ${Object.keys(pids).join(', ')} (logs in ${join(resolve(o.workspace), 'logs')})`);

@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import type { MetricsExportOptions } from './metrics-export.ts';
+import { mlflowFlag } from './mlflow-flag.ts';
 import type { LogLevel } from '../util/log.ts';
 import { applyLogLevel, logLevelOption } from './log-level.ts';
 // Everything else is imported by the action that needs it: a command loads only its own module
@@ -37,7 +38,11 @@ program
     'what {python} in script executors runs: sets FLOTILLA_PYTHON (default: $FLOTILLA_PYTHON, else python3 on PATH)',
   )
   .option('--dashboard [port]', 'serve the web dashboard of the run on http://127.0.0.1:<port> (default 8480; 0: any free port)')
-  .option('--mlflow <uri>', 'also export what the sites log to this MLflow tracking server (http://host:port; docs/tracking.md)')
+  .option(
+    '--mlflow <uri>',
+    'also export what the sites log to this MLflow tracking server (http://host:port; docs/tracking.md)',
+    mlflowFlag,
+  )
   .addOption(logLevelOption())
   .action(
     async (
@@ -172,7 +177,7 @@ program
   .option('--job <id>', 'the job (default: the last one recorded)')
   .option('--csv', 'CSV (id,job,site,round,step,kind,key,value,time)')
   .option('--tensorboard <dir>', 'instead of printing: write the job as TensorBoard runs under <dir> (docs/tracking.md)')
-  .option('--mlflow <uri>', 'instead of printing: export the job to this MLflow tracking server (http://host:port)')
+  .option('--mlflow <uri>', 'instead of printing: export the job to this MLflow tracking server (http://host:port)', mlflowFlag)
   .option('--experiment <name>', "with --mlflow: the MLflow experiment (default: the job's name, else its id)")
   .action(async (where: string, o: { job?: string; csv?: boolean } & MetricsExportOptions) => {
     const [{ trackingPath }, { TrackingStore }, { CSV_HEADER, TABLE_HEADER, csvLines, tableLines }] = await Promise.all([

@@ -122,6 +122,8 @@ const SERVER_UP_TIMEOUT_MS = 60_000;
 export interface PocServerOptions {
   dashboardPort?: number;
   metricsPort?: number;
+  /** the server's `--mlflow`: every job's tracked rows go to this MLflow tracking server (docs/tracking.md) */
+  mlflow?: string;
   /** `--log-level` of the server and every site */
   logLevel?: string;
 }
@@ -165,6 +167,7 @@ export async function pocStart(workspace: string, server: PocServerOptions = {})
     layout.server,
     ...(server.dashboardPort !== undefined ? ['--dashboard-port', String(server.dashboardPort)] : []),
     ...(server.metricsPort !== undefined ? ['--metrics-port', String(server.metricsPort)] : []),
+    ...(server.mlflow !== undefined ? ['--mlflow', server.mlflow] : []),
     ...level,
   ]);
   const up = await serverUp(serverProcess, listen.port, SERVER_UP_TIMEOUT_MS);

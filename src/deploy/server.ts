@@ -21,6 +21,7 @@ import { lockFolder } from '../util/process-identity.ts';
 import type { SiteEntry } from './admin-commands.ts';
 import { AdminService } from './admin-service.ts';
 import { allowJobImports } from '../runtime/job-imports.ts';
+import { mlflowUriProblem } from '../tracking/mlflow-uri.ts';
 import { JobScheduler } from './job-scheduler.ts';
 import { JobStore } from './job-store.ts';
 import { SessionRegistry } from './session-registry.ts';
@@ -86,6 +87,8 @@ export class FederationServer {
   dashboardPort: number | null = null;
 
   constructor(private readonly opts: FederationServerOptions) {
+    const mlflow = opts.mlflowUri === undefined ? null : mlflowUriProblem(opts.mlflowUri);
+    if (mlflow) throw new Error(`mlflowUri: ${mlflow}`);
     const ws = resolve(opts.workspace);
     mkdirSync(ws, { recursive: true });
     const log = (this.log = opts.log ?? silentLogger());

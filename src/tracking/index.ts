@@ -14,4 +14,5 @@ export {
 export { type AttachedExporters, type TrackingExporter, attachExporters, exportJob } from './exporter.ts';
 export { TensorBoardExporter, exportStep, exportTag } from './tensorboard.ts';
 export { MlflowError, MlflowExporter, type MlflowOptions, mlflowKey } from './mlflow.ts';
+export { mlflowUriProblem } from './mlflow-uri.ts';
 export { type JobExportOptions, startJobExporters, tensorboardDir } from './job-exporters.ts';

@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import type { TrackingExporter } from './exporter.ts';
+import { mlflowUriProblem } from './mlflow-uri.ts';
 import { exportStep } from './tensorboard.ts';
 import { type TrackedRow, siteLabel } from './types.ts';
 
@@ -67,7 +68,10 @@ export class MlflowExporter implements TrackingExporter {
   private readonly runs = new Map<string, Promise<string>>();
   private readonly paramsSent = new Map<string, Set<string>>();
 
-  constructor(private readonly o: MlflowOptions) {}
+  constructor(private readonly o: MlflowOptions) {
+    const problem = mlflowUriProblem(o.uri);
+    if (problem) throw new MlflowError(`uri: ${problem}`);
+  }
 
   /** The run id of a site ('' = the server), for tests and links. */
   runId(site: string): Promise<string> | undefined {

@@ -198,3 +198,15 @@ test('flotilla metrics --mlflow --tensorboard exports a recorded job after the f
   await assertInMlflow('tracked', jobId, rows, ['site-1', 'site-2']);
   assert.deepEqual(tensorboardRead(logdir), tensorboardExpected(rows));
 });
+
+test('--mlflow with an address that is no tracking server fails the command at once, naming the flag', async () => {
+  const r = await run(process.execPath, [
+    join(repo, 'bin/flotilla.js'),
+    'simulate',
+    join(repo, 'examples/hello-fedavg'),
+    '--mlflow',
+    'file:///tmp/mlruns',
+  ]).catch((e: { code: number; stderr: string }) => e);
+  assert.ok('code' in r && r.code !== 0);
+  assert.match(r.stderr, /--mlflow: "file:\/\/\/tmp\/mlruns" is not http\(s\)/);
+});

@@ -1,10 +1,11 @@
 // MLflow refuses a whole log-batch over one key it does not accept; mlflowKey makes every key one
-// it accepts (the rule of mlflow/utils/validation.py, restated below) and leaves valid keys alone.
+// it accepts (the rule of mlflow/utils/validation.py, restated below) and leaves valid keys alone;
+// mlflowUriProblem names what is wrong with a tracking server's address.
 import assert from 'node:assert/strict';
 import { posix } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { mlflowKey } from '../../../src/tracking/index.ts';
+import { mlflowKey, mlflowUriProblem } from '../../../src/tracking/index.ts';
 
 /** validate_param_and_metric_name + path_not_unique + MAX_ENTITY_KEY_LENGTH, as MLflow 3.17 checks a key. */
 function mlflowAccepts(k: string): boolean {
@@ -39,4 +40,15 @@ test('mlflowKey: any key of 1-256 characters comes out accepted; an accepted key
     ),
     { numRuns: 5000 },
   );
+});
+
+test('mlflowUriProblem: an http(s) address passes; anything else is named', () => {
+  assert.equal(mlflowUriProblem('http://127.0.0.1:5000'), null);
+  assert.equal(mlflowUriProblem('https://mlflow.example.org/prefix/'), null);
+  assert.match(mlflowUriProblem('127.0.0.1:5000')!, /is not http\(s\)|is not a URL/);
+  assert.match(mlflowUriProblem('not a url')!, /is not a URL/);
+  assert.match(mlflowUriProblem('file:///tmp/mlruns')!, /is not http\(s\)/);
+  assert.match(mlflowUriProblem('http://me:secret@host:5000')!, /credentials/);
+  assert.doesNotMatch(mlflowUriProblem('http://me:secret@host:5000')!, /secret/);
+  assert.match(mlflowUriProblem('http://host:5000/?x=1')!, /no query/);
 });
