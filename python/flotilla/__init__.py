@@ -44,6 +44,11 @@ def send(model: FLModel) -> None:
     default_client().send(model)
 
 
+def is_cancelled() -> bool:
+    """True once the client has cancelled the task received last: stop and call receive() again."""
+    return default_client().is_cancelled()
+
+
 def is_running() -> bool:
     """True while the job goes on (fetches the next task if none is waiting)."""
     return default_client().is_running()
@@ -115,6 +120,7 @@ __all__ = [
     "init",
     "receive",
     "send",
+    "is_cancelled",
     "is_running",
     "site_name",
     "job_id",

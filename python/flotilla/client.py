@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import select
 import socket
 import sys
 import threading
@@ -72,6 +73,8 @@ class Client:
         self._site = self._env.get(ENV_SITE_NAME, "")
         self._job = self._env.get(ENV_JOB_ID, "")
         self._task: _Task | None = None
+        #: the task the client cancelled last (its send() is dropped)
+        self._cancelled_id: str | None = None
         self._task_name = ""
         self._current_round = 0
         self._total_rounds = 0
@@ -154,6 +157,9 @@ class Client:
         sock = self._require_ready()
         self._write({"type": "receive"})
         control, payload = read_frame(sock)
+        while control["type"] == "cancel":
+            # for a task already answered, or one is_cancelled() did not poll for: nothing to do
+            control, payload = read_frame(sock)
         kind = control["type"]
         if kind == "stop":
             self._stopped = True
@@ -190,6 +196,7 @@ class Client:
             params_path=info.get("paramsPath"),
         )
         self._task = _Task(task_id, task_name, model)
+        self._cancelled_id = None
         self._task_name = task_name
         self._current_round, self._total_rounds = info["currentRound"], info["totalRounds"]
 
@@ -217,6 +224,8 @@ class Client:
         self._require_ready()
         if not isinstance(model, FLModel):
             raise TypeError(f"send() takes a flotilla.FLModel, got {type(model).__name__}; wrap params as FLModel(params=...)")
+        if self._task is None and self._cancelled_id is not None:
+            return  # the client cancelled the task: nothing to send
         if self._task is None:
             raise FlotillaError("send() answers a task: call receive() first (each task is answered once)")
         if model.params_path is not None and model.params:
@@ -235,6 +244,26 @@ class Client:
         head, parts, total = st.encode(params)
         self._write({"type": "result", "taskId": self._task.task_id, "model": info}, [head, *parts], total)
         self._task = None
+
+    def is_cancelled(self) -> bool:
+        """True once the client has cancelled the task received last (it timed out, its round closed
+        without it, the job was aborted): stop working on it and call receive() for the next one; a
+        send() for it is dropped. Does not block: it looks for a `cancel` frame on the socket. A trainer
+        that never asks is killed after the client's grace period (cancelGraceMs) and started again."""
+        sock = self._require_ready()
+        if self._task is None:
+            return self._cancelled_id is not None
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        control, _ = read_frame(sock)
+        if control["type"] != "cancel":
+            raise ProtocolError(f"expected nothing or 'cancel' while a task is pending, got {control['type']!r}")
+        if control.get("taskId") != self._task.task_id:
+            return False  # for an earlier task
+        self._cancelled_id = self._task.task_id
+        self._task = None
+        return True
 
     def is_running(self) -> bool:
         """True while the job goes on; fetches the next task when none is waiting (blocks until it comes)."""
@@ -327,6 +356,8 @@ class Client:
     def fail(self, message: str, tb: str | None = None) -> None:
         """Answers the pending task with ``failed``: the client fails that task with this message."""
         self._require_ready()
+        if self._task is None and self._cancelled_id is not None:
+            return  # the client cancelled the task: nothing to report
         if self._task is None:
             raise FlotillaError("fail() answers a task: no task is pending")
         msg: dict[str, Any] = {"type": "failed", "message": message}

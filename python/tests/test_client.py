@@ -1,4 +1,6 @@
 import os
+import threading
+import time
 import unittest
 
 import support
@@ -335,6 +337,39 @@ class TorchTest(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, "complex64 is not supported"):
             ft.from_torch({"z": torch.zeros(2, dtype=torch.complex64)})
 
+
+
+class CancelTest(unittest.TestCase):
+    def test_cancelled_task_is_seen_dropped_and_the_next_one_taken(self):
+        sent_cancel = threading.Event()
+
+        def host(h):
+            h.handshake()
+            h.task("t0", {"w": np.zeros(2, np.float32)})
+            h.send({"type": "cancel", "taskId": "t0", "reason": "round timeout"})
+            sent_cancel.set()
+            # task() reads the next frame as "receive": no result came for t0
+            h.task("t1", {"w": np.ones(2, np.float32)})
+            control, _ = h.expect("result")
+            h.send({"type": "cancel", "taskId": "t1", "reason": "late"})  # after the result: skipped
+            h.stop("done")
+            return control
+
+        th = HostThread(host)
+        c = connect(th)
+        m = c.receive()
+        self.assertEqual(m.params["w"].tolist(), [0, 0])
+        sent_cancel.wait(10)
+        deadline = time.monotonic() + 10
+        while not c.is_cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertTrue(c.is_cancelled())
+        c.send(FLModel(params={"w": m.params["w"]}))  # dropped: nothing goes out for t0
+        m = c.receive()
+        self.assertFalse(c.is_cancelled())
+        c.send(FLModel(params={"w": m.params["w"] + 1}))
+        self.assertIsNone(c.receive())
+        self.assertEqual(th.join()["taskId"], "t1")
 
 if __name__ == "__main__":
     support  # noqa: B018

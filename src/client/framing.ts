@@ -31,6 +31,8 @@ const ErrorMsg = z.object({ type: z.literal('error'), message: z.string() });
 const Receive = z.object({ type: z.literal('receive') });
 const Task = z.object({ type: z.literal('task'), taskId: z.string().min(1), taskName: z.string().min(1), model: FLModelInfoSchema });
 const Stop = z.object({ type: z.literal('stop'), reason: z.string() });
+/** The server no longer wants the pending task: stop working on it and ask for the next one. */
+const Cancel = z.object({ type: z.literal('cancel'), taskId: z.string().min(1), reason: z.string() });
 const Result = z.object({ type: z.literal('result'), taskId: z.string().min(1), model: FLModelInfoSchema });
 const Log = z.object({
   type: z.literal('log'),
@@ -51,7 +53,7 @@ const Failed = z.object({ type: z.literal('failed'), message: z.string(), traceb
 /** What a trainer may send to the client. */
 export const TrainerMessageSchema = z.discriminatedUnion('type', [Hello, Receive, Result, Log, Params, Failed]);
 /** What the client may send to a trainer. */
-export const ClientMessageSchema = z.discriminatedUnion('type', [Welcome, ErrorMsg, Task, Stop]);
+export const ClientMessageSchema = z.discriminatedUnion('type', [Welcome, ErrorMsg, Task, Stop, Cancel]);
 export const ControlMessageSchema = z.discriminatedUnion('type', [
   Hello,
   Welcome,
@@ -59,6 +61,7 @@ export const ControlMessageSchema = z.discriminatedUnion('type', [
   Receive,
   Task,
   Stop,
+  Cancel,
   Result,
   Log,
   Params,

@@ -31,6 +31,8 @@ const ScriptSpec = z.strictObject({
   args: z.array(z.string()).default([]),
   env: z.record(z.string(), z.string()).default({}),
   startTimeoutSeconds: DurationSeconds.default(120),
+  /** how long the script may go on with a task the server cancelled before it is killed and started again */
+  cancelGraceSeconds: DurationSeconds.default(10),
 });
 
 /** 'file': the trainer gets the model as a safetensors file path (models larger than memory). */

@@ -155,6 +155,7 @@ export async function createTrainerHost(
       cwd: job.dir,
       env: { NODE_OPTIONS: scriptNodeOptions(), ...Object.fromEntries(Object.entries(spec.script.env).map(([k, v]) => [k, fill(v)])) },
       helloTimeoutMs: spec.script.startTimeoutSeconds * 1000,
+      cancelGraceMs: spec.script.cancelGraceSeconds * 1000,
       // the script's own prints go to the site's log
       ...(log && { logger: (line: string, stream: 'stdout' | 'stderr') => log.info({ stream }, line) }),
     });

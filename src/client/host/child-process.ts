@@ -15,6 +15,11 @@ export interface ExProcessOptions {
   helloTimeoutMs?: number;
   /** how long stop() waits for the child to exit before SIGKILL (default 10 s) */
   stopTimeoutMs?: number;
+  /**
+   * how long a trainer sent `cancel` for its task may go on with it (not answering and not asking
+   * for the next task) before it is killed and started again (default 10 s)
+   */
+  cancelGraceMs?: number;
   /** receives every line the child prints */
   logger?: (line: string, stream: 'stdout' | 'stderr') => void;
   /** where the socket's private temp dir goes (default os.tmpdir(); socket paths are limited to ~107 bytes) */

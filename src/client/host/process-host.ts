@@ -47,7 +47,13 @@ interface Job {
 
 export class ExProcessTrainerHost implements TrainerHost {
   private ctx: TrainerContext | undefined;
-  private readonly proc: TrainerChild;
+  private proc: TrainerChild;
+  /** bumped when the trainer process is replaced: callbacks of the old one are ignored */
+  private generation = 0;
+  private restarting: Promise<void> | undefined;
+  private restarts = 0;
+  /** the grace period of a cancelled task still pending at the trainer */
+  private grace: { job: Job; timer: LongTimer } | undefined;
   private server: net.Server | undefined;
   private conn: net.Socket | undefined;
   private writer: FrameWriter | undefined;
@@ -85,12 +91,20 @@ export class ExProcessTrainerHost implements TrainerHost {
   async start(ctx: TrainerContext): Promise<void> {
     if (this.ctx) throw new Error('ExProcessTrainerHost.start() called twice');
     this.ctx = ctx;
+    // a private 0700 dir, so no other user can connect to the socket
+    this.tmpDir = await mkdtemp(path.join(this.opts.socketDir ?? tmpdir(), 'flotilla-'));
+    await this.launch(ctx);
+  }
+
+  /** Spawns the trainer process and shakes hands; on failure the host is terminated and the error thrown. */
+  private async launch(ctx: TrainerContext): Promise<void> {
     const deadline = Date.now() + (this.opts.helloTimeoutMs ?? 60_000);
+    const proc = this.proc;
+    const gen = this.generation;
     let mismatch = false;
     try {
-      // a private 0700 dir, so no other user can connect to the socket
-      this.tmpDir = await mkdtemp(path.join(this.opts.socketDir ?? tmpdir(), 'flotilla-'));
-      const sockPath = path.join(this.tmpDir, 'trainer.sock');
+      // one socket per process started: a restarted trainer never meets its predecessor's
+      const sockPath = path.join(this.tmpDir!, gen === 0 ? 'trainer.sock' : `trainer-${gen}.sock`);
       if (Buffer.byteLength(sockPath) > MAX_SOCKET_PATH)
         throw new Error(`socket path ${sockPath} is longer than ${MAX_SOCKET_PATH} bytes; pass a shorter socketDir`);
       const server = net.createServer();
@@ -104,10 +118,12 @@ export class ExProcessTrainerHost implements TrainerHost {
         });
       });
       const firstConn = new Promise<net.Socket>((res) => server.once('connection', res));
-      this.proc.spawn({ socket: sockPath, siteName: ctx.siteName, jobId: ctx.jobId, workspace: ctx.workspace }, (err) =>
-        this.terminate(err),
-      );
-      void this.proc.closed.promise.then(() => this.terminate(this.exitError()));
+      proc.spawn({ socket: sockPath, siteName: ctx.siteName, jobId: ctx.jobId, workspace: ctx.workspace }, (err) => {
+        if (proc === this.proc) this.terminate(err);
+      });
+      void proc.closed.promise.then(() => {
+        if (proc === this.proc) this.terminate(this.exitError());
+      });
 
       const conn = await this.beforeDeadline(firstConn, deadline, 'connect');
       server.close(); // stop listening; the accepted connection stays open
@@ -118,29 +134,60 @@ export class ExProcessTrainerHost implements TrainerHost {
       const hello = await this.beforeDeadline(reader.next(), deadline, 'say hello');
       if (!hello) {
         // most likely it is dying: report how
-        await within(this.proc.closed.promise, EXIT_AFTER_DISCONNECT_MS);
-        throw this.proc.exit ? this.exitError() : this.proc.error('trainer closed the connection before saying hello');
+        await within(proc.closed.promise, EXIT_AFTER_DISCONNECT_MS);
+        throw proc.exit ? this.exitError() : proc.error('trainer closed the connection before saying hello');
       }
       if (hello.msg.type !== 'hello')
-        throw this.proc.error(`protocol violation: the trainer's first message must be "hello", got "${hello.msg.type}"`);
+        throw proc.error(`protocol violation: the trainer's first message must be "hello", got "${hello.msg.type}"`);
       if (hello.msg.protocol !== PROTOCOL_VERSION) {
         mismatch = true;
         const message = `trainer speaks protocol ${hello.msg.protocol}, client speaks ${PROTOCOL_VERSION}`;
         await this.writer.send({ type: 'error', message }).catch(() => {});
-        throw new TrainerProcessError(message, undefined, this.proc.stderr);
+        throw new TrainerProcessError(message, undefined, proc.stderr);
       }
       await this.writer.send({ type: 'welcome', protocol: PROTOCOL_VERSION, siteName: ctx.siteName, jobId: ctx.jobId });
       this.welcomed = true;
-      void this.readLoop(reader);
+      void this.readLoop(reader, gen);
     } catch (e) {
       const err = asError(e);
       this.terminate(err);
       // after an `error` frame the trainer should exit by itself; otherwise don't wait
-      if (mismatch) await within(this.proc.closed.promise, EXIT_AFTER_DISCONNECT_MS);
-      await this.proc.killAndReap();
+      if (mismatch) await within(proc.closed.promise, EXIT_AFTER_DISCONNECT_MS);
+      await proc.killAndReap();
       await this.cleanup();
       throw err;
     }
+  }
+
+  /**
+   * The trainer went on with a cancelled task past its grace period: kill it and start a new
+   * process, which gets the queued tasks. A trainer that cannot be started again ends the host.
+   */
+  private restart(why: string): void {
+    if (this.failure || this.stopping || this.restarting) return;
+    const old = this.proc;
+    this.opts.logger?.(`flotilla: ${why}: killing trainer process ${old.pid ?? '?'} and starting it again`, 'stderr');
+    this.generation++;
+    this.proc = new TrainerChild(this.opts);
+    this.welcomed = false;
+    this.trainerWaiting = false;
+    this.current = undefined;
+    this.conn?.destroy();
+    this.restarts++;
+    this.restarting = (async () => {
+      await old.killAndReap();
+      await this.launch(this.ctx!);
+      this.pump();
+    })()
+      .catch(() => {}) // launch() terminated the host with the reason
+      .finally(() => {
+        this.restarting = undefined;
+      });
+  }
+
+  /** How many times the trainer process was killed and started again (a cancelled task ignored). */
+  get restartCount(): number {
+    return this.restarts;
   }
 
   /** Races p against the hello deadline and the child's death. */
@@ -183,6 +230,7 @@ export class ExProcessTrainerHost implements TrainerHost {
     if (this.failure) return;
     this.failure = err;
     this.failed.reject(err);
+    this.clearGrace();
     this.trainerWaiting = false;
     const jobs = [...(this.current ? [this.current] : []), ...this.queue.splice(0)];
     this.current = undefined;
@@ -211,7 +259,7 @@ export class ExProcessTrainerHost implements TrainerHost {
 
   runTask(task: TaskInput, signal?: AbortSignal): Promise<FLModel> {
     if (this.failure) return Promise.reject(this.failure);
-    if (!this.welcomed) return Promise.reject(new Error('runTask() before start() completed'));
+    if (!this.welcomed && !this.restarting) return Promise.reject(new Error('runTask() before start() completed'));
     if (this.stopping) return Promise.reject(new Error(`task "${task.taskId}" refused: the trainer host is stopping`));
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<FLModel>((resolve, reject) => {
@@ -220,8 +268,9 @@ export class ExProcessTrainerHost implements TrainerHost {
         const onAbort = (): void => {
           const i = this.queue.indexOf(job);
           if (i >= 0) this.queue.splice(i, 1);
-          // if already sent, the trainer's result is dropped when it comes
           this.rejectJob(job, signal.reason);
+          // already sent: tell the trainer; its late result, if any, is dropped when it comes
+          if (job === this.current) this.cancelSent(job, signal.reason);
         };
         signal.addEventListener('abort', onAbort, { once: true });
         job.detach = () => signal.removeEventListener('abort', onAbort);
@@ -229,6 +278,28 @@ export class ExProcessTrainerHost implements TrainerHost {
       this.queue.push(job);
       this.pump();
     });
+  }
+
+  /** Sends `cancel` for a task the trainer has, and gives it cancelGraceMs to stop working on it. */
+  private cancelSent(job: Job, reason: unknown): void {
+    const w = this.writer;
+    if (!w || this.failure) return;
+    const why = reason instanceof Error ? reason.message : typeof reason === 'string' ? reason : 'cancelled by the server';
+    w.send({ type: 'cancel', taskId: job.task.taskId, reason: why }).catch((e: unknown) => void this.connectionLost(asError(e)));
+    this.clearGrace();
+    const ms = this.opts.cancelGraceMs ?? 10_000;
+    const timer = setLongTimeout(() => {
+      this.grace = undefined;
+      if (this.current === job)
+        this.restart(`task "${job.task.taskId}" was cancelled and the trainer did not stop within ${ms} ms (cancelGraceMs)`);
+    }, ms);
+    timer.unref();
+    this.grace = { job, timer };
+  }
+
+  private clearGrace(): void {
+    this.grace?.timer.clear();
+    this.grace = undefined;
   }
 
   /** Answers a waiting trainer: the next task, or stop. */
@@ -261,11 +332,12 @@ export class ExProcessTrainerHost implements TrainerHost {
     });
   }
 
-  private async readLoop(reader: FrameReader<TrainerMessage>): Promise<void> {
+  private async readLoop(reader: FrameReader<TrainerMessage>, gen: number): Promise<void> {
     let cause: Error | undefined;
     try {
       for (;;) {
         const f = await reader.next();
+        if (gen !== this.generation) return; // a replaced process: its connection no longer counts
         if (!f || this.failure) break;
         try {
           this.handle(f.msg, f.params);
@@ -279,6 +351,7 @@ export class ExProcessTrainerHost implements TrainerHost {
     } catch (e) {
       cause = asError(e);
     }
+    if (gen !== this.generation) return;
     await this.connectionLost(cause);
   }
 
@@ -293,6 +366,7 @@ export class ExProcessTrainerHost implements TrainerHost {
         return this.violation('"hello" sent twice');
       case 'receive': {
         const cur = this.current;
+        if (this.grace?.job === cur) this.clearGrace();
         if (cur) {
           // the trainer moved on without answering: fail that task rather than wait forever
           this.current = undefined;
@@ -313,6 +387,7 @@ export class ExProcessTrainerHost implements TrainerHost {
         if (cur.task.taskId !== msg.taskId)
           return this.violation(`"result" for task "${msg.taskId}" but task "${cur.task.taskId}" is pending`);
         this.current = undefined;
+        if (this.grace?.job === cur) this.clearGrace();
         if (this.settle(cur)) cur.resolve({ ...msg.model, params: params ?? new Map<string, Tensor>() });
         return;
       }
@@ -320,6 +395,7 @@ export class ExProcessTrainerHost implements TrainerHost {
         const cur = this.current;
         if (!cur) return this.violation(`"failed" with no task pending: ${msg.message}`);
         this.current = undefined;
+        if (this.grace?.job === cur) this.clearGrace();
         const tb = msg.traceback ? `\n${msg.traceback}` : '';
         this.rejectJob(
           cur,
@@ -364,6 +440,7 @@ export class ExProcessTrainerHost implements TrainerHost {
 
   async stop(): Promise<void> {
     if (!this.ctx) return;
+    await this.restarting;
     if (!this.stopping) {
       this.stopping = true;
       for (const j of this.queue.splice(0))

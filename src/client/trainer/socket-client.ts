@@ -31,7 +31,7 @@ interface PendingTask {
   taskName: string;
 }
 
-const NEVER = new AbortController().signal;
+type ClientFrame = Awaited<ReturnType<FrameReader<ClientMessage>['next']>>;
 
 export class ExProcessClient implements ClientAPI {
   private conn: Connection | undefined;
@@ -43,12 +43,40 @@ export class ExProcessClient implements ClientAPI {
   private lastTaskName = '';
   /** a write failed in the background (log): reported by the next call */
   private deferredError: Error | undefined;
+  /** aborted when the client sends `cancel` for the task received last */
+  private taskAbort = new AbortController();
+  /** the task cancelled last: its send()/fail() are dropped */
+  private cancelledId: string | undefined;
+  /**
+   * The read started when a task arrives, so a `cancel` is seen while the trainer works; the
+   * next receive() takes it (the client sends nothing else before the trainer's next `receive`).
+   */
+  private nextFrame: Promise<ClientFrame> | undefined;
 
   constructor(private readonly env: NodeJS.ProcessEnv = process.env) {}
 
-  /** Never aborted: the ex-process protocol has no cancel frame yet (the host drops a cancelled task's late result). */
+  /**
+   * Aborted when the server cancels the task received last (it timed out, the round closed
+   * without it, the job was aborted): stop working on it and call receive() again; a send() for
+   * it is dropped.
+   */
   taskSignal(): AbortSignal {
-    return NEVER;
+    return this.taskAbort.signal;
+  }
+
+  private watch(c: Connection, taskId: string): void {
+    const p = c.reader.next();
+    p.then(
+      (f) => {
+        if (f?.msg.type === 'cancel' && f.msg.taskId === taskId && this.pending?.taskId === taskId) {
+          this.cancelledId = taskId;
+          this.pending = undefined;
+          this.taskAbort.abort(new Error(`task cancelled by the server: ${f.msg.reason}`));
+        }
+      },
+      () => {}, // receive() reports it
+    );
+    this.nextFrame = p;
   }
 
   /** Connects and shakes hands; calling it again is harmless. */
@@ -105,7 +133,12 @@ export class ExProcessClient implements ClientAPI {
     const c = this.connection('receive');
     if (this.pending) throw new Error(`receive() called before send() answered task "${this.pending.taskId}" (${this.pending.taskName})`);
     await c.writer.send({ type: 'receive' });
-    const f = await c.reader.next();
+    let f: ClientFrame;
+    do {
+      // a cancel for an earlier task (already answered, or seen by watch()) is skipped
+      f = await (this.nextFrame ?? c.reader.next());
+      this.nextFrame = undefined;
+    } while (f?.msg.type === 'cancel');
     if (!f) {
       this.close();
       throw new Error('flotilla client: the connection to the Flotilla client closed (the client stopped or crashed)');
@@ -114,6 +147,9 @@ export class ExProcessClient implements ClientAPI {
       case 'task':
         this.pending = { taskId: f.msg.taskId, taskName: f.msg.taskName };
         this.lastTaskName = f.msg.taskName;
+        this.taskAbort = new AbortController();
+        this.cancelledId = undefined;
+        this.watch(c, f.msg.taskId);
         return { ...f.msg.model, params: f.params ?? new Map<string, Tensor>() };
       case 'stop':
         this.close();
@@ -130,6 +166,7 @@ export class ExProcessClient implements ClientAPI {
   async send(model: FLModel): Promise<void> {
     const c = this.connection('send');
     const p = this.pending;
+    if (!p && this.cancelledId !== undefined) return; // the server cancelled it: nothing to send
     if (!p) throw new Error('send() called with no task pending: call receive() first');
     const info = {
       paramsType: model.paramsType,
@@ -151,6 +188,7 @@ export class ExProcessClient implements ClientAPI {
    */
   async fail(error: unknown): Promise<void> {
     const c = this.connection('fail');
+    if (!this.pending && this.cancelledId !== undefined) return;
     if (!this.pending) throw new Error('fail() called with no task pending');
     const e = error instanceof Error ? error : new Error(String(error));
     await c.writer.send({ type: 'failed', message: e.message, ...(e.stack ? { traceback: e.stack } : {}) });
