@@ -16,7 +16,9 @@ import {
   type AdminReply,
 } from '../deploy/admin-commands.ts';
 import { type DownloadProgress, receiveResults } from '../deploy/download.ts';
-import { packJob } from '../deploy/job-bundle.ts';
+import { listJobFiles } from '../deploy/job-bundle.ts';
+import { encodeJobStream } from '../deploy/job-stream.ts';
+import type { AdminReplyWire } from '../transport/grpc/wire.ts';
 import { describeZodError } from '../util/zod-error.ts';
 
 export { AdminError, type AdminErrorCode } from '../deploy/admin-commands.ts';
@@ -46,27 +48,20 @@ export class AdminClient {
       : [args: AdminArgs<C>, blob?: Uint8Array]
   ): Promise<AdminReply<C>> {
     const r = await this.grpc.command({ command, args_json: JSON.stringify(args ?? {}), blob: blob ?? new Uint8Array(0) });
-    let json: unknown;
-    try {
-      json = JSON.parse(r.json || 'null');
-    } catch {
-      throw new AdminError('bad_reply', `${command}: the server's reply is not JSON`);
-    }
-    if (!r.ok) {
-      const f = AdminFailureSchema.safeParse(json);
-      throw f.success
-        ? new AdminError(f.data.code, f.data.message)
-        : new AdminError('bad_reply', `${command} failed; the server's reason is unreadable`);
-    }
-    const parsed = ADMIN_COMMAND_TABLE[command].reply.safeParse(json);
-    if (!parsed.success)
-      throw new AdminError('bad_reply', `${command}: unexpected reply from the server: ${describeZodError(parsed.error)}`);
-    return parsed.data as AdminReply<C>;
+    return replyOf(command, r);
   }
 
-  /** Submits a job folder; `followLinks` follows symbolic links that stay inside it (default: refused). */
+  /**
+   * Submits a job folder, streamed (Admin.Upload: any size up to the server's maxJobBytes, a
+   * piece at a time from disk, each file's xxhash64 checked by the server); `followLinks` follows
+   * symbolic links that stay inside it (default: refused). The server's limit and disk space are
+   * checked before the first file byte is sent.
+   */
   async submit(jobDir: string, opts: { followLinks?: boolean } = {}): Promise<string> {
-    return (await this.call('submit', {}, packJob(jobDir, { followLinks: opts.followLinks ?? false }))).jobId;
+    // the server's limit decides (and is named in its refusal): the folder is listed without one
+    const { files } = listJobFiles(jobDir, { followLinks: opts.followLinks ?? false, maxBytes: Number.POSITIVE_INFINITY });
+    const r = await this.grpc.upload({ command: 'submit', args_json: '{}', blob: new Uint8Array(0) }, encodeJobStream(files));
+    return replyOf('submit', r).jobId;
   }
 
   /**
@@ -90,4 +85,23 @@ export class AdminClient {
   close(): void {
     this.grpc.close();
   }
+}
+
+/** A reply on the wire as the command's typed reply, or the server's failure as an AdminError. */
+function replyOf<C extends AdminCommand>(command: C, r: AdminReplyWire): AdminReply<C> {
+  let json: unknown;
+  try {
+    json = JSON.parse(r.json || 'null');
+  } catch {
+    throw new AdminError('bad_reply', `${command}: the server's reply is not JSON`);
+  }
+  if (!r.ok) {
+    const f = AdminFailureSchema.safeParse(json);
+    throw f.success
+      ? new AdminError(f.data.code, f.data.message)
+      : new AdminError('bad_reply', `${command} failed; the server's reason is unreadable`);
+  }
+  const parsed = ADMIN_COMMAND_TABLE[command].reply.safeParse(json);
+  if (!parsed.success) throw new AdminError('bad_reply', `${command}: unexpected reply from the server: ${describeZodError(parsed.error)}`);
+  return parsed.data as AdminReply<C>;
 }

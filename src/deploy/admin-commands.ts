@@ -188,6 +188,7 @@ export const ADMIN_ERROR_CODES = [
   'not_found',
   'conflict',
   'bad_job',
+  'no_space',
   'bad_reply',
   'internal',
 ] as const;

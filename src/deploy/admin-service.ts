@@ -23,6 +23,8 @@ import {
 import { type AdminUser, type Target, authorize, isRole } from './authz.ts';
 import { listResults, sendResults } from './download.ts';
 import { BundleError, unpackJob } from './job-bundle.ts';
+import { receiveJobStream } from './job-stream.ts';
+import { DiskSpaceError } from '../util/disk-space.ts';
 import type { JobScheduler } from './job-scheduler.ts';
 import { FINAL_STATES, type JobRecord, type JobStore } from './job-store.ts';
 import type { SessionRegistry } from './session-registry.ts';
@@ -32,6 +34,8 @@ export interface AdminServiceOptions {
   scheduler: JobScheduler;
   sessions: SessionRegistry;
   maxJobBytes: number;
+  /** bytes that must stay free on the workspace's disk after a job folder is written (default: disk-space.ts) */
+  minFreeBytes?: number;
   log: Logger;
   /** signs dashboard tokens for the calling admin; dashboardPort() says where the page is served */
   dashboard: { issue(user: AdminUser): { token: string; expiresAt: string }; dashboardPort(): number | null };
@@ -45,6 +49,8 @@ interface Call<C extends AdminCommand> {
   check: (target: Target) => void;
   /** set on Admin.Download: the files stream through it */
   write: ((p: DownloadPieceWire) => Promise<void>) | undefined;
+  /** set on Admin.Upload: the job stream's bytes as they arrive */
+  upload: AsyncIterable<Uint8Array> | undefined;
 }
 type Handlers = { [C in AdminCommand]: (call: Call<C>) => Promise<AdminReply<C>> | AdminReply<C> };
 
@@ -65,6 +71,18 @@ export class AdminService {
     if (!reply.ok) throw new AdminError(reply.failure.code, reply.failure.message);
   }
 
+  /** Admin.Upload: submit with its job folder streamed (any size up to maxJobBytes, bounded memory). */
+  async upload(peer: PeerIdentity, req: AdminRequestWire, data: AsyncIterable<Uint8Array>): Promise<AdminReplyWire> {
+    const r =
+      req.command === 'submit'
+        ? await this.handle(peer, req, undefined, data)
+        : {
+            ok: false as const,
+            failure: { code: 'unknown_command' as const, message: `Admin.Upload serves the submit command, not "${req.command}"` },
+          };
+    return r.ok ? { ok: true, json: JSON.stringify(r.json), blob: EMPTY } : { ok: false, json: JSON.stringify(r.failure), blob: EMPTY };
+  }
+
   /** Admin.Command: one command, answered on the wire. */
   async command(peer: PeerIdentity, req: AdminRequestWire): Promise<AdminReplyWire> {
     const r = await this.handle(peer, req);
@@ -75,6 +93,7 @@ export class AdminService {
     peer: PeerIdentity,
     req: AdminRequestWire,
     write?: (p: DownloadPieceWire) => Promise<void>,
+    upload?: AsyncIterable<Uint8Array>,
   ): Promise<{ ok: true; json: unknown } | { ok: false; failure: { code: AdminError['code']; message: string } }> {
     const { store } = this.opts;
     const command = req.command;
@@ -115,7 +134,7 @@ export class AdminService {
         }
       };
       const run = this.handlers[command] as (c: Call<AdminCommand>) => unknown;
-      const json = await run({ args: parsed.data, blob: req.blob, user, check, write });
+      const json = await run({ args: parsed.data, blob: req.blob, user, check, write, upload });
       audit(user.role, true, 'ok');
       return { ok: true, json };
     } catch (e) {
@@ -124,7 +143,9 @@ export class AdminService {
           ? e.toWire()
           : e instanceof BundleError || e instanceof JobConfigError
             ? { code: 'bad_job' as const, message: e.message }
-            : { code: 'internal' as const, message: `internal error: ${(e as Error).message}` };
+            : e instanceof DiskSpaceError
+              ? { code: 'no_space' as const, message: e.message }
+              : { code: 'internal' as const, message: `internal error: ${(e as Error).message}` };
       audit(user.role, allowed, failure.message);
       return { ok: false, failure };
     }
@@ -139,11 +160,19 @@ export class AdminService {
   private createHandlers(): Handlers {
     const { store, scheduler, sessions, log } = this.opts;
     return {
-      submit: ({ blob, user, check }) => {
+      submit: async ({ blob, upload, user, check }) => {
         check({});
         const incoming = join(this.opts.scheduler.jobDir(`.incoming-${randomBytes(6).toString('hex')}`));
         try {
-          const config = unpackJob(blob, join(incoming, 'app'), this.opts.maxJobBytes);
+          const app = join(incoming, 'app');
+          const { maxJobBytes, minFreeBytes } = this.opts;
+          const config = upload
+            ? await receiveJobStream(upload, app, {
+                maxBytes: maxJobBytes,
+                limitName: "the server's maxJobBytes",
+                ...(minFreeBytes !== undefined && { minFreeBytes }),
+              })
+            : unpackJob(blob, app, maxJobBytes);
           const id = `${config.name}-${randomBytes(4).toString('hex')}`;
           renameSync(incoming, scheduler.jobDir(id));
           store.create({ id, name: config.name, submitter: user.name, submitterOrg: user.org });

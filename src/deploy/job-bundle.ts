@@ -24,7 +24,7 @@ import { describeZodError } from '../util/zod-error.ts';
 export const BUNDLE_LIMITS = { maxFiles: 2000, maxBytes: 64 << 20 } as const;
 const SKIP = new Set(['node_modules', '.git', 'workspace', '__pycache__']);
 
-const SafePath = z
+export const SafePath = z
   .string()
   .min(1)
   .max(512)
@@ -68,10 +68,26 @@ function kindOf(st: Stats): string {
  * sockets and devices are always refused. Each refusal names the entry.
  */
 export function packJob(dir: string, opts: PackOptions = {}): Uint8Array {
+  const { files } = listJobFiles(dir, opts);
+  return Buffer.from(JSON.stringify({ files: files.map((f) => ({ path: f.path, base64: readFileSync(f.abs).toString('base64') })) }));
+}
+
+/** A file of a job folder, as listed for packing: its path in the bundle, where it is, its size. */
+export interface JobFile {
+  path: string;
+  abs: string;
+  size: number;
+}
+
+/**
+ * The files a job folder submits, sorted, with the rules of packJob applied (links, special
+ * files, the size limit and the file count, each refusal naming the entry); reads no contents.
+ */
+export function listJobFiles(dir: string, opts: PackOptions = {}): { root: string; files: JobFile[]; bytes: number } {
   const maxBytes = opts.maxBytes ?? BUNDLE_LIMITS.maxBytes;
   const root = resolve(dir);
   const realRoot = realpathSync(root);
-  const files: { path: string; base64: string }[] = [];
+  const files: JobFile[] = [];
   let total = 0;
   const walk = (rel: string): void => {
     for (const name of readdirSync(join(root, rel)).sort()) {
@@ -111,12 +127,12 @@ export function packJob(dir: string, opts: PackOptions = {}): Uint8Array {
           );
         if (files.length >= BUNDLE_LIMITS.maxFiles)
           throw new BundleError(`job folder ${root} has more than ${BUNDLE_LIMITS.maxFiles} files`);
-        files.push({ path: r, base64: readFileSync(abs).toString('base64') });
+        files.push({ path: r, abs, size: st.size });
       } else throw new BundleError(`job folder ${root}: ${r} is ${kindOf(st)}: only regular files and folders are submitted; remove it`);
     }
   };
   walk('');
-  return Buffer.from(JSON.stringify({ files }));
+  return { root, files, bytes: total };
 }
 
 /**
@@ -145,15 +161,8 @@ export function unpackJob(bytes: Uint8Array, dest: string, maxBytes: number = BU
     if (total > maxBytes) throw new BundleError(`job folder exceeds the limit of ${maxBytes} bytes`);
     return { path: f.path, data };
   });
-  const folders = new Set(
-    decoded.flatMap((f) =>
-      f.path
-        .split('/')
-        .slice(0, -1)
-        .map((_, i, parts) => parts.slice(0, i + 1).join('/')),
-    ),
-  );
-  for (const f of decoded) if (folders.has(f.path)) throw new BundleError(`malformed job bundle: ${f.path} is both a file and a folder`);
+  const clash = fileFolderClash(decoded.map((f) => f.path));
+  if (clash !== null) throw new BundleError(`malformed job bundle: ${clash} is both a file and a folder`);
   const tmp = `${dest}.tmp-${process.pid}-${Date.now()}`;
   rmSync(tmp, { recursive: true, force: true });
   try {
@@ -164,18 +173,36 @@ export function unpackJob(bytes: Uint8Array, dest: string, maxBytes: number = BU
       writeFileSync(p, f.data, { flag: 'wx' });
       if (!lstatSync(p).isFile()) throw new BundleError(`malformed job bundle: ${f.path} is not a regular file after unpacking`);
     }
-    let config: JobConfig;
-    try {
-      config = readJobConfig(tmp).config;
-    } catch (e) {
-      if (e instanceof JobConfigError) throw new JobConfigError(e.message.replaceAll(tmp, '<job folder>'));
-      throw e;
-    }
-    mkdirSync(dirname(dest), { recursive: true });
-    rmSync(dest, { recursive: true, force: true });
-    renameSync(tmp, dest);
-    return config;
+    return installJob(tmp, dest);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** The paths that are both a file and a folder of a bundle (refused: one would overwrite the other). */
+export function fileFolderClash(paths: string[]): string | null {
+  const folders = new Set(
+    paths.flatMap((p) =>
+      p
+        .split('/')
+        .slice(0, -1)
+        .map((_, i, parts) => parts.slice(0, i + 1).join('/')),
+    ),
+  );
+  return paths.find((p) => folders.has(p)) ?? null;
+}
+
+/** Reads the job config of an unpacked folder `tmp` and renames it to `dest`; errors do not name the temp folder. */
+export function installJob(tmp: string, dest: string): JobConfig {
+  let config: JobConfig;
+  try {
+    config = readJobConfig(tmp).config;
+  } catch (e) {
+    if (e instanceof JobConfigError) throw new JobConfigError(e.message.replaceAll(tmp, '<job folder>'));
+    throw e;
+  }
+  mkdirSync(dirname(dest), { recursive: true });
+  rmSync(dest, { recursive: true, force: true });
+  renameSync(tmp, dest);
+  return config;
 }

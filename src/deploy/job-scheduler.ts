@@ -23,7 +23,8 @@ import { readProgress } from '../workflows/progress.ts';
 import { runWorkflows } from '../workflows/run-job.ts';
 import { type Telemetry, totalRounds } from '../dashboard/telemetry.ts';
 import type { JobSummary } from './admin-commands.ts';
-import { packJob } from './job-bundle.ts';
+import { type JobFile, listJobFiles } from './job-bundle.ts';
+import { encodeJobStream } from './job-stream.ts';
 import type { JobRecord, JobStore } from './job-store.ts';
 import type { ServerToSite } from './session.ts';
 import type { SessionRegistry } from './session-registry.ts';
@@ -66,7 +67,8 @@ interface RunningJob {
   /** the session (by its connectedAt) each site was last given the job on: a new session gets it again (rejoin) */
   deployedTo: Map<string, string>;
   /** the packed job folder, once deployed */
-  bundle: Uint8Array | null;
+  /** the job folder's files, streamed to each site from disk (job-stream.ts) */
+  bundle: JobFile[] | null;
   abort: AbortController;
   done: Promise<void>;
 }
@@ -197,15 +199,8 @@ export class JobScheduler {
   }
 
   private deploy(rj: RunningJob, site: string): Promise<void> {
-    const bundle = rj.bundle!;
     const m = { type: 'deploy', jobId: rj.id, siteIndex: rj.sites.indexOf(site), numSites: rj.sites.length } satisfies ServerToSite;
-    return this.opts.sessions.send(
-      site,
-      m,
-      (async function* () {
-        yield bundle;
-      })(),
-    );
+    return this.opts.sessions.send(site, m, encodeJobStream(rj.bundle!));
   }
 
   /**
@@ -266,7 +261,8 @@ export class JobScheduler {
         throw new Error('the he filter needs a provisioned server (its kit holds the HE context)');
       // loaded before anything is deployed: a bad model fails the job at once
       const initial = await loadInitialModel(job);
-      rj.bundle = packJob(join(dir, 'app'));
+      // the server's limit was enforced at submit: the folder is streamed as it is
+      rj.bundle = listJobFiles(join(dir, 'app'), { maxBytes: Number.POSITIVE_INFINITY }).files;
       const connected = new Map(sessions.list().map((s) => [s.site, s.connectedAt]));
       const deployments = sites.map((site) => {
         rj.deployedTo.set(site, connected.get(site) ?? '');

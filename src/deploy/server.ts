@@ -145,6 +145,7 @@ export class FederationServer {
         onConnect: (link, peer, info) => this.onConnect(link, peer, info),
         onAdmin: (peer, req) => this.admin.command(peer, req),
         onDownload: (peer, req, write) => this.admin.download(peer, req, write),
+        onUpload: (peer, req, data) => this.admin.upload(peer, req, data),
       },
     });
     const dataPort =

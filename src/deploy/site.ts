@@ -20,7 +20,8 @@ import { GrpcClient } from '../transport/grpc/client.ts';
 import { FallbackDialer, dialerFor } from '../transport/dialer.ts';
 import type { Link } from '../transport/link.ts';
 import { type Logger, fileLogger, silentLogger } from '../util/log.ts';
-import { unpackJob } from './job-bundle.ts';
+import { BUNDLE_LIMITS } from './job-bundle.ts';
+import { receiveJobStream } from './job-stream.ts';
 import { allowJobImports } from '../runtime/job-imports.ts';
 import { SESSION_PROTOCOL, ServerToSite } from './session.ts';
 
@@ -37,8 +38,10 @@ export interface FederationSiteOptions {
   dataPort?: number | null;
   log?: Logger;
   onConnected?: () => void;
-  /** largest job folder accepted from the server */
+  /** largest job folder accepted from the server (default: the kit's maxJobBytes, which provision copies from the server's) */
   maxJobBytes?: number;
+  /** bytes that must stay free on the workspace's disk after a job folder or a payload is written (default: disk-space.ts) */
+  minFreeBytes?: number;
   /** how long a dropped session tries to resume (same channel, new call) before starting over (default 30 s) */
   sessionResumeMs?: number;
 }
@@ -203,9 +206,12 @@ export class FederationSite {
     // eslint-disable-next-line prefer-const
     run = (async () => {
       try {
-        const chunks: Uint8Array[] = [];
-        for await (const c of payload) chunks.push(c);
-        unpackJob(Buffer.concat(chunks), join(dir, 'app'), this.opts.maxJobBytes);
+        const { maxJobBytes, minFreeBytes } = this.opts;
+        await receiveJobStream(payload, join(dir, 'app'), {
+          maxBytes: maxJobBytes ?? this.opts.kit.config.maxJobBytes ?? BUNDLE_LIMITS.maxBytes,
+          limitName: "this site's maxJobBytes",
+          ...(minFreeBytes !== undefined && { minFreeBytes }),
+        });
         const job = loadJob(join(dir, 'app'));
         // this site's privacy policy has the last word on what it sends; a job that asks for less is refused
         const privacy = this.opts.kit.config.privacy;

@@ -57,6 +57,8 @@ export const ClientConfigSchema = z.strictObject({
   python: z.string().min(1).optional(),
   /** this site's privacy policy: filters applied to every result it sends, whatever the job says (docs/filters.md) */
   privacy: PrivacyPolicySchema.optional(),
+  /** largest job folder this site accepts from the server (provision writes the server's maxJobBytes) */
+  maxJobBytes: z.number().int().positive().optional(),
 });
 export const AdminConfigSchema = z.strictObject({
   kind: z.literal('admin'),

@@ -31,6 +31,12 @@ export const ServerParticipant = z.strictObject({
    * throughput); default port + 1, null to send payloads over the gRPC port
    */
   dataPort: z.number().int().min(1).max(65535).nullable().optional(),
+  /** largest job folder the server (and each site) accepts, in bytes: default 64 MiB */
+  maxJobBytes: z
+    .number()
+    .int()
+    .min(1 << 20, 'must be at least 1048576 bytes (1 MiB)')
+    .optional(),
 });
 export const ClientParticipant = z.strictObject({
   type: z.literal('client'),

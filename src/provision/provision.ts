@@ -120,7 +120,7 @@ function configFor(
         listen: { host: p.bind ?? '0.0.0.0', port: p.port },
         dataPort: p.dataPort === undefined ? (p.port < 65535 ? p.port + 1 : null) : p.dataPort,
         heartbeatTimeoutSeconds: 30,
-        maxJobBytes: 64 << 20,
+        maxJobBytes: p.maxJobBytes ?? 64 << 20,
       };
     case 'client':
       return {
@@ -131,6 +131,7 @@ function configFor(
         server: endpoint,
         serverName: server.host,
         heartbeatSeconds: 5,
+        maxJobBytes: server.maxJobBytes ?? 64 << 20,
         ...(p.python !== undefined && { python: p.python }),
         ...(p.privacy !== undefined && { privacy: p.privacy }),
       };

@@ -9,12 +9,14 @@ import type { ConnectInfo, DialOptions } from '../peer.ts';
 import { GrpcLink } from './link.ts';
 import {
   ADMIN_DOWNLOAD,
+  ADMIN_UPLOAD,
   CONNECT_METADATA,
   type AdminReplyWire,
   type AdminRequestWire,
   CHANNEL_OPTIONS,
   type DownloadPieceWire,
   FEDERATION_SERVICE,
+  type UploadPieceWire,
   loadProto,
 } from './wire.ts';
 
@@ -119,6 +121,58 @@ export class GrpcClient {
         }
       },
     };
+  }
+
+  /**
+   * Admin.Upload: the request, then `data`'s pieces as the server takes them (gRPC flow control:
+   * `data` is read no faster than the server writes, so memory stays at a few pieces). Resolves to
+   * the server's reply, which may come before the last piece (a refusal): reading stops there.
+   * A failure of `data` itself (a file that changed while being read) cancels the call and rejects
+   * with that failure.
+   */
+  upload(req: AdminRequestWire, data: AsyncIterable<Uint8Array>, timeoutMs = 3_600_000): Promise<AdminReplyWire> {
+    const def = loadProto().Admin.service.Upload!;
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let localError: Error | null = null;
+      let wake: (() => void) | null = null;
+      const call = this.adminStub.makeClientStreamRequest<UploadPieceWire, AdminReplyWire>(
+        ADMIN_UPLOAD,
+        def.requestSerialize as (v: UploadPieceWire) => Buffer,
+        def.responseDeserialize as (b: Buffer) => AdminReplyWire,
+        new grpc.Metadata(),
+        { deadline: Date.now() + timeoutMs },
+        (err, r) => {
+          settled = true;
+          wake?.();
+          if (localError) reject(localError);
+          else if (err || !r) reject(new Error(err?.details || err?.message || 'no reply'));
+          else resolve(r);
+        },
+      );
+      const write = async (p: UploadPieceWire): Promise<void> => {
+        if (call.write(p)) return;
+        await new Promise<void>((res) => {
+          wake = res;
+          call.once('drain', res);
+        });
+        call.off('drain', wake!);
+        wake = null;
+      };
+      void (async () => {
+        try {
+          await write({ request: req });
+          for await (const chunk of data) {
+            if (settled) break;
+            await write({ data: chunk });
+          }
+          if (!settled) call.end();
+        } catch (e) {
+          localError = e as Error;
+          call.cancel();
+        }
+      })();
+    });
   }
 
   /** The raw channel, for tests that speak malformed protocol. */

@@ -19,6 +19,7 @@ import {
   CONNECT_METADATA,
   type DownloadPieceWire,
   FEDERATION_SERVICE,
+  type UploadPieceWire,
   loadProto,
 } from './wire.ts';
 
@@ -32,6 +33,12 @@ export interface GrpcServerHandlers {
    * the call is refused as unimplemented.
    */
   onDownload?: (peer: PeerIdentity, req: AdminRequestWire, write: (p: DownloadPieceWire) => Promise<void>) => Promise<void>;
+  /**
+   * An admin's streamed upload: the request, and the bytes that follow it as they arrive (read
+   * under gRPC flow control: the admin waits while the handler is busy). The reply may come
+   * before the last byte (a refusal). Optional: without it the call is refused as unimplemented.
+   */
+  onUpload?: (peer: PeerIdentity, req: AdminRequestWire, data: AsyncIterable<Uint8Array>) => Promise<AdminReplyWire>;
 }
 
 export interface GrpcServerOptions {
@@ -75,6 +82,8 @@ export class GrpcServer {
       Command: (call: grpc.ServerUnaryCall<AdminRequestWire, AdminReplyWire>, cb: grpc.sendUnaryData<AdminReplyWire>) =>
         void this.admin(call, cb),
       Download: (call: grpc.ServerWritableStream<AdminRequestWire, DownloadPieceWire>) => void this.download(call),
+      Upload: (call: grpc.ServerReadableStream<UploadPieceWire, AdminReplyWire>, cb: grpc.sendUnaryData<AdminReplyWire>) =>
+        void this.upload(call, cb),
     });
   }
 
@@ -206,6 +215,36 @@ export class GrpcServer {
       call.end();
     } catch (e) {
       if (!gone) fail(grpc.status.FAILED_PRECONDITION, (e as Error).message);
+    }
+  }
+
+  private async upload(
+    call: grpc.ServerReadableStream<UploadPieceWire, AdminReplyWire>,
+    cb: grpc.sendUnaryData<AdminReplyWire>,
+  ): Promise<void> {
+    const id = identityOf(call);
+    if (typeof id === 'string') return cb({ code: grpc.status.UNAUTHENTICATED, details: id });
+    const handler = this.opts.handlers.onUpload;
+    if (!handler) return cb({ code: grpc.status.UNIMPLEMENTED, details: 'this server does not take uploads' });
+    const it = (call as AsyncIterable<UploadPieceWire>)[Symbol.asyncIterator]();
+    try {
+      const first = await it.next();
+      if (first.done || first.value.kind !== 'request' || !first.value.request)
+        return cb({ code: grpc.status.INVALID_ARGUMENT, details: 'an upload starts with its request' });
+      // the rest of the call is read only as the handler asks for it; a handler that stops early
+      // (a refusal) leaves the admin's remaining pieces unread, and the reply ends the call
+      const data = (async function* (): AsyncGenerator<Uint8Array> {
+        for (;;) {
+          const r = await it.next();
+          if (r.done) return;
+          if (r.value.kind !== 'data' || !(r.value.data instanceof Uint8Array))
+            throw new Error('an upload piece after the request is not data');
+          yield r.value.data;
+        }
+      })();
+      cb(null, await handler(id, first.value.request, data));
+    } catch (e) {
+      cb({ code: grpc.status.INTERNAL, details: (e as Error).message });
     }
   }
 }

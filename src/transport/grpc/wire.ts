@@ -38,6 +38,14 @@ export interface DownloadPieceWire {
 }
 
 export const ADMIN_DOWNLOAD = '/flotilla.v1.Admin/Download';
+export const ADMIN_UPLOAD = '/flotilla.v1.Admin/Upload';
+
+/** Admin.Upload's stream element: the request first, then the job stream's bytes. */
+export interface UploadPieceWire {
+  kind?: 'request' | 'data';
+  request?: AdminRequestWire | null;
+  data?: Uint8Array | null;
+}
 
 export interface FlotillaPackage {
   Federation: grpc.ServiceClientConstructor;
