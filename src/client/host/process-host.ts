@@ -8,34 +8,23 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { FLModel, FLModelInfo } from '../../core/fl-model.ts';
+import type { FLModel } from '../../core/fl-model.ts';
 import type { Tensor, TensorDict } from '../../core/tensor.ts';
 import type { TaskInput, TrainerContext, TrainerHost } from '../api.ts';
 import { FrameReader, FrameWriter, InvalidMessageError, PROTOCOL_VERSION, type TrainerMessage, TrainerMessageSchema } from '../framing.ts';
 import { type LongTimer, setLongTimeout } from '../../util/long-timer.ts';
 import { TrainerChild } from './trainer-child.ts';
+import { listenForTrainer, metricOf, modelInfo, raceDeadline, taskFailure } from './trainer-socket.ts';
 import {
   EXIT_AFTER_DISCONNECT_MS,
   type ExProcessOptions,
   type ExitStatus,
   MAX_SOCKET_PATH,
   TrainerProcessError,
-  TrainerTaskError,
   asError,
   deferred,
   within,
 } from './child-process.ts';
-
-function modelInfo(m: FLModel): FLModelInfo {
-  return {
-    paramsType: m.paramsType,
-    metrics: m.metrics,
-    meta: m.meta,
-    currentRound: m.currentRound,
-    totalRounds: m.totalRounds,
-    ...(m.paramsPath !== undefined && { paramsPath: m.paramsPath }),
-  };
-}
 
 interface Job {
   task: TaskInput;
@@ -107,17 +96,8 @@ export class ExProcessTrainerHost implements TrainerHost {
       const sockPath = path.join(this.tmpDir!, gen === 0 ? 'trainer.sock' : `trainer-${gen}.sock`);
       if (Buffer.byteLength(sockPath) > MAX_SOCKET_PATH)
         throw new Error(`socket path ${sockPath} is longer than ${MAX_SOCKET_PATH} bytes; pass a shorter socketDir`);
-      const server = net.createServer();
+      const { server, firstConn } = await listenForTrainer(sockPath);
       this.server = server;
-      server.maxConnections = 1; // the trainer, nobody else
-      await new Promise<void>((res, rej) => {
-        server.once('error', rej);
-        server.listen(sockPath, () => {
-          server.off('error', rej);
-          res();
-        });
-      });
-      const firstConn = new Promise<net.Socket>((res) => server.once('connection', res));
       proc.spawn({ socket: sockPath, siteName: ctx.siteName, jobId: ctx.jobId, workspace: ctx.workspace }, (err) => {
         if (proc === this.proc) this.terminate(err);
       });
@@ -191,26 +171,12 @@ export class ExProcessTrainerHost implements TrainerHost {
   }
 
   /** Races p against the hello deadline and the child's death. */
-  private async beforeDeadline<T>(p: Promise<T>, deadline: number, what: string): Promise<T> {
-    let timer: LongTimer | undefined;
-    const timeout = new Promise<never>((_, rej) => {
-      timer = setLongTimeout(
-        () => {
-          const ms = this.opts.helloTimeoutMs ?? 60_000;
-          rej(
-            this.proc.error(
-              `trainer "${this.proc.commandLine()}" did not ${what} within ${ms} ms (helloTimeoutMs); it must connect to FLOTILLA_SOCKET and send "hello"`,
-            ),
-          );
-        },
-        Math.max(0, deadline - Date.now()),
-      );
-    });
-    try {
-      return await Promise.race([p, this.failed.promise, timeout]);
-    } finally {
-      timer?.clear();
-    }
+  private beforeDeadline<T>(p: Promise<T>, deadline: number, what: string): Promise<T> {
+    const ms = this.opts.helloTimeoutMs ?? 60_000;
+    const hint = `it must connect to FLOTILLA_SOCKET and send "hello"`;
+    return raceDeadline(p, this.failed.promise, deadline, () =>
+      this.proc.error(`trainer "${this.proc.commandLine()}" did not ${what} within ${ms} ms (helloTimeoutMs); ${hint}`),
+    );
   }
 
   private exitError(): TrainerProcessError {
@@ -370,13 +336,7 @@ export class ExProcessTrainerHost implements TrainerHost {
         if (cur) {
           // the trainer moved on without answering: fail that task rather than wait forever
           this.current = undefined;
-          this.rejectJob(
-            cur,
-            new TrainerTaskError(
-              `task "${cur.task.taskId}" (${cur.task.taskName}) failed: the trainer asked for a new task without answering it`,
-              undefined,
-            ),
-          );
+          this.rejectJob(cur, taskFailure(cur.task, ': the trainer asked for a new task without answering it'));
         }
         this.trainerWaiting = true;
         return this.pump();
@@ -396,30 +356,11 @@ export class ExProcessTrainerHost implements TrainerHost {
         if (!cur) return this.violation(`"failed" with no task pending: ${msg.message}`);
         this.current = undefined;
         if (this.grace?.job === cur) this.clearGrace();
-        const tb = msg.traceback ? `\n${msg.traceback}` : '';
-        this.rejectJob(
-          cur,
-          new TrainerTaskError(
-            `task "${cur.task.taskId}" (${cur.task.taskName}) failed in the trainer: ${msg.message}${tb}`,
-            msg.traceback,
-          ),
-        );
-        return;
+        return this.rejectJob(cur, taskFailure(cur.task, ` in the trainer: ${msg.message}`, msg.traceback));
       }
-      case 'log': {
-        const ctx = this.ctx!;
-        const round = (this.current?.task ?? this.last)?.model.currentRound;
-        const where = { ...(msg.step === undefined ? {} : { step: msg.step }), ...(round === undefined ? {} : { round }) };
-        ctx.onMetric(
-          typeof msg.value === 'string'
-            ? { kind: 'text', site: ctx.siteName, key: msg.key, text: msg.value, ...where }
-            : { site: ctx.siteName, key: msg.key, value: msg.value, ...where },
-        );
-        return;
-      }
+      case 'log':
       case 'params':
-        this.ctx!.onMetric({ kind: 'params', site: this.ctx!.siteName, params: msg.params });
-        return;
+        return this.ctx!.onMetric(metricOf(this.ctx!, msg, (this.current?.task ?? this.last)?.model.currentRound));
     }
   }
 
