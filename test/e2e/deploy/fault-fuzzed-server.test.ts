@@ -71,7 +71,9 @@ test('a server fed garbage on both ports keeps serving a running job to its site
   );
   try {
     await until('two sites to connect', () => server.siteList().length === 2, 30_000);
-    const dir = tinyJob(join(tmp, 'job'), { minClients: 2, rounds: 8, sleepMs: 100 });
+    // the job starts under fire and lasts long enough for more (an idle machine ran 8 short rounds in 18 connections)
+    await until('garbage flowing', () => sent >= 10, 30_000);
+    const dir = tinyJob(join(tmp, 'job'), { minClients: 2, rounds: 8, sleepMs: 300 });
     id = await admin.submit(dir);
     await until('the job to end', () => ['FINISHED', 'FAILED', 'ABORTED'].includes(server.store.get(id)?.state ?? ''), 60_000);
     stop = true;
