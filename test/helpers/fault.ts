@@ -29,6 +29,59 @@ export async function federationKits(
   return (await provision(project, { outDir })).kits;
 }
 
+/** `flotilla <args>` from this checkout as a child process, its stdout and stderr appended to `out`. */
+function spawnCli(args: string[], out: string[]): ChildProcess {
+  const p = spawn(process.execPath, ['--conditions=flotilla-source', '--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  p.stdout.on('data', (b: Buffer) => out.push(b.toString()));
+  p.stderr.on('data', (b: Buffer) => out.push(b.toString()));
+  return p;
+}
+
+const running = (p: ChildProcess): boolean => p.exitCode === null && p.signalCode === null;
+
+async function signal(p: ChildProcess, sig: NodeJS.Signals): Promise<void> {
+  if (!running(p)) return;
+  const gone = new Promise((r) => p.once('exit', r));
+  p.kill(sig);
+  await gone;
+}
+
+/**
+ * The server daemon as a child process (`flotilla server start <kit> -w <workspace>`) that a test can
+ * kill -9 and start again on the same workspace; `out` collects the output of every start.
+ */
+export class ServerProcess {
+  readonly out: string[] = [];
+  private readonly procs: ChildProcess[] = [];
+
+  constructor(
+    private readonly kit: string,
+    private readonly workspace: string,
+  ) {}
+
+  start(): void {
+    this.procs.push(spawnCli(['server', 'start', this.kit, '-w', this.workspace], this.out));
+  }
+
+  /** kill -9 of the running server, as a crash. */
+  kill(): Promise<void> {
+    return signal(this.procs.at(-1)!, 'SIGKILL');
+  }
+
+  /** SIGTERM, waiting for the exit. */
+  stop(): Promise<void> {
+    return signal(this.procs.at(-1)!, 'SIGTERM');
+  }
+
+  /** For an `after` hook: whatever still runs is killed (a test that timed out never reached its stop). */
+  killAll(): void {
+    for (const p of this.procs) if (running(p)) p.kill('SIGKILL');
+  }
+}
+
 /** Site daemons as child processes (`flotilla client start <kit>`), killed at the end of a test. */
 export class SiteProcesses {
   private readonly procs = new Map<string, ChildProcess>();
@@ -37,25 +90,9 @@ export class SiteProcesses {
   constructor(private readonly kits: Record<string, string>) {}
 
   start(site: string, workspace: string): ChildProcess {
-    const p = spawn(
-      process.execPath,
-      [
-        '--conditions=flotilla-source',
-        '--import',
-        'tsx',
-        join(repo, 'src/cli/main.ts'),
-        'client',
-        'start',
-        this.kits[site]!,
-        '-w',
-        workspace,
-      ],
-      { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
     const out: string[] = [];
     this.output.set(site, out);
-    p.stdout.on('data', (b: Buffer) => out.push(b.toString()));
-    p.stderr.on('data', (b: Buffer) => out.push(b.toString()));
+    const p = spawnCli(['client', 'start', this.kits[site]!, '-w', workspace], out);
     this.procs.set(site, p);
     return p;
   }
@@ -63,10 +100,7 @@ export class SiteProcesses {
   /** kill -9: the process dies without a word to the server (its sockets are closed by the kernel). */
   async kill(site: string): Promise<void> {
     const p = this.procs.get(site);
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const gone = new Promise((r) => p.once('exit', r));
-    p.kill('SIGKILL');
-    await gone;
+    if (p) await signal(p, 'SIGKILL');
   }
 
   async stopAll(): Promise<void> {

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { encodedBytes, encodeStream, dictToStream, readSafetensors, type TensorStream } from 'flotilla/core';
-import { quantizeStream } from 'flotilla/filters';
+import { QuantizeSpecSchema, quantFormat, quantizeStream } from 'flotilla/filters';
 import { readJobConfig } from 'flotilla/runtime';
 import { RoundSummarySchema } from 'flotilla/workflows';
 import { z } from 'zod';
@@ -126,10 +126,8 @@ async function run(mode: string, format: Format) {
     const float32Bytes = encodedBytes(dictToStream(tensors, { metadata }).header);
     const uploadBytes = filter
       ? await wireBytes(
-          quantizeStream(dictToStream(tensors, { metadata }), {
-            format: format as 'float16' | 'int8' | 'nf4',
-            blockSize: format === 'int8' ? 256 : format === 'nf4' ? 64 : 0,
-          }),
+          // the format and block size the job's filter resolves to
+          quantizeStream(dictToStream(tensors, { metadata }), quantFormat(QuantizeSpecSchema.parse(filter))),
         )
       : float32Bytes;
     const out = {

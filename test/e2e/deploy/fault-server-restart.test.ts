@@ -4,7 +4,6 @@
 // uninterrupted run's bit for bit (FedAvg, deterministic trainer; in memory and offloaded).
 // Prints the time from the restart to the job running again and to its next round.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,29 +12,17 @@ import { AdminClient } from '../../../src/admin/admin-client.ts';
 import { readSafetensors } from '../../../src/core/safetensors.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
 import { simulate } from '../../../src/simulator/simulator.ts';
-import { repo, tinyJob, until } from '../../helpers/federation.ts';
-import { type LogEvent, SiteProcesses, federationKits, jobEvents } from '../../helpers/fault.ts';
+import { tinyJob, until } from '../../helpers/federation.ts';
+import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEvents } from '../../helpers/fault.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-fault-restart-'));
-const servers: ChildProcess[] = [];
+const servers: ServerProcess[] = [];
 after(() => {
-  for (const p of servers) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  for (const s of servers) s.killAll();
   rmSync(tmp, { recursive: true, force: true });
 });
 
 const ROUNDS = 5;
-
-function startServer(kit: string, workspace: string, out: string[]): ChildProcess {
-  const p = spawn(
-    process.execPath,
-    ['--conditions=flotilla-source', '--import', 'tsx', join(repo, 'src/cli/main.ts'), 'server', 'start', kit, '-w', workspace],
-    { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  p.stdout.on('data', (b: Buffer) => out.push(b.toString()));
-  p.stderr.on('data', (b: Buffer) => out.push(b.toString()));
-  servers.push(p);
-  return p;
-}
 
 const hex = async (path: string): Promise<string> =>
   Buffer.from((await readSafetensors(path)).tensors.get('w')!.data.buffer).toString('hex');
@@ -49,8 +36,10 @@ for (const offload of [false, true]) {
       const k = await federationKits(join(tmp, `kits-${name}`), `restart-${name}`, 2);
       const port = loadKit(k.server!, 'server').config.listen.port;
       const workspace = join(tmp, `server-${name}`);
-      const out: string[] = [];
-      let server = startServer(k.server!, workspace, out);
+      const server = new ServerProcess(k.server!, workspace);
+      servers.push(server);
+      server.start();
+      const out = server.out;
       const sites = new SiteProcesses(k);
       for (const s of ['site-1', 'site-2']) sites.start(s, join(tmp, `${name}-${s}`));
       const job = tinyJob(join(tmp, `job-${name}`), { minClients: 2, rounds: ROUNDS, sleepMs: 150 });
@@ -66,12 +55,11 @@ for (const offload of [false, true]) {
         const rounds = (): LogEvent[] => jobEvents(workspace, id).filter((e) => e.msg === 'round done');
         await until('round 1 done', () => rounds().length >= 2, 30_000);
         await new Promise((r) => setTimeout(r, 120)); // inside round 2
-        server.kill('SIGKILL');
-        await new Promise((r) => server.once('exit', r));
+        await server.kill();
         const lastDone = Math.max(...rounds().map((e) => e.round as number));
 
         const restartedAt = Date.now();
-        server = startServer(k.server!, workspace, out);
+        server.start();
         await until(
           'the job resumed',
           () => jobEvents(workspace, id).some((e) => e.msg === 'job resumed from its last completed round'),
@@ -128,10 +116,7 @@ for (const offload of [false, true]) {
         throw e;
       } finally {
         await sites.stopAll();
-        if (server.exitCode === null && server.signalCode === null) {
-          server.kill('SIGTERM');
-          await new Promise((r) => server.once('exit', r));
-        }
+        await server.stop();
       }
     },
   );

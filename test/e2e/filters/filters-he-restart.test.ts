@@ -3,7 +3,6 @@
 // checkpoint, the sites keep decrypting the tasks, and the final model decrypts to plain FedAvg of
 // all rounds within 1e-3.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,29 +13,17 @@ import { streamToDict } from '../../../src/core/tensor-stream.ts';
 import { decryptStream, heContextFromFile } from '../../../src/filters/index.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
 import { repo, until } from '../../helpers/federation.ts';
-import { type LogEvent, SiteProcesses, federationKits, jobEvents } from '../../helpers/fault.ts';
+import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEvents } from '../../helpers/fault.ts';
 import { expectedGlobal } from '../../fixtures/jobs/he/trainer.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-he-restart-'));
-const servers: ChildProcess[] = [];
+const servers: ServerProcess[] = [];
 after(() => {
-  for (const p of servers) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  for (const s of servers) s.killAll();
   rmSync(tmp, { recursive: true, force: true });
 });
 
 const ROUNDS = 4;
-
-function startServer(kit: string, workspace: string, out: string[]): ChildProcess {
-  const p = spawn(
-    process.execPath,
-    ['--conditions=flotilla-source', '--import', 'tsx', join(repo, 'src/cli/main.ts'), 'server', 'start', kit, '-w', workspace],
-    { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  p.stdout.on('data', (b: Buffer) => out.push(b.toString()));
-  p.stderr.on('data', (b: Buffer) => out.push(b.toString()));
-  servers.push(p);
-  return p;
-}
 
 test(
   'he: a server killed -9 mid-job resumes from its encrypted checkpoint; the final model is plain FedAvg within 1e-3',
@@ -45,8 +32,10 @@ test(
     const k = await federationKits(join(tmp, 'kits'), 'he-restart', 2, { he: true });
     const port = loadKit(k.server!, 'server').config.listen.port;
     const workspace = join(tmp, 'server');
-    const out: string[] = [];
-    let server = startServer(k.server!, workspace, out);
+    const server = new ServerProcess(k.server!, workspace);
+    servers.push(server);
+    server.start();
+    const out = server.out;
     const sites = new SiteProcesses(k);
     for (const s of ['site-1', 'site-2']) sites.start(s, join(tmp, s));
     const job = join(tmp, 'job');
@@ -65,12 +54,11 @@ test(
       a1.close();
       const rounds = (): LogEvent[] => jobEvents(workspace, id).filter((e) => e.msg === 'round done');
       await until('round 1 done', () => rounds().length >= 2, 60_000);
-      server.kill('SIGKILL');
-      await new Promise((r) => server.once('exit', r));
+      await server.kill();
       const lastDone = Math.max(...rounds().map((e) => e.round as number));
       assert.ok(lastDone < ROUNDS - 1, 'the job ended before the kill');
 
-      server = startServer(k.server!, workspace, out);
+      server.start();
       await until(
         'the job resumed',
         () => jobEvents(workspace, id).some((e) => e.msg === 'job resumed from its last completed round'),
@@ -103,10 +91,7 @@ test(
       throw e;
     } finally {
       await sites.stopAll();
-      if (server.exitCode === null && server.signalCode === null) {
-        server.kill('SIGTERM');
-        await new Promise((r) => server.once('exit', r));
-      }
+      await server.stop();
     }
   },
 );

@@ -3,7 +3,6 @@
 // searched for it), the sites decrypt the encrypted aggregate each task brings, and the final
 // model, ciphertexts on the server's disk, decrypts with a site's kit to plain FedAvg within 1e-3.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,26 +11,15 @@ import { SafetensorsFile } from '../../../src/core/safetensors.ts';
 import { streamToDict } from '../../../src/core/tensor-stream.ts';
 import { HE_KEY, HE_TENSOR, decryptStream, heContextFromFile, readHeKeyFile } from '../../../src/filters/index.ts';
 import { freePortPair, repo } from '../../helpers/federation.ts';
+import { flotilla, killPoc, pocPids, waitForJobEnd, waitForSites } from '../../helpers/poc.ts';
 import { N, siteWeight, update } from '../../fixtures/jobs/he/trainer.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-he-'));
 const ws = join(tmp, 'poc');
 const job = join(repo, 'test/fixtures/jobs/he');
-const run = (...args: string[]): string =>
-  execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
-
-function pids(): Record<string, { pid: number }> {
-  const f = join(ws, 'pids.json');
-  return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as Record<string, { pid: number }>) : {};
-}
 
 after(() => {
-  for (const { pid } of Object.values(pids()))
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
+  killPoc(ws);
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -64,13 +52,11 @@ function inMemory(pid: number, needles: Buffer[]): boolean[] {
   return found;
 }
 
-type Status = { state: string; detail?: string | null };
-
 test(
   'HE: the server holds no secret key and sums ciphertexts; sites decrypt; the aggregate is plain FedAvg within 1e-3',
   { timeout: 180_000 },
   async () => {
-    assert.match(run('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(await freePortPair()), '--he'), /POC prepared/);
+    assert.match(flotilla('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(await freePortPair()), '--he'), /POC prepared/);
     const layout = JSON.parse(readFileSync(join(ws, 'poc.json'), 'utf8')) as { server: string; clients: string[]; admin: string };
     const siteFile = join(layout.clients[0]!, 'startup', 'he_context.json');
     const site = readHeKeyFile(siteFile);
@@ -81,32 +67,18 @@ test(
     assert.equal(readHeKeyFile(join(layout.clients[1]!, 'startup', 'he_context.json')).secretKey, site.secretKey);
     assert.equal(existsSync(join(layout.admin, 'startup', 'he_context.json')), false);
 
-    assert.match(run('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
+    assert.match(flotilla('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
     try {
-      let sites: string[] = [];
-      for (const deadline = Date.now() + 60_000; sites.length < 2 && Date.now() < deadline;) {
-        try {
-          sites = (JSON.parse(run('admin', layout.admin, 'sites', '--json')) as { site: string }[]).map((x) => x.site);
-        } catch {
-          /* not up yet */
-        }
-        if (sites.length < 2) await new Promise((res) => setTimeout(res, 250));
-      }
-      assert.equal(sites.length, 2);
-      const id = /Submitted job (\S+)/.exec(run('admin', layout.admin, 'submit', job))?.[1];
+      assert.equal((await waitForSites(layout.admin, 2)).length, 2);
+      const id = /Submitted job (\S+)/.exec(flotilla('admin', layout.admin, 'submit', job))?.[1];
       assert.ok(id);
-      let status: Status = { state: 'SUBMITTED' };
-      for (const deadline = Date.now() + 120_000; Date.now() < deadline;) {
-        status = JSON.parse(run('admin', layout.admin, 'status', id, '--json')) as Status;
-        if (['FINISHED', 'FAILED', 'ABORTED'].includes(status.state)) break;
-        await new Promise((res) => setTimeout(res, 300));
-      }
+      const status = await waitForJobEnd(layout.admin, id, 120_000);
       assert.equal(status.state, 'FINISHED', JSON.stringify(status));
 
       // the server process, after summing two rounds of ciphertexts: its context's fingerprint is in
       // its memory (the search works), no piece of the secret key is (neither its base64 nor its bytes)
       const skBytes = Buffer.from(site.secretKey, 'base64');
-      const [fingerprint, b64, raw] = inMemory(pids().server!.pid, [
+      const [fingerprint, b64, raw] = inMemory(pocPids(ws).server!.pid, [
         Buffer.from(site.fingerprint),
         Buffer.from(site.secretKey.slice(4000, 4064)),
         skBytes.subarray(4000, 4064),
@@ -165,7 +137,7 @@ test(
         await file.close();
       }
     } finally {
-      run('poc', 'stop', '-w', ws);
+      flotilla('poc', 'stop', '-w', ws);
     }
   },
 );

@@ -3,8 +3,7 @@
 // to a job that asks for no filters; a job asking site-1 for 16-bit results is refused by site-1
 // with the reason.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -12,37 +11,17 @@ import { readSafetensors } from '../../../src/core/safetensors.ts';
 import { dictToStream, streamToDict } from '../../../src/core/tensor-stream.ts';
 import { dequantizeStream, quantizeStream } from '../../../src/filters/quantize.ts';
 import { freePortPair, repo } from '../../helpers/federation.ts';
+import { flotilla, killPoc, waitForJobEnd, waitForSites } from '../../helpers/poc.ts';
 import { siteValues } from '../../fixtures/jobs/policy/trainer.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-policy-'));
 const ws = join(tmp, 'poc');
 const job = join(repo, 'test/fixtures/jobs/policy');
-const run = (...args: string[]): string =>
-  execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
 
 after(() => {
-  const pids = join(ws, 'pids.json');
-  if (existsSync(pids))
-    for (const { pid } of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, { pid: number }>))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
+  killPoc(ws);
   rmSync(tmp, { recursive: true, force: true });
 });
-
-type Status = { state: string; detail?: string | null };
-
-async function finished(admin: string, id: string): Promise<Status> {
-  let status: Status = { state: 'SUBMITTED' };
-  for (const deadline = Date.now() + 90_000; Date.now() < deadline;) {
-    status = JSON.parse(run('admin', admin, 'status', id, '--json')) as Status;
-    if (['FINISHED', 'FAILED', 'ABORTED'].includes(status.state)) break;
-    await new Promise((res) => setTimeout(res, 300));
-  }
-  return status;
-}
 
 test(
   "site-1's privacy policy (8-bit, secret excluded) applies to a job with no filters; a job asking for 16 bits is refused",
@@ -51,7 +30,7 @@ test(
     const policy = join(tmp, 'privacy.yml');
     writeFileSync(policy, "site-1:\n  filters:\n    - type: quantize\n      bits: 8\n    - type: exclude\n      patterns: ['secret']\n");
     assert.match(
-      run('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(await freePortPair()), '--privacy', policy),
+      flotilla('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(await freePortPair()), '--privacy', policy),
       /POC prepared/,
     );
     const layout = JSON.parse(readFileSync(join(ws, 'poc.json'), 'utf8')) as { server: string; clients: string[]; admin: string };
@@ -62,22 +41,13 @@ test(
         { type: 'exclude', patterns: ['secret'], direction: 'result' },
       ],
     });
-    assert.match(run('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
+    assert.match(flotilla('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
     try {
-      let sites: string[] = [];
-      for (const deadline = Date.now() + 60_000; sites.length < 2 && Date.now() < deadline;) {
-        try {
-          sites = (JSON.parse(run('admin', layout.admin, 'sites', '--json')) as { site: string }[]).map((x) => x.site);
-        } catch {
-          /* not up yet */
-        }
-        if (sites.length < 2) await new Promise((res) => setTimeout(res, 250));
-      }
-      assert.equal(sites.length, 2);
+      assert.equal((await waitForSites(layout.admin, 2)).length, 2);
 
-      const id = /Submitted job (\S+)/.exec(run('admin', layout.admin, 'submit', job))?.[1];
+      const id = /Submitted job (\S+)/.exec(flotilla('admin', layout.admin, 'submit', job))?.[1];
       assert.ok(id);
-      const status = await finished(layout.admin, id);
+      const status = await waitForJobEnd(layout.admin, id);
       assert.equal(status.state, 'FINISHED', JSON.stringify(status));
       const global = (
         await readSafetensors(join(layout.server, 'workspace', 'jobs', id, 'workspace', 'server', 'global_model.safetensors'))
@@ -106,16 +76,16 @@ test(
         join(greedy, 'job.yaml'),
         `${readFileSync(join(job, 'job.yaml'), 'utf8')}filters:\n  - type: quantize\n    bits: 16\n    direction: result\n`,
       );
-      const id2 = /Submitted job (\S+)/.exec(run('admin', layout.admin, 'submit', greedy))?.[1];
+      const id2 = /Submitted job (\S+)/.exec(flotilla('admin', layout.admin, 'submit', greedy))?.[1];
       assert.ok(id2);
-      const refused = await finished(layout.admin, id2);
+      const refused = await waitForJobEnd(layout.admin, id2);
       assert.equal(refused.state, 'FAILED', JSON.stringify(refused));
       assert.match(
         refused.detail ?? '',
         /site-1.*job refused: site-1's privacy policy sends results quantized to 8 bits at most; the job's filters\.0 asks for 16 bits/,
       );
     } finally {
-      run('poc', 'stop', '-w', ws);
+      flotilla('poc', 'stop', '-w', ws);
     }
   },
 );
