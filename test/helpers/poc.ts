@@ -43,11 +43,14 @@ export async function waitForSites(admin: string, n: number, timeoutMs = 60_000)
 
 export type JobStatus = { state: string; detail?: string | null };
 
-/** The job's status once it FINISHED, FAILED or was ABORTED, or as it was when `timeoutMs` ran out. */
-export async function waitForJobEnd(admin: string, id: string, timeoutMs = 90_000): Promise<JobStatus> {
-  let status: JobStatus = { state: 'SUBMITTED' };
+/**
+ * The job's status (`admin status --json`, read as T) once it FINISHED, FAILED or was ABORTED, or as it
+ * was when `timeoutMs` ran out.
+ */
+export async function waitForJobEnd<T extends JobStatus = JobStatus>(admin: string, id: string, timeoutMs = 90_000): Promise<T> {
+  let status = { state: 'SUBMITTED' } as T;
   for (const deadline = Date.now() + timeoutMs; Date.now() < deadline;) {
-    status = JSON.parse(flotilla('admin', admin, 'status', id, '--json')) as JobStatus;
+    status = JSON.parse(flotilla('admin', admin, 'status', id, '--json')) as T;
     if (['FINISHED', 'FAILED', 'ABORTED'].includes(status.state)) break;
     await new Promise((res) => setTimeout(res, 300));
   }

@@ -8,33 +8,23 @@
  * processes and importing torch.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../../../src/core/safetensors.ts';
-import { freePortPair } from '../../helpers/federation.ts';
+import { freePortPair, repo } from '../../helpers/federation.ts';
+import { flotilla as run, killPoc, waitForJobEnd, waitForSites } from '../../helpers/poc.ts';
 import { PYTHON } from '../../helpers/python.ts';
 
-const repo = fileURLToPath(new URL('../../..', import.meta.url));
 const example = join(repo, 'examples/pytorch-fedavg');
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-pypoc-'));
 const ws = join(tmp, 'poc');
-const run = (...args: string[]): string =>
-  execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
 
 after(() => {
   // whatever happened, no POC process outlives the test
-  const pids = join(ws, 'pids.json');
-  if (existsSync(pids))
-    for (const { pid } of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, { pid: number }>))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
+  killPoc(ws);
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -51,30 +41,17 @@ test(
     const admin = join(ws, 'poc', 'prod_01', 'admin@poc.example');
     try {
       // the processes are detached: wait until the server answers and all three sites are connected
-      let sites: string[] = [];
-      for (const deadline = Date.now() + 30_000; sites.length < 3 && Date.now() < deadline;) {
-        try {
-          sites = (JSON.parse(run('admin', admin, 'sites', '--json')) as { site: string }[]).map((x) => x.site).sort();
-        } catch {
-          await new Promise((res) => setTimeout(res, 250));
-        }
-      }
-      assert.deepEqual(sites, ['site-1', 'site-2', 'site-3']);
+      assert.deepEqual((await waitForSites(admin, 3, 30_000)).sort(), ['site-1', 'site-2', 'site-3']);
       const id = /Submitted job (\S+)/.exec(run('admin', admin, 'submit', example))?.[1];
       assert.ok(id, 'submit prints the job id');
       type Metrics = Record<string, number>;
-      let status: {
+      type Status = {
         state: string;
         detail?: string | null;
         sites?: string[];
         result?: { rounds: { metrics: Metrics; failures: object }[]; crossSite?: Record<string, unknown> };
-      } = { state: 'SUBMITTED' };
-      const deadline = Date.now() + 90_000;
-      while (Date.now() < deadline) {
-        status = JSON.parse(run('admin', admin, 'status', id, '--json')) as typeof status;
-        if (['FINISHED', 'FAILED', 'ABORTED'].includes(status.state)) break;
-        await new Promise((res) => setTimeout(res, 500));
-      }
+      };
+      let status = await waitForJobEnd<Status>(admin, id);
       assert.equal(status.state, 'FINISHED', JSON.stringify(status));
       assert.equal(status.detail, '5 rounds on 3 sites');
       assert.deepEqual(status.sites, ['site-1', 'site-2', 'site-3']);
@@ -109,11 +86,7 @@ test(
       assert.match(readFileSync(join(fileJob, 'job.yaml'), 'utf8'), /params: file/);
       const fileId = /Submitted job (\S+)/.exec(run('admin', admin, 'submit', fileJob))?.[1];
       assert.ok(fileId);
-      for (const until = Date.now() + 90_000; Date.now() < until;) {
-        status = JSON.parse(run('admin', admin, 'status', fileId, '--json')) as typeof status;
-        if (['FINISHED', 'FAILED', 'ABORTED'].includes(status.state)) break;
-        await new Promise((res) => setTimeout(res, 500));
-      }
+      status = await waitForJobEnd<Status>(admin, fileId);
       assert.equal(status.state, 'FINISHED', JSON.stringify(status));
       assert.equal(status.result!.rounds.length, 2);
       for (const r of status.result!.rounds) assert.deepEqual(r.failures, {});

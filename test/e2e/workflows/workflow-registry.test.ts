@@ -2,7 +2,7 @@
 // simulator and through a POC deployment; its args are validated by the schema it exports, errors naming
 // the file and the field; `flotilla validate` resolves it.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,26 +14,18 @@ import { f32 } from '../../../src/core/tensor.ts';
 import { simulate } from '../../../src/simulator/simulator.ts';
 import { registeredWorkflows } from '../../../src/workflows/registry.ts';
 import { freePortPair, repo, tinyJob } from '../../helpers/federation.ts';
+import { flotilla as run, killPoc, waitForJobEnd, waitForSites } from '../../helpers/poc.ts';
 
 const example = join(repo, 'examples/custom-workflow');
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-registry-'));
 const ws = join(tmp, 'poc');
 after(() => {
-  const pids = join(ws, 'pids.json');
-  if (existsSync(pids))
-    for (const { pid } of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, { pid: number }>))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
+  killPoc(ws);
   rmSync(tmp, { recursive: true, force: true });
 });
 
 const cli = (...args: string[]) =>
   spawnSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
-const run = (...args: string[]): string =>
-  execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
 
 /** A copy of the example with job.yaml edited. */
 function variant(name: string, edit: (yaml: string) => string): string {
@@ -94,27 +86,11 @@ test("the same custom workflow runs through a POC deployment (server process loa
   assert.match(run('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
   const admin = join(ws, 'poc', 'prod_01', 'admin@poc.example');
   try {
-    let sites: string[] = [];
-    for (const deadline = Date.now() + 60_000; sites.length < 2 && Date.now() < deadline;) {
-      try {
-        sites = (JSON.parse(run('admin', admin, 'sites', '--json')) as { site: string }[]).map((x) => x.site);
-      } catch {
-        /* not up yet */
-      }
-      if (sites.length < 2) await new Promise((res) => setTimeout(res, 250));
-    }
-    assert.equal(sites.length, 2);
+    assert.equal((await waitForSites(admin, 2)).length, 2);
     const id = /Submitted job (\S+)/.exec(run('admin', admin, 'submit', example))?.[1];
     assert.ok(id);
-    let status: { state: string; detail?: string | null; result?: { rounds: { metrics: Record<string, number> }[]; crossSite?: object } } =
-      {
-        state: 'SUBMITTED',
-      };
-    for (const deadline = Date.now() + 90_000; Date.now() < deadline;) {
-      status = JSON.parse(run('admin', admin, 'status', id, '--json')) as typeof status;
-      if (['FINISHED', 'FAILED', 'ABORTED'].includes(status.state)) break;
-      await new Promise((res) => setTimeout(res, 500));
-    }
+    type Status = { state: string; result?: { rounds: { metrics: Record<string, number> }[]; crossSite?: object } };
+    const status = await waitForJobEnd<Status>(admin, id);
     assert.equal(status.state, 'FINISHED', JSON.stringify(status));
     assert.equal(status.result!.rounds.length, 4, 'the custom workflow stopped at its target loss');
     assert.ok(status.result!.rounds[3]!.metrics.loss! < 0.05);
