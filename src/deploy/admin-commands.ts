@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { RoundSummarySchema } from '../workflows/workflow.ts';
 import { TrackedRowSchema } from '../tracking/types.ts';
-import { JOB_STATES } from './job-store.ts';
+import { type AuditEntry as AuditRecord, JOB_STATES } from './job-store.ts';
 
 /** Who may run a command (the rules are src/deploy/authz.ts). */
 export type AdminPolicy = 'view' | 'submit' | 'job-owner' | 'site-org' | 'project-admin';
@@ -77,7 +77,7 @@ const AuditEntry = z.object({
   args: z.string(),
   allowed: z.boolean(),
   outcome: z.string(),
-});
+}) satisfies z.ZodType<AuditRecord>;
 
 interface CommandSpec {
   args: z.ZodType;

@@ -8,6 +8,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { AuditRow } from '../dashboard/backend.ts';
 import { TrackingStore } from '../tracking/store.ts';
 
 export const JOB_STATES = ['SUBMITTED', 'RUNNING', 'FINISHED', 'FAILED', 'ABORTED', 'ABORTED_BY_RESTART'] as const;
@@ -35,16 +36,8 @@ export interface JobEvent {
   detail: string | null;
 }
 
-export interface AuditEntry {
-  at: string;
-  user: string;
-  org: string;
-  role: string;
-  command: string;
-  args: string;
-  allowed: boolean;
-  outcome: string;
-}
+/** One admin command as the audit log keeps it: the dashboard's row (its backend reads this store). */
+export type AuditEntry = AuditRow;
 
 interface JobRow {
   id: string;
