@@ -23,7 +23,7 @@ import { numel } from '../core/tensor.ts';
 import { accWidth, finishInto, foldInto, totalWeight } from './exact-sum.ts';
 import { FifoLock } from './fifo-lock.ts';
 import { ResultStage, StageBudget, type StagedPiece } from './result-stage.ts';
-import { AggregationError } from './weighted-average.ts';
+import { AggregationError, checkResultHeader } from './weighted-average.ts';
 
 const CHUNK_ELEMS = 1 << 18; // 2 MiB of float64 accumulator per step
 /** memory the staged results in flight may hold together: small, memory must not grow with the model */
@@ -83,16 +83,7 @@ export class OffloadedAverage {
 
   async add(stream: TensorStream, weight: number, paramsType: ParamsType): Promise<void> {
     if (this.done) throw new AggregationError('add() after result()');
-    if (!(weight >= 0) || !Number.isFinite(weight)) throw new AggregationError(`weight must be a finite number ≥ 0, got ${weight}`);
-    for (const t of stream.header.tensors) {
-      const s = this.slots.get(t.name);
-      if (!s) throw new AggregationError(`result has tensor "${t.name}" that the global model does not have`);
-      if (t.shape.length !== s.entry.shape.length || t.shape.some((d, i) => d !== s.entry.shape[i])) {
-        throw new AggregationError(
-          `tensor "${t.name}": result shape [${t.shape.join(', ')}] differs from global [${s.entry.shape.join(', ')}]`,
-        );
-      }
-    }
+    checkResultHeader(stream.header, (name) => this.slots.get(name)?.entry, weight);
     // Each result is staged whole (memory within a small budget, then its own scratch file) and
     // folded under a lock once its stream has ended: concurrent results are read as they arrive and
     // take turns only for the fold, and a result that breaks off is dropped with its stage.

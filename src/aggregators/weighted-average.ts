@@ -35,6 +35,26 @@ export class AggregationError extends Error {
   override readonly name = 'AggregationError';
 }
 
+/**
+ * Checks a result's header against the global model before anything is folded: every tensor known
+ * (`global` gives its shape and dtype), of the same shape, and BOOL only where the global is BOOL.
+ * Shared by the in-memory and the offloaded average, so both refuse the same results.
+ */
+export function checkResultHeader(
+  header: TensorStream['header'],
+  global: (name: string) => { shape: readonly number[]; dtype: DType } | undefined,
+  weight: number,
+): void {
+  if (!(weight >= 0) || !Number.isFinite(weight)) throw new AggregationError(`weight must be a finite number ≥ 0, got ${weight}`);
+  for (const t of header.tensors) {
+    const g = global(t.name);
+    if (!g) throw new AggregationError(`result has tensor "${t.name}" that the global model does not have`);
+    if (t.shape.length !== g.shape.length || t.shape.some((d, i) => d !== g.shape[i]))
+      throw new AggregationError(`tensor "${t.name}": result shape [${t.shape.join(', ')}] differs from global [${g.shape.join(', ')}]`);
+    if (t.dtype === 'BOOL' && g.dtype !== 'BOOL') throw new AggregationError(`tensor "${t.name}": BOOL result for a ${g.dtype} tensor`);
+  }
+}
+
 interface Slot {
   name: string;
   dtype: DType;
@@ -89,15 +109,7 @@ export class WeightedAverage {
   /** Folds one result in. Rejects (before touching the sum) tensors the global model lacks or whose shape differs. */
   async add(stream: TensorStream, weight: number, paramsType: ParamsType): Promise<void> {
     if (this.done) throw new AggregationError('add() after result()');
-    if (!(weight >= 0) || !Number.isFinite(weight)) throw new AggregationError(`weight must be a finite number ≥ 0, got ${weight}`);
-    for (const t of stream.header.tensors) {
-      const s = this.slots.get(t.name);
-      if (!s) throw new AggregationError(`result has tensor "${t.name}" that the global model does not have`);
-      if (numel(t.shape) !== s.n || t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
-        throw new AggregationError(`tensor "${t.name}": result shape [${t.shape.join(', ')}] differs from global [${s.shape.join(', ')}]`);
-      }
-      if (t.dtype === 'BOOL' && s.dtype !== 'BOOL') throw new AggregationError(`tensor "${t.name}": BOOL result for a ${s.dtype} tensor`);
-    }
+    checkResultHeader(stream.header, (name) => this.slots.get(name), weight);
     // the tensor being staged and how many of its elements arrived (null between tensors)
     let open: { s: Slot; filled: number } | null = null;
     const stage = new ResultStage(this.budget, async () => this.stageDir);
