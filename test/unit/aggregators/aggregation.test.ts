@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { OffloadedAverage } from '../../../src/aggregators/offloaded-average.ts';
 import { AggregationError, WeightedAverage } from '../../../src/aggregators/weighted-average.ts';
+import { writeSafetensors } from '../../../src/core/safetensors.ts';
 import { f16ToF32, f32ToF16 } from '../../../src/core/dtypes.ts';
 import { dictToStream } from '../../../src/core/tensor-stream.ts';
 import { type TensorDict, f32, tensor } from '../../../src/core/tensor.ts';
@@ -99,20 +104,31 @@ test("tensors a client leaves out keep the others' average, or the global value 
   assert.equal((out.get('c')!.data as Float32Array)[0], 5);
 });
 
-test('results with unknown tensors or wrong shapes are rejected before they touch the sum', async () => {
-  const g = model(() => 1);
-  const agg = new WeightedAverage(g);
-  await assert.rejects(
-    agg.add(dictToStream(new Map([['zzz', f32([1], [1])]])), 1, 'FULL'),
-    (e: Error) => e instanceof AggregationError && /"zzz"/.test(e.message),
-  );
-  await assert.rejects(
-    agg.add(dictToStream(new Map([['a', f32([4, 3], new Array(12).fill(9))]])), 1, 'FULL'),
-    /shape \[4, 3\] differs from global \[3, 4\]/,
-  );
-  await assert.rejects(agg.add(dictToStream(model(() => 1)), Number.NaN, 'FULL'), /weight/);
-  assert.equal(agg.count, 0);
-});
+for (const kind of ['in memory', 'offloaded'] as const)
+  test(`results with unknown tensors, wrong shapes or a BOOL for a float are rejected before they touch the sum (${kind})`, async () => {
+    const g = model(() => 1);
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-agg-reject-'));
+    try {
+      await writeSafetensors(join(dir, 'g.safetensors'), g);
+      const agg = kind === 'in memory' ? new WeightedAverage(g) : await OffloadedAverage.open(join(dir, 'g.safetensors'), dir);
+      await assert.rejects(
+        agg.add(dictToStream(new Map([['zzz', f32([1], [1])]])), 1, 'FULL'),
+        (e: Error) => e instanceof AggregationError && /"zzz"/.test(e.message),
+      );
+      await assert.rejects(
+        agg.add(dictToStream(new Map([['a', f32([4, 3], new Array(12).fill(9))]])), 1, 'FULL'),
+        /shape \[4, 3\] differs from global \[3, 4\]/,
+      );
+      await assert.rejects(
+        agg.add(dictToStream(new Map([['b', tensor('BOOL', [7], new Uint8Array(7).fill(1))]])), 1, 'FULL'),
+        /tensor "b": BOOL result for a F32 tensor/,
+      );
+      await assert.rejects(agg.add(dictToStream(model(() => 1)), Number.NaN, 'FULL'), /weight/);
+      assert.equal(agg.count, 0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
 test('F16 global model: averages are computed in float and stored as half precision', async () => {
   const half = (v: number[]) => tensor('F16', [v.length], Uint16Array.from(v.map(f32ToF16)));
