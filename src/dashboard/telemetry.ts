@@ -92,6 +92,8 @@ export class Telemetry {
   private readonly bytes: Counter<'site' | 'direction'>;
   private readonly failures: Counter<'reason'>;
   private readonly metricsLogged: Counter<'job_name'>;
+  /** dp_epsilon, dp_delta: what a site's dp_gaussian filter reports after each release */
+  private readonly privacy: ReadonlyMap<string, Gauge<'job_name' | 'site'>>;
 
   constructor(sources: TelemetrySources) {
     const registers = [this.registry];
@@ -127,6 +129,17 @@ export class Telemetry {
       labelNames: ['job_name'],
       registers,
     });
+    this.privacy = new Map(
+      (['epsilon', 'delta'] as const).map((k) => [
+        `dp_${k}`,
+        new Gauge({
+          name: `flotilla_dp_${k}`,
+          help: `the ${k === 'epsilon' ? 'ε' : 'δ'} of (ε, δ)-DP a site has spent so far in a job, as its dp_gaussian filter reports after each release`,
+          labelNames: ['job_name', 'site'],
+          registers,
+        }),
+      ]),
+    );
     const flights = (): Flight[] => this.inFlight();
     new Gauge({
       name: 'flotilla_transfers_in_flight',
@@ -238,6 +251,7 @@ export class Telemetry {
     if (!isScalar(m)) return; // texts and params: the tracking store has them
     const j = this.live(jobId);
     this.metricsLogged.inc({ job_name: j.name });
+    this.privacy.get(m.key)?.set({ job_name: j.name, site: m.site }, m.value);
   }
 
   /** A transfer's progress report (a ServerRuntime's channel onTransfer): bytes counted as they move. */

@@ -5,7 +5,7 @@
  *   is clipped to L2 norm `clip` over all its float tensors, and Gaussian noise of standard
  *   deviation noiseMultiplier · clip is added to every value. An RDP accountant (rdp.ts) counts
  *   the site's releases and reports (ε, δ) after each: the result's metrics and a metric event to
- *   the server (`dp_epsilon`).
+ *   the server (`dp_epsilon`, `dp_delta`).
  * - percentile_privacy (NVFlare's PercentilePrivacy, Shokri and Shmatikov 2015): values whose
  *   |update| is below the given percentile of all |update| values become 0, the others are
  *   clipped to [−gamma, gamma].
@@ -136,6 +136,7 @@ export function dpGaussian(o: GaussianOptions): Filter {
     },
     after: (_s, ctx, info) => {
       ctx.metric?.('dp_epsilon', info.metrics.dp_epsilon!, info.currentRound);
+      ctx.metric?.('dp_delta', o.delta, info.currentRound);
     },
   });
 }

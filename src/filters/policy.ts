@@ -13,6 +13,7 @@ import {
   PercentilePrivacySpecSchema,
   QuantizeSpecSchema,
   SvtPrivacySpecSchema,
+  heFilterIndex,
 } from './spec.ts';
 
 const PolicyFilterSchema = z.discriminatedUnion(
@@ -51,9 +52,20 @@ export function policyFilters(policy: PrivacyPolicy | undefined): FilterSpec[] {
   );
 }
 
-/** Why `site` refuses a job with these filters under its policy, or null when it runs it. */
+/**
+ * Why `site` refuses a job with these filters under its policy, or null when it runs it. Refused:
+ * result quantization with more bits than the policy's, and an he job at a site with any policy
+ * (an he result is the encrypted FULL model of every float tensor: ciphertexts do not quantize, an
+ * excluded tensor or a DP update would make the server's sum fail every round, so the policy
+ * could not be applied as written).
+ */
 export function policyRefusal(site: string, jobFilters: readonly FilterSpec[], policy: PrivacyPolicy | undefined): string | null {
   if (!policy) return null;
+  const he = heFilterIndex(jobFilters);
+  if (he >= 0) {
+    const p = policy.filters[0]!;
+    return `${site}'s privacy policy (filters.0: ${p.type}) cannot apply to the job's filters.${he} (he), which sends the encrypted full model of every float tensor: this site runs no he jobs while its policy holds`;
+  }
   for (const p of policy.filters) {
     if (p.type !== 'quantize') continue;
     for (const [i, f] of jobFilters.entries()) {

@@ -156,6 +156,16 @@ const ModelSpec = z.union([
   }),
 ]);
 
+/** Why each workflow other than FedAvg cannot run an he job (whose server holds no secret key). */
+const HE_REFUSED: Record<string, string> = {
+  fedopt: "fedopt's server optimizer steps on the plain pseudo-gradient",
+  scaffold: "scaffold's control variates are updated from the plain results on the server",
+  cyclic: 'cyclic needs the plain model on the server (each site continues from the previous one)',
+  cross_site_eval: "cross_site_eval sends each site's plain model to the other sites",
+  swarm: 'swarm has a site aggregate the plain results of the others',
+  custom: 'a custom workflow needs the plain model on the server',
+};
+
 export const JobConfigSchema = z
   .strictObject({
     name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'job names are 1–64 letters, digits, "_", "." or "-"'),
@@ -192,7 +202,7 @@ export const JobConfigSchema = z
     j.workflows.forEach((w, i) => {
       const why =
         w.type !== 'fedavg'
-          ? `${w.type} needs the plain model on the server`
+          ? (HE_REFUSED[w.type] ?? `${w.type} needs the plain model on the server`)
           : w.offload
             ? 'the encrypted sum is kept in memory: set offload: false'
             : w.aggregation.rule !== 'mean'

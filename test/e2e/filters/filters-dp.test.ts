@@ -27,6 +27,7 @@ import {
 } from '../../../src/filters/index.ts';
 import { parseJobConfig } from '../../../src/runtime/job-config.ts';
 import { simulate } from '../../../src/simulator/simulator.ts';
+import { Telemetry } from '../../../src/dashboard/telemetry.ts';
 import { tinyJob } from '../../helpers/federation.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-dp-'));
@@ -92,7 +93,10 @@ test('dp_gaussian: the update (result − task model) is clipped to its L2 bound
   assert.deepEqual([...out.dict.keys()], ['w'], 'integer tensors are left out of a private update');
   for (const v of out.dict.get('w')!.data as Float32Array) assert.ok(Math.abs(v - 0.01) < 1e-4, String(v));
   assert.equal(out.info.metrics.dp_epsilon, gaussianEpsilon(1e-6, 1, 1e-5));
-  assert.deepEqual(metrics, [['dp_epsilon', gaussianEpsilon(1e-6, 1, 1e-5), 3]]);
+  assert.deepEqual(metrics, [
+    ['dp_epsilon', gaussianEpsilon(1e-6, 1, 1e-5), 3],
+    ['dp_delta', 1e-5, 3],
+  ]);
   // a second release composes: ε grows
   const again = await throughSite(f, task, result);
   assert.ok(again.info.metrics.dp_epsilon! > out.info.metrics.dp_epsilon);
@@ -157,21 +161,45 @@ for (const [what, filter, re] of [
   test(`job.yaml: ${what} is refused naming the field`, () =>
     assert.throws(() => parseJobConfig({ ...base, filters: [filter] }, 'job.yaml'), re));
 
-test('DP-FedAvg in a job: every site reports ε after every round to the server metrics; the global model is noisy', async () => {
+test('DP-FedAvg in a job: every site reports (ε, δ) after every round to the server metrics and Prometheus; the global model is noisy', async () => {
   const dir = tinyJob(join(tmp, 'job'), { rounds: 3 });
   writeFileSync(
     join(dir, 'job.yaml'),
     `${readFileSync(join(dir, 'job.yaml'), 'utf8')}filters:\n  - type: dp_gaussian\n    clip: 10\n    epsilon: 8\n    rounds: 3\n`,
   );
   const ws = join(tmp, 'ws');
-  const r = await simulate({ jobDir: dir, clients: 2, threads: 0, workspace: ws });
+  // the server's Prometheus metrics, fed by the simulator's hooks as by a deployed server's
+  const telemetry = new Telemetry({ connectedSites: () => 2, jobStates: () => ({}) });
+  let jobId = '';
+  const r = await simulate({
+    jobDir: dir,
+    clients: 2,
+    threads: 0,
+    workspace: ws,
+    onStart: (i) => {
+      jobId = i.jobId;
+      telemetry.jobStarted(i.jobId, i.name, 3);
+    },
+    onMetric: (m) => telemetry.metricLogged(jobId, m),
+  });
   assert.equal(r.rounds.length, 3);
+  const exposition = (await telemetry.exposition()).body;
+  for (const site of ['site-1', 'site-2']) {
+    const eps = new RegExp(`^flotilla_dp_epsilon\\{job_name="tiny",site="${site}"\\} (\\S+)$`, 'm').exec(exposition)?.[1];
+    assert.ok(eps !== undefined && Number(eps) > 7.9 && Number(eps) <= 8, `${site}: ${eps}\n${exposition}`);
+    assert.match(exposition, new RegExp(`^flotilla_dp_delta\\{job_name="tiny",site="${site}"\\} 0\\.00001$`, 'm'));
+  }
   const events = readFileSync(join(ws, 'server', 'metrics.jsonl'), 'utf8')
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as { type: string; site?: string; key?: string; value?: number; round?: number });
   const eps = events.filter((e) => e.type === 'metric' && e.key === 'dp_epsilon');
   assert.deepEqual(eps.map((e) => `${e.site}:${e.round}`).sort(), ['site-1:0', 'site-1:1', 'site-1:2', 'site-2:0', 'site-2:1', 'site-2:2']);
+  const deltas = events.filter((e) => e.type === 'metric' && e.key === 'dp_delta');
+  assert.deepEqual(
+    deltas.map((e) => `${e.site}:${e.round}:${e.value}`).sort(),
+    ['site-1:0', 'site-1:1', 'site-1:2', 'site-2:0', 'site-2:1', 'site-2:2'].map((x) => `${x}:0.00001`),
+  );
   const last = eps.filter((e) => e.round === 2).map((e) => e.value!);
   for (const v of last) assert.ok(v <= 8 && v > 7.9, String(v));
   assert.ok(

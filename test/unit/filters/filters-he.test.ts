@@ -152,7 +152,28 @@ test('job.yaml: he runs with fedavg only, alone among the built-in filters, each
     () => parseJobConfig(job({ workflows: [{ type: 'fedavg', rounds: 1, aggregation: { rule: 'median' } }] })),
     /aggregation median needs the plain values/,
   );
-  assert.throws(() => parseJobConfig(job({ workflows: [{ type: 'scaffold', rounds: 1 }] })), /scaffold needs the plain model/);
+  // every other workflow, refused when the job is validated, naming it and why
+  const others: [Record<string, unknown>, RegExp][] = [
+    [
+      { type: 'fedopt', rounds: 1, optimizer: { name: 'fedadam', lr: 0.01 } },
+      /fedopt's server optimizer steps on the plain pseudo-gradient/,
+    ],
+    [{ type: 'scaffold', rounds: 1 }, /scaffold's control variates are updated from the plain results/],
+    [{ type: 'cross_site_eval' }, /cross_site_eval sends each site's plain model to the other sites/],
+    [{ type: 'swarm', rounds: 1 }, /swarm has a site aggregate the plain results/],
+    [{ type: 'custom', module: 'w.ts' }, /a custom workflow needs the plain model on the server/],
+  ];
+  for (const [w, re] of others)
+    assert.throws(
+      () => parseJobConfig(job({ workflows: [{ type: 'fedavg', rounds: 1 }, w] })),
+      (e: Error) => /workflows\.1: filters\.0 \(he\) works with the fedavg workflow only/.test(e.message) && re.test(e.message),
+      String(w.type),
+    );
+  // FedAvg's client sampling and FedProx's μ change nothing on the server's sum
+  assert.equal(
+    parseJobConfig(job({ workflows: [{ type: 'fedavg', rounds: 2, sampling: { count: 2, seed: 1 }, proxMu: 0.01 }] })).workflows.length,
+    1,
+  );
   assert.throws(
     () => parseJobConfig(job({ filters: [{ type: 'he' }, { type: 'quantize', bits: 8 }] })),
     /filters\.1\.type: quantize cannot run with he \(filters\.0\).*ciphertexts do not quantize/,
