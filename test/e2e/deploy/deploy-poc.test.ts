@@ -10,6 +10,7 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AdminClient } from '../../../src/admin/admin-client.ts';
 import { freePortPair } from '../../helpers/federation.ts';
+import { killPoc } from '../../helpers/poc.ts';
 
 const repo = fileURLToPath(new URL('../../..', import.meta.url));
 const ws = join(mkdtempSync(join(tmpdir(), 'flotilla-poc-')), 'poc');
@@ -18,14 +19,7 @@ const run = (...args: string[]): string =>
 
 after(() => {
   // whatever happened, no POC process outlives the test
-  const pids = join(ws, 'pids.json');
-  if (existsSync(pids))
-    for (const { pid } of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, { pid: number }>))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
+  killPoc(ws);
   rmSync(join(ws, '..'), { recursive: true, force: true });
 });
 

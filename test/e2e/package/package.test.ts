@@ -18,6 +18,7 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../../../src/core/safetensors.ts';
 import { freePortPair } from '../../helpers/federation.ts';
+import { killPoc } from '../../helpers/poc.ts';
 
 const repo = fileURLToPath(new URL('../../..', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-pack-'));
@@ -85,14 +86,8 @@ function duBytes(dir: string): number {
 }
 
 after(() => {
-  const pids = join(app, 'poc', 'pids.json');
-  if (existsSync(pids))
-    for (const pid of Object.values(JSON.parse(readFileSync(pids, 'utf8')) as Record<string, number>))
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
+  // whatever happened, no POC process outlives the test
+  killPoc(join(app, 'poc'));
   rmSync(tmp, { recursive: true, force: true });
 });
 
