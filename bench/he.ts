@@ -9,7 +9,8 @@
  * a site decrypting the aggregate; against the plain round's server aggregation (WeightedAverage)
  * and the plain bytes. Sites work in parallel, so the round's added time is one site's
  * encryption + the server's sum + one site's decryption (plus the extra transfer). The decrypted
- * aggregate is compared to plain FedAvg (largest absolute error).
+ * aggregate is compared to plain FedAvg (largest absolute error). Also one ciphertext's size under
+ * SEAL's zlib and zstd compression at each level (not used on the wire: docs/filters.md).
  *
  * Prints one JSON object. Usage:
  *   node --conditions=flotilla-source --import tsx bench/he.ts [--sites 3] [--models protein,lora]
@@ -18,7 +19,7 @@ import { cpus } from 'node:os';
 import { WeightedAverage } from '../src/aggregators/weighted-average.ts';
 import { dictToStream, encodedBytes, streamToDict } from '../src/core/tensor-stream.ts';
 import { type TensorDict, numel, tensor } from '../src/core/tensor.ts';
-import { HeContext, HeWeightedSum, decryptStream, encryptStream, generateHeKeys } from '../src/filters/index.ts';
+import { HE_SLOTS, HeContext, HeWeightedSum, decryptStream, encryptStream, generateHeKeys } from '../src/filters/index.ts';
 import { commitFacts } from './commit.ts';
 import { exitOnHelp } from './usage.ts';
 
@@ -155,6 +156,36 @@ const ctxLoad = await cpuSeconds(async () => ({
   site: await HeContext.load(keygen.value.site),
   server: await HeContext.load(keygen.value.server),
 }));
+/** SEAL's own compression of one ciphertext at each level: bytes and CPU ms (docs/filters.md: not used on the wire). */
+function compression(ctx: HeContext): Record<string, unknown> {
+  const values = Float64Array.from({ length: HE_SLOTS }, (_, i) => Math.sin(i) * 0.05);
+  const ct = ctx.load(ctx.encrypt(values), 'bench');
+  const sizes = (): Record<string, number> => {
+    const r: Record<string, number> = {};
+    for (const mode of ['none', 'zlib', 'zstd'] as const) {
+      const c0 = process.cpuUsage();
+      r[mode] = ctx.save(ct, mode).byteLength;
+      const c = process.cpuUsage(c0);
+      r[`${mode}CpuMs`] = +((c.user + c.system) / 1000).toFixed(1);
+    }
+    return r;
+  };
+  const fresh = sizes();
+  ctx.multiplyInPlace(ct, 0.5);
+  const afterWeight = sizes();
+  ctx.multiplyInPlace(ct, 0.5);
+  const aggregate = sizes();
+  ct.delete();
+  // the compressed size of the same values encrypted five times
+  const zstdSpread = Array.from({ length: 5 }, () => {
+    const c = ctx.load(ctx.encrypt(values), 'bench');
+    const n = ctx.save(c, 'zstd').byteLength;
+    c.delete();
+    return n;
+  });
+  return { fresh, afterWeight, aggregate, zstdSpread };
+}
+
 const out = [];
 for (const m of models) {
   const model = m === 'protein' ? proteinMlp() : m === 'lora' ? await loraAdapters() : null;
@@ -174,6 +205,7 @@ process.stdout.write(
       keygenCpuSeconds: r4(keygen.cpu),
       contextLoadCpuSeconds: r4(ctxLoad.cpu),
       models: out,
+      ciphertextCompression: compression(ctxLoad.value.site),
       peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
     },
     null,

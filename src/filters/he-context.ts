@@ -85,7 +85,7 @@ type Plaintext = Deletable;
 interface SealLibrary {
   SchemeType: { ckks: unknown };
   SecurityLevel: { tc128: unknown };
-  ComprModeType: { none: number };
+  ComprModeType: { none: number; zlib: number; zstd: number };
   CoeffModulus: { Create(n: number, bits: Int32Array): unknown };
   EncryptionParameters(scheme: unknown): SealParameters;
   Context(parms: SealParameters, expand: boolean, level: unknown): SealContext;
@@ -270,8 +270,9 @@ export class HeContext {
     this.evaluator.add(acc, ct, acc);
   }
 
-  save(ct: Ciphertext): Uint8Array {
-    return ct.saveArray(this.seal.ComprModeType.none);
+  /** A ciphertext's bytes; on the wire always uncompressed (a compressed one's size varies: docs/filters.md), zlib and zstd for bench/he.ts. */
+  save(ct: Ciphertext, compression: 'none' | 'zlib' | 'zstd' = 'none'): Uint8Array {
+    return ct.saveArray(this.seal.ComprModeType[compression]);
   }
 
   /** The values of a ciphertext's bytes (a site's context only). */

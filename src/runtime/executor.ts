@@ -210,8 +210,11 @@ export class ClientRunner {
                 params = m.hasParams && payload ? await decodeStream(payload) : null;
                 if (params) ({ info, params } = this.filterChain.receive({ info, params }, this.filterContext(m.taskName, 'task')));
               } catch (e) {
-                payload?.cancel('bad payload');
-                await this.fail(m.taskId, `bad task payload: ${(e as Error).message}`);
+                // the reason travels with the cancel too: the server, still sending, records that first
+                const error = `bad task payload: ${(e as Error).message}`;
+                payload?.cancel(error.slice(0, 1024));
+                this.tasks.delete(m.taskId);
+                await this.fail(m.taskId, error);
                 return;
               }
               await this.runTask({ taskId: m.taskId, taskName: m.taskName, info, params }, ctrl.signal);

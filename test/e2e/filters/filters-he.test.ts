@@ -1,15 +1,19 @@
-// Homomorphic encryption in a real POC deployment (server and two site processes from kits
+// Homomorphic encryption in a real POC deployment (server and three site processes from kits
 // provisioned with --he): the server's kit and the server process hold no secret key (its memory is
 // searched for it), the sites decrypt the encrypted aggregate each task brings, and the final
 // model, ciphertexts on the server's disk, decrypts with a site's kit to plain FedAvg within 1e-3.
+// site-3's kit holds another key set (same CA, re-signed: a kit from another provisioning run): its
+// ciphertexts are refused by the server's sum and the server's aggregate by its decryption, each
+// failing that result or task with the reason, while the job goes on with site-1 and site-2.
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { SafetensorsFile } from '../../../src/core/safetensors.ts';
 import { streamToDict } from '../../../src/core/tensor-stream.ts';
-import { HE_KEY, HE_TENSOR, decryptStream, heContextFromFile, readHeKeyFile } from '../../../src/filters/index.ts';
+import { HE_KEY, HE_TENSOR, decryptStream, generateHeKeys, heContextFromFile, readHeKeyFile } from '../../../src/filters/index.ts';
+import { signKit } from '../../../src/provision/kit.ts';
 import { freePortPair, repo } from '../../helpers/federation.ts';
 import { flotilla, killPoc, pocPids, waitForJobEnd, waitForSites } from '../../helpers/poc.ts';
 import { N, siteWeight, update } from '../../fixtures/jobs/he/trainer.ts';
@@ -53,10 +57,10 @@ function inMemory(pid: number, needles: Buffer[]): boolean[] {
 }
 
 test(
-  'HE: the server holds no secret key and sums ciphertexts; sites decrypt; the aggregate is plain FedAvg within 1e-3',
-  { timeout: 180_000 },
+  'HE: the server holds no secret key and sums ciphertexts; sites decrypt; the aggregate is plain FedAvg within 1e-3; another context is refused both ways',
+  { timeout: 300_000 },
   async () => {
-    assert.match(flotilla('poc', 'prepare', '--clients', '2', '-w', ws, '-p', String(await freePortPair()), '--he'), /POC prepared/);
+    assert.match(flotilla('poc', 'prepare', '--clients', '3', '-w', ws, '-p', String(await freePortPair()), '--he'), /POC prepared/);
     const layout = JSON.parse(readFileSync(join(ws, 'poc.json'), 'utf8')) as { server: string; clients: string[]; admin: string };
     const siteFile = join(layout.clients[0]!, 'startup', 'he_context.json');
     const site = readHeKeyFile(siteFile);
@@ -66,14 +70,24 @@ test(
     assert.equal(server.fingerprint, site.fingerprint);
     assert.equal(readHeKeyFile(join(layout.clients[1]!, 'startup', 'he_context.json')).secretKey, site.secretKey);
     assert.equal(existsSync(join(layout.admin, 'startup', 'he_context.json')), false);
+    // site-3: another key set in its kit, signed again with the project's CA
+    const other = await generateHeKeys();
+    assert.notEqual(other.site.fingerprint, site.fingerprint);
+    const site3 = join(layout.clients[2]!, 'startup');
+    writeFileSync(join(site3, 'he_context.json'), `${JSON.stringify(other.site)}\n`);
+    const project = readdirSync(ws).find((d) => existsSync(join(ws, d, 'state', 'rootCA.key')));
+    assert.ok(project, 'the POC keeps its CA under <project>/state');
+    signKit(site3, readFileSync(join(ws, project, 'state', 'rootCA.key'), 'utf8'));
 
-    assert.match(flotilla('poc', 'start', '-w', ws), /Started server, site-1, site-2/);
+    assert.match(flotilla('poc', 'start', '-w', ws), /Started server, site-1, site-2, site-3/);
     try {
-      assert.equal((await waitForSites(layout.admin, 2)).length, 2);
+      assert.equal((await waitForSites(layout.admin, 3)).length, 3);
       const id = /Submitted job (\S+)/.exec(flotilla('admin', layout.admin, 'submit', job))?.[1];
       assert.ok(id);
-      const status = await waitForJobEnd(layout.admin, id, 120_000);
+      const status = await waitForJobEnd(layout.admin, id, 180_000);
       assert.equal(status.state, 'FINISHED', JSON.stringify(status));
+      // the server survived both refusals: it still answers, with every site connected
+      assert.equal((await waitForSites(layout.admin, 3)).length, 3);
 
       // the server process, after summing two rounds of ciphertexts: its context's fingerprint is in
       // its memory (the search works), no piece of the secret key is (neither its base64 nor its bytes)
@@ -107,8 +121,23 @@ test(
 
       // round 1's tasks: the sites decrypted round 0's encrypted aggregate
       const summary = JSON.parse(readFileSync(join(serverDir, 'summary.json'), 'utf8')) as {
-        rounds: { siteMetrics: Record<string, { received_sum: number; received_w0: number }> }[];
+        rounds: {
+          sites: string[];
+          failures: Record<string, string>;
+          siteMetrics: Record<string, { received_sum: number; received_w0: number }>;
+        }[];
       };
+      // site-3's round-0 result (ciphertexts of its own key set) failed at the server's sum; its
+      // round-1 task (the aggregate under the federation's key set) failed at its decryption
+      assert.deepEqual(
+        summary.rounds.map((r) => [...r.sites].sort()),
+        [
+          ['site-1', 'site-2'],
+          ['site-1', 'site-2'],
+        ],
+      );
+      assert.match(summary.rounds[0]!.failures['site-3'] ?? '', /encrypted with another HE context.*different provisioning runs/);
+      assert.match(summary.rounds[1]!.failures['site-3'] ?? '', /bad task payload: .*another HE context/);
       const sum1 = [...g1.values()].reduce((s, a) => s + a.reduce((x, y) => x + y, 0), 0);
       for (const s of ['site-1', 'site-2']) {
         const m = summary.rounds[1]!.siteMetrics[s]!;
