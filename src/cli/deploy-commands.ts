@@ -16,6 +16,7 @@ import { FederationServer } from '../deploy/server.ts';
 import { FINAL_STATES } from '../deploy/job-store.ts';
 import { followJob, formatJobStatus } from './job-status.ts';
 import { CSV_HEADER, TABLE_HEADER, csvLines, tableLines } from '../tracking/format.ts';
+import { startResourceReport } from '../util/resource-report.ts';
 
 const out = (s: string): void => void process.stdout.write(`${s}\n`);
 
@@ -97,6 +98,7 @@ export function registerDeploymentCommands(program: Command): void {
         },
       ) => {
         applyLogLevel(o.logLevel);
+        startResourceReport();
         const kit = loadKit(kitDir, 'server');
         const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
         const log = fileLogger(join(workspace, 'log.jsonl'), 'server');
@@ -129,6 +131,7 @@ export function registerDeploymentCommands(program: Command): void {
     .addOption(logLevelOption())
     .action(async (kitDir: string, o: { workspace?: string; logLevel?: LogLevel }) => {
       applyLogLevel(o.logLevel);
+      startResourceReport();
       const kit = loadKit(kitDir, 'client');
       const workspace = resolve(o.workspace ?? join(kit.root, 'workspace'));
       const log = fileLogger(join(workspace, 'log.jsonl'), kit.config.name);

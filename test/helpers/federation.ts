@@ -28,13 +28,15 @@ export async function until(what: string, ok: () => boolean, ms = 15_000): Promi
  * A copy of test/fixtures/jobs/tiny at `dest` with its imports pointed at Flotilla's sources (as shipped
  * jobs are), `minClients`/`rounds` changed and, with sleepMs, a trainer that takes that long per round.
  */
-export function tinyJob(dest: string, o: { minClients?: number; rounds?: number; sleepMs?: number } = {}): string {
+export function tinyJob(dest: string, o: { minClients?: number; rounds?: number; sleepMs?: number; floats?: number } = {}): string {
   cpSync(join(repo, 'test/fixtures/jobs/tiny'), dest, { recursive: true });
   const yaml = readFileSync(join(dest, 'job.yaml'), 'utf8')
     .replace('minClients: 2', `minClients: ${o.minClients ?? 2}`)
     .replace('rounds: 3', `rounds: ${o.rounds ?? 3}`);
   writeFileSync(join(dest, 'job.yaml'), yaml);
   let trainer = readFileSync(join(dest, 'trainer.ts'), 'utf8').replaceAll('../../../../src/', `${repo}src/`);
+  // a model of `floats` float32 values instead of 4 (the trainer works on any length)
+  if (o.floats) trainer = trainer.replace('f32([4], [0, 0, 0, 0])', `f32([${o.floats}], new Float32Array(${o.floats}))`);
   if (o.sleepMs)
     trainer = trainer.replace('const w = m.params', `await new Promise((r) => setTimeout(r, ${o.sleepMs}));\n      const w = m.params`);
   writeFileSync(join(dest, 'trainer.ts'), trainer);

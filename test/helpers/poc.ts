@@ -2,14 +2,28 @@
  * Helpers of the tests that drive a POC deployment through the CLI as a user would: run `flotilla`,
  * wait for the sites and for a job's end through `admin ... --json`, kill what `poc start` left.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { repo } from './federation.ts';
+
+/** The node arguments that run `flotilla <args>` from this checkout's sources. */
+export const flotillaArgv = (...args: string[]): string[] => ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args];
 
 /** `flotilla <args>` from this checkout; its stdout (throws with the output when it exits non-zero). */
 export const flotilla = (...args: string[]): string =>
-  execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'src/cli/main.ts'), ...args], { cwd: repo, encoding: 'utf8' });
+  execFileSync(process.execPath, flotillaArgv(...args), { cwd: repo, encoding: 'utf8' });
+
+/** `flotilla <args>` without blocking this process's event loop; its stdout (rejects with the output on a non-zero exit). */
+export async function flotillaAsync(...args: string[]): Promise<string> {
+  try {
+    return (await promisify(execFile)(process.execPath, flotillaArgv(...args), { cwd: repo, encoding: 'utf8' })).stdout;
+  } catch (e) {
+    const x = e as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`flotilla ${args.join(' ')} failed: ${x.message}\n${x.stdout ?? ''}${x.stderr ?? ''}`);
+  }
+}
 
 /** The processes `poc start` recorded in <ws>/pids.json. */
 export function pocPids(ws: string): Record<string, { pid: number }> {

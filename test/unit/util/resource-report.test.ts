@@ -1,0 +1,53 @@
+// The resource report a soak run reads (FLOTILLA_RESOURCE_REPORT): lines of this process's own handles and memory.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { RESOURCE_REPORT_ENV, RESOURCE_REPORT_MS_ENV, ResourceLineSchema, startResourceReport } from '../../../src/util/resource-report.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'flotilla-resreport-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+test('with FLOTILLA_RESOURCE_REPORT set, the process appends a line of its handles and memory at each interval', async () => {
+  const dir = join(tmp, 'on');
+  const stop = startResourceReport({ [RESOURCE_REPORT_ENV]: dir, [RESOURCE_REPORT_MS_ENV]: '20' });
+  const extra = setTimeout(() => undefined, 10_000); // a timer of ours the report must count
+  await new Promise((r) => setTimeout(r, 150));
+  stop();
+  clearTimeout(extra);
+  const lines = readFileSync(join(dir, `${process.pid}.jsonl`), 'utf8')
+    .trimEnd()
+    .split('\n');
+  assert.ok(lines.length >= 3, `one line at start and one per 20 ms (${lines.length})`);
+  const last = ResourceLineSchema.parse(JSON.parse(lines.at(-1)!));
+  assert.equal(last.pid, process.pid);
+  assert.ok((last.resources.Timeout ?? 0) >= 2, `the report's own timer and ours: ${JSON.stringify(last.resources)}`);
+  assert.equal(
+    last.active,
+    Object.values(last.resources).reduce((a, b) => a + b, 0),
+  );
+  assert.ok(last.rss > last.heapUsed && last.heapUsed > 0);
+  const n = lines.length;
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(
+    readFileSync(join(dir, `${process.pid}.jsonl`), 'utf8')
+      .trimEnd()
+      .split('\n').length,
+    n,
+    'stop() ends the report',
+  );
+});
+
+test('without the variable nothing is written; a bad interval is refused naming the variable', () => {
+  startResourceReport({})();
+  assert.deepEqual(
+    readdirSync(tmp).filter((f) => f !== 'on'),
+    [],
+  );
+  assert.throws(
+    () => startResourceReport({ [RESOURCE_REPORT_ENV]: join(tmp, 'bad'), [RESOURCE_REPORT_MS_ENV]: 'soon' }),
+    /FLOTILLA_RESOURCE_REPORT_MS must be a number/,
+  );
+  assert.ok(!existsSync(join(tmp, 'bad')));
+});
