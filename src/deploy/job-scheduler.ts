@@ -235,13 +235,21 @@ export class JobScheduler {
       },
       ...(tm && { channel: { onTransfer: (t) => tm.transfer(rec.id, t) } }),
     });
-    // TensorBoard runs in the job's server folder (downloaded with its results), MLflow if configured
+    // a job the server restarted under goes on from its last completed round (requeue cleared this);
+    // what its sites logged after that round is dropped: the round runs again and logs it again
+    const resume = readProgress(sws.serverDir);
+    // (no progress: no round completed, none of its rows count; a progress of an older version has no mark)
+    const mark = resume ? resume.trackedId : 0;
+    const stale = mark === undefined ? [] : store.tracking.deleteAfter(rec.id, mark);
+    // TensorBoard runs in the job's server folder (downloaded with its results), MLflow if configured;
+    // resumed, both go on from what the stopped server exported
     const exporters = startJobExporters({
       store: store.tracking,
       jobId: rec.id,
       jobName: rec.name,
       serverDir: sws.serverDir,
       mlflowUri: this.opts.mlflowUri,
+      resumed: { stale: new Set(stale.map((r) => r.site)) },
       log,
     });
     let exported = false;
@@ -270,8 +278,6 @@ export class JobScheduler {
       });
       await unlessAborted(Promise.all(deployments), signal);
       await unlessAborted(runtime.waitForSites(sites.length, this.opts.siteJoinTimeoutMs ?? 120_000), signal);
-      // a job the server restarted under goes on from its last completed round (requeue cleared this)
-      const resume = readProgress(sws.serverDir);
       if (resume)
         log.info(
           { job: rec.id, workflow: resume.index, lastRound: resume.round, rounds: resume.rounds.length },
@@ -289,8 +295,11 @@ export class JobScheduler {
             ...(he && { he }),
             onRound: (r) => {
               trackRound(store.tracking, rec.id, r);
+              // on disk before the progress that says the round is done
+              store.tracking.flush();
               tm?.roundCompleted(rec.id, r);
             },
+            trackingMark: () => store.tracking.lastId(),
             ...(tm && { onProgress: (p) => tm.roundProgress(rec.id, p) }),
           },
           false,
@@ -320,7 +329,8 @@ export class JobScheduler {
       this.opts.log.warn({ job: rec.id, detail: cause.message }, aborted ? 'job aborted' : 'job failed');
     } finally {
       store.tracking.flush();
-      if (!exported) await exporters.close('FAILED');
+      // stopped by the server's shutdown: KILLED (MLflow's word), set RUNNING again if a restart resumes the job
+      if (!exported) await exporters.close(this.stopped ? 'KILLED' : 'FAILED');
       await runtime.end(signal.aborted ? (signal.reason as Error).message : 'job finished').catch(() => undefined);
       await runtime.close().catch(() => undefined);
       tm?.jobEnded(rec.id);

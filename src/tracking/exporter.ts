@@ -1,25 +1,29 @@
 /**
  * Exporters: where a job's tracked rows go besides the store (TensorBoard event files, an MLflow
  * server; W&B or others implement the same interface). An exporter is fed a job's rows in id order,
- * live while the job runs (`attachExporters`) or all at once afterwards (`exportJob`). A failing
+ * live while the job runs (`attachExporters`: as the store writes them, so an exporter never holds
+ * a row the store could lose in a crash) or all at once afterwards (`exportJob`). A failing
  * exporter is logged and dropped; it never fails the job.
  */
 import type { Logger } from '../util/log.ts';
 import type { TrackingStore } from './store.ts';
 import type { TrackedRow } from './types.ts';
 
+/** How a job's export ends: KILLED when the server stops under it (a restart may resume it). */
+export type ExportEnd = 'FINISHED' | 'FAILED' | 'KILLED';
+
 export interface TrackingExporter {
   /** for logs: "tensorboard", "mlflow" */
   readonly name: string;
   /** the job's next rows, in id order (called again only after the previous call settled) */
   write(rows: readonly TrackedRow[]): Promise<void> | void;
-  /** the job is over: write what is buffered, finish runs, close files */
-  close(status: 'FINISHED' | 'FAILED'): Promise<void> | void;
+  /** the job is over (or the server stops under it): write what is buffered, end runs, close files */
+  close(status: ExportEnd): Promise<void> | void;
 }
 
 export interface AttachedExporters {
   /** waits for every row so far to be written, then closes the exporters */
-  close(status: 'FINISHED' | 'FAILED'): Promise<void>;
+  close(status: ExportEnd): Promise<void>;
 }
 
 /**
@@ -29,9 +33,10 @@ export interface AttachedExporters {
  */
 export function attachExporters(store: TrackingStore, jobId: string, exporters: TrackingExporter[], log: Logger): AttachedExporters {
   const feeds = exporters.map((e) => new Feed(e, log));
-  const off = store.subscribe(jobId, (rows) => feeds.forEach((f) => f.push(rows)));
+  const off = store.subscribeWritten(jobId, (rows) => feeds.forEach((f) => f.push(rows)));
   return {
     async close(status) {
+      store.flush();
       off();
       await Promise.all(feeds.map((f) => f.close(status)));
     },
@@ -91,7 +96,7 @@ class Feed {
     this.running = null;
   }
 
-  async close(status: 'FINISHED' | 'FAILED'): Promise<void> {
+  async close(status: ExportEnd): Promise<void> {
     while (this.running) await this.running;
     if (this.failed) return;
     try {

@@ -15,4 +15,4 @@ export { type AttachedExporters, type TrackingExporter, attachExporters, exportJ
 export { TensorBoardExporter, exportStep, exportTag } from './tensorboard.ts';
 export { MlflowError, MlflowExporter, type MlflowOptions, mlflowKey } from './mlflow.ts';
 export { mlflowUriProblem } from './mlflow-uri.ts';
-export { type JobExportOptions, startJobExporters, tensorboardDir } from './job-exporters.ts';
+export { type JobExportOptions, mlflowStatePath, startJobExporters, tensorboardDir } from './job-exporters.ts';

@@ -6,8 +6,18 @@
  * is a tag `text/<key>` holding its latest value (MLflow has no text metrics). Keys MLflow would
  * refuse are made acceptable (`mlflowKey`). Rows go in
  * runs/log-batch calls within MLflow's limits (1000 metrics, 100 params, 100 tags per call).
+ *
+ * With a `statePath`, the run ids are kept in that file (written atomically as runs are created),
+ * and a job resumed after a server restart goes on in the same runs (`resume`): one run per site
+ * per job, set RUNNING again. MLflow cannot delete a metric's points, so a site run that holds
+ * points of the interrupted round (which runs again and logs them again) is replaced instead: the
+ * old run is deleted (MLflow keeps it, restorable, out of searches and the UI) and a new one, tagged
+ * `flotilla.replaces` with the old id, gets the site's rows from the store.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { writeFileAtomic } from '../util/atomic.ts';
+import type { ExportEnd } from './exporter.ts';
 import type { TrackingExporter } from './exporter.ts';
 import { mlflowUriProblem } from './mlflow-uri.ts';
 import { exportStep } from './tensorboard.ts';
@@ -19,6 +29,8 @@ const MAX_TAGS = 100;
 const MAX_TAG_CHARS = 5000;
 const MAX_PARAM_CHARS = 6000;
 const MAX_KEY_CHARS = 250;
+/** the key of the parent run in `ids` (no site has this name: site names are DNS-like) */
+const PARENT = '\u0000parent';
 
 /**
  * A key as MLflow accepts it (mlflow/utils/validation.py): at most 250 characters of letters (any script),
@@ -45,6 +57,28 @@ export interface MlflowOptions {
   jobId: string;
   /** per request (default 30 s) */
   timeoutMs?: number;
+  /** where the run ids are kept (the job's server folder: mlflow-runs.json), so that `resume` finds them */
+  statePath?: string;
+}
+
+/** What `statePath` holds. */
+const MlflowStateSchema = z.object({
+  uri: z.string(),
+  experimentId: z.string(),
+  parent: z.string(),
+  runs: z.record(z.string(), z.string()),
+});
+type MlflowState = z.infer<typeof MlflowStateSchema>;
+
+/** The run ids a job's export left (null: none, another file, or unreadable: start afresh). */
+export function readMlflowState(path: string): MlflowState | null {
+  if (!existsSync(path)) return null;
+  try {
+    const r = MlflowStateSchema.safeParse(JSON.parse(readFileSync(path, 'utf8')));
+    return r.success ? r.data : null;
+  } catch {
+    return null;
+  }
 }
 
 export class MlflowError extends Error {
@@ -52,6 +86,7 @@ export class MlflowError extends Error {
 }
 
 const RunCreated = z.object({ run: z.object({ info: z.object({ run_id: z.string() }) }) });
+const RunFound = z.object({ run: z.object({ info: z.object({ run_id: z.string(), lifecycle_stage: z.string() }) }) });
 const ExperimentFound = z.object({ experiment: z.object({ experiment_id: z.string() }) });
 const ExperimentCreated = z.object({ experiment_id: z.string() });
 
@@ -67,6 +102,11 @@ export class MlflowExporter implements TrackingExporter {
   private parent: Promise<string> | null = null;
   private readonly runs = new Map<string, Promise<string>>();
   private readonly paramsSent = new Map<string, Set<string>>();
+  /** run ids as created, persisted to statePath */
+  private readonly ids = new Map<string, string>();
+  private saved: Promise<void> = Promise.resolve();
+  /** a resume in progress: writes wait for it */
+  private ready: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: MlflowOptions) {
     const problem = mlflowUriProblem(o.uri);
@@ -78,7 +118,50 @@ export class MlflowExporter implements TrackingExporter {
     return this.runs.get(site);
   }
 
+  /**
+   * Goes on in the runs `statePath` names, if it names runs on this server that still exist:
+   * `rows` are the job's rows in the store now, `stale` the sites whose runs may hold points the
+   * store no longer has (the interrupted round's). Those sites' runs are replaced and refilled from
+   * `rows`; the others are set RUNNING again and get only new rows. Call before the first write.
+   */
+  resume(rows: readonly TrackedRow[], stale: ReadonlySet<string>): void {
+    this.ready = this.reattach(rows, stale);
+    // handled here: a failure reaches the next write or close (which drop the exporter), never the process
+    this.ready.catch(() => undefined);
+  }
+
+  private async reattach(rows: readonly TrackedRow[], stale: ReadonlySet<string>): Promise<void> {
+    const st = this.o.statePath ? readMlflowState(this.o.statePath) : null;
+    if (!st || st.uri !== this.o.uri || !(await this.active(st.parent))) return;
+    this.experimentId = Promise.resolve(st.experimentId);
+    this.parent = Promise.resolve(st.parent);
+    this.ids.set(PARENT, st.parent);
+    await this.call('runs/update', { run_id: st.parent, status: 'RUNNING' });
+    for (const [site, id] of Object.entries(st.runs)) {
+      const mine = rows.filter((r) => r.site === site);
+      const active = await this.active(id);
+      if (active && !stale.has(site)) {
+        await this.call('runs/update', { run_id: id, status: 'RUNNING' });
+        this.runs.set(site, Promise.resolve(id));
+        this.ids.set(site, id);
+        this.paramsSent.set(site, new Set(mine.filter((r) => r.kind === 'param').map((r) => mlflowKey(r.key))));
+        continue;
+      }
+      if (active) await this.call('runs/delete', { run_id: id });
+      const fresh = await this.run(site, id);
+      for (const b of this.batches(site, mine)) await this.call('runs/log-batch', { run_id: fresh, ...b });
+    }
+    await this.save();
+  }
+
+  /** Whether a run exists and is not deleted. */
+  private async active(runId: string): Promise<boolean> {
+    const r = await this.call('runs/get', null, { run_id: runId }, true);
+    return r !== null && parse(RunFound, r, 'runs/get').run.info.lifecycle_stage === 'active';
+  }
+
   async write(rows: readonly TrackedRow[]): Promise<void> {
+    await this.ready;
     const bySite = new Map<string, TrackedRow[]>();
     for (const r of rows) {
       const list = bySite.get(r.site) ?? [];
@@ -91,7 +174,8 @@ export class MlflowExporter implements TrackingExporter {
     }
   }
 
-  async close(status: 'FINISHED' | 'FAILED'): Promise<void> {
+  async close(status: ExportEnd): Promise<void> {
+    await this.ready;
     const ids = await Promise.all([...this.runs.values(), ...(this.parent ? [this.parent] : [])]);
     // at once: a server that stopped answering costs one timeout, not one per run
     await Promise.all(ids.map((id) => this.call('runs/update', { run_id: id, status, end_time: Date.now() })));
@@ -122,16 +206,21 @@ export class MlflowExporter implements TrackingExporter {
     return out;
   }
 
-  private run(site: string): Promise<string> {
+  /** A site's run, created on first use (`replaces`: the id of the run it takes the place of). */
+  private run(site: string, replaces?: string): Promise<string> {
     let r = this.runs.get(site);
     if (!r) {
       r = (async () => {
         const parent = await this.parentRun();
-        return this.createRun(siteLabel(site), [
+        const id = await this.createRun(siteLabel(site), [
           { key: 'mlflow.parentRunId', value: parent },
           { key: 'flotilla.job_id', value: this.o.jobId },
           { key: 'flotilla.site', value: siteLabel(site) },
+          ...(replaces ? [{ key: 'flotilla.replaces', value: replaces }] : []),
         ]);
+        this.ids.set(site, id);
+        await this.save();
+        return id;
       })();
       this.runs.set(site, r);
     }
@@ -139,8 +228,25 @@ export class MlflowExporter implements TrackingExporter {
   }
 
   private parentRun(): Promise<string> {
-    this.parent ??= this.createRun(this.o.jobId, [{ key: 'flotilla.job_id', value: this.o.jobId }]);
+    this.parent ??= (async () => {
+      const id = await this.createRun(this.o.jobId, [{ key: 'flotilla.job_id', value: this.o.jobId }]);
+      this.ids.set(PARENT, id);
+      await this.save();
+      return id;
+    })();
     return this.parent;
+  }
+
+  /** Writes the run ids to statePath (in turn: the last write holds every id). */
+  private async save(): Promise<void> {
+    const path = this.o.statePath;
+    const parent = this.ids.get(PARENT);
+    if (!path || parent === undefined) return;
+    const experimentId = await this.experiment();
+    const runs = Object.fromEntries([...this.ids].filter(([k]) => k !== PARENT));
+    const state: MlflowState = { uri: this.o.uri, experimentId, parent, runs };
+    this.saved = this.saved.catch(() => undefined).then(() => writeFileAtomic(path, `${JSON.stringify(state)}\n`));
+    await this.saved;
   }
 
   private async createRun(name: string, tags: { key: string; value: string }[]): Promise<string> {

@@ -85,6 +85,8 @@ export class TrackingStore {
   private readonly counts = new Map<string, number>();
   private readonly dropped = new Set<string>();
   private readonly listeners = new Set<{ jobId: string | null; fn: TrackingListener }>();
+  /** told after each write, with the rows it committed (exporters: what they get is on disk) */
+  private readonly writtenListeners = new Set<{ jobId: string | null; fn: TrackingListener }>();
   private readonly insert: Database.Statement;
   /** long polls in progress, ended by close() */
   private readonly waiters = new Set<() => void>();
@@ -160,6 +162,15 @@ export class TrackingStore {
     this.db.transaction(() => {
       for (const r of rows) this.insert.run(r);
     })();
+    for (const l of this.writtenListeners) {
+      const mine = l.jobId === null ? rows : rows.filter((r) => r.jobId === l.jobId);
+      if (mine.length) l.fn(mine);
+    }
+  }
+
+  /** The id of the last row recorded (in any job); 0 when there is none. */
+  lastId(): number {
+    return this.nextId - 1;
   }
 
   /** A job's rows with id > afterId, oldest first, at most `limit`. */
@@ -211,6 +222,17 @@ export class TrackingStore {
   }
 
   /**
+   * Like `subscribe`, but called when the rows are written to the database (within flushMs of
+   * being recorded): what an exporter sends on is never lost by a crash of this process, so a
+   * restarted job knows everything any exporter may have received.
+   */
+  subscribeWritten(jobId: string | null, fn: TrackingListener): () => void {
+    const l = { jobId, fn };
+    this.writtenListeners.add(l);
+    return () => void this.writtenListeners.delete(l);
+  }
+
+  /**
    * A job's rows after `afterId`; if there are none yet, waits up to `timeoutMs` for the next
    * (long polling: `admin metrics --follow`). Resolves [] on timeout or abort.
    */
@@ -241,12 +263,28 @@ export class TrackingStore {
     this.dropped.delete(jobId);
   }
 
+  /**
+   * Deletes a job's rows with id > afterId and returns them: a job resumed after a restart drops
+   * what the interrupted round logged (the round runs again and logs it again).
+   */
+  deleteAfter(jobId: string, afterId: number): TrackedRow[] {
+    this.flush();
+    const rows = (this.db.prepare(`SELECT * FROM tracking WHERE job_id = ? AND id > ? ORDER BY id`).all(jobId, afterId) as Row[]).map(
+      toRow,
+    );
+    if (!rows.length) return rows;
+    this.db.prepare(`DELETE FROM tracking WHERE job_id = ? AND id > ?`).run(jobId, afterId);
+    this.counts.delete(jobId);
+    return rows;
+  }
+
   close(): void {
     if (this.closed) return;
     this.flush();
     this.closed = true;
     for (const w of [...this.waiters]) w();
     this.listeners.clear();
+    this.writtenListeners.clear();
     if (this.ownsDb) this.db.close();
   }
 

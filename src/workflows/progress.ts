@@ -9,6 +9,8 @@
  *              previous workflow left
  *   rounds     the summaries of every completed round so far (the job's record)
  *   crossSite  cross-site results of completed workflows
+ *   trackedId  the tracking store's last row id when that round completed (WorkflowContext.trackingMark):
+ *              a resumed job drops the rows after it, which the interrupted round logged
  *
  * A progress file is written after the round's checkpoint, so it never points past what is on disk.
  */
@@ -26,6 +28,7 @@ export const ProgressSchema = z.strictObject({
   modelPath: z.string().min(1).nullable(),
   rounds: z.array(RoundSummarySchema),
   crossSite: JsonValueSchema.optional(),
+  trackedId: z.number().int().min(0).optional(),
 });
 export type Progress = z.infer<typeof ProgressSchema>;
 

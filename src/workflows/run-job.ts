@@ -49,13 +49,14 @@ export async function runWorkflows(
   // resumed: the workflows before resume.index are done; the model goes on from resume.modelPath
   if (resume?.modelPath) model = await Ref.file(resume.modelPath);
   let modelPath = resume?.modelPath ?? (initial.onDisk ? initial.path! : null);
-  const progress = (index: number, round: number | null, so: RoundSummary[]): Promise<void> =>
+  const progress = (index: number, round: number | null, so: RoundSummary[], trackedId = ctx.trackingMark?.()): Promise<void> =>
     writeProgress(ctx.workspace.serverDir, {
       index,
       round,
       modelPath,
       rounds: so,
       ...(crossSite !== undefined && { crossSite: crossSite as JsonValue }),
+      ...(trackedId !== undefined && { trackedId }),
     });
   let pending = Promise.resolve();
   for (let index = resume?.index ?? 0; index < chain.length; index++) {
@@ -76,16 +77,18 @@ export async function runWorkflows(
     const r = await wf.run({
       ...wctx,
       onRound: (s) => {
+        ctx.onRound?.(s);
         const checkpoint = wctx.workspace.roundModelPath(s.round);
         // recordRound comes after the round's checkpoint: from now on, resume from there
         if (existsSync(checkpoint)) {
           done.push(separate ? { ...s, workflow: label } : s);
           modelPath = checkpoint;
+          // now, not when the write runs: the next round's first rows must not count as this one's
+          const mark = ctx.trackingMark?.();
           pending = pending
-            .then(() => progress(index, s.round, [...rounds, ...done]))
+            .then(() => progress(index, s.round, [...rounds, ...done], mark))
             .catch((e: Error) => ctx.log.warn({ err: e.message }, 'progress not saved'));
         }
-        ctx.onRound?.(s);
       },
     });
     await pending;

@@ -35,6 +35,8 @@ export interface WorkflowContext {
   log: Logger;
   /** called after each round (simulator table, dashboard) */
   onRound?: (s: RoundSummary) => void;
+  /** read right after onRound and saved with the job's progress (the tracking store's last row id) */
+  trackingMark?: () => number;
   /** called as results arrive within a round */
   onProgress?: (p: { round: number; done: number; expected: number }) => void;
   signal?: AbortSignal;

@@ -5,6 +5,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { AdminClient } from '../../src/admin/admin-client.ts';
+import type { AdminReply } from '../../src/deploy/admin-commands.ts';
 import { parseProject } from '../../src/provision/project.ts';
 import { provision } from '../../src/provision/provision.ts';
 import { freePortPair, repo } from './federation.ts';
@@ -60,10 +62,12 @@ export class ServerProcess {
   constructor(
     private readonly kit: string,
     private readonly workspace: string,
+    /** more options of `server start` (`--mlflow <uri>`), on every start */
+    private readonly args: string[] = [],
   ) {}
 
   start(): void {
-    this.procs.push(spawnCli(['server', 'start', this.kit, '-w', this.workspace], this.out));
+    this.procs.push(spawnCli(['server', 'start', this.kit, '-w', this.workspace, ...this.args], this.out));
   }
 
   /** kill -9 of the running server, as a crash. */
@@ -122,4 +126,14 @@ export function jobEvents(serverWorkspace: string, jobId: string): LogEvent[] {
     .split('\n')
     .filter((l) => l.trim() !== '')
     .map((l) => JSON.parse(l) as LogEvent);
+}
+
+/** A job's status once it is neither queued nor running (or when `timeoutMs` is up), asked every 100 ms. */
+export async function jobEndStatus(admin: AdminClient, job: string, timeoutMs: number): Promise<AdminReply<'status'>> {
+  let st = await admin.call('status', { job });
+  for (const deadline = Date.now() + timeoutMs; ['SUBMITTED', 'RUNNING'].includes(st.state) && Date.now() < deadline;) {
+    await new Promise((r) => setTimeout(r, 100));
+    st = await admin.call('status', { job });
+  }
+  return st;
 }

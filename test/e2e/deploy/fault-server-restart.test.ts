@@ -13,7 +13,7 @@ import { readSafetensors } from '../../../src/core/safetensors.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
 import { simulate } from '../../../src/simulator/simulator.ts';
 import { tinyJob, until } from '../../helpers/federation.ts';
-import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEvents } from '../../helpers/fault.ts';
+import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEndStatus, jobEvents } from '../../helpers/fault.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-fault-restart-'));
 const servers: ServerProcess[] = [];
@@ -70,11 +70,7 @@ for (const offload of [false, true]) {
         const firstAfter = rounds().find((e) => e.time >= restartedAt)!;
         await until('the job to end', () => rounds().filter((e) => e.round === ROUNDS - 1).length > 0, 40_000);
         const a2 = admin();
-        let st = await a2.call('status', { job: id });
-        for (let i = 0; i < 100 && st.state === 'RUNNING'; i++) {
-          await new Promise((r) => setTimeout(r, 100));
-          st = await a2.call('status', { job: id });
-        }
+        const st = await jobEndStatus(a2, id, 10_000);
         a2.close();
         assert.equal(st.state, 'FINISHED', st.detail ?? undefined);
         assert.deepEqual(

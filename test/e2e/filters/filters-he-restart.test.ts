@@ -13,7 +13,7 @@ import { streamToDict } from '../../../src/core/tensor-stream.ts';
 import { decryptStream, heContextFromFile } from '../../../src/filters/index.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
 import { repo, until } from '../../helpers/federation.ts';
-import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEvents } from '../../helpers/fault.ts';
+import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEndStatus, jobEvents } from '../../helpers/fault.ts';
 import { expectedGlobal } from '../../fixtures/jobs/he/trainer.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-he-restart-'));
@@ -65,11 +65,7 @@ test(
         40_000,
       );
       const a2 = admin();
-      let st = await a2.call('status', { job: id });
-      for (let i = 0; i < 600 && st.state !== 'FINISHED' && st.state !== 'FAILED'; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        st = await a2.call('status', { job: id });
-      }
+      const st = await jobEndStatus(a2, id, 60_000);
       a2.close();
       assert.equal(st.state, 'FINISHED', st.detail ?? undefined);
       const file = await SafetensorsFile.open(join(workspace, 'jobs', id, 'workspace', 'server', 'global_model.safetensors'));

@@ -199,6 +199,31 @@ test('flotilla metrics --mlflow --tensorboard exports a recorded job after the f
   assert.deepEqual(tensorboardRead(logdir), tensorboardExpected(rows));
 });
 
+test('flotilla simulate --mlflow (the CLI in a child process): MLflow and the TensorBoard runs it writes equal the store', async () => {
+  const ws = join(tmp, 'cli-sim');
+  const { stdout } = await run(process.execPath, [
+    join(repo, 'bin/flotilla.js'),
+    'simulate',
+    join(repo, 'test/fixtures/jobs/tracked'),
+    '--clients',
+    '2',
+    '--workspace',
+    ws,
+    '--mlflow',
+    server.uri,
+  ]);
+  const store = TrackingStore.open(trackingPath(ws));
+  const jobId = store.jobs().at(-1)!;
+  const rows = store.all(jobId);
+  store.close();
+  assert.match(stdout, /step_loss|loss/, 'the round table shows the logged metrics');
+  assert.ok(rows.some((r) => r.kind === 'param') && rows.some((r) => r.kind === 'text'));
+  const values = await assertInMlflow('tracked', jobId, rows, ['site-1', 'site-2']);
+  assert.equal(values, rows.filter((r) => r.kind === 'scalar').length);
+  // the simulator's TensorBoard runs, read by TensorBoard's own reader
+  assert.deepEqual(tensorboardRead(tensorboardDir(join(ws, 'server'))), tensorboardExpected(rows));
+});
+
 test('--mlflow with an address that is no tracking server fails the command at once, naming the flag', async () => {
   const r = await run(process.execPath, [
     join(repo, 'bin/flotilla.js'),
