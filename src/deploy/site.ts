@@ -217,8 +217,8 @@ export class FederationSite {
         const privacy = this.opts.kit.config.privacy;
         const refusal = policyRefusal(this.site, job.config.filters, privacy);
         if (refusal) throw new Error(`job refused: ${refusal}`);
-        const filters = await loadJobFilters(job, privacy, await siteHeContext(this.opts.kit.startup, job.config.filters));
         const siteDir = join(dir, this.site);
+        const filters = await loadJobFilters(job, privacy, await siteHeContext(this.opts.kit.startup, job.config.filters), siteDir);
         const siteLog = fileLogger(join(siteDir, 'log.jsonl'), this.site);
         const host = await createTrainerHost(job, this.site, m.siteIndex, m.numSites, siteDir, siteLog, {
           ...(this.opts.kit.config.python !== undefined && { python: this.opts.kit.config.python }),

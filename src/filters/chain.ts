@@ -37,7 +37,12 @@ export class FilterError extends Error {
  * site's HE context (its kit's): there the he filter encrypts results and decrypts tasks; without
  * one (the server) it does nothing, the server's aggregator sums the ciphertexts.
  */
-export function builtinFilter(spec: Exclude<FilterSpec, { type: 'custom' }>, he?: HeContext): Filter {
+export function builtinFilter(
+  spec: Exclude<FilterSpec, { type: 'custom' }>,
+  he?: HeContext,
+  /** dp_gaussian: where it keeps its count of releases (a site's job folder), so a restarted site goes on counting */
+  releasesFile?: string,
+): Filter {
   switch (spec.type) {
     case 'he':
       if (!he) return {};
@@ -55,7 +60,7 @@ export function builtinFilter(spec: Exclude<FilterSpec, { type: 'custom' }>, he?
       return { send: (p) => ({ ...p, params: excludeTensors(p.params, excluded) }) };
     }
     case 'dp_gaussian':
-      return dpGaussian({ clip: spec.clip, noiseMultiplier: gaussianNoise(spec), delta: spec.delta });
+      return dpGaussian({ clip: spec.clip, noiseMultiplier: gaussianNoise(spec), delta: spec.delta, releasesFile });
     case 'percentile_privacy':
       return percentilePrivacy(spec);
     case 'svt_privacy':

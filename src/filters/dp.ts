@@ -18,6 +18,9 @@
  * disk: statistics first, then the release, so no tensor is ever held whole.
  */
 import { randomFillSync } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { z } from 'zod';
 import type { FLModelInfo } from '../core/fl-model.ts';
 import type { TensorStream } from '../core/tensor-stream.ts';
 import { gaussianEpsilon, noiseForEpsilon } from './rdp.ts';
@@ -109,11 +112,45 @@ export interface GaussianOptions {
   /** σ; or derived from (epsilon, rounds, delta) */
   noiseMultiplier: number;
   delta: number;
+  /**
+   * where the site keeps the count of its releases (its job folder): a site restarted within a
+   * job goes on counting, instead of reporting the ε of a fresh start
+   */
+  releasesFile?: string | undefined;
+}
+
+const ReleasesFileSchema = z.strictObject({ releases: z.number().int().min(0) });
+
+function readReleases(file: string): number {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = null;
+  }
+  const r = ReleasesFileSchema.safeParse(parsed);
+  // an unreadable count must not restart the accounting from 0
+  if (!r.success)
+    throw new Error(`${file}: not a count of DP releases (${text.slice(0, 80)}): the privacy spent is unknown; restore or remove it`);
+  return r.data.releases;
+}
+
+function writeReleases(file: string, releases: number): void {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(`${file}.tmp`, `${JSON.stringify({ releases })}\n`);
+  renameSync(`${file}.tmp`, file);
 }
 
 /** DP-FedAvg's clipping and Gaussian noise at the site, with the accountant's ε after each release. */
 export function dpGaussian(o: GaussianOptions): Filter {
-  let releases = 0;
+  let releases = o.releasesFile ? readReleases(o.releasesFile) : 0;
   return privacyFilter({
     init: () => ({ sumSq: 0, scale: 1 }),
     observe: (s, v) => {
@@ -124,6 +161,7 @@ export function dpGaussian(o: GaussianOptions): Filter {
     metrics: () => {
       // ε is known before the values: it depends only on how many updates this site has released
       releases++;
+      if (o.releasesFile) writeReleases(o.releasesFile, releases);
       return { dp_epsilon: gaussianEpsilon(o.noiseMultiplier, releases, o.delta), dp_delta: o.delta };
     },
     release: (s, v) => {

@@ -3,6 +3,7 @@
  * (`type: custom`, loaded and their args checked like custom workflows), and at a site that site's
  * privacy policy after them (src/filters/policy.ts).
  */
+import { join } from 'node:path';
 import { FilterChain, type ChainEntry, builtinFilter, entryFor } from '../filters/chain.ts';
 import type { HeContext } from '../filters/he-context.ts';
 import { type PrivacyPolicy, policyFilters } from '../filters/policy.ts';
@@ -22,14 +23,16 @@ function definitionProblem(value: unknown): string | null {
 
 /**
  * The job's filter chain (and, at a site, its policy's); custom modules are imported and their args
- * validated. `he`: a site's HE context, for a job with the he filter.
+ * validated. `he`: a site's HE context, for a job with the he filter. `stateDir`: a site's folder
+ * of the job, which outlives a restart of the site: dp_gaussian keeps its count of releases there.
  */
-export async function loadJobFilters(job: Job, policy?: PrivacyPolicy, he?: HeContext): Promise<FilterChain> {
+export async function loadJobFilters(job: Job, policy?: PrivacyPolicy, he?: HeContext, stateDir?: string): Promise<FilterChain> {
   const entries: ChainEntry[] = [];
+  const releases = (field: string): string | undefined => stateDir && join(stateDir, `dp-releases.${field}.json`);
   for (const [i, spec] of job.config.filters.entries()) {
     const field = `filters.${i}`;
     if (spec.type !== 'custom') {
-      entries.push(entryFor(spec, `${field} (${spec.type})`, builtinFilter(spec, he)));
+      entries.push(entryFor(spec, `${field} (${spec.type})`, builtinFilter(spec, he, releases(field))));
       continue;
     }
     const value = await importFrom(job, spec.module, spec.export, `${field}.module`);
@@ -55,6 +58,7 @@ export async function loadJobFilters(job: Job, policy?: PrivacyPolicy, he?: HeCo
     entries.push(entryFor(spec, `${field} (${def.name})`, filter));
   }
   for (const [i, spec] of policyFilters(policy).entries())
-    if (spec.type !== 'custom') entries.push(entryFor(spec, `privacy policy filters.${i} (${spec.type})`, builtinFilter(spec)));
+    if (spec.type !== 'custom')
+      entries.push(entryFor(spec, `privacy policy filters.${i} (${spec.type})`, builtinFilter(spec, undefined, releases(`policy.${i}`))));
   return new FilterChain(entries);
 }

@@ -6,7 +6,8 @@
  * site): a trainer module imports and exports the function it names; a script's command
  * resolves (`{python}` as a site would resolve it) to an executable, its script file exists, and
  * a Python interpreter can import `flotilla` (with the job's env), compiles the script and, for
- * `params: file`, has a flotilla that supports it.
+ * `params: file`, has a flotilla that supports it; every filter module of the job loads and its
+ * args pass its schema.
  */
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
@@ -39,6 +40,9 @@ export async function checkJob(jobDir: string, settings: SiteSettings = {}): Pro
   }
   await checkExecutor(job, job.config.executor, 'executor', settings, fail);
   for (const [site, s] of Object.entries(job.config.sites)) await checkExecutor(job, s.executor, `sites.${site}.executor`, settings, fail);
+  // each filter module (type: custom) loads and exports a definition whose schema passes its args
+  // (imported only then: the filters pull in node-seal, a cost `validate` of other jobs need not pay)
+  if (job.config.filters.some((f) => f.type === 'custom')) await (await import('./filters.ts')).loadJobFilters(job);
   return job;
 }
 

@@ -102,6 +102,23 @@ test('dp_gaussian: the update (result − task model) is clipped to its L2 bound
   assert.ok(again.info.metrics.dp_epsilon! > out.info.metrics.dp_epsilon);
 });
 
+test('dp_gaussian: a site restarted within a job goes on counting its releases (its job folder keeps the count)', async () => {
+  const file = join(tmp, 'site-1', 'dp-releases.filters.0.json');
+  const o = { clip: 1, noiseMultiplier: 1, delta: 1e-5, releasesFile: file };
+  const task = new Float32Array(16);
+  const first = dpGaussian(o);
+  await throughSite(first, task, task);
+  const second = await throughSite(first, task, task);
+  assert.equal(second.info.metrics.dp_epsilon, gaussianEpsilon(1, 2, 1e-5));
+  // the site process restarts: a new filter from the same file reports the third release, not a first
+  const restarted = await throughSite(dpGaussian(o), task, task);
+  assert.equal(restarted.info.metrics.dp_epsilon, gaussianEpsilon(1, 3, 1e-5));
+  assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')), { releases: 3 });
+  // a count that cannot be read fails the filter rather than start the accounting again
+  writeFileSync(file, 'garbage');
+  assert.throws(() => dpGaussian(o), /dp-releases\.filters\.0\.json: not a count of DP releases .*the privacy spent is unknown/);
+});
+
 test('dp_gaussian: noise of standard deviation σ·clip from the CSPRNG; an update inside the bound is not scaled', async () => {
   const n = 200_000;
   const task = new Float32Array(n);

@@ -2,11 +2,12 @@
 // the simulator (a job's own filter module, 8-bit quantization both ways, an excluded tensor), and a
 // filter failing on one site's result failing that result only.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { readSafetensors } from '../../../src/core/safetensors.ts';
+import { checkJob } from '../../../src/runtime/job-check.ts';
 import { parseJobConfig } from '../../../src/runtime/job-config.ts';
 import { simulate } from '../../../src/simulator/simulator.ts';
 import { repo } from '../../helpers/federation.ts';
@@ -40,6 +41,12 @@ const cases: [string, unknown[], RegExp][] = [
   ['bad regex', [{ type: 'exclude', patterns: ['/a(/'] }], /filters\.0\.patterns\.0: not a valid regular expression/],
   ['unknown key', [{ type: 'quantize', bits: 8, bist: 4 }], /filters\.0: unknown key\(s\) "bist"/],
   ['custom without direction', [{ type: 'custom', module: 'f.ts' }], /filters\.0\.direction/],
+  ['block size below 16', [{ type: 'quantize', bits: 4, blockSize: 8 }], /filters\.0\.blockSize: must be between 16 and 65536/],
+  ['a block size for 16 bits', [{ type: 'quantize', bits: 16, blockSize: 64 }], /filters\.0\.blockSize: 16-bit floats have no blocks/],
+  ['σ ≤ 0', [{ type: 'dp_gaussian', clip: 1, noiseMultiplier: 0 }], /filters\.0\.noiseMultiplier: must be > 0/],
+  ['svt ε ≤ 0', [{ type: 'svt_privacy', epsilon: -1 }], /filters\.0\.epsilon: must be > 0/],
+  ['percentile γ ≤ 0', [{ type: 'percentile_privacy', gamma: 0 }], /filters\.0\.gamma: must be > 0/],
+  ['an empty pattern list', [{ type: 'exclude', patterns: [] }], /filters\.0\.patterns/],
   [
     'custom module outside the job',
     [{ type: 'custom', module: '../f.ts', direction: 'result' }],
@@ -50,6 +57,38 @@ for (const [what, filters, re] of cases)
   test(`job.yaml filters: ${what} is refused naming the field`, () => {
     assert.throws(() => parseJobConfig({ ...base, filters }, 'job.yaml'), re);
   });
+
+test("flotilla validate loads a job's filter modules: args against the module's schema, a missing export, named", async () => {
+  const dir = join(tmp, 'validate');
+  mkdirSync(dir);
+  const example = join(repo, 'examples/custom-filter');
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
+  writeFileSync(join(dir, 'trainer.ts'), `export * from ${JSON.stringify(join(example, 'trainer.ts'))};\n`);
+  writeFileSync(join(dir, 'filter.ts'), `export { default } from ${JSON.stringify(join(example, 'filter.ts'))};\n`);
+  const config = (filter: Record<string, unknown>) =>
+    writeFileSync(
+      join(dir, 'job.json'),
+      JSON.stringify({
+        name: 'v',
+        minClients: 1,
+        model: { module: 'trainer.ts', export: 'initialModel' },
+        workflows: [{ type: 'fedavg', rounds: 1 }],
+        executor: { trainer: { module: 'trainer.ts', factory: 'createTrainer' } },
+        filters: [
+          { type: 'exclude', patterns: ['a'] },
+          { type: 'custom', module: 'filter.ts', direction: 'result', ...filter },
+        ],
+      }),
+    );
+  config({ args: { limit: 1.05 } });
+  assert.equal((await checkJob(dir)).config.filters.length, 2);
+  config({ args: { limit: -1 } });
+  await assert.rejects(checkJob(dir), /job\.json: filters\.1\.args\.limit: .*\(the schema filter\.ts exports\)/);
+  config({ args: { limit: 1, extra: true } });
+  await assert.rejects(checkJob(dir), /filters\.1\.args: .*extra/);
+  config({ export: 'clamp', args: { limit: 1 } });
+  await assert.rejects(checkJob(dir), /job\.json: filters\.1\.module: filter\.ts has no export "clamp" \(it exports default\)/);
+});
 
 test('examples/custom-filter: its own filter, 8-bit both ways and an excluded tensor, in the simulator', async () => {
   const ws = join(tmp, 'example');
