@@ -128,8 +128,10 @@ export function registerDeploymentCommands(program: Command): void {
     .description('connect this site to the server and run the jobs it deploys')
     .argument('<kit>', 'the client kit folder (or its startup/ folder)')
     .option('-w, --workspace <dir>', 'where deployed jobs run (default: <kit>/workspace)')
+    .option('-p, --port <port>', "dial this port on the kit's server host instead of the kit's (a port forward or proxy)", port)
+    .option('--data-port <port|none>', 'the data plane port to dial (default: the one the server offers; none: jobs over gRPC)', dataPort)
     .addOption(logLevelOption())
-    .action(async (kitDir: string, o: { workspace?: string; logLevel?: LogLevel }) => {
+    .action(async (kitDir: string, o: { workspace?: string; port?: number; dataPort?: number | 'none'; logLevel?: LogLevel }) => {
       applyLogLevel(o.logLevel);
       startResourceReport();
       const kit = loadKit(kitDir, 'client');
@@ -140,6 +142,8 @@ export function registerDeploymentCommands(program: Command): void {
         kit,
         workspace,
         log,
+        ...(o.port !== undefined && { port: o.port }),
+        ...(o.dataPort !== undefined && { dataPort: o.dataPort === 'none' ? null : o.dataPort }),
         onConnected: () => {
           if (!announced) out(`Site ${kit.config.name} connected to ${kit.config.server.host}:${kit.config.server.port}`);
           announced = true;

@@ -93,10 +93,11 @@ export class SiteProcesses {
 
   constructor(private readonly kits: Record<string, string>) {}
 
-  start(site: string, workspace: string): ChildProcess {
+  /** `args`: more options of `client start` (`--port`, `--data-port`: through a proxy). */
+  start(site: string, workspace: string, args: string[] = []): ChildProcess {
     const out: string[] = [];
     this.output.set(site, out);
-    const p = spawnCli(['client', 'start', this.kits[site]!, '-w', workspace], out);
+    const p = spawnCli(['client', 'start', this.kits[site]!, '-w', workspace, ...args], out);
     this.procs.set(site, p);
     return p;
   }

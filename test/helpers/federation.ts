@@ -26,9 +26,13 @@ export async function until(what: string, ok: () => boolean, ms = 15_000): Promi
 
 /**
  * A copy of test/fixtures/jobs/tiny at `dest` with its imports pointed at Flotilla's sources (as shipped
- * jobs are), `minClients`/`rounds` changed and, with sleepMs, a trainer that takes that long per round.
+ * jobs are), `minClients`/`rounds` changed and, with sleepMs, a trainer that takes that long per round
+ * (a list: per site index, so one site can be slower); floats: the size of its one tensor (4).
  */
-export function tinyJob(dest: string, o: { minClients?: number; rounds?: number; sleepMs?: number; floats?: number } = {}): string {
+export function tinyJob(
+  dest: string,
+  o: { minClients?: number; rounds?: number; sleepMs?: number | number[]; floats?: number } = {},
+): string {
   cpSync(join(repo, 'test/fixtures/jobs/tiny'), dest, { recursive: true });
   const yaml = readFileSync(join(dest, 'job.yaml'), 'utf8')
     .replace('minClients: 2', `minClients: ${o.minClients ?? 2}`)
@@ -37,8 +41,13 @@ export function tinyJob(dest: string, o: { minClients?: number; rounds?: number;
   let trainer = readFileSync(join(dest, 'trainer.ts'), 'utf8').replaceAll('../../../../src/', `${repo}src/`);
   // a model of `floats` float32 values instead of 4 (the trainer works on any length)
   if (o.floats) trainer = trainer.replace('f32([4], [0, 0, 0, 0])', `f32([${o.floats}], new Float32Array(${o.floats}))`);
-  if (o.sleepMs)
+  if (typeof o.sleepMs === 'number')
     trainer = trainer.replace('const w = m.params', `await new Promise((r) => setTimeout(r, ${o.sleepMs}));\n      const w = m.params`);
+  else if (o.sleepMs)
+    trainer = trainer.replace(
+      'const w = m.params',
+      `await new Promise((r) => setTimeout(r, ${JSON.stringify(o.sleepMs)}[ctx.siteIndex] ?? 0));\n      const w = m.params`,
+    );
   writeFileSync(join(dest, 'trainer.ts'), trainer);
   return dest;
 }

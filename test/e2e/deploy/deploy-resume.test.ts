@@ -13,7 +13,7 @@ import { readSafetensors } from '../../../src/core/safetensors.ts';
 import { FederationSite } from '../../../src/deploy/site.ts';
 import { FederationServer } from '../../../src/deploy/server.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
-import { CuttableProxy } from '../../helpers/cuttable-proxy.ts';
+import { FaultProxy } from '../../helpers/fault-proxy.ts';
 import { capture, oneSiteKits, tinyJob, until } from '../../helpers/federation.ts';
 
 const repo = fileURLToPath(new URL('../../..', import.meta.url));
@@ -48,9 +48,9 @@ async function federation(dataPlane = true): Promise<{
     log: srvLog.log,
   });
   const port = await server.start();
-  const grpcProxy = new CuttableProxy();
+  const grpcProxy = new FaultProxy();
   await grpcProxy.start(port);
-  const dataProxy = server.dataPort !== null ? new CuttableProxy() : null;
+  const dataProxy = server.dataPort !== null ? new FaultProxy() : null;
   await dataProxy?.start(server.dataPort!);
   const proxy: Proxies = {
     cut: () => {

@@ -23,7 +23,7 @@ import { dialTls } from '../../../src/transport/tls/dial.ts';
 import { TlsDataServer } from '../../../src/transport/tls/server.ts';
 import { linkPair } from '../../../src/transport/in-memory.ts';
 import type { Frame, Link } from '../../../src/transport/link.ts';
-import { CuttableProxy } from '../../helpers/cuttable-proxy.ts';
+import { FaultProxy } from '../../helpers/fault-proxy.ts';
 import { nextValue } from '../../helpers/next.ts';
 
 const MIB = 1 << 20;
@@ -417,7 +417,7 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
     let server: { close(graceMs?: number): Promise<void> };
     let client: GrpcClient | null = null;
     let dial: (channelId: string) => Promise<Link>;
-    let proxy: CuttableProxy;
+    let proxy: FaultProxy;
     const serverChannels = new Map<string, Channel>();
     const serverSent = new Map<string, number>();
     const fresh: ((c: Channel) => void)[] = [];
@@ -457,7 +457,7 @@ for (const kind of ['gRPC', 'the TLS data plane'] as const)
         return null;
       };
       const keys = { caPem: ca.certPem, certPem: srv.certPem, keyPem: srv.keyPem };
-      proxy = new CuttableProxy();
+      proxy = new FaultProxy();
       const at = { host: '127.0.0.1', serverName: 'localhost', caPem: ca.certPem, certPem: cli.certPem, keyPem: cli.keyPem };
       if (kind === 'gRPC') {
         const grpc = new GrpcServer({

@@ -15,7 +15,7 @@ import type { Frame, Link } from '../../../src/transport/link.ts';
 import { type Listener, listenerFor } from '../../../src/transport/listener.ts';
 import { AsyncQueue } from '../../../src/util/async-queue.ts';
 import { MAX_MESSAGE_BYTES } from '../../../src/util/limits.ts';
-import { CuttableProxy } from '../../helpers/cuttable-proxy.ts';
+import { FaultProxy } from '../../helpers/fault-proxy.ts';
 import { nextValue } from '../../helpers/next.ts';
 
 interface Pair {
@@ -44,12 +44,12 @@ let certs: { ca: string; srv: { certPem: string; keyPem: string }; cli: { certPe
 
 /**
  * A kind reached by address: a Listener and a Dialer chosen by the scheme (src/transport), with
- * a CuttableProxy in between for the socket kinds so a test can break the connection.
+ * a FaultProxy in between for the socket kinds so a test can break the connection.
  */
 function addressKind(name: string, scheme: 'mem' | 'grpc' | 'tls'): LinkKind {
   let listener: Listener;
   let dialer: Dialer;
-  let proxy: CuttableProxy | null = null;
+  let proxy: FaultProxy | null = null;
   const accepted = acceptor();
   let last: Link | null = null;
   return {
@@ -60,7 +60,7 @@ function addressKind(name: string, scheme: 'mem' | 'grpc' | 'tls'): LinkKind {
       const bound = parseAddress(await listener.start());
       let target = bound;
       if (bound.scheme !== 'mem') {
-        proxy = new CuttableProxy();
+        proxy = new FaultProxy();
         target = { ...bound, port: await proxy.start(bound.port) };
       }
       dialer = dialerFor(target, {
