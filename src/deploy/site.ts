@@ -7,6 +7,7 @@
  * when the server offers one in its welcome, else a gRPC call.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ClientConfig, Kit } from '../provision/kit.ts';
 import { createTrainerHost, executorSpecFor, loadJob } from '../runtime/job.ts';
@@ -24,6 +25,8 @@ import { BUNDLE_LIMITS } from './job-bundle.ts';
 import { receiveJobStream } from './job-stream.ts';
 import { allowJobImports } from '../runtime/job-imports.ts';
 import { SESSION_PROTOCOL, ServerToSite } from './session.ts';
+import { type Reclaimed, cleanJobScratch, cleanLeftovers, markJobDir } from './site-scratch.ts';
+import { lockFolder } from '../util/process-identity.ts';
 
 export interface FederationSiteOptions {
   kit: Kit<ClientConfig>;
@@ -76,8 +79,34 @@ export class FederationSite {
     });
   }
 
-  /** Runs until stop() or the server asks this site to shut down; returns the reason. */
+  /**
+   * Runs until stop() or the server asks this site to shut down; returns the reason. The workspace
+   * is locked (site.lock) meanwhile: a second process on it is refused, and what a killed
+   * process left in its job folders is removed first (site-scratch.ts).
+   */
   async run(): Promise<string> {
+    const ws = resolve(this.opts.workspace);
+    mkdirSync(ws, { recursive: true });
+    const lock = lockFolder(join(ws, 'site.lock'), `the site workspace ${ws}`);
+    try {
+      if (lock.tookOver)
+        this.log.warn(
+          { holder: lock.tookOver },
+          `took over the workspace lock of process ${lock.tookOver.pid}, which is no longer running`,
+        );
+      const left = cleanLeftovers(this.jobsDir);
+      if (left.jobs.length > 0)
+        this.log.info(
+          { files: left.files, bytes: left.bytes, jobs: left.jobs },
+          `removed ${left.files} task and job files (${left.bytes} bytes) a previous run of this site left in ${left.jobs.length} job folders`,
+        );
+      return await this.loop();
+    } finally {
+      lock.release();
+    }
+  }
+
+  private async loop(): Promise<string> {
     let backoff = 500;
     while (!this.stopping) {
       const t0 = Date.now();
@@ -199,6 +228,18 @@ export class FederationSite {
     return this.opts.host ?? this.opts.kit.config.server.host;
   }
 
+  /** A job's scratch, once it is over here; not while a newer run of the same job id (a requeue) owns the folder. */
+  private cleanJob(jobId: string, dir: string): void {
+    let got: Reclaimed;
+    try {
+      got = cleanJobScratch(dir, jobId);
+    } catch (e) {
+      this.log.warn({ job: jobId, error: (e as Error).message }, `could not remove the job's task files in ${dir}`);
+      return;
+    }
+    if (got.files > 0) this.log.info({ job: jobId, ...got }, `job over: removed its ${got.files} task and job files (${got.bytes} bytes)`);
+  }
+
   private startJob(channel: Channel, m: Extract<ServerToSite, { type: 'deploy' }>, payload: Payload): void {
     const dir = join(this.jobsDir, m.jobId);
     // declared before it is assigned: its own finally block compares against it, possibly synchronously
@@ -206,6 +247,7 @@ export class FederationSite {
     // eslint-disable-next-line prefer-const
     run = (async () => {
       try {
+        await markJobDir(dir, this.site, m.jobId);
         const { maxJobBytes, minFreeBytes } = this.opts;
         await receiveJobStream(payload, join(dir, 'app'), {
           maxBytes: maxJobBytes ?? this.opts.kit.config.maxJobBytes ?? BUNDLE_LIMITS.maxBytes,
@@ -256,8 +298,11 @@ export class FederationSite {
         this.log.warn({ job: m.jobId, error }, 'job failed on this site');
         await channel.send({ type: 'job_failed', jobId: m.jobId, error }).catch(() => undefined);
       } finally {
-        // a job requeued after a server restart comes back under the same id: leave its new run's entry alone
-        if (this.jobs.get(m.jobId) === run) this.jobs.delete(m.jobId);
+        // a job requeued after a server restart comes back under the same id: leave its new run's entry and files alone
+        if (this.jobs.get(m.jobId) === run) {
+          this.jobs.delete(m.jobId);
+          this.cleanJob(m.jobId, dir);
+        }
       }
     })();
     this.jobs.set(m.jobId, run);

@@ -149,4 +149,9 @@ export class FilterChain {
     for (const e of [...es.filter((x) => x.quantizer), ...es.filter((x) => !x.quantizer)]) p = this.step(p, ctx, e, 'receive');
     return p;
   }
+
+  /** The job is over at this side: every filter releases what it keeps (a filter that fails to is not the job's failure). */
+  async close(): Promise<void> {
+    await Promise.allSettled(this.entries.map(async (e) => e.filter.close?.()));
+  }
 }

@@ -75,7 +75,7 @@ function privacyFilter<S>(o: {
   const task = new TaskModelSpool();
   return {
     receive(p, ctx) {
-      return ctx.direction === 'task' ? { ...p, params: task.tee(p.params) } : p;
+      return ctx.direction === 'task' ? { ...p, params: task.tee(p.params, ctx.scratchDir) } : p;
     },
     send(p, ctx) {
       if (ctx.direction !== 'result') return p;
@@ -93,7 +93,7 @@ function privacyFilter<S>(o: {
       const params: TensorStream = {
         header,
         async *pieces() {
-          const update = await spoolUpdate(input, full, task, (v) => o.observe(state, v));
+          const update = await spoolUpdate(input, full, task, (v) => o.observe(state, v), ctx.scratchDir);
           try {
             for await (const c of update.chunks()) yield chunkPiece(update.header, c, o.release(state, c.values, c.index));
             o.after?.(state, ctx, info);
@@ -104,6 +104,8 @@ function privacyFilter<S>(o: {
       };
       return { info, params } satisfies FilterPayload;
     },
+    // the last task's model stays spooled until the next task replaces it: the job's end removes it
+    close: () => task.dispose(),
   };
 }
 

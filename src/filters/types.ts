@@ -24,6 +24,8 @@ export interface FilterContext {
   direction: Direction;
   /** reports a metric to the server's metrics (at a site; the server records its own) */
   metric?: (key: string, value: number, round?: number) => void;
+  /** where a filter may keep temporary files (at a site: a scratch folder of its job workspace, removed when the job ends); unset: the OS's temp folder */
+  scratchDir?: string;
 }
 
 /**
@@ -35,6 +37,8 @@ export interface FilterContext {
 export interface Filter {
   send?(p: FilterPayload, ctx: FilterContext): FilterPayload;
   receive?(p: FilterPayload, ctx: FilterContext): FilterPayload;
+  /** the job is over at this side: release what the filter keeps between payloads (temporary files) */
+  close?(): Promise<void>;
 }
 
 /** A user filter: a module of the job exports one (job.yaml `type: custom`), its args checked by `schema`. */

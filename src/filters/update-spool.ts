@@ -32,8 +32,9 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Pr
   while (put < bytes.byteLength) put += (await fh.write(bytes, put, bytes.byteLength - put, position + put)).bytesWritten;
 }
 
-function tempDir(): string {
-  return join(tmpdir(), `flotilla-update-${randomUUID()}`);
+/** `root`: the site's scratch folder for filters (FilterContext.scratchDir), removed with the job's scratch files; else the OS's. */
+function tempDir(root: string | undefined): string {
+  return join(root ?? tmpdir(), `flotilla-update-${randomUUID()}`);
 }
 
 /** The model a task brought, kept on disk as raw tensor bytes: name → where its bytes are. */
@@ -42,9 +43,9 @@ export class TaskModelSpool {
   private tensors = new Map<string, { dtype: TensorInfo['dtype']; begin: number; n: number }>();
 
   /** The task's stream, unchanged, written to a file as its pieces pass. The previous task's file is removed. */
-  tee(input: TensorStream): TensorStream {
+  tee(input: TensorStream, root?: string): TensorStream {
     const previous = this.dir;
-    const dir = (this.dir = tempDir());
+    const dir = (this.dir = tempDir(root));
     const layout = new Map<string, { dtype: TensorInfo['dtype']; begin: number; n: number }>();
     let pos = 0;
     const begins = input.header.tensors.map((t) => {
@@ -109,8 +110,9 @@ export async function spoolUpdate(
   fullResult: boolean,
   task: TaskModelSpool,
   observe: (values: Float32Array) => void,
+  root?: string,
 ): Promise<{ header: StreamHeader; chunks: () => AsyncGenerator<UpdateChunk>; dispose: () => Promise<void> }> {
-  const dir = tempDir();
+  const dir = tempDir(root);
   await mkdir(dir, { recursive: true });
   const path = join(dir, 'update.bin');
   const kept = result.header.tensors.map((t, i) => ({ t, i })).filter(({ t }) => isFloatDType(t.dtype));

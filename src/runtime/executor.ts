@@ -36,6 +36,9 @@ export interface TaskOutput {
   cleanup?: () => Promise<void>;
 }
 
+/** A site workspace's folder of per-task files (`<taskId>/input.safetensors`, a trainer's result beside it). */
+export const TASKS_DIR = 'tasks';
+
 export type TaskHandler = (task: IncomingTask, signal: AbortSignal) => Promise<TaskOutput>;
 
 /** task name → handler; '*' handles any name without its own handler. */
@@ -57,21 +60,20 @@ export function trainerExecutor(host: TrainerHost, opts: TrainerExecutorOptions 
     '*': async (task, signal) => {
       // a path never comes from the network: only this client decides where files go
       const { paramsPath: _fromNetwork, ...info } = task.info;
-      let model: FLModel;
-      let dir: string | null = null;
-      if (opts.params === 'file' && task.params) {
-        dir = join(opts.workspace ?? tmpdir(), 'tasks', task.taskId);
-        const path = join(dir, 'input.safetensors');
-        await writeStreamToFile(path, task.params, { durable: false });
-        model = { ...info, params: new Map(), paramsPath: path };
-      } else {
-        model = { ...info, params: task.params ? await streamToDict(task.params) : new Map<string, Tensor>() };
-      }
-      const taskDir = dir;
+      const taskDir = opts.params === 'file' && task.params ? join(opts.workspace ?? tmpdir(), TASKS_DIR, task.taskId) : null;
       const cleanup = async (): Promise<void> => {
         if (taskDir) await rm(taskDir, { recursive: true, force: true });
       };
       try {
+        let model: FLModel;
+        if (taskDir && task.params) {
+          // inside the try: a transfer cut half-way (cancel, full disk) leaves no partial input behind
+          const path = join(taskDir, 'input.safetensors');
+          await writeStreamToFile(path, task.params, { durable: false });
+          model = { ...info, params: new Map(), paramsPath: path };
+        } else {
+          model = { ...info, params: task.params ? await streamToDict(task.params) : new Map<string, Tensor>() };
+        }
         const out = await host.runTask({ taskId: task.taskId, taskName: task.taskName, model }, signal);
         const { params, paramsPath, ...outInfo } = out;
         if (paramsPath !== undefined) {
@@ -105,6 +107,8 @@ export interface ClientRunnerOptions {
   concurrentTasks?: ReadonlySet<string>;
   /** the job's filters and this site's policy: receiving halves on tasks, sending halves on results (src/filters) */
   filters?: FilterChain;
+  /** where the filters keep temporary files (FilterContext.scratchDir) */
+  filterScratchDir?: string;
 }
 
 export class ClientRunner {
@@ -247,6 +251,7 @@ export class ClientRunner {
       site: this.opts.site,
       taskName,
       direction,
+      ...(this.opts.filterScratchDir !== undefined && { scratchDir: this.opts.filterScratchDir }),
       metric: (key, value, round) => this.metric({ site: this.opts.site, key, value, ...(round !== undefined && { round }) }),
     };
   }

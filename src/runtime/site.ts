@@ -7,8 +7,9 @@ import type { TrainerHost } from '../client/api.ts';
 import type { ChannelOptions } from '../streaming/index.ts';
 import type { Link } from '../transport/link.ts';
 import type { Logger } from '../util/log.ts';
-import { ClientRunner, type Executor, trainerExecutor } from './executor.ts';
-import { SWARM_CONCURRENT_TASKS, swarmExecutor } from './swarm-site.ts';
+import { join } from 'node:path';
+import { ClientRunner, type Executor, TASKS_DIR, trainerExecutor } from './executor.ts';
+import { SWARM_CONCURRENT_TASKS, SWARM_DIR, swarmExecutor } from './swarm-site.ts';
 import type { FilterChain } from '../filters/chain.ts';
 
 export interface SiteOptions {
@@ -24,6 +25,16 @@ export interface SiteOptions {
   /** the job's filters and the site's privacy policy (runtime/filters.ts loadJobFilters) */
   filters?: FilterChain;
 }
+
+/** A site workspace's folder of the filters' temporary files (the privacy filters' spooled models). */
+export const FILTER_SPOOL_DIR = 'filter-spool';
+
+/**
+ * The folders of a site's job workspace that hold only Flotilla's own per-task files: what a job's
+ * end and a restarted site remove (src/deploy/site-scratch.ts). Everything else there (log.jsonl,
+ * what the trainer writes) is kept.
+ */
+export const SITE_SCRATCH_DIRS: readonly string[] = [TASKS_DIR, SWARM_DIR, FILTER_SPOOL_DIR];
 
 /** Runs a site until the server ends the job; returns the reason. The trainer is stopped in all cases. */
 export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
@@ -53,12 +64,13 @@ export async function runSite(link: Link, opts: SiteOptions): Promise<string> {
     concurrentTasks: SWARM_CONCURRENT_TASKS,
     ...(opts.log && { log: opts.log }),
     ...(opts.channel && { channel: opts.channel }),
-    ...(opts.filters && { filters: opts.filters }),
+    ...(opts.filters && { filters: opts.filters, filterScratchDir: join(opts.workspace, FILTER_SPOOL_DIR) }),
   });
   try {
     return await runner.run();
   } finally {
     if ((await started) === null) await opts.host.stop().catch(() => undefined);
     runner.close();
+    await opts.filters?.close();
   }
 }

@@ -40,6 +40,9 @@ export const SwarmMeta = {
 } as const;
 
 /** Swarm tasks run outside the one-at-a-time queue of a site (see above). */
+/** A site workspace's folder of a swarm round aggregator's files (its model, staged results); removed with the aggregation. */
+export const SWARM_DIR = 'swarm';
+
 export const SWARM_CONCURRENT_TASKS: ReadonlySet<string> = new Set([SwarmTasks.contribute]);
 
 interface Open {
@@ -81,7 +84,7 @@ export function swarmExecutor(opts: { workspace: string }): Executor {
       await drop();
       const round = task.info.currentRound;
       if (task.info.meta[SwarmMeta.offload] === true) {
-        const dir = join(opts.workspace, 'swarm', id);
+        const dir = join(opts.workspace, SWARM_DIR, id);
         mkdirSync(dir, { recursive: true });
         const global = join(dir, 'global_model.safetensors');
         await writeStreamToFile(global, task.params, { durable: false });
@@ -106,7 +109,7 @@ export function swarmExecutor(opts: { workspace: string }): Executor {
           },
         };
       } else {
-        const agg = new WeightedAverage(await streamToDict(task.params), { stageDir: join(opts.workspace, 'swarm', 'staging') });
+        const agg = new WeightedAverage(await streamToDict(task.params), { stageDir: join(opts.workspace, SWARM_DIR, 'staging') });
         current = {
           id,
           round,

@@ -2,7 +2,7 @@
 // Gaussian noise on a site's update (through the site's two filter points), NVFlare's percentile and
 // SVT filters, bad parameters named, and the accountant's ε in the server's metrics after every round.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -81,6 +81,21 @@ async function throughSite(f: Filter, task: Float32Array, result: Float32Array, 
   );
   return { info: out.info, dict: await streamToDict(out.params) };
 }
+
+test("the privacy filters spool into the site's scratch folder (FilterContext.scratchDir) and remove it when the job ends", async () => {
+  const scratch = join(tmp, 'spool');
+  const f = dpGaussian({ clip: 1, noiseMultiplier: 1e-6, delta: 1e-5 });
+  const at = (direction: 'task' | 'result') => ({ ...ctx(direction), scratchDir: scratch });
+  const task = f.receive!({ info: info(), params: dictToStream(new Map([['w', f32([4], [1, 2, 3, 4])]])) }, at('task'));
+  await streamToDict(task.params);
+  assert.equal(readdirSync(scratch).length, 1, "the task's model is spooled there, not in the OS's temp folder");
+  const out = f.send!({ info: info(), params: dictToStream(new Map([['w', f32([4], [2, 3, 4, 5])]])) }, at('result'));
+  await streamToDict(out.params);
+  // the update's spool goes once it is released; the task model's stays until the next task or the job's end
+  assert.equal(readdirSync(scratch).length, 1);
+  await f.close!();
+  assert.deepEqual(readdirSync(scratch), []);
+});
 
 test('dp_gaussian: the update (result − task model) is clipped to its L2 bound, sent as a DIFF, ε reported', async () => {
   const n = 10_000;
@@ -205,6 +220,10 @@ test('DP-FedAvg in a job: every site reports (ε, δ) after every round to the s
     const eps = new RegExp(`^flotilla_dp_epsilon\\{job_name="tiny",site="${site}"\\} (\\S+)$`, 'm').exec(exposition)?.[1];
     assert.ok(eps !== undefined && Number(eps) > 7.9 && Number(eps) <= 8, `${site}: ${eps}\n${exposition}`);
     assert.match(exposition, new RegExp(`^flotilla_dp_delta\\{job_name="tiny",site="${site}"\\} 0\\.00001$`, 'm'));
+  }
+  for (const site of ['site-1', 'site-2']) {
+    const spool = join(ws, site, 'filter-spool');
+    assert.deepEqual(existsSync(spool) ? readdirSync(spool) : [], [], `${site}'s spooled models are removed at the job's end`);
   }
   const events = readFileSync(join(ws, 'server', 'metrics.jsonl'), 'utf8')
     .trim()
