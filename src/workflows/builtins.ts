@@ -84,6 +84,7 @@ export const BUILTIN_WORKFLOWS: readonly WorkflowDefinition<never>[] = [
       const evaluation = new CrossSiteEval({
         minClients: input.minClients,
         ...(w.includeGlobal && { globalModel: input.model }),
+        ...(input.resumeState !== undefined && { resumeState: input.resumeState }),
         ...(w.taskTimeoutSeconds !== undefined && { taskTimeoutMs: w.taskTimeoutSeconds * 1000 }),
       });
       // the model passes on unchanged

@@ -11,6 +11,8 @@
  *   crossSite  cross-site results of completed workflows
  *   trackedId  the tracking store's last row id when that round completed (WorkflowContext.trackingMark):
  *              a resumed job drops the rows after it, which the interrupted round logged
+ *   state      the running workflow's own state (`ctx.saveState`: cross-site evaluation's models in and rows
+ *              done), handed back to it on resume as `resumeState`
  *
  * A progress file is written after the round's checkpoint, so it never points past what is on disk.
  */
@@ -29,6 +31,7 @@ export const ProgressSchema = z.strictObject({
   rounds: z.array(RoundSummarySchema),
   crossSite: JsonValueSchema.optional(),
   trackedId: z.number().int().min(0).optional(),
+  state: JsonValueSchema.optional(),
 });
 export type Progress = z.infer<typeof ProgressSchema>;
 

@@ -49,7 +49,9 @@ export async function runWorkflows(
   // resumed: the workflows before resume.index are done; the model goes on from resume.modelPath
   if (resume?.modelPath) model = await Ref.file(resume.modelPath);
   let modelPath = resume?.modelPath ?? (initial.onDisk ? initial.path! : null);
-  const progress = (index: number, round: number | null, so: RoundSummary[], trackedId = ctx.trackingMark?.()): Promise<void> =>
+  // the running workflow's own state (ctx.saveState), written with every progress of its index
+  let state: JsonValue | undefined;
+  const progress = (index: number, round: number | null, so: RoundSummary[], trackedId = ctx.trackingMark?.(), st = state): Promise<void> =>
     writeProgress(ctx.workspace.serverDir, {
       index,
       round,
@@ -57,11 +59,14 @@ export async function runWorkflows(
       rounds: so,
       ...(crossSite !== undefined && { crossSite: crossSite as JsonValue }),
       ...(trackedId !== undefined && { trackedId }),
+      ...(st !== undefined && { state: st }),
     });
   let pending = Promise.resolve();
   for (let index = resume?.index ?? 0; index < chain.length; index++) {
     const { definition, args, label } = await resolveWorkflow(job, index);
-    const startRound = resume && resume.index === index && resume.round !== null ? resume.round + 1 : 0;
+    const resumed = resume?.index === index ? resume : null;
+    const startRound = resumed && resumed.round !== null ? resumed.round + 1 : 0;
+    state = resumed?.state;
     const wf = await definition.create(args, {
       model,
       minClients: job.config.minClients,
@@ -70,10 +75,19 @@ export async function runWorkflows(
       index,
       jobDir: job.dir,
       ...(startRound > 0 && { startRound }),
+      ...(state !== undefined && { resumeState: state }),
     });
     // when several workflows write rounds, each one's checkpoints go to server/<index>-<type>/round-<r>/
     const wctx = separate ? { ...ctx, workspace: ctx.workspace.forWorkflow(label) } : ctx;
     const done: RoundSummary[] = [];
+    let lastRound = startRound > 0 ? startRound - 1 : null;
+    // what to write is taken now, not when the write runs: the next round's first rows must not count as this one's
+    const save = (): Promise<void> => {
+      const [round, so, mark, st] = [lastRound, [...rounds, ...done], ctx.trackingMark?.(), state];
+      return (pending = pending
+        .then(() => progress(index, round, so, mark, st))
+        .catch((e: Error) => ctx.log.warn({ err: e.message }, 'progress not saved')));
+    };
     const r = await wf.run({
       ...wctx,
       onRound: (s) => {
@@ -83,15 +97,20 @@ export async function runWorkflows(
         if (existsSync(checkpoint)) {
           done.push(separate ? { ...s, workflow: label } : s);
           modelPath = checkpoint;
-          // now, not when the write runs: the next round's first rows must not count as this one's
-          const mark = ctx.trackingMark?.();
-          pending = pending
-            .then(() => progress(index, s.round, [...rounds, ...done], mark))
-            .catch((e: Error) => ctx.log.warn({ err: e.message }, 'progress not saved'));
+          lastRound = s.round;
+          void save();
         }
+      },
+      saveState: (next) => {
+        // a job being stopped saves nothing more: what its workflow sees now (failed tasks) is no result
+        if (ctx.signal?.aborted) return Promise.resolve();
+        // a copy: the workflow goes on changing its own object
+        state = structuredClone(next);
+        return save();
       },
     });
     await pending;
+    state = undefined;
     if (r.model) model = r.model instanceof Map ? Ref.memory(r.model) : r.model;
     for (const s of r.rounds ?? []) rounds.push(separate ? { ...s, workflow: label } : s);
     if (r.crossSite !== undefined) crossSite = r.crossSite;

@@ -1,5 +1,6 @@
 /** What a server-side workflow is given and what it reports. */
 import { z } from 'zod';
+import type { JsonValue } from '../core/fl-model.ts';
 import type { ModelRef } from '../core/model-ref.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import type { HeContext } from '../filters/he-context.ts';
@@ -42,6 +43,13 @@ export interface WorkflowContext {
   signal?: AbortSignal;
   /** a job with the he filter: the server's HE context (no secret key), with which FedAvg sums the encrypted results */
   he?: HeContext;
+  /**
+   * Persists the running workflow's own state with the job's progress (server/progress.json, atomically):
+   * a server that restarts creates the workflow again with it as `WorkflowInput.resumeState`. Resolves once
+   * written (a failed write is logged, not thrown: the job goes on, a resume redoes more). Absent where
+   * nothing resumes (the in-process simulator).
+   */
+  saveState?: (state: JsonValue) => Promise<void>;
 }
 
 export interface Workflow {
@@ -80,6 +88,8 @@ export interface WorkflowInput {
   jobDir: string;
   /** resumed after a server restart: the first round to run (`model` is the global model after the round before) */
   startRound?: number;
+  /** resumed after a server restart: the state this workflow last saved with `ctx.saveState` (from disk: validate it) */
+  resumeState?: JsonValue;
 }
 
 /** What a workflow of a chain reports: the model it leaves to the next one (none: the input passes on), its rounds, any results. */

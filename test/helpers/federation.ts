@@ -27,16 +27,21 @@ export async function until(what: string, ok: () => boolean, ms = 15_000): Promi
 /**
  * A copy of test/fixtures/jobs/tiny at `dest` with its imports pointed at Flotilla's sources (as shipped
  * jobs are), `minClients`/`rounds` changed and, with sleepMs, a trainer that takes that long per round
- * (a list: per site index, so one site can be slower); floats: the size of its one tensor (4).
+ * (a list: per site index, so one site can be slower); floats: the size of its one tensor (4); crossSite:
+ * cross-site evaluation after FedAvg, each evaluation taking `evalSleepMs`.
  */
 export function tinyJob(
   dest: string,
-  o: { minClients?: number; rounds?: number; sleepMs?: number | number[]; floats?: number } = {},
+  o: { minClients?: number; rounds?: number; sleepMs?: number | number[]; floats?: number; crossSite?: { evalSleepMs: number } } = {},
 ): string {
   cpSync(join(repo, 'test/fixtures/jobs/tiny'), dest, { recursive: true });
-  const yaml = readFileSync(join(dest, 'job.yaml'), 'utf8')
+  let yaml = readFileSync(join(dest, 'job.yaml'), 'utf8')
     .replace('minClients: 2', `minClients: ${o.minClients ?? 2}`)
     .replace('rounds: 3', `rounds: ${o.rounds ?? 3}`);
+  if (o.crossSite)
+    yaml = yaml
+      .replace(/( {4}rounds: \d+\n)/, '$1  - type: cross_site_eval\n')
+      .replace('      rate: 0.5\n', `      rate: 0.5\n      evalSleepMs: ${o.crossSite.evalSleepMs}\n`);
   writeFileSync(join(dest, 'job.yaml'), yaml);
   let trainer = readFileSync(join(dest, 'trainer.ts'), 'utf8').replaceAll('../../../../src/', `${repo}src/`);
   // a model of `floats` float32 values instead of 4 (the trainer works on any length)
