@@ -12,14 +12,22 @@
  * aggregate is compared to plain FedAvg (largest absolute error). Also one ciphertext's size under
  * SEAL's zlib and zstd compression at each level (not used on the wire: docs/filters.md).
  *
+ * With --simulate R, each model also runs R FedAvg rounds through `flotilla simulate` (the job of
+ * bench/he-job.ts, the sites in worker threads) with and without the he filter: the rounds' wall
+ * seconds as the round summaries give them (round 0 carries each process's context loading).
+ *
  * Prints one JSON object. Usage:
- *   node --conditions=flotilla-source --import tsx bench/he.ts [--sites 3] [--models protein,lora]
+ *   node --conditions=flotilla-source --import tsx bench/he.ts [--sites 3] [--models protein,lora] [--simulate 4]
  */
-import { cpus } from 'node:os';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { WeightedAverage } from '../src/aggregators/weighted-average.ts';
 import { dictToStream, encodedBytes, streamToDict } from '../src/core/tensor-stream.ts';
 import { type TensorDict, numel, tensor } from '../src/core/tensor.ts';
 import { HE_SLOTS, HeContext, HeWeightedSum, decryptStream, encryptStream, generateHeKeys } from '../src/filters/index.ts';
+import { simulate } from '../src/simulator/simulator.ts';
 import { commitFacts } from './commit.ts';
 import { exitOnHelp } from './usage.ts';
 
@@ -31,6 +39,31 @@ const opt = (name: string, def: string): string => {
   return i >= 0 ? argv[i + 1]! : def;
 };
 const sites = Number(opt('sites', '3'));
+const simulateRounds = Number(opt('simulate', '0'));
+
+/** R rounds of the bench job in the simulator, with or without he: each round's wall seconds. */
+async function simulatedRounds(model: string, he: boolean): Promise<number[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'flotilla-bench-he-'));
+  try {
+    const job = join(dir, 'job');
+    await mkdir(job);
+    await writeFile(join(job, 'package.json'), '{ "type": "module" }\n');
+    await writeFile(join(job, 'trainer.ts'), `export * from ${JSON.stringify(fileURLToPath(new URL('./he-job.ts', import.meta.url)))};\n`);
+    const config = {
+      name: `he-bench-${model}`,
+      minClients: sites,
+      model: { module: 'trainer.ts', export: model === 'protein' ? 'proteinModel' : 'loraModel' },
+      workflows: [{ type: 'fedavg', rounds: simulateRounds }],
+      executor: { trainer: { module: 'trainer.ts', factory: 'createTrainer' } },
+      filters: he ? [{ type: 'he' }] : [],
+    };
+    await writeFile(join(job, 'job.json'), JSON.stringify(config));
+    const r = await simulate({ jobDir: job, clients: sites, threads: sites, workspace: join(dir, 'ws') });
+    return r.rounds.map((x) => r4(x.seconds));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
 const models = opt('models', 'protein,lora').split(',');
 
 function cpuSeconds<T>(f: () => Promise<T>): Promise<{ value: T; cpu: number; wall: number }> {
@@ -190,7 +223,16 @@ const out = [];
 for (const m of models) {
   const model = m === 'protein' ? proteinMlp() : m === 'lora' ? await loraAdapters() : null;
   if (!model) throw new Error(`--models: unknown model ${m} (protein, lora)`);
-  out.push(await measure(m, model, ctxLoad.value.site, ctxLoad.value.server));
+  const measured = await measure(m, model, ctxLoad.value.site, ctxLoad.value.server);
+  if (simulateRounds > 0) {
+    const plainRounds = await simulatedRounds(m, false);
+    const heRounds = await simulatedRounds(m, true);
+    const mean = (xs: number[]): number => r4(xs.slice(1).reduce((a, b) => a + b, 0) / Math.max(1, xs.length - 1));
+    Object.assign(measured, {
+      simulatedRoundSeconds: { plain: plainRounds, he: heRounds, plainMeanAfterFirst: mean(plainRounds), heMeanAfterFirst: mean(heRounds) },
+    });
+  }
+  out.push(measured);
 }
 process.stdout.write(
   `${JSON.stringify(

@@ -51,6 +51,8 @@ interface Run {
   noiseMultiplier: number | null;
   acc: number;
   f1: number;
+  /** the global model's mean cross-entropy on the pooled held-out test set */
+  loss: number;
   seconds: number;
 }
 
@@ -138,7 +140,8 @@ async function main(): Promise<void> {
         ...(s.filters.length > 0 && { filters: chain(s.filters) }),
       });
       const mlp = new Mlp(model, result.model);
-      const sc = score(prep.test.y, mlp.evaluate(prep.test).pred, NUM_CLASSES);
+      const evaluated = mlp.evaluate(prep.test);
+      const sc = score(prep.test.y, evaluated.pred, NUM_CLASSES);
       mlp.dispose();
       const run: Run = {
         part: s.part,
@@ -147,6 +150,7 @@ async function main(): Promise<void> {
         noiseMultiplier: s.noiseMultiplier,
         acc: sc.accuracy,
         f1: sc.macroF1,
+        loss: evaluated.loss,
         seconds: (performance.now() - t0) / 1000,
       };
       runs.push(run);
@@ -159,10 +163,12 @@ async function main(): Promise<void> {
   const base = runs.find((r) => r.part === 'both');
   const quant = runs.filter((r) => r.part !== 'dp');
   if (parts.includes('quant')) {
-    console.log('\n| upload | test accuracy | macro-F1 | Δ accuracy vs float32 | time (s) |\n|---|---:|---:|---:|---:|');
+    console.log(
+      '\n| upload | test accuracy | macro-F1 | Δ accuracy vs float32 | test loss | Δ loss vs float32 | time (s) |\n|---|---:|---:|---:|---:|---:|---:|',
+    );
     for (const r of quant)
       console.log(
-        `| ${r.setting} | ${f(r.acc)} | ${f(r.f1)} | ${base ? `${((r.acc - base.acc) * 100).toFixed(1)} pp` : '–'} | ${r.seconds.toFixed(0)} |`,
+        `| ${r.setting} | ${f(r.acc)} | ${f(r.f1)} | ${base ? `${((r.acc - base.acc) * 100).toFixed(1)} pp` : '–'} | ${r.loss.toFixed(4)} | ${base ? `${(((r.loss - base.loss) / base.loss) * 100).toFixed(2)} %` : '–'} | ${r.seconds.toFixed(0)} |`,
       );
   }
   const dp = runs.filter((r) => r.part !== 'quant');

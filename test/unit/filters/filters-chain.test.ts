@@ -10,6 +10,7 @@ import { dictToStream, streamToDict } from '../../../src/core/tensor-stream.ts';
 import type { FLModelInfo } from '../../../src/core/fl-model.ts';
 import { FilterChain, PrivacyPolicySchema, QUANTIZED_KEY, builtinFilter, entryFor, policyRefusal } from '../../../src/filters/index.ts';
 import type { FilterSpec } from '../../../src/filters/index.ts';
+import { parseProject } from '../../../src/provision/project.ts';
 import { parseJobConfig } from '../../../src/runtime/job-config.ts';
 import { loadJobFilters } from '../../../src/runtime/filters.ts';
 import { repo } from '../../helpers/federation.ts';
@@ -153,4 +154,31 @@ test('a site refuses, with the reason, a job whose result filters ask for less t
       new RegExp(`^site-2's privacy policy \\(filters\\.0: ${p.filters[0]!.type}\\) cannot apply to the job's filters\\.0 \\(he\\)`),
     );
   assert.equal(policyRefusal('site-2', filters([{ type: 'he' }]), undefined), null);
+});
+
+test("project.yml: a site's privacy policy is validated with the participant and field named", () => {
+  const project = (privacy: unknown) => ({
+    name: 'p',
+    participants: [
+      { type: 'server', name: 'server', org: 'hub', host: 'localhost', port: 1 },
+      { type: 'client', name: 'site-1', org: 'a', privacy },
+    ],
+  });
+  assert.deepEqual(parseProject(project({ filters: [{ type: 'quantize', bits: 8 }] })).participants[1], {
+    type: 'client',
+    name: 'site-1',
+    org: 'a',
+    privacy: { filters: [{ type: 'quantize', bits: 8, direction: 'both' }] },
+  });
+  for (const [privacy, re] of [
+    [{ filters: [{ type: 'quantize', bits: 5 }] }, /participants\.1\.privacy\.filters\.0\.bits: must be 16, 8 or 4/],
+    [
+      { filters: [{ type: 'exclude', patterns: ['x'], direction: 'task' }] },
+      /participants\.1\.privacy\.filters\.0\.direction: a site's policy filters what it sends/,
+    ],
+    [{ filters: [{ type: 'he' }] }, /participants\.1\.privacy\.filters\.0.*a privacy policy takes the built-in filters/],
+    [{ filters: [{ type: 'dp_gaussian', clip: 1, epsilon: 0, rounds: 2 }] }, /participants\.1\.privacy\.filters\.0\.epsilon: must be > 0/],
+    [{ filters: [] }, /participants\.1\.privacy\.filters/],
+  ] as const)
+    assert.throws(() => parseProject(project(privacy), 'project.yml'), re, JSON.stringify(privacy));
 });
