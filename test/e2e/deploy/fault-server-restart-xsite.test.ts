@@ -12,7 +12,7 @@ import { AdminClient } from '../../../src/admin/admin-client.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
 import { simulate } from '../../../src/simulator/simulator.ts';
 import { tinyJob, until } from '../../helpers/federation.ts';
-import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEvents } from '../../helpers/fault.ts';
+import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEndStatus, jobEvents } from '../../helpers/fault.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-fault-restart-xsite-'));
 const servers: ServerProcess[] = [];
@@ -23,7 +23,7 @@ after(() => {
 
 const OWNERS = ['server', 'site-1', 'site-2'];
 
-test('cross-site evaluation: a server killed -9 mid-evaluation resumes with the rows not done only', { timeout: 90_000 }, async () => {
+test('cross-site evaluation: a server killed -9 mid-evaluation resumes with the rows not done only', { timeout: 300_000 }, async () => {
   const k = await federationKits(join(tmp, 'kits'), 'restart-xsite', 2);
   const port = loadKit(k.server!, 'server').config.listen.port;
   const workspace = join(tmp, 'server');
@@ -37,27 +37,23 @@ test('cross-site evaluation: a server killed -9 mid-evaluation resumes with the 
   const admin = (): AdminClient => new AdminClient(k['boss@hub.org']!, { host: '127.0.0.1', port });
   let id = '';
   try {
-    await until('the server to listen', () => server.out.join('').includes('listening on port'), 20_000);
-    await until('two sites', () => [...sites.output.values()].every((o) => o.join('').includes('connected to')), 30_000);
+    await until('the server to listen', () => server.out.join('').includes('listening on port'), 90_000);
+    await until('two sites', () => [...sites.output.values()].every((o) => o.join('').includes('connected to')), 60_000);
     const a1 = admin();
     id = await a1.submit(job);
     a1.close();
     const events = (msg: string, since = 0): LogEvent[] => jobEvents(workspace, id).filter((e) => e.msg === msg && e.time >= since);
-    await until('the first cross-site row', () => events('cross-site row done').length >= 1, 40_000);
+    await until('the first cross-site row', () => events('cross-site row done').length >= 1, 90_000);
     await server.kill();
     const rowsBefore = events('cross-site row done').map((e) => e.model as string);
     assert.equal(events('cross-site model in').length, 2, 'both models were in before the kill');
 
     const restartedAt = Date.now();
     server.start();
-    await until('the evaluation resumed', () => events('cross-site evaluation resumed', restartedAt).length > 0, 30_000);
+    await until('the evaluation resumed', () => events('cross-site evaluation resumed', restartedAt).length > 0, 90_000);
     const resumed = events('cross-site evaluation resumed', restartedAt)[0]!;
     const a2 = admin();
-    let st = await a2.call('status', { job: id });
-    for (let i = 0; i < 300 && st.state !== 'FINISHED' && st.state !== 'FAILED'; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      st = await a2.call('status', { job: id });
-    }
+    const st = await jobEndStatus(a2, id, 90_000);
     a2.close();
     assert.equal(st.state, 'FINISHED', st.detail ?? undefined);
     const finishedAt = Date.now();

@@ -122,7 +122,7 @@ async function serve(
   );
   const resume = readProgress(join(dir, 'server'));
   try {
-    await server.waitForSites(SITES.length, 10_000);
+    await server.waitForSites(SITES.length, 60_000);
     const initial = ModelRef.memory(new Map([['w', f32([2], [1, 2])]]));
     const ctx = { controller: server, workspace: new ServerWorkspace(dir), log, signal: abort.signal };
     const outcome = await runWorkflows(j, initial, ctx, false, resume);
@@ -194,7 +194,7 @@ test('killed while c submits its model: the resumed run asks c only, then evalua
   const first = await serve(dir, j, async (t, d) => {
     if (t.site !== 'c' || t.name !== 'submit_model') return false;
     // c dies once the others' models are in (saved), so what survives is known
-    for (let i = 0; i < 400 && (readProgress(join(d, 'server'))?.state as { models?: unknown[] } | undefined)?.models?.length !== 2; i++)
+    for (let i = 0; i < 3000 && (readProgress(join(d, 'server'))?.state as { models?: unknown[] } | undefined)?.models?.length !== 2; i++)
       await new Promise((r) => setTimeout(r, 10));
     return true;
   });
