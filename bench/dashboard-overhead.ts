@@ -3,21 +3,24 @@
  * deployment (FederationServer and its sites in this process, mutual TLS on loopback, jobs on the
  * data plane, submitted with the admin API) with observability off, and on: /metrics and the HTTPS
  * dashboard served, two dashboard event streams open (the overview and the job's page, as two
- * browser tabs would) and /metrics scraped every second (five times Prometheus' usual rate).
- * Runs alternate off, on, off, on, ... in one sitting, so a slower spell of this shared machine
+ * browser tabs would), /metrics scraped every second (five times Prometheus' usual rate), and the
+ * job's tracked rows exported to a real MLflow tracking server on loopback (`mlflow server`, SQLite
+ * backend, from .venv-mlflow; --no-mlflow leaves it out). The tracking store and the TensorBoard
+ * event files are written in both (they have no off switch). Runs alternate off, on, off, on, ... in one sitting, so a slower spell of this shared machine
  * falls on both.
  *
  *   hello-fedavg   examples/hello-fedavg on 3 sites (tfjs MLP, 5 FedAvg rounds + cross-site evaluation)
  *   transfer-1g    a 1 GiB float32 model (16 tensors of 64 MiB, named by path) to 1 site and back,
  *                  one round; the site's trainer (`params: file`) returns the file it received unchanged
  *
- * Measured per run: the job's wall time (RUNNING → FINISHED in the job store), and the process' CPU
- * time over it (server, sites and watchers together). Prints one JSON object (and writes --out).
+ * Measured per run: the job's wall time (RUNNING → FINISHED in the job store: the MLflow runs are
+ * finished before), and the process' CPU time over it (server, sites and watchers together; not
+ * the MLflow server's own). Prints one JSON object (and writes --out).
  *
- *   nice -n 10 node --conditions=flotilla-source --import tsx bench/dashboard-overhead.ts [--repeat 3] [--jobs hello-fedavg,transfer-1g] [--out bench/results/dashboard-overhead.json]
+ *   nice -n 10 node --conditions=flotilla-source --import tsx bench/dashboard-overhead.ts [--repeat 3] [--jobs hello-fedavg,transfer-1g] [--no-mlflow] [--out bench/results/dashboard-overhead.json]
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { get as httpGet } from 'node:http';
@@ -31,6 +34,7 @@ import { loadKit } from '../src/provision/kit.ts';
 import { parseProject } from '../src/provision/project.ts';
 import { provision } from '../src/provision/provision.ts';
 import { silentLogger } from '../src/util/log.ts';
+import { type MlflowServer, readMlflowJob, startMlflow } from '../test/helpers/mlflow.ts';
 import { commitFacts } from './commit.ts';
 import { exitOnHelp } from './usage.ts';
 
@@ -43,6 +47,7 @@ const arg = (name: string, d: string): string => {
 const repeat = Number(arg('repeat', '3'));
 const jobs = arg('jobs', 'hello-fedavg,transfer-1g').split(',');
 const out = arg('out', '');
+const withMlflow = !process.argv.includes('--no-mlflow');
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-dash-bench-'));
 const MiB = 2 ** 20;
@@ -137,7 +142,13 @@ interface Run {
   state: string;
   events?: number;
   scrapes?: number;
+  /** metric values MLflow holds for the job afterwards */
+  mlflowValues?: number;
+  /** the machine's 1-minute load average when the run ended (a shared machine) */
+  load1: number;
 }
+
+let mlflow: MlflowServer | null = null;
 
 async function runOnce(job: string, jobDir: string, sites: number, observed: boolean, k: Record<string, string>): Promise<Run> {
   const ws = join(tmp, `${job}-${observed ? 'on' : 'off'}-${Date.now()}`);
@@ -148,6 +159,7 @@ async function runOnce(job: string, jobDir: string, sites: number, observed: boo
     port: 0,
     log: silentLogger(),
     ...(observed && { metrics: { host: '127.0.0.1', port: 0 }, dashboard: { host: '127.0.0.1', port: 0 } }),
+    ...(observed && mlflow && { mlflowUri: mlflow.uri }),
   });
   const port = await server.start();
   const running = Array.from({ length: sites }, (_, i) => {
@@ -177,7 +189,22 @@ async function runOnce(job: string, jobDir: string, sites: number, observed: boo
     const rec = server.store.get(id)!;
     const seconds = (Date.parse(rec.endedAt!) - Date.parse(rec.startedAt!)) / 1000;
     if (rec.state !== 'FINISHED') throw new Error(`${job} ended ${rec.state}: ${rec.detail}`);
-    return { job, observed, seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, state: rec.state, ...(w && w) };
+    let mlflowValues: number | undefined;
+    if (observed && mlflow) {
+      const runs = Object.values((await readMlflowJob(mlflow.uri, rec.name, id)).runs);
+      if (runs.some((r) => r.status !== 'FINISHED')) throw new Error(`${job}: MLflow runs not FINISHED`);
+      mlflowValues = runs.reduce((n, r) => n + Object.values(r.metrics).reduce((m, h) => m + h.length, 0), 0);
+    }
+    return {
+      job,
+      observed,
+      seconds,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      state: rec.state,
+      load1: +loadavg()[0]!.toFixed(1),
+      ...(w && w),
+      ...(mlflowValues !== undefined && { mlflowValues }),
+    };
   } finally {
     admin.close();
     for (const r of running) r.s.stop('bench over');
@@ -192,7 +219,14 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+/** mean and half the range, 3 digits */
+const spread = (xs: number[]): { mean: number; plusMinus: number } => ({
+  mean: +(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3),
+  plusMinus: +((Math.max(...xs) - Math.min(...xs)) / 2).toFixed(3),
+});
+
 try {
+  if (withMlflow) mlflow = await startMlflow(tmp);
   const runs: Run[] = [];
   for (const job of jobs) {
     const sites = job === 'hello-fedavg' ? 3 : 1;
@@ -221,13 +255,25 @@ try {
           cpuChange: +(on.cpuSeconds / off.cpuSeconds - 1).toFixed(3),
           offRange: [Math.min(...of(false).map((r) => r.seconds)), Math.max(...of(false).map((r) => r.seconds))],
           onRange: [Math.min(...of(true).map((r) => r.seconds)), Math.max(...of(true).map((r) => r.seconds))],
+          offMean: { seconds: spread(of(false).map((r) => r.seconds)), cpuSeconds: spread(of(false).map((r) => r.cpuSeconds)) },
+          onMean: { seconds: spread(of(true).map((r) => r.seconds)), cpuSeconds: spread(of(true).map((r) => r.cpuSeconds)) },
         },
       ];
     }),
   );
-  const result = { bench: 'dashboard-overhead', ...commitFacts(), cpus: cpus().length, repeat, runs, summary };
+  const result = {
+    bench: 'dashboard-overhead',
+    ...commitFacts(),
+    cpus: cpus().length,
+    loadAverage: loadavg().map((x) => +x.toFixed(1)),
+    repeat,
+    mlflow: withMlflow,
+    runs,
+    summary,
+  };
   if (out) writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } finally {
+  await mlflow?.stop();
   rmSync(tmp, { recursive: true, force: true });
 }
