@@ -68,7 +68,8 @@ export class DeployDashboard implements DashboardBackend {
         state: 'connected',
         connectedAt: s.connectedAt,
         lastHeartbeat: new Date(now - s.lastSeenMsAgo).toISOString(),
-        runningJobs: s.runningJobs,
+        // the server's running jobs on it are known at once; the site's heartbeat says so only seconds later
+        runningJobs: [...new Set([...this.o.scheduler.runningOn(s.site), ...s.runningJobs])],
       });
     }
     for (const [k, s] of this.seen) if (!live.has(k)) this.seen.set(k, { ...s, state: 'disconnected', runningJobs: [] });

@@ -140,6 +140,11 @@ export class JobScheduler {
     return `waiting for ${minClients} sites, ${live.length} connected${live.length ? `: ${live.join(', ')}` : ''}`;
   }
 
+  /** The running jobs deployed to a site. */
+  runningOn(site: string): string[] {
+    return [...this.running.values()].filter((j) => j.sites.includes(site)).map((j) => j.id);
+  }
+
   /** A running job's progress (rounds done of total, the current round's results), when known. */
   progress(jobId: string): ReturnType<Telemetry['progress']> {
     return this.running.has(jobId) ? (this.opts.telemetry?.progress(jobId) ?? null) : null;

@@ -94,6 +94,8 @@ test('the dashboard shows a live job, plots its rounds and enforces the role of 
     await admin.goto(`${base}#token=${boss.token}`);
     await admin.waitForSelector(`tr[data-job="${id}"] .badge.RUNNING`);
     await admin.waitForSelector('#audit td:text("dashboard-token")');
+    // the sites table names the running job on each site
+    for (const site of ['site-1', 'site-2']) await admin.waitForSelector(`tr[data-site="${site}"] td.mono:text("${id}")`);
     await admin.screenshot({ path: join(shots, 'dashboard-overview.png'), fullPage: true });
     await admin.goto(`${base}#/job/${encodeURIComponent(id)}`);
     await admin.waitForSelector('#job-state:text("RUNNING")');
