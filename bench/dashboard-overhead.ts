@@ -12,6 +12,7 @@
  *   hello-fedavg   examples/hello-fedavg on 3 sites (tfjs MLP, 5 FedAvg rounds + cross-site evaluation)
  *   transfer-1g    a 1 GiB float32 model (16 tensors of 64 MiB, named by path) to 1 site and back,
  *                  one round; the site's trainer (`params: file`) returns the file it received unchanged
+ *                  (and logs one value, `received`, also sent as its result's metric: something to track)
  *
  * Measured per run: the job's wall time (RUNNING → FINISHED in the job store: the MLflow runs are
  * finished before), and the process' CPU time over it (server, sites and watchers together; not
@@ -89,7 +90,8 @@ async function transferJob(): Promise<string> {
     while (flare.isRunning()) {
       const m = await flare.receive();
       if (!m) break;
-      await flare.send({ params: new Map(), paramsPath: m.paramsPath, paramsType: 'FULL', metrics: {}, meta: { numSamples: 1 }, currentRound: m.currentRound, totalRounds: m.totalRounds });
+      flare.log('received', 1);
+      await flare.send({ params: new Map(), paramsPath: m.paramsPath, paramsType: 'FULL', metrics: { received: 1 }, meta: { numSamples: 1 }, currentRound: m.currentRound, totalRounds: m.totalRounds });
     }
   };
 }
