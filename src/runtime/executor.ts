@@ -20,6 +20,7 @@ import { RUNTIME_PROTOCOL, ServerMessageSchema } from './messages.ts';
 import { describeZodError } from '../util/zod-error.ts';
 import { transferLogger } from './transfer-log.ts';
 import { FilterChain } from '../filters/chain.ts';
+import { unlessAborted } from '../util/abort.ts';
 import type { FilterContext } from '../filters/types.ts';
 
 export interface IncomingTask {
@@ -260,12 +261,6 @@ export class ClientRunner {
     const handler = this.opts.executor[task.taskName] ?? this.opts.executor['*'];
     const started = Date.now();
     const signal = AbortSignal.any([this.abort.signal, cancelled]);
-    // a handler that ignores its signal must not hold the site: on abort the runner moves on at once
-    const aborted = new Promise<never>((_, reject) => {
-      if (signal.aborted) reject(signal.reason as Error);
-      signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
-    });
-    aborted.catch(() => undefined);
     try {
       if (!handler) throw new Error(`no handler for task "${task.taskName}" on ${this.opts.site}`);
       const work = handler(task, signal);
@@ -273,7 +268,11 @@ export class ClientRunner {
         (late) => signal.aborted && void late.cleanup?.().catch(() => undefined),
         () => undefined,
       );
-      const done = await Promise.race([work, aborted]);
+      // a handler that ignores its signal must not hold the site: on abort the runner moves on at once.
+      // unlessAborted removes its listener when the work ends: a composite signal with an abort listener is
+      // kept alive by Node until it aborts, and this one rarely does, so a listener left on it held every
+      // task's result (its tensors) for the job's life: one model per round (the soak run, docs/reliability.md)
+      const done = await unlessAborted(work, signal);
       const bad = Object.entries(done.info.metrics).filter(([, v]) => !Number.isFinite(v));
       if (bad.length > 0) {
         await done.cleanup?.();
