@@ -7,7 +7,7 @@
  * deterministic, no sleep): short rounds, so many of them.
  *
  *   nice -n 10 node --conditions=flotilla-source --import tsx scripts/soak.ts [--rounds 200] [--sites 3]
- *     [--interval 2] [--warmup <rounds>] [--floats 65536] [--workspace <dir>] [--keep] [--out <file>]
+ *     [--interval 2] [--warmup <rounds>] [--floats 65536] [--no-gc] [--workspace <dir>] [--keep] [--out <file>]
  *
  * Progress goes to stderr; at the end one JSON object goes to stdout (and to --out): rounds, sites,
  * seconds, per process the samples after warm-up summarized (first, last, min, max, slope per 100
@@ -21,7 +21,13 @@ import { Command, InvalidArgumentError } from 'commander';
 import { AdminClient } from '../src/admin/admin-client.ts';
 import { pocPrepare, pocStop } from '../src/deploy/poc.ts';
 import { isSameProcess } from '../src/util/process-identity.ts';
-import { RESOURCE_REPORT_ENV, RESOURCE_REPORT_MS_ENV, type ResourceLine, ResourceLineSchema } from '../src/util/resource-report.ts';
+import {
+  RESOURCE_REPORT_ENV,
+  RESOURCE_REPORT_GC_ENV,
+  RESOURCE_REPORT_MS_ENV,
+  type ResourceLine,
+  ResourceLineSchema,
+} from '../src/util/resource-report.ts';
 import { freePortPair, tinyJob } from '../test/helpers/federation.ts';
 import { flotillaAsync } from '../test/helpers/poc.ts';
 import { commitFacts } from '../bench/commit.ts';
@@ -50,6 +56,7 @@ const opts = new Command()
   .option('--warmup <rounds>', 'rounds left out of the summaries (default: a quarter of --rounds)', int('--warmup', 0))
   .option('--floats <n>', 'model size in float32 values (each round sends it to every site and back)', int('--floats', 1), 65536)
   .option('--workspace <dir>', 'where the POC goes (default: a temporary folder, deleted at the end)')
+  .option('--no-gc', 'measure without the full collection each process runs before its report (default: collect, then measure)')
   .option('--keep', 'keep the workspace (logs, job results, resource reports) at the end')
   .option('--out <file>', 'also write the JSON result to this file')
   .parse()
@@ -62,6 +69,7 @@ const opts = new Command()
     workspace?: string;
     keep?: boolean;
     out?: string;
+    gc: boolean;
   }>();
 
 const warmupRounds = opts.warmup ?? Math.floor(opts.rounds / 4);
@@ -173,6 +181,11 @@ async function main(): Promise<void> {
   const layout = await pocPrepare({ clients: opts.sites, workspace: pocDir, port });
   process.env[RESOURCE_REPORT_ENV] = reportDir;
   process.env[RESOURCE_REPORT_MS_ENV] = String(Math.max(100, Math.round((opts.interval * 1000) / 2)));
+  if (opts.gc) {
+    // heap and external memory after a full collection: what is still referenced, not garbage not yet collected
+    process.env[RESOURCE_REPORT_GC_ENV] = '1';
+    process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --expose-gc`.trim();
+  }
   say('poc start (server, then sites)');
   const ticker = setInterval(() => say('poc start: waiting for the server to listen'), 1000);
   try {
@@ -232,6 +245,8 @@ async function main(): Promise<void> {
         perRound: Math.round((jobSeconds / done) * 1000) / 1000,
       },
       sampleIntervalSeconds: opts.interval,
+      // heap, external memory and RSS measured right after a full collection in each process (--no-gc: not)
+      collectedBeforeSample: opts.gc,
       warmupRounds,
       processes,
       verdict: verdict(processes),

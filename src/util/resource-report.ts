@@ -4,6 +4,9 @@
  * <dir>/<pid>.jsonl every FLOTILLA_RESOURCE_REPORT_MS (default 1000): its active handles and requests
  * by type (`process.getActiveResourcesInfo()`, timers included) and its memory. Only the process
  * itself can see these; /proc shows RSS and descriptors from outside, not timers or the heap.
+ * With FLOTILLA_RESOURCE_REPORT_GC=1 and a process started with --expose-gc, each line is measured
+ * right after a full collection, so heap and external memory are what is still referenced (a leak),
+ * not garbage waiting for the next collection.
  * The report's own timer is one `Timeout` in every line; it never keeps the process alive.
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
@@ -12,6 +15,7 @@ import { z } from 'zod';
 
 export const RESOURCE_REPORT_ENV = 'FLOTILLA_RESOURCE_REPORT';
 export const RESOURCE_REPORT_MS_ENV = 'FLOTILLA_RESOURCE_REPORT_MS';
+export const RESOURCE_REPORT_GC_ENV = 'FLOTILLA_RESOURCE_REPORT_GC';
 
 export const ResourceLineSchema = z.object({
   t: z.number(),
@@ -24,10 +28,14 @@ export const ResourceLineSchema = z.object({
   heapUsed: z.number(),
   external: z.number(),
   arrayBuffers: z.number(),
+  /** measured right after a full collection */
+  gc: z.boolean(),
 });
 export type ResourceLine = z.infer<typeof ResourceLineSchema>;
 
-export function resourceLine(): ResourceLine {
+export function resourceLine(collect = false): ResourceLine {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (collect && gc) gc();
   const resources: Record<string, number> = {};
   for (const r of process.getActiveResourcesInfo()) resources[r] = (resources[r] ?? 0) + 1;
   const m = process.memoryUsage();
@@ -40,6 +48,7 @@ export function resourceLine(): ResourceLine {
     heapUsed: m.heapUsed,
     external: m.external,
     arrayBuffers: m.arrayBuffers,
+    gc: collect && gc !== undefined,
   };
 }
 
@@ -52,7 +61,8 @@ export function startResourceReport(env: NodeJS.ProcessEnv = process.env): () =>
   if (!Number.isFinite(ms) || ms < 10) throw new Error(`${RESOURCE_REPORT_MS_ENV} must be a number of milliseconds ≥ 10, got "${raw}"`);
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${process.pid}.jsonl`);
-  const write = (): void => appendFileSync(file, `${JSON.stringify(resourceLine())}\n`);
+  const collect = env[RESOURCE_REPORT_GC_ENV] === '1';
+  const write = (): void => appendFileSync(file, `${JSON.stringify(resourceLine(collect))}\n`);
   write();
   const timer = setInterval(write, ms);
   timer.unref();

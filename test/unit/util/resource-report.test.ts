@@ -4,7 +4,15 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { RESOURCE_REPORT_ENV, RESOURCE_REPORT_MS_ENV, ResourceLineSchema, startResourceReport } from '../../../src/util/resource-report.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import {
+  RESOURCE_REPORT_ENV,
+  RESOURCE_REPORT_GC_ENV,
+  RESOURCE_REPORT_MS_ENV,
+  ResourceLineSchema,
+  startResourceReport,
+} from '../../../src/util/resource-report.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-resreport-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -28,6 +36,7 @@ test('with FLOTILLA_RESOURCE_REPORT set, the process appends a line of its handl
     Object.values(last.resources).reduce((a, b) => a + b, 0),
   );
   assert.ok(last.rss > last.heapUsed && last.heapUsed > 0);
+  assert.equal(last.gc, false, 'no collection asked for');
   const n = lines.length;
   await new Promise((r) => setTimeout(r, 80));
   assert.equal(
@@ -39,10 +48,30 @@ test('with FLOTILLA_RESOURCE_REPORT set, the process appends a line of its handl
   );
 });
 
+test('with FLOTILLA_RESOURCE_REPORT_GC=1 and gc exposed, a line is measured after a full collection: garbage is not counted', () => {
+  setFlagsFromString('--expose-gc'); // what --expose-gc gives a process started with it
+  const g = globalThis as { gc?: () => void };
+  const had = g.gc;
+  g.gc = runInNewContext('gc') as () => void;
+  try {
+    let garbage: Uint8Array | null = new Uint8Array(64 << 20).fill(1);
+    const held = process.memoryUsage().arrayBuffers;
+    assert.ok(held >= garbage.length);
+    garbage = null;
+    const dir = join(tmp, 'gc');
+    startResourceReport({ [RESOURCE_REPORT_ENV]: dir, [RESOURCE_REPORT_GC_ENV]: '1', [RESOURCE_REPORT_MS_ENV]: '100000' })();
+    const line = ResourceLineSchema.parse(JSON.parse(readFileSync(join(dir, `${process.pid}.jsonl`), 'utf8')));
+    assert.equal(line.gc, true);
+    assert.ok(line.arrayBuffers < held - (32 << 20), `the dropped 64 MiB are not counted (${line.arrayBuffers} of ${held} bytes)`);
+  } finally {
+    g.gc = had;
+  }
+});
+
 test('without the variable nothing is written; a bad interval is refused naming the variable', () => {
   startResourceReport({})();
   assert.deepEqual(
-    readdirSync(tmp).filter((f) => f !== 'on'),
+    readdirSync(tmp).filter((f) => f !== 'on' && f !== 'gc'),
     [],
   );
   assert.throws(
