@@ -39,6 +39,12 @@ export interface ChannelOptions {
   chunkBytes?: number;
   windowBytes?: number;
   stallTimeoutMs?: number;
+  /**
+   * how long this side, holding bytes of a stream its consumer has not taken, tells the sender it is
+   * alive (default 1 h): a busy consumer (a task queued behind a long one) does not fail the
+   * sender's transfer as a stall; a payload nobody reads fails it this long after its last progress
+   */
+  holdTimeoutMs?: number;
   /** largest control message accepted, in bytes of JSON */
   maxControlBytes?: number;
   /**
@@ -68,6 +74,7 @@ export class Channel {
     chunkBytes: number;
     windowBytes: number;
     stallTimeoutMs: number;
+    holdTimeoutMs: number;
     maxControlBytes: number;
     maxWindowBytes: number;
   };

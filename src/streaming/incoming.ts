@@ -3,6 +3,12 @@
  * (a corrupted one is asked for again), acknowledged as the consumer takes them (that is what
  * paces the sender), held to the sender's window (a peer ignoring flow control has its stream
  * cancelled, not queued), and a stall timer while the consumer waits for the next piece.
+ *
+ * While it holds bytes its consumer has not taken (a consumer busy elsewhere: a task queued behind
+ * a long one), the receiver sends a zero-byte ack every second (keepalive): the sender's stall timer
+ * then measures whether the receiver is there, not how fast its application reads. A receiver that
+ * is gone, or whose link is, sends nothing and the sender fails after its stall timeout; a payload
+ * nobody reads gets keepalives for at most `holdMs` after the last progress.
  */
 import type { Frame } from '../transport/link.ts';
 import { AsyncQueue } from '../util/async-queue.ts';
@@ -23,12 +29,16 @@ export interface ReceiverHost {
   post(f: Frame): void;
   /** whether stall timers should keep waiting: between links, or just after a resume */
   interrupted(): boolean;
+  /** why the channel closed, or null while it is open (a finished stream may outlive the channel's table of streams) */
+  closedReason(): string | null;
   /** the stream is over: consumed to the end (`reason` null) or cancelled */
   ended(id: number, consumed: number, reason: string | null): void;
 }
 
 export interface IncomingLimits {
   stallMs: number;
+  /** how long after the last progress (a piece arrived or consumed) a held stream is kept alive at the sender */
+  holdMs: number;
   /** the sender's window (as announced, capped by this side) */
   window: number;
   /** the most bytes received and not yet consumed that a sender keeping to that window can cause */
@@ -56,6 +66,11 @@ export class IncomingStream implements Payload {
   private unacked = 0;
   private lastAckAt = performance.now();
   private readonly ackEvery: number;
+  /** the keepalive while bytes are held unconsumed, and the last progress it measures the hold from */
+  private keepalive: NodeJS.Timeout | null = null;
+  private lastProgressAt = performance.now();
+  /** the sender cancelled or the channel closed: nobody to keep alive */
+  private gone = false;
 
   constructor(
     private readonly host: ReceiverHost,
@@ -89,7 +104,10 @@ export class IncomingStream implements Payload {
       this.cancel(`the sender ignored flow control: ${this.expected - this.consumed} bytes unconsumed, at most ${this.lim.limit} allowed`);
       return true;
     }
-    if (f.bytes.byteLength > 0) this.queue.push(f.bytes);
+    if (f.bytes.byteLength > 0) {
+      this.queue.push(f.bytes);
+      this.progressed();
+    }
     if (f.last) {
       this.complete = true;
       // every piece was checked on arrival; the digest checks that none is missing or extra
@@ -104,6 +122,7 @@ export class IncomingStream implements Payload {
   cancel(reason: string): void {
     if (this.over) return;
     this.over = true;
+    this.holding();
     const wasEnded = this.queue.isEnded && !this.complete;
     this.queue.end(new StreamCancelledError(this.host.peer, this.id, reason, 'local'));
     this.host.ended(this.id, this.consumed, reason);
@@ -113,12 +132,40 @@ export class IncomingStream implements Payload {
 
   /** The sender gave up on the stream. */
   cancelledByPeer(reason: string): void {
+    this.gone = true;
+    this.holding();
     this.queue.end(new StreamCancelledError(this.host.peer, this.id, reason, 'peer'));
   }
 
   /** The channel closed under the stream. */
   channelClosed(reason: string): void {
+    this.gone = true;
+    this.holding();
     this.queue.end(new ChannelClosedError(this.host.peer, reason));
+  }
+
+  /** A piece arrived or was consumed: the hold counts from now, and the keepalive runs while bytes are held. */
+  private progressed(): void {
+    this.lastProgressAt = performance.now();
+    this.holding();
+  }
+
+  /** Starts or stops the keepalive: on while this side holds bytes of a live stream its consumer has not taken. */
+  private holding(): void {
+    const held = !this.over && !this.gone && this.expected > this.consumed;
+    if (held && this.keepalive === null) {
+      const every = Math.max(10, Math.min(ACK_INTERVAL_MS, this.lim.stallMs / 4));
+      this.keepalive = setInterval(() => {
+        if (performance.now() - this.lastProgressAt > this.lim.holdMs || this.host.closedReason() !== null) return this.stopKeepalive();
+        this.host.post({ type: 'ack', stream: this.id, bytes: 0 });
+      }, every);
+      this.keepalive.unref();
+    } else if (!held) this.stopKeepalive();
+  }
+
+  private stopKeepalive(): void {
+    if (this.keepalive !== null) clearInterval(this.keepalive);
+    this.keepalive = null;
   }
 
   /**
@@ -143,6 +190,7 @@ export class IncomingStream implements Payload {
   private finish(): void {
     if (this.over) return;
     this.over = true;
+    this.holding();
     this.flushAck();
     this.host.ended(this.id, this.consumed, null);
   }
@@ -169,6 +217,7 @@ export class IncomingStream implements Payload {
         const next = await this.next();
         if (next === undefined) break;
         this.consumed += next.byteLength;
+        this.progressed();
         this.meter.add(next.byteLength);
         // acknowledge as the consumer takes chunks: an eighth of the sender's window at a time,
         // or at once for a slow consumer, so the sender's stall timer sees progress

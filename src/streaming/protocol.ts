@@ -16,6 +16,7 @@ export const CHANNEL_DEFAULTS = {
   chunkBytes: 1 << 20,
   windowBytes: 64 << 20,
   stallTimeoutMs: 300_000,
+  holdTimeoutMs: 3_600_000,
   maxControlBytes: MAX_MESSAGE_BYTES,
   maxWindowBytes: 1 << 30,
 } as const;

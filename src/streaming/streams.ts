@@ -16,6 +16,7 @@ export interface StreamOptions {
   windowBytes: number;
   maxWindowBytes: number;
   stallTimeoutMs: number;
+  holdTimeoutMs: number;
   onTransfer?: (t: TransferProgress) => void;
 }
 
@@ -51,6 +52,7 @@ export class StreamTable {
     const limit = window + Math.max(MAX_PIECE_BYTES, this.opts.chunkBytes);
     const s = new IncomingStream(this.host, h.id, {
       stallMs: this.opts.stallTimeoutMs,
+      holdMs: this.opts.holdTimeoutMs,
       window,
       limit,
       report: this.opts.onTransfer,

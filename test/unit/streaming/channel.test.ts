@@ -109,7 +109,8 @@ test('a receiver that stops reading makes the sender wait at the window, not buf
 test('a stalled transfer fails after the stall timeout; a cancelled one fails at once', async () => {
   const [a, b] = linkPair('b', 'a');
   const sender = new Channel(a, { chunkBytes: 1024, windowBytes: 4096, stallTimeoutMs: 150 });
-  const receiver = new Channel(b);
+  // no hold: a payload left unread is not kept alive at the sender (stall-keepalive.test.ts has the hold)
+  const receiver = new Channel(b, { holdTimeoutMs: 0 });
   const it = receiver.messages()[Symbol.asyncIterator]();
   const started = Date.now();
   const p1 = sender.send({ type: 'never read' }, chunks(bytes(100_000), 1024));
