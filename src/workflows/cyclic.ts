@@ -7,6 +7,7 @@ import type { FLModelInfo } from '../core/fl-model.ts';
 import type { TensorDict } from '../core/tensor.ts';
 import { TaskNames } from '../client/api.ts';
 import { type RelayFailurePolicy, RelayAbortedError } from '../runtime/controller.ts';
+import { recordRound } from './round.ts';
 import { type RoundSummary, type Workflow, type WorkflowContext } from './workflow.ts';
 
 export interface CyclicOptions {
@@ -93,9 +94,8 @@ export class Cyclic implements Workflow {
         failures,
         seconds: (Date.now() - started) / 1000,
       };
-      ctx.workspace.appendMetrics({ type: 'round', ...summary });
+      await recordRound(ctx, summary);
       rounds.push(summary);
-      ctx.onRound?.(summary);
     }
     return { model: this.model, rounds };
   }

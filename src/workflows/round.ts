@@ -116,11 +116,14 @@ export async function fedAvgRound(
   return { round, totalRounds: o.rounds, sites: used.sort(), siteMetrics, metrics: meanMetrics(siteMetrics, weights), failures };
 }
 
-/** Records a finished round: metrics file, log, callback. */
-export function recordRound(ctx: WorkflowContext, summary: RoundSummary): void {
+/**
+ * Records a finished round (its checkpoint already written): metrics file, callback (which persists
+ * the job's progress), then the log line, so "round done" is said only of a round that is durable.
+ */
+export async function recordRound(ctx: WorkflowContext, summary: RoundSummary): Promise<void> {
   ctx.workspace.appendMetrics({ type: 'round', ...summary });
+  await ctx.onRound?.(summary);
   ctx.log.info({ round: summary.round, sites: summary.sites, metrics: summary.metrics, seconds: summary.seconds }, 'round done');
-  ctx.onRound?.(summary);
 }
 
 export function validateRounds(o: Pick<FedAvgOptions, 'rounds' | 'minClients'>): void {

@@ -90,15 +90,15 @@ export async function runWorkflows(
     };
     const r = await wf.run({
       ...wctx,
-      onRound: (s) => {
-        ctx.onRound?.(s);
+      onRound: async (s) => {
+        await ctx.onRound?.(s);
         const checkpoint = wctx.workspace.roundModelPath(s.round);
         // recordRound comes after the round's checkpoint: from now on, resume from there
         if (existsSync(checkpoint)) {
           done.push(separate ? { ...s, workflow: label } : s);
           modelPath = checkpoint;
           lastRound = s.round;
-          void save();
+          await save();
         }
       },
       saveState: (next) => {

@@ -231,7 +231,7 @@ export class StrategyWorkflow implements Workflow {
       }
       await this.strategy.save?.(roundDir(ctx.workspace, round), round);
       const full = { ...summary, seconds: (Date.now() - started) / 1000 };
-      recordRound(ctx, full);
+      await recordRound(ctx, full);
       rounds.push(full);
     }
     return { model: path !== null ? await ModelRef.file(path) : ModelRef.memory(model!), rounds };

@@ -176,7 +176,7 @@ export class Swarm implements Workflow {
       await copyFile(path, `${ctx.workspace.globalModelPath}.tmp`);
       await rename(`${ctx.workspace.globalModelPath}.tmp`, ctx.workspace.globalModelPath);
       const full: RoundSummary = { ...summary, failures: { ...failures, ...summary.failures }, seconds: (Date.now() - started) / 1000 };
-      recordRound(ctx, full);
+      await recordRound(ctx, full);
       rounds.push(full);
     }
     return { model: await ModelRef.file(path), rounds };

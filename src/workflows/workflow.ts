@@ -34,8 +34,12 @@ export interface WorkflowContext {
   controller: Controller;
   workspace: ServerWorkspace;
   log: Logger;
-  /** called after each round (simulator table, dashboard) */
-  onRound?: (s: RoundSummary) => void;
+  /**
+   * called after each round (simulator table, dashboard, the job's progress); a workflow awaits it
+   * (recordRound) before it logs the round done and starts the next, so a round reported done is
+   * one a restarted server resumes after
+   */
+  onRound?: (s: RoundSummary) => void | Promise<void>;
   /** read right after onRound and saved with the job's progress (the tracking store's last row id) */
   trackingMark?: () => number;
   /** called as results arrive within a round */
