@@ -27,7 +27,7 @@ const ROUNDS = 4;
 
 test(
   'he: a server killed -9 mid-job resumes from its encrypted checkpoint; the final model is plain FedAvg within 1e-3',
-  { timeout: 150_000 },
+  { timeout: 300_000 },
   async () => {
     const k = await federationKits(join(tmp, 'kits'), 'he-restart', 2, { he: true });
     const port = loadKit(k.server!, 'server').config.listen.port;
@@ -47,8 +47,8 @@ test(
     let id = '';
     const admin = (): AdminClient => new AdminClient(k['boss@hub.org']!, { host: '127.0.0.1', port });
     try {
-      await until('the server to listen', () => out.join('').includes('listening on port'), 40_000);
-      await until('two sites', () => [...sites.output.values()].every((o) => o.join('').includes('connected to')), 40_000);
+      await until('the server to listen', () => out.join('').includes('listening on port'), 90_000);
+      await until('two sites', () => [...sites.output.values()].every((o) => o.join('').includes('connected to')), 90_000);
       const a1 = admin();
       id = await a1.submit(job);
       a1.close();
@@ -62,7 +62,7 @@ test(
       await until(
         'the job resumed',
         () => jobEvents(workspace, id).some((e) => e.msg === 'job resumed from its last completed round'),
-        40_000,
+        90_000,
       );
       const a2 = admin();
       const st = await jobEndStatus(a2, id, 60_000);
