@@ -95,6 +95,8 @@ const stats = (xs: (number | null | undefined)[]): { min: number; median: number
 const sum = (xs: (number | null)[]): number | null => (xs.every((x) => x === null) ? null : xs.reduce<number>((s, x) => s + (x ?? 0), 0));
 
 const started = new Date();
+// read before the runs: the tree the runs used (an edit made while they run must not mark them dirty)
+const commit = commitFacts();
 const machine = {
   node: process.version,
   platform: `${process.platform} ${process.arch}`,
@@ -162,7 +164,7 @@ console.log(
     {
       suite: 'faults',
       command: `scripts/faults.ts --repeat ${opts.repeat}${opts.only ? ` --only ${opts.only.join(',')}` : ''}`,
-      ...commitFacts(),
+      ...commit,
       started: started.toISOString(),
       seconds: Number(((Date.now() - started.getTime()) / 1000).toFixed(1)),
       machine: { ...machine, loadAverageAtEnd: loadavg().map((x) => Number(x.toFixed(2))) },

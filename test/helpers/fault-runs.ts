@@ -23,6 +23,8 @@ export interface KillSiteRun extends FaultRun {
   roundSecondsAfterDrop: number | null;
   restartToRejoinRoundSeconds: number;
   rejoinRound: number;
+  /** the round in progress when the restarted site's job connection registered (it rejoins from the next broadcast) */
+  registeredDuringRound: number | null;
   roundSecondsAfterRejoin: number | null;
   /** rounds after the rejoin round without all three sites */
   roundsAfterRejoinWithoutAll: number;
@@ -58,6 +60,7 @@ export async function killSite(
     const all = f.rounds();
     const drop = dropped()!;
     const back = withSite3()!;
+    const registered = f.events().find((e) => e.msg === 'site registered' && e.site === 'site-3' && e.time >= restartedAt);
     const at = (r: number): LogEvent | undefined => all.find((e) => e.round === r);
     // null where the round is not in the job (site-3 may rejoin in the last round on a loaded machine)
     const secs = (r: number): number | null => {
@@ -82,6 +85,7 @@ export async function killSite(
       roundSecondsAfterDrop: secs(killRound + 1),
       restartToRejoinRoundSeconds: (back.time - restartedAt) / 1000,
       rejoinRound: back.round as number,
+      registeredDuringRound: registered ? all.filter((e) => e.time <= registered.time).length : null,
       roundSecondsAfterRejoin: secs((back.round as number) + 1),
       roundsAfterRejoinWithoutAll: all.filter((e) => (e.round as number) > (back.round as number) && (e.sites as string[]).length !== 3)
         .length,
