@@ -15,7 +15,6 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import SEAL from 'node-seal';
 import { z } from 'zod';
 import { describeZodError } from '../util/zod-error.ts';
 
@@ -104,10 +103,24 @@ interface SealLibrary {
   Decryptor(ctx: SealContext, sk: SealKey): { decrypt(c: Ciphertext): Plaintext };
 }
 
+/** What a deployment without node-seal is told (NVFlare's HE, likewise, needs `pip install tenseal`). */
+export const NODE_SEAL_MISSING =
+  'homomorphic encryption needs the node-seal package, an optional dependency of flotilla: npm install node-seal@6.0.3 beside flotilla (on the server, every site and where you provision)';
+
 let library: Promise<SealLibrary> | null = null;
-/** The WebAssembly module, loaded once per process (shipped in the package: nothing is fetched). */
+/**
+ * The WebAssembly module, loaded once per process (nothing is fetched). node-seal (67 MB installed) is an
+ * optional peer dependency, imported only by jobs and projects that use HE; without it they fail with
+ * NODE_SEAL_MISSING.
+ */
 export function sealLibrary(): Promise<SealLibrary> {
-  library ??= (SEAL as unknown as () => Promise<SealLibrary>)();
+  library ??= import('node-seal').then(
+    (m: { default: unknown }) => (m.default as () => Promise<SealLibrary>)(),
+    (e: Error) => {
+      library = null;
+      throw new HeError(`${NODE_SEAL_MISSING} (${e.message})`);
+    },
+  );
   return library;
 }
 

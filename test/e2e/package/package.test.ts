@@ -105,7 +105,7 @@ test(
     mkdirSync(join(app, addon, '..'), { recursive: true });
     copyFileSync(join(repo, addon), join(app, addon));
     const installed = readdirSync(join(app, 'node_modules'));
-    for (const heavy of ['@tensorflow', 'onnxruntime-node', 'typescript', 'fast-check'])
+    for (const heavy of ['@tensorflow', 'onnxruntime-node', 'typescript', 'fast-check', 'node-seal'])
       assert.ok(!installed.includes(heavy), `${heavy} is not a dependency of the package`);
     assert.ok(!existsSync(join(app, 'node_modules/flotilla/src')), 'the package ships dist/, not src/');
     console.log(
@@ -113,6 +113,20 @@ test(
     );
 
     assert.match(npx('--help'), /Usage: flotilla[\s\S]*simulate[\s\S]*poc/);
+    // homomorphic encryption is the one feature that needs an optional package (node-seal, 67 MB): without it,
+    // provisioning an HE project says what to install
+    writeFileSync(
+      join(app, 'he-project.yml'),
+      'name: he\nhomomorphicEncryption: true\nparticipants:\n  - {type: server, name: server, org: hub, host: localhost, port: 8002}\n' +
+        '  - {type: client, name: site-1, org: a}\n  - {type: admin, name: boss@hub.org, org: hub, role: project_admin}\n',
+    );
+    const he = spawnSync(join(app, 'node_modules/.bin/flotilla'), ['provision', 'he-project.yml', '-o', join(app, 'he-kits')], {
+      cwd: app,
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+    assert.notEqual(he.status, 0, he.stdout);
+    assert.match(he.stderr, /needs the node-seal package.*npm install node-seal@6\.0\.3/);
 
     const job = join(app, 'job');
     mkdirSync(job);
