@@ -74,6 +74,8 @@ export class ServerRuntime implements Controller {
 
   private readonly channelOpts: ChannelOptions;
   private sweeper: NodeJS.Timeout | null = null;
+  /** end() was called: sites leaving now are the job's normal end */
+  private ended = false;
   private maxResultBytes: number | undefined;
   private filters: FilterChain;
 
@@ -142,6 +144,7 @@ export class ServerRuntime implements Controller {
 
   /** Tells every client the job is over and closes their links. */
   async end(reason: string): Promise<void> {
+    this.ended = true;
     await Promise.all(
       [...this.siteMap.values()].map(async (s) => {
         await s.channel.send({ type: 'end', reason }).catch(() => undefined);
@@ -368,8 +371,10 @@ export class ServerRuntime implements Controller {
     const s = this.siteMap.get(site);
     if (s?.channel !== channel) return;
     this.siteMap.delete(site);
+    // a site leaving a job that is over, with nothing pending, is the normal end, not a dropout
+    if (this.ended && s.pending.size === 0) this.log.info({ site }, 'site left the ended job');
+    else this.log.warn({ site, reason }, 'site dropped from the job');
     for (const [taskId, resolve] of s.pending) resolve({ ok: false, site, taskId, error: reason });
-    this.log.warn({ site, reason }, 'site dropped from the job');
   }
 }
 
