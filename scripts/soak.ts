@@ -7,16 +7,16 @@
  * deterministic, no sleep): short rounds, so many of them.
  *
  *   nice -n 10 node --conditions=flotilla-source --import tsx scripts/soak.ts [--rounds 200] [--sites 3]
- *     [--interval 2] [--warmup <rounds>] [--floats 65536] [--no-gc] [--workspace <dir>] [--keep] [--out <file>]
+ *     [--interval 2] [--warmup <rounds>] [--floats 65536] [--trainer in-process|script] [--no-gc] [--workspace <dir>] [--keep] [--out <file>]
  *
  * Progress goes to stderr; at the end one JSON object goes to stdout (and to --out): rounds, sites,
  * seconds, per process the samples after warm-up summarized (first, last, min, max, slope per 100
  * rounds, growth) and the verdict (flat or not, with the thresholds), machine facts and the commit.
  * Every POC process is stopped on exit, on an error and on Ctrl-C.
  */
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, getPriority, loadavg, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { AdminClient } from '../src/admin/admin-client.ts';
 import { pocPrepare, pocStop } from '../src/deploy/poc.ts';
@@ -28,7 +28,10 @@ import {
   type ResourceLine,
   ResourceLineSchema,
 } from '../src/util/resource-report.ts';
-import { freePortPair, tinyJob } from '../test/helpers/federation.ts';
+import { freePortPair, repo, tinyJob } from '../test/helpers/federation.ts';
+import { f32 } from '../src/core/tensor.ts';
+import { dictToStream } from '../src/core/tensor-stream.ts';
+import { writeStreamToFile } from '../src/core/safetensors.ts';
 import { flotillaAsync } from '../test/helpers/poc.ts';
 import { commitFacts } from '../bench/commit.ts';
 import { type Sample, type Verdict, summarizeProcess, verdict } from './soak-stats.ts';
@@ -55,6 +58,15 @@ const opts = new Command()
   )
   .option('--warmup <rounds>', 'rounds left out of the summaries (default: a quarter of --rounds)', int('--warmup', 0))
   .option('--floats <n>', 'model size in float32 values (each round sends it to every site and back)', int('--floats', 1), 65536)
+  .option(
+    '--trainer <kind>',
+    'in-process (the tiny job) or script (tiny-script: a trainer process per site, also sampled)',
+    (v) => {
+      if (v !== 'in-process' && v !== 'script') throw new InvalidArgumentError(`--trainer must be in-process or script, got "${v}"`);
+      return v;
+    },
+    'in-process',
+  )
   .option('--workspace <dir>', 'where the POC goes (default: a temporary folder, deleted at the end)')
   .option('--no-gc', 'measure without the full collection each process runs before its report (default: collect, then measure)')
   .option('--keep', 'keep the workspace (logs, job results, resource reports) at the end')
@@ -70,6 +82,7 @@ const opts = new Command()
     keep?: boolean;
     out?: string;
     gc: boolean;
+    trainer: 'in-process' | 'script';
   }>();
 
 const warmupRounds = opts.warmup ?? Math.floor(opts.rounds / 4);
@@ -148,9 +161,42 @@ function lastReport(pid: number): ResourceLine | null {
   return null;
 }
 
+/** A process's children, from /proc/PID/task/TID/children. */
+function children(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
+      readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter((c) => c !== '')
+        .map(Number),
+    );
+  } catch {
+    return []; // gone
+  }
+}
+const program = (pid: number): string => {
+  try {
+    return basename(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '') || 'process';
+  } catch {
+    return 'process';
+  }
+};
+/** A site's trainer processes (`site-1/trainer`) and what they start (`site-1/trainer/esbuild`: tsx's compiler). */
+function descendants(pid: number, label: string, depth = 0): (readonly [string, number])[] {
+  return children(pid).flatMap((c, i) => {
+    const name = depth === 0 ? `${label}/trainer${i === 0 ? '' : `-${i + 1}`}` : `${label}/${program(c)}`;
+    return [[name, c] as const, ...descendants(c, name, depth + 1)];
+  });
+}
+
 const samples: Record<string, Sample[]> = {};
+/** The PID each sampled name had last (a trainer process restarted gets a new one). */
+const sampledPid: Record<string, number> = {};
 function sampleAll(round: number): void {
-  for (const [name, { pid }] of Object.entries(pids)) {
+  const all = Object.entries(pids).flatMap(([name, { pid }]) => [[name, pid] as const, ...descendants(pid, name)]);
+  for (const [name, pid] of all) {
+    sampledPid[name] = pid;
     const p = procFacts(pid);
     if (!p) continue;
     const r = lastReport(pid);
@@ -164,6 +210,24 @@ function sampleAll(round: number): void {
       handleTypes: r?.resources ?? null,
     });
   }
+}
+
+/**
+ * test/fixtures/jobs/tiny-script (the same training step as the tiny job, in a trainer process per site
+ * over the ex-process protocol) with --rounds, every site required and a model of --floats values.
+ */
+async function scriptJob(dest: string): Promise<string> {
+  cpSync(join(repo, 'test/fixtures/jobs/tiny-script'), dest, { recursive: true });
+  const yaml = join(dest, 'job.yaml');
+  writeFileSync(
+    yaml,
+    readFileSync(yaml, 'utf8').replace('minClients: 2', `minClients: ${opts.sites}`).replace('rounds: 3', `rounds: ${opts.rounds}`),
+  );
+  await writeStreamToFile(
+    join(dest, 'initial.safetensors'),
+    dictToStream(new Map([['w', f32([opts.floats], new Float32Array(opts.floats))]])),
+  );
+  return dest;
 }
 
 const describe = (v: Verdict): string =>
@@ -205,7 +269,10 @@ async function main(): Promise<void> {
       if (sites.length !== before || Date.now() - lastSaid >= 1000) say(`sites connected: ${sites.length} of ${opts.sites}`);
       if (alive().length < Object.keys(pids).length) throw new Error(`a POC process died while starting: see ${join(pocDir, 'logs')}`);
     }
-    const job = tinyJob(join(ws, 'job'), { minClients: opts.sites, rounds: opts.rounds, floats: opts.floats });
+    const job =
+      opts.trainer === 'script'
+        ? await scriptJob(join(ws, 'job'))
+        : tinyJob(join(ws, 'job'), { minClients: opts.sites, rounds: opts.rounds, floats: opts.floats });
     const id = await admin.submit(job);
     const submitted = Date.now();
     say(`submitted ${id}: ${opts.rounds} rounds of FedAvg, ${opts.sites} sites, ${opts.floats} float32 values`);
@@ -233,12 +300,13 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, opts.interval * 1000));
     sampleAll(done);
     if (state !== 'FINISHED') throw new Error(`the job ended ${state}: ${detail ?? '(no detail)'}`);
-    const processes = Object.fromEntries(Object.keys(pids).map((n) => [n, summarizeProcess(pids[n]!.pid, samples[n] ?? [], warmupRounds)]));
+    const processes = Object.fromEntries(Object.keys(samples).map((n) => [n, summarizeProcess(sampledPid[n]!, samples[n]!, warmupRounds)]));
     const result = {
       bench: 'soak',
       rounds: done,
       sites: opts.sites,
       floats: opts.floats,
+      trainer: opts.trainer,
       seconds: {
         total: Math.round((Date.now() - started) / 100) / 10,
         job: Math.round(jobSeconds * 10) / 10,
