@@ -1,7 +1,7 @@
 /**
  * A process's own resource report, for soak runs (scripts/soak.ts): with FLOTILLA_RESOURCE_REPORT=<dir>
- * in its environment, a `server start` or `client start` process appends one JSON line to
- * <dir>/<pid>.jsonl every FLOTILLA_RESOURCE_REPORT_MS (default 1000): its active handles and requests
+ * in its environment, a `server start` or `client start` process, and a TypeScript ex-process trainer
+ * from its init(), appends one JSON line to <dir>/<pid>.jsonl every FLOTILLA_RESOURCE_REPORT_MS (default 1000): its active handles and requests
  * by type (`process.getActiveResourcesInfo()`, timers included) and its memory. Only the process
  * itself can see these; /proc shows RSS and descriptors from outside, not timers or the heap.
  * With FLOTILLA_RESOURCE_REPORT_GC=1 and a process started with --expose-gc, each line is measured

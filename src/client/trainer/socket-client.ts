@@ -10,6 +10,7 @@ import type { FLModel } from '../../core/fl-model.ts';
 import type { Tensor } from '../../core/tensor.ts';
 import { type ClientAPI, type ParamValue, type Trainer, TaskNames, checkLog, checkParams } from '../api.ts';
 import { type ClientMessage, ClientMessageSchema, FrameReader, FrameWriter, PROTOCOL_VERSION } from '../framing.ts';
+import { startResourceReport } from '../../util/resource-report.ts';
 
 const EnvSchema = z.object({
   FLOTILLA_SOCKET: z
@@ -120,6 +121,8 @@ export class ExProcessClient implements ClientAPI {
     this.job = f.msg.jobId;
     this.conn = conn;
     this.running = true;
+    // a soak run (scripts/soak.ts) asks every process for its own handles and memory, trainers too
+    startResourceReport(this.env);
   }
 
   private connection(method: string): Connection {

@@ -42,3 +42,28 @@ test('verdict: warm-up rounds are left out; growing RSS or descriptors are not f
   assert.equal(verdict({ server: p.server }).flat, true);
   assert.equal(verdict({ server: summarizeProcess(1, flat.slice(0, 12), 50) }).flat, null, '2 samples after warm-up');
 });
+
+test('verdict: a process that reports nothing about itself (a trainer process) is judged on RSS and descriptors only', () => {
+  const rounds = Array.from({ length: 20 }, (_, i) => i * 10);
+  const silent = (rss: (r: number) => number): Sample[] =>
+    rounds.map((r) => ({ ...sample(r, rss(r)), heapMB: null, externalMB: null, activeHandles: null, handleTypes: null }));
+  const flat = summarizeProcess(
+    3,
+    silent(() => 90),
+    0,
+  );
+  assert.equal(flat.reported, false);
+  assert.deepEqual(verdict({ 'site-1/trainer': flat }), { ...verdict({}), flat: true });
+  const leaky = verdict({
+    'site-1/trainer': summarizeProcess(
+      3,
+      silent((r) => 90 + r / 10),
+      0,
+    ),
+  });
+  assert.equal(leaky.flat, false);
+  assert.ok(
+    leaky.exceeded.some((e) => e.startsWith('site-1/trainer rssMB slope 10 per 100 rounds')),
+    leaky.exceeded.join('; '),
+  );
+});
