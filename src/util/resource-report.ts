@@ -1,13 +1,14 @@
 /**
  * A process's own resource report, for soak runs (scripts/soak.ts): with FLOTILLA_RESOURCE_REPORT=<dir>
  * in its environment, a `server start` or `client start` process, and a TypeScript ex-process trainer
- * from its init(), appends one JSON line to <dir>/<pid>.jsonl every FLOTILLA_RESOURCE_REPORT_MS (default 1000): its active handles and requests
- * by type (`process.getActiveResourcesInfo()`, timers included) and its memory. Only the process
- * itself can see these; /proc shows RSS and descriptors from outside, not timers or the heap.
+ * from its init(), appends one JSON line to <dir>/<pid>.jsonl every FLOTILLA_RESOURCE_REPORT_MS
+ * (default 1000): its active handles and requests by type (`process.getActiveResourcesInfo()`: what
+ * keeps the event loop alive, so timers that are not unref'd, sockets, child processes, fs requests) and
+ * its memory. Only the process itself can see these; /proc shows RSS and descriptors, not timers or the heap.
  * With FLOTILLA_RESOURCE_REPORT_GC=1 and a process started with --expose-gc, each line is measured
  * right after a full collection, so heap and external memory are what is still referenced (a leak),
  * not garbage waiting for the next collection.
- * The report's own timer is one `Timeout` in every line; it never keeps the process alive.
+ * The report's own timer is unref'd: it never keeps the process alive, and is not in its own count.
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
