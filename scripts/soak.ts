@@ -182,11 +182,18 @@ const program = (pid: number): string => {
     return 'process';
   }
 };
-/** A site's trainer processes (`site-1/trainer`) and what they start (`site-1/trainer/esbuild`: tsx's compiler). */
-function descendants(pid: number, label: string, depth = 0): (readonly [string, number])[] {
-  return children(pid).flatMap((c, i) => {
-    const name = depth === 0 ? `${label}/trainer${i === 0 ? '' : `-${i + 1}`}` : `${label}/${program(c)}`;
-    return [[name, c] as const, ...descendants(c, name, depth + 1)];
+/**
+ * A process's descendants, named by program: a site's trainer processes (node, python: `site-1/trainer`) and
+ * what they start; `<name>/esbuild` is tsx's compiler, which every process run with `--import tsx` starts.
+ */
+function descendants(pid: number, label: string): (readonly [string, number])[] {
+  const seen = new Map<string, number>();
+  return children(pid).flatMap((c) => {
+    const prog = program(c).replace(/^(node|python[\d.]*)$/, 'trainer');
+    const n = (seen.get(prog) ?? 0) + 1;
+    seen.set(prog, n);
+    const name = `${label}/${prog}${n === 1 ? '' : `-${n}`}`;
+    return [[name, c] as const, ...descendants(c, name)];
   });
 }
 
