@@ -185,13 +185,15 @@ export class SessionRegistry {
     } catch (e) {
       log.warn({ site: peer.name, err: (e as Error).message }, 'session failed');
     } finally {
-      if (session) this.drop(session);
+      if (session) this.drop(session, channel.closeReason);
+      // a connection that broke the protocol before its hello: no session to drop, but the reason is logged
+      else if (channel.closeReason !== null) log.warn({ site: peer.name, reason: channel.closeReason }, 'session connection closed');
     }
   }
 
-  private drop(s: Session): void {
+  private drop(s: Session, reason: string | null = null): void {
     if (this.sessions.get(s.site) !== s) return;
     this.sessions.delete(s.site);
-    this.opts.log.warn({ site: s.site }, 'site disconnected');
+    this.opts.log.warn({ site: s.site, ...(reason !== null && { reason }) }, 'site disconnected');
   }
 }

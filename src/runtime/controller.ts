@@ -269,7 +269,8 @@ export class ServerRuntime implements Controller {
       this.log.warn({ peer: link.peer, err: (e as Error).message }, 'client link failed');
     } finally {
       if (id !== null) this.resumable.delete(id);
-      if (site !== null) this.dropSite(site, `site ${site} disconnected`, channel);
+      // why the connection ended (a protocol violation, a frame that did not parse) goes to the log, not into the task errors
+      if (site !== null) this.dropSite(site, `site ${site} disconnected`, channel, channel.closeReason);
     }
   }
 
@@ -367,13 +368,13 @@ export class ServerRuntime implements Controller {
   }
 
   /** Removes a site (only while `channel` is still its connection) and fails its pending tasks with the reason. */
-  private dropSite(site: string, reason: string, channel: Channel): void {
+  private dropSite(site: string, reason: string, channel: Channel, cause: string | null = null): void {
     const s = this.siteMap.get(site);
     if (s?.channel !== channel) return;
     this.siteMap.delete(site);
     // a site leaving a job that is over, with nothing pending, is the normal end, not a dropout
     if (this.ended && s.pending.size === 0) this.log.info({ site }, 'site left the ended job');
-    else this.log.warn({ site, reason }, 'site dropped from the job');
+    else this.log.warn({ site, reason, ...(cause !== null && { cause }) }, 'site dropped from the job');
     for (const [taskId, resolve] of s.pending) resolve({ ok: false, site, taskId, error: reason });
   }
 }
