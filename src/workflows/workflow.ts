@@ -51,7 +51,7 @@ export interface WorkflowContext {
    * Persists the running workflow's own state with the job's progress (server/progress.json, atomically):
    * a server that restarts creates the workflow again with it as `WorkflowInput.resumeState`. Resolves once
    * written (a failed write is logged, not thrown: the job goes on, a resume redoes more). Absent where
-   * nothing resumes (the in-process simulator).
+   * a workflow runs outside a job's chain (simulateInProcess).
    */
   saveState?: (state: JsonValue) => Promise<void>;
 }
