@@ -70,7 +70,7 @@ async function transferJob(): Promise<string> {
   const dir = join(tmp, 'transfer-1g');
   mkdirSync(dir, { recursive: true });
   const model = join(tmp, 'model-1g.safetensors');
-  const n = (64 * MiB) / 4;
+  const n = (Number(arg('tensor-mib', '64')) * MiB) / 4;
   const tensors = Array.from({ length: 16 }, (_, i) => ({ name: `t${String(i).padStart(2, '0')}`, dtype: 'F32' as const, shape: [n] }));
   const w = await SafetensorsWriter.open(model, tensors, {});
   const piece = new Float32Array(n).fill(0.25);
@@ -193,7 +193,19 @@ async function runOnce(job: string, jobDir: string, sites: number, observed: boo
     if (rec.state !== 'FINISHED') throw new Error(`${job} ended ${rec.state}: ${rec.detail}`);
     let mlflowValues: number | undefined;
     if (observed && mlflow) {
-      const runs = Object.values((await readMlflowJob(mlflow.uri, rec.name, id)).runs);
+      const runs = Object.values(
+        (
+          await readMlflowJob(mlflow.uri, rec.name, id).catch((e: Error) => {
+            const log = readFileSync(join(server.jobsDir, id, 'workspace', 'server', 'log.jsonl'), 'utf8');
+            throw new Error(
+              `${job}: not in MLflow (${e.message}); the job's log: ${log
+                .split('\n')
+                .filter((l) => /tracking|mlflow/i.test(l))
+                .join('\n')}`,
+            );
+          })
+        ).runs,
+      );
       if (runs.some((r) => r.status !== 'FINISHED')) throw new Error(`${job}: MLflow runs not FINISHED`);
       mlflowValues = runs.reduce((n, r) => n + Object.values(r.metrics).reduce((m, h) => m + h.length, 0), 0);
     }
