@@ -110,6 +110,9 @@ export function registerDeploymentCommands(program: Command): void {
           ...(o.port !== undefined && { port: o.port }),
           ...(o.dataPort !== undefined && { dataPort: o.dataPort === 'none' ? null : o.dataPort }),
           ...(o.metricsPort !== undefined && { metrics: { host: o.metricsHost, port: o.metricsPort } }),
+          ...(o.dashboardPort !== undefined && {
+            dashboard: { port: o.dashboardPort, ...(o.dashboardHost !== undefined && { host: o.dashboardHost }) },
+          }),
           ...(o.mlflow !== undefined && { mlflowUri: o.mlflow }),
         });
         const p = await s.start();

@@ -170,7 +170,11 @@ export async function pocStart(workspace: string, server: PocServerOptions = {})
     ...(server.mlflow !== undefined ? ['--mlflow', server.mlflow] : []),
     ...level,
   ]);
-  const up = await serverUp(serverProcess, listen.port, SERVER_UP_TIMEOUT_MS);
+  // the dashboard and /metrics listen after the gRPC port: started only once they answer too (a
+  // `dashboard-token` right after `poc start` would otherwise be told the server serves no dashboard)
+  let up = await serverUp(serverProcess, listen.port, SERVER_UP_TIMEOUT_MS);
+  for (const port of [server.dashboardPort, server.metricsPort])
+    if (up === null && port !== undefined) up = await serverUp(serverProcess, port, SERVER_UP_TIMEOUT_MS);
   if (up !== null) {
     if (serverProcess.exitCode === null) serverProcess.kill('SIGKILL');
     const tail = readFileSync(logFile).subarray(logStart).toString('utf8').trim().split('\n').slice(-5).join('\n');

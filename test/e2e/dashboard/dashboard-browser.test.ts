@@ -103,6 +103,13 @@ test('the dashboard shows a live job, plots its rounds and enforces the role of 
     await admin.waitForSelector('#job-state:text("ABORTED")', { timeout: 10_000 });
     assert.equal(fed.server.store.get(id)?.state, 'ABORTED');
     assert.match(fed.server.store.get(id)?.detail ?? '', /aborted by boss@hub\.org/);
+    // the HTTP API's metric rows are the tracking store's, from a row id on
+    const stored = fed.server.store.tracking.all(id);
+    assert.ok(stored.length >= 4);
+    const api = (after: number) => get(port, `/api/jobs/${encodeURIComponent(id)}/metrics?after=${after}`, ca, viewer.token);
+    assert.deepEqual(JSON.parse((await api(0)).body), stored);
+    assert.deepEqual(JSON.parse((await api(stored[1]!.id)).body), stored.slice(2));
+    assert.equal((await get(port, `/api/jobs/${encodeURIComponent(id)}/metrics`, ca)).status, 401);
     // both attempts are in the audit log, as the admin commands they are
     const audit = fed.server.store.auditLog().filter((a) => a.command === 'abort');
     assert.deepEqual(
