@@ -110,6 +110,21 @@ test('the dashboard shows a live job, plots its rounds and enforces the role of 
     assert.deepEqual(JSON.parse((await api(0)).body), stored);
     assert.deepEqual(JSON.parse((await api(stored[1]!.id)).body), stored.slice(2));
     assert.equal((await get(port, `/api/jobs/${encodeURIComponent(id)}/metrics`, ca)).status, 401);
+    // download, the page's other action, has the admin command's policy too: a member is refused the
+    // list and each file; the project admin gets the list and a file's bytes as the server has them
+    const files = `/api/jobs/${encodeURIComponent(id)}/files`;
+    const refused = await get(port, files, ca, viewer.token);
+    assert.equal(refused.status, 403, refused.body);
+    assert.match(refused.body, /permission denied/);
+    assert.equal((await get(port, `${files}/log.jsonl`, ca, viewer.token)).status, 403);
+    const listed = await get(port, files, ca, boss.token);
+    assert.equal(listed.status, 200, listed.body);
+    const names = (JSON.parse(listed.body) as { files: { path: string }[] }).files.map((f) => f.path);
+    assert.ok(names.includes('log.jsonl'), names.join(', '));
+    const serverDir = join(fed.server.jobsDir, id, 'workspace', 'server');
+    const log = await get(port, `${files}/log.jsonl`, ca, boss.token);
+    assert.equal(log.status, 200);
+    assert.ok(log.body.length > 0 && readFileSync(join(serverDir, 'log.jsonl'), 'utf8').startsWith(log.body.slice(0, 200)));
     // both attempts are in the audit log, as the admin commands they are
     const audit = fed.server.store.auditLog().filter((a) => a.command === 'abort');
     assert.deepEqual(
