@@ -26,7 +26,7 @@ export default defineWorkflow({
           model = agg.result();
           await ctx.workspace.saveGlobalModel(round, model, { ...input.metadata, workflow: 'fedavg_until' });
           const full = { ...summary, seconds: (Date.now() - started) / 1000 };
-          recordRound(ctx, full);
+          await recordRound(ctx, full);
           rounds.push(full);
           if ((summary.metrics.loss ?? Infinity) < args.targetLoss) {
             ctx.log.info({ round, loss: summary.metrics.loss }, 'target loss reached');
