@@ -29,6 +29,7 @@ import { type TensorDict, numel, tensor } from '../src/core/tensor.ts';
 import { HE_SLOTS, HeContext, HeWeightedSum, decryptStream, encryptStream, generateHeKeys } from '../src/filters/index.ts';
 import { simulate } from '../src/simulator/simulator.ts';
 import { commitFacts } from './commit.ts';
+import { loraModel, proteinModel } from './he-job.ts';
 import { exitOnHelp } from './usage.ts';
 
 exitOnHelp(import.meta.url);
@@ -73,30 +74,6 @@ function cpuSeconds<T>(f: () => Promise<T>): Promise<{ value: T; cpu: number; wa
     const c = process.cpuUsage(c0);
     return { value, cpu: (c.user + c.system) / 1e6, wall: (performance.now() - t0) / 1000 };
   });
-}
-
-function proteinMlp(): TensorDict {
-  const shapes: [string, number[]][] = [
-    ['layers.0.weight', [479, 128]],
-    ['layers.0.bias', [128]],
-    ['layers.1.weight', [128, 10]],
-    ['layers.1.bias', [10]],
-  ];
-  return new Map(
-    shapes.map(([n, s]) => [
-      n,
-      tensor(
-        'F32',
-        s,
-        Float32Array.from({ length: numel(s) }, (_, i) => Math.sin(i) * 0.05),
-      ),
-    ]),
-  );
-}
-
-async function loraAdapters(): Promise<TensorDict> {
-  const { initialModelFor } = await import('../examples/llm/src/job-entry.ts');
-  return initialModelFor('peft', { rank: 4, seed: 0 });
 }
 
 /** Site k's result: the model plus a small update of its own. */
@@ -221,7 +198,7 @@ function compression(ctx: HeContext): Record<string, unknown> {
 
 const out = [];
 for (const m of models) {
-  const model = m === 'protein' ? proteinMlp() : m === 'lora' ? await loraAdapters() : null;
+  const model = m === 'protein' ? proteinModel() : m === 'lora' ? await loraModel() : null;
   if (!model) throw new Error(`--models: unknown model ${m} (protein, lora)`);
   const measured = await measure(m, model, ctxLoad.value.site, ctxLoad.value.server);
   if (simulateRounds > 0) {
