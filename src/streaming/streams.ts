@@ -48,16 +48,30 @@ export class StreamTable {
 
   /** The peer announced a stream: the receiver holds the sender to the window it said, capped by this side's. */
   openIncoming(h: StreamHeader): IncomingStream {
+    // an id announced again while its stream is open: the peer broke the protocol, and the frames that
+    // follow cannot be told apart, so the first stream fails now rather than waiting out its stall timeout
+    this.incoming.get(h.id)?.cancelledByPeer(`the peer announced stream ${h.id} again while it was open`);
     const window = Math.min(h.window, this.opts.maxWindowBytes);
     const limit = window + Math.max(MAX_PIECE_BYTES, this.opts.chunkBytes);
-    const s = new IncomingStream(this.host, h.id, {
-      stallMs: this.opts.stallTimeoutMs,
-      holdMs: this.opts.holdTimeoutMs,
-      window,
-      limit,
-      report: this.opts.onTransfer,
-      ...(h.bytes !== undefined && { total: h.bytes }),
-    });
+    const s: IncomingStream = new IncomingStream(
+      {
+        ...this.host,
+        // a stream replaced under its id (above) ending later must not take its successor's entry
+        ended: (id, consumed, reason) => {
+          const holder = this.incoming.get(id);
+          if (holder === undefined || holder === s) this.ended(id, consumed, reason);
+        },
+      },
+      h.id,
+      {
+        stallMs: this.opts.stallTimeoutMs,
+        holdMs: this.opts.holdTimeoutMs,
+        window,
+        limit,
+        report: this.opts.onTransfer,
+        ...(h.bytes !== undefined && { total: h.bytes }),
+      },
+    );
     this.incoming.set(h.id, s);
     return s;
   }
