@@ -129,6 +129,12 @@ export function jobEvents(serverWorkspace: string, jobId: string): LogEvent[] {
     .map((l) => JSON.parse(l) as LogEvent);
 }
 
+/** For a failed test: the server's output, the job's server log and every site's output, to stderr. */
+export function dumpFederation(server: ServerProcess, sites: SiteProcesses, serverWorkspace: string, jobId: string): void {
+  console.error(server.out.join(''), ...jobEvents(serverWorkspace, jobId).map((l) => JSON.stringify(l) + '\n'));
+  for (const [s, o] of sites.output) console.error(`${s}:`, o.join(''));
+}
+
 /** A job's status once it is neither queued nor running (or when `timeoutMs` is up), asked every 100 ms. */
 export async function jobEndStatus(admin: AdminClient, job: string, timeoutMs: number): Promise<AdminReply<'status'>> {
   let st = await admin.call('status', { job });

@@ -12,7 +12,15 @@ import { AdminClient } from '../../../src/admin/admin-client.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
 import { simulate } from '../../../src/simulator/simulator.ts';
 import { tinyJob, until } from '../../helpers/federation.ts';
-import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEndStatus, jobEvents } from '../../helpers/fault.ts';
+import {
+  type LogEvent,
+  ServerProcess,
+  SiteProcesses,
+  dumpFederation,
+  federationKits,
+  jobEndStatus,
+  jobEvents,
+} from '../../helpers/fault.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-fault-restart-xsite-'));
 const servers: ServerProcess[] = [];
@@ -93,8 +101,7 @@ test('cross-site evaluation: a server killed -9 mid-evaluation resumes with the 
       }),
     );
   } catch (e) {
-    console.error(server.out.join(''), ...jobEvents(workspace, id).map((l) => JSON.stringify(l) + '\n'));
-    for (const [s, o] of sites.output) console.error(`${s}:`, o.join(''));
+    dumpFederation(server, sites, workspace, id);
     throw e;
   } finally {
     await sites.stopAll();

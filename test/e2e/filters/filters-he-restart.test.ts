@@ -13,7 +13,15 @@ import { streamToDict } from '../../../src/core/tensor-stream.ts';
 import { decryptStream, heContextFromFile } from '../../../src/filters/index.ts';
 import { loadKit } from '../../../src/provision/kit.ts';
 import { repo, until } from '../../helpers/federation.ts';
-import { type LogEvent, ServerProcess, SiteProcesses, federationKits, jobEndStatus, jobEvents } from '../../helpers/fault.ts';
+import {
+  type LogEvent,
+  ServerProcess,
+  SiteProcesses,
+  dumpFederation,
+  federationKits,
+  jobEndStatus,
+  jobEvents,
+} from '../../helpers/fault.ts';
 import { expectedGlobal } from '../../fixtures/jobs/he/trainer.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-he-restart-'));
@@ -82,8 +90,7 @@ test(
         await file.close();
       }
     } catch (e) {
-      console.error(out.join(''), ...jobEvents(workspace, id).map((l) => JSON.stringify(l) + '\n'));
-      for (const [s, o] of sites.output) console.error(`${s}:`, o.join(''));
+      dumpFederation(server, sites, workspace, id);
       throw e;
     } finally {
       await sites.stopAll();

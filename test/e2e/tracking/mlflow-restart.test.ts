@@ -16,7 +16,7 @@ import { loadKit } from '../../../src/provision/kit.ts';
 import { readMlflowState } from '../../../src/tracking/mlflow.ts';
 import { mlflowStatePath, tensorboardDir } from '../../../src/tracking/index.ts';
 import { repo, until } from '../../helpers/federation.ts';
-import { ServerProcess, SiteProcesses, federationKits, jobEndStatus, jobEvents } from '../../helpers/fault.ts';
+import { ServerProcess, SiteProcesses, dumpFederation, federationKits, jobEndStatus, jobEvents } from '../../helpers/fault.ts';
 import { type MlflowServer, mlflowExpected, readMlflowJob, startMlflow } from '../../helpers/mlflow.ts';
 import { tensorboardExpected, tensorboardRead } from '../../helpers/tracking.ts';
 
@@ -177,8 +177,7 @@ test(
       const values = Object.values(want).reduce((n, w) => n + Object.values(w.metrics).reduce((m, h) => m + h.length, 0), 0);
       console.log(JSON.stringify({ job: id, rows: rows.length, mlflowValues: values, replaced: ['site-1', 'site-2'] }));
     } catch (e) {
-      console.error(server.out.join(''), ...jobEvents(workspace, id).map((l) => JSON.stringify(l) + '\n'));
-      for (const [s, o] of sites.output) console.error(`${s}:`, o.join(''));
+      dumpFederation(server, sites, workspace, id);
       throw e;
     } finally {
       await sites.stopAll();
