@@ -14,7 +14,8 @@
  * The removal is synchronous on purpose: a redeploy of the same job id (after a server restart)
  * cannot start writing between the check that no newer run owns the folder and the removal.
  */
-import { existsSync, lstatSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, rmSync } from 'node:fs';
+import { readJsonFile } from '../util/json-file.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -82,12 +83,8 @@ function isEmptyDir(path: string): boolean {
 
 /** The marker of a job folder, or null when it is not one of Flotilla's (no marker, another job's, unreadable). */
 function markerOf(jobDir: string, jobId: string): z.infer<typeof Marker> | null {
-  try {
-    const m = Marker.safeParse(JSON.parse(readFileSync(join(jobDir, JOB_MARKER), 'utf8')));
-    return m.success && m.data.jobId === jobId ? m.data : null;
-  } catch {
-    return null;
-  }
+  const m = readJsonFile(join(jobDir, JOB_MARKER), Marker);
+  return m?.jobId === jobId ? m : null;
 }
 
 /**

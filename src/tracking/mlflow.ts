@@ -14,7 +14,7 @@
  * old run is deleted (MLflow keeps it, restorable, out of searches and the UI) and a new one, tagged
  * `flotilla.replaces` with the old id, gets the site's rows from the store.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readJsonFile } from '../util/json-file.ts';
 import { z } from 'zod';
 import { writeFileAtomic } from '../util/atomic.ts';
 import type { ExportEnd } from './exporter.ts';
@@ -72,13 +72,7 @@ type MlflowState = z.infer<typeof MlflowStateSchema>;
 
 /** The run ids a job's export left (null: none, another file, or unreadable: start afresh). */
 export function readMlflowState(path: string): MlflowState | null {
-  if (!existsSync(path)) return null;
-  try {
-    const r = MlflowStateSchema.safeParse(JSON.parse(readFileSync(path, 'utf8')));
-    return r.success ? r.data : null;
-  } catch {
-    return null;
-  }
+  return readJsonFile(path, MlflowStateSchema);
 }
 
 export class MlflowError extends Error {

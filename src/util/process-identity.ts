@@ -5,6 +5,7 @@
  * callers refuse to act on it rather than guess.
  */
 import { closeSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { readJsonFile } from './json-file.ts';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -121,10 +122,5 @@ export function lockFolder(file: string, what: string): { release(): void; tookO
 }
 
 function readHolder(file: string): LockFile | null {
-  try {
-    const r = LockFile.safeParse(JSON.parse(readFileSync(file, 'utf8')));
-    return r.success ? r.data : null;
-  } catch {
-    return null;
-  }
+  return readJsonFile(file, LockFile);
 }

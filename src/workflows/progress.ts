@@ -16,7 +16,7 @@
  *
  * A progress file is written after the round's checkpoint, so it never points past what is on disk.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readJsonFile } from '../util/json-file.ts';
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import { z } from 'zod';
@@ -41,14 +41,7 @@ export function progressPath(serverDir: string): string {
 
 /** The progress a previous run left, or null (none, or a file that does not parse: start afresh). */
 export function readProgress(serverDir: string): Progress | null {
-  const p = progressPath(serverDir);
-  if (!existsSync(p)) return null;
-  try {
-    const r = ProgressSchema.safeParse(JSON.parse(readFileSync(p, 'utf8')));
-    return r.success ? r.data : null;
-  } catch {
-    return null;
-  }
+  return readJsonFile(progressPath(serverDir), ProgressSchema);
 }
 
 export async function writeProgress(serverDir: string, p: Progress): Promise<void> {
